@@ -1,0 +1,1 @@
+//! Caller authentication (being written).

@@ -1,0 +1,692 @@
+//! The configuration contract: TOML in, a validated [`Config`] out.
+//!
+//! Keys documented in the README are a stable contract that tools outside this repository
+//! write against, so unknown keys are refused (`deny_unknown_fields`) rather than ignored: a
+//! typo in a security setting must never fall back to a default silently.
+//!
+//! Secrets never live in the file. The file names environment variables, and they are read
+//! through the [`Env`] trait so that tests and embedders can supply them without touching
+//! the process environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where secrets named by the configuration are read from.
+pub trait Env: Send + Sync {
+    /// The value of the variable `name`, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A configuration problem found at start-up or reload. The message names the key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the contract.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A value is present but not acceptable.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A secret environment variable named by the config is not set or empty.
+    #[error("environment variable `{var}` named by `{key}` is not set or empty")]
+    MissingEnv {
+        /// The dotted key naming the variable.
+        key: String,
+        /// The variable.
+        var: String,
+    },
+    /// A key or certificate file could not be read or parsed.
+    #[error("cannot load `{key}` from {path}: {reason}")]
+    File {
+        /// The dotted key naming the file.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the proxy listener.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// TLS termination; absent means plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// The Composio upstream.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// Caller authentication.
+    pub auth: AuthConfig,
+    /// Identity rewriting policy.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Connection gating.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
+    /// Server limits and timeouts.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[tls]`: certificate chain and private key in PEM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[upstream]`: where Composio is and how to reach it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL; its path prefix is kept when forwarding.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// Environment variable holding the real Composio project key.
+    #[serde(default = "default_api_key_env")]
+    pub api_key_env: String,
+    /// Extra PEM CA bundle trusted for the upstream (and JWKS), beside the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// TCP + TLS connect timeout.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Timeout for ordinary upstream requests, until the response head arrives.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Timeout for tool executions, which can legitimately take long.
+    #[serde(default = "default_execute_timeout_secs")]
+    pub execute_timeout_secs: u64,
+    /// Timeout for the gateway's own lookups (tool metadata, connection status, sessions).
+    #[serde(default = "default_lookup_timeout_secs")]
+    pub lookup_timeout_secs: u64,
+}
+
+/// `[auth]`: how callers' JWTs are verified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` (one value or any of several), when set.
+    pub audience: Option<OneOrMany>,
+    /// Claim that names the tenant's user.
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    /// Prefix put before the subject (e.g. `"acme:"`), to namespace users of one IdP.
+    #[serde(default)]
+    pub subject_prefix: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+    /// Static verification keys.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// A JWKS endpoint.
+    pub jwks: Option<JwksConfig>,
+    /// How many verified tokens to remember (by hash, until `exp`).
+    #[serde(default = "default_token_cache_entries")]
+    pub token_cache_entries: usize,
+}
+
+/// One string or a list of strings (`aud` may be either).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// Any of several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[[auth.keys]]`: one static key. The algorithm is pinned here, never read from tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// `HS256|HS384|HS512|RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES384|EdDSA`.
+    pub alg: String,
+    /// Optional key id; a token naming a `kid` is only checked against keys with that id.
+    pub kid: Option<String>,
+    /// Environment variable holding an HMAC secret (HS*).
+    pub secret_env: Option<String>,
+    /// PEM public key file (RS*, PS*, ES*, EdDSA).
+    pub public_key_file: Option<PathBuf>,
+}
+
+/// `[auth.jwks]`: a remote key set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    /// The JWKS URL (https, or http on loopback only).
+    pub url: String,
+    /// Periodic refresh interval; a `Cache-Control: max-age` from the IdP may shorten it.
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub refresh_secs: u64,
+    /// Minimum interval between refetches triggered by an unknown `kid`.
+    #[serde(default = "default_jwks_min_refetch_secs")]
+    pub min_refetch_secs: u64,
+    /// Algorithms accepted for JWKS keys that carry no `alg` of their own.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+}
+
+/// What to do when a caller names a user other than the token's subject.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnIdentityMismatch {
+    /// Overwrite it with the subject (logged).
+    #[default]
+    Rewrite,
+    /// Refuse the request with 403 `identity_mismatch`.
+    Reject,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Rewrite or reject a foreign user id.
+    #[serde(default)]
+    pub on_identity_mismatch: OnIdentityMismatch,
+    /// Allow caller-supplied credentials (`custom_auth_params`, ...).
+    #[serde(default)]
+    pub allow_custom_auth: bool,
+    /// Allow shared-account options (`account_type=SHARED`, `experimental` sharing).
+    #[serde(default)]
+    pub allow_shared_accounts: bool,
+    /// Allow proxy execute (raw HTTP through a user's connected account).
+    #[serde(default = "yes")]
+    pub allow_proxy_execute: bool,
+    /// Largest request body accepted on routes whose body is inspected.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+/// `[connections]`: connection gating and its cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Refuse executions for toolkits without an ACTIVE connection.
+    #[serde(default = "yes")]
+    pub gate: bool,
+    /// How long an answer from Composio is trusted.
+    #[serde(default = "default_cache_ttl_secs")]
+    pub cache_ttl_secs: u64,
+    /// How long a "not connected" answer is trusted.
+    #[serde(default = "default_negative_ttl_secs")]
+    pub negative_ttl_secs: u64,
+    /// How long tool metadata (tool -> toolkit) is trusted.
+    #[serde(default = "default_tool_ttl_secs")]
+    pub tool_ttl_secs: u64,
+    /// Bound on cached (subject, toolkit) entries.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+    /// During an upstream outage, accept a cached ACTIVE answer up to this old (0: never).
+    #[serde(default)]
+    pub serve_stale_secs: u64,
+    /// Guess a tool's toolkit from the prefix before `_` when Composio cannot say.
+    #[serde(default)]
+    pub toolkit_prefix_fallback: bool,
+    /// Hint appended to messages, e.g. "in Settings > Integrations".
+    #[serde(default = "default_settings_hint")]
+    pub settings_hint: String,
+    /// Message templates; `{toolkit}` and `{settings}` are substituted.
+    #[serde(default)]
+    pub messages: MessageTemplates,
+}
+
+/// Message templates for gating decisions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageTemplates {
+    /// No connected account for the toolkit.
+    #[serde(default = "default_msg_not_connected")]
+    pub not_connected: String,
+    /// Only expired/failed/revoked/disabled accounts.
+    #[serde(default = "default_msg_expired")]
+    pub expired: String,
+    /// Only inactive accounts.
+    #[serde(default = "default_msg_inactive")]
+    pub inactive: String,
+    /// Only accounts whose authorisation has not completed.
+    #[serde(default = "default_msg_pending")]
+    pub pending: String,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Time allowed for a client to send request headers (slowloris guard).
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// Time allowed for a TLS handshake.
+    #[serde(default = "default_tls_handshake_timeout_secs")]
+    pub tls_handshake_timeout_secs: u64,
+    /// Maximum concurrent client connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Grace period for in-flight requests at shutdown.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates a configuration file.
+    ///
+    /// # Errors
+    /// When the file cannot be read, does not parse, or fails [`Config::validate`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text. Relative paths stay relative to the working directory.
+    ///
+    /// # Errors
+    /// When the text does not parse or does not match the contract.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Makes relative file paths relative to the directory of the config file, so a config
+    /// means the same thing whatever directory the gateway is started from.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.exists() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+        }
+        if let Some(ca) = &mut self.upstream.ca_file {
+            fix(ca);
+        }
+        for key in &mut self.auth.keys {
+            if let Some(p) = &mut key.public_key_file {
+                fix(p);
+            }
+        }
+    }
+
+    /// Checks values that parse but make no sense. Secrets and files are checked when the
+    /// components that use them are built.
+    ///
+    /// # Errors
+    /// The first problem found, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let base: http::Uri = self
+            .upstream
+            .base_url
+            .parse()
+            .map_err(|e| ConfigError::invalid("upstream.base_url", format!("{e}")))?;
+        match base.scheme_str() {
+            Some("https") | Some("http") => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    "upstream.base_url",
+                    "must be an http:// or https:// URL",
+                ))
+            }
+        }
+        if base.authority().is_none() {
+            return Err(ConfigError::invalid("upstream.base_url", "has no host"));
+        }
+        if base.query().is_some() {
+            return Err(ConfigError::invalid(
+                "upstream.base_url",
+                "must not carry a query",
+            ));
+        }
+        if self.upstream.api_key_env.trim().is_empty() {
+            return Err(ConfigError::invalid("upstream.api_key_env", "is empty"));
+        }
+        if self.auth.keys.is_empty() && self.auth.jwks.is_none() {
+            return Err(ConfigError::invalid(
+                "auth",
+                "no verification key: set [[auth.keys]] or [auth.jwks]",
+            ));
+        }
+        if self.auth.subject_claim.is_empty() {
+            return Err(ConfigError::invalid("auth.subject_claim", "is empty"));
+        }
+        if let Some(aud) = &self.auth.audience {
+            if aud.to_vec().iter().any(String::is_empty) || aud.to_vec().is_empty() {
+                return Err(ConfigError::invalid("auth.audience", "is empty"));
+            }
+        }
+        if let Some(jwks) = &self.auth.jwks {
+            let uri: http::Uri = jwks
+                .url
+                .parse()
+                .map_err(|e| ConfigError::invalid("auth.jwks.url", format!("{e}")))?;
+            match uri.scheme_str() {
+                Some("https") => {}
+                Some("http") if is_loopback_host(uri.host().unwrap_or("")) => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "auth.jwks.url",
+                        "must be https:// (plain http only on loopback)",
+                    ))
+                }
+            }
+            if jwks.refresh_secs == 0 {
+                return Err(ConfigError::invalid("auth.jwks.refresh_secs", "must be > 0"));
+            }
+        }
+        if self.policy.max_body_bytes == 0 {
+            return Err(ConfigError::invalid("policy.max_body_bytes", "must be > 0"));
+        }
+        if self.connections.max_entries == 0 {
+            return Err(ConfigError::invalid("connections.max_entries", "must be > 0"));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(ConfigError::invalid("limits.max_connections", "must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `host` names the loopback interface.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            base_url: default_base_url(),
+            api_key_env: default_api_key_env(),
+            ca_file: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            request_timeout_secs: default_request_timeout_secs(),
+            execute_timeout_secs: default_execute_timeout_secs(),
+            lookup_timeout_secs: default_lookup_timeout_secs(),
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            on_identity_mismatch: OnIdentityMismatch::default(),
+            allow_custom_auth: false,
+            allow_shared_accounts: false,
+            allow_proxy_execute: true,
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            gate: true,
+            cache_ttl_secs: default_cache_ttl_secs(),
+            negative_ttl_secs: default_negative_ttl_secs(),
+            tool_ttl_secs: default_tool_ttl_secs(),
+            max_entries: default_max_entries(),
+            serve_stale_secs: 0,
+            toolkit_prefix_fallback: false,
+            settings_hint: default_settings_hint(),
+            messages: MessageTemplates::default(),
+        }
+    }
+}
+
+impl Default for MessageTemplates {
+    fn default() -> Self {
+        Self {
+            not_connected: default_msg_not_connected(),
+            expired: default_msg_expired(),
+            inactive: default_msg_inactive(),
+            pending: default_msg_pending(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: default_header_read_timeout_secs(),
+            tls_handshake_timeout_secs: default_tls_handshake_timeout_secs(),
+            max_connections: default_max_connections(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_base_url() -> String {
+    "https://backend.composio.dev".to_owned()
+}
+fn default_api_key_env() -> String {
+    "COMPOSIO_API_KEY".to_owned()
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_request_timeout_secs() -> u64 {
+    60
+}
+fn default_execute_timeout_secs() -> u64 {
+    180
+}
+fn default_lookup_timeout_secs() -> u64 {
+    10
+}
+fn default_subject_claim() -> String {
+    "sub".to_owned()
+}
+fn default_leeway_secs() -> u64 {
+    30
+}
+fn default_token_cache_entries() -> usize {
+    100_000
+}
+fn default_jwks_refresh_secs() -> u64 {
+    300
+}
+fn default_jwks_min_refetch_secs() -> u64 {
+    30
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_cache_ttl_secs() -> u64 {
+    30
+}
+fn default_negative_ttl_secs() -> u64 {
+    5
+}
+fn default_tool_ttl_secs() -> u64 {
+    3600
+}
+fn default_max_entries() -> usize {
+    100_000
+}
+fn default_settings_hint() -> String {
+    "in Settings > Integrations".to_owned()
+}
+fn default_msg_not_connected() -> String {
+    "Please connect your {toolkit} account first {settings}.".to_owned()
+}
+fn default_msg_expired() -> String {
+    "Your {toolkit} connection has expired. Please reconnect {settings}.".to_owned()
+}
+fn default_msg_inactive() -> String {
+    "Your {toolkit} connection is inactive. Please reconnect {settings}.".to_owned()
+}
+fn default_msg_pending() -> String {
+    "Your {toolkit} connection is not finished yet. Please complete the authorisation {settings}."
+        .to_owned()
+}
+fn default_header_read_timeout_secs() -> u64 {
+    10
+}
+fn default_tls_handshake_timeout_secs() -> u64 {
+    10
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_shutdown_grace_secs() -> u64 {
+    30
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[auth.keys]]
+        alg = "HS256"
+        secret_env = "S"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.policy.on_identity_mismatch, OnIdentityMismatch::Rewrite);
+        assert!(!c.policy.allow_custom_auth);
+        assert!(c.connections.gate);
+        assert_eq!(c.upstream.base_url, "https://backend.composio.dev");
+        assert_eq!(c.policy.max_body_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml(&format!("{MINIMAL}\n[policy]\nallow_custom_atuh = true"))
+            .unwrap_err();
+        assert!(err.to_string().contains("allow_custom_atuh"), "{err}");
+    }
+
+    #[test]
+    fn no_keys_is_an_error() {
+        let c = Config::from_toml("[auth]\nissuer = \"x\"").unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "auth"));
+    }
+
+    #[test]
+    fn audience_accepts_string_or_list() {
+        let one = Config::from_toml(&format!("[auth]\naudience = \"a\"\n{MINIMAL}")).unwrap();
+        assert_eq!(one.auth.audience, Some(OneOrMany::One("a".into())));
+        let many =
+            Config::from_toml(&format!("[auth]\naudience = [\"a\", \"b\"]\n{MINIMAL}")).unwrap();
+        assert_eq!(many.auth.audience.unwrap().to_vec(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn plain_http_jwks_only_on_loopback() {
+        let bad = Config::from_toml(&format!(
+            "{MINIMAL}\n[auth.jwks]\nurl = \"http://idp.example.com/jwks\""
+        ))
+        .unwrap();
+        assert!(bad.validate().is_err());
+        let ok = Config::from_toml(&format!(
+            "{MINIMAL}\n[auth.jwks]\nurl = \"http://127.0.0.1:9/jwks\""
+        ))
+        .unwrap();
+        ok.validate().unwrap();
+    }
+}

@@ -1,0 +1,1 @@
+//! The sandbox Composio upstream (being written).

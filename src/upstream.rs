@@ -1,0 +1,215 @@
+//! The connection to Composio: one pooled hyper-util client over rustls, the base URL (whose
+//! path prefix is kept: the old SDK's base ends in `/api`), the real project key, and the
+//! timeouts. Everything that leaves the gateway for Composio goes through [`Upstream`], so the
+//! one credential header upstream is set in exactly one place.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{ConfigError, Env, UpstreamConfig};
+use crate::error::Error;
+
+/// The pooled HTTP(S) client used for Composio and for the JWKS endpoint.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Largest lookup response the gateway reads for its own decisions.
+const MAX_LOOKUP_BODY: usize = 8 * 1024 * 1024;
+
+/// Builds the shared client: webpki roots plus `ca_file`, HTTP/1.1 and HTTP/2 by ALPN.
+///
+/// # Errors
+/// When `ca_file` cannot be loaded.
+pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ConfigError> {
+    let tls = crate::tls::client_config(cfg.ca_file.as_deref(), "upstream.ca_file")?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(https))
+}
+
+/// Which timeout applies to a forwarded request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutClass {
+    /// Tool executions: long.
+    Execute,
+    /// Everything else forwarded for a caller.
+    Default,
+    /// The gateway's own lookups.
+    Lookup,
+}
+
+/// Composio, as the gateway reaches it.
+#[derive(Clone)]
+pub struct Upstream {
+    client: HttpClient,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    prefix: String,
+    api_key: HeaderValue,
+    execute_timeout: Duration,
+    request_timeout: Duration,
+    lookup_timeout: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is deliberately absent.
+        f.debug_struct("Upstream")
+            .field("authority", &self.authority)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Builds the upstream from config, reading the project key from `env`.
+    ///
+    /// # Errors
+    /// When the key variable is unset or empty, or the base URL or CA file are unusable.
+    pub fn new(cfg: &UpstreamConfig, env: &dyn Env, client: HttpClient) -> Result<Self, ConfigError> {
+        let key = env
+            .var(&cfg.api_key_env)
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| ConfigError::MissingEnv {
+                key: "upstream.api_key_env".into(),
+                var: cfg.api_key_env.clone(),
+            })?;
+        let mut api_key = HeaderValue::from_str(key.trim()).map_err(|_| {
+            ConfigError::invalid("upstream.api_key_env", "the key is not a valid header value")
+        })?;
+        api_key.set_sensitive(true);
+        let base: Uri = cfg
+            .base_url
+            .parse()
+            .map_err(|e| ConfigError::invalid("upstream.base_url", format!("{e}")))?;
+        let parts = base.into_parts();
+        let scheme = parts
+            .scheme
+            .ok_or_else(|| ConfigError::invalid("upstream.base_url", "no scheme"))?;
+        let authority = parts
+            .authority
+            .ok_or_else(|| ConfigError::invalid("upstream.base_url", "no host"))?;
+        let prefix = parts
+            .path_and_query
+            .map(|p| p.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            prefix,
+            api_key,
+            execute_timeout: Duration::from_secs(cfg.execute_timeout_secs),
+            request_timeout: Duration::from_secs(cfg.request_timeout_secs),
+            lookup_timeout: Duration::from_secs(cfg.lookup_timeout_secs),
+        })
+    }
+
+    /// The real project key, for redaction of anything that flows back to callers.
+    pub(crate) fn api_key(&self) -> &[u8] {
+        self.api_key.as_bytes()
+    }
+
+    /// The upstream URI for a gateway-relative path and query (`/api/v3/...?...`).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the result is not a valid URI (the path was validated before).
+    pub fn uri(&self, path_and_query: &str) -> Result<Uri, Error> {
+        let pq = format!("{}{}", self.prefix, path_and_query);
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| Error::Internal)
+    }
+
+    fn timeout(&self, class: TimeoutClass) -> Duration {
+        match class {
+            TimeoutClass::Execute => self.execute_timeout,
+            TimeoutClass::Default => self.request_timeout,
+            TimeoutClass::Lookup => self.lookup_timeout,
+        }
+    }
+
+    /// Sends `req` upstream with the real key as its only credential. The caller has already
+    /// removed every credential header it received; this sets `Host` and `x-api-key`.
+    ///
+    /// # Errors
+    /// [`Error::UpstreamTimeout`] when no response head arrives in time,
+    /// [`Error::UpstreamUnavailable`] when the connection fails.
+    pub async fn send(
+        &self,
+        mut req: Request<Full<Bytes>>,
+        class: TimeoutClass,
+    ) -> Result<Response<Incoming>, Error> {
+        let headers = req.headers_mut();
+        headers.remove(header::HOST);
+        headers.insert("x-api-key", self.api_key.clone());
+        match tokio::time::timeout(self.timeout(class), self.client.request(req)).await {
+            Err(_) => Err(Error::UpstreamTimeout),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "upstream request failed");
+                Err(Error::UpstreamUnavailable)
+            }
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// A GET for the gateway's own decisions, answering status and parsed JSON. The whole
+    /// exchange, body included, is bounded by the lookup timeout.
+    ///
+    /// # Errors
+    /// As [`Upstream::send`]; a body that is not JSON is [`Error::UpstreamUnavailable`].
+    pub async fn get_json(
+        &self,
+        path_and_query: &str,
+    ) -> Result<(StatusCode, serde_json::Value), Error> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(self.uri(path_and_query)?)
+            .header(header::ACCEPT, "application/json")
+            .header(header::ACCEPT_ENCODING, "identity")
+            .header("x-request-id", uuid::Uuid::new_v4().simple().to_string())
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| Error::Internal)?;
+        let fut = async {
+            let resp = self.send(req, TimeoutClass::Lookup).await?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_LOOKUP_BODY)
+                .collect()
+                .await
+                .map_err(|_| Error::UpstreamUnavailable)?
+                .to_bytes();
+            let value = if body.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_slice(&body).map_err(|_| Error::UpstreamUnavailable)?
+            };
+            Ok((status, value))
+        };
+        tokio::time::timeout(self.lookup_timeout, fut)
+            .await
+            .map_err(|_| Error::UpstreamTimeout)?
+    }
+}
