@@ -460,17 +460,26 @@ impl Config {
                 }
             }
             if jwks.refresh_secs == 0 {
-                return Err(ConfigError::invalid("auth.jwks.refresh_secs", "must be > 0"));
+                return Err(ConfigError::invalid(
+                    "auth.jwks.refresh_secs",
+                    "must be > 0",
+                ));
             }
         }
         if self.policy.max_body_bytes == 0 {
             return Err(ConfigError::invalid("policy.max_body_bytes", "must be > 0"));
         }
         if self.connections.max_entries == 0 {
-            return Err(ConfigError::invalid("connections.max_entries", "must be > 0"));
+            return Err(ConfigError::invalid(
+                "connections.max_entries",
+                "must be > 0",
+            ));
         }
         if self.limits.max_connections == 0 {
-            return Err(ConfigError::invalid("limits.max_connections", "must be > 0"));
+            return Err(ConfigError::invalid(
+                "limits.max_connections",
+                "must be > 0",
+            ));
         }
         Ok(())
     }

@@ -472,6 +472,9 @@ mod tests {
         assert_eq!(v["error"]["status"], 400);
         assert_eq!(v["error"]["slug"], "app_not_connected");
         assert_eq!(v["error"]["toolkit"], "slack");
-        assert_eq!(v["error"]["message"], "Please connect your Slack account first.");
+        assert_eq!(
+            v["error"]["message"],
+            "Please connect your Slack account first."
+        );
     }
 }

@@ -5,17 +5,45 @@
 //! - [`config`]: the TOML contract and its validation.
 //! - [`error`]: every refusal as one enum, mapped to Composio's error envelope.
 //! - [`auth`]: JWT verification (static keys, JWKS) and the verified-token cache.
-//! - [`tls`]: rustls configuration for the listener and for upstream.
-//! - [`upstream`]: the pooled client to Composio, which alone injects the real key.
-//! - [`sandbox`]: a faithful fake Composio, used by `entitygate demo` and the tests.
+//! - [`path`], [`routes`]: strict path checking and the route table (deny by default).
+//! - [`rewrite`]: strict JSON parsing and identity pinning in bodies and queries.
+//! - [`headers`], [`body`]: what crosses the gateway, and key redaction on the way back.
+//! - [`connections`]: connection-status gating with a coalescing cache.
+//! - [`proxy`]: the request flow, one handler module per route family.
+//! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
+//! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown.
+//! - [`audit`]: one structured event per decision.
+//! - [`sandbox`], [`demo`]: a faithful fake Composio and the demo that runs against it.
+//!
+//! # Embedding
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = entitygate::Config::load("entitygate.toml".as_ref())?;
+//! let gateway = entitygate::Gateway::builder(config).build().await?;
+//! let running = gateway.spawn("127.0.0.1:0".parse()?).await?;
+//! println!("listening on {}", running.local_addr());
+//! running.shutdown().await;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
+pub mod body;
 pub mod config;
+pub mod connections;
+pub mod demo;
 pub mod error;
+pub mod headers;
+pub mod path;
+pub mod proxy;
+pub mod rewrite;
+pub mod routes;
 pub mod sandbox;
+pub mod server;
 pub mod tls;
 pub mod upstream;
 
 pub use config::Config;
 pub use error::Error;
+pub use server::{Gateway, GatewayBuilder, RunningGateway};

@@ -1,1 +1,92 @@
-fn main(){}
+//! The `entitygate` binary: parse the command line, set up logging, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A fail-closed reverse proxy that pins every Composio call to the caller's verified identity.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration (secrets and key files included) and exit.
+    CheckConfig {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the gateway against a built-in sandbox Composio, with two demo users.
+    Demo(entitygate::demo::DemoArgs),
+}
+
+/// `EX_USAGE`: the configuration is unusable.
+const EXIT_CONFIG: u8 = 64;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = match entitygate::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            entitygate::demo::init_logging(config.log.format);
+            let gateway = match entitygate::Gateway::builder(config).build().await {
+                Ok(g) => g,
+                Err(e) => return config_error(&e),
+            };
+            let listener = match tokio::net::TcpListener::bind(gateway.listen_addr()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!(
+                        "entitygate: cannot listen on {}: {e}",
+                        gateway.listen_addr()
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match gateway
+                .serve(listener, entitygate::server::shutdown_signal())
+                .await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("entitygate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { config } => {
+            let checked = match entitygate::Config::load(&config) {
+                Ok(c) => entitygate::Gateway::builder(c).build().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(()) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_error(&e),
+            }
+        }
+        Command::Demo(args) => entitygate::demo::run(args).await,
+    }
+}
+
+fn config_error(e: &entitygate::config::ConfigError) -> ExitCode {
+    eprintln!("entitygate: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}

@@ -86,7 +86,11 @@ impl Upstream {
     ///
     /// # Errors
     /// When the key variable is unset or empty, or the base URL or CA file are unusable.
-    pub fn new(cfg: &UpstreamConfig, env: &dyn Env, client: HttpClient) -> Result<Self, ConfigError> {
+    pub fn new(
+        cfg: &UpstreamConfig,
+        env: &dyn Env,
+        client: HttpClient,
+    ) -> Result<Self, ConfigError> {
         let key = env
             .var(&cfg.api_key_env)
             .filter(|k| !k.trim().is_empty())
@@ -95,7 +99,10 @@ impl Upstream {
                 var: cfg.api_key_env.clone(),
             })?;
         let mut api_key = HeaderValue::from_str(key.trim()).map_err(|_| {
-            ConfigError::invalid("upstream.api_key_env", "the key is not a valid header value")
+            ConfigError::invalid(
+                "upstream.api_key_env",
+                "the key is not a valid header value",
+            )
         })?;
         api_key.set_sensitive(true);
         let base: Uri = cfg

@@ -1,1 +1,655 @@
-//! The sandbox Composio upstream (being written).
+//! A faithful fake of Composio's HTTP API, for the gateway's tests and `entitygate demo`.
+//!
+//! Composio itself is out of reach in tests, so [`Sandbox`] answers the paths the SDKs call
+//! (`composio` 0.30 and `@composio/core` on `/api/v3.1` and `/api/v3`, `composio-core` 0.7 on
+//! `/api/v1` and `/api/v2`) in the exact shapes they parse, keeps state (created accounts are
+//! listed, deletes remove, sessions remember their user), records every request it receives,
+//! and can be told to misbehave ([`Fault`]) so that fail-closed paths can be tested.
+//!
+//! # What it enforces, like Composio
+//! - Exactly one credential: `x-api-key: <project key>` and none of `x-user-api-key`,
+//!   `x-org-api-key`, `authorization`; otherwise 401.
+//! - Tool execution needs an `ACTIVE`, enabled account of the user for the tool's toolkit
+//!   (400, code 1803), unless the tool is `no_auth`; an explicit `connected_account_id` that
+//!   belongs to another user than `user_id` is refused (400, code 1812).
+//! - v1/v2 successes are exactly 200 (`composio-core` 0.7 treats anything else as failure).
+//!
+//! # Error codes
+//! Composio's own where known: 1803 (no usable connected account), 1812 (account belongs to
+//! another user). The rest are the sandbox's, in Composio's envelope: 10400 validation,
+//! 10401 credentials, 10404 unknown route or resource, 1810 account of another toolkit,
+//! 1813 toolkit not enabled in the session, 10000 + status for an injected [`Fault::Status`].
+//!
+//! # Layout
+//! - this file: the handle, the data types, recording, faults and the server loop;
+//! - `store`: the state and its queries (filters, cursor pagination);
+//! - `shapes`: the JSON renderings of accounts, tools, toolkits, apps, actions;
+//! - `v3`: `/api/v3` and `/api/v3.1`; `session`: their tool-router sessions;
+//!   `legacy`: `/api/v1` and `/api/v2`; `exec`: which account a tool runs with;
+//! - `http`: the per-request context and reply type;
+//! - `demo`: the demo data set.
+
+mod demo;
+mod exec;
+mod http;
+mod legacy;
+mod session;
+mod shapes;
+mod store;
+mod v3;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use self::http::{Ctx, Reply};
+use self::store::Store;
+
+/// Largest request body the sandbox reads.
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// A handle on one running (or not yet started) fake Composio. Cheap to clone: every clone
+/// shares the same state, recording and faults.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The only credential accepted, as the exact `x-api-key` value.
+    api_key: String,
+    /// Accounts, tools, sessions, triggers: everything the API reads and writes.
+    store: Mutex<Store>,
+    /// Every request that reached the sandbox, in arrival order.
+    log: Mutex<Vec<Recorded>>,
+    /// The global fault (key `""`) and path-prefix-scoped ones.
+    faults: Mutex<HashMap<String, Fault>>,
+    /// Bumped by [`Sandbox::stop`]; each server loop exits when it differs from the value it
+    /// started with, so a later `start` is not stopped by an earlier `stop`.
+    generation: watch::Sender<u64>,
+    /// Source of `x-request-id` values when the caller sent none.
+    request_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").finish_non_exhaustive()
+    }
+}
+
+/// One connected account, as the sandbox stores it (`ca_...` ids are used on every API
+/// version; Composio's v1 UUIDs are not modelled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The account id (`ca_...`).
+    pub id: String,
+    /// The owning user (Composio "entity").
+    pub user_id: String,
+    /// Lower-case toolkit slug.
+    pub toolkit: String,
+    /// `INITIALIZING`, `INITIATED`, `ACTIVE`, `FAILED`, `EXPIRED`, `INACTIVE` or `REVOKED`.
+    pub status: String,
+    /// Disabled accounts keep their status but cannot run tools.
+    pub is_disabled: bool,
+    /// The auth config (`ac_...`) the account was created from.
+    pub auth_config_id: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Why the status is what it is, when Composio says so.
+    pub status_reason: Option<String>,
+}
+
+/// One tool (action) of the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tool {
+    /// Upper-case tool slug.
+    pub slug: String,
+    /// Lower-case slug of the owning toolkit (not necessarily the slug's prefix).
+    pub toolkit: String,
+    /// Runs without any connected account.
+    pub no_auth: bool,
+}
+
+/// One request as it reached the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The raw query string, if any.
+    pub query: Option<String>,
+    /// Every header, names lower-case, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+/// A misbehaviour to inject, for fail-closed tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Behave normally (also clears a fault).
+    None,
+    /// Answer every request with this status, in Composio's error envelope.
+    Status(u16),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Answer 200 with a body that is not JSON.
+    Garbage,
+    /// Close the connection without answering.
+    Reset,
+    /// Answer 200 JSON echoing the method, path, query, every header and the body.
+    EchoHeaders,
+}
+
+/// The error a service returns to make hyper drop the connection unanswered.
+#[derive(Debug)]
+struct InjectedReset;
+
+impl std::fmt::Display for InjectedReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sandbox: connection reset (injected fault)")
+    }
+}
+
+impl std::error::Error for InjectedReset {}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// === impl Account ===
+
+impl Account {
+    /// An account with the toolkit's default auth config (`ac_<toolkit>`), enabled, created
+    /// now.
+    pub fn new(id: &str, user_id: &str, toolkit: &str, status: &str) -> Self {
+        let toolkit = toolkit.to_ascii_lowercase();
+        Self {
+            id: id.to_owned(),
+            user_id: user_id.to_owned(),
+            auth_config_id: format!("ac_{toolkit}"),
+            toolkit,
+            status: status.to_ascii_uppercase(),
+            is_disabled: false,
+            created_at: store::now_rfc3339(),
+            status_reason: None,
+        }
+    }
+
+    /// Whether the account may run tools: `ACTIVE` and not disabled.
+    pub fn is_usable(&self) -> bool {
+        self.status == "ACTIVE" && !self.is_disabled
+    }
+}
+
+// === impl Tool ===
+
+impl Tool {
+    /// A tool of `toolkit`.
+    pub fn new(slug: &str, toolkit: &str, no_auth: bool) -> Self {
+        Self {
+            slug: slug.to_ascii_uppercase(),
+            toolkit: toolkit.to_ascii_lowercase(),
+            no_auth,
+        }
+    }
+}
+
+// === impl Recorded ===
+
+impl Recorded {
+    /// The body as JSON, if it is JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (case-insensitive).
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The decoded query pairs, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        self.query
+            .as_deref()
+            .map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The first value of query parameter `key`.
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        self.query_pairs()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+// === impl Sandbox ===
+
+impl Sandbox {
+    /// An empty sandbox (no accounts, tools or toolkits) accepting exactly `api_key`.
+    pub fn new(api_key: &str) -> Self {
+        Self::with_store(api_key, Store::default())
+    }
+
+    /// A sandbox with the demo data set: users `alice`, `bob`, `carol` (nothing connected),
+    /// `user-1` (the captures' user); toolkits github, slack, gmail, notion, composio_search,
+    /// text_to_pdf, composio (meta tools, no auth) and hackernews (no auth). See `demo.rs`.
+    pub fn with_demo_data(api_key: &str) -> Self {
+        Self::with_store(api_key, demo::store())
+    }
+
+    fn with_store(api_key: &str, store: Store) -> Self {
+        let (generation, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                api_key: api_key.to_owned(),
+                store: Mutex::new(store),
+                log: Mutex::new(Vec::new()),
+                faults: Mutex::new(HashMap::new()),
+                generation,
+                request_seq: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The accepted project key.
+    pub fn api_key(&self) -> &str {
+        &self.inner.api_key
+    }
+
+    // --- server ---
+
+    /// Binds `127.0.0.1:0` and serves (HTTP/1.1 and h2c) in a spawned task until
+    /// [`Sandbox::stop`].
+    ///
+    /// # Errors
+    /// When the socket cannot be bound.
+    pub async fn start(&self) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let this = self.clone();
+        tokio::spawn(async move { this.serve(listener).await });
+        Ok(addr)
+    }
+
+    /// Like [`Sandbox::start`] but over TLS (ALPN h2 and http/1.1) with the given PEM
+    /// certificate chain and key, e.g. `certs/dev/server.crt` and `server.key`.
+    ///
+    /// # Errors
+    /// When the certificate or key cannot be loaded or the socket cannot be bound.
+    pub async fn start_tls(&self, cert: &Path, key: &Path) -> std::io::Result<SocketAddr> {
+        self.start_tls_on(0, cert, key).await
+    }
+
+    /// [`Sandbox::start_tls`] on a given loopback port (0 for any).
+    ///
+    /// # Errors
+    /// When the certificate or key cannot be loaded or the socket cannot be bound.
+    pub async fn start_tls_on(
+        &self,
+        port: u16,
+        cert: &Path,
+        key: &Path,
+    ) -> std::io::Result<SocketAddr> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(cert, key)?);
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let this = self.clone();
+        tokio::spawn(async move { this.serve_tls(listener, acceptor).await });
+        Ok(addr)
+    }
+
+    /// Serves on `listener` until [`Sandbox::stop`]; open connections are dropped then too.
+    pub async fn serve(&self, listener: TcpListener) {
+        let mut stop = self.inner.generation.subscribe();
+        let generation = *stop.borrow_and_update();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        self.spawn_connection(stream, generation, "http");
+                    }
+                    // e.g. out of file descriptors: back off instead of spinning.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                },
+                () = stopped(&mut stop, generation) => break,
+            }
+        }
+    }
+
+    async fn serve_tls(&self, listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
+        let mut stop = self.inner.generation.subscribe();
+        let generation = *stop.borrow_and_update();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let this = self.clone();
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                this.spawn_connection(tls, generation, "https");
+                            }
+                        });
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                },
+                () = stopped(&mut stop, generation) => break,
+            }
+        }
+    }
+
+    fn spawn_connection<IO>(&self, io: IO, generation: u64, scheme: &'static str)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let this = self.clone();
+        let mut stop = self.inner.generation.subscribe();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let this = this.clone();
+                async move { this.handle(req, scheme).await }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
+            tokio::select! {
+                _ = conn => {}
+                () = stopped(&mut stop, generation) => {}
+            }
+        });
+    }
+
+    /// Stops every server loop started so far and drops their open connections. Later
+    /// requests are refused at the TCP level, as if Composio were down.
+    pub fn stop(&self) {
+        self.inner.generation.send_modify(|g| *g += 1);
+    }
+
+    // --- data ---
+
+    /// Adds (or replaces, by id) a connected account; its toolkit and auth config are created
+    /// if unknown.
+    pub fn add_account(&self, a: Account) {
+        lock(&self.inner.store).add_account(a);
+    }
+
+    /// Adds `users` users named `{prefix}{n}` (n from 0), each with one `ACTIVE` account per
+    /// toolkit in `toolkits`, ids `ca_{prefix}{n}_{toolkit}`. Returns the number of accounts.
+    pub fn add_bulk_accounts(&self, prefix: &str, users: usize, toolkits: &[&str]) -> usize {
+        let mut store = lock(&self.inner.store);
+        let mut n = 0;
+        for u in 0..users {
+            let user = format!("{prefix}{u}");
+            for tk in toolkits {
+                store.add_account(Account::new(
+                    &format!("ca_{user}_{tk}"),
+                    &user,
+                    tk,
+                    "ACTIVE",
+                ));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Sets an account's status (upper-cased). Returns whether the account exists.
+    pub fn set_account_status(&self, id: &str, status: &str) -> bool {
+        lock(&self.inner.store).set_status(id, status, None)
+    }
+
+    /// Enables or disables an account. Returns whether the account exists.
+    pub fn set_account_disabled(&self, id: &str, disabled: bool) -> bool {
+        lock(&self.inner.store).set_disabled(id, disabled)
+    }
+
+    /// Removes an account. Returns whether it existed.
+    pub fn remove_account(&self, id: &str) -> bool {
+        lock(&self.inner.store).remove_account(id)
+    }
+
+    /// One account by id.
+    pub fn account(&self, id: &str) -> Option<Account> {
+        lock(&self.inner.store).account(id).cloned()
+    }
+
+    /// Every account, oldest first.
+    pub fn accounts(&self) -> Vec<Account> {
+        lock(&self.inner.store).all_accounts()
+    }
+
+    /// Adds (or replaces) a tool; its toolkit is created if unknown.
+    pub fn add_tool(&self, t: Tool) {
+        lock(&self.inner.store).add_tool(t);
+    }
+
+    /// The user a tool-router session was created for.
+    pub fn session_user(&self, session_id: &str) -> Option<String> {
+        lock(&self.inner.store).session_user(session_id)
+    }
+
+    /// Creates a tool-router session for `user_id` with the given id.
+    pub fn add_session(&self, session_id: &str, user_id: &str) {
+        lock(&self.inner.store).add_session(session_id, user_id);
+    }
+
+    // --- recording ---
+
+    /// Every request that reached the sandbox, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.inner.log).clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear(&self) {
+        lock(&self.inner.log).clear();
+    }
+
+    /// How many recorded requests have this method and a path starting with `path_prefix`.
+    pub fn count(&self, method: &str, path_prefix: &str) -> usize {
+        lock(&self.inner.log)
+            .iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path.starts_with(path_prefix))
+            .count()
+    }
+
+    /// The recorded requests whose path starts with `path_prefix`.
+    pub fn requests_to(&self, path_prefix: &str) -> Vec<Recorded> {
+        lock(&self.inner.log)
+            .iter()
+            .filter(|r| r.path.starts_with(path_prefix))
+            .cloned()
+            .collect()
+    }
+
+    // --- faults ---
+
+    /// Applies `f` to every request until cleared with [`Fault::None`]. A fault scoped with
+    /// [`Sandbox::set_fault_for`] takes precedence where its prefix matches.
+    pub fn set_fault(&self, f: Fault) {
+        self.set_fault_for("", f);
+    }
+
+    /// Applies `f` to requests whose path starts with `path_prefix` (the longest matching
+    /// prefix wins); [`Fault::None`] clears that prefix.
+    pub fn set_fault_for(&self, path_prefix: &str, f: Fault) {
+        let mut faults = lock(&self.inner.faults);
+        if f == Fault::None {
+            faults.remove(path_prefix);
+        } else {
+            faults.insert(path_prefix.to_owned(), f);
+        }
+    }
+
+    fn fault_for(&self, path: &str) -> Fault {
+        lock(&self.inner.faults)
+            .iter()
+            .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(Fault::None, |(_, f)| f.clone())
+    }
+
+    // --- request handling ---
+
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        scheme: &'static str,
+    ) -> Result<Response<Full<Bytes>>, InjectedReset> {
+        let (parts, body) = req.into_parts();
+        let host = parts
+            .headers
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(ToString::to_string))
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let Ok(collected) = Limited::new(body, MAX_BODY).collect().await else {
+            return Err(InjectedReset);
+        };
+        let body = collected.to_bytes();
+        let recorded = Recorded {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body,
+        };
+        lock(&self.inner.log).push(recorded.clone());
+
+        let request_id = recorded
+            .header("x-request-id")
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                let n = self.inner.request_seq.fetch_add(1, Ordering::Relaxed);
+                format!("sbx_req_{n:08}")
+            });
+        let ctx = Ctx::new(&recorded, request_id, format!("{scheme}://{host}"));
+
+        let reply = match self.fault_for(&recorded.path) {
+            Fault::None => self.answer(&ctx),
+            Fault::Delay(d) => {
+                tokio::time::sleep(d).await;
+                self.answer(&ctx)
+            }
+            Fault::Status(code) => ctx.injected_status(code),
+            Fault::Garbage => Reply::garbage(),
+            Fault::Reset => return Err(InjectedReset),
+            Fault::EchoHeaders => Reply::ok(shapes::echo(&recorded)),
+        };
+        Ok(reply.into_response(&ctx.request_id))
+    }
+
+    /// The normal answer: credential check, then routing.
+    fn answer(&self, ctx: &Ctx) -> Reply {
+        if let Err(reason) = self.check_credentials(ctx) {
+            return ctx.error(
+                401,
+                10401,
+                "HTTP_Unauthorized",
+                reason,
+                "Send exactly one credential: `x-api-key` with the project API key.",
+            );
+        }
+        let mut store = lock(&self.inner.store);
+        match ctx.api {
+            http::Api::V3 | http::Api::V31 => v3::route(ctx, &mut store),
+            http::Api::V1 | http::Api::V2 => legacy::route(ctx, &mut store),
+            http::Api::Other => ctx.not_found_route(),
+        }
+    }
+
+    fn check_credentials(&self, ctx: &Ctx) -> Result<(), &'static str> {
+        for other in ["x-user-api-key", "x-org-api-key", "authorization"] {
+            if !ctx.headers(other).is_empty() {
+                return Err("More than one credential was presented");
+            }
+        }
+        match ctx.headers("x-api-key").as_slice() {
+            [] => Err("API key is missing"),
+            [key] if *key == self.inner.api_key => Ok(()),
+            [_] => Err("Invalid API key"),
+            _ => Err("More than one credential was presented"),
+        }
+    }
+}
+
+async fn stopped(rx: &mut watch::Receiver<u64>, generation: u64) {
+    loop {
+        if *rx.borrow_and_update() != generation {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            // The sender lives as long as the sandbox; without it nothing can stop us.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn tls_config(cert: &Path, key: &Path) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| invalid(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| invalid(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

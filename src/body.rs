@@ -1,0 +1,189 @@
+//! Body types and the two body operations the gateway needs: reading a request body under a
+//! limit, and streaming a response body back with the real project key redacted.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::error::Error;
+
+/// Boxed error for response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response body type of the gateway.
+pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A complete in-memory response body.
+pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Reads a whole request body, refusing it past `limit` bytes whether or not a
+/// `Content-Length` announced it.
+///
+/// # Errors
+/// [`Error::PayloadTooLarge`] past the limit, [`Error::BodyInvalid`] when the client breaks
+/// off mid-body.
+pub async fn read_limited<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, Error>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(len) = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(Error::PayloadTooLarge);
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::PayloadTooLarge),
+        Err(_) => Err(Error::BodyInvalid("the body could not be read".into())),
+    }
+}
+
+/// What replaces the key wherever it appears in a response body.
+const REDACTED: &[u8] = b"[REDACTED]";
+
+/// A response body that never yields the bytes of `secret`, even when they straddle frames:
+/// it holds back the last `secret.len() - 1` bytes of each frame until the next one arrives.
+/// Trailers are dropped (they are not inspected).
+pub struct Redact<B> {
+    inner: B,
+    secret: Bytes,
+    carry: BytesMut,
+    done: bool,
+}
+
+impl<B> Redact<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, secret: Bytes) -> Self {
+        Self {
+            inner,
+            secret,
+            carry: BytesMut::new(),
+            done: false,
+        }
+    }
+}
+
+impl<B> Body for Redact<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                if this.carry.is_empty() {
+                    return Poll::Ready(None);
+                }
+                let rest = this.carry.split().freeze();
+                return Poll::Ready(Some(Ok(Frame::data(rest))));
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                None => this.done = true,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    this.carry.extend_from_slice(&data);
+                    redact_in_place(&mut this.carry, &this.secret);
+                    let keep = this.secret.len().saturating_sub(1);
+                    if this.carry.len() > keep {
+                        let out = this.carry.split_to(this.carry.len() - keep).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.carry.is_empty()
+    }
+}
+
+fn redact_in_place(buf: &mut BytesMut, secret: &[u8]) {
+    if !crate::headers::contains(buf, secret) {
+        return;
+    }
+    let mut out = BytesMut::with_capacity(buf.len());
+    let mut i = 0;
+    while i < buf.len() {
+        if buf[i..].starts_with(secret) {
+            out.extend_from_slice(REDACTED);
+            i += secret.len();
+        } else {
+            out.extend_from_slice(&buf[i..i + 1]);
+            i += 1;
+        }
+    }
+    *buf = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A body that yields the given chunks as separate frames.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    async fn run(chunks: &[&str], secret: &str) -> String {
+        let body = Chunks(chunks.iter().map(|c| Bytes::from(c.to_string())).collect());
+        let out = Redact::new(body, Bytes::from(secret.to_owned()))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn key_is_redacted_even_across_frames() {
+        let s = "sk_live_0123456789";
+        assert_eq!(
+            run(&["{\"k\":\"sk_live_0123456789\"}"], s).await,
+            "{\"k\":\"[REDACTED]\"}"
+        );
+        assert_eq!(
+            run(&["{\"k\":\"sk_li", "ve_01234", "56789\"}"], s).await,
+            "{\"k\":\"[REDACTED]\"}"
+        );
+        assert_eq!(
+            run(&["s", "k", "_live_0123456789", "sk_live_0123456789"], s).await,
+            "[REDACTED][REDACTED]"
+        );
+        assert_eq!(run(&["harmless ", "body"], s).await, "harmless body");
+        assert_eq!(run(&[], s).await, "");
+    }
+}

@@ -1,0 +1,651 @@
+//! Connection gating: what Composio says about a subject's connected accounts, cached.
+//!
+//! Three questions are asked of Composio, each answer cached in a concurrent map with a TTL
+//! and request coalescing (a burst of requests for one cold key makes one upstream lookup;
+//! every waiter shares its answer, error included):
+//! - which toolkit a tool belongs to (`GET /api/v3.1/tools/{slug}`; the same for every user,
+//!   so cached long);
+//! - the subject's accounts for a toolkit (`GET /api/v3.1/connected_accounts?user_ids=<subject>
+//!   &toolkit_slugs=<toolkit>`, every page);
+//! - whether one account id is the subject's (`...?user_ids=<subject>&connected_account_ids=<id>`).
+//!
+//! Ownership is always decided by what Composio returns for `user_ids=<subject>`, never by
+//! reading a (deprecated) `user_id` back from an item. The caches only remember Composio's
+//! answers for a while, so every replica behind a load balancer decides the same way. When a
+//! lookup fails the gateway refuses (503), unless `serve_stale_secs` lets it use a recent
+//! ACTIVE answer.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use http::StatusCode;
+use tokio::sync::OnceCell;
+
+use crate::config::ConnectionsConfig;
+use crate::error::{Error, GateKind, GateRefusal};
+use crate::upstream::Upstream;
+
+/// Pages followed at most for one (subject, toolkit) listing.
+const MAX_PAGES: usize = 50;
+/// Page size asked for.
+const PAGE_LIMIT: usize = 100;
+
+/// What the gateway knows of a tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolInfo {
+    /// Toolkit slug, lower-case.
+    pub toolkit: String,
+    /// Display name of the toolkit, for messages.
+    pub toolkit_name: String,
+    /// The tool needs no connected account.
+    pub no_auth: bool,
+}
+
+impl ToolInfo {
+    /// The gate's view of a whole toolkit when no tool is named (a session's
+    /// `proxy_execute`): the toolkit needs a connection.
+    pub fn for_toolkit(toolkit: &str) -> Self {
+        let toolkit = toolkit.to_ascii_lowercase();
+        Self {
+            toolkit_name: display_name(&toolkit),
+            toolkit,
+            no_auth: false,
+        }
+    }
+}
+
+/// One connected account as Composio listed it for the subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Account id.
+    pub id: String,
+    /// Toolkit slug, lower-case.
+    pub toolkit: String,
+    /// Composio status (`ACTIVE`, `EXPIRED`, ...).
+    pub status: String,
+    /// Disabled by the user or an admin.
+    pub is_disabled: bool,
+}
+
+impl Account {
+    /// Whether tools may run with this account.
+    pub fn usable(&self) -> bool {
+        self.status == "ACTIVE" && !self.is_disabled
+    }
+}
+
+/// Counters for observability.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Answers served from cache.
+    pub hits: AtomicU64,
+    /// Lookups sent upstream.
+    pub misses: AtomicU64,
+    /// Requests that waited on another request's lookup.
+    pub coalesced: AtomicU64,
+    /// Entries evicted to respect the bound.
+    pub evictions: AtomicU64,
+    /// Stale answers served during an outage.
+    pub stale: AtomicU64,
+}
+
+type Accounts = Arc<[Account]>;
+type StatusKey = (Arc<str>, String);
+
+/// The gate.
+pub struct Connections {
+    upstream: Upstream,
+    cfg: ConnectionsConfig,
+    tools: Cache<String, Option<ToolInfo>>,
+    status: Cache<StatusKey, Accounts>,
+    owned: Cache<StatusKey, Option<Account>>,
+    sessions: Cache<String, Option<String>>,
+    stats: Arc<Stats>,
+}
+
+// === impl Connections ===
+
+impl Connections {
+    /// Builds the gate over `upstream`.
+    pub fn new(upstream: Upstream, cfg: ConnectionsConfig) -> Self {
+        let stats = Arc::new(Stats::default());
+        Self {
+            tools: Cache::new(cfg.max_entries, stats.clone()),
+            status: Cache::new(cfg.max_entries, stats.clone()),
+            owned: Cache::new(cfg.max_entries, stats.clone()),
+            sessions: Cache::new(cfg.max_entries, stats.clone()),
+            upstream,
+            cfg,
+            stats,
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether gating on connection status is on.
+    pub fn gating(&self) -> bool {
+        self.cfg.gate
+    }
+
+    fn positive_ttl(&self) -> Duration {
+        Duration::from_secs(self.cfg.cache_ttl_secs)
+    }
+
+    fn negative_ttl(&self) -> Duration {
+        Duration::from_secs(self.cfg.negative_ttl_secs)
+    }
+
+    /// The toolkit of `tool`, from Composio (cached long, the same for every user).
+    ///
+    /// # Errors
+    /// [`Error::ToolNotFound`] when Composio does not know the tool;
+    /// [`Error::ConnectionStatusUnavailable`] when it cannot be asked (unless the prefix
+    /// fallback is configured).
+    pub async fn tool(&self, tool: &str) -> Result<ToolInfo, Error> {
+        let key = tool.to_ascii_uppercase();
+        let long = Duration::from_secs(self.cfg.tool_ttl_secs);
+        let neg = self.negative_ttl();
+        let res = self
+            .tools
+            .get(
+                key.clone(),
+                |v| if v.is_some() { long } else { neg },
+                || self.fetch_tool(key.clone()),
+            )
+            .await;
+        match res {
+            Ok(Some(info)) => Ok(info),
+            Ok(None) => Err(Error::ToolNotFound(tool.to_owned())),
+            Err(e) if self.cfg.toolkit_prefix_fallback => {
+                let prefix = tool
+                    .split('_')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if prefix.is_empty() {
+                    return Err(e);
+                }
+                tracing::warn!(tool, toolkit = %prefix, "tool lookup failed; using prefix fallback");
+                Ok(ToolInfo {
+                    toolkit_name: display_name(&prefix),
+                    toolkit: prefix,
+                    no_auth: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fetch_tool(&self, slug: String) -> Result<Option<ToolInfo>, Error> {
+        let (status, v) = self
+            .upstream
+            .get_json(&format!("/api/v3.1/tools/{slug}"))
+            .await
+            .map_err(|_| Error::ConnectionStatusUnavailable)?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status != StatusCode::OK {
+            tracing::warn!(%status, tool = %slug, "tool lookup answered an error");
+            return Err(Error::ConnectionStatusUnavailable);
+        }
+        let toolkit = v["toolkit"]["slug"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or(Error::ConnectionStatusUnavailable)?
+            .to_ascii_lowercase();
+        let toolkit_name = v["toolkit"]["name"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| display_name(&toolkit));
+        Ok(Some(ToolInfo {
+            toolkit,
+            toolkit_name,
+            no_auth: v["no_auth"].as_bool().unwrap_or(false),
+        }))
+    }
+
+    /// The subject's accounts for `toolkit`.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionStatusUnavailable`] when Composio cannot be asked and no stale
+    /// answer is allowed.
+    pub async fn accounts(&self, subject: &Arc<str>, toolkit: &str) -> Result<Accounts, Error> {
+        let key = (subject.clone(), toolkit.to_ascii_lowercase());
+        let (pos, neg) = (self.positive_ttl(), self.negative_ttl());
+        let stale = Duration::from_secs(self.cfg.serve_stale_secs);
+        self.status
+            .get_or_stale(
+                key.clone(),
+                |v: &Accounts| {
+                    if v.iter().any(Account::usable) {
+                        pos
+                    } else {
+                        neg
+                    }
+                },
+                |v: &Accounts, age| age < stale && v.iter().any(Account::usable),
+                || self.fetch_accounts(key.0.clone(), key.1.clone(), None),
+            )
+            .await
+    }
+
+    /// The account `id` if it is the subject's, with its status.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionStatusUnavailable`] when Composio cannot be asked.
+    pub async fn owned_account(
+        &self,
+        subject: &Arc<str>,
+        id: &str,
+    ) -> Result<Option<Account>, Error> {
+        let key = (subject.clone(), id.to_owned());
+        let (pos, neg) = (self.positive_ttl(), self.negative_ttl());
+        self.owned
+            .get(
+                key.clone(),
+                |v| if v.is_some() { pos } else { neg },
+                || async {
+                    let all = self
+                        .fetch_accounts(key.0.clone(), String::new(), Some(key.1.clone()))
+                        .await?;
+                    Ok(all.iter().find(|a| a.id == key.1).cloned())
+                },
+            )
+            .await
+    }
+
+    /// Who owns tool router session `id`, per Composio (`config.user_id`). Sessions never
+    /// change owner, so a positive answer is kept for the tool TTL.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionStatusUnavailable`] when Composio cannot be asked.
+    pub async fn session_owner(&self, id: &str) -> Result<Option<String>, Error> {
+        let long = Duration::from_secs(self.cfg.tool_ttl_secs);
+        let neg = self.negative_ttl();
+        let id = id.to_owned();
+        self.sessions
+            .get(
+                id.clone(),
+                |v| if v.is_some() { long } else { neg },
+                || async {
+                    let (status, v) = self
+                        .upstream
+                        .get_json(&format!("/api/v3.1/tool_router/session/{id}"))
+                        .await
+                        .map_err(|_| Error::ConnectionStatusUnavailable)?;
+                    match status {
+                        StatusCode::OK => Ok(v["config"]["user_id"]
+                            .as_str()
+                            .or_else(|| v["user_id"].as_str())
+                            .map(str::to_owned)),
+                        StatusCode::NOT_FOUND => Ok(None),
+                        _ => Err(Error::ConnectionStatusUnavailable),
+                    }
+                },
+            )
+            .await
+    }
+
+    /// Remembers a session that Composio just created for `subject`.
+    pub fn remember_session(&self, id: &str, subject: &str) {
+        self.sessions.put(id.to_owned(), Some(subject.to_owned()));
+    }
+
+    async fn fetch_accounts(
+        &self,
+        subject: Arc<str>,
+        toolkit: String,
+        account: Option<String>,
+    ) -> Result<Accounts, Error> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            // Built before the await: the serializer is not `Send`.
+            let url = {
+                let mut q = form_urlencoded::Serializer::new(String::new());
+                q.append_pair("user_ids", &subject);
+                if !toolkit.is_empty() {
+                    q.append_pair("toolkit_slugs", &toolkit);
+                }
+                if let Some(id) = &account {
+                    q.append_pair("connected_account_ids", id);
+                }
+                q.append_pair("limit", &PAGE_LIMIT.to_string());
+                if let Some(c) = &cursor {
+                    q.append_pair("cursor", c);
+                }
+                format!("/api/v3.1/connected_accounts?{}", q.finish())
+            };
+            let (status, v) = self
+                .upstream
+                .get_json(&url)
+                .await
+                .map_err(|_| Error::ConnectionStatusUnavailable)?;
+            if status != StatusCode::OK {
+                tracing::warn!(%status, "connection status lookup answered an error");
+                return Err(Error::ConnectionStatusUnavailable);
+            }
+            let items = v["items"]
+                .as_array()
+                .ok_or(Error::ConnectionStatusUnavailable)?;
+            for item in items {
+                let Some(id) = item["id"].as_str() else {
+                    continue;
+                };
+                out.push(Account {
+                    id: id.to_owned(),
+                    toolkit: item["toolkit"]["slug"]
+                        .as_str()
+                        .unwrap_or(&toolkit)
+                        .to_ascii_lowercase(),
+                    status: item["status"]
+                        .as_str()
+                        .unwrap_or("UNKNOWN")
+                        .to_ascii_uppercase(),
+                    is_disabled: item["is_disabled"].as_bool().unwrap_or(false),
+                });
+            }
+            match v["next_cursor"].as_str() {
+                Some(c) if !c.is_empty() && !items.is_empty() => cursor = Some(c.to_owned()),
+                _ => return Ok(out.into()),
+            }
+        }
+        tracing::warn!(subject = %subject, toolkit, "connected account listing did not end");
+        Err(Error::ConnectionStatusUnavailable)
+    }
+
+    /// Decides whether `subject` may run a tool of `info`'s toolkit, with the account `named`
+    /// if the caller named one. Returns the account that was checked, if any.
+    ///
+    /// # Errors
+    /// [`Error::ConnectedAccountNotOwned`] for an account that is not the subject's;
+    /// [`Error::Gate`] when no usable connection exists; lookup failures as 503.
+    pub async fn check(
+        &self,
+        subject: &Arc<str>,
+        info: &ToolInfo,
+        named: Option<&str>,
+    ) -> Result<(), Error> {
+        if let Some(id) = named {
+            let account = self
+                .owned_account(subject, id)
+                .await?
+                .ok_or(Error::ConnectedAccountNotOwned)?;
+            if self.cfg.gate && !info.no_auth && !account.usable() {
+                return Err(self.refusal(info, std::slice::from_ref(&account)));
+            }
+            return Ok(());
+        }
+        if !self.cfg.gate || info.no_auth {
+            return Ok(());
+        }
+        let accounts = self.accounts(subject, &info.toolkit).await?;
+        if accounts.iter().any(Account::usable) {
+            return Ok(());
+        }
+        Err(self.refusal(info, &accounts))
+    }
+
+    /// The refusal for a toolkit whose accounts are all unusable (or absent).
+    pub fn refusal(&self, info: &ToolInfo, accounts: &[Account]) -> Error {
+        let (kind, status) = classify(accounts);
+        let m = &self.cfg.messages;
+        let template = match kind {
+            GateKind::NotConnected => &m.not_connected,
+            GateKind::Expired => &m.expired,
+            GateKind::Inactive => &m.inactive,
+            GateKind::Pending => &m.pending,
+        };
+        let message = template
+            .replace("{toolkit}", &info.toolkit_name)
+            .replace("{settings}", &self.cfg.settings_hint);
+        Error::Gate(Box::new(GateRefusal {
+            kind,
+            toolkit: info.toolkit.clone(),
+            connection_status: status,
+            message,
+        }))
+    }
+
+    /// Forgets what is known of `subject`'s connection to `toolkit` (after Composio refused
+    /// an execution, or an expiry event).
+    pub fn invalidate(&self, subject: &str, toolkit: &str) {
+        let toolkit = toolkit.to_ascii_lowercase();
+        self.status
+            .retain(|(s, t)| !(&**s == subject && *t == toolkit));
+        self.owned.retain(|(s, _)| &**s != subject);
+    }
+
+    /// Forgets everything known of `subject`'s connections (after a connection-changing call).
+    pub fn invalidate_subject(&self, subject: &str) {
+        self.status.retain(|(s, _)| &**s != subject);
+        self.owned.retain(|(s, _)| &**s != subject);
+    }
+}
+
+/// Which refusal a set of unusable accounts means, and the status to report.
+fn classify(accounts: &[Account]) -> (GateKind, String) {
+    if accounts.is_empty() {
+        return (GateKind::NotConnected, "NONE".to_owned());
+    }
+    let pending = |a: &Account| matches!(a.status.as_str(), "INITIATED" | "INITIALIZING");
+    if accounts.iter().all(|a| pending(a) && !a.is_disabled) {
+        return (GateKind::Pending, accounts[0].status.clone());
+    }
+    if let Some(a) = accounts
+        .iter()
+        .find(|a| a.status == "INACTIVE" && !a.is_disabled)
+    {
+        if accounts
+            .iter()
+            .all(|b| b.status == "INACTIVE" || pending(b))
+        {
+            return (GateKind::Inactive, a.status.clone());
+        }
+    }
+    let worst = accounts
+        .iter()
+        .find(|a| !pending(a))
+        .map(|a| {
+            if a.is_disabled && a.status == "ACTIVE" {
+                "DISABLED".to_owned()
+            } else {
+                a.status.clone()
+            }
+        })
+        .unwrap_or_else(|| "EXPIRED".to_owned());
+    (GateKind::Expired, worst)
+}
+
+/// `slack` -> `Slack`, `composio_search` -> `Composio Search`.
+fn display_name(slug: &str) -> String {
+    slug.split(['_', '-'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A concurrent cache with TTLs, a bound, and coalesced fills.
+struct Cache<K, V> {
+    map: DashMap<K, Arc<Slot<V>>>,
+    max: usize,
+    stats: Arc<Stats>,
+}
+
+struct Slot<V> {
+    cell: OnceCell<Result<(V, Instant), Error>>,
+    /// The previous good answer, for serve-stale.
+    previous: Option<(V, Instant)>,
+}
+
+impl<V> Slot<V> {
+    fn new(previous: Option<(V, Instant)>) -> Arc<Self> {
+        Arc::new(Self {
+            cell: OnceCell::new(),
+            previous,
+        })
+    }
+}
+
+// === impl Cache ===
+
+impl<K, V> Cache<K, V>
+where
+    K: Eq + Hash + Clone,
+    V: Clone,
+{
+    fn new(max: usize, stats: Arc<Stats>) -> Self {
+        Self {
+            map: DashMap::new(),
+            max,
+            stats,
+        }
+    }
+
+    async fn get<F, Fut>(&self, key: K, ttl: impl Fn(&V) -> Duration, fetch: F) -> Result<V, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, Error>>,
+    {
+        self.get_or_stale(key, ttl, |_, _| false, fetch).await
+    }
+
+    async fn get_or_stale<F, Fut>(
+        &self,
+        key: K,
+        ttl: impl Fn(&V) -> Duration,
+        stale_ok: impl Fn(&V, Duration) -> bool,
+        fetch: F,
+    ) -> Result<V, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, Error>>,
+    {
+        let (slot, inserted) = self.slot(&key, &ttl);
+        if inserted && self.map.len() > self.max {
+            self.evict(&ttl);
+        }
+        if let Some(Ok((v, _))) = slot.cell.get() {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(v.clone());
+        }
+        let mut led = false;
+        let result = slot
+            .cell
+            .get_or_init(|| {
+                led = true;
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                async { fetch().await.map(|v| (v, Instant::now())) }
+            })
+            .await;
+        if !led {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        match result {
+            Ok((v, _)) => Ok(v.clone()),
+            Err(e) => {
+                // Errors are shared by the burst that waited for them, never cached beyond it.
+                self.map.remove_if(&key, |_, s| Arc::ptr_eq(s, &slot));
+                if let Some((v, at)) = &slot.previous {
+                    if stale_ok(v, at.elapsed()) {
+                        self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("status lookup failed; serving a recent ACTIVE answer");
+                        return Ok(v.clone());
+                    }
+                }
+                Err(e.clone())
+            }
+        }
+    }
+
+    /// The slot for `key`: the current one if fresh or still filling, else a new one.
+    fn slot(&self, key: &K, ttl: &impl Fn(&V) -> Duration) -> (Arc<Slot<V>>, bool) {
+        match self.map.entry(key.clone()) {
+            Entry::Occupied(mut e) => {
+                let current = e.get();
+                match current.cell.get() {
+                    None => (current.clone(), false),
+                    Some(Ok((v, at))) if at.elapsed() < ttl(v) => (current.clone(), false),
+                    Some(Ok((v, at))) => {
+                        let fresh = Slot::new(Some((v.clone(), *at)));
+                        e.insert(fresh.clone());
+                        (fresh, false)
+                    }
+                    Some(Err(_)) => {
+                        let previous = current.previous.clone();
+                        let fresh = Slot::new(previous);
+                        e.insert(fresh.clone());
+                        (fresh, false)
+                    }
+                }
+            }
+            Entry::Vacant(e) => {
+                let fresh = Slot::new(None);
+                e.insert(fresh.clone());
+                (fresh, true)
+            }
+        }
+    }
+
+    /// Drops expired entries, then, if still over the bound, arbitrary ones down to 90%.
+    fn evict(&self, ttl: &impl Fn(&V) -> Duration) {
+        let before = self.map.len();
+        self.map.retain(|_, s| match s.cell.get() {
+            Some(Ok((v, at))) => at.elapsed() < ttl(v),
+            Some(Err(_)) => false,
+            None => true,
+        });
+        let target = self.max - self.max / 10;
+        if self.map.len() > target {
+            let excess = self.map.len() - target;
+            let victims: Vec<K> = self
+                .map
+                .iter()
+                .filter(|e| e.value().cell.initialized())
+                .take(excess)
+                .map(|e| e.key().clone())
+                .collect();
+            for k in victims {
+                self.map.remove(&k);
+            }
+        }
+        let evicted = before.saturating_sub(self.map.len());
+        self.stats
+            .evictions
+            .fetch_add(evicted as u64, Ordering::Relaxed);
+    }
+
+    fn put(&self, key: K, v: V) {
+        let slot = Slot::new(None);
+        let _ = slot.cell.set(Ok((v, Instant::now())));
+        self.map.insert(key, slot);
+    }
+
+    fn retain(&self, keep: impl Fn(&K) -> bool) {
+        self.map.retain(|k, _| keep(k));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

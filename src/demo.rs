@@ -1,0 +1,218 @@
+//! `entitygate demo`: the gateway in front of the built-in sandbox Composio, with two demo
+//! users and ready-to-paste commands, so a newcomer sees user A's forged request arrive as
+//! user A without a Composio account. Also home of the logging set-up shared with `serve`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{EncodingKey, Header};
+
+use crate::config::{Config, LogFormat};
+use crate::sandbox::Sandbox;
+
+/// Options of `entitygate demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Serve TLS with the test-only dev certificate in this directory (`server.crt`,
+    /// `server.key`), trusted through `ca.crt`.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub for_secs: Option<u64>,
+}
+
+/// Sets up logging: `RUST_LOG` levels (default `info`), text or JSON lines.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Mints an HS256 demo token for `user`, valid for `ttl_secs`.
+///
+/// # Errors
+/// Never in practice (HS256 signing of a small object).
+pub fn mint(
+    secret: &[u8],
+    issuer: &str,
+    audience: &str,
+    user: &str,
+    ttl_secs: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let claims = serde_json::json!({
+        "sub": user, "iss": issuer, "aud": audience, "iat": now, "exp": now + ttl_secs,
+    });
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+}
+
+/// Runs the demo until Ctrl-C (or `--for-secs`).
+pub async fn run(args: DemoArgs) -> ExitCode {
+    init_logging(LogFormat::Text);
+    let api_key = format!("demo_project_key_{}", uuid::Uuid::new_v4().simple());
+    let secret =
+        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    let sandbox = Sandbox::with_demo_data(&api_key);
+    let upstream = match sandbox.start().await {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("entitygate demo: cannot start the sandbox: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tls = args.tls_dir.as_ref().map(|d| {
+        format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n",
+            d.join("server.crt"),
+            d.join("server.key")
+        )
+    });
+    let toml = format!(
+        r#"
+listen = "{listen}"
+{tls}
+[upstream]
+base_url = "http://{upstream}"
+api_key_env = "COMPOSIO_API_KEY"
+[auth]
+issuer = "https://demo.entitygate.localhost/"
+audience = "entitygate"
+[[auth.keys]]
+alg = "HS256"
+secret_env = "ENTITYGATE_JWT_SECRET"
+"#,
+        listen = args.listen,
+        tls = tls.unwrap_or_default(),
+    );
+    let config = match Config::from_toml(&toml) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("entitygate demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let env: HashMap<String, String> = [
+        ("COMPOSIO_API_KEY".to_owned(), api_key.clone()),
+        ("ENTITYGATE_JWT_SECRET".to_owned(), secret.clone()),
+    ]
+    .into();
+    let gateway = match crate::Gateway::builder(config).env(env).build().await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("entitygate demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "entitygate demo: cannot listen on {}: {e} (try --listen 127.0.0.1:0)",
+                args.listen
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(args.listen);
+    let tokens: Vec<(String, String)> = ["alice", "bob"]
+        .iter()
+        .filter_map(|u| {
+            mint(
+                secret.as_bytes(),
+                "https://demo.entitygate.localhost/",
+                "entitygate",
+                u,
+                24 * 3600,
+            )
+            .ok()
+            .map(|t| ((*u).to_owned(), t))
+        })
+        .collect();
+    print_banner(addr, upstream, args.tls_dir.as_ref(), &tokens);
+    let stop = async move {
+        match args.for_secs {
+            Some(s) => tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(s)) => {}
+                () = crate::server::shutdown_signal() => {}
+            },
+            None => crate::server::shutdown_signal().await,
+        }
+    };
+    let served = gateway.serve(listener, stop).await;
+    sandbox.stop();
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("entitygate demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_banner(
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    tls_dir: Option<&PathBuf>,
+    tokens: &[(String, String)],
+) {
+    let scheme = if tls_dir.is_some() { "https" } else { "http" };
+    let host = if tls_dir.is_some() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    let base = format!("{scheme}://{host}");
+    let curl_ca = tls_dir
+        .map(|d| format!(" --cacert {}", d.join("ca.crt").display()))
+        .unwrap_or_default();
+    println!("\nentitygate demo: gateway {base}  ->  sandbox Composio http://{upstream}");
+    println!("The gateway holds the sandbox's project key; the agents below only hold their user's JWT.\n");
+    for (user, token) in tokens {
+        println!("export {}_TOKEN={token}", user.to_uppercase());
+    }
+    println!(
+        r#"
+# 1. Alice's agent executes a tool but forges Bob's user id: it runs as alice.
+curl -s{curl_ca} {base}/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE \
+  -H "x-api-key: $ALICE_TOKEN" -H 'content-type: application/json' \
+  -d '{{"user_id":"bob","arguments":{{"owner":"acme","repo":"app","title":"hi"}}}}'
+
+# 2. Gmail: alice's connection has expired, so the gateway refuses before Composio sees it.
+curl -s{curl_ca} {base}/api/v3.1/tools/execute/GMAIL_SEND_EMAIL \
+  -H "x-api-key: $ALICE_TOKEN" -H 'content-type: application/json' -d '{{"arguments":{{}}}}'
+
+# 3. Routes the gateway does not know are refused (here: project API keys).
+curl -s{curl_ca} {base}/api/v3.1/api_keys -H "x-api-key: $ALICE_TOKEN"
+
+# 4. The Python SDK, unchanged but for its base URL and key (pip install composio==0.30.0):
+COMPOSIO_BASE_URL={base} COMPOSIO_API_KEY=$BOB_TOKEN python3 -c '
+from composio import Composio
+c = Composio(allow_tracking=False)
+print(c.tools.execute("GITHUB_CREATE_ISSUE", {{"owner": "acme", "repo": "app", "title": "hi"}},
+                      user_id="alice", dangerously_skip_version_check=True))'
+
+Ctrl-C stops the demo. Audit events (one per decision) are logged below.
+"#
+    );
+}

@@ -1,0 +1,346 @@
+//! The proxy service: one request in, one decision, at most one forwarded request out.
+//!
+//! Request flow, in order (each step refuses with an [`Error`] and nothing reaches Composio):
+//! 1. request id (the caller's if plain, else fresh) — every response carries it;
+//! 2. request shape: no method-override headers, no absolute-form target on HTTP/1, a
+//!    canonical path ([`crate::path`]);
+//! 3. authentication ([`crate::auth`]): the JWT's subject becomes the only identity;
+//! 4. classification ([`crate::routes`]): unknown routes are refused;
+//! 5. the route's policy (one handler module per family), which rewrites identity, checks
+//!    ownership and gates on connection status;
+//! 6. forwarding ([`crate::upstream`]) with an allowlist of headers ([`crate::headers`]), and
+//!    relaying the answer with the real key redacted ([`crate::body::Redact`]);
+//! 7. one audit event per decision ([`crate::audit`]).
+
+mod accounts;
+mod execute;
+mod sessions;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use crate::audit::Audit;
+use crate::auth::{Authenticator, Identity};
+use crate::body::{self, Redact, ResponseBody};
+use crate::config::PolicyConfig;
+use crate::connections::Connections;
+use crate::error::Error;
+use crate::headers;
+use crate::rewrite::{self, JsonObject};
+use crate::routes::{self, Matched, Policy};
+use crate::upstream::{TimeoutClass, Upstream};
+
+/// Everything a request needs, shared by all connections. Swapped whole on reload.
+pub struct Shared {
+    pub(crate) auth: Authenticator,
+    pub(crate) upstream: Upstream,
+    pub(crate) policy: PolicyConfig,
+    pub(crate) connections: Connections,
+    pub(crate) secret: Bytes,
+}
+
+/// The proxy as a tower/hyper service.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Proxy
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(handle(&shared, req).await) })
+    }
+}
+
+/// Handles one request; never fails (errors become Composio-shaped responses).
+async fn handle<B>(shared: &Shared, req: Request<B>) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let request_id = headers::request_id(req.headers());
+    let mut audit = Audit::new(req.method(), req.uri().path());
+    let result = process(shared, req, &request_id, &mut audit).await;
+    let mut resp = match result {
+        Ok(resp) => {
+            audit.allow();
+            resp
+        }
+        Err(e) => {
+            audit.refuse(&e);
+            let rid = request_id.to_str().unwrap_or_default();
+            e.to_response(rid)
+                .map(|b| b.map_err(|never| match never {}).boxed())
+        }
+    };
+    resp.headers_mut()
+        .insert("x-request-id", request_id.clone());
+    audit.finish(&request_id, resp.status(), started.elapsed());
+    resp
+}
+
+async fn process<B>(
+    shared: &Shared,
+    req: Request<B>,
+    request_id: &HeaderValue,
+    audit: &mut Audit,
+) -> Result<Response<ResponseBody>, Error>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, body) = req.into_parts();
+    if headers::METHOD_OVERRIDES
+        .iter()
+        .any(|h| parts.headers.contains_key(*h))
+    {
+        return Err(Error::MethodOverride);
+    }
+    // HTTP/2 always carries the authority in the URI; on HTTP/1 an absolute-form target is
+    // something only a forward-proxy client sends, and the gateway is not one.
+    if parts.version < Version::HTTP_2 && parts.uri.authority().is_some() {
+        return Err(Error::RequestTargetInvalid);
+    }
+    let path = crate::path::check(parts.uri.path())?;
+    let token = crate::auth::token_from_headers(&parts.headers)?;
+    let identity = shared.auth.authenticate(token).await?;
+    audit.subject(&identity.subject);
+    let matched = routes::classify(&parts.method, path)?;
+    audit.route(matched.route.pattern);
+    let ctx = Ctx {
+        shared,
+        identity: &identity,
+        parts: &parts,
+        path,
+        matched,
+        request_id,
+    };
+    match matched.policy() {
+        Policy::Execute(api) => execute::execute(&ctx, body, api, audit).await,
+        Policy::ProxyExecute(api) => execute::proxy_execute(&ctx, body, api, audit).await,
+        Policy::Neutral => neutral(&ctx, audit).await,
+        Policy::ClientInfo => Ok(client_info(&identity)),
+        Policy::ListAccounts(api) => accounts::list(&ctx, api).await,
+        Policy::OwnedAccount(api) => accounts::owned(&ctx, body, api, audit).await,
+        Policy::CreateAccount(api) => accounts::create(&ctx, body, api, audit).await,
+        Policy::TriggerUpsert => accounts::trigger_upsert(&ctx, body, audit).await,
+        Policy::ListTriggers => accounts::list_triggers(&ctx, audit).await,
+        Policy::OwnedTrigger => accounts::owned_trigger(&ctx, body, audit).await,
+        Policy::McpGenerate => accounts::mcp_generate(&ctx, body, audit).await,
+        Policy::SessionCreate => sessions::create(&ctx, body, audit).await,
+        Policy::OwnedSession(call) => sessions::owned(&ctx, body, call, audit).await,
+    }
+}
+
+/// What a policy handler gets to see.
+pub(crate) struct Ctx<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) identity: &'a Identity,
+    pub(crate) parts: &'a http::request::Parts,
+    pub(crate) path: &'a str,
+    pub(crate) matched: Matched<'a>,
+    pub(crate) request_id: &'a HeaderValue,
+}
+
+// === impl Ctx ===
+
+impl Ctx<'_> {
+    pub(crate) fn subject(&self) -> &str {
+        &self.identity.subject
+    }
+
+    /// Reads the request body as a strict JSON object, after checking its content type and
+    /// encoding. An empty body reads as `{}` when `empty_ok`.
+    pub(crate) async fn json_body<B>(&self, body: B, empty_ok: bool) -> Result<JsonObject, Error>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let headers = &self.parts.headers;
+        if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+            if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+                return Err(Error::UnsupportedEncoding);
+            }
+        }
+        let bytes = body::read_limited(headers, body, self.shared.policy.max_body_bytes).await?;
+        if bytes.is_empty() && empty_ok {
+            return JsonObject::parse(b"{}");
+        }
+        if !is_json(headers) {
+            return Err(Error::UnsupportedMediaType);
+        }
+        JsonObject::parse(&bytes)
+    }
+
+    /// Applies the identity-mismatch policy: a foreign user id is logged, then either
+    /// overwritten (the default) or refused.
+    pub(crate) fn on_mismatch(&self, mismatch: bool, audit: &mut Audit) -> Result<(), Error> {
+        if !mismatch {
+            return Ok(());
+        }
+        audit.mismatch();
+        tracing::warn!(subject = %self.subject(), route = self.matched.route.pattern,
+            "request named another user; identity pinned to the token subject");
+        match self.shared.policy.on_identity_mismatch {
+            crate::config::OnIdentityMismatch::Rewrite => Ok(()),
+            crate::config::OnIdentityMismatch::Reject => Err(Error::IdentityMismatch),
+        }
+    }
+
+    /// Sends the request upstream on the same path, with `query` and `body`.
+    pub(crate) async fn forward(
+        &self,
+        query: Option<&str>,
+        body: Option<Vec<u8>>,
+        class: TimeoutClass,
+        audit: &mut Audit,
+    ) -> Result<Response<Incoming>, Error> {
+        let mut pq = String::with_capacity(self.path.len() + query.map_or(0, |q| q.len() + 1));
+        pq.push_str(self.path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let mut req = Request::builder()
+            .method(self.parts.method.clone())
+            .uri(self.shared.upstream.uri(&pq)?)
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| Error::Internal)?;
+        *req.headers_mut() =
+            headers::upstream_request_headers(&self.parts.headers, self.request_id);
+        if let Some(body) = body {
+            req.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            *req.body_mut() = Full::new(Bytes::from(body));
+        } else {
+            req.headers_mut().remove(header::CONTENT_TYPE);
+        }
+        let resp = self.shared.upstream.send(req, class).await?;
+        audit.upstream(resp.status());
+        Ok(resp)
+    }
+
+    /// Relays an upstream response to the caller with headers cleaned and the key redacted.
+    pub(crate) fn relay(&self, resp: Response<Incoming>) -> Result<Response<ResponseBody>, Error> {
+        let (mut parts, body) = resp.into_parts();
+        refuse_encoded(&parts.headers)?;
+        headers::clean_response_headers(&mut parts.headers, &self.shared.secret);
+        let body = Redact::new(body, self.shared.secret.clone()).boxed();
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Relays a JSON response after `filter` has had a chance to edit it (second line of
+    /// defence on listings). Non-JSON or error answers are relayed unchanged.
+    pub(crate) async fn relay_filtered(
+        &self,
+        resp: Response<Incoming>,
+        filter: impl FnOnce(&mut serde_json::Value) -> usize,
+    ) -> Result<Response<ResponseBody>, Error> {
+        if resp.status() != StatusCode::OK {
+            return self.relay(resp);
+        }
+        let (mut parts, body) = resp.into_parts();
+        refuse_encoded(&parts.headers)?;
+        headers::clean_response_headers(&mut parts.headers, &self.shared.secret);
+        let bytes = http_body_util::Limited::new(body, MAX_FILTERED_RESPONSE)
+            .collect()
+            .await
+            .map_err(|_| Error::UpstreamUnavailable)?
+            .to_bytes();
+        let out = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(mut v) => {
+                let dropped = filter(&mut v);
+                if dropped > 0 {
+                    tracing::warn!(subject = %self.subject(), dropped,
+                        route = self.matched.route.pattern,
+                        "upstream listing held items of other users; dropped");
+                }
+                Bytes::from(serde_json::to_vec(&v).map_err(|_| Error::Internal)?)
+            }
+            Err(_) => bytes,
+        };
+        let body = Redact::new(Full::new(out), self.shared.secret.clone()).boxed();
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+const MAX_FILTERED_RESPONSE: usize = 32 * 1024 * 1024;
+
+/// Responses are inspected for the key, so they must arrive uncompressed; the gateway asks
+/// for `identity`, and an upstream that compresses anyway is refused rather than trusted.
+fn refuse_encoded(headers: &http::HeaderMap) -> Result<(), Error> {
+    match headers.get(header::CONTENT_ENCODING) {
+        Some(v) if !v.as_bytes().eq_ignore_ascii_case(b"identity") => {
+            tracing::warn!("upstream answered with a content encoding; refused");
+            Err(Error::UpstreamUnavailable)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        .unwrap_or(false)
+}
+
+/// Catalogue reads: identity parameters are removed, or pinned to the subject when the caller
+/// sent one (the SDK's `toolkits?user_id=` asks for per-user connection flags).
+async fn neutral(ctx: &Ctx<'_>, audit: &mut Audit) -> Result<Response<ResponseBody>, Error> {
+    let query = ctx.parts.uri.query();
+    let canonical = (ctx.path.starts_with("/api/v3") && rewrite::query_has_identity(query))
+        .then_some("user_id");
+    let (query, _) = rewrite::scope_query(query, canonical, ctx.subject(), false)?;
+    let resp = ctx
+        .forward(query.as_deref(), None, TimeoutClass::Default, audit)
+        .await?;
+    ctx.relay(resp)
+}
+
+/// The old SDK validates its key with `client_info` before any call. Composio's answer
+/// describes the project key, so the gateway answers for the caller instead.
+fn client_info(identity: &Identity) -> Response<ResponseBody> {
+    let body = serde_json::json!({
+        "client": { "id": &*identity.subject, "name": &*identity.subject },
+        "apiKey": null,
+    });
+    let mut resp = Response::new(body::full(serde_json::to_vec(&body).unwrap_or_default()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,379 @@
+//! Pinning identity in request bodies and queries.
+//!
+//! Bodies are parsed strictly ([`JsonObject::parse`]): one JSON object, no byte-order mark, no
+//! trailing data, no key repeated in any object at any depth (parsers disagree on which copy
+//! wins, so a repeated key is refused rather than guessed), nesting bounded by serde_json's
+//! recursion limit. Top-level values are kept as raw JSON text, so tool arguments are forwarded
+//! byte for byte (no float rounding of large integers) while identity fields are replaced.
+//! Keys are compared after JSON unescaping, so `"user\u005fid"` is `user_id`.
+//!
+//! Identity fields are recognised by their *folded* name (ASCII lower-case with `_` and `-`
+//! removed), so `user_id`, `userId`, `User_Id` and `USER-ID` are one field: every spelling is
+//! removed and the one spelling the route uses is set to the subject. The same folding finds
+//! caller-supplied credentials and connected-account ids.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+
+/// Folded names that carry a user identity.
+const IDENTITY_KEYS: &[&str] = &[
+    "userid",
+    "userids",
+    "entityid",
+    "entityids",
+    "useruuid",
+    "clientuniqueuserid",
+];
+
+/// Folded names that carry caller-supplied credentials on execution routes.
+const CUSTOM_AUTH_KEYS: &[&str] = &["customauthparams", "customconnectiondata", "authconfig"];
+
+/// Folded names of a single connected-account id.
+const ACCOUNT_KEYS: &[&str] = &["connectedaccountid", "connectedauthid"];
+
+/// `name` lower-cased with `_` and `-` removed, compared without allocating.
+pub(crate) fn folded_eq(name: &str, folded: &str) -> bool {
+    let mut it = name
+        .bytes()
+        .filter(|b| *b != b'_' && *b != b'-')
+        .map(|b| b.to_ascii_lowercase());
+    let mut want = folded.bytes();
+    loop {
+        match (it.next(), want.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+fn folded_in(name: &str, set: &[&str]) -> bool {
+    set.iter().any(|f| folded_eq(name, f))
+}
+
+/// Whether `name` is any spelling of a user-identity field.
+pub fn is_identity_key(name: &str) -> bool {
+    folded_in(name, IDENTITY_KEYS)
+}
+
+/// A parsed JSON object whose top-level values are kept as raw text.
+#[derive(Debug)]
+pub struct JsonObject {
+    entries: Vec<(String, Box<RawValue>)>,
+}
+
+/// The result of pinning identity in a body.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pinned {
+    /// The caller named some user other than the subject (already overwritten).
+    pub mismatch: bool,
+    /// Connected-account ids the body names (any spelling), for the ownership check.
+    pub accounts: Vec<String>,
+}
+
+// === impl JsonObject ===
+
+impl JsonObject {
+    /// Parses `body` strictly.
+    ///
+    /// # Errors
+    /// [`Error::BodyInvalid`] for anything but one JSON object, [`Error::DuplicateKey`] when an
+    /// object repeats a key.
+    pub fn parse(body: &[u8]) -> Result<Self, Error> {
+        // First pass: structure, duplicates at any depth, string validity.
+        let mut de = serde_json::Deserializer::from_slice(body);
+        NoDuplicates.deserialize(&mut de).map_err(map_parse_error)?;
+        de.end().map_err(map_parse_error)?;
+        // Second pass: top-level entries with raw values (order kept).
+        let entries: TopLevel = serde_json::from_slice(body).map_err(map_parse_error)?;
+        Ok(Self { entries: entries.0 })
+    }
+
+    /// Iterates keys and raw values.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), &**v))
+    }
+
+    /// The raw value of the first key whose folded name is `folded`.
+    pub fn get_folded(&self, folded: &str) -> Option<&RawValue> {
+        self.iter()
+            .find(|(k, _)| folded_eq(k, folded))
+            .map(|(_, v)| v)
+    }
+
+    /// The string value of exactly `key`, if it is a string.
+    pub fn get_str(&self, key: &str) -> Option<String> {
+        let (_, raw) = self.iter().find(|(k, _)| *k == key)?;
+        serde_json::from_str::<String>(raw.get()).ok()
+    }
+
+    /// Removes every key for which `pred` holds; returns the removed entries.
+    fn take_where(&mut self, pred: impl Fn(&str) -> bool) -> Vec<(String, Box<RawValue>)> {
+        let (taken, kept) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|(k, _)| pred(k));
+        self.entries = kept;
+        taken
+    }
+
+    /// Sets `key` (exact spelling) to the raw JSON `value`, replacing any existing copy.
+    pub fn set_raw(&mut self, key: &str, value: Box<RawValue>) {
+        if let Some(slot) = self.entries.iter_mut().find(|(k, _)| k == key) {
+            slot.1 = value;
+        } else {
+            self.entries.push((key.to_owned(), value));
+        }
+    }
+
+    /// Sets `key` to a JSON string.
+    pub fn set_str(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        let raw = serde_json::value::to_raw_value(value).map_err(|_| Error::Internal)?;
+        self.set_raw(key, raw);
+        Ok(())
+    }
+
+    /// Removes every spelling of the user identity and sets `canonical` to the subject.
+    /// `as_list` writes `[subject]` instead of a string (e.g. MCP `user_ids`).
+    ///
+    /// Reports a mismatch when any removed spelling held something other than the subject
+    /// (or `null`, or a list of only the subject).
+    pub fn pin_identity(
+        &mut self,
+        canonical: &str,
+        subject: &str,
+        as_list: bool,
+    ) -> Result<bool, Error> {
+        let removed = self.take_where(is_identity_key);
+        let mismatch = removed.iter().any(|(_, v)| !names_only(v, subject));
+        let raw = if as_list {
+            serde_json::value::to_raw_value(&[subject])
+        } else {
+            serde_json::value::to_raw_value(subject)
+        }
+        .map_err(|_| Error::Internal)?;
+        self.set_raw(canonical, raw);
+        Ok(mismatch)
+    }
+
+    /// Removes every spelling of the user identity; reports whether any named someone other
+    /// than the subject.
+    pub fn strip_identity(&mut self, subject: &str) -> bool {
+        self.take_where(is_identity_key)
+            .iter()
+            .any(|(_, v)| !names_only(v, subject))
+    }
+
+    /// Refuses caller-supplied credentials unless allowed. `null` counts as absent (the old
+    /// SDK always sends `"authConfig": null`).
+    pub fn check_custom_auth(&self, allow: bool) -> Result<(), Error> {
+        if allow {
+            return Ok(());
+        }
+        match self
+            .iter()
+            .find(|(k, v)| folded_in(k, CUSTOM_AUTH_KEYS) && v.get() != "null")
+        {
+            Some((k, _)) => Err(Error::CustomAuthNotAllowed(k.to_owned())),
+            None => Ok(()),
+        }
+    }
+
+    /// Every connected-account id named at the top level, in any spelling. A non-string,
+    /// non-null value is refused: the gateway must be able to read what Composio will read.
+    pub fn account_ids(&self) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        for (k, v) in self.iter() {
+            if folded_in(k, ACCOUNT_KEYS) {
+                match serde_json::from_str::<Option<String>>(v.get()) {
+                    Ok(Some(id)) => {
+                        if !out.contains(&id) {
+                            out.push(id);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        return Err(Error::BodyInvalid(format!("`{k}` must be a string")));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Serialises back to compact JSON.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let cap = self
+            .entries
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>()
+            + 2;
+        let mut out = Vec::with_capacity(cap);
+        out.push(b'{');
+        for (i, (k, v)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Writing a String to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, k);
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// Whether a raw identity value names nobody but `subject`.
+fn names_only(v: &RawValue, subject: &str) -> bool {
+    match serde_json::from_str::<serde_json::Value>(v.get()) {
+        Ok(serde_json::Value::Null) => true,
+        Ok(serde_json::Value::String(s)) => s == subject,
+        Ok(serde_json::Value::Array(a)) => a.iter().all(|x| x.as_str() == Some(subject)),
+        _ => false,
+    }
+}
+
+fn map_parse_error(e: serde_json::Error) -> Error {
+    let msg = e.to_string();
+    if let Some(rest) = msg.strip_prefix(DUP_MARK) {
+        let key = rest.split(DUP_END).next().unwrap_or_default();
+        return Error::DuplicateKey(key.chars().take(64).collect());
+    }
+    let msg = match e.classify() {
+        serde_json::error::Category::Eof => "the body ends early".to_owned(),
+        serde_json::error::Category::Data => "the body is not a JSON object".to_owned(),
+        _ => format!("malformed JSON at line {} column {}", e.line(), e.column()),
+    };
+    Error::BodyInvalid(msg)
+}
+
+const DUP_MARK: &str = "\u{1}dup:";
+const DUP_END: char = '\u{2}';
+
+/// A visitor that accepts any JSON value but refuses repeated keys in any object.
+struct NoDuplicates;
+
+impl<'de> DeserializeSeed<'de> for NoDuplicates {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NoDuplicates {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(NoDuplicates)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Objects are small; a linear scan beats hashing for the sizes seen in practice.
+        let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if seen.contains(&key) {
+                return Err(de::Error::custom(format!("{DUP_MARK}{key}{DUP_END}")));
+            }
+            map.next_value_seed(NoDuplicates)?;
+            seen.push(key);
+        }
+        Ok(())
+    }
+}
+
+/// Top-level object as ordered (key, raw value) pairs.
+struct TopLevel(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, raw)) = map.next_entry::<String, Box<RawValue>>()? {
+                    v.push((k, raw));
+                }
+                Ok(TopLevel(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Rebuilds a query string with every spelling of a user identity removed and, when
+/// `canonical` is given, that parameter set to the subject alone. `_method` is refused.
+/// Returns the new query (`None` when empty) and whether the caller had named another user.
+///
+/// # Errors
+/// [`Error::MethodOverride`] for `_method`; [`Error::QueryNotAllowed`] when `refuse_identity`
+/// and the caller sent any identity parameter.
+pub fn scope_query(
+    query: Option<&str>,
+    canonical: Option<&str>,
+    subject: &str,
+    refuse_identity: bool,
+) -> Result<(Option<String>, bool), Error> {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    let mut mismatch = false;
+    let mut any = false;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if folded_eq(&k, "method") && k.starts_with('_') {
+            return Err(Error::MethodOverride);
+        }
+        if is_identity_key(&k) {
+            if refuse_identity {
+                return Err(Error::QueryNotAllowed(k.chars().take(64).collect()));
+            }
+            if v.split(',').any(|u| u != subject) {
+                mismatch = true;
+            }
+            continue;
+        }
+        out.append_pair(&k, &v);
+        any = true;
+    }
+    if let Some(name) = canonical {
+        out.append_pair(name, subject);
+        any = true;
+    }
+    let q = out.finish();
+    Ok((any.then_some(q), mismatch))
+}
+
+/// Checks a raw query for `_method` and identity parameters without rebuilding it.
+pub fn query_has_identity(query: Option<&str>) -> bool {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(k, _)| is_identity_key(&k))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,303 @@
+//! The route table: the one place that maps (method, path) to a policy.
+//!
+//! Everything not listed is refused with 403 `route_not_allowed` before it reaches Composio.
+//! Adding a Composio endpoint is one row in [`ROUTES`] plus a test. Patterns are literal
+//! segments, `{v3}` (matches `v3` and `v3.1`, which share paths and shapes but must be kept
+//! apart when forwarding, since they default to different tool versions) and `{name}`
+//! (captures one canonical segment). Rows are tried in order and the first match wins, so a
+//! literal row (`tools/execute/proxy`) must precede the parameter row it would otherwise match.
+
+use http::Method;
+
+use crate::error::Error;
+
+/// Which generation of the API a route belongs to: it decides the spelling of identity fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `/api/v3` and `/api/v3.1`: `user_id`, `connected_account_id`.
+    V3,
+    /// `/api/v1` and `/api/v2` (the old SDK): `entityId`, `connectedAccountId`, `appName`.
+    Legacy,
+}
+
+/// What the gateway does with a request on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Tool execution: the body's user is pinned to the subject, custom credentials refused,
+    /// a named connected account must be the subject's, and the tool's toolkit is gated on an
+    /// ACTIVE connection. Param 0 is the tool slug.
+    Execute(Api),
+    /// Raw HTTP through a user's connected account: user pinned, an explicit ACTIVE account
+    /// of the subject's required.
+    ProxyExecute(Api),
+    /// Connected-account listing: the user filter is forced to the subject alone.
+    ListAccounts(Api),
+    /// One connected account addressed by path (param 0): only if it is the subject's.
+    OwnedAccount(Api),
+    /// Connection creation: the body's user id is forced to the subject.
+    CreateAccount(Api),
+    /// Trigger instance upsert: body user forced, connected account owned.
+    TriggerUpsert,
+    /// Active trigger listing: user filter forced.
+    ListTriggers,
+    /// Trigger instance managed by id (param 0): only if it is the subject's.
+    OwnedTrigger,
+    /// MCP URL generation: `user_ids` forced, accounts owned.
+    McpGenerate,
+    /// Tool router session creation: `user_id` forced.
+    SessionCreate,
+    /// A tool router session call (param 0 is the session id): only the subject's sessions.
+    OwnedSession(SessionCall),
+    /// Tenant-neutral catalogue read: the same answer for every user.
+    Neutral,
+    /// Answered by the gateway itself: the old SDK's key check, which must not see the key.
+    ClientInfo,
+}
+
+/// What a call inside a tool router session does, for gating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCall {
+    /// `execute`: gated by the tool's toolkit.
+    Execute,
+    /// `proxy_execute`: gated by `toolkit_slug`.
+    ProxyExecute,
+    /// Anything else scoped to the session (read, link, search, patch, delete, mounts).
+    Other,
+}
+
+/// One row of the table.
+#[derive(Debug)]
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path pattern.
+    pub pattern: &'static str,
+    /// What to do.
+    pub policy: Policy,
+}
+
+/// A matched route and the segments it captured.
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'a> {
+    /// The row.
+    pub route: &'static Route,
+    params: [&'a str; MAX_PARAMS],
+    len: usize,
+}
+
+const MAX_PARAMS: usize = 3;
+
+impl<'a> Matched<'a> {
+    /// Captured segment `i` (in pattern order).
+    pub fn param(&self, i: usize) -> Option<&'a str> {
+        (i < self.len).then(|| self.params[i])
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.route.policy
+    }
+}
+
+macro_rules! routes {
+    ($($method:ident $pattern:literal => $policy:expr;)*) => {
+        &[$(Route { method: Method::$method, pattern: $pattern, policy: $policy },)*]
+    };
+}
+
+use Api::{Legacy, V3};
+use Policy::*;
+
+/// The route table. Order matters: first match wins.
+pub static ROUTES: &[Route] = routes! {
+    // --- tool execution ---
+    POST "/api/{v3}/tools/execute/proxy"                   => ProxyExecute(V3);
+    POST "/api/{v3}/tools/execute/{tool_slug}"             => Execute(V3);
+    POST "/api/v2/actions/proxy"                           => ProxyExecute(Legacy);
+    POST "/api/v2/actions/{action}/execute"                => Execute(Legacy);
+    POST "/api/v1/actions/{action}/execute"                => Execute(Legacy);
+
+    // --- connected accounts ---
+    GET    "/api/{v3}/connected_accounts"                  => ListAccounts(V3);
+    POST   "/api/{v3}/connected_accounts"                  => CreateAccount(V3);
+    POST   "/api/{v3}/connected_accounts/link"             => CreateAccount(V3);
+    GET    "/api/{v3}/connected_accounts/{id}"             => OwnedAccount(V3);
+    PATCH  "/api/{v3}/connected_accounts/{id}"             => OwnedAccount(V3);
+    DELETE "/api/{v3}/connected_accounts/{id}"             => OwnedAccount(V3);
+    POST   "/api/{v3}/connected_accounts/{id}/refresh"     => OwnedAccount(V3);
+    PATCH  "/api/{v3}/connected_accounts/{id}/status"      => OwnedAccount(V3);
+    POST   "/api/{v3}/connected_accounts/{id}/revoke"      => OwnedAccount(V3);
+    GET    "/api/v1/connectedAccounts"                     => ListAccounts(Legacy);
+    POST   "/api/v1/connectedAccounts"                     => CreateAccount(Legacy);
+    GET    "/api/v1/connectedAccounts/{id}"                => OwnedAccount(Legacy);
+    DELETE "/api/v1/connectedAccounts/{id}"                => OwnedAccount(Legacy);
+
+    // --- triggers ---
+    POST   "/api/{v3}/trigger_instances/{slug}/upsert"     => TriggerUpsert;
+    GET    "/api/{v3}/trigger_instances/active"            => ListTriggers;
+    PATCH  "/api/{v3}/trigger_instances/manage/{id}"       => OwnedTrigger;
+    DELETE "/api/{v3}/trigger_instances/manage/{id}"       => OwnedTrigger;
+
+    // --- MCP ---
+    POST "/api/{v3}/mcp/servers/generate"                  => McpGenerate;
+
+    // --- tool router sessions ---
+    POST   "/api/{v3}/tool_router/session"                         => SessionCreate;
+    GET    "/api/{v3}/tool_router/session/{id}"                    => OwnedSession(SessionCall::Other);
+    PATCH  "/api/{v3}/tool_router/session/{id}"                    => OwnedSession(SessionCall::Other);
+    DELETE "/api/{v3}/tool_router/session/{id}"                    => OwnedSession(SessionCall::Other);
+    POST   "/api/{v3}/tool_router/session/{id}/execute"            => OwnedSession(SessionCall::Execute);
+    POST   "/api/{v3}/tool_router/session/{id}/proxy_execute"      => OwnedSession(SessionCall::ProxyExecute);
+    POST   "/api/{v3}/tool_router/session/{id}/link"               => OwnedSession(SessionCall::Other);
+    POST   "/api/{v3}/tool_router/session/{id}/search"             => OwnedSession(SessionCall::Other);
+    GET    "/api/{v3}/tool_router/session/{id}/tools"              => OwnedSession(SessionCall::Other);
+    GET    "/api/{v3}/tool_router/session/{id}/toolkits"           => OwnedSession(SessionCall::Other);
+    GET    "/api/{v3}/tool_router/session/{id}/mounts/{mount}/items" => OwnedSession(SessionCall::Other);
+
+    // --- tenant-neutral catalogue (same answer for every user) ---
+    GET "/api/{v3}/tools"                                  => Neutral;
+    GET "/api/{v3}/tools/enum"                             => Neutral;
+    GET "/api/{v3}/tools/{tool_slug}"                      => Neutral;
+    GET "/api/{v3}/toolkits"                               => Neutral;
+    GET "/api/{v3}/toolkits/categories"                    => Neutral;
+    GET "/api/{v3}/toolkits/{slug}"                        => Neutral;
+    GET "/api/{v3}/triggers_types"                         => Neutral;
+    GET "/api/{v3}/triggers_types/list/enum"               => Neutral;
+    GET "/api/{v3}/triggers_types/{slug}"                  => Neutral;
+    GET "/api/{v3}/mcp/{id}"                               => Neutral;
+    GET "/api/v2/actions"                                  => Neutral;
+    GET "/api/v2/actions/{action}"                         => Neutral;
+    GET "/api/v1/actions/list/enums"                       => Neutral;
+    GET "/api/v1/apps"                                     => Neutral;
+    GET "/api/v1/apps/{app}"                               => Neutral;
+    GET "/api/v1/triggers"                                 => Neutral;
+
+    // --- answered locally ---
+    GET "/api/v1/client/auth/client_info"                  => ClientInfo;
+};
+
+/// Finds the route for `method` and a canonical `path` (see [`crate::path::check`]).
+///
+/// # Errors
+/// [`Error::RouteNotAllowed`] when no row matches: deny by default.
+pub fn classify<'a>(method: &Method, path: &'a str) -> Result<Matched<'a>, Error> {
+    for route in ROUTES {
+        if route.method != *method {
+            continue;
+        }
+        if let Some(m) = match_pattern(route, path) {
+            return Ok(m);
+        }
+    }
+    Err(Error::RouteNotAllowed)
+}
+
+fn match_pattern<'a>(route: &'static Route, path: &'a str) -> Option<Matched<'a>> {
+    let mut params = [""; MAX_PARAMS];
+    let mut len = 0;
+    let mut pat = route.pattern.split('/');
+    let mut seg = path.split('/');
+    loop {
+        match (pat.next(), seg.next()) {
+            (None, None) => return Some(Matched { route, params, len }),
+            (Some(p), Some(s)) => {
+                if p == "{v3}" {
+                    if s != "v3" && s != "v3.1" {
+                        return None;
+                    }
+                } else if p.starts_with('{') {
+                    if s.is_empty() || len == MAX_PARAMS {
+                        return None;
+                    }
+                    params[len] = s;
+                    len += 1;
+                } else if p != s {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn policy(method: Method, path: &str) -> Result<Policy, Error> {
+        classify(&method, path).map(|m| m.policy())
+    }
+
+    #[test]
+    fn execute_routes_for_every_api_version() {
+        for v in ["v3", "v3.1"] {
+            let path = format!("/api/{v}/tools/execute/GITHUB_CREATE_ISSUE");
+            let m = classify(&Method::POST, &path).unwrap();
+            assert_eq!(m.policy(), Execute(V3));
+            assert_eq!(m.param(0), Some("GITHUB_CREATE_ISSUE"));
+            assert_eq!(
+                policy(Method::POST, &format!("/api/{v}/tools/execute/proxy")),
+                Ok(ProxyExecute(V3))
+            );
+        }
+        assert_eq!(
+            policy(
+                Method::POST,
+                "/api/v2/actions/GITHUB_CREATE_AN_ISSUE/execute"
+            ),
+            Ok(Execute(Legacy))
+        );
+    }
+
+    #[test]
+    fn unknown_routes_and_methods_are_denied() {
+        for (m, p) in [
+            (Method::GET, "/api/v3/tools/execute/X"),
+            (Method::POST, "/api/v3.1/api_keys"),
+            (Method::POST, "/api/v3.2/tools/execute/X"),
+            (Method::POST, "/api/v3/auth_configs"),
+            (Method::DELETE, "/api/v3/tools/X"),
+            (Method::GET, "/api/v3.1/webhook_subscriptions"),
+            (Method::GET, "/api/v3/internal/sdk/realtime/credentials"),
+            (Method::POST, "/api/v1/logs"),
+            (Method::GET, "/API/v3/tools"),
+            (Method::HEAD, "/api/v3/tools"),
+            (Method::OPTIONS, "/api/v3/tools"),
+            (Method::POST, "/api/v3/tools/execute/X/extra"),
+        ] {
+            assert_eq!(policy(m.clone(), p), Err(Error::RouteNotAllowed), "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn every_row_is_reachable() {
+        // A row shadowed by an earlier one would be dead configuration.
+        for (i, route) in ROUTES.iter().enumerate() {
+            let path = route
+                .pattern
+                .replace("{v3}", "v3.1")
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x1" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let m = classify(&route.method, &path).unwrap();
+            assert!(
+                std::ptr::eq(m.route, &ROUTES[i]),
+                "row {i} {} shadowed",
+                route.pattern
+            );
+        }
+    }
+
+    proptest! {
+        /// Classification is total (never panics) and only ever matches canonical paths'
+        /// segment structure: a path that matches has exactly its pattern's segment count.
+        #[test]
+        fn classification_is_total(path in "(/[a-zA-Z0-9._~-]{0,10}|/api|/v3|/v3.1|/tools|/execute){0,7}") {
+            if let Ok(m) = classify(&Method::POST, &path) {
+                prop_assert_eq!(m.route.pattern.split('/').count(), path.split('/').count());
+            }
+        }
+    }
+}

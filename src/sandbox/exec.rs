@@ -1,0 +1,165 @@
+//! Tool execution as Composio decides it, shared by v3.x execute, v2 execute and sessions:
+//! which account a call runs with, or why it is refused.
+
+use serde_json::{json, Value};
+
+use super::http::{Ctx, Reply};
+use super::store::Store;
+use super::{Account, Tool};
+
+/// How a call names its account and user.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Who<'a> {
+    /// The user the call is for (`user_id`, `entityId`, a session's user).
+    pub(crate) user: Option<&'a str>,
+    /// An explicit connected account id.
+    pub(crate) account: Option<&'a str>,
+    /// The call brings its own credentials (`custom_auth_params`, `custom_connection_data`,
+    /// v2 `authConfig`): no connected account is needed.
+    pub(crate) custom_auth: bool,
+}
+
+/// The literal Composio accepts for its "instant" accounts.
+pub(crate) const INSTANT_ACCOUNT: &str = "instant_account";
+
+/// The account `tool` runs with for `who`, `None` when it needs none.
+///
+/// # Errors
+/// 400/1803 when no usable account exists (or the given one is not usable or unknown),
+/// 400/1812 when the given account belongs to another user than `who.user`,
+/// 400/1810 when it is of another toolkit.
+pub(crate) fn resolve_account(
+    ctx: &Ctx,
+    s: &Store,
+    tool: &Tool,
+    who: Who<'_>,
+) -> Result<Option<Account>, Reply> {
+    match who.account {
+        Some(INSTANT_ACCOUNT) => Ok(None),
+        Some(id) => {
+            let a = s
+                .account(id)
+                .ok_or_else(|| ctx.no_account(&format!("Connected account {id} not found")))?;
+            if let Some(user) = who.user {
+                if a.user_id != user {
+                    return Err(ctx.wrong_owner(id, user));
+                }
+            }
+            if !tool.no_auth && !a.toolkit.eq_ignore_ascii_case(&tool.toolkit) {
+                return Err(ctx.wrong_toolkit(id, &a.toolkit, &tool.toolkit));
+            }
+            if !a.is_usable() && !tool.no_auth {
+                return Err(ctx.no_account(&unusable_message(a)));
+            }
+            Ok(Some(a.clone()))
+        }
+        None if tool.no_auth || who.custom_auth => Ok(None),
+        None => {
+            let user = who.user.unwrap_or("default");
+            s.usable_account(user, &tool.toolkit)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| {
+                    ctx.no_account(&format!(
+                        "No connected account found for user {user} and toolkit {}",
+                        tool.toolkit
+                    ))
+                })
+        }
+    }
+}
+
+/// Why an account cannot run tools.
+pub(crate) fn unusable_message(a: &Account) -> String {
+    if a.is_disabled {
+        format!("Connected account {} is disabled", a.id)
+    } else {
+        format!(
+            "Connected account {} is not active (status {})",
+            a.id, a.status
+        )
+    }
+}
+
+/// The `data` of a successful sandbox execution: what ran, as whom, with which account.
+pub(crate) fn result_data(
+    ctx: &Ctx,
+    tool: &Tool,
+    who: Who<'_>,
+    account: Option<&Account>,
+    arguments: &Value,
+    version: &str,
+) -> Value {
+    json!({
+        "sandbox": true,
+        "api": ctx.api.label(),
+        "tool_slug": tool.slug,
+        "toolkit": tool.toolkit,
+        "user_id": account.map(|a| a.user_id.as_str()).or(who.user),
+        "connected_account_id": account.map(|a| a.id.as_str()).or(who.account),
+        "custom_auth": who.custom_auth,
+        "arguments": arguments,
+        "version": version,
+    })
+}
+
+/// Runs `COMPOSIO_MULTI_EXECUTE_TOOL`'s inner tools (`arguments.tools[]`), each decided on its
+/// own; failures are reported per tool, as Composio does.
+pub(crate) fn multi_execute(
+    ctx: &Ctx,
+    s: &Store,
+    who: Who<'_>,
+    arguments: &Value,
+    version: &str,
+) -> Value {
+    let inner = arguments
+        .get("tools")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let results: Vec<Value> = inner
+        .iter()
+        .map(|t| {
+            let slug = t.get("tool_slug").and_then(Value::as_str).unwrap_or_default();
+            let args = t.get("arguments").cloned().unwrap_or_else(|| json!({}));
+            let Some(tool) = s.tool(slug) else {
+                return json!({"tool_slug": slug, "successful": false, "error": format!("Tool {slug} not found"), "data": {}});
+            };
+            let inner_who = Who { account: None, ..who };
+            match resolve_account(ctx, s, tool, inner_who) {
+                Ok(acc) => json!({
+                    "tool_slug": slug,
+                    "successful": true,
+                    "error": null,
+                    "data": result_data(ctx, tool, inner_who, acc.as_ref(), &args, version),
+                }),
+                Err(reply) => json!({
+                    "tool_slug": slug,
+                    "successful": false,
+                    "error": reply_message(&reply),
+                    "data": {},
+                }),
+            }
+        })
+        .collect();
+    json!({
+        "sandbox": true,
+        "tool_slug": "COMPOSIO_MULTI_EXECUTE_TOOL",
+        "user_id": who.user,
+        "results": results,
+    })
+}
+
+fn reply_message(r: &Reply) -> String {
+    r.message().unwrap_or_else(|| "refused".into())
+}
+
+/// A string field of a JSON object, ignoring empty strings.
+pub(crate) fn field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// Whether a JSON field is present and not null.
+pub(crate) fn present(v: &Value, key: &str) -> bool {
+    v.get(key).is_some_and(|x| !x.is_null())
+}

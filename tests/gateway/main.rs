@@ -1,0 +1,9 @@
+#![allow(unreachable_pub)]
+//! Integration tests: the gateway and the sandbox Composio over real sockets on 127.0.0.1.
+//! One binary (each `tests/*.rs` would relink the crate).
+
+mod support;
+
+mod core;
+mod gating;
+mod tls;

@@ -1,0 +1,252 @@
+//! Test support: a sandbox Composio and a gateway in front of it, both on 127.0.0.1:0, a
+//! client that speaks to the gateway over a real socket, and token minting.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use entitygate::sandbox::{Recorded, Sandbox};
+use entitygate::{Config, Gateway, RunningGateway};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::{json, Value};
+
+/// The gateway's real Composio key in tests. Tests assert it never comes back.
+pub const API_KEY: &str = "sk_test_REAL_COMPOSIO_KEY_0123456789abcdef";
+/// HS256 secret of the test IdP.
+pub const SECRET: &str = "test-only-hs256-secret-0123456789abcdef0123456789";
+pub const ISSUER: &str = "https://idp.test/";
+pub const AUDIENCE: &str = "entitygate";
+
+pub struct Harness {
+    pub sandbox: Sandbox,
+    pub gateway: Option<RunningGateway>,
+    pub addr: SocketAddr,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    /// The refusal's slug, from Composio's error envelope.
+    pub fn slug(&self) -> String {
+        self.json()["error"]["slug"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn config_toml(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+[upstream]
+base_url = "http://{upstream}"
+api_key_env = "COMPOSIO_API_KEY"
+[auth]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+leeway_secs = 5
+[[auth.keys]]
+alg = "HS256"
+secret_env = "JWT_SECRET"
+{extra}
+"#
+    )
+}
+
+pub fn env() -> HashMap<String, String> {
+    [
+        ("COMPOSIO_API_KEY".to_owned(), API_KEY.to_owned()),
+        ("JWT_SECRET".to_owned(), SECRET.to_owned()),
+    ]
+    .into()
+}
+
+impl Harness {
+    /// Sandbox with demo data and a gateway with the default policy.
+    pub async fn start() -> Self {
+        Self::with(Sandbox::with_demo_data(API_KEY), "").await
+    }
+
+    /// Same, with extra TOML appended to the config (tables after `[[auth.keys]]`).
+    pub async fn with_config(extra: &str) -> Self {
+        Self::with(Sandbox::with_demo_data(API_KEY), extra).await
+    }
+
+    pub async fn with(sandbox: Sandbox, extra: &str) -> Self {
+        let upstream = sandbox.start().await.expect("sandbox starts");
+        let config = Config::from_toml(&config_toml(upstream, extra)).expect("test config parses");
+        let gateway = Gateway::builder(config)
+            .env(env())
+            .build()
+            .await
+            .expect("gateway builds");
+        let running = gateway
+            .spawn("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("binds");
+        let addr = running.local_addr();
+        Self {
+            sandbox,
+            gateway: Some(running),
+            addr,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends a request with `token` in `x-api-key` (if any) and a JSON body (if any).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(self.url(path));
+        if let Some(t) = token {
+            req = req.header("x-api-key", t);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Bytes::new(),
+        };
+        self.raw(req.body(Full::new(body)).unwrap()).await
+    }
+
+    pub async fn raw(&self, req: Request<Full<Bytes>>) -> Reply {
+        let resp = self.client.request(req).await.expect("gateway answers");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        let reply = Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        };
+        assert_no_key_leak(&reply);
+        reply
+    }
+
+    pub async fn execute(&self, user: &str, tool: &str, body: Value) -> Reply {
+        let t = token(user);
+        self.send(
+            Method::POST,
+            &format!("/api/v3.1/tools/execute/{tool}"),
+            Some(&t),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Requests the sandbox received for `path_prefix`.
+    pub fn upstream(&self, path_prefix: &str) -> Vec<Recorded> {
+        self.sandbox.requests_to(path_prefix)
+    }
+
+    /// Asserts that nothing at all reached Composio.
+    pub fn assert_nothing_forwarded(&self) {
+        let seen = self.sandbox.requests();
+        assert!(
+            seen.is_empty(),
+            "expected nothing upstream, saw {:?}",
+            seen.iter()
+                .map(|r| (&r.method, &r.path))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    /// Asserts that no tool execution reached Composio.
+    pub fn assert_no_execution(&self) {
+        assert_eq!(self.sandbox.count("POST", "/api/v3.1/tools/execute"), 0);
+        assert_eq!(self.sandbox.count("POST", "/api/v3/tools/execute"), 0);
+        assert_eq!(self.sandbox.count("POST", "/api/v2/actions"), 0);
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+        self.sandbox.stop();
+    }
+}
+
+/// Every request that reached the sandbox carried exactly one credential: the real key.
+pub fn assert_only_real_key(r: &Recorded) {
+    assert_eq!(
+        r.header_all("x-api-key"),
+        vec![API_KEY],
+        "{} {}",
+        r.method,
+        r.path
+    );
+    for h in [
+        "authorization",
+        "x-user-api-key",
+        "x-org-api-key",
+        "cookie",
+        "proxy-authorization",
+    ] {
+        assert!(r.header(h).is_none(), "{h} leaked upstream on {}", r.path);
+    }
+}
+
+/// The gateway's key never appears in what callers receive.
+pub fn assert_no_key_leak(reply: &Reply) {
+    assert!(
+        !reply.text().contains(API_KEY),
+        "key leaked in body: {}",
+        reply.text()
+    );
+    for (name, value) in &reply.headers {
+        assert!(
+            !String::from_utf8_lossy(value.as_bytes()).contains(API_KEY),
+            "key leaked in header {name}"
+        );
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A valid token for `user`.
+pub fn token(user: &str) -> String {
+    token_with(json!({"sub": user, "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600}))
+}
+
+/// An HS256 token with arbitrary claims, signed with the test secret.
+pub fn token_with(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
