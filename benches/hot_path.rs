@@ -1,1 +1,174 @@
-fn main() {}
+#![allow(clippy::unwrap_used)]
+//! The per-request work the gateway adds, piece by piece: path check and route lookup, body
+//! parse + identity pinning + re-serialisation, JWT verification (cold and cached), and the
+//! connection gate on a warm cache. Run with `cargo bench --bench hot_path`; results and the
+//! machine are recorded in BENCHMARKS.md.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use entitygate::auth::Authenticator;
+use entitygate::config::Config;
+use entitygate::connections::Connections;
+use entitygate::rewrite::JsonObject;
+use entitygate::sandbox::Sandbox;
+use entitygate::upstream::{self, Upstream};
+use http::Method;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+const SECRET: &str = "bench-only-hs256-secret-0123456789abcdef0123456789";
+const BODY: &[u8] = br#"{"connected_account_id":"ca_alice_github","user_id":"bob","version":"20250909_00","arguments":{"owner":"acme","repo":"app","title":"Bug: login fails","body":"Steps to reproduce: open the app, click login, nothing happens.","labels":["bug","p1"]}}"#;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn config(extra: &str) -> Config {
+    let rsa = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/dev/jwt-rsa.pub");
+    Config::from_toml(&format!(
+        r#"
+[upstream]
+base_url = "http://127.0.0.1:9"
+[auth]
+issuer = "https://idp.test/"
+audience = "entitygate"
+{extra}
+[[auth.keys]]
+alg = "HS256"
+kid = "hs"
+secret_env = "JWT_SECRET"
+[[auth.keys]]
+alg = "RS256"
+kid = "rs"
+public_key_file = "{rsa}"
+"#
+    ))
+    .unwrap()
+}
+
+fn env() -> HashMap<String, String> {
+    [
+        ("JWT_SECRET".into(), SECRET.into()),
+        ("COMPOSIO_API_KEY".into(), "sk_bench".into()),
+    ]
+    .into()
+}
+
+fn token(alg: Algorithm, sub: &str) -> String {
+    let claims =
+        json!({"sub": sub, "iss": "https://idp.test/", "aud": "entitygate", "exp": now() + 3600});
+    let (kid, key) = match alg {
+        Algorithm::HS256 => ("hs", EncodingKey::from_secret(SECRET.as_bytes())),
+        _ => (
+            "rs",
+            EncodingKey::from_rsa_pem(
+                &std::fs::read(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/certs/dev/jwt-rsa.key"
+                ))
+                .unwrap(),
+            )
+            .unwrap(),
+        ),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn routing(c: &mut Criterion) {
+    c.bench_function("path_check+classify", |b| {
+        b.iter(|| {
+            let p = entitygate::path::check(std::hint::black_box(
+                "/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE",
+            ))
+            .unwrap();
+            entitygate::routes::classify(&Method::POST, p)
+                .unwrap()
+                .policy()
+        })
+    });
+}
+
+fn rewrite(c: &mut Criterion) {
+    c.bench_function("body_parse+pin+serialise", |b| {
+        b.iter(|| {
+            let mut o = JsonObject::parse(std::hint::black_box(BODY)).unwrap();
+            o.check_custom_auth(false).unwrap();
+            o.pin_identity("user_id", "alice", false).unwrap();
+            o.account_ids().unwrap();
+            o.to_vec()
+        })
+    });
+}
+
+fn auth(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = upstream::build_client(&Default::default()).unwrap();
+    let uncached = rt
+        .block_on(Authenticator::new(
+            &config("token_cache_entries = 0").auth,
+            &env(),
+            client.clone(),
+        ))
+        .unwrap();
+    let cached = rt
+        .block_on(Authenticator::new(&config("").auth, &env(), client))
+        .unwrap();
+    for (name, alg) in [("hs256", Algorithm::HS256), ("rs256", Algorithm::RS256)] {
+        let t = token(alg, "alice");
+        c.bench_function(&format!("jwt_verify_{name}_uncached"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { uncached.authenticate(&t).await.unwrap() })
+        });
+        rt.block_on(cached.authenticate(&t)).unwrap();
+        c.bench_function(&format!("jwt_verify_{name}_cached"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { cached.authenticate(&t).await.unwrap() })
+        });
+    }
+}
+
+fn gate(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = Sandbox::with_demo_data("sk_bench");
+    let addr = rt.block_on(sandbox.start()).unwrap();
+    let cfg = config("");
+    let mut up = cfg.upstream.clone();
+    up.base_url = format!("http://{addr}");
+    let upstream = Upstream::new(&up, &env(), upstream::build_client(&up).unwrap()).unwrap();
+    let connections = Connections::new(upstream, cfg.connections);
+    let subject: Arc<str> = Arc::from("alice");
+    let info = rt.block_on(connections.tool("SLACK_SEND_MESSAGE")).unwrap();
+    rt.block_on(connections.check(&subject, &info, None))
+        .unwrap();
+    c.bench_function("gate_cache_hit", |b| {
+        b.to_async(&rt).iter(|| async {
+            let info = connections.tool("SLACK_SEND_MESSAGE").await.unwrap();
+            connections.check(&subject, &info, None).await.unwrap()
+        })
+    });
+    c.bench_function("gate_cache_hit_named_account", |b| {
+        b.to_async(&rt).iter_batched(
+            || (),
+            |()| async {
+                let info = connections.tool("GITHUB_CREATE_ISSUE").await.unwrap();
+                connections
+                    .check(&subject, &info, Some("ca_alice_github"))
+                    .await
+                    .unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    sandbox.stop();
+}
+
+criterion_group!(benches, routing, rewrite, auth, gate);
+criterion_main!(benches);

@@ -8,7 +8,7 @@
 //!
 //! The key defaults to `$SANDBOX_API_KEY`, else `sbx_project_key`. `--tls` serves HTTPS with
 //! `certs/dev/server.crt` (trust `certs/dev/ca.crt`). The first line on stdout is
-//! `SANDBOX_ADDR=<ip:port>`; the server runs until Ctrl-C.
+//! `SANDBOX_ADDR=<ip:port>`; the server runs until Ctrl-C or SIGTERM.
 
 use std::path::PathBuf;
 
@@ -83,8 +83,24 @@ async fn main() -> std::io::Result<()> {
             }
         });
     }
-    tokio::signal::ctrl_c().await?;
+    shutdown_signal().await?;
     sandbox.stop();
     eprintln!("{} requests served", sandbox.requests().len());
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix (background jobs of a non-interactive shell ignore SIGINT).
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }

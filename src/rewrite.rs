@@ -36,11 +36,13 @@ const CUSTOM_AUTH_KEYS: &[&str] = &["customauthparams", "customconnectiondata", 
 /// Folded names of a single connected-account id.
 const ACCOUNT_KEYS: &[&str] = &["connectedaccountid", "connectedauthid"];
 
-/// `name` lower-cased with `_` and `-` removed, compared without allocating.
+/// `name` lower-cased with every byte that is not an ASCII letter or digit removed, compared
+/// without allocating. Dropping all punctuation (not just `_` and `-`) also catches the
+/// bracket and dot forms that query parsers fold into one name (`user_ids[]`, `user.id`).
 pub(crate) fn folded_eq(name: &str, folded: &str) -> bool {
     let mut it = name
         .bytes()
-        .filter(|b| *b != b'_' && *b != b'-')
+        .filter(u8::is_ascii_alphanumeric)
         .map(|b| b.to_ascii_lowercase());
     let mut want = folded.bytes();
     loop {
@@ -347,7 +349,7 @@ pub fn scope_query(
     let mut mismatch = false;
     let mut any = false;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if folded_eq(&k, "method") && k.starts_with('_') {
+        if folded_eq(&k, "method") && !k.eq_ignore_ascii_case("method") {
             return Err(Error::MethodOverride);
         }
         if is_identity_key(&k) {

@@ -32,18 +32,19 @@ const QUERY_ACCOUNT_KEYS: &[&str] = &["connectedaccountids", "deprecatedconnecte
 
 /// `GET /api/{v3}/connected_accounts` and `GET /api/v1/connectedAccounts`: the user filter is
 /// the subject alone, whatever was sent (without one Composio lists every user's accounts).
-pub(super) async fn list(ctx: &Ctx<'_>, api: Api) -> Result<Response<ResponseBody>, Error> {
-    // The dispatcher gives this handler no audit record; decisions still reach the audit
-    // event through the refusal or the relayed status, mismatches through the tracing warning.
-    let mut audit = Audit::new(&ctx.parts.method, ctx.path);
+pub(super) async fn list(
+    ctx: &Ctx<'_>,
+    api: Api,
+    audit: &mut Audit,
+) -> Result<Response<ResponseBody>, Error> {
     refuse_shared_query(ctx)?;
     let (canonical, owner_fields): (&str, &[&str]) = match api {
         Api::V3 => ("user_ids", &["user_id"]),
         Api::Legacy => ("user_uuid", &["clientUniqueUserId", "entityId"]),
     };
-    let query = scoped_query(ctx, Some(canonical), &mut audit)?;
+    let query = scoped_query(ctx, Some(canonical), audit)?;
     let resp = ctx
-        .forward(query.as_deref(), None, TimeoutClass::Default, &mut audit)
+        .forward(query.as_deref(), None, TimeoutClass::Default, audit)
         .await?;
     ctx.relay_filtered(resp, |v| drop_foreign(v, owner_fields, ctx.subject()))
         .await

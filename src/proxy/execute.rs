@@ -45,6 +45,11 @@ where
         .connections
         .check(&ctx.identity.subject, &info, account.as_deref())
         .await?;
+    if tool.eq_ignore_ascii_case(super::sessions::MULTI_EXECUTE) {
+        if let Some((_, raw)) = obj.iter().find(|(k, _)| *k == "arguments") {
+            super::sessions::gate_multi_execute(ctx, raw, audit).await?;
+        }
+    }
 
     let resp = ctx
         .forward(

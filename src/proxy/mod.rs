@@ -148,7 +148,7 @@ where
         Policy::ProxyExecute(api) => execute::proxy_execute(&ctx, body, api, audit).await,
         Policy::Neutral => neutral(&ctx, audit).await,
         Policy::ClientInfo => Ok(client_info(&identity)),
-        Policy::ListAccounts(api) => accounts::list(&ctx, api).await,
+        Policy::ListAccounts(api) => accounts::list(&ctx, api, audit).await,
         Policy::OwnedAccount(api) => accounts::owned(&ctx, body, api, audit).await,
         Policy::CreateAccount(api) => accounts::create(&ctx, body, api, audit).await,
         Policy::TriggerUpsert => accounts::trigger_upsert(&ctx, body, audit).await,

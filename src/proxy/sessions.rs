@@ -25,7 +25,7 @@ use crate::routes::SessionCall;
 use crate::upstream::TimeoutClass;
 
 /// The meta tool that runs several tools in one call (`arguments.tools[].tool_slug`).
-const MULTI_EXECUTE: &str = "COMPOSIO_MULTI_EXECUTE_TOOL";
+pub(super) const MULTI_EXECUTE: &str = "COMPOSIO_MULTI_EXECUTE_TOOL";
 
 /// `POST /api/{v3}/tool_router/session`: created for the subject, with the subject's accounts.
 pub(super) async fn create<B>(
@@ -143,48 +143,58 @@ async fn gate_execute(ctx: &Ctx<'_>, obj: &JsonObject, audit: &mut Audit) -> Res
         if !slug.eq_ignore_ascii_case(MULTI_EXECUTE) {
             continue;
         }
-        let Some((_, raw)) = obj.iter().find(|(k, _)| *k == "arguments") else {
-            continue;
-        };
-        let arguments: Value = serde_json::from_str(raw.get())
-            .map_err(|_| Error::BodyInvalid("`arguments` is not JSON".into()))?;
-        let tools = match &arguments {
-            Value::Null => continue,
-            Value::Object(m) => match m.get("tools") {
-                None | Some(Value::Null) => continue,
-                Some(Value::Array(a)) => a,
-                Some(_) => {
-                    return Err(Error::BodyInvalid(
-                        "`arguments.tools` must be a list".into(),
-                    ))
-                }
-            },
-            _ => return Err(Error::BodyInvalid("`arguments` must be an object".into())),
-        };
-        for tool in tools {
-            let Value::Object(m) = tool else {
+        if let Some((_, raw)) = obj.iter().find(|(k, _)| *k == "arguments") {
+            gate_multi_execute(ctx, raw, audit).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The inner tools of the multi-execute meta tool (`arguments.tools[].tool_slug`), each gated
+/// like a direct call: the meta tool itself needs no connection, but what it runs does.
+pub(super) async fn gate_multi_execute(
+    ctx: &Ctx<'_>,
+    raw: &serde_json::value::RawValue,
+    audit: &mut Audit,
+) -> Result<(), Error> {
+    let arguments: Value = serde_json::from_str(raw.get())
+        .map_err(|_| Error::BodyInvalid("`arguments` is not JSON".into()))?;
+    let tools = match &arguments {
+        Value::Null => return Ok(()),
+        Value::Object(m) => match m.get("tools") {
+            None | Some(Value::Null) => return Ok(()),
+            Some(Value::Array(a)) => a,
+            Some(_) => {
                 return Err(Error::BodyInvalid(
-                    "`arguments.tools` must hold objects".into(),
-                ));
-            };
-            let inner = map_strings(m, "toolslug")?;
-            if inner.is_empty() {
+                    "`arguments.tools` must be a list".into(),
+                ))
+            }
+        },
+        _ => return Err(Error::BodyInvalid("`arguments` must be an object".into())),
+    };
+    for tool in tools {
+        let Value::Object(m) = tool else {
+            return Err(Error::BodyInvalid(
+                "`arguments.tools` must hold objects".into(),
+            ));
+        };
+        let inner = map_strings(m, "toolslug")?;
+        if inner.is_empty() {
+            return Err(Error::BodyInvalid(
+                "every `arguments.tools[]` needs a `tool_slug`".into(),
+            ));
+        }
+        let inner_account = match m.get("account") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => {
                 return Err(Error::BodyInvalid(
-                    "every `arguments.tools[]` needs a `tool_slug`".into(),
-                ));
+                    "`arguments.tools[].account` must be a string".into(),
+                ))
             }
-            let inner_account = match m.get("account") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.as_str()),
-                Some(_) => {
-                    return Err(Error::BodyInvalid(
-                        "`arguments.tools[].account` must be a string".into(),
-                    ))
-                }
-            };
-            for inner_slug in &inner {
-                gate_tool(ctx, inner_slug, inner_account, audit).await?;
-            }
+        };
+        for inner_slug in &inner {
+            gate_tool(ctx, inner_slug, inner_account, audit).await?;
         }
     }
     Ok(())

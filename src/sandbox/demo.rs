@@ -115,7 +115,17 @@ const TOOLS: &[(&str, &str, bool)] = &[
     ("HACKERNEWS_GET_USER", "hackernews", true),
 ];
 
-const ACCOUNTS: &[(&str, &str, &str, &str, bool, Option<&str>)] = &[
+/// `(id, user, toolkit, status, disabled, status_reason)`.
+type DemoAccount = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    Option<&'static str>,
+);
+
+const ACCOUNTS: &[DemoAccount] = &[
     ("ca_alice_github", "alice", "github", "ACTIVE", false, None),
     ("ca_alice_slack", "alice", "slack", "ACTIVE", false, None),
     (

@@ -361,15 +361,6 @@ impl Reply {
         }
     }
 
-    /// The JSON body, if any.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn json_body(&self) -> Option<&Value> {
-        match &self.body {
-            ReplyBody::Json(v) => Some(v),
-            ReplyBody::Raw(..) => None,
-        }
-    }
-
     pub(crate) fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
         let (ctype, bytes) = match self.body {
             ReplyBody::Json(v) => (

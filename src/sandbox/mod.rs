@@ -41,10 +41,10 @@ mod v3;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -77,8 +77,10 @@ struct Inner {
     api_key: String,
     /// Accounts, tools, sessions, triggers: everything the API reads and writes.
     store: Mutex<Store>,
-    /// Every request that reached the sandbox, in arrival order.
-    log: Mutex<Vec<Recorded>>,
+    /// Every request that reached the sandbox, in arrival order (the newest `record_limit`).
+    log: Mutex<VecDeque<Recorded>>,
+    /// How many recorded requests are kept; unlimited unless set (long-running demos).
+    record_limit: AtomicUsize,
     /// The global fault (key `""`) and path-prefix-scoped ones.
     faults: Mutex<HashMap<String, Fault>>,
     /// Bumped by [`Sandbox::stop`]; each server loop exits when it differs from the value it
@@ -153,7 +155,7 @@ pub enum Fault {
     Delay(Duration),
     /// Answer 200 with a body that is not JSON.
     Garbage,
-    /// Close the connection without answering.
+    /// Close the connection without answering (on HTTP/2: reset the stream).
     Reset,
     /// Answer 200 JSON echoing the method, path, query, every header and the body.
     EchoHeaders,
@@ -280,7 +282,8 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 api_key: api_key.to_owned(),
                 store: Mutex::new(store),
-                log: Mutex::new(Vec::new()),
+                log: Mutex::new(VecDeque::new()),
+                record_limit: AtomicUsize::new(usize::MAX),
                 faults: Mutex::new(HashMap::new()),
                 generation,
                 request_seq: AtomicU64::new(1),
@@ -474,7 +477,17 @@ impl Sandbox {
 
     /// Every request that reached the sandbox, in order.
     pub fn requests(&self) -> Vec<Recorded> {
-        lock(&self.inner.log).clone()
+        lock(&self.inner.log).iter().cloned().collect()
+    }
+
+    /// Keeps only the newest `limit` recorded requests (for long-running demos; tests keep
+    /// everything by default).
+    pub fn set_record_limit(&self, limit: usize) {
+        self.inner.record_limit.store(limit, Ordering::Relaxed);
+        let mut log = lock(&self.inner.log);
+        while log.len() > limit {
+            log.pop_front();
+        }
     }
 
     /// Forgets the recorded requests.
@@ -544,24 +557,7 @@ impl Sandbox {
         let Ok(collected) = Limited::new(body, MAX_BODY).collect().await else {
             return Err(InjectedReset);
         };
-        let body = collected.to_bytes();
-        let recorded = Recorded {
-            method: parts.method.as_str().to_owned(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body,
-        };
-        lock(&self.inner.log).push(recorded.clone());
+        let recorded = self.record(&parts, collected.to_bytes());
 
         let request_id = recorded
             .header("x-request-id")
@@ -585,6 +581,33 @@ impl Sandbox {
             Fault::EchoHeaders => Reply::ok(shapes::echo(&recorded)),
         };
         Ok(reply.into_response(&ctx.request_id))
+    }
+
+    /// Appends the request to the log, answering the record.
+    fn record(&self, parts: &hyper::http::request::Parts, body: Bytes) -> Recorded {
+        let recorded = Recorded {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body,
+        };
+        let limit = self.inner.record_limit.load(Ordering::Relaxed);
+        let mut log = lock(&self.inner.log);
+        log.push_back(recorded.clone());
+        while log.len() > limit {
+            log.pop_front();
+        }
+        recorded
     }
 
     /// The normal answer: credential check, then routing.

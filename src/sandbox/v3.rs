@@ -350,10 +350,10 @@ fn accounts(ctx: &Ctx, s: &mut Store) -> Outcome {
     let Some(id) = ctx.segs.get(1).cloned() else {
         return Err(ctx.not_found_route());
     };
-    if ctx.path_is(&["connected_accounts", "*"]) || ctx.path_is(&["connected_accounts", "*", "*"]) {
-        if s.account(&id).is_none() {
-            return Err(account_not_found(ctx, &id));
-        }
+    let known_path =
+        ctx.path_is(&["connected_accounts", "*"]) || ctx.path_is(&["connected_accounts", "*", "*"]);
+    if known_path && s.account(&id).is_none() {
+        return Err(account_not_found(ctx, &id));
     }
     if ctx.at("GET", &["connected_accounts", "*"]).is_some() {
         return Ok(Reply::ok(account_json(s, &id, true)));

@@ -361,6 +361,14 @@ async fn neutral_reads_pass_and_their_identity_is_pinned() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let sent = h.upstream("/api/v3.1/toolkits");
     assert_eq!(sent[0].query_param("user_id").as_deref(), Some("alice"));
+    assert_eq!(
+        sent[0]
+            .query_pairs()
+            .iter()
+            .filter(|(k, _)| k.starts_with("user"))
+            .count(),
+        1
+    );
     assert_eq!(sent[0].query_param("limit").as_deref(), Some("5"));
     for s in h.sandbox.requests() {
         assert_only_real_key(&s);

@@ -448,3 +448,21 @@ async fn tool_metadata_is_fetched_once_for_all_users() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn meta_tool_inner_tools_are_gated_on_direct_execution() {
+    let h = Harness::start().await;
+    let r = h
+        .execute("alice", "COMPOSIO_MULTI_EXECUTE_TOOL",
+            json!({"arguments": {"tools": [{"tool_slug": "GITHUB_CREATE_ISSUE", "arguments": {}}, {"tool_slug": "GMAIL_SEND_EMAIL", "arguments": {}}]}}))
+        .await;
+    assert_eq!(r.slug(), "connection_expired", "{}", r.text());
+    assert_eq!(r.json()["error"]["toolkit"], "gmail");
+    h.assert_no_execution();
+    let r = h
+        .execute("alice", "COMPOSIO_MULTI_EXECUTE_TOOL",
+            json!({"arguments": {"tools": [{"tool_slug": "GITHUB_CREATE_ISSUE", "arguments": {}}]}}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    h.shutdown().await;
+}

@@ -1,4 +1,5 @@
 #![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used)]
 //! Integration tests: the gateway and the sandbox Composio over real sockets on 127.0.0.1.
 //! One binary (each `tests/*.rs` would relink the crate).
 
@@ -6,4 +7,5 @@ mod support;
 
 mod core;
 mod gating;
+mod surface;
 mod tls;
