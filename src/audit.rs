@@ -1,22 +1,87 @@
-//! The audit trail: one structured event per decision, on the `entitygate::audit` tracing
-//! target, so it can be routed to its own sink.
+//! The audit trail: one structured event per decision, written as a JSON line to the
+//! configured sink (`[audit] path`, else stdout) by a writer thread, and also emitted on the
+//! `entitygate::audit` tracing target for log pipelines.
 //!
 //! An event carries who (subject), what (method, route pattern, tool, toolkit, connected
 //! account), the decision (`allow` or the refusal's slug and code), the upstream status and
 //! the latency. It never carries a token, an API key, a cookie or a tool argument: only values
 //! the gateway itself derived or validated are recorded.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use http::{HeaderValue, Method, StatusCode};
+use serde_json::json;
 
 use crate::error::Error;
+
+/// Audit events queued before new ones are dropped (and counted) rather than block requests.
+const QUEUE: usize = 65_536;
+
+/// Where audit lines go: a bounded queue drained by a writer thread, so a slow disk never
+/// stalls a request.
+#[derive(Clone, Debug)]
+pub struct Sink {
+    tx: mpsc::SyncSender<String>,
+    path: Option<PathBuf>,
+}
+
+// === impl Sink ===
+
+impl Sink {
+    /// Opens `path` for appending (created if needed), or stdout when `None`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
+        let mut out: Box<dyn Write + Send> = match path {
+            Some(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+            None => Box::new(std::io::stdout()),
+        };
+        let (tx, rx) = mpsc::sync_channel::<String>(QUEUE);
+        std::thread::Builder::new()
+            .name("entitygate-audit".into())
+            .spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    let _ = out.write_all(line.as_bytes());
+                    // Drain what is queued before flushing, so bursts cost one write.
+                    while let Ok(more) = rx.try_recv() {
+                        let _ = out.write_all(more.as_bytes());
+                    }
+                    let _ = out.flush();
+                }
+            })?;
+        Ok(Self {
+            tx,
+            path: path.map(Path::to_owned),
+        })
+    }
+
+    /// The file this sink appends to, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn write(&self, line: String) {
+        if self.tx.try_send(line).is_err() {
+            crate::metrics::audit_dropped();
+        }
+    }
+}
 
 /// The audit record of one request, filled in as the request is processed.
 #[derive(Debug, Default)]
 pub struct Audit {
     method: String,
     route: &'static str,
+    policy: &'static str,
     subject: Option<String>,
     tool: Option<String>,
     toolkit: Option<String>,
@@ -35,6 +100,7 @@ impl Audit {
         Self {
             method: method.as_str().to_owned(),
             route: "-",
+            policy: "none",
             decision: "refuse",
             ..Self::default()
         }
@@ -45,9 +111,10 @@ impl Audit {
         self.subject = Some(subject.to_owned());
     }
 
-    /// The matched route pattern.
-    pub fn route(&mut self, pattern: &'static str) {
+    /// The matched route pattern and its policy's name.
+    pub fn route(&mut self, pattern: &'static str, policy: &'static str) {
         self.route = pattern;
+        self.policy = policy;
     }
 
     /// The tool slug of an execution.
@@ -87,23 +154,42 @@ impl Audit {
         self.code = e.code();
     }
 
-    /// Emits the event.
-    pub fn finish(&self, request_id: &HeaderValue, status: StatusCode, latency: Duration) {
-        tracing::info!(
+    /// Emits the event: a JSON line to `sink`, a tracing event, and the request metrics.
+    pub fn finish(
+        &self,
+        sink: &Sink,
+        request_id: &HeaderValue,
+        status: StatusCode,
+        latency: Duration,
+    ) {
+        let request_id = request_id.to_str().unwrap_or("-");
+        crate::metrics::request(self.policy, self.decision, status.as_u16(), latency);
+        let line = json!({
+            "time": crate::sandbox::store::now_rfc3339(),
+            "request_id": request_id,
+            "subject": self.subject,
+            "method": self.method,
+            "route": self.route,
+            "policy": self.policy,
+            "tool": self.tool,
+            "toolkit": self.toolkit,
+            "connected_account_id": self.account,
+            "decision": self.decision,
+            "code": self.code,
+            "identity_rewritten": self.identity_rewritten,
+            "status": status.as_u16(),
+            "upstream_status": self.upstream_status,
+            "latency_ms": latency.as_secs_f64() * 1000.0,
+        });
+        sink.write(format!("{line}\n"));
+        tracing::debug!(
             target: "entitygate::audit",
-            request_id = request_id.to_str().unwrap_or("-"),
+            request_id,
             subject = self.subject.as_deref().unwrap_or("-"),
-            method = %self.method,
             route = self.route,
-            tool = self.tool.as_deref().unwrap_or("-"),
-            toolkit = self.toolkit.as_deref().unwrap_or("-"),
-            connected_account_id = self.account.as_deref().unwrap_or("-"),
             decision = self.decision,
             code = self.code,
-            identity_rewritten = self.identity_rewritten,
             status = status.as_u16(),
-            upstream_status = self.upstream_status.unwrap_or(0),
-            latency_us = latency.as_micros() as u64,
             "decision"
         );
     }

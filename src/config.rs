@@ -113,6 +113,15 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The admin listener (health, readiness, metrics, reload).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Where audit events go.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// The expired-connections audit job and Composio's expiry webhook (issue 7).
+    #[serde(default)]
+    pub audit_job: Option<AuditJobConfig>,
 }
 
 /// `[tls]`: certificate chain and private key in PEM.
@@ -328,6 +337,36 @@ pub struct LimitsConfig {
     /// Grace period for in-flight requests at shutdown.
     #[serde(default = "default_shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// Sustained requests per second allowed per subject (token bucket); 0: no limit.
+    #[serde(default)]
+    pub per_subject_rps: f64,
+    /// Bucket size: requests a subject may send at once above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Requests processed at once across all clients; past it, 503 `overloaded`.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+/// `[admin]`: a separate listener for operators. Keep it on loopback or a cluster-internal
+/// address: it has no authentication of its own.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener; absent: no admin listener.
+    pub listen: Option<SocketAddr>,
+    /// `/readyz` fails when Composio has not answered anything for this long (and a probe
+    /// fails).
+    #[serde(default = "default_ready_window_secs")]
+    pub ready_window_secs: u64,
+}
+
+/// `[audit]`: the decision trail.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Append JSON lines to this file; absent: JSON lines on stdout.
+    pub path: Option<PathBuf>,
 }
 
 /// Log output format.
@@ -348,6 +387,55 @@ pub struct LogConfig {
     /// Output format.
     #[serde(default)]
     pub format: LogFormat,
+}
+
+/// `[audit_job]`: the scan for connected accounts that need the user's attention, the
+/// signed notification to the app, and the receiver of Composio's expiry webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditJobConfig {
+    /// Scan every this many seconds inside `serve` (0: only `entitygate audit`).
+    #[serde(default)]
+    pub every_secs: u64,
+    /// Where the app receives notifications (https, or http on loopback); none: no notification.
+    pub webhook_url: Option<String>,
+    /// Environment variable holding the HMAC secret of the notifications.
+    pub webhook_secret_env: Option<String>,
+    /// A user is not notified again for the same connection within this many seconds.
+    #[serde(default = "default_renotify_secs")]
+    pub renotify_secs: u64,
+    /// The embedded store (redb) that remembers notifications and webhook ids across restarts.
+    #[serde(default = "default_state_path")]
+    pub state_path: PathBuf,
+    /// Listings and deliveries in flight at once.
+    #[serde(default = "default_audit_concurrency")]
+    pub concurrency: usize,
+    /// Page size asked of Composio's list endpoint.
+    #[serde(default = "default_audit_page_limit")]
+    pub page_limit: usize,
+    /// Also report `ACTIVE` accounts that are disabled (a second, larger listing).
+    #[serde(default = "yes")]
+    pub include_disabled: bool,
+    /// First retry delay after a 429, a 5xx or a failed delivery; doubled each attempt.
+    #[serde(default = "default_audit_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Ceiling of the retry delay.
+    #[serde(default = "default_audit_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Attempts per listing page and per delivery, the first included.
+    #[serde(default = "default_audit_max_attempts")]
+    pub max_attempts: u32,
+    /// Timeout of one delivery to `webhook_url`.
+    #[serde(default = "default_audit_webhook_timeout_secs")]
+    pub webhook_timeout_secs: u64,
+    /// Path on the proxy listener where Composio's webhooks arrive.
+    #[serde(default = "default_composio_webhook_path")]
+    pub composio_webhook_path: String,
+    /// Environment variable holding the Composio webhook secret; none: the path is not served.
+    pub composio_webhook_secret_env: Option<String>,
+    /// Accepted age (either way) of a Composio webhook's `webhook-timestamp`.
+    #[serde(default = "default_composio_webhook_tolerance_secs")]
+    pub composio_webhook_tolerance_secs: u64,
 }
 
 // === impl Config ===
@@ -390,6 +478,12 @@ impl Config {
         }
         if let Some(ca) = &mut self.upstream.ca_file {
             fix(ca);
+        }
+        if let Some(p) = &mut self.audit.path {
+            fix(p);
+        }
+        if let Some(job) = &mut self.audit_job {
+            fix(&mut job.state_path);
         }
         for key in &mut self.auth.keys {
             if let Some(p) = &mut key.public_key_file {
@@ -475,11 +569,29 @@ impl Config {
                 "must be > 0",
             ));
         }
+        if !self.limits.per_subject_rps.is_finite() || self.limits.per_subject_rps < 0.0 {
+            return Err(ConfigError::invalid(
+                "limits.per_subject_rps",
+                "must be >= 0",
+            ));
+        }
+        if self.limits.per_subject_rps > 0.0 && self.limits.burst == 0 {
+            return Err(ConfigError::invalid(
+                "limits.burst",
+                "must be > 0 with a rate limit",
+            ));
+        }
+        if self.limits.max_in_flight == 0 {
+            return Err(ConfigError::invalid("limits.max_in_flight", "must be > 0"));
+        }
         if self.limits.max_connections == 0 {
             return Err(ConfigError::invalid(
                 "limits.max_connections",
                 "must be > 0",
             ));
+        }
+        if let Some(job) = &self.audit_job {
+            job.validate()?;
         }
         Ok(())
     }
@@ -493,6 +605,85 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .map(|ip| ip.is_loopback())
             .unwrap_or(false)
+}
+
+impl AuditJobConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("audit_job.concurrency", self.concurrency as u64),
+            ("audit_job.page_limit", self.page_limit as u64),
+            ("audit_job.max_attempts", u64::from(self.max_attempts)),
+            ("audit_job.webhook_timeout_secs", self.webhook_timeout_secs),
+            (
+                "audit_job.composio_webhook_tolerance_secs",
+                self.composio_webhook_tolerance_secs,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::invalid(*key, "must be > 0"));
+        }
+        if self.page_limit > 1000 {
+            return Err(ConfigError::invalid(
+                "audit_job.page_limit",
+                "must be <= 1000",
+            ));
+        }
+        if self.retry_max_ms < self.retry_base_ms {
+            return Err(ConfigError::invalid(
+                "audit_job.retry_max_ms",
+                "must be >= retry_base_ms",
+            ));
+        }
+        if let Some(url) = &self.webhook_url {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e| ConfigError::invalid("audit_job.webhook_url", format!("{e}")))?;
+            match uri.scheme_str() {
+                Some("https") => {}
+                Some("http") if is_loopback_host(uri.host().unwrap_or("")) => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "audit_job.webhook_url",
+                        "must be https:// (plain http only on loopback)",
+                    ))
+                }
+            }
+            if uri.host().is_none_or(str::is_empty) {
+                return Err(ConfigError::invalid("audit_job.webhook_url", "has no host"));
+            }
+            if self
+                .webhook_secret_env
+                .as_deref()
+                .is_none_or(|v| v.trim().is_empty())
+            {
+                return Err(ConfigError::invalid(
+                    "audit_job.webhook_secret_env",
+                    "is required when webhook_url is set",
+                ));
+            }
+        }
+        let path = &self.composio_webhook_path;
+        if crate::path::check(path).is_err() || path == "/" || path.starts_with("/api/") {
+            return Err(ConfigError::invalid(
+                "audit_job.composio_webhook_path",
+                "must be a canonical absolute path outside /api/",
+            ));
+        }
+        if self
+            .composio_webhook_secret_env
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "audit_job.composio_webhook_secret_env",
+                "is empty",
+            ));
+        }
+        if self.state_path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("audit_job.state_path", "is empty"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -555,6 +746,9 @@ impl Default for LimitsConfig {
             tls_handshake_timeout_secs: default_tls_handshake_timeout_secs(),
             max_connections: default_max_connections(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
+            per_subject_rps: 0.0,
+            burst: default_burst(),
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -629,6 +823,36 @@ fn default_msg_pending() -> String {
     "Your {toolkit} connection is not finished yet. Please complete the authorisation {settings}."
         .to_owned()
 }
+fn default_renotify_secs() -> u64 {
+    86_400
+}
+fn default_state_path() -> PathBuf {
+    PathBuf::from("entitygate-state.redb")
+}
+fn default_audit_concurrency() -> usize {
+    4
+}
+fn default_audit_page_limit() -> usize {
+    100
+}
+fn default_audit_retry_base_ms() -> u64 {
+    500
+}
+fn default_audit_retry_max_ms() -> u64 {
+    30_000
+}
+fn default_audit_max_attempts() -> u32 {
+    6
+}
+fn default_audit_webhook_timeout_secs() -> u64 {
+    10
+}
+fn default_composio_webhook_path() -> String {
+    "/webhooks/composio".to_owned()
+}
+fn default_composio_webhook_tolerance_secs() -> u64 {
+    300
+}
 fn default_header_read_timeout_secs() -> u64 {
     10
 }
@@ -640,6 +864,15 @@ fn default_max_connections() -> usize {
 }
 fn default_shutdown_grace_secs() -> u64 {
     30
+}
+fn default_burst() -> u32 {
+    20
+}
+fn default_max_in_flight() -> usize {
+    10_000
+}
+fn default_ready_window_secs() -> u64 {
+    60
 }
 
 #[cfg(test)]

@@ -143,6 +143,14 @@ pub enum Error {
     #[error("the tool `{0}` does not exist")]
     ToolNotFound(String),
 
+    // --- limits ---
+    /// The subject exceeded its request rate; retry after this many seconds.
+    #[error("too many requests for this user")]
+    RateLimited(u64),
+    /// The gateway is at its in-flight cap.
+    #[error("the gateway is overloaded")]
+    Overloaded,
+
     // --- faults (fail closed) ---
     /// Connection status could not be determined.
     #[error("the connection status could not be checked")]
@@ -205,6 +213,8 @@ impl Error {
                 GateKind::Pending => "connection_pending",
             },
             Self::ToolNotFound(_) => "tool_not_found",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Overloaded => "overloaded",
             Self::ConnectionStatusUnavailable => "connection_status_unavailable",
             Self::KeysUnavailable => "keys_unavailable",
             Self::UpstreamUnavailable => "upstream_unavailable",
@@ -247,6 +257,8 @@ impl Error {
             Self::NotFound => 9150,
             Self::Gate(_) => 1803,
             Self::ToolNotFound(_) => 9151,
+            Self::RateLimited(_) => 9160,
+            Self::Overloaded => 9161,
             Self::ConnectionStatusUnavailable => 9190,
             Self::KeysUnavailable => 9191,
             Self::UpstreamUnavailable => 9192,
@@ -289,7 +301,8 @@ impl Error {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Self::NotFound | Self::ToolNotFound(_) => StatusCode::NOT_FOUND,
-            Self::ConnectionStatusUnavailable | Self::KeysUnavailable => {
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::ConnectionStatusUnavailable | Self::KeysUnavailable | Self::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -353,6 +366,8 @@ impl Error {
                 }
             },
             Self::ToolNotFound(_) => "Check the tool slug.",
+            Self::RateLimited(_) => "Slow down: retry after the time in Retry-After.",
+            Self::Overloaded => "The gateway is busy: retry shortly.",
             Self::ConnectionStatusUnavailable
             | Self::KeysUnavailable
             | Self::UpstreamUnavailable
@@ -393,8 +408,12 @@ impl Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Self::RateLimited(secs) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
         // The SDKs honour this hint; deterministic refusals must not be retried.
-        if !self.status().is_server_error() {
+        let transient = matches!(self, Self::RateLimited(_)) || self.status().is_server_error();
+        if !transient {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
         if self.is_authentication() {

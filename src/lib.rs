@@ -13,6 +13,10 @@
 //! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
 //! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown.
 //! - [`audit`]: one structured event per decision.
+//! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
+//!   per-subject rate limits.
+//! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
+//!   Composio's expiry webhook.
 //! - [`sandbox`], [`demo`]: a faithful fake Composio and the demo that runs against it.
 //!
 //! # Embedding
@@ -27,6 +31,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod body;
@@ -34,7 +39,10 @@ pub mod config;
 pub mod connections;
 pub mod demo;
 pub mod error;
+pub mod expiry;
 pub mod headers;
+pub mod limits;
+pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod rewrite;

@@ -29,6 +29,12 @@ enum Command {
     },
     /// Run the gateway against a built-in sandbox Composio, with two demo users.
     Demo(entitygate::demo::DemoArgs),
+    /// List connections that need their user's attention (JSON lines) and notify the app.
+    Audit {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 /// `EX_USAGE`: the configuration is unusable.
@@ -38,13 +44,17 @@ const EXIT_CONFIG: u8 = 64;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
-            let config = match entitygate::Config::load(&config) {
+        Command::Serve { config: path } => {
+            let config = match entitygate::Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
             entitygate::demo::init_logging(config.log.format);
-            let gateway = match entitygate::Gateway::builder(config).build().await {
+            let gateway = match entitygate::Gateway::builder(config)
+                .config_path(&path)
+                .build()
+                .await
+            {
                 Ok(g) => g,
                 Err(e) => return config_error(&e),
             };
@@ -83,6 +93,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Demo(args) => entitygate::demo::run(args).await,
+        Command::Audit { config } => entitygate::expiry::cli(&config).await,
     }
 }
 

@@ -54,6 +54,27 @@ pub enum Policy {
     ClientInfo,
 }
 
+impl Policy {
+    /// A stable short name, for metrics and the audit trail.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Execute(_) => "execute",
+            Self::ProxyExecute(_) => "proxy_execute",
+            Self::ListAccounts(_) => "list_accounts",
+            Self::OwnedAccount(_) => "owned_account",
+            Self::CreateAccount(_) => "create_account",
+            Self::TriggerUpsert => "trigger_upsert",
+            Self::ListTriggers => "list_triggers",
+            Self::OwnedTrigger => "owned_trigger",
+            Self::McpGenerate => "mcp_generate",
+            Self::SessionCreate => "session_create",
+            Self::OwnedSession(_) => "owned_session",
+            Self::Neutral => "neutral",
+            Self::ClientInfo => "client_info",
+        }
+    }
+}
+
 /// What a call inside a tool router session does, for gating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionCall {

@@ -1,12 +1,20 @@
 //! The gateway as a server: the builder that turns a [`Config`] into a running listener, the
 //! accept loop (HTTP/1.1 and HTTP/2 by hyper-util's auto builder, optional rustls), the
-//! connection cap, and graceful shutdown that lets in-flight requests finish.
+//! connection cap, hot reload, and graceful shutdown that lets in-flight requests finish.
+//!
+//! What a reload may change (keys, policy, limits, messages, TLS certificate, upstream) lives
+//! in one [`Shared`] value behind an `ArcSwap`: each request takes a snapshot when it starts
+//! and keeps it to the end, so a swap never changes the rules under a request in flight and
+//! never drops a connection. The listen addresses, connection-level timeouts and the audit
+//! job's schedule are fixed at start.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -16,31 +24,107 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, ConfigError, Env, LimitsConfig, ProcessEnv};
+use crate::config::{AdminConfig, Config, ConfigError, Env, LimitsConfig, ProcessEnv};
 use crate::connections::Connections;
 use crate::proxy::{Proxy, Shared};
 use crate::upstream::{self, Upstream};
 
 /// A configured gateway, ready to serve.
 pub struct Gateway {
-    shared: Arc<Shared>,
-    tls: Option<TlsAcceptor>,
-    limits: LimitsConfig,
+    state: Arc<State>,
     listen: SocketAddr,
-    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Builds a [`Gateway`] from a configuration.
 pub struct GatewayBuilder {
     config: Config,
     env: Arc<dyn Env>,
+    config_path: Option<PathBuf>,
 }
 
 /// A gateway serving in the background (tests, embedders).
 pub struct RunningGateway {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    state: Arc<State>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// What outlives a reload: the current rules, and how to make new ones.
+pub(crate) struct State {
+    pub(crate) current: ArcSwap<Shared>,
+    env: Arc<dyn Env>,
+    config_path: Option<PathBuf>,
+    pub(crate) admin: AdminConfig,
+    limits: LimitsConfig,
+    /// Background tasks of the current rules (JWKS refresh), aborted when they are replaced.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Serialises reloads.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// Builds the reloadable part of the gateway. `previous` lends what a reload keeps: the
+/// connection cache (when upstream and gating settings are unchanged), the audit sink (same
+/// path) and the audit job.
+async fn build_shared(
+    config: &Config,
+    env: &dyn Env,
+    previous: Option<&Shared>,
+) -> Result<(Shared, Vec<tokio::task::JoinHandle<()>>), ConfigError> {
+    config.validate()?;
+    let client = upstream::build_client(&config.upstream)?;
+    let upstream = Upstream::new(&config.upstream, env, client.clone())?;
+    let auth = Authenticator::new(&config.auth, env, client.clone()).await?;
+    let tls = match &config.tls {
+        Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(t)?)),
+        None => None,
+    };
+    let connections = match previous {
+        Some(p) if p.reuse_connections(config) => p.connections.clone(),
+        _ => Arc::new(Connections::new(
+            upstream.clone(),
+            config.connections.clone(),
+        )),
+    };
+    let audit = match previous {
+        Some(p) if p.audit.path() == config.audit.path.as_deref() => p.audit.clone(),
+        _ => crate::audit::Sink::open(config.audit.path.as_deref()).map_err(|e| {
+            ConfigError::File {
+                key: "audit.path".into(),
+                path: config.audit.path.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            }
+        })?,
+    };
+    let expiry = match (previous, &config.audit_job) {
+        (Some(p), Some(_)) if p.expiry.is_some() => p.expiry.clone(),
+        (_, Some(job)) => Some(Arc::new(crate::expiry::Expiry::new(
+            job,
+            upstream.clone(),
+            client,
+            env,
+        )?)),
+        (_, None) => None,
+    };
+    let tasks = vec![auth.spawn_refresh()];
+    let shared = Shared {
+        secret: bytes::Bytes::copy_from_slice(upstream.api_key()),
+        connections,
+        auth,
+        upstream,
+        policy: config.policy.clone(),
+        limiter: crate::limits::RateLimiter::new(
+            config.limits.per_subject_rps,
+            config.limits.burst,
+        ),
+        in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+        audit,
+        tls,
+        expiry,
+        fingerprint: Shared::fingerprint_of(config),
+    };
+    Ok((shared, tasks))
 }
 
 // === impl GatewayBuilder ===
@@ -52,35 +136,93 @@ impl GatewayBuilder {
         self
     }
 
+    /// The file that [`RunningGateway::reload`] (SIGHUP, `POST /reload`) reads again.
+    pub fn config_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_path = Some(path.into());
+        self
+    }
+
     /// Loads keys and certificates and checks every secret.
     ///
     /// # Errors
     /// Any [`ConfigError`]: a missing secret, an unreadable key file, a bad certificate.
     pub async fn build(self) -> Result<Gateway, ConfigError> {
-        let Self { config, env } = self;
-        config.validate()?;
-        let client = upstream::build_client(&config.upstream)?;
-        let upstream = Upstream::new(&config.upstream, env.as_ref(), client.clone())?;
-        let auth = Authenticator::new(&config.auth, env.as_ref(), client).await?;
-        let tls = match &config.tls {
-            Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(t)?)),
-            None => None,
-        };
-        let background = vec![auth.spawn_refresh()];
-        let shared = Arc::new(Shared {
-            secret: bytes::Bytes::copy_from_slice(upstream.api_key()),
-            connections: Connections::new(upstream.clone(), config.connections.clone()),
-            auth,
-            upstream,
-            policy: config.policy.clone(),
+        let Self {
+            config,
+            env,
+            config_path,
+        } = self;
+        crate::metrics::install();
+        let (shared, tasks) = build_shared(&config, env.as_ref(), None).await?;
+        let state = Arc::new(State {
+            current: ArcSwap::from_pointee(shared),
+            env,
+            config_path,
+            admin: config.admin.clone(),
+            limits: config.limits.clone(),
+            tasks: Mutex::new(tasks),
+            reloading: tokio::sync::Mutex::new(()),
         });
         Ok(Gateway {
-            shared,
-            tls,
-            limits: config.limits.clone(),
+            state,
             listen: config.listen,
-            background,
         })
+    }
+}
+
+// === impl State ===
+
+impl State {
+    /// Swaps in `config`'s rules. An invalid config is refused and the current rules stay.
+    pub(crate) async fn reload_with(&self, config: &Config) -> Result<(), ConfigError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let previous = self.current.load_full();
+        let result = build_shared(config, self.env.as_ref(), Some(&previous)).await;
+        crate::metrics::reload(result.is_ok());
+        let (shared, tasks) = match result {
+            Ok(built) => built,
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; the current configuration stays");
+                return Err(e);
+            }
+        };
+        self.current.store(Arc::new(shared));
+        let old = std::mem::replace(
+            &mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner),
+            tasks,
+        );
+        for t in old {
+            t.abort();
+        }
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Reads the config file again and swaps it in.
+    pub(crate) async fn reload(&self) -> Result<(), ConfigError> {
+        let path = self.config_path.as_ref().ok_or_else(|| {
+            ConfigError::invalid("reload", "the gateway was not started from a file")
+        })?;
+        let config = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::metrics::reload(false);
+                tracing::error!(error = %e, "reload rejected; the current configuration stays");
+                return Err(e);
+            }
+        };
+        self.reload_with(&config).await
+    }
+
+    fn stop_tasks(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            t.abort();
+        }
     }
 }
 
@@ -93,6 +235,7 @@ impl Gateway {
         GatewayBuilder {
             config,
             env: Arc::new(ProcessEnv),
+            config_path: None,
         }
     }
 
@@ -103,38 +246,70 @@ impl Gateway {
 
     /// The proxy service, for embedding in another server.
     pub fn service(&self) -> Proxy {
-        Proxy::new(self.shared.clone())
+        Proxy::new(self.state.clone())
     }
 
-    /// Binds `addr` and serves in the background until [`RunningGateway::shutdown`].
+    /// Binds `addr` (and the admin address, if configured) and serves in the background until
+    /// [`RunningGateway::shutdown`].
     ///
     /// # Errors
-    /// When the address cannot be bound.
+    /// When an address cannot be bound.
     pub async fn spawn(self, addr: SocketAddr) -> std::io::Result<RunningGateway> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, mut rx) = watch::channel(false);
-        let task = tokio::spawn(self.serve(listener, async move {
+        let state = self.state.clone();
+        let admin = match state.admin.listen {
+            Some(a) => Some(TcpListener::bind(a).await?),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let task = tokio::spawn(self.serve_with_admin(listener, admin, async move {
             let _ = rx.wait_for(|v| *v).await;
         }));
-        Ok(RunningGateway { addr, stop, task })
+        Ok(RunningGateway {
+            addr,
+            admin_addr,
+            state,
+            stop,
+            task,
+        })
     }
 
-    /// Serves on `listener` until `shutdown` completes, then stops accepting and waits up to
-    /// the grace period for in-flight requests.
+    /// Serves on `listener` (and on the configured admin address) until `shutdown` completes,
+    /// reloading on SIGHUP, then stops accepting and waits up to the grace period for
+    /// in-flight requests.
     ///
     /// # Errors
-    /// Only if the listener itself fails irrecoverably.
+    /// When the admin address cannot be bound.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
+        let admin = match self.state.admin.listen {
+            Some(a) => Some(TcpListener::bind(a).await?),
+            None => None,
+        };
+        let hup = tokio::spawn(reload_on_sighup(self.state.clone()));
+        let result = self.serve_with_admin(listener, admin, shutdown).await;
+        hup.abort();
+        result
+    }
+
+    async fn serve_with_admin(
+        self,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let state = self.state;
+        let limits = state.limits.clone();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(self.limits.header_read_timeout_secs))
+            .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
             .keep_alive(true);
         builder
             .http2()
@@ -142,11 +317,13 @@ impl Gateway {
             .max_concurrent_streams(256)
             .keep_alive_interval(Duration::from_secs(30));
         let graceful = GracefulShutdown::new();
-        let permits = Arc::new(Semaphore::new(self.limits.max_connections));
-        let handshake_timeout = Duration::from_secs(self.limits.tls_handshake_timeout_secs);
-        let service = Proxy::new(self.shared.clone());
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let handshake_timeout = Duration::from_secs(limits.tls_handshake_timeout_secs);
+        let service = Proxy::new(state.clone());
+        let admin_task = admin.map(|l| tokio::spawn(crate::admin::serve(l, state.clone())));
+        let audit_schedule = crate::expiry::spawn_schedule(&state.current.load_full());
         tokio::pin!(shutdown);
-        tracing::info!(addr = %listener.local_addr()?, tls = self.tls.is_some(), "entitygate listening");
+        tracing::info!(addr = %listener.local_addr()?, "entitygate listening");
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -168,7 +345,8 @@ impl Gateway {
             let svc = TowerToHyperService::new(service.clone());
             let watcher = graceful.watcher();
             let builder = builder.clone();
-            let tls = self.tls.clone();
+            // The certificate of the moment: a reload rotates it for new connections.
+            let tls = state.current.load().tls.clone();
             tokio::spawn(async move {
                 let result = match tls {
                     None => {
@@ -176,20 +354,19 @@ impl Gateway {
                         watcher.watch(conn.into_owned()).await
                     }
                     Some(acceptor) => {
-                        let tls_stream =
-                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
+                        let accepted =
+                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                        let tls_stream = match accepted {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
                         let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
                         watcher.watch(conn.into_owned()).await
                     }
@@ -201,10 +378,14 @@ impl Gateway {
             });
         }
         drop(listener);
-        for task in &self.background {
+        if let Some(t) = &admin_task {
+            t.abort();
+        }
+        if let Some(task) = &audit_schedule {
             task.abort();
         }
-        let grace = Duration::from_secs(self.limits.shutdown_grace_secs);
+        state.stop_tasks();
+        let grace = Duration::from_secs(limits.shutdown_grace_secs);
         match tokio::time::timeout(grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections drained; stopped"),
             Err(_) => tracing::warn!(?grace, "grace period over; stopping with connections open"),
@@ -213,12 +394,50 @@ impl Gateway {
     }
 }
 
+/// Reloads the configuration file on every SIGHUP.
+async fn reload_on_sighup(state: Arc<State>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received; reloading");
+            let _ = state.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    drop(state);
+}
+
 // === impl RunningGateway ===
 
 impl RunningGateway {
-    /// The bound address.
+    /// The bound proxy address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound admin address, if an admin listener is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Swaps in a new configuration without dropping connections.
+    ///
+    /// # Errors
+    /// When the new configuration is invalid; the current one stays.
+    pub async fn reload_with(&self, config: &Config) -> Result<(), ConfigError> {
+        self.state.reload_with(config).await
+    }
+
+    /// Reads the configuration file again and swaps it in.
+    ///
+    /// # Errors
+    /// When the file is unreadable or invalid; the current configuration stays.
+    pub async fn reload(&self) -> Result<(), ConfigError> {
+        self.state.reload().await
     }
 
     /// Stops accepting, lets in-flight requests finish, and waits for the server to end.

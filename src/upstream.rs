@@ -3,7 +3,9 @@
 //! timeouts. Everything that leaves the gateway for Composio goes through [`Upstream`], so the
 //! one credential header upstream is set in exactly one place.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -45,6 +47,13 @@ pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ConfigError> {
         .build(https))
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 /// Which timeout applies to a forwarded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutClass {
@@ -67,6 +76,8 @@ pub struct Upstream {
     execute_timeout: Duration,
     request_timeout: Duration,
     lookup_timeout: Duration,
+    /// Unix seconds of the last response head received, for readiness.
+    last_answer: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -129,6 +140,7 @@ impl Upstream {
             execute_timeout: Duration::from_secs(cfg.execute_timeout_secs),
             request_timeout: Duration::from_secs(cfg.request_timeout_secs),
             lookup_timeout: Duration::from_secs(cfg.lookup_timeout_secs),
+            last_answer: Arc::default(),
         })
     }
 
@@ -179,8 +191,23 @@ impl Upstream {
                 tracing::warn!(error = %e, "upstream request failed");
                 Err(Error::UpstreamUnavailable)
             }
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                self.last_answer.store(unix_now(), Ordering::Relaxed);
+                Ok(resp)
+            }
         }
+    }
+
+    /// Whether Composio answered anything within `window`; if not, asks it once (any HTTP
+    /// answer, even a refusal, shows it is reachable).
+    pub async fn reachable(&self, window: Duration) -> bool {
+        let last = self.last_answer.load(Ordering::Relaxed);
+        if last > 0 && unix_now().saturating_sub(last) <= window.as_secs() {
+            return true;
+        }
+        // Any answer at all advances `last_answer`, whatever the probe's own outcome.
+        let _ = self.get_json("/api/v3.1/toolkits?limit=1").await;
+        self.last_answer.load(Ordering::Relaxed) > last
     }
 
     /// A GET for the gateway's own decisions, answering status and parsed JSON. The whole

@@ -176,7 +176,9 @@ impl JwksSource {
     /// schedules the next refresh from `Cache-Control: max-age` clamped into
     /// `[min_refetch, refresh]`; on failure keeps the last good set and retries sooner.
     async fn fetch_and_apply(&self) -> bool {
-        match self.fetch_once().await {
+        let fetched = self.fetch_once().await;
+        crate::metrics::jwks_fetch(fetched.is_ok());
+        match fetched {
             Ok((set, max_age)) => {
                 self.install(set);
                 let delay = next_delay(max_age, self.min_refetch, self.refresh);

@@ -35,8 +35,10 @@ use crate::config::PolicyConfig;
 use crate::connections::Connections;
 use crate::error::Error;
 use crate::headers;
+use crate::limits::RateLimiter;
 use crate::rewrite::{self, JsonObject};
 use crate::routes::{self, Matched, Policy};
+use crate::server::State;
 use crate::upstream::{TimeoutClass, Upstream};
 
 /// Everything a request needs, shared by all connections. Swapped whole on reload.
@@ -44,19 +46,48 @@ pub struct Shared {
     pub(crate) auth: Authenticator,
     pub(crate) upstream: Upstream,
     pub(crate) policy: PolicyConfig,
-    pub(crate) connections: Connections,
+    pub(crate) connections: Arc<Connections>,
     pub(crate) secret: Bytes,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    pub(crate) audit: crate::audit::Sink,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// What the connection cache depends on, to keep it across reloads that do not touch it.
+    pub(crate) fingerprint: String,
+    /// The audit job and Composio's expiry webhook (`[audit_job]`), when configured.
+    pub(crate) expiry: Option<Arc<crate::expiry::Expiry>>,
+}
+
+impl Shared {
+    pub(crate) fn fingerprint_of(config: &crate::config::Config) -> String {
+        format!("{:?}|{:?}", config.upstream, config.connections)
+    }
+
+    /// Whether `config` leaves the connection cache's meaning unchanged.
+    pub(crate) fn reuse_connections(&self, config: &crate::config::Config) -> bool {
+        self.fingerprint == Self::fingerprint_of(config)
+    }
+
+    /// The connection cache (for the admin endpoint and the audit job).
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Whether verification keys are loaded.
+    pub fn keys_ready(&self) -> bool {
+        self.auth.ready()
+    }
 }
 
 /// The proxy as a tower/hyper service.
 #[derive(Clone)]
 pub struct Proxy {
-    shared: Arc<Shared>,
+    state: Arc<State>,
 }
 
 impl Proxy {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Self { state }
     }
 }
 
@@ -74,7 +105,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let shared = self.shared.clone();
+        // A snapshot of the rules for the whole request: a reload never changes them midway.
+        let shared = self.state.current.load_full();
         Box::pin(async move { Ok(handle(&shared, req).await) })
     }
 }
@@ -88,7 +120,12 @@ where
     let started = Instant::now();
     let request_id = headers::request_id(req.headers());
     let mut audit = Audit::new(req.method(), req.uri().path());
-    let result = process(shared, req, &request_id, &mut audit).await;
+    crate::metrics::in_flight(1.0);
+    let result = match shared.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => process(shared, req, &request_id, &mut audit).await,
+        Err(_) => Err(Error::Overloaded),
+    };
+    crate::metrics::in_flight(-1.0);
     let mut resp = match result {
         Ok(resp) => {
             audit.allow();
@@ -103,7 +140,7 @@ where
     };
     resp.headers_mut()
         .insert("x-request-id", request_id.clone());
-    audit.finish(&request_id, resp.status(), started.elapsed());
+    audit.finish(&shared.audit, &request_id, resp.status(), started.elapsed());
     resp
 }
 
@@ -117,6 +154,12 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    // Composio's own webhook carries no JWT: it is signed, and verified by the audit job.
+    if let Some(job) = &shared.expiry {
+        if job.accepts(req.method(), req.uri().path()) {
+            return job.receive(&shared.connections, req, audit).await;
+        }
+    }
     let (parts, body) = req.into_parts();
     if headers::METHOD_OVERRIDES
         .iter()
@@ -133,8 +176,9 @@ where
     let token = crate::auth::token_from_headers(&parts.headers)?;
     let identity = shared.auth.authenticate(token).await?;
     audit.subject(&identity.subject);
+    shared.limiter.check(&identity.subject)?;
     let matched = routes::classify(&parts.method, path)?;
-    audit.route(matched.route.pattern);
+    audit.route(matched.route.pattern, matched.policy().name());
     let ctx = Ctx {
         shared,
         identity: &identity,
@@ -245,7 +289,9 @@ impl Ctx<'_> {
         } else {
             req.headers_mut().remove(header::CONTENT_TYPE);
         }
+        let started = Instant::now();
         let resp = self.shared.upstream.send(req, class).await?;
+        crate::metrics::upstream(started.elapsed());
         audit.upstream(resp.status());
         Ok(resp)
     }

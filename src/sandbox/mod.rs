@@ -35,7 +35,7 @@ mod http;
 mod legacy;
 mod session;
 mod shapes;
-mod store;
+pub(crate) mod store;
 mod v3;
 
 #[cfg(test)]

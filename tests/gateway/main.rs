@@ -7,5 +7,6 @@ mod support;
 
 mod core;
 mod gating;
+mod ops;
 mod surface;
 mod tls;

@@ -28,6 +28,7 @@ pub struct Harness {
     pub sandbox: Sandbox,
     pub gateway: Option<RunningGateway>,
     pub addr: SocketAddr,
+    upstream_addr: SocketAddr,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
@@ -54,6 +55,14 @@ impl Reply {
 }
 
 pub fn config_toml(upstream: SocketAddr, extra: &str) -> String {
+    // Audit lines go to a file per gateway, not to the test runner's stdout.
+    let audit = if extra.contains("[audit]") {
+        String::new()
+    } else {
+        let path =
+            std::env::temp_dir().join(format!("entitygate-test-audit-{}.jsonl", uuid_like()));
+        format!("[audit]\npath = {:?}\n", path.display().to_string())
+    };
     format!(
         r#"
 listen = "127.0.0.1:0"
@@ -67,8 +76,20 @@ leeway_secs = 5
 [[auth.keys]]
 alg = "HS256"
 secret_env = "JWT_SECRET"
+{audit}
 {extra}
 "#
+    )
+}
+
+/// A process-unique suffix for temp files.
+pub fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
     )
 }
 
@@ -108,8 +129,14 @@ impl Harness {
             sandbox,
             gateway: Some(running),
             addr,
+            upstream_addr: upstream,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
+    }
+
+    /// The sandbox's address (the gateway's upstream).
+    pub fn upstream_addr(&self) -> SocketAddr {
+        self.upstream_addr
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,380 @@
+//! Composio's `composio.connected_account.expired` webhook, received on the proxy listener at
+//! `[audit_job] composio_webhook_path` (no JWT: Composio signs it instead).
+//!
+//! Verification (Standard Webhooks, as Composio's SDK checks it): headers `webhook-id`,
+//! `webhook-timestamp` (unix seconds, within the tolerance either way) and
+//! `webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{raw body}")>`, several
+//! space-separated entries allowed, compared in constant time. The secret is used verbatim as
+//! UTF-8 bytes (no `whsec_` decoding). A `webhook-id` is acted on once (the ids are kept in the
+//! state store, so a replay after a restart is refused too); a repeat is acknowledged with 200
+//! so that Composio stops retrying, and does nothing.
+//!
+//! Acting on an expiry: the gateway drops its cached answer for (user, toolkit) at once, so
+//! the next execution is gated on Composio's fresh answer, and the app is notified as by the
+//! scan (same event, same dedup window) in the background.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use super::{unix_now, Expiry, Finding};
+use crate::audit::Audit;
+use crate::body::{self, ResponseBody};
+use crate::connections::Connections;
+use crate::error::Error;
+
+/// The event type acted on.
+pub const EXPIRED_EVENT: &str = "composio.connected_account.expired";
+/// The route name in decision audit events.
+const ROUTE: &str = "composio_webhook";
+/// Largest webhook body read.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Why a delivery's signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// A required header is absent or not text.
+    #[error("missing or unreadable `{0}` header")]
+    MissingHeader(&'static str),
+    /// `webhook-timestamp` is not a number of seconds.
+    #[error("`webhook-timestamp` is not a unix time")]
+    BadTimestamp,
+    /// `webhook-timestamp` is outside the tolerance.
+    #[error("`webhook-timestamp` is too far from now")]
+    Stale,
+    /// No `v1,` entry matches.
+    #[error("no valid signature")]
+    BadSignature,
+}
+
+/// Verifies a Standard-Webhooks delivery and returns its `webhook-id`.
+///
+/// # Errors
+/// [`VerifyError`].
+pub fn verify(
+    secret: &[u8],
+    headers: &HeaderMap,
+    body: &[u8],
+    now: u64,
+    tolerance_secs: u64,
+) -> Result<String, VerifyError> {
+    let text = |name: &'static str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or(VerifyError::MissingHeader(name))
+    };
+    let id = text("webhook-id")?;
+    let ts_text = text("webhook-timestamp")?;
+    let signatures = text("webhook-signature")?;
+    let ts: u64 = ts_text.parse().map_err(|_| VerifyError::BadTimestamp)?;
+    if ts.abs_diff(now) > tolerance_secs {
+        return Err(VerifyError::Stale);
+    }
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(ts_text.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    for entry in signatures.split_ascii_whitespace() {
+        let Some(b64) = entry.strip_prefix("v1,") else {
+            continue;
+        };
+        let Ok(tag) = STANDARD.decode(b64) else {
+            continue;
+        };
+        // verify_slice compares in constant time.
+        if mac.clone().verify_slice(&tag).is_ok() {
+            return Ok(id.to_owned());
+        }
+    }
+    Err(VerifyError::BadSignature)
+}
+
+/// `v1,<base64>` for a delivery (tests, tooling).
+pub fn sign(secret: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response<ResponseBody> {
+    let mut resp = Response::new(body::full(serde_json::to_vec(body).unwrap_or_default()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn refusal(status: StatusCode, slug: &str, message: &str) -> Response<ResponseBody> {
+    reply(
+        status,
+        &json!({"error": {"message": message, "slug": slug, "status": status.as_u16()}}),
+    )
+}
+
+/// A connected account id safe to put in a path.
+fn plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Expiry {
+    /// Whether a request is a Composio webhook delivery for this job.
+    pub(crate) fn accepts(&self, method: &Method, path: &str) -> bool {
+        self.composio_secret.is_some()
+            && method == Method::POST
+            && path == self.cfg.composio_webhook_path
+    }
+
+    /// Handles one Composio webhook delivery (see the module documentation).
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] / [`Error::BodyInvalid`] when the body cannot be read;
+    /// every other refusal is answered directly.
+    pub(crate) async fn receive<B>(
+        self: &Arc<Self>,
+        cache: &Connections,
+        req: Request<B>,
+        audit: &mut Audit,
+    ) -> Result<Response<ResponseBody>, Error>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        audit.route(ROUTE, ROUTE);
+        let Some(secret) = &self.composio_secret else {
+            return Err(Error::RouteNotAllowed);
+        };
+        let (parts, body) = req.into_parts();
+        let raw = body::read_limited(&parts.headers, body, MAX_BODY).await?;
+        let now = unix_now();
+        let tolerance = self.cfg.composio_webhook_tolerance_secs;
+        let id = match verify(secret, &parts.headers, &raw, now, tolerance) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "Composio webhook refused");
+                return Ok(refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "webhook_signature_invalid",
+                    &e.to_string(),
+                ));
+            }
+        };
+        let Ok(event) = serde_json::from_slice::<Value>(&raw) else {
+            return Ok(refusal(
+                StatusCode::BAD_REQUEST,
+                "webhook_body_invalid",
+                "the body is not JSON",
+            ));
+        };
+        let store = match self.store().await {
+            Ok(s) => s.clone(),
+            Err(e) => {
+                tracing::error!(error = %e, "state store unavailable; Composio webhook deferred");
+                return Ok(refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "state_unavailable",
+                    "try again later",
+                ));
+            }
+        };
+        let keep = tolerance.saturating_mul(2);
+        let id_for_store = id.clone();
+        match store
+            .run(move |s| s.first_delivery(&id_for_store, now, keep))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(webhook_id = %id, "Composio webhook replayed; ignored");
+                return Ok(reply(
+                    StatusCode::OK,
+                    &json!({"status": "duplicate", "id": id}),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "state store unwritable; Composio webhook deferred");
+                return Ok(refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "state_unavailable",
+                    "try again later",
+                ));
+            }
+        }
+        if event.get("type").and_then(Value::as_str) != Some(EXPIRED_EVENT) {
+            return Ok(reply(
+                StatusCode::OK,
+                &json!({"status": "ignored", "id": id}),
+            ));
+        }
+        let finding = match self.finding_from(&event).await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                tracing::warn!(webhook_id = %id,
+                    "Composio expiry event names no user or toolkit; acknowledged, not acted on");
+                return Ok(reply(
+                    StatusCode::OK,
+                    &json!({"status": "unattributed", "id": id}),
+                ));
+            }
+            Err(e) => {
+                // Nothing was done: let Composio's retry through.
+                let id_for_store = id.clone();
+                let _ = store.run(move |s| s.forget_delivery(&id_for_store)).await;
+                tracing::warn!(error = %e, "could not look the expired account up; deferred");
+                return Err(Error::UpstreamUnavailable);
+            }
+        };
+        cache.invalidate(&finding.user_id, &finding.toolkit);
+        audit.subject(&finding.user_id);
+        audit.toolkit(&finding.toolkit);
+        audit.account(&finding.connected_account_id);
+        tracing::info!(user_id = %finding.user_id, toolkit = %finding.toolkit,
+            connected_account_id = %finding.connected_account_id,
+            "Composio reported an expired connection; cache entry dropped");
+        let job = self.clone();
+        tokio::spawn(async move {
+            job.notify(std::slice::from_ref(&finding)).await;
+        });
+        Ok(reply(
+            StatusCode::OK,
+            &json!({"status": "accepted", "id": id}),
+        ))
+    }
+
+    /// The finding an expiry event stands for. `user_id` in the payload is deprecated; when it
+    /// (or the toolkit) is absent, the account is looked up by id.
+    async fn finding_from(&self, event: &Value) -> Result<Option<Finding>, Error> {
+        let data = event.get("data").cloned().unwrap_or(Value::Null);
+        let s = |v: &Value, k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let Some(id) = s(&data, "id") else {
+            return Ok(None);
+        };
+        let toolkit_of = |v: &Value| {
+            v.pointer("/toolkit/slug")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_ascii_lowercase)
+        };
+        let mut user_id = s(&data, "user_id");
+        let mut toolkit = toolkit_of(&data);
+        if (user_id.is_none() || toolkit.is_none()) && plain_id(&id) {
+            let (status, found) = self
+                .upstream
+                .get_json(&format!("/api/v3.1/connected_accounts/{id}"))
+                .await?;
+            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                return Err(Error::UpstreamUnavailable);
+            }
+            if status.is_success() {
+                user_id = user_id.or_else(|| s(&found, "user_id"));
+                toolkit = toolkit.or_else(|| toolkit_of(&found));
+            }
+        }
+        let (Some(user_id), Some(toolkit)) = (user_id, toolkit) else {
+            return Ok(None);
+        };
+        Ok(Some(Finding {
+            user_id,
+            toolkit,
+            connected_account_id: id,
+            status: s(&data, "status")
+                .map_or_else(|| "EXPIRED".to_owned(), |v| v.to_ascii_uppercase()),
+            status_reason: s(&data, "status_reason"),
+            since: s(&data, "updated_at").or_else(|| s(event, "timestamp")),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(id: &str, ts: u64, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", id.parse().unwrap());
+        h.insert("webhook-timestamp", ts.to_string().parse().unwrap());
+        h.insert("webhook-signature", sig.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn known_vector() {
+        // printf 'msg_1.1700000000.{"a":1}' | openssl dgst -sha256 -hmac whsec_test -binary | base64
+        assert_eq!(
+            sign(b"whsec_test", "msg_1", 1_700_000_000, br#"{"a":1}"#),
+            "v1,z2zINen5ED0gAUiSqXmJZHfmpRBAjgAkmsV4m2INV1A="
+        );
+    }
+
+    #[test]
+    fn verify_accepts_any_listed_signature_and_refuses_the_rest() {
+        let body = br#"{"type":"x"}"#;
+        let good = sign(b"s", "m1", 1000, body);
+        let h = headers("m1", 1000, &format!("v1,AAAA {good}"));
+        assert_eq!(verify(b"s", &h, body, 1000, 300), Ok("m1".to_owned()));
+        assert_eq!(verify(b"s", &h, body, 1300, 300), Ok("m1".to_owned()));
+        assert_eq!(verify(b"s", &h, body, 1301, 300), Err(VerifyError::Stale));
+        assert_eq!(verify(b"s", &h, body, 699, 300), Err(VerifyError::Stale));
+        assert_eq!(
+            verify(b"other", &h, body, 1000, 300),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            verify(b"s", &h, br#"{"type":"y"}"#, 1000, 300),
+            Err(VerifyError::BadSignature)
+        );
+        // The id and timestamp are signed.
+        let h2 = headers("m2", 1000, &good);
+        assert_eq!(
+            verify(b"s", &h2, body, 1000, 300),
+            Err(VerifyError::BadSignature)
+        );
+        let h3 = headers("m1", 1001, &good);
+        assert_eq!(
+            verify(b"s", &h3, body, 1000, 300),
+            Err(VerifyError::BadSignature)
+        );
+        // Other schemes and garbage are ignored, not errors.
+        let h4 = headers("m1", 1000, "v1a,xyz v2,abc v1,!!!");
+        assert_eq!(
+            verify(b"s", &h4, body, 1000, 300),
+            Err(VerifyError::BadSignature)
+        );
+        let mut h5 = headers("m1", 1000, &good);
+        h5.remove("webhook-id");
+        assert_eq!(
+            verify(b"s", &h5, body, 1000, 300),
+            Err(VerifyError::MissingHeader("webhook-id"))
+        );
+        let h6 = headers("m1", 1000, &good);
+        let mut h6 = h6;
+        h6.insert("webhook-timestamp", "soon".parse().unwrap());
+        assert_eq!(
+            verify(b"s", &h6, body, 1000, 300),
+            Err(VerifyError::BadTimestamp)
+        );
+    }
+}

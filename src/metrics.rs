@@ -1,0 +1,98 @@
+//! Prometheus metrics, through the `metrics` facade and its Prometheus exporter.
+//!
+//! The recorder is process-wide and installed once; every gateway in the process (tests run
+//! several) reports into it. Counters owned by other modules as plain atomics (the connection
+//! cache's) are copied in at scrape time, so the hot path never touches a registry for them.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::connections::Stats;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder (once per process). `None` when another recorder was installed first.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            const BUCKETS: &[f64] = &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0, 180.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .ok()?
+                .install_recorder()
+                .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+                .ok()
+        })
+        .as_ref()
+}
+
+/// One request finished.
+pub(crate) fn request(
+    policy: &'static str,
+    decision: &'static str,
+    status: u16,
+    elapsed: Duration,
+) {
+    metrics::counter!("entitygate_requests_total",
+        "policy" => policy, "decision" => decision, "status" => status.to_string())
+    .increment(1);
+    metrics::histogram!("entitygate_request_duration_seconds", "policy" => policy)
+        .record(elapsed.as_secs_f64());
+}
+
+/// One upstream exchange finished (until the response head).
+pub(crate) fn upstream(elapsed: Duration) {
+    metrics::histogram!("entitygate_upstream_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+/// Requests in progress.
+pub(crate) fn in_flight(delta: f64) {
+    metrics::gauge!("entitygate_in_flight_requests").increment(delta);
+}
+
+/// A JWKS fetch ended.
+pub(crate) fn jwks_fetch(ok: bool) {
+    if ok {
+        metrics::counter!("entitygate_jwks_refreshes_total").increment(1);
+    } else {
+        metrics::counter!("entitygate_jwks_refresh_failures_total").increment(1);
+    }
+}
+
+/// A configuration reload was attempted.
+pub(crate) fn reload(ok: bool) {
+    let outcome = if ok { "ok" } else { "rejected" };
+    metrics::counter!("entitygate_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// An audit event could not be written.
+pub(crate) fn audit_dropped() {
+    metrics::counter!("entitygate_audit_dropped_total").increment(1);
+}
+
+/// Renders the exposition text, with the connection cache's counters copied in.
+pub fn render(stats: &Stats) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let pairs = [
+        ("entitygate_connection_cache_hits_total", &stats.hits),
+        ("entitygate_connection_cache_misses_total", &stats.misses),
+        (
+            "entitygate_connection_cache_coalesced_total",
+            &stats.coalesced,
+        ),
+        (
+            "entitygate_connection_cache_evictions_total",
+            &stats.evictions,
+        ),
+        ("entitygate_connection_cache_stale_total", &stats.stale),
+    ];
+    for (name, value) in pairs {
+        metrics::counter!(name).absolute(value.load(Relaxed));
+    }
+    install().map(PrometheusHandle::render).unwrap_or_default()
+}
