@@ -179,7 +179,7 @@ impl Audit {
             "identity_rewritten": self.identity_rewritten,
             "status": status.as_u16(),
             "upstream_status": self.upstream_status,
-            "latency_ms": latency.as_secs_f64() * 1000.0,
+            "latency_ms": latency.as_micros() as f64 / 1000.0,
         });
         sink.write(format!("{line}\n"));
         tracing::debug!(
