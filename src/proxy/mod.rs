@@ -120,6 +120,17 @@ where
     let started = Instant::now();
     let request_id = headers::request_id(req.headers());
     let mut audit = Audit::new(req.method(), req.uri().path());
+    // A refusal may be answered before the request body was read (shape, token, route).
+    // hyper then closes the connection after the answer, which a keep-alive HTTP/1 client
+    // (urllib3 in composio-core 0.7, which sends the body after the headers) only discovers
+    // when its next request on that connection fails. Saying `Connection: close` makes it
+    // reconnect instead.
+    let close_on_refusal = req.version() < Version::HTTP_2
+        && (req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0"));
     crate::metrics::in_flight(1.0);
     let result = match shared.in_flight.clone().try_acquire_owned() {
         Ok(_permit) => process(shared, req, &request_id, &mut audit).await,
@@ -134,8 +145,14 @@ where
         Err(e) => {
             audit.refuse(&e);
             let rid = request_id.to_str().unwrap_or_default();
-            e.to_response(rid)
-                .map(|b| b.map_err(|never| match never {}).boxed())
+            let mut resp = e
+                .to_response(rid)
+                .map(|b| b.map_err(|never| match never {}).boxed());
+            if close_on_refusal {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     };
     resp.headers_mut()

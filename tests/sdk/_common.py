@@ -9,6 +9,11 @@ import traceback
 BASE_URL = os.environ.get("COMPOSIO_BASE_URL", "http://127.0.0.1:8765")
 API_KEY = os.environ.get("COMPOSIO_API_KEY", "sbx_project_key")
 USER = os.environ.get("USER_ID") or os.environ.get("SDK_USER") or os.environ.get("USER") or "alice"
+# The user the calls are expected to run as. Through the gateway that is the JWT's subject,
+# whatever USER the SDK sends: EXPECT_SUBJECT=alice with USER=bob and alice's token is the
+# forging run (the SDK names bob everywhere; every check expects alice and alice's data).
+SUBJECT = os.environ.get("EXPECT_SUBJECT") or USER
+FORGED = SUBJECT != USER
 
 # Toolkits in which the user has an ACTIVE, enabled account (sandbox demo data); override with
 # EXPECT_ACTIVE=github,slack when pointing the drivers at other data.
@@ -20,7 +25,7 @@ _DEMO_ACTIVE = {
 }
 EXPECT_ACTIVE = {
     t
-    for t in os.environ.get("EXPECT_ACTIVE", _DEMO_ACTIVE.get(USER, "")).split(",")
+    for t in os.environ.get("EXPECT_ACTIVE", _DEMO_ACTIVE.get(SUBJECT, "")).split(",")
     if t
 }
 
@@ -59,11 +64,19 @@ def _error_info(exc):
         if hasattr(exc, attr):
             info[attr] = _jsonable(getattr(exc, attr))
     body = getattr(exc, "body", None)
+    if body is None:
+        # composio-core 0.7 raises HTTPError whose message is the response's JSON text.
+        try:
+            body = json.loads(str(exc))
+        except ValueError:
+            body = None
     if isinstance(body, dict):
         info["body"] = body
         err = body.get("error")
         if isinstance(err, dict) and "code" in err:
             info["api_code"] = err["code"]
+            if "slug" in err:
+                info["api_slug"] = err["slug"]
     return info
 
 
@@ -73,7 +86,7 @@ def step(name, fn, expect="success", expect_code=None, check=None):
     expect: "success" or "error". expect_code: the Composio error code an expected error must
     carry (checked when the SDK exposes it). check: a function of the result that returns an
     error string when the result is wrong."""
-    line = {"step": name, "user": USER, "expected": expect}
+    line = {"step": name, "user": USER, "subject": SUBJECT, "expected": expect}
     result = None
     try:
         result = fn()
@@ -102,7 +115,7 @@ def step(name, fn, expect="success", expect_code=None, check=None):
 
 def finish():
     print(
-        json.dumps({"summary": True, "user": USER, "failed": _failures, "ok": not _failures}),
+        json.dumps({"summary": True, "user": USER, "subject": SUBJECT, "failed": _failures, "ok": not _failures}),
         flush=True,
     )
     sys.exit(1 if _failures else 0)

@@ -2,6 +2,8 @@
 // prints one JSON line per step.
 //
 // Environment: COMPOSIO_BASE_URL, COMPOSIO_API_KEY, USER_ID (or USER) for the user id, optional
+// EXPECT_SUBJECT (the user the gateway pins the calls to: with USER=bob and alice's token the SDK
+// names bob everywhere and every check expects alice and alice's data), optional
 // EXPECT_ACTIVE (comma list of toolkits in which the user has a usable account). Exits non-zero
 // when a step's outcome differs from the expectation.
 import { Composio } from '@composio/core';
@@ -9,9 +11,11 @@ import { Composio } from '@composio/core';
 const BASE_URL = process.env.COMPOSIO_BASE_URL ?? 'http://127.0.0.1:8765';
 const API_KEY = process.env.COMPOSIO_API_KEY ?? 'sbx_project_key';
 const USER = process.env.USER_ID || process.env.SDK_USER || process.env.USER || 'alice';
+const SUBJECT = process.env.EXPECT_SUBJECT || USER;
+const FORGED = SUBJECT !== USER;
 const DEMO_ACTIVE = { alice: 'github,slack', bob: 'github', carol: '', 'user-1': 'github' };
 const EXPECT_ACTIVE = new Set(
-  (process.env.EXPECT_ACTIVE ?? DEMO_ACTIVE[USER] ?? '').split(',').filter(Boolean)
+  (process.env.EXPECT_ACTIVE ?? DEMO_ACTIVE[SUBJECT] ?? '').split(',').filter(Boolean)
 );
 const expectFor = (toolkit) => (EXPECT_ACTIVE.has(toolkit) ? 'success' : 'error');
 
@@ -27,12 +31,14 @@ function errorInfo(e) {
     info.body = body;
     const code = body?.error?.code ?? body?.code;
     if (code !== undefined) info.api_code = code;
+    const slug = body?.error?.slug;
+    if (slug !== undefined) info.api_slug = slug;
   }
   return info;
 }
 
 async function step(name, fn, { expect = 'success', expectCode, check } = {}) {
-  const line = { step: name, user: USER, expected: expect };
+  const line = { step: name, user: USER, subject: SUBJECT, expected: expect };
   let result;
   try {
     result = await fn();
@@ -74,13 +80,18 @@ const composio = new Composio({
   baseURL: BASE_URL,
   allowTracking: false,
   disableVersionCheck: true,
-  toolkitVersions: { github: '20250909_00', gmail: '20250909_00', hackernews: '20250909_00' },
+  toolkitVersions: {
+    github: '20250909_00',
+    gmail: '20250909_00',
+    slack: '20250909_00',
+    hackernews: '20250909_00',
+  },
 });
 
 const asUser = (r) => {
   if (!r?.successful) return `not successful: ${r?.error}`;
   const u = r?.data?.user_id;
-  return u !== undefined && u !== null && u !== USER ? `executed as ${u}` : null;
+  return u !== undefined && u !== null && u !== SUBJECT ? `executed as ${u}` : null;
 };
 
 await step(
@@ -106,9 +117,30 @@ await step(
     }),
   { expect: expectFor('gmail'), expectCode: 1803, check: asUser }
 );
+await step(
+  'tools.execute SLACK_SEND_MESSAGE',
+  () =>
+    composio.tools.execute('SLACK_SEND_MESSAGE', {
+      userId: USER,
+      arguments: { channel: '#general', text: 'hi' },
+    }),
+  { expect: expectFor('slack'), expectCode: 1803, check: asUser }
+);
+await step('tools.get({toolkits:[github]})', () => composio.tools.get(USER, { toolkits: ['github'] }), {
+  check: (r) => (r?.length ? null : 'no tools'),
+});
+await step('toolkits.get(github)', () => composio.toolkits.get('github'), {
+  check: (r) => (r?.slug === 'github' ? null : `slug ${r?.slug}`),
+});
+// Refused by design: authorize lists (and may create) auth configs, project administration.
+// The workaround is connectedAccounts.link(user, authConfigId) below.
+await step('toolkits.authorize(github)', () => composio.toolkits.authorize(USER, 'github'), {
+  expect: 'error',
+  expectCode: 9122,
+});
 await step('connectedAccounts.list({userIds})', () => composio.connectedAccounts.list({ userIds: [USER] }), {
   check: (r) => {
-    const foreign = r.items.filter((i) => i.userId !== undefined && i.userId !== USER).map((i) => i.id);
+    const foreign = r.items.filter((i) => i.userId !== undefined && i.userId !== SUBJECT).map((i) => i.id);
     return foreign.length ? `foreign accounts ${foreign}` : null;
   },
 });
@@ -139,6 +171,19 @@ if (githubId) {
     composio.triggers.listActive({ connectedAccountIds: [githubId] })
   );
 }
+if (FORGED) {
+  // Naming the forged user's own account: not the subject's, refused before Composio.
+  await step(
+    `tools.execute with connectedAccountId=ca_${USER}_github`,
+    () =>
+      composio.tools.execute('GITHUB_GET_THE_AUTHENTICATED_USER', {
+        userId: USER,
+        connectedAccountId: `ca_${USER}_github`,
+        arguments: {},
+      }),
+    { expect: 'error', expectCode: 1812 }
+  );
+}
 const linked = await step(
   'connectedAccounts.link(ac_notion)',
   () => composio.connectedAccounts.link(USER, 'ac_notion', { callbackUrl: 'https://example.invalid/cb' }),
@@ -167,7 +212,7 @@ await step(
   { expect: expectFor('github'), expectCode: 1803, check: (r) => (r.triggerId ? null : 'no triggerId') }
 );
 await step('mcp.generate(mcp_1)', () => composio.mcp.generate(USER, 'mcp_1'), {
-  check: (r) => (String(r.url).includes(`user_id=${encodeURIComponent(USER)}`) ? null : `url ${r.url}`),
+  check: (r) => (String(r.url).includes(`user_id=${encodeURIComponent(SUBJECT)}`) ? null : `url ${r.url}`),
 });
 const session = await step(
   'sessions.create({toolkits:[github]})',
@@ -191,5 +236,5 @@ if (session) {
   );
 }
 
-console.log(JSON.stringify({ summary: true, user: USER, failed: failures, ok: failures.length === 0 }));
+console.log(JSON.stringify({ summary: true, user: USER, subject: SUBJECT, failed: failures, ok: failures.length === 0 }));
 process.exit(failures.length ? 1 : 0);

@@ -2,7 +2,8 @@
 composio-wire.md section 8 and prints one JSON line per step.
 
 Environment: COMPOSIO_BASE_URL, COMPOSIO_API_KEY, USER_ID (or USER) for the user id,
-optional EXPECT_ACTIVE (comma list of toolkits in which the user has a usable account).
+optional EXPECT_SUBJECT (the user the gateway pins the calls to; see _common.py), optional
+EXPECT_ACTIVE (comma list of toolkits in which the user has a usable account).
 Exits non-zero when a step's outcome differs from the expectation."""
 
 import os
@@ -11,7 +12,7 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import API_KEY, BASE_URL, USER, expect_for, finish, step  # noqa: E402
+from _common import API_KEY, BASE_URL, FORGED, SUBJECT, USER, expect_for, finish, step  # noqa: E402
 
 warnings.simplefilter("ignore")
 
@@ -21,14 +22,19 @@ composio = Composio(
     api_key=API_KEY,
     base_url=BASE_URL,
     allow_tracking=False,
-    toolkit_versions={"github": "20250909_00", "gmail": "20250909_00", "hackernews": "20250909_00"},
+    toolkit_versions={
+        "github": "20250909_00",
+        "gmail": "20250909_00",
+        "slack": "20250909_00",
+        "hackernews": "20250909_00",
+    },
 )
 
 
 def data_user(res):
     data = res.get("data") or {}
-    if "user_id" in data and data["user_id"] != USER:
-        return f"executed as {data['user_id']!r}, not {USER!r}"
+    if "user_id" in data and data["user_id"] != SUBJECT:
+        return f"executed as {data['user_id']!r}, not {SUBJECT!r}"
     if not res.get("successful"):
         return f"not successful: {res.get('error')}"
     return None
@@ -61,12 +67,39 @@ step(
     expect_code=1803,
     check=data_user,
 )
+step(
+    "tools.execute SLACK_SEND_MESSAGE",
+    lambda: composio.tools.execute(
+        "SLACK_SEND_MESSAGE", {"channel": "#general", "text": "hi"}, user_id=USER
+    ),
+    expect=expect_for("slack"),
+    expect_code=1803,
+    check=data_user,
+)
+step(
+    "tools.get(toolkits=[github])",
+    lambda: composio.tools.get(user_id=USER, toolkits=["github"]),
+    check=lambda r: None if r else "no tools",
+)
+step(
+    "toolkits.get(github)",
+    lambda: composio.toolkits.get("github"),
+    check=lambda r: None if r.slug == "github" else f"slug {r.slug}",
+)
+# Refused by design: authorize lists (and may create) auth configs, project administration.
+# The workaround is connected_accounts.link(user, auth_config_id) below.
+step(
+    "toolkits.authorize(github)",
+    lambda: composio.toolkits.authorize(user_id=USER, toolkit="github"),
+    expect="error",
+    expect_code=9122,
+)
 
 listed = step(
     "connected_accounts.list(user_ids=[USER])",
     lambda: composio.connected_accounts.list(user_ids=[USER]),
     check=lambda r: next(
-        (f"foreign account {i.id}" for i in r.items if getattr(i, "user_id", USER) != USER),
+        (f"foreign account {i.id}" for i in r.items if getattr(i, "user_id", SUBJECT) != SUBJECT),
         None,
     ),
 )
@@ -99,6 +132,20 @@ if github_id:
             endpoint="/user", method="GET", connected_account_id=github_id, user_id=USER
         ),
         check=lambda r: None if r.status == 200 else f"status {r.status}",
+    )
+
+if FORGED:
+    # Naming the forged user's own account: not the subject's, refused before Composio.
+    step(
+        f"tools.execute with connected_account_id=ca_{USER}_github",
+        lambda: composio.tools.execute(
+            "GITHUB_GET_THE_AUTHENTICATED_USER",
+            {},
+            user_id=USER,
+            connected_account_id=f"ca_{USER}_github",
+        ),
+        expect="error",
+        expect_code=1812,
     )
 
 linked = step(
@@ -137,13 +184,13 @@ if github_id:
         "triggers.list_active(connected_account_ids=[github])",
         lambda: composio.triggers.list_active(connected_account_ids=[github_id]),
         check=lambda r: next(
-            (f"foreign trigger {i.id}" for i in r.items if i.user_id != USER), None
+            (f"foreign trigger {i.id}" for i in r.items if i.user_id != SUBJECT), None
         ),
     )
 step(
     "mcp.generate(mcp_1)",
     lambda: composio.mcp.generate(USER, "mcp_1"),
-    check=lambda r: None if f"user_id={USER}" in r["url"] else f"url {r['url']}",
+    check=lambda r: None if f"user_id={SUBJECT}" in r["url"] else f"url {r['url']}",
 )
 
 session = step(
