@@ -76,6 +76,7 @@ where
     let body = if *method == Method::POST || *method == Method::PATCH {
         let mut obj = ctx.json_body(body, true).await?;
         refuse_experimental(ctx, &obj)?;
+        refuse_other_account(&obj, id)?;
         let mut mismatch = obj.strip_identity(ctx.subject());
         mismatch |= scope_connection(ctx, &mut obj, false)?;
         ctx.on_mismatch(mismatch, audit)?;
@@ -367,6 +368,23 @@ pub(super) fn refuse_experimental(ctx: &Ctx<'_>, obj: &JsonObject) -> Result<(),
         .any(|(k, v)| folded_eq(k, "experimental") && v.get() != "null")
     {
         return Err(Error::SharedAccountsNotAllowed);
+    }
+    Ok(())
+}
+
+/// A body on a route addressed to account `id` may name no other connected account (at the
+/// top or inside `connection`): path and body must not disagree about which account is meant.
+fn refuse_other_account(obj: &JsonObject, id: &str) -> Result<(), Error> {
+    let mut named = obj.account_ids()?;
+    if let Some((_, conn)) = obj.iter().find(|(k, _)| *k == "connection") {
+        if let Ok(inner) = JsonObject::parse(conn.get().as_bytes()) {
+            named.extend(inner.account_ids()?);
+        }
+    }
+    if named.iter().any(|a| a != id) {
+        return Err(Error::BodyInvalid(
+            "the body names another connected account than the path".into(),
+        ));
     }
     Ok(())
 }
