@@ -170,5 +170,67 @@ fn gate(c: &mut Criterion) {
     sandbox.stop();
 }
 
-criterion_group!(benches, routing, rewrite, auth, gate);
+/// The tool policy's decision with 8 rules, the caller matching the sixth (claims as a
+/// verified token carries them), plus the no-rules default.
+fn policy(c: &mut Criterion) {
+    use entitygate::toolpolicy::ToolPolicy;
+    let cfg = config(
+        r#"
+[policy]
+default = "deny"
+[[policy.rules]]
+when = { claim = "roles", contains = "admin" }
+allow_toolkits = ["*"]
+[[policy.rules]]
+when = { claim = "plan", equals = "free" }
+deny_toolkits = ["github", "notion"]
+[[policy.rules]]
+when = { claim = "/realm_access/roles", contains = "intern" }
+allow_toolkits = ["slack"]
+[[policy.rules]]
+when = { claim = "tier", equals = 3 }
+deny_tools = ["*_DELETE_*"]
+[[policy.rules]]
+when = { claim = "suspended", exists = true }
+deny_toolkits = ["*"]
+[[policy.rules]]
+when = { claim = "roles", contains = "support" }
+deny_tools = ["SLACK_DELETE_*"]
+allow_tools = ["SLACK_SEND_MESSAGE", "GMAIL_*", "ZENDESK_*"]
+[[policy.rules]]
+when = { claim = "roles", contains = "engineer" }
+allow_tools = ["COMPOSIO_REMOTE_WORKBENCH", "GITHUB_*"]
+[[policy.rules]]
+when = { claim = "org", equals = "acme" }
+allow_toolkits = ["gmail", "slack", "github"]
+"#,
+    );
+    let (compiled, _) = ToolPolicy::compile(&cfg.policy).unwrap();
+    let claims = json!({"sub": "alice", "iss": "https://idp.test/", "aud": "entitygate",
+        "exp": now() + 3600, "plan": "pro", "tier": 2, "org": "acme",
+        "realm_access": {"roles": ["user"]}, "roles": ["user", "support"],
+        "scope": "openid email composio:slack"});
+    let claims = claims.as_object().unwrap().clone();
+    c.bench_function("policy_decide_8_rules", |b| {
+        b.iter(|| {
+            compiled.decide(
+                std::hint::black_box(&claims),
+                std::hint::black_box("gmail"),
+                std::hint::black_box("GMAIL_SEND_EMAIL"),
+            )
+        })
+    });
+    let (open, _) = ToolPolicy::compile(&config("").policy).unwrap();
+    c.bench_function("policy_decide_no_rules", |b| {
+        b.iter(|| {
+            open.decide(
+                std::hint::black_box(&claims),
+                std::hint::black_box("gmail"),
+                std::hint::black_box("GMAIL_SEND_EMAIL"),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, routing, rewrite, auth, gate, policy);
 criterion_main!(benches);

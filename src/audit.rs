@@ -90,6 +90,7 @@ pub struct Audit {
     code: u32,
     upstream_status: Option<u16>,
     identity_rewritten: bool,
+    rule: Option<std::sync::Arc<str>>,
 }
 
 // === impl Audit ===
@@ -130,6 +131,11 @@ impl Audit {
     /// A connected account named by the request.
     pub fn account(&mut self, account: &str) {
         self.account = Some(account.to_owned());
+    }
+
+    /// The tool-policy rule that decided (the refusing one, else the last allowing one).
+    pub fn rule(&mut self, rule: &std::sync::Arc<str>) {
+        self.rule = Some(rule.clone());
     }
 
     /// The caller named another user, and the gateway pinned or refused it.
@@ -177,6 +183,7 @@ impl Audit {
             "decision": self.decision,
             "code": self.code,
             "identity_rewritten": self.identity_rewritten,
+            "rule": self.rule.as_deref(),
             "status": status.as_u16(),
             "upstream_status": self.upstream_status,
             "latency_ms": latency.as_micros() as f64 / 1000.0,

@@ -268,6 +268,62 @@ pub struct PolicyConfig {
     /// Largest request body accepted on routes whose body is inspected.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Tool policy: what decides when no rule does (`allow` or `deny`).
+    #[serde(default, rename = "default")]
+    pub default_decision: PolicyDefault,
+    /// Tool policy: the OAuth scope prefix that grants toolkits (`composio:slack`); empty: off.
+    #[serde(default = "default_scope_prefix")]
+    pub scope_prefix: String,
+    /// Tool policy: rules on claims, evaluated in order ([`crate::toolpolicy`]).
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `policy.default`: the tool policy's decision when no rule and no scope decides.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyDefault {
+    /// Allow (the behaviour without rules).
+    #[default]
+    Allow,
+    /// Deny.
+    Deny,
+}
+
+/// `[[policy.rules]]`: one tool-policy rule ([`crate::toolpolicy`] documents the semantics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// A name for refusals and the audit trail.
+    pub name: Option<String>,
+    /// The claim condition; absent: the rule applies to every caller.
+    pub when: Option<WhenConfig>,
+    /// Toolkits this rule allows (and, for the callers it applies to, only these).
+    #[serde(default)]
+    pub allow_toolkits: Vec<String>,
+    /// Toolkits this rule denies.
+    #[serde(default)]
+    pub deny_toolkits: Vec<String>,
+    /// Tool slug globs this rule allows (and, for the callers it applies to, only these).
+    #[serde(default)]
+    pub allow_tools: Vec<String>,
+    /// Tool slug globs this rule denies.
+    #[serde(default)]
+    pub deny_tools: Vec<String>,
+}
+
+/// `when = { claim = "...", equals | contains | exists = ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenConfig {
+    /// A top-level claim name, or a JSON pointer (`/realm_access/roles`).
+    pub claim: String,
+    /// The claim is this string, number or boolean.
+    pub equals: Option<serde_json::Value>,
+    /// The array claim holds this value, or the string claim holds this word.
+    pub contains: Option<serde_json::Value>,
+    /// The claim is present (and not null), or absent.
+    pub exists: Option<bool>,
 }
 
 /// `[connections]`: connection gating and its cache.
@@ -563,6 +619,7 @@ impl Config {
         if self.policy.max_body_bytes == 0 {
             return Err(ConfigError::invalid("policy.max_body_bytes", "must be > 0"));
         }
+        crate::toolpolicy::ToolPolicy::compile(&self.policy)?;
         if self.connections.max_entries == 0 {
             return Err(ConfigError::invalid(
                 "connections.max_entries",
@@ -708,6 +765,9 @@ impl Default for PolicyConfig {
             allow_shared_accounts: false,
             allow_proxy_execute: true,
             max_body_bytes: default_max_body_bytes(),
+            default_decision: PolicyDefault::default(),
+            scope_prefix: default_scope_prefix(),
+            rules: Vec::new(),
         }
     }
 }
@@ -794,6 +854,9 @@ fn default_jwks_min_refetch_secs() -> u64 {
 }
 fn default_max_body_bytes() -> usize {
     1024 * 1024
+}
+fn default_scope_prefix() -> String {
+    "composio:".to_owned()
 }
 fn default_cache_ttl_secs() -> u64 {
     30

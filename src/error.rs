@@ -127,6 +127,14 @@ pub enum Error {
     /// Shared-account options.
     #[error("shared connected accounts are not allowed")]
     SharedAccountsNotAllowed,
+    /// The tool policy does not let this caller run the tool (or toolkit).
+    #[error("the tool `{tool}` is not allowed for this user by the gateway's policy ({rule})")]
+    ToolNotAllowed {
+        /// The tool slug, toolkit or pseudo-tool refused.
+        tool: String,
+        /// What decided: `policy.rules[i] ...`, `scope`, `default (deny)`, ...
+        rule: String,
+    },
 
     // --- ownership and gating ---
     /// A connected account that is not the subject's was named.
@@ -204,6 +212,7 @@ impl Error {
             Self::IdentityMismatch => "identity_mismatch",
             Self::CustomAuthNotAllowed(_) => "custom_auth_not_allowed",
             Self::SharedAccountsNotAllowed => "shared_accounts_not_allowed",
+            Self::ToolNotAllowed { .. } => "tool_not_allowed",
             Self::ConnectedAccountNotOwned => "connected_account_not_owned",
             Self::NotFound => "not_found",
             Self::Gate(g) => match g.kind {
@@ -253,6 +262,7 @@ impl Error {
             Self::IdentityMismatch => 9140,
             Self::CustomAuthNotAllowed(_) => 9141,
             Self::SharedAccountsNotAllowed => 9142,
+            Self::ToolNotAllowed { .. } => 9143,
             Self::ConnectedAccountNotOwned => 1812,
             Self::NotFound => 9150,
             Self::Gate(_) => 1803,
@@ -288,6 +298,7 @@ impl Error {
             | Self::IdentityMismatch
             | Self::CustomAuthNotAllowed(_)
             | Self::SharedAccountsNotAllowed
+            | Self::ToolNotAllowed { .. }
             | Self::ConnectedAccountNotOwned => StatusCode::FORBIDDEN,
             Self::PathNotCanonical
             | Self::RequestTargetInvalid
@@ -353,6 +364,9 @@ impl Error {
                 "Use the user's connected account instead of supplying credentials."
             }
             Self::SharedAccountsNotAllowed => "Use the user's own connected accounts.",
+            Self::ToolNotAllowed { .. } => {
+                "This user may not run this tool; use another tool or ask the gateway operator."
+            }
             Self::ConnectedAccountNotOwned => {
                 "Use one of your own connected accounts, or omit connected_account_id."
             }
@@ -394,6 +408,10 @@ impl Error {
         if let Self::Gate(g) = self {
             inner["toolkit"] = json!(g.toolkit);
             inner["connection_status"] = json!(g.connection_status);
+        }
+        if let Self::ToolNotAllowed { tool, rule } = self {
+            inner["tool"] = json!(tool);
+            inner["rule"] = json!(rule);
         }
         json!({ "error": inner })
     }

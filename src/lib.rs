@@ -9,6 +9,7 @@
 //! - [`rewrite`]: strict JSON parsing and identity pinning in bodies and queries.
 //! - [`headers`], [`body`]: what crosses the gateway, and key redaction on the way back.
 //! - [`connections`]: connection-status gating with a coalescing cache.
+//! - [`toolpolicy`]: which callers may run which toolkits and tools, from their claims.
 //! - [`proxy`]: the request flow, one handler module per route family.
 //! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
 //! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown.
@@ -50,6 +51,7 @@ pub mod routes;
 pub mod sandbox;
 pub mod server;
 pub mod tls;
+pub mod toolpolicy;
 pub mod upstream;
 
 pub use config::Config;

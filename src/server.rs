@@ -107,6 +107,10 @@ async fn build_shared(
         )?)),
         (_, None) => None,
     };
+    let (tool_policy, warnings) = crate::toolpolicy::ToolPolicy::compile(&config.policy)?;
+    for w in &warnings {
+        tracing::warn!(warning = %w, "tool policy");
+    }
     let tasks = vec![auth.spawn_refresh()];
     let shared = Shared {
         secret: bytes::Bytes::copy_from_slice(upstream.api_key()),
@@ -114,6 +118,7 @@ async fn build_shared(
         auth,
         upstream,
         policy: config.policy.clone(),
+        tool_policy,
         limiter: crate::limits::RateLimiter::new(
             config.limits.per_subject_rps,
             config.limits.burst,

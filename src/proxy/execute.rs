@@ -39,8 +39,10 @@ where
     ctx.on_mismatch(mismatch, audit)?;
     let account = single_account(&obj, audit)?;
 
+    super::toolgate::check_code_tool(ctx, tool, audit)?;
     let info = tool_info(ctx, tool, api, &obj).await?;
     audit.toolkit(&info.toolkit);
+    super::toolgate::check_tool(ctx, &info.toolkit, tool, audit)?;
     ctx.shared
         .connections
         .check(&ctx.identity.subject, &info, account.as_deref())
@@ -48,6 +50,11 @@ where
     if tool.eq_ignore_ascii_case(super::sessions::MULTI_EXECUTE) {
         if let Some((_, raw)) = obj.iter().find(|(k, _)| *k == "arguments") {
             super::sessions::gate_multi_execute(ctx, raw, audit).await?;
+        }
+    }
+    if tool.eq_ignore_ascii_case(super::toolgate::MANAGE_CONNECTIONS) {
+        if let Some((_, raw)) = obj.iter().find(|(k, _)| *k == "arguments") {
+            super::toolgate::check_manage_connections_raw(ctx, raw, audit)?;
         }
     }
 
@@ -148,6 +155,7 @@ where
         .await?
         .ok_or(Error::ConnectedAccountNotOwned)?;
     audit.toolkit(&account.toolkit);
+    super::toolgate::check_proxy(ctx, &account.toolkit, audit)?;
     if !account.usable() {
         let info = ToolInfo {
             toolkit_name: account.toolkit.clone(),

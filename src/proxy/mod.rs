@@ -15,6 +15,7 @@
 mod accounts;
 mod execute;
 mod sessions;
+mod toolgate;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub(crate) auth: Authenticator,
     pub(crate) upstream: Upstream,
     pub(crate) policy: PolicyConfig,
+    /// The compiled tool policy (`[[policy.rules]]`).
+    pub(crate) tool_policy: crate::toolpolicy::ToolPolicy,
     pub(crate) connections: Arc<Connections>,
     pub(crate) secret: Bytes,
     pub(crate) limiter: RateLimiter,
@@ -390,7 +393,7 @@ async fn neutral(ctx: &Ctx<'_>, audit: &mut Audit) -> Result<Response<ResponseBo
     let resp = ctx
         .forward(query.as_deref(), None, TimeoutClass::Default, audit)
         .await?;
-    ctx.relay(resp)
+    toolgate::relay_listing(ctx, resp).await
 }
 
 /// The old SDK validates its key with `client_info` before any call. Composio's answer

@@ -42,6 +42,7 @@ where
     let mismatch = obj.pin_identity("user_id", ctx.subject(), false)?;
     ctx.on_mismatch(mismatch, audit)?;
     require_owned(ctx, &pinned_accounts(&obj)?, audit).await?;
+    super::toolgate::session_toolkits(ctx, &mut obj, true, audit).await?;
     let resp = ctx
         .forward(
             query.as_deref(),
@@ -115,6 +116,9 @@ where
         match call {
             SessionCall::Execute => gate_execute(ctx, &obj, audit).await?,
             SessionCall::ProxyExecute => gate_proxy_execute(ctx, &obj, audit).await?,
+            SessionCall::Other if *method == Method::PATCH => {
+                super::toolgate::session_toolkits(ctx, &mut obj, false, audit).await?;
+            }
             SessionCall::Other => {}
         }
         Some(obj.to_vec())
@@ -140,6 +144,11 @@ async fn gate_execute(ctx: &Ctx<'_>, obj: &JsonObject, audit: &mut Audit) -> Res
     for slug in &slugs {
         audit.tool(slug);
         gate_tool(ctx, slug, account.as_deref(), audit).await?;
+        if slug.eq_ignore_ascii_case(super::toolgate::MANAGE_CONNECTIONS) {
+            if let Some((_, raw)) = obj.iter().find(|(k, _)| *k == "arguments") {
+                super::toolgate::check_manage_connections_raw(ctx, raw, audit)?;
+            }
+        }
         if !slug.eq_ignore_ascii_case(MULTI_EXECUTE) {
             continue;
         }
@@ -194,7 +203,19 @@ pub(super) async fn gate_multi_execute(
             }
         };
         for inner_slug in &inner {
+            // A meta tool nested in the multi-execute meta tool would hide its own targets.
+            if inner_slug.eq_ignore_ascii_case(MULTI_EXECUTE) {
+                return Err(Error::ToolNotAllowed {
+                    tool: inner_slug.clone(),
+                    rule: "nested multi-execute".into(),
+                });
+            }
             gate_tool(ctx, inner_slug, inner_account, audit).await?;
+            if inner_slug.eq_ignore_ascii_case(super::toolgate::MANAGE_CONNECTIONS) {
+                if let Some(args) = m.get("arguments") {
+                    super::toolgate::check_manage_connections(ctx, args, audit)?;
+                }
+            }
         }
     }
     Ok(())
@@ -214,6 +235,7 @@ async fn gate_proxy_execute(
     for toolkit in &toolkits {
         let info = ToolInfo::for_toolkit(toolkit);
         audit.toolkit(&info.toolkit);
+        super::toolgate::check_proxy(ctx, &info.toolkit, audit)?;
         ctx.shared
             .connections
             .check(&ctx.identity.subject, &info, account.as_deref())
@@ -228,8 +250,10 @@ async fn gate_tool(
     account: Option<&str>,
     audit: &mut Audit,
 ) -> Result<(), Error> {
+    super::toolgate::check_code_tool(ctx, slug, audit)?;
     let info = ctx.shared.connections.tool(slug).await?;
     audit.toolkit(&info.toolkit);
+    super::toolgate::check_tool(ctx, &info.toolkit, slug, audit)?;
     ctx.shared
         .connections
         .check(&ctx.identity.subject, &info, account)

@@ -8,5 +8,6 @@ mod support;
 mod core;
 mod gating;
 mod ops;
+mod policy;
 mod surface;
 mod tls;

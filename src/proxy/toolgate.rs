@@ -1,0 +1,307 @@
+//! The tool policy ([`crate::toolpolicy`]) applied to requests: executions (direct, proxy,
+//! inside sessions, nested in meta tools), a session's toolkit allow-list, and catalogue
+//! listings.
+
+use http::Response;
+use hyper::body::Incoming;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::Ctx;
+use crate::audit::Audit;
+use crate::body::ResponseBody;
+use crate::error::Error;
+use crate::rewrite::JsonObject;
+use crate::toolpolicy::{self, Decision, Permitted, PROXY_EXECUTE};
+
+/// The meta tool that connects toolkits (`arguments.toolkits`).
+pub(super) const MANAGE_CONNECTIONS: &str = "COMPOSIO_MANAGE_CONNECTIONS";
+
+fn record(ctx: &Ctx<'_>, d: Decision, what: &str, audit: &mut Audit) -> Result<(), Error> {
+    let policy = &ctx.shared.tool_policy;
+    audit.rule(policy.label(d.by));
+    if d.allowed {
+        Ok(())
+    } else {
+        tracing::info!(subject = %ctx.subject(), tool = what, rule = %policy.label(d.by),
+            "tool policy refused");
+        Err(policy.refusal(what, d))
+    }
+}
+
+/// A code-running meta tool, refused by name before anything is looked up.
+pub(super) fn check_code_tool(ctx: &Ctx<'_>, tool: &str, audit: &mut Audit) -> Result<(), Error> {
+    if !toolpolicy::is_code_tool(tool) {
+        return Ok(());
+    }
+    let d = ctx
+        .shared
+        .tool_policy
+        .decide(&ctx.identity.claims, "composio", tool);
+    record(ctx, d, tool, audit)
+}
+
+/// `tool` of `toolkit` (its toolkit from Composio's metadata).
+pub(super) fn check_tool(
+    ctx: &Ctx<'_>,
+    toolkit: &str,
+    tool: &str,
+    audit: &mut Audit,
+) -> Result<(), Error> {
+    let d = ctx
+        .shared
+        .tool_policy
+        .decide(&ctx.identity.claims, toolkit, tool);
+    record(ctx, d, tool, audit)
+}
+
+/// A proxy execution through an account of `toolkit`.
+pub(super) fn check_proxy(ctx: &Ctx<'_>, toolkit: &str, audit: &mut Audit) -> Result<(), Error> {
+    let d = ctx
+        .shared
+        .tool_policy
+        .decide(&ctx.identity.claims, toolkit, PROXY_EXECUTE);
+    if d.allowed {
+        return record(ctx, d, PROXY_EXECUTE, audit);
+    }
+    record(ctx, d, &format!("{PROXY_EXECUTE} ({toolkit})"), audit)
+}
+
+/// `COMPOSIO_MANAGE_CONNECTIONS`' `arguments.toolkits`: each toolkit must be one the caller
+/// may run something in.
+pub(super) fn check_manage_connections(
+    ctx: &Ctx<'_>,
+    arguments: &Value,
+    audit: &mut Audit,
+) -> Result<(), Error> {
+    let list = match arguments.get("toolkits") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(a)) => a.as_slice(),
+        Some(v @ Value::String(_)) => std::slice::from_ref(v),
+        Some(_) => {
+            return Err(Error::BodyInvalid(
+                "`arguments.toolkits` must be a list of toolkit slugs".into(),
+            ))
+        }
+    };
+    for t in list {
+        let Value::String(toolkit) = t else {
+            return Err(Error::BodyInvalid(
+                "`arguments.toolkits` must be a list of toolkit slugs".into(),
+            ));
+        };
+        let d = ctx
+            .shared
+            .tool_policy
+            .decide_toolkit(&ctx.identity.claims, toolkit);
+        record(ctx, d, toolkit, audit)?;
+    }
+    Ok(())
+}
+
+/// The same, from a body's raw `arguments`.
+pub(super) fn check_manage_connections_raw(
+    ctx: &Ctx<'_>,
+    raw: &RawValue,
+    audit: &mut Audit,
+) -> Result<(), Error> {
+    let arguments: Value = serde_json::from_str(raw.get())
+        .map_err(|_| Error::BodyInvalid("`arguments` is not JSON".into()))?;
+    check_manage_connections(ctx, &arguments, audit)
+}
+
+/// A tool router session's `toolkits` (creation or update): what the caller asked for,
+/// intersected with what the policy permits, so that Composio enforces the policy inside the
+/// session too. Left alone when the policy permits every toolkit.
+pub(super) async fn session_toolkits(
+    ctx: &Ctx<'_>,
+    obj: &mut JsonObject,
+    creating: bool,
+    audit: &mut Audit,
+) -> Result<(), Error> {
+    let policy = &ctx.shared.tool_policy;
+    let claims = &ctx.identity.claims;
+    let (permitted, by) = policy.permitted(claims);
+    if matches!(&permitted, Permitted::AllExcept(e) if e.is_empty()) {
+        return Ok(());
+    }
+    let asked = match obj.iter().find(|(k, _)| *k == "toolkits") {
+        Some((_, raw)) => Asked::parse(raw)?,
+        None => Asked::Nothing,
+    };
+    // On an update that does not touch the toolkits, the session keeps the ones it was
+    // created with (already restricted).
+    if !creating && matches!(asked, Asked::Nothing) {
+        return Ok(());
+    }
+    let value = match (asked, permitted) {
+        (Asked::Enable(list), _) if !list.is_empty() => {
+            let mut kept = Vec::new();
+            let mut refused = None;
+            for t in list {
+                let d = policy.decide_toolkit(claims, &t);
+                if d.allowed {
+                    kept.push(t);
+                } else {
+                    refused.get_or_insert((t, d));
+                }
+            }
+            if kept.is_empty() {
+                if let Some((t, d)) = refused {
+                    return record(ctx, d, &t, audit);
+                }
+            }
+            serde_json::json!({ "enable": kept })
+        }
+        (Asked::Disable(mut off), Permitted::AllExcept(except)) => {
+            for t in except {
+                if !off.contains(&t) {
+                    off.push(t);
+                }
+            }
+            serde_json::json!({ "disable": off })
+        }
+        (Asked::Nothing | Asked::Enable(_), Permitted::AllExcept(except)) => {
+            serde_json::json!({ "disable": except })
+        }
+        (
+            asked,
+            Permitted::Only {
+                toolkits,
+                tools,
+                except,
+            },
+        ) => {
+            let mut on = toolkits;
+            for tool in tools {
+                if let Ok(info) = ctx.shared.connections.tool(&tool).await {
+                    if !on.contains(&info.toolkit) && !except.contains(&info.toolkit) {
+                        on.push(info.toolkit);
+                    }
+                }
+            }
+            if let Asked::Disable(off) = &asked {
+                on.retain(|t| !off.iter().any(|o| o.eq_ignore_ascii_case(t)));
+            }
+            if on.is_empty() {
+                let d = Decision { allowed: false, by };
+                return record(ctx, d, "toolkits", audit);
+            }
+            serde_json::json!({ "enable": on })
+        }
+    };
+    audit.rule(policy.label(by));
+    let raw = serde_json::value::to_raw_value(&value).map_err(|_| Error::Internal)?;
+    obj.set_raw("toolkits", raw);
+    Ok(())
+}
+
+/// A session body's `toolkits`, as the SDKs send it.
+enum Asked {
+    Nothing,
+    Enable(Vec<String>),
+    Disable(Vec<String>),
+}
+
+impl Asked {
+    fn parse(raw: &RawValue) -> Result<Self, Error> {
+        let invalid = || {
+            Error::BodyInvalid(
+                "`toolkits` must be a list or {\"enable\"|\"disable\": [...]}".into(),
+            )
+        };
+        let v: Value = serde_json::from_str(raw.get()).map_err(|_| invalid())?;
+        let list = |v: &Value| -> Result<Vec<String>, Error> {
+            let Value::Array(a) = v else {
+                return Err(invalid());
+            };
+            a.iter()
+                .map(|t| t.as_str().map(str::to_ascii_lowercase).ok_or_else(invalid))
+                .collect()
+        };
+        match &v {
+            Value::Null => Ok(Self::Nothing),
+            Value::Array(_) => Ok(Self::Enable(list(&v)?)),
+            Value::Object(m) if m.len() == 1 => {
+                if let Some(e) = m.get("enable").or_else(|| m.get("enabled")) {
+                    Ok(Self::Enable(list(e)?))
+                } else if let Some(d) = m.get("disable").or_else(|| m.get("disabled")) {
+                    Ok(Self::Disable(list(d)?))
+                } else {
+                    Err(invalid())
+                }
+            }
+            _ => Err(invalid()),
+        }
+    }
+}
+
+/// Catalogue listings: what the caller may not run is left out, so a model is never offered
+/// a tool it cannot call. Other neutral routes are relayed unchanged.
+pub(super) async fn relay_listing(
+    ctx: &Ctx<'_>,
+    resp: Response<Incoming>,
+) -> Result<Response<ResponseBody>, Error> {
+    let policy = &ctx.shared.tool_policy;
+    let claims = &*ctx.identity.claims;
+    let restricts = policy.restricts(claims);
+    let keep_tool = |toolkit: &str, slug: &str| policy.decide(claims, toolkit, slug).allowed;
+    match ctx.matched.route.pattern {
+        // Tool listings always: the code-running meta tools are refused by default.
+        "/api/{v3}/tools" | "/api/v2/actions" => {
+            let (slug_key, toolkit_of): (&str, fn(&Value) -> Option<&str>) =
+                if ctx.matched.route.pattern == "/api/v2/actions" {
+                    ("name", |i| i["appName"].as_str())
+                } else {
+                    ("slug", |i| i["toolkit"]["slug"].as_str())
+                };
+            ctx.relay_filtered(resp, |v| {
+                retain_items(v, |item| match item[slug_key].as_str() {
+                    Some(slug) => keep_tool(toolkit_of(item).unwrap_or_default(), slug),
+                    None => true,
+                });
+                0
+            })
+            .await
+        }
+        "/api/{v3}/tools/enum" => {
+            ctx.relay_filtered(resp, |v| {
+                if let Value::Array(a) = v {
+                    a.retain(|s| s.as_str().is_none_or(|s| !toolpolicy::is_code_tool(s)));
+                }
+                0
+            })
+            .await
+        }
+        "/api/{v3}/toolkits" | "/api/v1/apps" if restricts => {
+            let key = if ctx.matched.route.pattern == "/api/v1/apps" {
+                "key"
+            } else {
+                "slug"
+            };
+            ctx.relay_filtered(resp, |v| {
+                retain_items(v, |item| {
+                    item[key]
+                        .as_str()
+                        .is_none_or(|tk| policy.decide_toolkit(claims, tk).allowed)
+                });
+                0
+            })
+            .await
+        }
+        _ => ctx.relay(resp),
+    }
+}
+
+/// Keeps the items of `{"items": [...]}` (or of a bare array) for which `keep` holds.
+fn retain_items(v: &mut Value, keep: impl Fn(&Value) -> bool) {
+    let items = match v {
+        Value::Array(a) => a,
+        Value::Object(m) => match m.get_mut("items") {
+            Some(Value::Array(a)) => a,
+            _ => return,
+        },
+        _ => return,
+    };
+    items.retain(|i| keep(i));
+}
