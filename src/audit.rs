@@ -171,7 +171,7 @@ impl Audit {
         let request_id = request_id.to_str().unwrap_or("-");
         crate::metrics::request(self.policy, self.decision, status.as_u16(), latency);
         let line = json!({
-            "time": crate::sandbox::store::now_rfc3339(),
+            "time": crate::clock::now_rfc3339(),
             "request_id": request_id,
             "subject": self.subject,
             "method": self.method,

@@ -468,7 +468,7 @@ fn classify(accounts: &[Account]) -> (GateKind, String) {
 }
 
 /// `slack` -> `Slack`, `composio_search` -> `Composio Search`.
-fn display_name(slug: &str) -> String {
+pub(crate) fn display_name(slug: &str) -> String {
     slug.split(['_', '-'])
         .filter(|w| !w.is_empty())
         .map(|w| {

@@ -36,6 +36,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod demo;

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::clock::unix_now;
 use crate::config::{ConfigError, Env, UpstreamConfig};
 use crate::error::Error;
 
@@ -45,13 +46,6 @@ pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ConfigError> {
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
         .build(https))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// Which timeout applies to a forwarded request.

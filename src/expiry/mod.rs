@@ -20,7 +20,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -41,17 +41,7 @@ pub const DISABLED: &str = "DISABLED";
 /// Pages followed at most in one listing (a guard against a cursor that never ends).
 const MAX_PAGES: usize = 100_000;
 
-/// Unix seconds now.
-pub(crate) fn unix_now() -> u64 {
-    unix_now_ms() / 1000
-}
-
-/// Unix milliseconds now.
-pub(crate) fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use crate::clock::{unix_now, unix_now_ms};
 
 /// One connected account that needs its user's attention. Serialised as one JSON line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
