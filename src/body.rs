@@ -7,12 +7,15 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 
 use crate::error::Error;
 
 /// Boxed error for response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body type inside the gateway, whatever the server's body type.
+pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// The response body type of the gateway.
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -30,11 +33,11 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 /// # Errors
 /// [`Error::PayloadTooLarge`] past the limit, [`Error::BodyInvalid`] when the client breaks
 /// off mid-body.
-pub async fn read_limited<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, Error>
-where
-    B: Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+pub async fn read_limited(
+    headers: &HeaderMap,
+    mut body: RequestBody,
+    limit: usize,
+) -> Result<Bytes, Error> {
     if let Some(len) = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -44,11 +47,17 @@ where
             return Err(Error::PayloadTooLarge);
         }
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::PayloadTooLarge),
-        Err(_) => Err(Error::BodyInvalid("the body could not be read".into())),
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Error::BodyInvalid("the body could not be read".into()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(Error::PayloadTooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
     }
+    Ok(buf.freeze())
 }
 
 /// What replaces the key wherever it appears in a response body.

@@ -148,16 +148,12 @@ impl Expiry {
     /// # Errors
     /// [`Error::PayloadTooLarge`] / [`Error::BodyInvalid`] when the body cannot be read;
     /// every other refusal is answered directly.
-    pub(crate) async fn receive<B>(
+    pub(crate) async fn receive(
         self: &Arc<Self>,
         cache: &Connections,
-        req: Request<B>,
+        req: Request<crate::body::RequestBody>,
         audit: &mut Audit,
-    ) -> Result<Response<ResponseBody>, Error>
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
+    ) -> Result<Response<ResponseBody>, Error> {
         audit.route(ROUTE, ROUTE);
         let Some(secret) = &self.composio_secret else {
             return Err(Error::RouteNotAllowed);

@@ -14,14 +14,13 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::Ctx;
 use crate::audit::Audit;
-use crate::body::ResponseBody;
+use crate::body::{RequestBody, ResponseBody};
 use crate::error::Error;
 use crate::rewrite::{self, folded_eq, is_identity_key, JsonObject};
 use crate::routes::Api;
@@ -52,16 +51,12 @@ pub(super) async fn list(
 
 /// One connected account addressed by path (param 0): only if Composio lists it for the
 /// subject. Bodies lose every user id; a successful change forgets the cached status.
-pub(super) async fn owned<B>(
+pub(super) async fn owned(
     ctx: &Ctx<'_>,
-    body: B,
+    body: RequestBody,
     _api: Api,
     audit: &mut Audit,
-) -> Result<Response<ResponseBody>, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<Response<ResponseBody>, Error> {
     let id = ctx.matched.param(0).ok_or(Error::Internal)?;
     audit.account(id);
     let account = ctx
@@ -95,16 +90,12 @@ where
 
 /// `POST /api/{v3}/connected_accounts[/link]` and `POST /api/v1/connectedAccounts`: the new
 /// account is created for the subject.
-pub(super) async fn create<B>(
+pub(super) async fn create(
     ctx: &Ctx<'_>,
-    body: B,
+    body: RequestBody,
     api: Api,
     audit: &mut Audit,
-) -> Result<Response<ResponseBody>, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<Response<ResponseBody>, Error> {
     let query = scoped_query(ctx, None, audit)?;
     let mut obj = ctx.json_body(body, false).await?;
     refuse_experimental(ctx, &obj)?;
@@ -141,15 +132,11 @@ where
 }
 
 /// `POST /api/{v3}/trigger_instances/{slug}/upsert`: user pinned, named accounts owned.
-pub(super) async fn trigger_upsert<B>(
+pub(super) async fn trigger_upsert(
     ctx: &Ctx<'_>,
-    body: B,
+    body: RequestBody,
     audit: &mut Audit,
-) -> Result<Response<ResponseBody>, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<Response<ResponseBody>, Error> {
     let query = scoped_query(ctx, None, audit)?;
     let mut obj = ctx.json_body(body, true).await?;
     let mismatch = obj.pin_identity("user_id", ctx.subject(), false)?;
@@ -194,15 +181,11 @@ pub(super) async fn list_triggers(
 
 /// `PATCH|DELETE /api/{v3}/trigger_instances/manage/{id}`: only a trigger Composio lists for
 /// the subject.
-pub(super) async fn owned_trigger<B>(
+pub(super) async fn owned_trigger(
     ctx: &Ctx<'_>,
-    body: B,
+    body: RequestBody,
     audit: &mut Audit,
-) -> Result<Response<ResponseBody>, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<Response<ResponseBody>, Error> {
     let id = ctx.matched.param(0).ok_or(Error::Internal)?;
     if !trigger_is_subjects(ctx, id).await? {
         return Err(Error::NotFound);
@@ -256,15 +239,11 @@ async fn trigger_is_subjects(ctx: &Ctx<'_>, id: &str) -> Result<bool, Error> {
 }
 
 /// `POST /api/{v3}/mcp/servers/generate`: `user_ids` is `[subject]`, accounts owned.
-pub(super) async fn mcp_generate<B>(
+pub(super) async fn mcp_generate(
     ctx: &Ctx<'_>,
-    body: B,
+    body: RequestBody,
     audit: &mut Audit,
-) -> Result<Response<ResponseBody>, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<Response<ResponseBody>, Error> {
     let query = scoped_query(ctx, None, audit)?;
     let mut obj = ctx.json_body(body, false).await?;
     let mismatch = obj.pin_identity("user_ids", ctx.subject(), true)?;

@@ -1,11 +1,10 @@
 //! Tool execution and proxy execution: the routes that spend a user's credentials.
 
-use bytes::Bytes;
 use http::Response;
 
 use super::Ctx;
 use crate::audit::Audit;
-use crate::body::ResponseBody;
+use crate::body::{RequestBody, ResponseBody};
 use crate::connections::ToolInfo;
 use crate::error::Error;
 use crate::rewrite::{self, JsonObject};
@@ -16,16 +15,12 @@ use crate::upstream::TimeoutClass;
 const INSTANT_ACCOUNT: &str = "instant_account";
 
 /// `POST /api/v3[.1]/tools/execute/{tool}` and `POST /api/v{1,2}/actions/{action}/execute`.
-pub(super) async fn execute<B>(
+pub(super) async fn execute(
     ctx: &Ctx<'_>,
-    body: B,
+    body: RequestBody,
     api: Api,
     audit: &mut Audit,
-) -> Result<Response<ResponseBody>, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<Response<ResponseBody>, Error> {
     let tool = ctx.matched.param(0).ok_or(Error::Internal)?;
     audit.tool(tool);
     let (query, _) = rewrite::scope_query(ctx.parts.uri.query(), None, ctx.subject(), true)?;
@@ -123,16 +118,12 @@ fn single_account(obj: &JsonObject, audit: &mut Audit) -> Result<Option<String>,
 /// `POST /api/v3[.1]/tools/execute/proxy` and `POST /api/v2/actions/proxy`: a raw request
 /// with a user's credentials. Only with an explicit, ACTIVE account of the subject's: without
 /// one Composio would fall back to the project's default account.
-pub(super) async fn proxy_execute<B>(
+pub(super) async fn proxy_execute(
     ctx: &Ctx<'_>,
-    body: B,
+    body: RequestBody,
     api: Api,
     audit: &mut Audit,
-) -> Result<Response<ResponseBody>, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<Response<ResponseBody>, Error> {
     if !ctx.shared.policy.allow_proxy_execute {
         return Err(Error::OperationDisabled("proxy_execute"));
     }

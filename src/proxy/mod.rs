@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 
 use crate::audit::Audit;
 use crate::auth::{Authenticator, Identity};
-use crate::body::{self, Redact, ResponseBody};
+use crate::body::{self, Redact, RequestBody, ResponseBody};
 use crate::config::PolicyConfig;
 use crate::connections::Connections;
 use crate::error::Error;
@@ -174,6 +174,11 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    // One concrete body type from here on, so handlers need no generic bounds.
+    let req = req.map(|body| -> RequestBody {
+        body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
+            .boxed_unsync()
+    });
     // Composio's own webhook carries no JWT: it is signed, and verified by the audit job.
     if let Some(job) = &shared.expiry {
         if job.accepts(req.method(), req.uri().path()) {
@@ -243,11 +248,11 @@ impl Ctx<'_> {
 
     /// Reads the request body as a strict JSON object, after checking its content type and
     /// encoding. An empty body reads as `{}` when `empty_ok`.
-    pub(crate) async fn json_body<B>(&self, body: B, empty_ok: bool) -> Result<JsonObject, Error>
-    where
-        B: http_body::Body<Data = Bytes>,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
+    pub(crate) async fn json_body(
+        &self,
+        body: RequestBody,
+        empty_ok: bool,
+    ) -> Result<JsonObject, Error> {
         let headers = &self.parts.headers;
         if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
             if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {

@@ -7,7 +7,6 @@
 //! executions: by the tool's toolkit (each inner tool of the multi-execute meta tool too), or
 //! by `toolkit_slug` for proxy executions.
 
-use bytes::Bytes;
 use http::{Method, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -16,7 +15,7 @@ use serde_json::Value;
 use super::accounts::{require_owned, scoped_query};
 use super::Ctx;
 use crate::audit::Audit;
-use crate::body::{Redact, ResponseBody};
+use crate::body::{Redact, RequestBody, ResponseBody};
 use crate::connections::ToolInfo;
 use crate::error::Error;
 use crate::headers;
@@ -28,15 +27,11 @@ use crate::upstream::TimeoutClass;
 pub(super) const MULTI_EXECUTE: &str = "COMPOSIO_MULTI_EXECUTE_TOOL";
 
 /// `POST /api/{v3}/tool_router/session`: created for the subject, with the subject's accounts.
-pub(super) async fn create<B>(
+pub(super) async fn create(
     ctx: &Ctx<'_>,
-    body: B,
+    body: RequestBody,
     audit: &mut Audit,
-) -> Result<Response<ResponseBody>, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<Response<ResponseBody>, Error> {
     let query = scoped_query(ctx, None, audit)?;
     let mut obj = ctx.json_body(body, false).await?;
     let mismatch = obj.pin_identity("user_id", ctx.subject(), false)?;
@@ -90,16 +85,12 @@ async fn relay_remembering(
 
 /// Any call under `/api/{v3}/tool_router/session/{id}` (param 0): only the subject's
 /// sessions; executions gated.
-pub(super) async fn owned<B>(
+pub(super) async fn owned(
     ctx: &Ctx<'_>,
-    body: B,
+    body: RequestBody,
     call: SessionCall,
     audit: &mut Audit,
-) -> Result<Response<ResponseBody>, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<Response<ResponseBody>, Error> {
     let id = ctx.matched.param(0).ok_or(Error::Internal)?;
     let owner = ctx.shared.connections.session_owner(id).await?;
     if owner.as_deref() != Some(ctx.subject()) {
