@@ -80,6 +80,7 @@ impl Sink {
 #[derive(Debug, Default)]
 pub struct Audit {
     method: String,
+    path: Option<String>,
     route: &'static str,
     policy: &'static str,
     subject: Option<String>,
@@ -96,10 +97,12 @@ pub struct Audit {
 // === impl Audit ===
 
 impl Audit {
-    /// Starts a record. The raw path is not recorded (it may be junk); the route pattern is.
-    pub fn new(method: &Method, _path: &str) -> Self {
+    /// Starts a record. The path is recorded only when canonical (anything else is refused
+    /// as junk and may carry anything), so a refusal can still be traced to the SDK call.
+    pub fn new(method: &Method, path: &str) -> Self {
         Self {
             method: method.as_str().to_owned(),
+            path: crate::path::check(path).ok().map(str::to_owned),
             route: "-",
             policy: "none",
             decision: "refuse",
@@ -175,6 +178,7 @@ impl Audit {
             "request_id": request_id,
             "subject": self.subject,
             "method": self.method,
+            "path": self.path,
             "route": self.route,
             "policy": self.policy,
             "tool": self.tool,

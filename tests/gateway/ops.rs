@@ -434,6 +434,12 @@ async fn the_audit_trail_records_decisions_and_never_secrets() {
     assert_eq!(refused["decision"], "connection_expired");
     assert_eq!(refused["code"], 1803);
     assert_eq!(refused["toolkit"], "gmail");
+    let unauthenticated = lines
+        .iter()
+        .find(|l| l["decision"] == "token_malformed")
+        .unwrap();
+    assert_eq!(unauthenticated["path"], "/api/v3.1/tools", "refusals keep the canonical path");
+    assert_eq!(unauthenticated["subject"], serde_json::Value::Null);
     for secret in [
         tok.as_str(),
         API_KEY,
