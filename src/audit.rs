@@ -20,6 +20,9 @@ use crate::error::Error;
 /// Audit events queued before new ones are dropped (and counted) rather than block requests.
 const QUEUE: usize = 65_536;
 
+/// How long the writer lets lines gather after a write (bounds how late a line is written).
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+
 /// Where audit lines go: a bounded queue drained by a writer thread, so a slow disk never
 /// stalls a request.
 #[derive(Clone, Debug)]
@@ -36,7 +39,7 @@ impl Sink {
     /// # Errors
     /// When the file cannot be opened.
     pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
-        let mut out: Box<dyn Write + Send> = match path {
+        let out: Box<dyn Write + Send> = match path {
             Some(p) => Box::new(
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -45,6 +48,8 @@ impl Sink {
             ),
             None => Box::new(std::io::stdout()),
         };
+        // One write per batch of lines, not one per line.
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
         let (tx, rx) = mpsc::sync_channel::<String>(QUEUE);
         std::thread::Builder::new()
             .name("entitygate-audit".into())
@@ -56,6 +61,11 @@ impl Sink {
                         let _ = out.write_all(more.as_bytes());
                     }
                     let _ = out.flush();
+                    // Let the next lines gather for a moment: a sender wakes this thread only
+                    // while it waits in `recv`, so under load this turns one wake-up (a futex
+                    // call and two context switches) per request into one per batch. At rest
+                    // the first line is still written at once.
+                    std::thread::sleep(BATCH_PAUSE);
                 }
             })?;
         Ok(Self {
@@ -192,7 +202,10 @@ impl Audit {
             "upstream_status": self.upstream_status,
             "latency_ms": latency.as_micros() as f64 / 1000.0,
         });
-        sink.write(format!("{line}\n"));
+        // Serialised straight into the buffer; `format!` would go through `fmt::Write`.
+        let mut text = serde_json::to_string(&line).unwrap_or_default();
+        text.push('\n');
+        sink.write(text);
         tracing::debug!(
             target: "entitygate::audit",
             request_id,

@@ -438,7 +438,10 @@ async fn the_audit_trail_records_decisions_and_never_secrets() {
         .iter()
         .find(|l| l["decision"] == "token_malformed")
         .unwrap();
-    assert_eq!(unauthenticated["path"], "/api/v3.1/tools", "refusals keep the canonical path");
+    assert_eq!(
+        unauthenticated["path"], "/api/v3.1/tools",
+        "refusals keep the canonical path"
+    );
     assert_eq!(unauthenticated["subject"], serde_json::Value::Null);
     for secret in [
         tok.as_str(),

@@ -29,6 +29,8 @@ pub struct Harness {
     pub gateway: Option<RunningGateway>,
     pub addr: SocketAddr,
     upstream_addr: SocketAddr,
+    /// The audit file this harness's gateway writes, removed when the harness is dropped.
+    audit_file: Option<std::path::PathBuf>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
@@ -115,6 +117,7 @@ impl Harness {
     pub async fn with(sandbox: Sandbox, extra: &str) -> Self {
         let upstream = sandbox.start().await.expect("sandbox starts");
         let config = Config::from_toml(&config_toml(upstream, extra)).expect("test config parses");
+        let audit_file = config.audit.path.clone();
         let gateway = Gateway::builder(config)
             .env(env())
             .build()
@@ -130,6 +133,7 @@ impl Harness {
             gateway: Some(running),
             addr,
             upstream_addr: upstream,
+            audit_file,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -218,6 +222,14 @@ impl Harness {
             g.shutdown().await;
         }
         self.sandbox.stop();
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(path) = &self.audit_file {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
