@@ -52,6 +52,9 @@ pub enum Policy {
     Neutral,
     /// Answered by the gateway itself: the old SDK's key check, which must not see the key.
     ClientInfo,
+    /// A presigned upload URL for a tool's file input (project storage, not a user's data):
+    /// the JSON body is forwarded with any user id removed.
+    FileUpload,
 }
 
 impl Policy {
@@ -71,6 +74,7 @@ impl Policy {
             Self::OwnedSession(_) => "owned_session",
             Self::Neutral => "neutral",
             Self::ClientInfo => "client_info",
+            Self::FileUpload => "file_upload",
         }
     }
 }
@@ -174,6 +178,9 @@ pub static ROUTES: &[Route] = routes! {
     GET    "/api/{v3}/tool_router/session/{id}/tools"              => OwnedSession(SessionCall::Other);
     GET    "/api/{v3}/tool_router/session/{id}/toolkits"           => OwnedSession(SessionCall::Other);
     GET    "/api/{v3}/tool_router/session/{id}/mounts/{mount}/items" => OwnedSession(SessionCall::Other);
+
+    // --- files: the SDKs ask for a presigned URL, then upload straight to storage ---
+    POST "/api/{v3}/files/upload/request"                  => FileUpload;
 
     // --- tenant-neutral catalogue (same answer for every user) ---
     GET "/api/{v3}/tools"                                  => Neutral;

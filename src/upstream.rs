@@ -241,3 +241,43 @@ impl Upstream {
             .map_err(|_| Error::UpstreamTimeout)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn upstream(base: &str) -> Upstream {
+        let cfg = UpstreamConfig {
+            base_url: base.to_owned(),
+            ..UpstreamConfig::default()
+        };
+        let env: HashMap<String, String> = [("COMPOSIO_API_KEY".to_owned(), "k".to_owned())].into();
+        Upstream::new(&cfg, &env, build_client(&cfg).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_base_url_path_prefix_is_kept() {
+        let u = upstream("https://proxy.example.com/composio/");
+        assert_eq!(
+            u.uri("/api/v1/connectedAccounts?user_uuid=a")
+                .unwrap()
+                .to_string(),
+            "https://proxy.example.com/composio/api/v1/connectedAccounts?user_uuid=a"
+        );
+        let u = upstream("https://backend.composio.dev");
+        assert_eq!(
+            u.uri("/api/v3.1/tools").unwrap().to_string(),
+            "https://backend.composio.dev/api/v3.1/tools"
+        );
+    }
+
+    #[test]
+    fn a_missing_key_is_a_startup_error_naming_the_variable() {
+        let cfg = UpstreamConfig::default();
+        let env: HashMap<String, String> = HashMap::new();
+        let err = Upstream::new(&cfg, &env, build_client(&cfg).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("COMPOSIO_API_KEY"), "{err}");
+    }
+}

@@ -217,6 +217,7 @@ where
         Policy::ProxyExecute(api) => execute::proxy_execute(&ctx, body, api, audit).await,
         Policy::Neutral => neutral(&ctx, audit).await,
         Policy::ClientInfo => Ok(client_info(&identity)),
+        Policy::FileUpload => file_upload(&ctx, body, audit).await,
         Policy::ListAccounts(api) => accounts::list(&ctx, api, audit).await,
         Policy::OwnedAccount(api) => accounts::owned(&ctx, body, api, audit).await,
         Policy::CreateAccount(api) => accounts::create(&ctx, body, api, audit).await,
@@ -399,6 +400,31 @@ async fn neutral(ctx: &Ctx<'_>, audit: &mut Audit) -> Result<Response<ResponseBo
         .forward(query.as_deref(), None, TimeoutClass::Default, audit)
         .await?;
     toolgate::relay_listing(ctx, resp).await
+}
+
+/// `files/upload/request`: the body names the tool and the file, never a user; any user id
+/// is removed all the same, and identity query parameters are refused.
+async fn file_upload(
+    ctx: &Ctx<'_>,
+    body: RequestBody,
+    audit: &mut Audit,
+) -> Result<Response<ResponseBody>, Error> {
+    let (query, _) = rewrite::scope_query(ctx.parts.uri.query(), None, ctx.subject(), true)?;
+    let mut obj = ctx.json_body(body, false).await?;
+    let mismatch = obj.strip_identity(ctx.subject());
+    ctx.on_mismatch(mismatch, audit)?;
+    if let Some(tool) = obj.get_str("tool_slug") {
+        audit.tool(&tool);
+    }
+    let resp = ctx
+        .forward(
+            query.as_deref(),
+            Some(obj.to_vec()),
+            TimeoutClass::Default,
+            audit,
+        )
+        .await?;
+    ctx.relay(resp)
 }
 
 /// The old SDK validates its key with `client_info` before any call. Composio's answer

@@ -601,3 +601,40 @@ fn check_config_refuses_a_bad_config_with_exit_64() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn file_upload_requests_pass_without_any_user_id() {
+    let h = Harness::start().await;
+    let body = json!({"toolkit_slug": "github", "tool_slug": "GITHUB_CREATE_ISSUE", "filename": "a.txt",
+        "mimetype": "text/plain", "md5": "d41d8cd98f00b204e9800998ecf8427e", "user_id": "bob"});
+    let r = h
+        .send(
+            Method::POST,
+            "/api/v3.1/files/upload/request",
+            Some(&token("alice")),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let sent = h.upstream("/api/v3.1/files/upload/request");
+    assert_eq!(sent.len(), 1);
+    let forwarded = sent[0].json().unwrap();
+    assert!(
+        forwarded.get("user_id").is_none(),
+        "no user id upstream: {forwarded}"
+    );
+    assert_eq!(forwarded["tool_slug"], "GITHUB_CREATE_ISSUE");
+    assert_only_real_key(&sent[0]);
+    h.sandbox.clear();
+    let r = h
+        .send(
+            Method::POST,
+            "/api/v3.1/files/upload/request?user_id=bob",
+            Some(&token("alice")),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.slug(), "query_not_allowed");
+    h.assert_nothing_forwarded();
+    h.shutdown().await;
+}

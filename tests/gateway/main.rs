@@ -7,6 +7,7 @@ mod support;
 
 mod core;
 mod gating;
+mod matrix;
 mod ops;
 mod policy;
 mod surface;
