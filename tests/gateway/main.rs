@@ -5,6 +5,7 @@
 
 mod support;
 
+mod cli;
 mod core;
 mod gating;
 mod matrix;
