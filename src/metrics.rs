@@ -50,9 +50,20 @@ pub(crate) fn upstream(elapsed: Duration) {
     metrics::histogram!("entitygate_upstream_duration_seconds").record(elapsed.as_secs_f64());
 }
 
-/// Requests in progress.
-pub(crate) fn in_flight(delta: f64) {
-    metrics::gauge!("entitygate_in_flight_requests").increment(delta);
+/// Counts a request as in progress until dropped, even if its future is dropped mid-way.
+pub(crate) struct InFlight;
+
+impl InFlight {
+    pub(crate) fn start() -> Self {
+        metrics::gauge!("entitygate_in_flight_requests").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("entitygate_in_flight_requests").decrement(1.0);
+    }
 }
 
 /// A JWKS fetch ended.

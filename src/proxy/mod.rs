@@ -120,9 +120,14 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let started = Instant::now();
     let request_id = headers::request_id(req.headers());
-    let mut audit = Audit::new(req.method(), req.uri().path());
+    let mut record = Record {
+        audit: Audit::new(req.method(), req.uri().path()),
+        sink: &shared.audit,
+        request_id: request_id.clone(),
+        started: Instant::now(),
+        status: None,
+    };
     // A refusal may be answered before the request body was read (shape, token, route).
     // hyper then closes the connection after the answer, which a keep-alive HTTP/1 client
     // (urllib3 in composio-core 0.7, which sends the body after the headers) only discovers
@@ -134,19 +139,20 @@ where
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() != b"0"));
-    crate::metrics::in_flight(1.0);
-    let result = match shared.in_flight.clone().try_acquire_owned() {
-        Ok(_permit) => process(shared, req, &request_id, &mut audit).await,
-        Err(_) => Err(Error::Overloaded),
+    let result = {
+        let _in_flight = crate::metrics::InFlight::start();
+        match shared.in_flight.clone().try_acquire_owned() {
+            Ok(_permit) => process(shared, req, &request_id, &mut record.audit).await,
+            Err(_) => Err(Error::Overloaded),
+        }
     };
-    crate::metrics::in_flight(-1.0);
     let mut resp = match result {
         Ok(resp) => {
-            audit.allow();
+            record.audit.allow();
             resp
         }
         Err(e) => {
-            audit.refuse(&e);
+            record.audit.refuse(&e);
             let rid = request_id.to_str().unwrap_or_default();
             let mut resp = e
                 .to_response(rid)
@@ -158,10 +164,30 @@ where
             resp
         }
     };
-    resp.headers_mut()
-        .insert("x-request-id", request_id.clone());
-    audit.finish(&shared.audit, &request_id, resp.status(), started.elapsed());
+    resp.headers_mut().insert("x-request-id", request_id);
+    record.status = Some(resp.status());
     resp
+}
+
+/// The audit record of a request in progress. It is written when dropped, so a request whose
+/// client went away mid-way (the future is dropped, perhaps after Composio already ran the
+/// tool) is still audited, as `abandoned` with status 499.
+struct Record<'a> {
+    audit: Audit,
+    sink: &'a crate::audit::Sink,
+    request_id: HeaderValue,
+    started: Instant,
+    status: Option<StatusCode>,
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        let status = self
+            .status
+            .unwrap_or_else(|| StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST));
+        self.audit
+            .finish(self.sink, &self.request_id, status, self.started.elapsed());
+    }
 }
 
 async fn process<B>(

@@ -454,3 +454,42 @@ async fn the_audit_trail_records_decisions_and_never_secrets() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_whose_client_leaves_is_still_audited() {
+    let path = std::env::temp_dir().join(format!("eg-audit-{}.jsonl", uuid_like()));
+    let h =
+        Harness::with_config(&format!("[audit]\npath = {:?}", path.display().to_string())).await;
+    h.sandbox.set_fault(Fault::Delay(Duration::from_secs(2)));
+    // HTTP/2: dropping the request future resets the stream, and the gateway drops its work.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = Request::post(h.url("/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE"))
+        .header("x-api-key", token("alice"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "leaves-early")
+        .body(Full::new(Bytes::from_static(b"{\"arguments\":{}}")))
+        .unwrap();
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), client.request(req)).await;
+    assert!(gave_up.is_err(), "the client gave up first");
+    let mut line = None;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        line = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|l| l["request_id"] == "leaves-early");
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let line = line.expect("the abandoned request was audited");
+    assert_eq!(line["decision"], "abandoned");
+    assert_eq!(line["status"], 499);
+    assert_eq!(line["subject"], "alice");
+    assert_eq!(line["tool"], "GITHUB_CREATE_ISSUE");
+    h.sandbox.set_fault(Fault::None);
+    h.shutdown().await;
+}
