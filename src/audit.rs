@@ -115,7 +115,8 @@ impl Audit {
             path: crate::path::check(path).ok().map(str::to_owned),
             route: "-",
             policy: "none",
-            decision: "refuse",
+            // Until the request ends with a decision: a client that leaves first leaves this.
+            decision: "abandoned",
             ..Self::default()
         }
     }

@@ -118,7 +118,11 @@ impl Harness {
         let upstream = sandbox.start().await.expect("sandbox starts");
         let config = Config::from_toml(&config_toml(upstream, extra)).expect("test config parses");
         // Only the file the harness chose itself; a test that configures its own reads it later.
-        let audit_file = config.audit.path.clone().filter(|_| !extra.contains("[audit]"));
+        let audit_file = config
+            .audit
+            .path
+            .clone()
+            .filter(|_| !extra.contains("[audit]"));
         let gateway = Gateway::builder(config)
             .env(env())
             .build()
