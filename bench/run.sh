@@ -1,0 +1,433 @@
+#!/usr/bin/env bash
+# entitygate against the proxies people would use instead (issue 8). One command:
+#
+#   bench/run.sh            # the full run (about 8 minutes), results in target/bench/<time>/
+#   bench/run.sh --smoke    # tiny numbers, about a minute: checks that everything works
+#
+# Options: --no-install (do not apt-get nginx/haproxy/wrk), --no-build (use built binaries),
+# --out DIR. Environment: EG_BIN=/path/to/entitygate benchmarks that binary instead of the
+# freshly built one (before/after comparisons).
+#
+# What runs, all on 127.0.0.1: bench_upstream (examples/bench_upstream.rs, a fast stand-in for
+# Composio), and in turn each proxy in front of it: nginx (plain proxy_pass, keep-alive
+# upstream), HAProxy 2.6 (jwt_verify + forward), entitygate (every check on). The load
+# generator is wrk with bench/wrk.lua. On a machine with 2+ cores the proxy is pinned to CPU 0
+# and wrk and the upstream to CPU 1 (`taskset`). Everything this script starts is stopped by
+# PID when it ends, also on error or Ctrl-C.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH="$ROOT/bench"
+MODE=full
+INSTALL=1
+BUILD=1
+OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) MODE=smoke ;;
+    --no-install) INSTALL=0 ;;
+    --no-build) BUILD=0 ;;
+    --out) OUT="$2"; shift ;;
+    *) echo "usage: bench/run.sh [--smoke] [--no-install] [--no-build] [--out DIR]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$MODE" = full ]; then
+  SAT_SECS=10      # saturation run
+  RATE_SECS=10     # fixed-rate latency run
+  WARM_SECS=2      # warm-up before each measured run
+  CONNS=50         # connections at saturation
+  RATE=5000        # the moderate rate, requests/s
+  USERS=10000      # distinct users
+  COLD_USERS=200000 # tokens for the cold runs (each used once)
+  BODY_SECS=5
+  IDLE=10000
+  BURST=1000
+else
+  SAT_SECS=1; RATE_SECS=1; WARM_SECS=1; CONNS=8; RATE=200; USERS=100; COLD_USERS=5000
+  BODY_SECS=1; IDLE=200; BURST=50
+fi
+DELAY_MS=10                              # mean pause per connection in the rate runs
+RATE_CONNS=$(( RATE * DELAY_MS / 1000 )) # connections that, pausing DELAY_MS, give RATE
+[ "$RATE_CONNS" -ge 1 ] || RATE_CONNS=1
+
+UP_PORT=18001; UP2_PORT=18002; EG_PORT=18080; NGINX_PORT=18081; HAPROXY_PORT=18082
+SECRET="bench-only-hs256-secret-0123456789abcdef"   # TEST-ONLY
+ISSUER="https://idp.bench/"
+AUDIENCE="entitygate"
+TOOL_PATH="/api/v3.1/tools/execute/GITHUB_CREATE_AN_ISSUE"
+
+OUT=${OUT:-"$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)-$MODE"}
+mkdir -p "$OUT/bin" "$OUT/tmp"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+LOG="$OUT/run.log"
+
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
+
+# --- processes: every PID started here is stopped at exit -----------------------------------
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+forget() { # forget PID: it has ended
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+stop() { # stop PID: stop one process we started, wait for it, forget it
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  forget "$pid"
+}
+
+wait_port() { # wait_port PORT: until something listens
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "nothing listens on $1"; return 1
+}
+
+port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    log "port $1 is in use: stop whatever listens there first"; exit 1
+  fi
+}
+
+# --- set-up ---------------------------------------------------------------------------------
+NCPU=$(nproc)
+if [ "$NCPU" -ge 2 ]; then
+  PIN_PROXY="taskset -c 0"; PIN_LOAD="taskset -c 1"; PIN_UP="taskset -c 1"
+  PINNING="proxy on CPU 0; wrk and the upstream share CPU 1 (taskset)"
+else
+  PIN_PROXY=""; PIN_LOAD=""; PIN_UP=""
+  PINNING="not pinned: one CPU"
+fi
+
+if [ "$INSTALL" = 1 ]; then
+  missing=""
+  command -v nginx >/dev/null || missing="$missing nginx"
+  command -v haproxy >/dev/null || missing="$missing haproxy"
+  command -v wrk >/dev/null || missing="$missing wrk"
+  if [ -n "$missing" ]; then
+    log "installing$missing (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >>"$LOG" 2>&1
+  fi
+fi
+for c in nginx haproxy wrk taskset python3; do
+  command -v "$c" >/dev/null || { log "missing: $c"; exit 1; }
+done
+
+if [ "$BUILD" = 1 ]; then
+  log "building (release)"
+  (cd "$ROOT" && cargo build --release --locked --bin entitygate --example bench_upstream) >>"$LOG" 2>&1
+fi
+# Copies: a rebuild during the run must not change what is measured.
+cp "${EG_BIN:-$ROOT/target/release/entitygate}" "$OUT/bin/entitygate"
+cp "$ROOT/target/release/examples/bench_upstream" "$OUT/bin/bench_upstream"
+EG="$OUT/bin/entitygate"
+UP="$OUT/bin/bench_upstream"
+
+for p in $UP_PORT $UP2_PORT $EG_PORT $NGINX_PORT $HAPROXY_PORT; do port_free "$p"; done
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+CLK_TCK=$(getconf CLK_TCK)
+
+# Tokens (TEST-ONLY keys) and bodies.
+export BENCH_SECRET="$SECRET"
+mint() { # mint ALG PREFIX COUNT FILE
+  local key=(--secret-env BENCH_SECRET)
+  [ "$1" = RS256 ] && key=(--key-file "$ROOT/certs/dev/jwt-rsa.key")
+  "$UP" mint --alg "$1" "${key[@]}" --issuer "$ISSUER" --audience "$AUDIENCE" \
+    --prefix "$2" --count "$3" --out "$4"
+}
+log "minting tokens"
+mint HS256 alice 1 "$OUT/tok-hs.txt"
+mint RS256 alice 1 "$OUT/tok-rs.txt"
+mint HS256 warmup 1 "$OUT/tok-warmup.txt"
+mint HS256 user "$USERS" "$OUT/tok-users.txt"
+mint HS256 cold "$COLD_USERS" "$OUT/tok-cold.txt"
+mint HS256 burst 1 "$OUT/tok-burst.txt"
+
+# A typical v3 execute body without a user id (the gateway parses it, removes every spelling
+# of a user id and sets the subject's); the "forged" variant names another user, which the
+# gateway also logs as a warning.
+body_json() { # body_json PAD_BYTES [forged]
+  python3 - "$1" "${2:-}" <<'EOF'
+import json, sys
+pad = int(sys.argv[1])
+args = {"owner": "acme", "repo": "app", "title": "Bug: login fails",
+        "body": "Steps to reproduce: open the app, click login, nothing happens.",
+        "labels": ["bug", "p1"]}
+doc = {"version": "20250909_00", "arguments": args}
+if sys.argv[2] == "forged":
+    doc = {"user_id": "mallory", **doc}
+base = len(json.dumps(doc, separators=(",", ":")))
+if pad > base:
+    args["body"] += "x" * (pad - base)
+sys.stdout.write(json.dumps(doc, separators=(",", ":")))
+EOF
+}
+body_json 0 > "$OUT/body-small.json"
+body_json 0 forged > "$OUT/body-forged.json"
+body_json 1024 > "$OUT/body-1k.json"
+body_json 262144 > "$OUT/body-256k.json"
+
+# --- the processes under test ---------------------------------------------------------------
+start_upstream() { # start_upstream PORT [extra args]: sets UP_PID
+  local port=$1; shift
+  $PIN_UP "$UP" serve --listen "127.0.0.1:$port" "$@" >>"$OUT/upstream-$port.log" 2>&1 &
+  UP_PID=$!; PIDS+=("$UP_PID")
+  wait_port "$port"
+}
+
+render() { # render TEMPLATE OUTFILE key=value...
+  local tmpl=$1 out=$2; shift 2
+  local s; s=$(cat "$tmpl")
+  local kv
+  for kv in "$@"; do s=${s//"@${kv%%=*}@"/${kv#*=}}; done
+  printf '%s\n' "$s" > "$out"
+}
+
+start_entitygate() { # start_entitygate NAME ALG TOKEN_CACHE [UPSTREAM_PORT]: sets PROXY_PID
+  local name=$1 alg=$2 cache=$3 upport=${4:-$UP_PORT} keyline
+  if [ "$alg" = HS256 ]; then keyline='secret_env = "ENTITYGATE_JWT_SECRET"'
+  else keyline="public_key_file = \"$ROOT/certs/dev/jwt-rsa.pub\""; fi
+  rm -f "$OUT/tmp/entitygate-audit.jsonl"
+  render "$BENCH/entitygate.toml" "$OUT/entitygate-$name.toml" PORT=$EG_PORT \
+    UPSTREAM_PORT="$upport" TOKEN_CACHE="$cache" ALG="$alg" KEY_LINE="$keyline" WORK="$OUT/tmp"
+  COMPOSIO_API_KEY=sk_bench_only ENTITYGATE_JWT_SECRET="$SECRET" RUST_LOG=warn \
+    $PIN_PROXY "$EG" serve --config "$OUT/entitygate-$name.toml" >>"$OUT/entitygate.log" 2>&1 &
+  PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$EG_PORT
+  wait_port $EG_PORT
+}
+
+start_nginx() {
+  mkdir -p "$OUT/tmp/nginx-tmp"
+  render "$BENCH/nginx.conf" "$OUT/nginx.conf" PORT=$NGINX_PORT UPSTREAM_PORT=$UP_PORT WORK="$OUT/tmp"
+  $PIN_PROXY nginx -c "$OUT/nginx.conf" -e "$OUT/tmp/nginx-error.log" >>"$OUT/nginx.log" 2>&1 &
+  PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$NGINX_PORT
+  wait_port $NGINX_PORT
+}
+
+start_haproxy() { # start_haproxy ALG
+  local key=$SECRET
+  [ "$1" = RS256 ] && key="$ROOT/certs/dev/jwt-rsa.pub"
+  render "$BENCH/haproxy.cfg" "$OUT/haproxy-$1.cfg" PORT=$HAPROXY_PORT UPSTREAM_PORT=$UP_PORT \
+    ALG="$1" HAPROXY_KEY="$key"
+  $PIN_PROXY haproxy -db -f "$OUT/haproxy-$1.cfg" >>"$OUT/haproxy.log" 2>&1 &
+  PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$HAPROXY_PORT
+  wait_port $HAPROXY_PORT
+}
+
+# --- measurements ---------------------------------------------------------------------------
+family() { # family PID: the PID and its children (nginx workers)
+  echo "$1"; ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true
+}
+cpu_ticks() { # utime + stime of the process family, in clock ticks
+  local t=0 p
+  for p in $(family "$1"); do
+    [ -r "/proc/$p/stat" ] || continue
+    t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+  done
+  echo "$t"
+}
+mem_kb() { # mem_kb PID FIELD (VmHWM or VmRSS), summed over the family
+  local t=0 p v
+  for p in $(family "$1"); do
+    v=$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    t=$(( t + ${v:-0} ))
+  done
+  echo "$t"
+}
+up_stat() { # up_stat PORT FIELD
+  python3 -c 'import json,sys,urllib.request; print(json.load(urllib.request.urlopen("http://127.0.0.1:%s/__stats" % sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+
+wrk_run() { # wrk_run PORT TOKENS BODY SECS CONNS [DELAY_MS] [ONCE]: prints the result line
+  local tmp="$OUT/tmp/wrk-out.jsonl"
+  rm -f "$tmp"
+  BENCH_PATH="$TOOL_PATH" BENCH_TOKENS="$2" BENCH_BODY="$3" BENCH_DELAY_MS="${6:-0}" \
+    BENCH_ONCE="${7:-0}" BENCH_OUT="$tmp" \
+    $PIN_LOAD wrk -t1 -c"$5" -d"${4}s" --timeout 10s -s "$BENCH/wrk.lua" \
+    "http://127.0.0.1:$1" >>"$LOG" 2>&1
+  cat "$tmp"
+}
+
+record() { # record JSON: one line of results
+  echo "$1" >> "$RESULTS"
+}
+
+# measure CASE TOKENS BODY [nowarm]: warm-up, saturation (rps, CPU), fixed rate (latency), RSS
+measure() {
+  local case=$1 tokens=$2 body=$3 warm=${4:-warm}
+  if [ "$warm" = warm ]; then
+    wrk_run "$PROXY_PORT" "$tokens" "$body" "$WARM_SECS" "$CONNS" >/dev/null
+  fi
+  local lookups0=0; lookups0=$(up_stat $UP_PORT status_lookups)
+  local c0 c1 sat rate
+  c0=$(cpu_ticks "$PROXY_PID")
+  sat=$(wrk_run "$PROXY_PORT" "$tokens" "$body" "$SAT_SECS" "$CONNS")
+  c1=$(cpu_ticks "$PROXY_PID")
+  local lookups1; lookups1=$(up_stat $UP_PORT status_lookups)
+  rate=$(wrk_run "$PROXY_PORT" "$tokens" "$body" "$RATE_SECS" "$RATE_CONNS" "$DELAY_MS")
+  local hwm; hwm=$(mem_kb "$PROXY_PID" VmHWM)
+  record "{\"case\":\"$case\",\"sat\":$sat,\"rate\":$rate,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$hwm,\"sat_secs\":$SAT_SECS,\"status_lookups\":$((lookups1 - lookups0))}"
+  log "$case: $(echo "$sat" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f req/s, errors %d" % (d["rps"], d["err_status"]+d["err_connect"]+d["err_read"]+d["err_timeout"]))')"
+}
+
+# --- 1-4: the same small tool execution through each ----------------------------------------
+log "machine: $NCPU CPUs; $PINNING; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+start_upstream $UP_PORT
+
+# 1. direct: the floor
+PROXY_PID=$UP_PID; PROXY_PORT=$UP_PORT
+measure direct "$OUT/tok-hs.txt" "$OUT/body-small.json"
+
+# 2. nginx, HAProxy
+start_nginx
+measure nginx "$OUT/tok-hs.txt" "$OUT/body-small.json"
+stop "$PROXY_PID"
+for alg in HS256 RS256; do
+  start_haproxy $alg
+  tok="$OUT/tok-hs.txt"; [ $alg = RS256 ] && tok="$OUT/tok-rs.txt"
+  measure "haproxy-$alg" "$tok" "$OUT/body-small.json"
+  stop "$PROXY_PID"
+done
+start_haproxy HS256
+measure "haproxy-HS256-${USERS}users" "$OUT/tok-users.txt" "$OUT/body-small.json"
+stop "$PROXY_PID"
+
+# 3. entitygate, every check on, warm caches; with the token cache off, every request pays
+# the signature check as HAProxy does.
+for alg in HS256 RS256; do
+  tok="$OUT/tok-hs.txt"; [ $alg = RS256 ] && tok="$OUT/tok-rs.txt"
+  start_entitygate "$alg" "$alg" 100000
+  measure "entitygate-$alg" "$tok" "$OUT/body-small.json"
+  if [ $alg = HS256 ]; then
+    measure "entitygate-$alg-forged-user-id" "$tok" "$OUT/body-forged.json"
+  fi
+  stop "$PROXY_PID"
+  start_entitygate "$alg-nocache" "$alg" 0
+  measure "entitygate-$alg-no-token-cache" "$tok" "$OUT/body-small.json"
+  stop "$PROXY_PID"
+done
+
+# 4. cold connection cache: every request is a new user (a new token, one status lookup);
+# a fresh gateway for the saturation run and another for the rate run.
+start_entitygate cold HS256 100000
+wrk_run $EG_PORT "$OUT/tok-warmup.txt" "$OUT/body-small.json" 1 1 >/dev/null  # tool -> toolkit
+l0=$(up_stat $UP_PORT status_lookups)
+c0=$(cpu_ticks "$PROXY_PID")
+sat=$(wrk_run $EG_PORT "$OUT/tok-cold.txt" "$OUT/body-small.json" "$SAT_SECS" "$CONNS" 0 1)
+c1=$(cpu_ticks "$PROXY_PID")
+l1=$(up_stat $UP_PORT status_lookups)
+stop "$PROXY_PID"
+start_entitygate cold HS256 100000
+wrk_run $EG_PORT "$OUT/tok-warmup.txt" "$OUT/body-small.json" 1 1 >/dev/null
+l2=$(up_stat $UP_PORT status_lookups)
+rate=$(wrk_run $EG_PORT "$OUT/tok-cold.txt" "$OUT/body-small.json" "$RATE_SECS" "$RATE_CONNS" "$DELAY_MS" 1)
+l3=$(up_stat $UP_PORT status_lookups)
+hwm=$(mem_kb "$PROXY_PID" VmHWM)
+stop "$PROXY_PID"
+record "{\"case\":\"entitygate-HS256-cold\",\"sat\":$sat,\"rate\":$rate,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$hwm,\"sat_secs\":$SAT_SECS,\"status_lookups\":$((l1 - l0)),\"rate_status_lookups\":$((l3 - l2))}"
+log "entitygate cold: $((l1 - l0)) + $((l3 - l2)) status lookups"
+
+# 10,000 distinct users, warm: one pass over them first (one lookup each), then measure.
+start_entitygate users HS256 100000
+l0=$(up_stat $UP_PORT status_lookups)
+wrk_run $EG_PORT "$OUT/tok-users.txt" "$OUT/body-small.json" "$SAT_SECS" "$CONNS" 0 1 >/dev/null
+log "warm-up pass over $USERS users: $(( $(up_stat $UP_PORT status_lookups) - l0 )) status lookups"
+measure "entitygate-HS256-${USERS}users" "$OUT/tok-users.txt" "$OUT/body-small.json" nowarm
+stop "$PROXY_PID"
+
+# --- bodies: 1 KiB and 256 KiB ----------------------------------------------------------------
+body_case() { # body_case NAME TOKENS
+  local size c0 c1 sat
+  for size in 1k 256k; do
+    wrk_run "$PROXY_PORT" "$2" "$OUT/body-$size.json" "$WARM_SECS" "$CONNS" >/dev/null
+    c0=$(cpu_ticks "$PROXY_PID")
+    sat=$(wrk_run "$PROXY_PORT" "$2" "$OUT/body-$size.json" "$BODY_SECS" "$CONNS")
+    c1=$(cpu_ticks "$PROXY_PID")
+    record "{\"case\":\"$1\",\"body\":\"$size\",\"body_bytes\":$(stat -c %s "$OUT/body-$size.json"),\"sat\":$sat,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$(mem_kb "$PROXY_PID" VmHWM)}"
+  done
+  log "bodies through $1 done"
+}
+PROXY_PID=$UP_PID; PROXY_PORT=$UP_PORT
+body_case direct "$OUT/tok-hs.txt"
+start_nginx; body_case nginx "$OUT/tok-hs.txt"; stop "$PROXY_PID"
+start_haproxy HS256; body_case haproxy-HS256 "$OUT/tok-hs.txt"; stop "$PROXY_PID"
+start_entitygate body HS256 100000; body_case entitygate-HS256 "$OUT/tok-hs.txt"; stop "$PROXY_PID"
+
+# --- idle keep-alive connections --------------------------------------------------------------
+idle_case() { # idle_case NAME COUNT
+  local ready="$OUT/tmp/idle-ready.json" rss0 rss hwm report cpid
+  rm -f "$ready"
+  rss0=$(mem_kb "$PROXY_PID" VmRSS)
+  $PIN_LOAD python3 "$BENCH/conns.py" idle --port "$PROXY_PORT" --count "$2" \
+    --token-file "$OUT/tok-hs.txt" --body-file "$OUT/body-small.json" --hold 3 \
+    --ready-file "$ready" > "$OUT/tmp/idle-report.json" 2>>"$LOG" &
+  cpid=$!; PIDS+=("$cpid")
+  for _ in $(seq 1 600); do [ -s "$ready" ] && break; sleep 0.1; done
+  sleep 1
+  rss=$(mem_kb "$PROXY_PID" VmRSS)
+  hwm=$(mem_kb "$PROXY_PID" VmHWM)
+  wait "$cpid" || true
+  forget "$cpid"
+  report=$(cat "$OUT/tmp/idle-report.json" 2>/dev/null || echo '{}')
+  [ -n "$report" ] || report='{}'
+  record "{\"case\":\"$1\",\"idle\":$2,\"rss_before_kb\":$rss0,\"rss_idle_kb\":$rss,\"hwm_kb\":$hwm,\"client\":$report}"
+  log "idle $2 connections to $1: RSS $rss0 kB -> $rss kB; $report"
+}
+start_entitygate idle HS256 100000; idle_case entitygate-HS256 "$IDLE"; stop "$PROXY_PID"
+start_nginx; idle_case nginx "$IDLE"; stop "$PROXY_PID"
+# HAProxy's ceiling here is maxconn 9990 (see bench/haproxy.cfg).
+HAP_IDLE=$IDLE; [ "$HAP_IDLE" -gt 9900 ] && HAP_IDLE=9900
+start_haproxy HS256; idle_case haproxy-HS256 "$HAP_IDLE"; stop "$PROXY_PID"
+
+# --- a burst for one cold user: one status lookup ---------------------------------------------
+# A second upstream that takes 50 ms per status lookup, as a real one might, so the burst
+# really arrives while the lookup is in flight.
+start_upstream $UP2_PORT --lookup-delay-ms 50
+start_entitygate burst HS256 100000 $UP2_PORT
+burst=$($PIN_LOAD python3 "$BENCH/conns.py" burst --port $EG_PORT --count "$BURST" \
+  --token-file "$OUT/tok-burst.txt" --body-file "$OUT/body-small.json" 2>>"$LOG" || echo '{}')
+record "{\"case\":\"burst\",\"burst\":$BURST,\"client\":${burst:-{\}},\"status_lookups\":$(up_stat $UP2_PORT status_lookups),\"tool_lookups\":$(up_stat $UP2_PORT tool_lookups),\"executes\":$(up_stat $UP2_PORT executes)}"
+log "burst of $BURST for one cold user: $(up_stat $UP2_PORT status_lookups) status lookup(s); $burst"
+stop "$PROXY_PID"
+
+cleanup
+# The access log, the audit trail and the cold tokens are large and say nothing more.
+rm -f "$OUT/tmp/nginx-access.log" "$OUT/tmp/entitygate-audit.jsonl" "$OUT/tok-cold.txt"
+# --- report ---------------------------------------------------------------------------------
+{
+  echo "machine: $NCPU CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+  echo "pinning: $PINNING"
+  echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(rustc --version)"
+  echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "mode: $MODE; saturation ${SAT_SECS}s at $CONNS connections; rate $RATE req/s ($RATE_CONNS connections, random 0-$((2 * DELAY_MS)) ms pauses) for ${RATE_SECS}s"
+  echo
+  python3 "$BENCH/report.py" "$RESULTS"
+} > "$OUT/report.md"
+cat "$OUT/report.md"
+log "results: $OUT/report.md (raw: $RESULTS)"

@@ -1,0 +1,256 @@
+//! A minimal, fast stand-in for Composio, for `bench/run.sh` (BENCHMARKS.md). Not a test
+//! double: it answers only what a tool execution through the gateway needs, as fast as it can.
+//!
+//! ```sh
+//! cargo run --release --example bench_upstream -- serve --listen 127.0.0.1:18001
+//! cargo run --release --example bench_upstream -- mint --alg HS256 --secret-env SECRET \
+//!     --issuer https://idp.bench/ --audience entitygate --prefix u --count 10000 --out tokens.txt
+//! ```
+//!
+//! `serve` answers, over plain HTTP/1.1 with keep-alive, on loopback:
+//! - `POST .../tools/execute/{slug}` (any prefix): reads the body, answers like Composio's
+//!   execute endpoint;
+//! - `GET /api/v3.1/tools/{slug}`: the tool's toolkit (always GitHub);
+//! - `GET /api/v3.1/connected_accounts?user_ids=U&...`: one ACTIVE GitHub account `ca_U`,
+//!   after `--lookup-delay-ms` (to make a burst overlap one lookup, as against the real one);
+//! - `GET /__stats`: how many of each it answered (JSON), `POST /__reset` sets them to 0.
+//!
+//! `mint` writes one token per line for users `{prefix}0 .. {prefix}{count-1}` (HS256 with the
+//! secret from an environment variable, or RS256/ES256 with a PEM private key file).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+struct Stats {
+    executes: AtomicU64,
+    tool_lookups: AtomicU64,
+    status_lookups: AtomicU64,
+    other: AtomicU64,
+    body_bytes: AtomicU64,
+}
+
+struct Upstream {
+    stats: Stats,
+    lookup_delay: Duration,
+}
+
+const EXECUTE_ANSWER: &[u8] = br#"{"data":{"id":1347,"number":42,"state":"open","title":"Bug: login fails","html_url":"https://github.com/acme/app/issues/42"},"error":null,"successful":true,"log_id":"log_bench_0001"}"#;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("serve") => serve(&args),
+        Some("mint") => mint(&args),
+        _ => {
+            eprintln!("usage: bench_upstream serve --listen ADDR [--threads N] [--lookup-delay-ms MS]\n       bench_upstream mint --alg HS256|RS256|ES256 (--secret-env VAR | --key-file PEM) --issuer ISS --audience AUD --prefix P --count N [--ttl-secs S] --out FILE");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let listen: SocketAddr = arg(args, "--listen")
+        .unwrap_or_else(|| "127.0.0.1:18001".into())
+        .parse()?;
+    if !listen.ip().is_loopback() {
+        return Err("bench_upstream listens on loopback only".into());
+    }
+    let threads: usize = arg(args, "--threads").map_or(Ok(1), |t| t.parse())?;
+    let delay: u64 = arg(args, "--lookup-delay-ms").map_or(Ok(0), |t| t.parse())?;
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    let up = Arc::new(Upstream {
+        stats: Stats::default(),
+        lookup_delay: Duration::from_millis(delay),
+    });
+    rt.block_on(async move {
+        let listener = TcpListener::bind(listen).await?;
+        eprintln!("bench_upstream listening on {}", listener.local_addr()?);
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // EMFILE and friends: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let up = up.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let up = up.clone();
+                    async move { Ok::<_, Infallible>(up.handle(req).await) }
+                });
+                let _ = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
+
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The value of `name` in a query string (no percent-decoding beyond what the bench needs:
+/// user ids are plain).
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+impl Upstream {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        let s = &self.stats;
+        if req.method() == Method::POST && path.contains("/tools/execute/") {
+            let n = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes().len(),
+                Err(_) => return json(StatusCode::BAD_REQUEST, "{}"),
+            };
+            s.executes.fetch_add(1, Ordering::Relaxed);
+            s.body_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            return json(StatusCode::OK, EXECUTE_ANSWER);
+        }
+        if req.method() == Method::GET {
+            if path == "/api/v3.1/connected_accounts" || path == "/api/v3/connected_accounts" {
+                s.status_lookups.fetch_add(1, Ordering::Relaxed);
+                let user = query_param(req.uri().query().unwrap_or(""), "user_ids")
+                    .unwrap_or("")
+                    .to_owned();
+                if !self.lookup_delay.is_zero() {
+                    tokio::time::sleep(self.lookup_delay).await;
+                }
+                let body = serde_json::json!({
+                    "items": [{
+                        "id": format!("ca_{user}"),
+                        "status": "ACTIVE",
+                        "is_disabled": false,
+                        "toolkit": {"slug": "github"},
+                    }],
+                    "next_cursor": null,
+                });
+                return json(StatusCode::OK, body.to_string());
+            }
+            if let Some(slug) = path
+                .strip_prefix("/api/v3.1/tools/")
+                .or_else(|| path.strip_prefix("/api/v3/tools/"))
+            {
+                s.tool_lookups.fetch_add(1, Ordering::Relaxed);
+                let body = serde_json::json!({
+                    "slug": slug,
+                    "toolkit": {"slug": "github", "name": "GitHub"},
+                    "no_auth": false,
+                });
+                return json(StatusCode::OK, body.to_string());
+            }
+            if path == "/__stats" {
+                let body = serde_json::json!({
+                    "executes": s.executes.load(Ordering::Relaxed),
+                    "tool_lookups": s.tool_lookups.load(Ordering::Relaxed),
+                    "status_lookups": s.status_lookups.load(Ordering::Relaxed),
+                    "other": s.other.load(Ordering::Relaxed),
+                    "body_bytes": s.body_bytes.load(Ordering::Relaxed),
+                });
+                return json(StatusCode::OK, body.to_string());
+            }
+        }
+        if req.method() == Method::POST && path == "/__reset" {
+            for c in [
+                &s.executes,
+                &s.tool_lookups,
+                &s.status_lookups,
+                &s.other,
+                &s.body_bytes,
+            ] {
+                c.store(0, Ordering::Relaxed);
+            }
+            return json(StatusCode::OK, "{}");
+        }
+        s.other.fetch_add(1, Ordering::Relaxed);
+        json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":{"message":"not found (bench_upstream)"}}"#,
+        )
+    }
+}
+
+fn mint(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use std::io::Write;
+
+    let need = |name: &str| arg(args, name).ok_or_else(|| format!("missing {name}"));
+    let alg = need("--alg")?;
+    let issuer = need("--issuer")?;
+    let audience = need("--audience")?;
+    let prefix = need("--prefix")?;
+    let count: usize = need("--count")?.parse()?;
+    let ttl: u64 = arg(args, "--ttl-secs").map_or(Ok(3600), |t| t.parse())?;
+    let out = need("--out")?;
+    let (algorithm, key) = match alg.as_str() {
+        "HS256" => {
+            let var = need("--secret-env")?;
+            let secret = std::env::var(&var).map_err(|_| format!("{var} is not set"))?;
+            (
+                Algorithm::HS256,
+                EncodingKey::from_secret(secret.as_bytes()),
+            )
+        }
+        "RS256" => {
+            let pem = std::fs::read(need("--key-file")?)?;
+            (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem)?)
+        }
+        "ES256" => {
+            let pem = std::fs::read(need("--key-file")?)?;
+            (Algorithm::ES256, EncodingKey::from_ec_pem(&pem)?)
+        }
+        other => return Err(format!("unsupported --alg {other}").into()),
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let header = Header::new(algorithm);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
+    for i in 0..count {
+        let claims = serde_json::json!({
+            "sub": format!("{prefix}{i}"), "iss": issuer, "aud": audience,
+            "iat": now, "exp": now + ttl,
+        });
+        writeln!(w, "{}", jsonwebtoken::encode(&header, &claims, &key)?)?;
+    }
+    w.flush()?;
+    Ok(())
+}
