@@ -39,10 +39,33 @@ pub(crate) fn request(
     elapsed: Duration,
 ) {
     metrics::counter!("entitygate_requests_total",
-        "policy" => policy, "decision" => decision, "status" => status.to_string())
+        "policy" => policy, "decision" => decision, "status" => status_label(status))
     .increment(1);
     metrics::histogram!("entitygate_request_duration_seconds", "policy" => policy)
         .record(elapsed.as_secs_f64());
+}
+
+/// The statuses the gateway answers with, as static labels (no allocation per request).
+fn status_label(status: u16) -> metrics::SharedString {
+    let s: &'static str = match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        499 => "499",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return metrics::SharedString::from(other.to_string()),
+    };
+    metrics::SharedString::const_str(s)
 }
 
 /// One upstream exchange finished (until the response head).
