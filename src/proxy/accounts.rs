@@ -142,15 +142,8 @@ pub(super) async fn trigger_upsert(
     let mismatch = obj.pin_identity("user_id", ctx.subject(), false)?;
     ctx.on_mismatch(mismatch, audit)?;
     require_owned(ctx, &obj.account_ids()?, audit).await?;
-    let resp = ctx
-        .forward(
-            query.as_deref(),
-            Some(obj.to_vec()),
-            TimeoutClass::Default,
-            audit,
-        )
-        .await?;
-    ctx.relay(resp)
+    ctx.pass(query.as_deref(), &obj, TimeoutClass::Default, audit)
+        .await
 }
 
 /// `GET /api/{v3}/trigger_instances/active`: user filter forced, account filters owned.
@@ -262,15 +255,8 @@ pub(super) async fn mcp_generate(
         }
     }
     require_owned(ctx, &ids, audit).await?;
-    let resp = ctx
-        .forward(
-            query.as_deref(),
-            Some(obj.to_vec()),
-            TimeoutClass::Default,
-            audit,
-        )
-        .await?;
-    ctx.relay(resp)
+    ctx.pass(query.as_deref(), &obj, TimeoutClass::Default, audit)
+        .await
 }
 
 // --- shared by the handlers of this module and of sessions ---

@@ -158,13 +158,6 @@ pub(super) async fn proxy_execute(
             .connections
             .refusal(&info, std::slice::from_ref(&account)));
     }
-    let resp = ctx
-        .forward(
-            query.as_deref(),
-            Some(obj.to_vec()),
-            TimeoutClass::Execute,
-            audit,
-        )
-        .await?;
-    ctx.relay(resp)
+    ctx.pass(query.as_deref(), &obj, TimeoutClass::Execute, audit)
+        .await
 }

@@ -348,6 +348,20 @@ impl Ctx<'_> {
         Ok(resp)
     }
 
+    /// Forwards the rewritten JSON body and relays the answer: the common end of a handler.
+    pub(crate) async fn pass(
+        &self,
+        query: Option<&str>,
+        obj: &JsonObject,
+        class: TimeoutClass,
+        audit: &mut Audit,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let resp = self
+            .forward(query, Some(obj.to_vec()), class, audit)
+            .await?;
+        self.relay(resp)
+    }
+
     /// Relays an upstream response to the caller with headers cleaned and the key redacted.
     pub(crate) fn relay(&self, resp: Response<Incoming>) -> Result<Response<ResponseBody>, Error> {
         let (mut parts, body) = resp.into_parts();
@@ -442,15 +456,8 @@ async fn file_upload(
     if let Some(tool) = obj.get_str("tool_slug") {
         audit.tool(&tool);
     }
-    let resp = ctx
-        .forward(
-            query.as_deref(),
-            Some(obj.to_vec()),
-            TimeoutClass::Default,
-            audit,
-        )
-        .await?;
-    ctx.relay(resp)
+    ctx.pass(query.as_deref(), &obj, TimeoutClass::Default, audit)
+        .await
 }
 
 /// The old SDK validates its key with `client_info` before any call. Composio's answer
