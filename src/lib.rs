@@ -13,7 +13,7 @@
 //! - [`proxy`]: the request flow, one handler module per route family.
 //! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
 //! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown.
-//! - [`audit`]: one structured event per decision.
+//! - [`audit`]: one structured event per decision; [`clock`]: Unix and RFC 3339 time.
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits.
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
