@@ -139,8 +139,7 @@ pub(super) async fn trigger_upsert(
 ) -> Result<Response<ResponseBody>, Error> {
     let query = scoped_query(ctx, None, audit)?;
     let mut obj = ctx.json_body(body, true).await?;
-    let mismatch = obj.pin_identity("user_id", ctx.subject(), false)?;
-    ctx.on_mismatch(mismatch, audit)?;
+    ctx.pin(&mut obj, "user_id", audit)?;
     require_owned(ctx, &obj.account_ids()?, audit).await?;
     ctx.pass(query.as_deref(), &obj, TimeoutClass::Default, audit)
         .await
@@ -186,8 +185,7 @@ pub(super) async fn owned_trigger(
     let query = scoped_query(ctx, None, audit)?;
     let body = if ctx.parts.method == Method::PATCH {
         let mut obj = ctx.json_body(body, true).await?;
-        let mismatch = obj.pin_identity("user_id", ctx.subject(), false)?;
-        ctx.on_mismatch(mismatch, audit)?;
+        ctx.pin(&mut obj, "user_id", audit)?;
         Some(obj.to_vec())
     } else {
         None

@@ -30,8 +30,7 @@ pub(super) async fn execute(
         Api::V3 => "user_id",
         Api::Legacy => "entityId",
     };
-    let mismatch = obj.pin_identity(canonical, ctx.subject(), false)?;
-    ctx.on_mismatch(mismatch, audit)?;
+    ctx.pin(&mut obj, canonical, audit)?;
     let account = single_account(&obj, audit)?;
 
     super::toolgate::check_code_tool(ctx, tool, audit)?;

@@ -296,6 +296,18 @@ impl Ctx<'_> {
         JsonObject::parse(&bytes)
     }
 
+    /// Sets `field` to the subject (every other spelling of a user id removed) and applies the
+    /// identity-mismatch policy.
+    pub(crate) fn pin(
+        &self,
+        obj: &mut JsonObject,
+        field: &str,
+        audit: &mut Audit,
+    ) -> Result<(), Error> {
+        let mismatch = obj.pin_identity(field, self.subject(), false)?;
+        self.on_mismatch(mismatch, audit)
+    }
+
     /// Applies the identity-mismatch policy: a foreign user id is logged, then either
     /// overwritten (the default) or refused.
     pub(crate) fn on_mismatch(&self, mismatch: bool, audit: &mut Audit) -> Result<(), Error> {

@@ -34,8 +34,7 @@ pub(super) async fn create(
 ) -> Result<Response<ResponseBody>, Error> {
     let query = scoped_query(ctx, None, audit)?;
     let mut obj = ctx.json_body(body, false).await?;
-    let mismatch = obj.pin_identity("user_id", ctx.subject(), false)?;
-    ctx.on_mismatch(mismatch, audit)?;
+    ctx.pin(&mut obj, "user_id", audit)?;
     require_owned(ctx, &pinned_accounts(&obj)?, audit).await?;
     super::toolgate::session_toolkits(ctx, &mut obj, true, audit).await?;
     let resp = ctx
