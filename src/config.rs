@@ -524,7 +524,7 @@ impl Config {
     /// means the same thing whatever directory the gateway is started from.
     fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
-            if p.is_relative() && !p.exists() {
+            if p.is_relative() {
                 *p = base.join(&*p);
             }
         };
@@ -979,6 +979,23 @@ mod tests {
         let many =
             Config::from_toml(&format!("[auth]\naudience = [\"a\", \"b\"]\n{MINIMAL}")).unwrap();
         assert_eq!(many.auth.audience.unwrap().to_vec(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("eg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gw.toml");
+        std::fs::write(
+            &file,
+            format!("[tls]\ncert = \"c.pem\"\nkey = \"/abs/k.pem\"\n{MINIMAL}"),
+        )
+        .unwrap();
+        let c = Config::load(&file).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert, dir.join("c.pem"));
+        assert_eq!(tls.key, PathBuf::from("/abs/k.pem"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
