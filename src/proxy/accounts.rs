@@ -118,12 +118,7 @@ pub(super) async fn create(
     };
     ctx.on_mismatch(mismatch, audit)?;
     let resp = ctx
-        .forward(
-            query.as_deref(),
-            Some(obj.to_vec()),
-            TimeoutClass::Default,
-            audit,
-        )
+        .forward_json(query.as_deref(), &obj, TimeoutClass::Default, audit)
         .await?;
     if resp.status().is_success() {
         ctx.shared.connections.invalidate_subject(subject);

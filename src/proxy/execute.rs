@@ -53,12 +53,7 @@ pub(super) async fn execute(
     }
 
     let resp = ctx
-        .forward(
-            query.as_deref(),
-            Some(obj.to_vec()),
-            TimeoutClass::Execute,
-            audit,
-        )
+        .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)
         .await?;
     if !resp.status().is_success() {
         // Composio refused: whatever the gateway believed about this connection is suspect.

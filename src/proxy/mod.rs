@@ -360,6 +360,17 @@ impl Ctx<'_> {
         Ok(resp)
     }
 
+    /// Forwards the rewritten JSON body, for handlers that look at the answer before relaying.
+    pub(crate) async fn forward_json(
+        &self,
+        query: Option<&str>,
+        obj: &JsonObject,
+        class: TimeoutClass,
+        audit: &mut Audit,
+    ) -> Result<Response<Incoming>, Error> {
+        self.forward(query, Some(obj.to_vec()), class, audit).await
+    }
+
     /// Forwards the rewritten JSON body and relays the answer: the common end of a handler.
     pub(crate) async fn pass(
         &self,
@@ -368,9 +379,7 @@ impl Ctx<'_> {
         class: TimeoutClass,
         audit: &mut Audit,
     ) -> Result<Response<ResponseBody>, Error> {
-        let resp = self
-            .forward(query, Some(obj.to_vec()), class, audit)
-            .await?;
+        let resp = self.forward_json(query, obj, class, audit).await?;
         self.relay(resp)
     }
 

@@ -38,12 +38,7 @@ pub(super) async fn create(
     require_owned(ctx, &pinned_accounts(&obj)?, audit).await?;
     super::toolgate::session_toolkits(ctx, &mut obj, true, audit).await?;
     let resp = ctx
-        .forward(
-            query.as_deref(),
-            Some(obj.to_vec()),
-            TimeoutClass::Default,
-            audit,
-        )
+        .forward_json(query.as_deref(), &obj, TimeoutClass::Default, audit)
         .await?;
     if !resp.status().is_success() {
         return ctx.relay(resp);
