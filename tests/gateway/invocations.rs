@@ -429,5 +429,11 @@ async fn legacy_execute_takes_the_toolkit_from_composio_never_from_app_name() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["data"]["connected_account_id"], "ca_alice_github");
+    let sent = h.upstream("/api/v2/actions/GITHUB_LEGACY_STAR/execute");
+    assert_eq!(
+        sent[0].json().unwrap()["appName"],
+        "GITHUB",
+        "what is forwarded names the app that was decided"
+    );
     h.shutdown().await;
 }
