@@ -353,6 +353,15 @@ async fn accounts_named_anywhere_are_folded_owned_and_of_the_tools_toolkit() {
             r.text()
         );
     }
+    // execute_meta: whichever slug field Composio reads, each is decided.
+    let r = post(
+        &h,
+        &format!("/api/v3.1/tool_router/session/{SESSION}/execute_meta"),
+        "alice",
+        json!({"slug": "COMPOSIO_SEARCH_TOOLS", "tool_slug": "GMAIL_SEND_EMAIL", "arguments": {}}),
+    )
+    .await;
+    refused(&r, "connection_expired", "execute_meta with a second slug");
     assert_nothing_ran(&h);
     // The right account in an item runs.
     let r = post(
