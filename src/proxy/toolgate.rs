@@ -113,7 +113,7 @@ pub(super) fn check_manage_connections_raw(
 /// A tool router session's `toolkits` (creation or update): what the caller asked for,
 /// intersected with what the policy permits, so that Composio enforces the policy inside the
 /// session too. Left alone when the policy permits every toolkit.
-pub(super) async fn session_toolkits(
+pub(crate) async fn session_toolkits(
     ctx: &Ctx<'_>,
     obj: &mut JsonObject,
     creating: bool,
@@ -289,6 +289,8 @@ pub(super) async fn relay_listing(
             })
             .await
         }
+        // An MCP server's configuration carries its hosted URL and setup commands.
+        "/api/{v3}/mcp/{id}" => ctx.relay_mcp_urls(resp).await,
         _ => ctx.relay(resp),
     }
 }
