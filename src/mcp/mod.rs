@@ -460,10 +460,39 @@ async fn decide_call(
         .ok_or(Error::Internal)?;
     audit.tool(name);
     let arguments = params.get("arguments").filter(|a| !a.is_null());
-    let invocations =
-        crate::invocation::from_tool_call(name, arguments, target.account.as_deref())?;
+    let account = call_account(target.account.as_deref(), arguments)?;
+    let invocations = crate::invocation::from_tool_call(name, arguments, account.as_deref())?;
     crate::invocation::decide(shared, ctx.identity, &invocations, audit).await?;
     Ok(())
+}
+
+/// The one connected account a call runs with: the server URL's, or one its arguments name
+/// (`connected_account_id` in any spelling: a server may honour it, so it is decided like a
+/// REST body's). Two different ones are ambiguous and refused.
+fn call_account(pinned: Option<&str>, arguments: Option<&Value>) -> Result<Option<String>, Error> {
+    let mut found = pinned.map(str::to_owned);
+    let Some(Value::Object(args)) = arguments else {
+        return Ok(found);
+    };
+    for (k, v) in args {
+        if !(folded_eq(k, "connectedaccountid") || folded_eq(k, "connectedauthid")) {
+            continue;
+        }
+        let id = match v {
+            Value::Null => continue,
+            Value::String(s) => s,
+            _ => return Err(Error::BodyInvalid(format!("`{k}` must be a string"))),
+        };
+        match &found {
+            Some(f) if f != id => {
+                return Err(Error::BodyInvalid(
+                    "the call names more than one connected account".into(),
+                ))
+            }
+            _ => found = Some(id.clone()),
+        }
+    }
+    Ok(found)
 }
 
 /// A message the gateway refuses as a whole: 400 with a JSON-RPC error.
