@@ -372,7 +372,32 @@ pub(crate) fn check_headers(h: &McpHeaders<'_>, posted: &Posted) -> Result<(), I
         }
         _ => {}
     }
-    match (h.name, msg.name()) {
+    // 2026-07-28 requests name their version in the body too (`params._meta`).
+    let body_version = msg
+        .params()
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get(VERSION_META));
+    match (h.version, body_version) {
+        (Some(hv), Some(bv)) if bv.as_str() != Some(hv) => {
+            return Err(mismatch(
+                "the `MCP-Protocol-Version` header does not match the body",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(mismatch("the `MCP-Protocol-Version` header is required"));
+        }
+        (Some(hv), None) if is_stateless(Some(hv)) && msg.id().is_some() => {
+            return Err(mismatch("the body does not name its protocol version"));
+        }
+        _ => {}
+    }
+    let header_name = h.name.map(decode_header_value);
+    let header_name = match &header_name {
+        Some(None) => return Err(mismatch("the `Mcp-Name` header is not decodable")),
+        Some(Some(n)) => Some(n.as_str()),
+        None => None,
+    };
+    match (header_name, msg.name()) {
         (Some(hn), Some(bn)) if hn != bn => {
             Err(mismatch("the `Mcp-Name` header does not match the body"))
         }
@@ -381,6 +406,25 @@ pub(crate) fn check_headers(h: &McpHeaders<'_>, posted: &Posted) -> Result<(), I
             Err(mismatch("the `Mcp-Name` header is required"))
         }
         _ => Ok(()),
+    }
+}
+
+/// Where a 2026-07-28 request names its protocol version in the body.
+const VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// A header value, decoded from the transport's Base64 form (`=?base64?…?=`, used for names
+/// that are not plain ASCII); `None` when that form does not decode to UTF-8.
+fn decode_header_value(v: &str) -> Option<String> {
+    use base64::Engine as _;
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+        None => Some(v.to_owned()),
     }
 }
 
@@ -512,10 +556,20 @@ mod tests {
     #[test]
     fn headers_must_agree_with_the_body() {
         let call = ok(
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"GMAIL_SEND_EMAIL"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"GMAIL_SEND_EMAIL","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
             Some(STATELESS_VERSION),
         );
         let v = Some(STATELESS_VERSION);
+        // The Base64 form of the header names the same tool.
+        assert!(check_headers(
+            &h(
+                v,
+                Some("tools/call"),
+                Some("=?base64?R01BSUxfU0VORF9FTUFJTA==?=")
+            ),
+            &call
+        )
+        .is_ok());
         assert!(check_headers(&h(v, Some("tools/call"), Some("GMAIL_SEND_EMAIL")), &call).is_ok());
         for hs in [
             h(v, Some("tools/list"), Some("GMAIL_SEND_EMAIL")),
@@ -524,7 +578,12 @@ mod tests {
             h(v, Some("tools/call"), None),
             // Whatever the version, a header that is sent must agree.
             h(None, Some("tools/list"), None),
-            h(Some("2025-06-18"), Some("tools/call"), Some("OTHER")),
+            h(
+                Some("2025-06-18"),
+                Some("tools/call"),
+                Some("GMAIL_SEND_EMAIL"),
+            ),
+            h(v, Some("tools/call"), Some("=?base64?U0xBQ0s=?=")),
         ] {
             assert_eq!(
                 check_headers(&hs, &call).unwrap_err().code,
@@ -533,7 +592,20 @@ mod tests {
             );
         }
         // The older stateful transport sends none of them.
-        assert!(check_headers(&h(Some("2025-06-18"), None, None), &call).is_ok());
+        let old = ok(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"GMAIL_SEND_EMAIL"}}"#,
+            None,
+        );
+        assert!(check_headers(&h(Some("2025-06-18"), None, None), &old).is_ok());
+        assert!(check_headers(
+            &h(
+                Some(STATELESS_VERSION),
+                Some("tools/call"),
+                Some("GMAIL_SEND_EMAIL")
+            ),
+            &old
+        )
+        .is_err());
     }
 
     #[test]

@@ -729,9 +729,11 @@ fn stateless_check(
     }
     match one_header(ctx, "mcp-method")? {
         Some(h) if h == method => {}
-        Some(h) => return Err(mismatch(format!(
+        Some(h) => {
+            return Err(mismatch(format!(
             "Header mismatch: Mcp-Method header value '{h}' does not match body value '{method}'"
-        ))),
+        )))
+        }
         None => {
             return Err(mismatch(
                 "Header mismatch: the Mcp-Method header is required".into(),

@@ -41,7 +41,13 @@ async fn post_raw(
 }
 
 /// A stateless (2026-07-28) POST of one message, its headers set from the body.
-async fn call(h: &Harness, path: &str, user: &str, msg: Value) -> Reply {
+async fn call(h: &Harness, path: &str, user: &str, mut msg: Value) -> Reply {
+    if msg.get("method").is_some() {
+        if !msg["params"].is_object() {
+            msg["params"] = json!({});
+        }
+        msg["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!(STATELESS);
+    }
     let method = msg["method"].as_str().unwrap_or_default().to_owned();
     let name = msg["params"]["name"].as_str().map(str::to_owned);
     let mut hs = vec![
@@ -462,6 +468,7 @@ async fn batches_only_where_the_protocol_allows_and_each_element_decided() {
         Harness::with_config("[[policy.rules]]\nname = \"no-mail\"\ndeny_toolkits = [\"gmail\"]\n")
             .await;
     let t = token("alice");
+    let sid = initialize(&h, "/v3/mcp/mcp_1", "alice", "2025-03-26").await;
     let batch = json!([
         {"jsonrpc": "2.0", "id": 1, "method": "ping"},
         tool_call(2, "GMAIL_SEND_EMAIL", json!({"to": "x"})),
@@ -476,19 +483,22 @@ async fn batches_only_where_the_protocol_allows_and_each_element_decided() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(mcp_requests(&h, "/v3/mcp").is_empty());
+    assert_eq!(mcp_requests(&h, "/v3/mcp").len(), 1, "only the initialize");
     // 2025-03-26 had batches: the denied call is answered by the gateway, only the rest goes on.
     let r = post_raw(
         &h,
         "/v3/mcp/mcp_1",
         Some(&t),
-        &[("mcp-protocol-version", "2025-03-26")],
+        &[
+            ("mcp-protocol-version", "2025-03-26"),
+            ("mcp-session-id", &sid),
+        ],
         &batch,
     )
     .await;
     let seen = mcp_requests(&h, "/v3/mcp");
-    assert_eq!(seen.len(), 1, "{}", r.text());
-    let forwarded = seen[0].json().unwrap();
+    assert_eq!(seen.len(), 2, "{}", r.text());
+    let forwarded = seen[1].json().unwrap();
     assert_eq!(forwarded.as_array().unwrap().len(), 1, "{forwarded}");
     assert_eq!(forwarded[0]["method"], "ping");
     let answers = r.json();
@@ -717,4 +727,315 @@ async fn the_front_door_creates_one_session_per_subject_with_the_permitted_toolk
     assert_eq!(bob.len(), 1);
     let bob_sid = bob[0].split('/').nth(2).unwrap().to_owned();
     assert_eq!(h.sandbox.session_user(&bob_sid).as_deref(), Some("bob"));
+}
+
+// --- end to end against the sandbox's hosted MCP endpoints ---
+
+/// `initialize` on the older stateful transport; answers the `Mcp-Session-Id`.
+async fn initialize(h: &Harness, path: &str, user: &str, version: &str) -> String {
+    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": version, "capabilities": {},
+        "clientInfo": {"name": "entitygate-test", "version": "1"}}});
+    let r = post_raw(h, path, Some(&token(user)), &[], &body.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        answer(&r)["result"]["protocolVersion"].is_string(),
+        "{}",
+        r.text()
+    );
+    r.headers["mcp-session-id"].to_str().unwrap().to_owned()
+}
+
+/// A stateful POST inside MCP session `sid`.
+async fn stateful(
+    h: &Harness,
+    path: &str,
+    user: &str,
+    sid: &str,
+    version: &str,
+    msg: &Value,
+) -> Reply {
+    post_raw(
+        h,
+        path,
+        Some(&token(user)),
+        &[("mcp-session-id", sid), ("mcp-protocol-version", version)],
+        &msg.to_string(),
+    )
+    .await
+}
+
+fn tool_names(v: &Value) -> Vec<String> {
+    v["result"]["tools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn mail_and_github() -> Harness {
+    let sandbox = entitygate::sandbox::Sandbox::with_demo_data(API_KEY);
+    sandbox.add_mcp_server("mcp_mix", "mix", &["github", "gmail"], &[]);
+    Harness::with(
+        sandbox,
+        "[[policy.rules]]\nname = \"no-mail\"\ndeny_toolkits = [\"gmail\"]\n",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn stateful_client_lists_filtered_tools_and_runs_an_allowed_one_as_the_subject() {
+    let h = mail_and_github().await;
+    let path = "/v3/mcp/mcp_mix?user_id=bob";
+    let sid = initialize(&h, path, "alice", STATEFUL).await;
+    let list = stateful(
+        &h,
+        path,
+        "alice",
+        &sid,
+        STATEFUL,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
+    )
+    .await;
+    let names = tool_names(&answer(&list));
+    assert!(names.iter().any(|n| n.starts_with("GITHUB_")), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("GMAIL_")), "{names:?}");
+    let r = stateful(
+        &h,
+        path,
+        "alice",
+        &sid,
+        STATEFUL,
+        &tool_call(2, "GITHUB_GET_THE_AUTHENTICATED_USER", json!({})),
+    )
+    .await;
+    let res = answer(&r);
+    assert_eq!(res["result"]["isError"], false, "{}", r.text());
+    for seen in mcp_requests(&h, "/v3/mcp/mcp_mix") {
+        assert_eq!(seen.query_param("user_id").as_deref(), Some("alice"));
+        assert_only_real_key(&seen);
+    }
+    // Ending the session is relayed too.
+    let del = h
+        .raw(
+            Request::builder()
+                .method(Method::DELETE)
+                .uri(h.url(path))
+                .header("x-api-key", token("alice"))
+                .header("mcp-session-id", &sid)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert!(del.status.is_success(), "{}", del.text());
+    assert_eq!(h.sandbox.mcp_stats().sessions, 0);
+}
+
+#[tokio::test]
+async fn stateless_2026_client_runs_tools_and_gets_filtered_lists() {
+    let h = mail_and_github().await;
+    let path = "/v3/mcp/mcp_mix";
+    let list = call(
+        &h,
+        path,
+        "alice",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
+    )
+    .await;
+    let names = tool_names(&answer(&list));
+    assert!(
+        !names.is_empty() && !names.iter().any(|n| n.starts_with("GMAIL_")),
+        "{names:?}"
+    );
+    let r = call(
+        &h,
+        path,
+        "alice",
+        tool_call(2, "GITHUB_GET_THE_AUTHENTICATED_USER", json!({})),
+    )
+    .await;
+    assert_eq!(answer(&r)["result"]["isError"], false, "{}", r.text());
+    let seen = mcp_requests(&h, "/v3/mcp/mcp_mix");
+    assert_eq!(
+        seen.last().unwrap().header("mcp-method"),
+        Some("tools/call")
+    );
+    assert_eq!(
+        seen.last().unwrap().header("mcp-name"),
+        Some("GITHUB_GET_THE_AUTHENTICATED_USER")
+    );
+}
+
+#[tokio::test]
+async fn sse_answers_are_inspected_event_by_event() {
+    let h = mail_and_github().await;
+    h.sandbox.set_mcp_config(entitygate::sandbox::McpConfig {
+        answer: entitygate::sandbox::McpAnswer::Sse,
+        ..Default::default()
+    });
+    let list = call(
+        &h,
+        "/v3/mcp/mcp_mix",
+        "alice",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
+    )
+    .await;
+    assert!(list.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let names = tool_names(&answer(&list));
+    assert!(
+        names.iter().any(|n| n.starts_with("GITHUB_")),
+        "{}",
+        list.text()
+    );
+    assert!(!list.text().contains("GMAIL_"), "{}", list.text());
+}
+
+#[tokio::test]
+async fn session_tools_list_hides_the_code_tools_and_calls_run_in_the_session() {
+    let h = Harness::start().await;
+    let (id, created) = session_for(&h, "alice").await;
+    let path = format!("/tool_router/{id}/mcp");
+    assert_eq!(created["mcp"]["url"], h.url(&path));
+    let list = call(
+        &h,
+        &path,
+        "alice",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
+    )
+    .await;
+    let names = tool_names(&answer(&list));
+    assert!(
+        names.iter().any(|n| n == "COMPOSIO_SEARCH_TOOLS"),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| entitygate::toolpolicy::is_code_tool(n)),
+        "{names:?}"
+    );
+    let r = call(
+        &h,
+        &path,
+        "alice",
+        tool_call(
+            2,
+            "COMPOSIO_SEARCH_TOOLS",
+            json!({"queries": [{"use_case": "star a repo"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(answer(&r)["result"]["isError"], false, "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_cancels_the_upstream_call() {
+    let h = Harness::start().await;
+    h.sandbox.set_mcp_config(entitygate::sandbox::McpConfig {
+        answer: entitygate::sandbox::McpAnswer::Sse,
+        ..Default::default()
+    });
+    let mut msg = tool_call(
+        1,
+        "GITHUB_GET_THE_AUTHENTICATED_USER",
+        json!({"sandbox_delay_ms": 20000}),
+    );
+    msg["params"]["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": STATELESS});
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(h.url("/v3/mcp/mcp_1"))
+        .header("x-api-key", token("alice"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", STATELESS)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "GITHUB_GET_THE_AUTHENTICATED_USER")
+        .body(Full::new(Bytes::from(msg.to_string())))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let _first = tokio::time::timeout(Duration::from_secs(5), body.frame()).await;
+    assert_eq!(h.sandbox.mcp_stats().open_streams, 1);
+    drop(body);
+    drop(client);
+    let mut cancelled = false;
+    for _ in 0..100 {
+        let s = h.sandbox.mcp_stats();
+        if s.cancelled == 1 && s.open_streams == 0 {
+            cancelled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cancelled, "{:?}", h.sandbox.mcp_stats());
+    assert_eq!(h.sandbox.mcp_stats().tool_calls, 0);
+}
+
+#[tokio::test]
+async fn a_silent_stream_ends_at_the_mcp_idle_timeout() {
+    let h = Harness::with_config("[mcp]\nstream_idle_timeout_secs = 1\n").await;
+    h.sandbox.set_mcp_config(entitygate::sandbox::McpConfig {
+        answer: entitygate::sandbox::McpAnswer::Sse,
+        keepalive: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let path = "/v3/mcp/mcp_1";
+    let sid = initialize(&h, path, "alice", STATEFUL).await;
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(h.url(path))
+        .header("x-api-key", token("alice"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", STATEFUL)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), h.raw(req))
+        .await
+        .expect("the idle timeout ends the stream");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+}
+
+#[tokio::test]
+async fn the_front_door_serves_the_subjects_own_session() {
+    let h = Harness::with_config("[mcp]\nfront_door = true\n").await;
+    let list = call(
+        &h,
+        "/mcp",
+        "alice",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
+    )
+    .await;
+    let names = tool_names(&answer(&list));
+    assert!(
+        names.iter().any(|n| n == "COMPOSIO_MULTI_EXECUTE_TOOL"),
+        "{}",
+        list.text()
+    );
+    let r = call(
+        &h,
+        "/mcp",
+        "alice",
+        tool_call(
+            2,
+            "COMPOSIO_MULTI_EXECUTE_TOOL",
+            json!({"tools": [{"tool_slug": "GMAIL_SEND_EMAIL", "arguments": {}}]}),
+        ),
+    )
+    .await;
+    assert_eq!(answer(&r)["result"]["isError"], true, "{}", r.text());
+    assert_eq!(h.sandbox.mcp_stats().tool_calls, 0);
 }
