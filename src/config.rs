@@ -758,9 +758,8 @@ impl Config {
 /// The lower-case origin (`scheme://host[:port]`) of an http(s) URL with no query, or why not.
 pub(crate) fn origin_of(url: &str) -> Result<String, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
-    let scheme = match uri.scheme_str() {
-        Some(s @ ("https" | "http")) => s,
-        _ => return Err("must be an http:// or https:// URL".into()),
+    let Some(scheme @ ("https" | "http")) = uri.scheme_str() else {
+        return Err("must be an http:// or https:// URL".into());
     };
     let authority = uri.authority().ok_or("has no host")?;
     if authority.as_str().contains('@') {

@@ -139,7 +139,7 @@ fn check_origin(shared: &Shared, parts: &http::request::Parts) -> Result<(), Err
         .ok()
         .and_then(|b| crate::config::origin_of(&b).ok());
     if own.as_deref() == Some(origin.as_str())
-        || shared.mcp.allowed_origins.iter().any(|o| *o == origin)
+        || shared.mcp.allowed_origins.contains(&origin)
     {
         return Ok(());
     }

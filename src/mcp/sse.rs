@@ -285,12 +285,9 @@ async fn inspect(inspector: &Inspector, ev: &Event) -> Option<Bytes> {
     if data.is_empty() {
         return Some(ev.encode(Some(b"")));
     }
-    let mut v = match super::strict_value(data.as_bytes()) {
-        Some(v) => v,
-        None => {
-            tracing::warn!("MCP upstream event is not one JSON value; dropped");
-            return None;
-        }
+    let Some(mut v) = super::strict_value(data.as_bytes()) else {
+        tracing::warn!("MCP upstream event is not one JSON value; dropped");
+        return None;
     };
     super::filter_tools(&inspector.shared, &inspector.identity, &mut v).await;
     let bytes = serde_json::to_vec(&v).ok()?;

@@ -330,7 +330,7 @@ async fn another_users_session_is_refused_and_nothing_reaches_its_endpoint() {
     }
     let r = post_raw(
         &h,
-        &format!("/tool_router/trs_doesnotexist/mcp"),
+        "/tool_router/trs_doesnotexist/mcp",
         Some(&token("bob")),
         &[],
         r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
