@@ -233,9 +233,8 @@ pub(crate) fn named_account(obj: &JsonObject) -> Result<Option<String>, Error> {
         if !ACCOUNT_KEYS.iter().any(|f| folded_eq(k, f)) {
             continue;
         }
-        let id = match serde_json::from_str::<Option<String>>(v.get()) {
-            Ok(id) => id,
-            Err(_) => return Err(Error::BodyInvalid(format!("`{k}` must be a string"))),
+        let Ok(id) = serde_json::from_str::<Option<String>>(v.get()) else {
+            return Err(Error::BodyInvalid(format!("`{k}` must be a string")));
         };
         merge_account(&mut found, id)?;
     }
@@ -345,6 +344,14 @@ fn extract(
                     }
                     args = Some(v);
                 }
+            }
+            // Composio does not nest multi-executes; one inside another is refused rather than
+            // guessed at.
+            if slug.eq_ignore_ascii_case(MULTI_EXECUTE) {
+                return Err(Error::ToolNotAllowed {
+                    tool: slug.to_owned(),
+                    rule: "nested multi-execute".into(),
+                });
             }
             // An item's account is its own; the enclosing call's is not inherited (it was
             // decided for the meta tool itself).

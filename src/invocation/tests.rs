@@ -63,24 +63,29 @@ fn multi_execute_yields_itself_and_every_inner_tool_with_its_own_account() {
 }
 
 #[test]
-fn nested_meta_tools_recurse_to_the_depth_bound_and_no_further() {
-    fn nest(levels: usize) -> (String, Value) {
-        let mut slug = "GMAIL_SEND_EMAIL".to_owned();
-        let mut args = json!({});
-        for _ in 0..levels {
-            args = json!({"tools": [{"tool_slug": slug, "arguments": args}]});
-            slug = MULTI_EXECUTE.to_owned();
-        }
-        (slug, args)
-    }
-    let (slug, args) = nest(MAX_DEPTH - 1);
-    let got = call(&slug, args, None).unwrap();
-    assert_eq!(got.len(), MAX_DEPTH);
-    assert_eq!(got.last().unwrap().tool, "GMAIL_SEND_EMAIL");
-    let (slug, args) = nest(MAX_DEPTH);
+fn meta_tools_recurse_to_the_depth_bound_and_no_further() {
+    // Multi-execute -> proxy tool: two levels, both read.
+    let got = call(
+        MULTI_EXECUTE,
+        json!({"tools": [{"tool_slug": PROXY_TOOL, "arguments": {"toolkit_slug": "github"}}]}),
+        None,
+    )
+    .unwrap();
+    assert_eq!(got.len(), 2);
+    // Past the bound nothing is read: refused.
+    let mut out = Vec::new();
+    assert!(extract("GMAIL_SEND_EMAIL", None, None, MAX_DEPTH, &mut out).is_ok());
     assert!(matches!(
-        call(&slug, args, None),
+        extract("GMAIL_SEND_EMAIL", None, None, MAX_DEPTH + 1, &mut out),
         Err(Error::BodyInvalid(_))
+    ));
+    let args = json!({"tools": [{"tool_slug": "GMAIL_SEND_EMAIL"}]});
+    assert!(extract(MULTI_EXECUTE, Some(&args), None, MAX_DEPTH, &mut out).is_err());
+    // A multi-execute inside a multi-execute is never guessed at.
+    let nested = json!({"tools": [{"tool_slug": MULTI_EXECUTE, "arguments": {"tools": []}}]});
+    assert!(matches!(
+        call(MULTI_EXECUTE, nested, None),
+        Err(Error::ToolNotAllowed { .. })
     ));
 }
 

@@ -138,9 +138,7 @@ fn check_origin(shared: &Shared, parts: &http::request::Parts) -> Result<(), Err
     let own = public_base(shared, &parts.uri, &parts.headers)
         .ok()
         .and_then(|b| crate::config::origin_of(&b).ok());
-    if own.as_deref() == Some(origin.as_str())
-        || shared.mcp.allowed_origins.contains(&origin)
-    {
+    if own.as_deref() == Some(origin.as_str()) || shared.mcp.allowed_origins.contains(&origin) {
         return Ok(());
     }
     tracing::warn!(origin, "MCP request from a foreign origin refused");

@@ -140,6 +140,8 @@ pub(super) async fn trigger_upsert(
     let query = scoped_query(ctx, None, audit)?;
     let mut obj = ctx.json_body(body, true).await?;
     ctx.pin(&mut obj, "user_id", audit)?;
+    // Every id named is the subject's (in any spelling), before asking which one is meant.
+    require_owned(ctx, &obj.account_ids()?, audit).await?;
     let account = invocation::named_account(&obj)?;
     let invocations = [Invocation::trigger(slug, account.as_deref())];
     invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;

@@ -57,6 +57,11 @@ pub(super) async fn proxy_execute(
     api: Api,
     audit: &mut Audit,
 ) -> Result<Response<ResponseBody>, Error> {
+    // The route does nothing but proxy: refused before the body is read or anything looked
+    // up (the decision checks the switch again, for every other carrier of a proxy).
+    if !ctx.shared.policy.allow_proxy_execute {
+        return Err(Error::OperationDisabled("proxy_execute"));
+    }
     let (query, _) = rewrite::scope_query(ctx.parts.uri.query(), None, ctx.subject(), true)?;
     let mut obj = ctx.json_body(body, false).await?;
     obj.check_custom_auth(ctx.shared.policy.allow_custom_auth)?;

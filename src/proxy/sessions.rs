@@ -134,21 +134,25 @@ async fn gate_execute(
     audit: &mut Audit,
 ) -> Result<(), Error> {
     let slugs = obj_strings(obj, slug_key)?;
-    let [slug] = slugs.as_slice() else {
+    if slugs.is_empty() {
         return Err(Error::BodyInvalid(format!(
-            "exactly one `{}` is required",
+            "`{}` is required",
             if slug_key == "toolslug" {
                 "tool_slug"
             } else {
                 "slug"
             }
         )));
-    };
-    audit.tool(slug);
+    }
     let account = invocation::named_account(obj)?;
-    let invocations = invocation::from_body(slug, obj, account.as_deref())?;
+    // Several spellings of the slug with different values: which one Composio reads is not
+    // the gateway's to guess, so every one is decided.
+    let mut invocations = Vec::new();
+    for slug in &slugs {
+        invocations.extend(invocation::from_body(slug, obj, account.as_deref())?);
+    }
     invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
-    audit.tool(slug);
+    audit.tool(&slugs[0]);
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod support;
 mod cli;
 mod core;
 mod gating;
+mod invocations;
 mod matrix;
 mod mcp;
 mod ops;
