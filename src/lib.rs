@@ -10,12 +10,16 @@
 //! - [`headers`], [`body`]: what crosses the gateway, and key redaction on the way back.
 //! - [`connections`]: connection-status gating with a coalescing cache.
 //! - [`toolpolicy`]: which callers may run which toolkits and tools, from their claims.
+//! - `invocation`: every carrier of a tool call extracted into invocations, and the one
+//!   decision on them (code-tool ban, policy, account, proxy switch, connection gate).
 //! - [`proxy`]: the request flow, one handler module per route family.
 //! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
 //! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown.
 //! - [`audit`]: one structured event per decision; [`clock`]: Unix and RFC 3339 time.
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits.
+//! - `mcp`: MCP through the gateway (Streamable HTTP, JSON-RPC inspected both ways, the
+//!   front door, RFC 9728 metadata, MCP URLs in answers moved onto `public_url`).
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
 //!   Composio's expiry webhook.
 //! - [`sandbox`], [`demo`]: a faithful fake Composio and the demo that runs against it.
@@ -43,7 +47,9 @@ pub mod demo;
 pub mod error;
 pub mod expiry;
 pub mod headers;
+pub(crate) mod invocation;
 pub mod limits;
+pub(crate) mod mcp;
 pub mod metrics;
 pub mod path;
 pub mod proxy;

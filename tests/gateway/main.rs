@@ -9,6 +9,7 @@ mod cli;
 mod core;
 mod gating;
 mod matrix;
+mod mcp;
 mod ops;
 mod policy;
 mod surface;
