@@ -72,6 +72,8 @@ pub const MODERN_VERSION: &str = "2026-07-28";
 pub const LEGACY_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 /// The one revision that allowed JSON-RPC batches.
 const BATCH_VERSION: &str = "2025-03-26";
+/// The 2026-07-28 methods whose results carry caching hints (`ttlMs`, `cacheScope`).
+const CACHEABLE: &[&str] = &["server/discover", "tools/list"];
 /// The longest `sandbox_delay_ms` honoured.
 const MAX_DELAY: Duration = Duration::from_secs(60);
 
@@ -955,6 +957,11 @@ fn run_all(sb: &Sandbox, ctx: &Ctx, era: Era, messages: &[Value]) -> Vec<Value> 
                 Ok(mut result) => {
                     if era == Era::Stateless && result.is_object() {
                         result["resultType"] = json!("complete");
+                        if CACHEABLE.contains(&m["method"].as_str().unwrap_or_default()) {
+                            // Per-user answers: never to be reused for anyone else.
+                            result["ttlMs"] = json!(0);
+                            result["cacheScope"] = json!("private");
+                        }
                     }
                     rpc_result(&id, result)
                 }
