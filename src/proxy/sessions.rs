@@ -72,7 +72,7 @@ async fn relay_remembering(
     }
     crate::mcp::rewrite_location_for(ctx.shared, ctx.parts, ctx.subject(), &mut parts.headers);
     // `mcp.url` points at Composio: the client gets the gateway's instead.
-    let bytes = crate::mcp::rewrite_answer(ctx.shared, ctx.parts, ctx.subject(), bytes);
+    let bytes = crate::mcp::rewrite_answer(ctx.shared, ctx.parts, ctx.subject(), bytes)?;
     let body = Redact::new(Full::new(bytes), ctx.shared.secret.clone()).boxed();
     Ok(Response::from_parts(parts, body))
 }
