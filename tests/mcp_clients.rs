@@ -591,3 +591,111 @@ async fn composio_sessions_with_mcp_get_a_gateway_url_that_runs_as_the_subject()
         assert_upstream_clean(&sandbox.requests_to(path), &label);
     }
 }
+
+// --- the demo prints MCP commands that work as printed ---
+
+/// Runs `entitygate demo`, waits for its banner, then runs the banner's MCP commands (section
+/// 5, curl; section 7, composio + mcp in the SDK venv) with its exported tokens.
+#[tokio::test]
+async fn the_demo_banner_mcp_commands_work_as_printed() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    setup();
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_entitygate"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--for-secs", "60"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.starts_with("asyncio.run(main())") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the demo prints its banner");
+    let section = |from: &str, to: &str| -> String {
+        let start = banner
+            .find(from)
+            .unwrap_or_else(|| panic!("no {from:?} in\n{banner}"));
+        let rest = &banner[start..];
+        let end = rest.find(to).unwrap_or(rest.len());
+        rest[..end].to_owned()
+    };
+    let exports: String = banner
+        .lines()
+        .filter(|l| l.starts_with("export "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let python = root().join(".venv-sdk/bin/python");
+    let sdk = section("# 7.", "asyncio.run(main())").replacen(
+        "python3 -c",
+        &format!("{} -c", python.display()),
+        1,
+    );
+    let script = format!(
+        "set -eu\n{exports}{}\necho '=== sdk'\n{sdk}asyncio.run(main())'\n",
+        section("# 5.", "# 6.")
+    );
+    let out = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("HOME", std::env::temp_dir())
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .await
+        .unwrap();
+    let _ = demo.kill().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    let (curls, sdk_out) = stdout.split_once("=== sdk").unwrap();
+    let answers: Vec<Value> = curls
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect();
+    assert_eq!(answers.len(), 3, "{curls}");
+    let names: Vec<&str> = answers[0]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"COMPOSIO_MULTI_EXECUTE_TOOL"), "{names:?}");
+    assert_eq!(
+        multi_user(&answers[1]["result"]["structuredContent"]),
+        "alice",
+        "{curls}"
+    );
+    assert_eq!(answers[2]["result"]["isError"], true, "{curls}");
+    assert!(answers[2]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Gmail"));
+    let mut sdk_lines = sdk_out.lines().filter(|l| !l.trim().is_empty());
+    let url = sdk_lines.next().unwrap_or_default();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
+        "{sdk_out}"
+    );
+    assert!(
+        sdk_lines
+            .next()
+            .unwrap_or_default()
+            .contains("COMPOSIO_MULTI_EXECUTE_TOOL"),
+        "{sdk_out}"
+    );
+}
