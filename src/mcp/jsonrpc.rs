@@ -453,6 +453,8 @@ pub(crate) fn refused_call(id: &Value, e: &Error, request_id: &str) -> Value {
             "content": [{ "type": "text", "text": e.to_string() }],
             "structuredContent": body,
             "isError": true,
+            // 2026-07-28 clients require it on every result; older ones ignore it.
+            "resultType": "complete",
         },
     })
 }

@@ -660,7 +660,15 @@ pub(crate) async fn filter_tools(shared: &Shared, identity: &Identity, v: &mut V
         one => vec![one],
     };
     for m in messages {
-        if let Some(Value::Array(tools)) = m.get_mut("result").and_then(|r| r.get_mut("tools")) {
+        let Some(Value::Object(result)) = m.get_mut("result") else {
+            continue;
+        };
+        // A caching hint of the 2026-07-28 revision: what this answer holds depends on the
+        // caller, so no shared cache may keep it for another.
+        if let Some(scope) = result.get_mut("cacheScope") {
+            *scope = Value::String("private".into());
+        }
+        if let Some(Value::Array(tools)) = result.get_mut("tools") {
             lists.push(tools);
         }
     }
