@@ -224,10 +224,8 @@ Ctrl-C stops the demo. Audit events (one per decision) are logged below.
 /// POST each), an MCP client's configuration, and a Composio session with `mcp=True`.
 #[allow(clippy::print_stdout)]
 fn print_mcp_banner(base: &str, curl_ca: &str) {
-    let h = format!(
-        "-H \"authorization: Bearer $ALICE_TOKEN\" -H 'content-type: application/json' \\\n  \
-         -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2026-07-28'"
-    );
+    let h = "-H \"authorization: Bearer $ALICE_TOKEN\" -H 'content-type: application/json' \\\n  \
+             -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2026-07-28'";
     let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
     println!(
         r#"MCP: {base}/mcp is each user's own MCP endpoint (the JWT says whose).
