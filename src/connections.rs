@@ -252,6 +252,7 @@ impl Connections {
     /// [`Error::ToolNotFound`] when Composio does not know the trigger type;
     /// [`Error::ConnectionStatusUnavailable`] when it cannot be asked.
     pub async fn trigger(&self, slug: &str) -> Result<ToolInfo, Error> {
+        // Tool keys are upper-cased whole, so this lower-case prefix never meets a tool's key.
         let key = format!("trigger:{}", slug.to_ascii_uppercase());
         let long = Duration::from_secs(self.cfg.tool_ttl_secs);
         let neg = self.negative_ttl();

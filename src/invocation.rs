@@ -180,7 +180,10 @@ pub(crate) fn from_tool_call(
 /// Whether [`from_tool_call`] reads `tool`'s arguments (Composio's own tools), so that a
 /// carrier parses them only then.
 pub(crate) fn reads_arguments(tool: &str) -> bool {
-    tool.len() >= 9 && tool[..9].eq_ignore_ascii_case("COMPOSIO_")
+    // Bytes, not a `str` slice: a slug is client input and need not be ASCII.
+    tool.as_bytes()
+        .get(..9)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"COMPOSIO_"))
 }
 
 /// [`from_tool_call`] for a carrier body: the tool's arguments are its `arguments` or (old
@@ -258,7 +261,8 @@ fn map_account(m: &Map<String, Value>) -> Result<Option<String>, Error> {
 }
 
 fn merge_account(found: &mut Option<String>, id: Option<String>) -> Result<(), Error> {
-    let Some(id) = id.filter(|s| !s.is_empty()) else {
+    // An empty id is still an id: it is decided (and owned by nobody), not ignored.
+    let Some(id) = id else {
         return Ok(());
     };
     match found {

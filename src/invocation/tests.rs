@@ -29,6 +29,26 @@ fn an_ordinary_tool_is_one_invocation_and_its_arguments_are_not_read() {
 }
 
 #[test]
+fn slugs_are_client_input_and_need_not_be_ascii() {
+    for slug in [
+        "COMPOSIO\u{e9}_X",
+        "ABCDEFGH\u{20ac}",
+        "\u{20ac}",
+        "COMPOSIO_\u{20ac}",
+    ] {
+        let _ = call(slug, json!({}), None);
+    }
+    assert!(!reads_arguments("COMPOSI\u{e9}"));
+    assert!(reads_arguments("composio_x"));
+}
+
+#[test]
+fn an_empty_account_id_is_an_account_id() {
+    let obj = JsonObject::parse(br#"{"connected_account_id": ""}"#).unwrap();
+    assert_eq!(named_account(&obj).unwrap().as_deref(), Some(""));
+}
+
+#[test]
 fn code_tools_are_their_own_kind() {
     let got = call("composio_remote_workbench", json!({}), None).unwrap();
     assert_eq!(got[0].kind, Kind::Code);
