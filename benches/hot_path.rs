@@ -232,5 +232,77 @@ allow_toolkits = ["gmail", "slack", "github"]
     });
 }
 
-criterion_group!(benches, routing, rewrite, auth, gate, policy);
+/// A whole execute request through the gateway's service, in process, on a warm cache:
+/// token (cached), route, body parse and pin, extraction into invocations and the one
+/// decision. The last invocation is refused by the connection gate, so every invocation is
+/// decided and nothing goes upstream: the cost is the gateway's alone. Direct call vs. the same
+/// tool as the last of five in a multi-execute (six invocations).
+fn carriers(c: &mut Criterion) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::Service;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = Sandbox::with_demo_data("sk_bench");
+    let addr = rt.block_on(sandbox.start()).unwrap();
+    let mut cfg = config("[audit]\npath = \"/dev/null\"");
+    cfg.upstream.base_url = format!("http://{addr}");
+    let gateway = rt
+        .block_on(entitygate::Gateway::builder(cfg).env(env()).build())
+        .unwrap();
+    let svc = gateway.service();
+    let token = token(Algorithm::HS256, "alice");
+    let request = |path: &str, body: &serde_json::Value| {
+        http::Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("x-api-key", &token)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+            .unwrap()
+    };
+    let direct = json!({"arguments": {"to": "a@example.com", "subject": "hi", "body": "x"}});
+    let multi = json!({"arguments": {"tools": [
+        {"tool_slug": "GITHUB_CREATE_ISSUE", "arguments": {"title": "t"}},
+        {"tool_slug": "SLACK_SEND_MESSAGE", "arguments": {"text": "t"}},
+        {"tool_slug": "GITHUB_GET_THE_AUTHENTICATED_USER", "arguments": {}},
+        {"tool_slug": "SLACK_LIST_ALL_CHANNELS", "arguments": {}, "account": "ca_alice_slack"},
+        {"tool_slug": "GMAIL_SEND_EMAIL", "arguments": {"to": "a@example.com"}},
+    ]}});
+    let cases = [
+        (
+            "carrier_v3_direct_refused_at_gate",
+            "/api/v3.1/tools/execute/GMAIL_SEND_EMAIL",
+            direct,
+        ),
+        (
+            "carrier_v3_multi_execute_6_invocations",
+            "/api/v3.1/tools/execute/COMPOSIO_MULTI_EXECUTE_TOOL",
+            multi,
+        ),
+    ];
+    for (name, path, body) in cases {
+        let resp = rt.block_on(svc.clone().call(request(path, &body))).unwrap();
+        assert_eq!(
+            resp.status(),
+            http::StatusCode::BAD_REQUEST,
+            "{name} warms up to the gate"
+        );
+        sandbox.clear();
+        c.bench_function(name, |b| {
+            b.to_async(&rt).iter_batched(
+                || request(path, &body),
+                |req| {
+                    let mut svc = svc.clone();
+                    async move { svc.call(req).await.unwrap() }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        assert_eq!(sandbox.count("POST", "/"), 0, "nothing was forwarded");
+    }
+    sandbox.stop();
+}
+
+criterion_group!(benches, routing, rewrite, auth, gate, policy, carriers);
 criterion_main!(benches);

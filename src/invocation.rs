@@ -35,7 +35,7 @@ use crate::auth::Identity;
 use crate::connections::{Account, ToolInfo};
 use crate::error::Error;
 use crate::proxy::Shared;
-use crate::rewrite::{folded_eq, JsonObject};
+use crate::rewrite::{folded_eq, is_identity_key, JsonObject};
 use crate::toolpolicy::{self, Decision, PROXY_EXECUTE};
 
 /// The meta tool that runs several tools in one call (`arguments.tools[]`).
@@ -353,6 +353,13 @@ fn extract(
                     rule: "nested multi-execute".into(),
                 });
             }
+            // Items name no user: the call runs as the carrier's (pinned) user.
+            if let Some(k) = item.keys().find(|k| is_identity_key(k)) {
+                return Err(invalid(
+                    tool,
+                    &format!("an item may not name a user (`{k}`)"),
+                ));
+            }
             // An item's account is its own; the enclosing call's is not inherited (it was
             // decided for the meta tool itself).
             let inner = map_account(item)?;
@@ -401,6 +408,12 @@ fn extract(
                     _ => return Err(invalid(tool, "`toolkit_slug` must be one toolkit slug")),
                 }
             }
+        }
+        if let Some(k) = m.keys().find(|k| is_identity_key(k)) {
+            return Err(invalid(
+                tool,
+                &format!("the proxy runs as the caller, not `{k}`"),
+            ));
         }
         let own = map_account(m)?;
         let account = nested_account(account, own)?;

@@ -175,6 +175,18 @@ fn unreadable_meta_tool_calls_are_refused() {
             Some(json!({"nested": {"connected_account_id": "ca_1"}})),
         ),
         ("COMPOSIO_SOMETHING_NEW", Some(json!("text"))),
+        (
+            MULTI_EXECUTE,
+            Some(json!({"tools": [{"tool_slug": "A", "user_id": "bob"}]})),
+        ),
+        (
+            MULTI_EXECUTE,
+            Some(json!({"tools": [{"tool_slug": "A", "entityId": "bob"}]})),
+        ),
+        (
+            PROXY_TOOL,
+            Some(json!({"toolkit_slug": "github", "user_id": "bob"})),
+        ),
     ] {
         assert!(
             matches!(

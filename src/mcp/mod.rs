@@ -155,15 +155,19 @@ pub(crate) fn public_base(
     if let Some(p) = &shared.public_url {
         return Ok(p.clone());
     }
-    let authority = match uri.authority() {
-        Some(a) => a.as_str().to_owned(),
+    let authority: http::uri::Authority = match uri.authority() {
+        Some(a) => a.clone(),
         None => headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .filter(|h| h.parse::<http::uri::Authority>().is_ok() && !h.contains('@'))
-            .ok_or(Error::RequestTargetInvalid)?
-            .to_owned(),
+            .and_then(|h| h.parse().ok())
+            .ok_or(Error::RequestTargetInvalid)?,
     };
+    // Only a loopback name: a rebound DNS name (`Host: evil.example` reaching 127.0.0.1) must
+    // neither become the gateway's origin in answers nor pass the `Origin` check as its own.
+    if authority.as_str().contains('@') || !crate::config::is_loopback_host(authority.host()) {
+        return Err(Error::RequestTargetInvalid);
+    }
     let scheme = if shared.tls.is_some() {
         "https"
     } else {
@@ -214,8 +218,10 @@ fn metadata(
             .map(String::as_str)
             .collect()
     };
+    // The root document describes the whole gateway (every MCP path is under it); the
+    // path-suffixed form (RFC 9728 §3.1) describes that one endpoint.
     let body = json!({
-        "resource": format!("{base}{}", if resource_path.is_empty() { "/mcp" } else { resource_path }),
+        "resource": format!("{base}{resource_path}"),
         "authorization_servers": servers,
         "bearer_methods_supported": ["header"],
         "resource_name": "entitygate",
@@ -735,17 +741,21 @@ pub(crate) fn rewrite_answer(
     parts: &http::request::Parts,
     subject: &str,
     bytes: Bytes,
-) -> Bytes {
-    let Ok(base) = public_base(shared, &parts.uri, &parts.headers) else {
-        return bytes;
-    };
+) -> Result<Bytes, Error> {
     let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
-        return bytes;
+        return Ok(bytes);
     };
-    if rewrite::rewrite_json(&mut v, &base, subject) == 0 {
-        return bytes;
+    // Without a public origin for this request the answer may still go out, but never with
+    // a Composio MCP URL in it.
+    let base = public_base(shared, &parts.uri, &parts.headers);
+    let n = rewrite::rewrite_json(&mut v, base.as_deref().unwrap_or("http://invalid"), subject);
+    if n == 0 {
+        return Ok(bytes);
     }
-    serde_json::to_vec(&v).map(Bytes::from).unwrap_or(bytes)
+    base?;
+    serde_json::to_vec(&v)
+        .map(Bytes::from)
+        .map_err(|_| Error::Internal)
 }
 
 fn media_type(h: &HeaderMap) -> String {

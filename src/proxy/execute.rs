@@ -7,7 +7,7 @@ use crate::audit::Audit;
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::Error;
 use crate::invocation::{self, Invocation};
-use crate::rewrite;
+use crate::rewrite::{self, folded_eq, JsonObject};
 use crate::routes::Api;
 use crate::upstream::TimeoutClass;
 
@@ -34,6 +34,9 @@ pub(super) async fn execute(
     let invocations = invocation::from_body(tool, &obj, account.as_deref())?;
     let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
     audit.tool(tool);
+    if api == Api::Legacy {
+        forward_decided_app(ctx, tool, &mut obj).await?;
+    }
 
     let resp = ctx
         .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)
@@ -45,6 +48,31 @@ pub(super) async fn execute(
         }
     }
     ctx.relay(resp)
+}
+
+/// The old API's `appName` is the caller's hint; what is forwarded names the app the decision
+/// was made on (Composio's, already cached by the decision), so that the gateway and Composio
+/// never disagree about which connection is meant.
+async fn forward_decided_app(ctx: &Ctx<'_>, tool: &str, obj: &mut JsonObject) -> Result<(), Error> {
+    let hinted: Vec<String> = obj
+        .iter()
+        .filter(|(k, v)| folded_eq(k, "appname") && v.get() != "null")
+        .map(|(k, _)| k.to_owned())
+        .collect();
+    if hinted.is_empty() {
+        return Ok(());
+    }
+    let app = ctx
+        .shared
+        .connections
+        .tool(tool)
+        .await?
+        .toolkit
+        .to_ascii_uppercase();
+    for key in hinted {
+        obj.set_str(&key, &app)?;
+    }
+    Ok(())
 }
 
 /// `POST /api/v3[.1]/tools/execute/proxy` and `POST /api/v2/actions/proxy`: a raw request

@@ -437,7 +437,7 @@ impl Ctx<'_> {
             .await
             .map_err(|_| Error::UpstreamUnavailable)?
             .to_bytes();
-        let out = crate::mcp::rewrite_answer(self.shared, self.parts, self.subject(), bytes);
+        let out = crate::mcp::rewrite_answer(self.shared, self.parts, self.subject(), bytes)?;
         let body = Redact::new(Full::new(out), self.shared.secret.clone()).boxed();
         Ok(Response::from_parts(parts, body))
     }

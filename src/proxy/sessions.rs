@@ -72,7 +72,7 @@ async fn relay_remembering(
     }
     crate::mcp::rewrite_location_for(ctx.shared, ctx.parts, ctx.subject(), &mut parts.headers);
     // `mcp.url` points at Composio: the client gets the gateway's instead.
-    let bytes = crate::mcp::rewrite_answer(ctx.shared, ctx.parts, ctx.subject(), bytes);
+    let bytes = crate::mcp::rewrite_answer(ctx.shared, ctx.parts, ctx.subject(), bytes)?;
     let body = Redact::new(Full::new(bytes), ctx.shared.secret.clone()).boxed();
     Ok(Response::from_parts(parts, body))
 }
@@ -99,8 +99,9 @@ pub(super) async fn owned(
         obj.check_custom_auth(ctx.shared.policy.allow_custom_auth)?;
         require_owned(ctx, &pinned_accounts(&obj)?, audit).await?;
         match call {
-            SessionCall::Execute => gate_execute(ctx, &obj, "toolslug", audit).await?,
-            SessionCall::ExecuteMeta => gate_execute(ctx, &obj, "slug", audit).await?,
+            SessionCall::Execute | SessionCall::ExecuteMeta => {
+                gate_execute(ctx, &obj, audit).await?;
+            }
             SessionCall::ProxyExecute => gate_proxy_execute(ctx, &obj, audit).await?,
             SessionCall::Other if *method == Method::PATCH => {
                 super::toolgate::session_toolkits(ctx, &mut obj, false, audit).await?;
@@ -127,26 +128,19 @@ pub(super) async fn owned(
 
 /// `execute` and `execute_meta`: the call (`tool_slug`, or `slug` for a meta tool, with its
 /// `arguments` and `account`) extracted into invocations and decided like a direct execution.
-async fn gate_execute(
-    ctx: &Ctx<'_>,
-    obj: &JsonObject,
-    slug_key: &str,
-    audit: &mut Audit,
-) -> Result<(), Error> {
-    let slugs = obj_strings(obj, slug_key)?;
+/// Both slug fields are read on both routes: which one Composio falls back to is not the
+/// gateway's to guess, so every slug named is decided.
+async fn gate_execute(ctx: &Ctx<'_>, obj: &JsonObject, audit: &mut Audit) -> Result<(), Error> {
+    let mut slugs = obj_strings(obj, "toolslug")?;
+    for s in obj_strings(obj, "slug")? {
+        if !slugs.contains(&s) {
+            slugs.push(s);
+        }
+    }
     if slugs.is_empty() {
-        return Err(Error::BodyInvalid(format!(
-            "`{}` is required",
-            if slug_key == "toolslug" {
-                "tool_slug"
-            } else {
-                "slug"
-            }
-        )));
+        return Err(Error::BodyInvalid("`tool_slug` is required".into()));
     }
     let account = invocation::named_account(obj)?;
-    // Several spellings of the slug with different values: which one Composio reads is not
-    // the gateway's to guess, so every one is decided.
     let mut invocations = Vec::new();
     for slug in &slugs {
         invocations.extend(invocation::from_body(slug, obj, account.as_deref())?);

@@ -353,6 +353,15 @@ async fn accounts_named_anywhere_are_folded_owned_and_of_the_tools_toolkit() {
             r.text()
         );
     }
+    // execute_meta: whichever slug field Composio reads, each is decided.
+    let r = post(
+        &h,
+        &format!("/api/v3.1/tool_router/session/{SESSION}/execute_meta"),
+        "alice",
+        json!({"slug": "COMPOSIO_SEARCH_TOOLS", "tool_slug": "GMAIL_SEND_EMAIL", "arguments": {}}),
+    )
+    .await;
+    refused(&r, "connection_expired", "execute_meta with a second slug");
     assert_nothing_ran(&h);
     // The right account in an item runs.
     let r = post(
@@ -429,5 +438,11 @@ async fn legacy_execute_takes_the_toolkit_from_composio_never_from_app_name() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["data"]["connected_account_id"], "ca_alice_github");
+    let sent = h.upstream("/api/v2/actions/GITHUB_LEGACY_STAR/execute");
+    assert_eq!(
+        sent[0].json().unwrap()["appName"],
+        "GITHUB",
+        "what is forwarded names the app that was decided"
+    );
     h.shutdown().await;
 }

@@ -7,6 +7,7 @@ mod support;
 
 mod cli;
 mod core;
+mod equivalence;
 mod gating;
 mod invocations;
 mod matrix;

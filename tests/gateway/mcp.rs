@@ -118,7 +118,7 @@ async fn protected_resource_metadata_and_every_401_names_it() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let v = r.json();
-    assert_eq!(v["resource"], format!("http://{}/mcp", h.addr));
+    assert_eq!(v["resource"], format!("http://{}", h.addr));
     assert_eq!(v["authorization_servers"], json!([ISSUER]));
     assert_eq!(v["bearer_methods_supported"], json!(["header"]));
     for path in [
@@ -219,6 +219,23 @@ async fn a_foreign_origin_is_refused_before_anything_else() {
         let r = post_raw(&h, "/v3/mcp/mcp_1", Some(&t), &[("origin", origin)], ping).await;
         assert_ne!(r.status, StatusCode::FORBIDDEN, "{origin}: {}", r.text());
     }
+    // DNS rebinding: a page on evil.example whose name now resolves to the gateway sends a
+    // matching Host and Origin. Only loopback names count as the gateway's own.
+    let port = h.addr.port();
+    let evil = format!("http://evil.example:{port}");
+    let r = post_raw(
+        &h,
+        "/v3/mcp/mcp_1",
+        Some(&t),
+        &[
+            ("origin", evil.as_str()),
+            ("host", &format!("evil.example:{port}")),
+        ],
+        ping,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_eq!(mcp_requests(&h, "/v3/mcp").len(), 2);
 }
 
 #[test]
