@@ -503,6 +503,20 @@ async fn a_forged_user_id_on_a_server_url_is_pinned_for_the_official_clients() {
             );
         }
     }
+    // The same server under `POST /api/v3.1/mcp/{id}` (POST only there: GET and DELETE are the
+    // REST configuration routes), with the stateless client, which only ever POSTs.
+    sandbox.clear();
+    let plan = json!({
+        "connect": connect(&h.url("/api/v3.1/mcp/mcp_ws?user_id=bob"), json!({"x-api-key": token("alice")})),
+        "steps": [call("run", "GITHUB_CREATE_ISSUE", json!({"owner": "acme", "repo": "app", "title": "hi"}))],
+    });
+    let run = drive(Client::PyStateless, plan, None).await;
+    assert_eq!(run.tool_ok("run")["data"]["user_id"], "alice");
+    let seen = sandbox.requests_to("/api/v3.1/mcp/mcp_ws");
+    assert_upstream_clean(&seen, "api path");
+    assert!(seen
+        .iter()
+        .all(|r| r.query_param("user_id").as_deref() == Some("alice")));
 }
 
 #[tokio::test]
