@@ -503,6 +503,20 @@ async fn a_forged_user_id_on_a_server_url_is_pinned_for_the_official_clients() {
             );
         }
     }
+    // The same server under `POST /api/v3.1/mcp/{id}` (POST only there: GET and DELETE are the
+    // REST configuration routes), with the stateless client, which only ever POSTs.
+    sandbox.clear();
+    let plan = json!({
+        "connect": connect(&h.url("/api/v3.1/mcp/mcp_ws?user_id=bob"), json!({"x-api-key": token("alice")})),
+        "steps": [call("run", "GITHUB_CREATE_ISSUE", json!({"owner": "acme", "repo": "app", "title": "hi"}))],
+    });
+    let run = drive(Client::PyStateless, plan, None).await;
+    assert_eq!(run.tool_ok("run")["data"]["user_id"], "alice");
+    let seen = sandbox.requests_to("/api/v3.1/mcp/mcp_ws");
+    assert_upstream_clean(&seen, "api path");
+    assert!(seen
+        .iter()
+        .all(|r| r.query_param("user_id").as_deref() == Some("alice")));
 }
 
 #[tokio::test]
@@ -550,6 +564,57 @@ async fn sse_answers_relay_and_a_client_that_leaves_cancels_upstream() {
             before.tool_calls + 2,
             "{label}: {after:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn the_front_door_serves_each_official_client_its_subjects_tools() {
+    let sandbox = Sandbox::with_demo_data(API_KEY);
+    let h = Harness::with(
+        sandbox.clone(),
+        &format!("{POLICY}[mcp]\nfront_door = true\n"),
+    )
+    .await;
+    let bob = token("bob");
+    for client in CLIENTS {
+        sandbox.clear();
+        let calls = sandbox.mcp_stats().tool_calls;
+        // Only bob's JWT and the gateway's /mcp: no session id, no user id anywhere.
+        let plan = json!({
+            "connect": connect(&h.url("/mcp"), json!({"authorization": format!("Bearer {bob}")})),
+            "steps": [
+                {"name": "list", "op": "list_tools"},
+                multi("github", &["GITHUB_CREATE_ISSUE"]),
+                multi("slack", &["SLACK_SEND_MESSAGE"]),
+                call("gmail", "GMAIL_SEND_EMAIL", json!({})),
+            ],
+        });
+        let run = drive(client, plan, None).await;
+        let label = format!("{client:?}");
+        assert_eq!(
+            run.ok("connect")["protocol_version"],
+            client.version(),
+            "{label}"
+        );
+        assert_eq!(run.tools("list"), META_TOOLS, "{label}");
+        let github = run.tool_ok("github");
+        assert_eq!(multi_user(github), "bob", "{label}");
+        assert_eq!(
+            github["data"]["results"][0]["data"]["connected_account_id"], "ca_bob_github",
+            "{label}"
+        );
+        let (_, err) = run.tool_error("slack");
+        assert_eq!(err["error"]["slug"], "tool_not_allowed", "{label}");
+        // bob's Gmail account is disabled.
+        let (text, _) = run.tool_error("gmail");
+        assert!(text.contains("Gmail"), "{label}: {text}");
+        assert_eq!(sandbox.mcp_stats().tool_calls, calls + 1, "{label}");
+        // The session behind the door is bob's (created once, then reused).
+        for c in sandbox.requests_to("/api/v3.1/tool_router/session") {
+            let body = c.json().unwrap();
+            assert_eq!(body["user_id"], "bob", "{label}: {body}");
+        }
+        assert_upstream_clean(&sandbox.requests_to("/tool_router/"), &label);
     }
 }
 

@@ -87,7 +87,12 @@ impl Ctx {
         };
         let mut segs: Vec<String> = raw.map(percent_decode).collect();
         let mut api = api;
-        if api == Api::Other {
+        // A JSON-RPC POST to `/api/{v3}/mcp/{server_id}` is the server's MCP endpoint too (GET
+        // and DELETE there are the REST retrieve and delete of the server's configuration).
+        let api_server_post = matches!(api, Api::V3 | Api::V31)
+            && r.method.eq_ignore_ascii_case("POST")
+            && matches!(segs.as_slice(), [m, id] if m == "mcp" && id != "servers");
+        if api == Api::Other || api_server_post {
             let all: Vec<String> = trimmed.split('/').skip(1).map(percent_decode).collect();
             if super::mcp::is_endpoint(&all) {
                 api = Api::Mcp;

@@ -7,7 +7,8 @@
 //!   session. `tools/list` shows the meta tools, then the session's `config.preload.tools`;
 //!   `tools/call` runs any tool the session enables, as the session's user, through
 //!   [`super::session::run_tool`], the code behind `POST .../session/{id}/execute`.
-//! - `/v3/mcp/{server_id}` (also `/v3/mcp/{server_id}/mcp`) with `user_id` and/or
+//! - `/v3/mcp/{server_id}` (also `/v3/mcp/{server_id}/mcp`, and `POST /api/{v3}/mcp/{server_id}`
+//!   whose GET and DELETE stay the REST configuration routes) with `user_id` and/or
 //!   `connected_account_id` in the query (as `mcp/servers/generate` hands them out): the
 //!   server's toolkits' tools (its `allowed_tools` when set), run like `tools/execute` with that
 //!   user / account.
@@ -171,7 +172,9 @@ fn endpoint(segs: &[String]) -> Option<(Kind, &str)> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     match s.as_slice() {
         ["tool_router", "v3", id, "mcp"] | ["tool_router", id, "mcp"] => Some((Kind::Session, id)),
-        ["v3", "mcp", id] | ["v3", "mcp", id, "mcp"] => Some((Kind::Server, id)),
+        ["v3", "mcp", id] | ["v3", "mcp", id, "mcp"] | ["api", "v3" | "v3.1", "mcp", id] => {
+            Some((Kind::Server, id))
+        }
         _ => None,
     }
 }

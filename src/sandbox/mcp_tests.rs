@@ -624,6 +624,19 @@ async fn server_urls_run_as_the_query_user_or_account() {
             .status,
         200
     );
+    // POST /api/{v3}/mcp/{id} is the same endpoint; GET there stays the REST retrieve.
+    for path in [
+        "/api/v3/mcp/mcp_ws?user_id=alice",
+        "/api/v3.1/mcp/mcp_ws?user_id=alice",
+    ] {
+        let r = api.post(path, &refs(&h), &l).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(!tool_names(&r.json()["result"]).is_empty(), "{path}");
+    }
+    let rest = api
+        .send("GET", "/api/v3.1/mcp/mcp_ws", &[("x-api-key", KEY)], b"")
+        .await;
+    assert_eq!(rest.json()["id"], "mcp_ws");
     let recorded = sandbox.requests_to("/v3/mcp/mcp_ws");
     assert!(recorded
         .iter()
