@@ -1,10 +1,12 @@
 //! Runs the fake Composio with the demo data set, for manual tests and the SDK drivers.
 //!
 //! ```text
-//! cargo run --example sandbox -- [--port 8765] [--api-key KEY] [--tls] [--log]
+//! cargo run --example sandbox -- [--port 8765] [--api-key KEY] [--tls] [--log] [--mcp-sse]
 //! ```
 //!
 //! `--log` prints every request (method, path, query, body) to stderr as it arrives.
+//! `--mcp-sse` makes the hosted MCP endpoints answer requests as `text/event-stream` (default:
+//! `application/json`; a request's `x-sandbox-mcp-answer: json|sse` header overrides).
 //!
 //! The key defaults to `$SANDBOX_API_KEY`, else `sbx_project_key`. `--tls` serves HTTPS with
 //! `certs/dev/server.crt` (trust `certs/dev/ca.crt`). The first line on stdout is
@@ -12,10 +14,10 @@
 
 use std::path::PathBuf;
 
-use entitygate::sandbox::Sandbox;
+use entitygate::sandbox::{McpAnswer, McpConfig, Sandbox};
 
 fn usage() -> ! {
-    eprintln!("usage: sandbox [--port N] [--api-key KEY] [--tls] [--log]");
+    eprintln!("usage: sandbox [--port N] [--api-key KEY] [--tls] [--log] [--mcp-sse]");
     std::process::exit(64)
 }
 
@@ -25,6 +27,7 @@ async fn main() -> std::io::Result<()> {
     let mut api_key = std::env::var("SANDBOX_API_KEY").unwrap_or_else(|_| "sbx_project_key".into());
     let mut tls = false;
     let mut log = false;
+    let mut mcp_sse = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -37,10 +40,17 @@ async fn main() -> std::io::Result<()> {
             "--api-key" => api_key = args.next().unwrap_or_else(|| usage()),
             "--tls" => tls = true,
             "--log" => log = true,
+            "--mcp-sse" => mcp_sse = true,
             _ => usage(),
         }
     }
     let sandbox = Sandbox::with_demo_data(&api_key);
+    if mcp_sse {
+        sandbox.set_mcp_config(McpConfig {
+            answer: McpAnswer::Sse,
+            ..McpConfig::default()
+        });
+    }
     let addr = if tls {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("certs/dev");
         sandbox
@@ -58,6 +68,7 @@ async fn main() -> std::io::Result<()> {
     println!("sandbox (fake Composio) on {scheme}://{addr}  x-api-key: {api_key}");
     println!("  composio / @composio/core: COMPOSIO_BASE_URL={scheme}://{addr}");
     println!("  composio-core 0.7:         COMPOSIO_BASE_URL={scheme}://{addr}/api");
+    println!("  hosted MCP (x-api-key):    {scheme}://{addr}/tool_router/trs_1/mcp (user-1's session), {scheme}://{addr}/v3/mcp/mcp_1?user_id=alice");
     if log {
         let s = sandbox.clone();
         tokio::spawn(async move {

@@ -98,6 +98,7 @@ struct Line<'a> {
     tool: Option<&'a str>,
     toolkit: Option<&'a str>,
     connected_account_id: Option<&'a str>,
+    session: Option<&'a str>,
     decision: &'a str,
     code: u32,
     identity_rewritten: bool,
@@ -118,7 +119,11 @@ pub struct Audit {
     tool: Option<String>,
     toolkit: Option<String>,
     account: Option<String>,
+    session: Option<String>,
     decision: &'static str,
+    /// Refused inside a successful HTTP answer (an MCP tool call answered with `isError`):
+    /// the request's own `allow` must not overwrite it.
+    in_band: bool,
     code: u32,
     upstream_status: Option<u16>,
     identity_rewritten: bool,
@@ -168,6 +173,16 @@ impl Audit {
         self.account = Some(account.to_owned());
     }
 
+    /// The tool router session a call ran in (MCP session endpoints, the front door).
+    pub fn session(&mut self, id: &str) {
+        self.session = Some(id.to_owned());
+    }
+
+    /// The session recorded, if any.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
     /// The tool-policy rule that decided (the refusing one, else the last allowing one).
     pub fn rule(&mut self, rule: &std::sync::Arc<str>) {
         self.rule = Some(rule.clone());
@@ -185,6 +200,9 @@ impl Audit {
 
     /// The request was allowed and forwarded (or answered locally).
     pub fn allow(&mut self) {
+        if self.in_band {
+            return;
+        }
         self.decision = "allow";
         self.code = 0;
     }
@@ -193,6 +211,13 @@ impl Audit {
     pub fn refuse(&mut self, e: &Error) {
         self.decision = e.slug();
         self.code = e.code();
+    }
+
+    /// The request was answered, but what it asked for was refused (the refusal is inside
+    /// the answer, as an MCP tool result or JSON-RPC error).
+    pub fn refuse_in_band(&mut self, e: &Error) {
+        self.refuse(e);
+        self.in_band = true;
     }
 
     /// Emits the event: a JSON line to `sink`, a tracing event, and the request metrics.
@@ -216,6 +241,7 @@ impl Audit {
             tool: self.tool.as_deref(),
             toolkit: self.toolkit.as_deref(),
             connected_account_id: self.account.as_deref(),
+            session: self.session.as_deref(),
             decision: self.decision,
             code: self.code,
             identity_rewritten: self.identity_rewritten,

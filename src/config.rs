@@ -91,6 +91,10 @@ impl ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The origin agents reach the gateway at (`https://gateway.example`): every Composio MCP
+    /// URL in a relayed answer is rewritten onto it. Absent: derived from each request, which
+    /// is allowed only on a loopback listener.
+    pub public_url: Option<String>,
     /// Address of the proxy listener.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -122,6 +126,50 @@ pub struct Config {
     /// The expired-connections audit job and Composio's expiry webhook (issue 7).
     #[serde(default)]
     pub audit_job: Option<AuditJobConfig>,
+    /// MCP through the gateway ([`crate::mcp`]).
+    #[serde(default)]
+    pub mcp: McpConfig,
+}
+
+/// `[mcp]`: the Streamable HTTP endpoints the gateway serves for Composio's hosted MCP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// Browser origins allowed to call the MCP endpoints (besides `public_url`'s own); a
+    /// request with any other `Origin` is refused with 403 (DNS-rebinding guard).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Authorization servers published in the RFC 9728 metadata; empty: `[auth] issuer`.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// Serve `POST/GET/DELETE /mcp` as the subject's own MCP endpoint (a tool router session
+    /// the gateway creates for the subject).
+    #[serde(default)]
+    pub front_door: bool,
+    /// A relayed MCP stream (SSE) that stays silent this long is closed.
+    #[serde(default = "default_mcp_stream_idle_secs")]
+    pub stream_idle_timeout_secs: u64,
+    /// How long a front-door session is reused before a fresh one is created.
+    #[serde(default = "default_mcp_session_ttl_secs")]
+    pub session_ttl_secs: u64,
+    /// Extra fields of the tool router session the front door creates (`[mcp.session]`,
+    /// e.g. `manage_connections = { enable = false }`); `user_id` is always the subject and
+    /// `toolkits` is intersected with what the policy permits.
+    #[serde(default)]
+    pub session: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            authorization_servers: Vec::new(),
+            front_door: false,
+            stream_idle_timeout_secs: default_mcp_stream_idle_secs(),
+            session_ttl_secs: default_mcp_session_ttl_secs(),
+            session: serde_json::Map::new(),
+        }
+    }
 }
 
 /// `[tls]`: certificate chain and private key in PEM.
@@ -650,8 +698,80 @@ impl Config {
         if let Some(job) = &self.audit_job {
             job.validate()?;
         }
+        self.validate_mcp()
+    }
+
+    /// `public_url` and `[mcp]`. Without `public_url` the gateway could only hand out MCP URLs
+    /// built from the request's `Host`, which on a non-loopback listener is the caller's word:
+    /// that is a start-up error to configure, never a silent pass-through.
+    fn validate_mcp(&self) -> Result<(), ConfigError> {
+        match &self.public_url {
+            Some(url) => {
+                origin_of(url).map_err(|reason| ConfigError::invalid("public_url", reason))?;
+            }
+            None if !self.listen.ip().is_loopback() => {
+                return Err(ConfigError::invalid(
+                    "public_url",
+                    "is required when the listener is not loopback: MCP URLs in answers are \
+                     rewritten onto it (e.g. public_url = \"https://gateway.example\")",
+                ));
+            }
+            None => {}
+        }
+        for (i, o) in self.mcp.allowed_origins.iter().enumerate() {
+            let canonical = origin_of(o).map_err(|reason| {
+                ConfigError::invalid(format!("mcp.allowed_origins[{i}]"), reason)
+            })?;
+            if canonical != o.to_ascii_lowercase() {
+                return Err(ConfigError::invalid(
+                    format!("mcp.allowed_origins[{i}]"),
+                    "must be an origin: scheme://host[:port], no path",
+                ));
+            }
+        }
+        for (i, a) in self.mcp.authorization_servers.iter().enumerate() {
+            origin_of(a).map_err(|reason| {
+                ConfigError::invalid(format!("mcp.authorization_servers[{i}]"), reason)
+            })?;
+        }
+        if self.mcp.stream_idle_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "mcp.stream_idle_timeout_secs",
+                "must be > 0",
+            ));
+        }
+        if let Some(k) = self
+            .mcp
+            .session
+            .keys()
+            .find(|k| crate::rewrite::is_identity_key(k))
+        {
+            return Err(ConfigError::invalid(
+                format!("mcp.session.{k}"),
+                "the session's user is always the token subject",
+            ));
+        }
         Ok(())
     }
+}
+
+/// The lower-case origin (`scheme://host[:port]`) of an http(s) URL with no query, or why not.
+pub(crate) fn origin_of(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let Some(scheme @ ("https" | "http")) = uri.scheme_str() else {
+        return Err("must be an http:// or https:// URL".into());
+    };
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not carry credentials".into());
+    }
+    if uri.query().is_some() {
+        return Err("must not carry a query".into());
+    }
+    Ok(format!(
+        "{scheme}://{}",
+        authority.as_str().to_ascii_lowercase()
+    ))
 }
 
 /// Whether `host` names the loopback interface.
@@ -915,6 +1035,12 @@ fn default_composio_webhook_path() -> String {
 }
 fn default_composio_webhook_tolerance_secs() -> u64 {
     300
+}
+fn default_mcp_stream_idle_secs() -> u64 {
+    300
+}
+fn default_mcp_session_ttl_secs() -> u64 {
+    3600
 }
 fn default_header_read_timeout_secs() -> u64 {
     10

@@ -100,6 +100,8 @@ audience = "entitygate"
 [[auth.keys]]
 alg = "HS256"
 secret_env = "ENTITYGATE_JWT_SECRET"
+[mcp]
+front_door = true
 "#,
         listen = args.listen,
         tls = tls.unwrap_or_default(),
@@ -213,6 +215,49 @@ print(c.tools.execute("GITHUB_CREATE_ISSUE", {{"owner": "acme", "repo": "app", "
                       user_id="alice", dangerously_skip_version_check=True))'
 
 Ctrl-C stops the demo. Audit events (one per decision) are logged below.
+"#
+    );
+    print_mcp_banner(&base, &curl_ca);
+}
+
+/// The MCP half of the banner: the front door with curl (stateless 2026-07-28 requests, one
+/// POST each), an MCP client's configuration, and a Composio session with `mcp=True`.
+#[allow(clippy::print_stdout)]
+fn print_mcp_banner(base: &str, curl_ca: &str) {
+    let h = "-H \"authorization: Bearer $ALICE_TOKEN\" -H 'content-type: application/json' \\\n  \
+             -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2026-07-28'";
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+    println!(
+        r#"MCP: {base}/mcp is each user's own MCP endpoint (the JWT says whose).
+
+# 5. Alice's tools over MCP; a tool call that runs as alice; one her expired Gmail refuses:
+curl -s{curl_ca} {base}/mcp {h} \
+  -H 'mcp-method: tools/list' -d '{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{{meta}}}}}'
+for tool in GITHUB_CREATE_ISSUE GMAIL_SEND_EMAIL; do echo; curl -s{curl_ca} {base}/mcp {h} \
+  -H 'mcp-method: tools/call' -H 'mcp-name: COMPOSIO_MULTI_EXECUTE_TOOL' \
+  -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"COMPOSIO_MULTI_EXECUTE_TOOL",
+       "arguments":{{"tools":[{{"tool_slug":"'$tool'","arguments":{{"owner":"acme","repo":"app","title":"hi"}}}}]}},{meta}}}}}'
+done
+
+# 6. Any MCP client (Claude, Cursor, OpenAI Agents SDK, ...): a Streamable HTTP server with
+#    the user's JWT as its bearer token, e.g. in an mcp.json:
+{{"mcpServers": {{"composio": {{"url": "{base}/mcp", "headers": {{"Authorization": "Bearer <ALICE_TOKEN>"}}}}}}}}
+
+# 7. Composio's own sessions over MCP (pip install composio==0.30.0 mcp==2.3.0): the session's
+#    MCP URL is on the gateway, and the JWT header goes with it.
+COMPOSIO_BASE_URL={base} COMPOSIO_API_KEY=$ALICE_TOKEN python3 -c '
+import asyncio
+from composio import Composio
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+s = Composio(allow_tracking=False).sessions.create(user_id="alice", mcp=True)
+print(s.mcp.url)
+async def main():
+    async with create_mcp_http_client(headers=s.mcp.headers) as http, \
+            Client(streamable_http_client(s.mcp.url, http_client=http)) as c:
+        print([t.name for t in (await c.list_tools()).tools])
+asyncio.run(main())'
 "#
     );
 }

@@ -169,6 +169,9 @@ pub enum Error {
     /// Upstream refused, reset or answered garbage.
     #[error("Composio could not be reached")]
     UpstreamUnavailable,
+    /// A browser `Origin` the MCP endpoints do not accept (DNS-rebinding guard).
+    #[error("requests from this origin are not allowed")]
+    OriginNotAllowed,
     /// Upstream did not answer in time.
     #[error("Composio did not answer in time")]
     UpstreamTimeout,
@@ -203,6 +206,7 @@ impl Error {
             Self::RouteNotAllowed => "route_not_allowed",
             Self::OperationDisabled(_) => "operation_disabled",
             Self::MethodOverride => "method_override_not_allowed",
+            Self::OriginNotAllowed => "origin_not_allowed",
             Self::BodyInvalid(_) => "body_invalid",
             Self::DuplicateKey(_) => "duplicate_key",
             Self::PayloadTooLarge => "payload_too_large",
@@ -253,6 +257,7 @@ impl Error {
             Self::RouteNotAllowed => 9122,
             Self::OperationDisabled(_) => 9123,
             Self::MethodOverride => 9124,
+            Self::OriginNotAllowed => 9125,
             Self::BodyInvalid(_) => 9130,
             Self::DuplicateKey(_) => 9131,
             Self::PayloadTooLarge => 9132,
@@ -294,6 +299,7 @@ impl Error {
             | Self::TokenAudienceMismatch
             | Self::TokenSubjectInvalid => StatusCode::UNAUTHORIZED,
             Self::RouteNotAllowed
+            | Self::OriginNotAllowed
             | Self::OperationDisabled(_)
             | Self::IdentityMismatch
             | Self::CustomAuthNotAllowed(_)
@@ -348,6 +354,9 @@ impl Error {
                 "This operation is not available to end-user tokens; ask the gateway operator."
             }
             Self::MethodOverride => "Send the real HTTP method instead of an override header.",
+            Self::OriginNotAllowed => {
+                "Call the MCP endpoint from the gateway's own origin or one it allows."
+            }
             Self::BodyInvalid(_) | Self::DuplicateKey(_) => {
                 "Send a single well-formed JSON object with each key once."
             }

@@ -18,6 +18,8 @@
 //! - [`audit`]: one structured event per decision; [`clock`]: Unix and RFC 3339 time.
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits.
+//! - `mcp`: MCP through the gateway (Streamable HTTP, JSON-RPC inspected both ways, the
+//!   front door, RFC 9728 metadata, MCP URLs in answers moved onto `public_url`).
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
 //!   Composio's expiry webhook.
 //! - [`sandbox`], [`demo`]: a faithful fake Composio and the demo that runs against it.
@@ -47,6 +49,7 @@ pub mod expiry;
 pub mod headers;
 pub(crate) mod invocation;
 pub mod limits;
+pub(crate) mod mcp;
 pub mod metrics;
 pub mod path;
 pub mod proxy;

@@ -89,6 +89,30 @@ impl Drop for InFlight {
     }
 }
 
+/// An HTTP request on an MCP endpoint (`POST`, `GET`, `DELETE`).
+pub(crate) fn mcp_http(method: &str) {
+    let m: &'static str = match method {
+        "POST" => "POST",
+        "GET" => "GET",
+        "DELETE" => "DELETE",
+        _ => "other",
+    };
+    metrics::counter!("entitygate_mcp_http_requests_total", "method" => m).increment(1);
+}
+
+/// One JSON-RPC message from an MCP client, by method (a fixed list) and decision (an error
+/// slug or `allow`).
+pub(crate) fn mcp_message(method: &'static str, decision: &'static str) {
+    metrics::counter!("entitygate_mcp_messages_total",
+        "method" => method, "decision" => decision)
+    .increment(1);
+}
+
+/// A relayed MCP event stream ended (`done`, `idle`, `upstream_error`, `malformed`).
+pub(crate) fn mcp_stream_end(reason: &'static str) {
+    metrics::counter!("entitygate_mcp_streams_ended_total", "reason" => reason).increment(1);
+}
+
 /// A JWKS fetch ended.
 pub(crate) fn jwks_fetch(ok: bool) {
     if ok {

@@ -52,6 +52,8 @@ pub enum Policy {
     Neutral,
     /// Answered by the gateway itself: the old SDK's key check, which must not see the key.
     ClientInfo,
+    /// MCP over Streamable HTTP: JSON-RPC inspected message by message ([`crate::mcp`]).
+    Mcp(McpTarget),
     /// A presigned upload URL for a tool's file input (project storage, not a user's data):
     /// the JSON body is forwarded with any user id removed.
     FileUpload,
@@ -75,6 +77,7 @@ impl Policy {
             Self::Neutral => "neutral",
             Self::ClientInfo => "client_info",
             Self::FileUpload => "file_upload",
+            Self::Mcp(_) => "mcp",
         }
     }
 }
@@ -90,6 +93,18 @@ pub enum SessionCall {
     ProxyExecute,
     /// Anything else scoped to the session (read, link, search, patch, delete, mounts).
     Other,
+}
+
+/// Which MCP endpoint a request addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpTarget {
+    /// A tool router session's endpoint (param 0 is the session id): only the subject's.
+    Session,
+    /// An MCP server's endpoint (param 0 is the server id): `user_id` forced to the subject,
+    /// a `connected_account_id` only if it is the subject's.
+    Server,
+    /// `/mcp`, the subject's own endpoint (`[mcp] front_door`).
+    FrontDoor,
 }
 
 /// One row of the table.
@@ -167,6 +182,18 @@ pub static ROUTES: &[Route] = routes! {
 
     // --- MCP ---
     POST "/api/{v3}/mcp/servers/generate"                  => McpGenerate;
+    // Streamable HTTP on the hosted endpoints Composio hands out, and the front door. No
+    // DELETE on `/api/{v3}/mcp/{id}`: there it deletes the project's server configuration.
+    POST   "/tool_router/{id}/mcp"                         => Mcp(McpTarget::Session);
+    GET    "/tool_router/{id}/mcp"                         => Mcp(McpTarget::Session);
+    DELETE "/tool_router/{id}/mcp"                         => Mcp(McpTarget::Session);
+    POST   "/v3/mcp/{id}"                                  => Mcp(McpTarget::Server);
+    GET    "/v3/mcp/{id}"                                  => Mcp(McpTarget::Server);
+    DELETE "/v3/mcp/{id}"                                  => Mcp(McpTarget::Server);
+    POST   "/api/{v3}/mcp/{id}"                            => Mcp(McpTarget::Server);
+    POST   "/mcp"                                          => Mcp(McpTarget::FrontDoor);
+    GET    "/mcp"                                          => Mcp(McpTarget::FrontDoor);
+    DELETE "/mcp"                                          => Mcp(McpTarget::FrontDoor);
 
     // --- tool router sessions ---
     POST   "/api/{v3}/tool_router/session"                         => SessionCreate;

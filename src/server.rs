@@ -128,6 +128,13 @@ async fn build_shared(
         tls,
         expiry,
         fingerprint: Shared::fingerprint_of(config),
+        public_url: config
+            .public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_owned()),
+        mcp: config.mcp.clone(),
+        issuer: config.auth.issuer.clone(),
+        front_door: crate::mcp::front_door::Sessions::default(),
     };
     Ok((shared, tasks))
 }

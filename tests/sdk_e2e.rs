@@ -2,7 +2,7 @@
 //! its Composio SDK at the gateway with the end user's JWT as its API key can execute tools").
 //!
 //! `tests/sdk/setup.sh` installs Python `composio` 0.30.0, `composio-core` 0.7.22 and JS
-//! `@composio/core` 0.17.0 (once; a no-op afterwards). Each run starts the sandbox Composio and
+//! `@composio/core` 0.19.0 (once; a no-op afterwards). Each run starts the sandbox Composio and
 //! the gateway in-process on 127.0.0.1:0 and runs one driver of `tests/sdk/` as a subprocess,
 //! unchanged SDK code with only the base URL and the API key (the user's JWT) changed. It then
 //! checks the driver's verdict and specific SDK outcomes (results carry the subject's data,
@@ -102,7 +102,7 @@ enum Sdk {
     Py,
     /// `composio-core` 0.7.22, API v1/v2.
     PyOld,
-    /// `@composio/core` 0.17.0, API v3.1.
+    /// `@composio/core` 0.19.0, API v3.1.
     Js,
 }
 
@@ -111,7 +111,7 @@ impl Sdk {
         match self {
             Sdk::Py => "composio 0.30 (py_current.py)",
             Sdk::PyOld => "composio-core 0.7 (py_old.py)",
-            Sdk::Js => "@composio/core 0.17 (js_current.mjs)",
+            Sdk::Js => "@composio/core 0.19 (js_current.mjs)",
         }
     }
 
@@ -515,7 +515,7 @@ async fn pinned_run(sdk: Sdk, user: &str, subject: &str) -> Run {
     run
 }
 
-/// What the current SDKs (py 0.30, js 0.17) show, for `subject`'s demo data.
+/// What the current SDKs (py 0.30, js 0.19) show, for `subject`'s demo data.
 fn check_current(sdk: Sdk, run: &Run, user: &str, subject: &str) {
     let py = sdk == Sdk::Py;
     // Executions run as the subject, through the subject's own account.
@@ -674,7 +674,7 @@ async fn python_sdk_old_is_pinned_to_the_subject() {
     suite(Sdk::PyOld).await;
 }
 
-/// `@composio/core` 0.17, same three runs.
+/// `@composio/core` 0.19, same three runs.
 #[tokio::test]
 async fn js_sdk_is_pinned_to_the_subject() {
     suite(Sdk::Js).await;

@@ -257,8 +257,11 @@ pub(super) async fn mcp_generate(
         }
     }
     require_owned(ctx, &ids, audit).await?;
-    ctx.pass(query.as_deref(), &obj, TimeoutClass::Default, audit)
-        .await
+    let resp = ctx
+        .forward_json(query.as_deref(), &obj, TimeoutClass::Default, audit)
+        .await?;
+    // `mcp_url`, `user_ids_url[]`, `connected_account_urls[]` move onto the gateway.
+    ctx.relay_mcp_urls(resp).await
 }
 
 // --- shared by the handlers of this module and of sessions ---

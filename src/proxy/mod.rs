@@ -15,7 +15,7 @@
 mod accounts;
 mod execute;
 mod sessions;
-mod toolgate;
+pub(crate) mod toolgate;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -59,6 +59,14 @@ pub struct Shared {
     pub(crate) fingerprint: String,
     /// The audit job and Composio's expiry webhook (`[audit_job]`), when configured.
     pub(crate) expiry: Option<Arc<crate::expiry::Expiry>>,
+    /// `public_url`: where MCP URLs in answers point (else derived on loopback listeners).
+    pub(crate) public_url: Option<String>,
+    /// `[mcp]`.
+    pub(crate) mcp: crate::config::McpConfig,
+    /// `[auth] issuer`, published as the MCP authorization server by default.
+    pub(crate) issuer: Option<String>,
+    /// The front door's sessions ([`crate::mcp::front_door`]).
+    pub(crate) front_door: crate::mcp::front_door::Sessions,
 }
 
 impl Shared {
@@ -115,7 +123,7 @@ where
 }
 
 /// Handles one request; never fails (errors become Composio-shaped responses).
-async fn handle<B>(shared: &Shared, req: Request<B>) -> Response<ResponseBody>
+async fn handle<B>(shared: &Arc<Shared>, req: Request<B>) -> Response<ResponseBody>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -133,6 +141,10 @@ where
     // (urllib3 in composio-core 0.7, which sends the body after the headers) only discovers
     // when its next request on that connection fails. Saying `Connection: close` makes it
     // reconnect instead.
+    // A 401 on an MCP endpoint names the RFC 9728 metadata (MCP authorization).
+    let www_authenticate = crate::mcp::is_mcp_path(req.uri().path())
+        .then(|| crate::mcp::www_authenticate(shared, req.uri(), req.headers()))
+        .flatten();
     let close_on_refusal = req.version() < Version::HTTP_2
         && (req.headers().contains_key(header::TRANSFER_ENCODING)
             || req
@@ -160,6 +172,9 @@ where
             if close_on_refusal {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let (true, Some(v)) = (e.is_authentication(), www_authenticate) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
             resp
         }
@@ -191,7 +206,7 @@ impl Drop for Record<'_> {
 }
 
 async fn process<B>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     req: Request<B>,
     request_id: &HeaderValue,
     audit: &mut Audit,
@@ -224,6 +239,9 @@ where
         return Err(Error::RequestTargetInvalid);
     }
     let path = crate::path::check(parts.uri.path())?;
+    if let Some(resp) = crate::mcp::before_auth(shared, &parts, path)? {
+        return Ok(resp);
+    }
     let token = crate::auth::token_from_headers(&parts.headers)?;
     let identity = shared.auth.authenticate(token).await?;
     audit.subject(&identity.subject);
@@ -253,6 +271,7 @@ where
         Policy::McpGenerate => accounts::mcp_generate(&ctx, body, audit).await,
         Policy::SessionCreate => sessions::create(&ctx, body, audit).await,
         Policy::OwnedSession(call) => sessions::owned(&ctx, body, call, audit).await,
+        Policy::Mcp(target) => crate::mcp::handle(&ctx, shared, body, target, audit).await,
     }
 }
 
@@ -388,7 +407,38 @@ impl Ctx<'_> {
         let (mut parts, body) = resp.into_parts();
         refuse_encoded(&parts.headers)?;
         headers::clean_response_headers(&mut parts.headers, &self.shared.secret);
+        crate::mcp::rewrite_location_for(
+            self.shared,
+            self.parts,
+            self.subject(),
+            &mut parts.headers,
+        );
         let body = Redact::new(body, self.shared.secret.clone()).boxed();
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Relays an answer that may carry Composio MCP URLs, with them moved onto the gateway
+    /// ([`crate::mcp::rewrite`]); the answer is read whole (it is a small JSON object).
+    pub(crate) async fn relay_mcp_urls(
+        &self,
+        resp: Response<Incoming>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let (mut parts, body) = resp.into_parts();
+        refuse_encoded(&parts.headers)?;
+        headers::clean_response_headers(&mut parts.headers, &self.shared.secret);
+        crate::mcp::rewrite_location_for(
+            self.shared,
+            self.parts,
+            self.subject(),
+            &mut parts.headers,
+        );
+        let bytes = http_body_util::Limited::new(body, MAX_FILTERED_RESPONSE)
+            .collect()
+            .await
+            .map_err(|_| Error::UpstreamUnavailable)?
+            .to_bytes();
+        let out = crate::mcp::rewrite_answer(self.shared, self.parts, self.subject(), bytes)?;
+        let body = Redact::new(Full::new(out), self.shared.secret.clone()).boxed();
         Ok(Response::from_parts(parts, body))
     }
 

@@ -70,6 +70,9 @@ async fn relay_remembering(
             _ => {}
         }
     }
+    crate::mcp::rewrite_location_for(ctx.shared, ctx.parts, ctx.subject(), &mut parts.headers);
+    // `mcp.url` points at Composio: the client gets the gateway's instead.
+    let bytes = crate::mcp::rewrite_answer(ctx.shared, ctx.parts, ctx.subject(), bytes)?;
     let body = Redact::new(Full::new(bytes), ctx.shared.secret.clone()).boxed();
     Ok(Response::from_parts(parts, body))
 }
@@ -116,6 +119,10 @@ pub(super) async fn owned(
         SessionCall::Other => TimeoutClass::Default,
     };
     let resp = ctx.forward(query.as_deref(), body, class, audit).await?;
+    if call == SessionCall::Other && ctx.matched.route.pattern.ends_with("/session/{id}") {
+        // The session itself (read, update) carries its `mcp.url`.
+        return ctx.relay_mcp_urls(resp).await;
+    }
     ctx.relay(resp)
 }
 

@@ -29,7 +29,7 @@ fn record(ctx: &Ctx<'_>, d: Decision, what: &str, audit: &mut Audit) -> Result<(
 /// A tool router session's `toolkits` (creation or update): what the caller asked for,
 /// intersected with what the policy permits, so that Composio enforces the policy inside the
 /// session too. Left alone when the policy permits every toolkit.
-pub(super) async fn session_toolkits(
+pub(crate) async fn session_toolkits(
     ctx: &Ctx<'_>,
     obj: &mut JsonObject,
     creating: bool,
@@ -205,6 +205,8 @@ pub(super) async fn relay_listing(
             })
             .await
         }
+        // An MCP server's configuration carries its hosted URL and setup commands.
+        "/api/{v3}/mcp/{id}" => ctx.relay_mcp_urls(resp).await,
         _ => ctx.relay(resp),
     }
 }

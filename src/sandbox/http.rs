@@ -19,12 +19,15 @@ pub(crate) enum Api {
     V3,
     /// `/api/v3.1/...`: the current version; omitted tool versions mean `latest`.
     V31,
+    /// Composio's hosted MCP endpoints (`/tool_router/{session}/mcp`, `/v3/mcp/{server}`):
+    /// Streamable HTTP, see `mcp`. `segs` holds every path segment.
+    Mcp,
     /// Anything else: 404.
     Other,
 }
 
 /// What a route sees of a request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Ctx {
     pub(crate) api: Api,
     /// Upper-case method.
@@ -63,6 +66,7 @@ impl Api {
             Api::V2 => "v2",
             Api::V3 => "v3",
             Api::V31 => "v3.1",
+            Api::Mcp => "mcp",
             Api::Other => "",
         }
     }
@@ -81,7 +85,20 @@ impl Ctx {
             (Some("api"), Some("v3.1")) => Api::V31,
             _ => Api::Other,
         };
-        let segs = raw.map(percent_decode).collect();
+        let mut segs: Vec<String> = raw.map(percent_decode).collect();
+        let mut api = api;
+        // A JSON-RPC POST to `/api/{v3}/mcp/{server_id}` is the server's MCP endpoint too (GET
+        // and DELETE there are the REST retrieve and delete of the server's configuration).
+        let api_server_post = matches!(api, Api::V3 | Api::V31)
+            && r.method.eq_ignore_ascii_case("POST")
+            && matches!(segs.as_slice(), [m, id] if m == "mcp" && id != "servers");
+        if api == Api::Other || api_server_post {
+            let all: Vec<String> = trimmed.split('/').skip(1).map(percent_decode).collect();
+            if super::mcp::is_endpoint(&all) {
+                api = Api::Mcp;
+                segs = all;
+            }
+        }
         Self {
             api,
             method: r.method.to_ascii_uppercase(),
@@ -163,6 +180,11 @@ impl Ctx {
             }
         }
         (!out.is_empty()).then_some(out)
+    }
+
+    /// The raw body.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.body
     }
 
     /// The body as JSON; an empty body is `{}`.
@@ -350,6 +372,14 @@ impl Reply {
                 "text/html; charset=utf-8",
                 Bytes::from_static(b"<html><body>502 Bad Gateway (not JSON)</body></html>"),
             ),
+        }
+    }
+
+    /// The JSON body of a reply (`None` for a raw one).
+    pub(crate) fn json_body(&self) -> Option<&Value> {
+        match &self.body {
+            ReplyBody::Json(v) => Some(v),
+            ReplyBody::Raw(..) => None,
         }
     }
 

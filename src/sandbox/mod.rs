@@ -26,6 +26,7 @@
 //! - `shapes`: the JSON renderings of accounts, tools, toolkits, apps, actions;
 //! - `v3`: `/api/v3` and `/api/v3.1`; `session`: their tool-router sessions;
 //!   `legacy`: `/api/v1` and `/api/v2`; `exec`: which account a tool runs with;
+//! - `mcp`: the hosted MCP endpoints (Streamable HTTP, both protocol generations);
 //! - `http`: the per-request context and reply type;
 //! - `demo`: the demo data set.
 
@@ -33,11 +34,14 @@ mod demo;
 mod exec;
 mod http;
 mod legacy;
+mod mcp;
 mod session;
 mod shapes;
 pub(crate) mod store;
 mod v3;
 
+#[cfg(test)]
+mod mcp_tests;
 #[cfg(test)]
 mod tests;
 
@@ -49,7 +53,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -60,7 +64,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use self::http::{Ctx, Reply};
+use self::mcp::SandboxBody;
 use self::store::Store;
+
+pub use self::mcp::{McpAnswer, McpConfig, McpStats, LEGACY_VERSIONS, MODERN_VERSION};
 
 /// Largest request body the sandbox reads.
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -88,6 +95,8 @@ struct Inner {
     generation: watch::Sender<u64>,
     /// Source of `x-request-id` values when the caller sent none.
     request_seq: AtomicU64,
+    /// The hosted MCP endpoints' sessions, settings and counters.
+    mcp: Mutex<mcp::State>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -287,6 +296,7 @@ impl Sandbox {
                 faults: Mutex::new(HashMap::new()),
                 generation,
                 request_seq: AtomicU64::new(1),
+                mcp: Mutex::new(mcp::State::default()),
             }),
         }
     }
@@ -551,7 +561,7 @@ impl Sandbox {
         &self,
         req: Request<Incoming>,
         scheme: &'static str,
-    ) -> Result<Response<Full<Bytes>>, InjectedReset> {
+    ) -> Result<Response<SandboxBody>, InjectedReset> {
         let (parts, body) = req.into_parts();
         let host = parts
             .headers
@@ -576,17 +586,37 @@ impl Sandbox {
         let ctx = Ctx::new(&recorded, request_id, format!("{scheme}://{host}"));
 
         let reply = match self.fault_for(&recorded.path) {
-            Fault::None => self.answer(&ctx),
+            Fault::None => return Ok(self.respond(&ctx).await),
             Fault::Delay(d) => {
                 tokio::time::sleep(d).await;
-                self.answer(&ctx)
+                return Ok(self.respond(&ctx).await);
             }
             Fault::Status(code) => ctx.injected_status(code),
             Fault::Garbage => Reply::garbage(),
             Fault::Reset => return Err(InjectedReset),
             Fault::EchoHeaders => Reply::ok(shapes::echo(&recorded)),
         };
-        Ok(reply.into_response(&ctx.request_id))
+        Ok(reply
+            .into_response(&ctx.request_id)
+            .map(BodyExt::boxed_unsync))
+    }
+
+    /// The normal answer: the REST API, or a hosted MCP endpoint (which may stream).
+    async fn respond(&self, ctx: &Ctx) -> Response<SandboxBody> {
+        if ctx.api == http::Api::Mcp {
+            if let Err(reply) = self
+                .check_credentials(ctx)
+                .map_err(|r| unauthorized(ctx, r))
+            {
+                return reply
+                    .into_response(&ctx.request_id)
+                    .map(BodyExt::boxed_unsync);
+            }
+            return mcp::serve(self, ctx).await;
+        }
+        self.answer(ctx)
+            .into_response(&ctx.request_id)
+            .map(BodyExt::boxed_unsync)
     }
 
     /// Appends the request to the log, answering the record.
@@ -619,19 +649,13 @@ impl Sandbox {
     /// The normal answer: credential check, then routing.
     fn answer(&self, ctx: &Ctx) -> Reply {
         if let Err(reason) = self.check_credentials(ctx) {
-            return ctx.error(
-                401,
-                10401,
-                "HTTP_Unauthorized",
-                reason,
-                "Send exactly one credential: `x-api-key` with the project API key.",
-            );
+            return unauthorized(ctx, reason);
         }
         let mut store = lock(&self.inner.store);
         match ctx.api {
             http::Api::V3 | http::Api::V31 => v3::route(ctx, &mut store),
             http::Api::V1 | http::Api::V2 => legacy::route(ctx, &mut store),
-            http::Api::Other => ctx.not_found_route(),
+            http::Api::Mcp | http::Api::Other => ctx.not_found_route(),
         }
     }
 
@@ -648,6 +672,16 @@ impl Sandbox {
             _ => Err("More than one credential was presented"),
         }
     }
+}
+
+fn unauthorized(ctx: &Ctx, reason: &str) -> Reply {
+    ctx.error(
+        401,
+        10401,
+        "HTTP_Unauthorized",
+        reason,
+        "Send exactly one credential: `x-api-key` with the project API key.",
+    )
 }
 
 async fn stopped(rx: &mut watch::Receiver<u64>, generation: u64) {

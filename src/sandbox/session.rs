@@ -285,6 +285,20 @@ fn execute(ctx: &Ctx, s: &mut Store, session: &SessionRec, meta: bool) -> Outcom
     let slug = field(&body, if meta { "slug" } else { "tool_slug" })
         .or_else(|| field(&body, "tool_slug"))
         .ok_or_else(|| ctx.validation("tool_slug is required"))?;
+    let arguments = body.get("arguments").cloned().unwrap_or_else(|| json!({}));
+    run_tool(ctx, s, session, slug, &arguments, field(&body, "account")).map(Reply::ok)
+}
+
+/// Runs one tool in `session` as its user: the session execute (REST) and the session's hosted
+/// MCP endpoint (`tools/call`) both come here. Answers the execute response body.
+pub(crate) fn run_tool(
+    ctx: &Ctx,
+    s: &mut Store,
+    session: &SessionRec,
+    slug: &str,
+    arguments: &Value,
+    account: Option<&str>,
+) -> Result<Value, Reply> {
     let tool = s
         .tool(slug)
         .cloned()
@@ -292,35 +306,49 @@ fn execute(ctx: &Ctx, s: &mut Store, session: &SessionRec, meta: bool) -> Outcom
     if !toolkit_enabled(session, &tool.toolkit) {
         return Err(not_enabled(ctx, session, &tool.toolkit));
     }
-    let arguments = body.get("arguments").cloned().unwrap_or_else(|| json!({}));
     let who = Who {
         user: Some(session.user_id.as_str()),
         account: None,
         custom_auth: false,
     };
     let data = if tool.slug == "COMPOSIO_MULTI_EXECUTE_TOOL" {
-        multi_execute(ctx, s, session, &arguments)
+        multi_execute(ctx, s, session, arguments)
     } else if tool.slug == exec::PROXY_TOOL {
-        session_proxy_tool(ctx, s, session, who, &arguments)?
+        session_proxy_tool(ctx, s, session, who, arguments)?
     } else {
-        let account = session_account(
-            ctx,
-            s,
-            session,
-            &tool.toolkit,
-            tool.no_auth,
-            field(&body, "account"),
-        )?;
-        let mut d = exec::result_data(ctx, &tool, who, account.as_ref(), &arguments, TOOL_VERSION);
+        let account = session_account(ctx, s, session, &tool.toolkit, tool.no_auth, account)?;
+        let mut d = exec::result_data(ctx, &tool, who, account.as_ref(), arguments, TOOL_VERSION);
         d["session_id"] = json!(session.id);
         d
     };
-    Ok(Reply::ok(json!({
+    Ok(json!({
         "data": data,
         "error": null,
         "log_id": s.new_id("log"),
         "result_type": "completed",
-    })))
+    }))
+}
+
+/// The tools a session's MCP endpoint lists: the meta tools, then the preloaded ones
+/// (`config.preload.tools`) the session enables.
+pub(crate) fn mcp_tools(s: &Store, session: &SessionRec) -> Vec<super::Tool> {
+    let mut out: Vec<super::Tool> = ROUTER_TOOLS
+        .iter()
+        .map(|slug| {
+            s.tool(slug)
+                .cloned()
+                .unwrap_or_else(|| super::Tool::new(slug, "composio", true))
+        })
+        .collect();
+    let preload = session.config["preload"]["tools"].as_array();
+    for slug in preload.into_iter().flatten().filter_map(Value::as_str) {
+        if let Some(t) = s.tool(slug) {
+            if toolkit_enabled(session, &t.toolkit) && !out.iter().any(|o| o.slug == t.slug) {
+                out.push(t.clone());
+            }
+        }
+    }
+    out
 }
 
 /// `COMPOSIO_MULTI_EXECUTE_TOOL` in a session: each inner tool is checked against the

@@ -11,6 +11,7 @@ mod equivalence;
 mod gating;
 mod invocations;
 mod matrix;
+mod mcp;
 mod ops;
 mod policy;
 mod surface;

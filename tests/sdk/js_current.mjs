@@ -1,4 +1,4 @@
-// Drives @composio/core 0.17.0 (API v3.1) through the flows of composio-wire.md section 8 and
+// Drives @composio/core 0.19.0 (API v3.1) through the flows of composio-wire.md section 8 and
 // prints one JSON line per step.
 //
 // Environment: COMPOSIO_BASE_URL, COMPOSIO_API_KEY, USER_ID (or USER) for the user id, optional

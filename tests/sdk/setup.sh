@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the real Composio SDKs that tests/sdk_e2e.rs drives through the gateway:
+# Installs the real Composio SDKs and the official MCP SDKs that tests/sdk_e2e.rs and
+# tests/mcp_clients.rs drive through the gateway:
 #
-#   .venv-sdk/             python venv with composio==0.30.0        (py_current.py)
+#   .venv-sdk/             python venv with composio==0.30.0 and mcp==2.3.0
+#                          (py_current.py, mcp_py.py)
 #   .venv-sdk-old/         python venv with composio-core==0.7.22   (py_old.py)
-#   tests/sdk/node_modules @composio/core 0.17.0 from package-lock.json (js_current.mjs)
+#   tests/sdk/node_modules @composio/core 0.19.0 and @modelcontextprotocol/sdk 1.32.2 from
+#                          package-lock.json (js_current.mjs, mcp_js.mjs)
 #
 # All three are gitignored. Idempotent: each is stamped with what it was installed from (the
 # pinned version, or the hash of package-lock.json) and is left alone while the stamp matches,
@@ -26,7 +29,7 @@ need() {
     }
 }
 
-# venv DIR PIN: a virtualenv at DIR with exactly the requirement PIN.
+# venv DIR PINS: a virtualenv at DIR with exactly the requirements PINS (space-separated).
 venv() {
     local dir="$ROOT/$1" pin="$2"
     local want="$pin python=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
@@ -41,9 +44,11 @@ venv() {
     fi
     log "$1: pip install $pin"
     rm -f "$dir/$STAMP"
-    "$dir/bin/python" -m pip install --disable-pip-version-check --no-input --quiet "$pin"
+    # shellcheck disable=SC2086 # PINS is a list of requirements
+    "$dir/bin/python" -m pip install --disable-pip-version-check --no-input --quiet $pin
     # Found without importing it (importing composio-core 0.7 writes to \$HOME/.composio).
     "$dir/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('composio') is None)"
+    if [[ "$pin" == *mcp==* ]]; then "$dir/bin/python" -c 'import mcp.client.streamable_http'; fi
     echo "$want" >"$dir/$STAMP"
     log "$1: done"
 }
@@ -52,13 +57,13 @@ node_modules() {
     local want
     want="$(node --version) $(cksum <"$SDK/package-lock.json" | cut -d' ' -f1,2)"
     if [[ -f "$SDK/node_modules/$STAMP" && "$(cat "$SDK/node_modules/$STAMP")" == "$want" ]]; then
-        log "tests/sdk/node_modules: @composio/core (package-lock.json) already installed"
+        log "tests/sdk/node_modules: package-lock.json already installed"
         return
     fi
-    log "tests/sdk/node_modules: npm ci (@composio/core from package-lock.json)"
-    # EBADENGINE warnings are expected: @composio/core 0.17.0 asks for node >= 22 and works on 20.
+    log "tests/sdk/node_modules: npm ci (@composio/core, @modelcontextprotocol/sdk from package-lock.json)"
+    # EBADENGINE warnings are expected: @composio/core 0.19.0 asks for node >= 22 and works on 20.
     (cd "$SDK" && npm ci --no-audit --no-fund --loglevel=error)
-    (cd "$SDK" && node --input-type=module -e "import '@composio/core'")
+    (cd "$SDK" && node --input-type=module -e "import '@composio/core'; import '@modelcontextprotocol/sdk/client/streamableHttp.js'")
     echo "$want" >"$SDK/node_modules/$STAMP"
     log "tests/sdk/node_modules: done"
 }
@@ -67,7 +72,7 @@ need "$PYTHON" "install Python 3.11 (with its venv module) or set PYTHON"
 need node "install Node.js 20 or newer"
 need npm "install npm (it ships with Node.js)"
 
-venv .venv-sdk composio==0.30.0
+venv .venv-sdk "composio==0.30.0 mcp==2.3.0"
 venv .venv-sdk-old composio-core==0.7.22
 node_modules
 log "ready"

@@ -115,8 +115,14 @@ impl Harness {
     }
 
     pub async fn with(sandbox: Sandbox, extra: &str) -> Self {
+        Self::with_top(sandbox, "", extra).await
+    }
+
+    /// Same, with `top` (top-level keys such as `public_url`) put before every table.
+    pub async fn with_top(sandbox: Sandbox, top: &str, extra: &str) -> Self {
         let upstream = sandbox.start().await.expect("sandbox starts");
-        let config = Config::from_toml(&config_toml(upstream, extra)).expect("test config parses");
+        let config = Config::from_toml(&format!("{top}\n{}", config_toml(upstream, extra)))
+            .expect("test config parses");
         // Only the file the harness chose itself; a test that configures its own reads it later.
         let audit_file = config
             .audit
