@@ -332,13 +332,22 @@ impl<'de> Deserialize<'de> for TopLevel {
     }
 }
 
+/// The one query-scoping function of the gateway: every route's query passes through it.
+///
 /// Rebuilds a query string with every spelling of a user identity removed and, when
-/// `canonical` is given, that parameter set to the subject alone. `_method` is refused.
-/// Returns the new query (`None` when empty) and whether the caller had named another user.
+/// `canonical` is given, that parameter set to the subject alone. Returns the new query
+/// (`None` when empty) and whether the caller had named another user.
+///
+/// Refused on every route, whatever `refuse_identity` says:
+/// - `_method` in any spelling (`_method`, `_METHOD`, `_method[]`): a method override;
+/// - an identity key in bracket, dotted or indexed form (`user_id[0]`, `user_ids[]`,
+///   `user_id.0`, `user_id0`, `entityId[x]`): query parsers disagree on whether these are the
+///   plain name (PHP, Rails and `qs` read `user_ids[]` as `user_ids`), so the gateway cannot
+///   know what Composio will read and does not guess.
 ///
 /// # Errors
-/// [`Error::MethodOverride`] for `_method`; [`Error::QueryNotAllowed`] when `refuse_identity`
-/// and the caller sent any identity parameter.
+/// [`Error::MethodOverride`] for `_method`; [`Error::QueryNotAllowed`] for a bracketed or
+/// indexed identity key, and for any identity parameter when `refuse_identity`.
 pub fn scope_query(
     query: Option<&str>,
     canonical: Option<&str>,
@@ -349,9 +358,7 @@ pub fn scope_query(
     let mut mismatch = false;
     let mut any = false;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if folded_eq(&k, "method") && !k.eq_ignore_ascii_case("method") {
-            return Err(Error::MethodOverride);
-        }
+        check_query_key(&k)?;
         if is_identity_key(&k) {
             if refuse_identity {
                 return Err(Error::QueryNotAllowed(k.chars().take(64).collect()));
@@ -370,6 +377,44 @@ pub fn scope_query(
     }
     let q = out.finish();
     Ok((any.then_some(q), mismatch))
+}
+
+/// The refusals of [`scope_query`] that hold on every route, checked for the whole query
+/// before a route's handler runs (and so before any lookup it makes upstream).
+///
+/// # Errors
+/// As [`scope_query`]: `_method`, or a bracketed or indexed identity key.
+pub fn check_query(query: Option<&str>) -> Result<(), Error> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .try_for_each(|(k, _)| check_query_key(&k))
+}
+
+fn check_query_key(k: &str) -> Result<(), Error> {
+    let base = query_base_key(k);
+    if folded_eq(base, "method") && base != "method" {
+        return Err(Error::MethodOverride);
+    }
+    if is_indexed_identity_key(k) {
+        return Err(Error::QueryNotAllowed(k.chars().take(64).collect()));
+    }
+    Ok(())
+}
+
+/// A query key without its bracket or dotted suffix (`user_ids[0]` → `user_ids`).
+pub fn query_base_key(k: &str) -> &str {
+    k.split(['[', '.']).next().unwrap_or(k)
+}
+
+/// Whether `k` names a user identity with an index or a suffix that a lenient query parser
+/// may drop: a bracket or dotted suffix (`user_id[0]`, `user_ids[]`, `user_id.x`) or digits
+/// after the name (`user_id0`, `user_ids_1`).
+fn is_indexed_identity_key(k: &str) -> bool {
+    let base = query_base_key(k);
+    if base.len() != k.len() && is_identity_key(base) {
+        return true;
+    }
+    let trimmed = k.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_' || c == '-');
+    trimmed.len() != k.len() && is_identity_key(trimmed)
 }
 
 /// Checks a raw query for `_method` and identity parameters without rebuilding it.

@@ -1045,6 +1045,126 @@ async fn identity_query_parameters_are_refused_or_pinned() {
     h.shutdown().await;
 }
 
+/// Issue 12, finding 7: bracketed, dotted or indexed identity keys (which lenient query parsers
+/// read as the plain name) are refused on every route family, before any lookup upstream.
+#[tokio::test]
+async fn indexed_identity_query_keys_are_refused_on_every_route() {
+    let h = start().await;
+    let t = token("alice");
+    let routes: &[(Method, &str, Option<Value>)] = &[
+        (Method::GET, "/api/v3.1/tools", None),
+        (Method::GET, "/api/v3.1/toolkits", None),
+        (Method::GET, "/api/v3.1/tools/GITHUB_CREATE_ISSUE", None),
+        (Method::GET, "/api/v2/actions", None),
+        (Method::POST, EXEC, Some(json!({"arguments": {}}))),
+        (
+            Method::POST,
+            "/api/v2/actions/GITHUB_CREATE_AN_ISSUE/execute",
+            Some(json!({"input": {}})),
+        ),
+        (
+            Method::POST,
+            "/api/v3.1/tools/execute/proxy",
+            Some(
+                json!({"connected_account_id": "ca_alice_github", "endpoint": "/user", "method": "GET"}),
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/v2/actions/proxy",
+            Some(
+                json!({"connectedAccountId": "ca_alice_github", "endpoint": "/user", "method": "GET"}),
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/v3.1/files/upload/request",
+            Some(
+                json!({"toolkit_slug": "github", "tool_slug": "GITHUB_CREATE_ISSUE", "filename": "a.txt", "mimetype": "text/plain", "md5": "x"}),
+            ),
+        ),
+        (Method::GET, "/api/v3.1/connected_accounts", None),
+        (
+            Method::GET,
+            "/api/v3.1/connected_accounts/ca_alice_github",
+            None,
+        ),
+        (Method::GET, "/api/v3.1/trigger_instances/active", None),
+        (Method::GET, "/api/v3.1/tool_router/session/trs_1", None),
+    ];
+    for q in [
+        "user_id[0]=bob",
+        "user_ids[]=bob",
+        "user_ids%5B%5D=bob",
+        "entityId[x]=bob",
+        "user_id.0=bob",
+        "user_id0=bob",
+        "limit=1&USER_IDS[1]=bob",
+    ] {
+        for (method, path, body) in routes {
+            h.sandbox.clear();
+            let r = h
+                .send(
+                    method.clone(),
+                    &format!("{path}?{q}"),
+                    Some(&t),
+                    body.clone(),
+                )
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::BAD_REQUEST,
+                "{method} {path}?{q}: {}",
+                r.text()
+            );
+            assert_eq!(r.slug(), "query_not_allowed", "{method} {path}?{q}");
+            h.assert_nothing_forwarded();
+        }
+    }
+    // Not identities: the SDKs' bracketed toolkit versions still pass.
+    h.sandbox.clear();
+    let r = h
+        .send(
+            Method::GET,
+            "/api/v3.1/tools/GITHUB_CREATE_ISSUE?toolkit_versions%5Bgithub%5D=20250909_00",
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    h.shutdown().await;
+}
+
+/// Issue 12, finding 8: a route parameter never captures a name Composio uses for a
+/// collection or an action, so `GET mcp/{id}` does not hand out `GET mcp/servers`.
+#[tokio::test]
+async fn collection_names_are_not_captured_as_ids() {
+    let h = start().await;
+    let t = token("alice");
+    for path in [
+        "/api/v3.1/mcp/servers",
+        "/api/v3/mcp/servers",
+        "/api/v3.1/mcp/Servers",
+        "/api/v3.1/mcp/custom",
+        "/api/v3.1/toolkits/multi",
+        "/api/v3.1/triggers_types/list",
+        "/api/v3.1/connected_accounts/link",
+        "/api/v2/actions/list",
+    ] {
+        h.sandbox.clear();
+        let r = h.send(Method::GET, path, Some(&t), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.text());
+        assert_eq!(r.slug(), "route_not_allowed", "{path}");
+        h.assert_nothing_forwarded();
+    }
+    // The server the SDK's `mcp.generate` reads by id is still served.
+    let r = h
+        .send(Method::GET, "/api/v3.1/mcp/mcp_1", Some(&t), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn path_tricks_over_raw_http1_are_refused() {
     let h = start().await;

@@ -230,6 +230,9 @@ where
     shared.limiter.check(&identity.subject)?;
     let matched = routes::classify(&parts.method, path)?;
     audit.route(matched.route.pattern, matched.policy().name());
+    // Every route's query goes through `rewrite::scope_query`; what it refuses on every route
+    // is refused here, before a handler looks anything up upstream.
+    rewrite::check_query(parts.uri.query())?;
     let ctx = Ctx {
         shared,
         identity: &identity,

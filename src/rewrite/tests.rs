@@ -169,6 +169,60 @@ fn query_identity_is_replaced_by_the_subject() {
     assert_eq!(q.as_deref(), Some("limit=5"));
 }
 
+#[test]
+fn indexed_or_bracketed_identity_query_keys_are_refused_on_every_route() {
+    for key in [
+        "user_id[0]",
+        "user_ids[]",
+        "user_ids%5B%5D",
+        "user_id%5B0%5D",
+        "entityId[x]",
+        "user_id.0",
+        "user_id0",
+        "user_ids_1",
+        "USER-ID[1]",
+    ] {
+        for refuse_identity in [false, true] {
+            for canonical in [None, Some("user_ids")] {
+                let q = format!("limit=5&{key}=bob");
+                assert!(
+                    matches!(
+                        scope_query(Some(&q), canonical, "alice", refuse_identity),
+                        Err(Error::QueryNotAllowed(_))
+                    ),
+                    "{key} passed (refuse_identity={refuse_identity}, canonical={canonical:?})"
+                );
+            }
+        }
+    }
+    // Bracketed keys that are not identities pass unchanged (the SDKs' toolkit versions).
+    let (q, _) = scope_query(
+        Some("toolkit_versions%5Bgithub%5D=20250909_00"),
+        None,
+        "alice",
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        q.as_deref(),
+        Some("toolkit_versions%5Bgithub%5D=20250909_00")
+    );
+    for key in ["_method[]", "_METHOD", "%5Fmethod"] {
+        assert!(matches!(
+            scope_query(Some(&format!("{key}=DELETE")), None, "a", false),
+            Err(Error::MethodOverride)
+        ));
+    }
+}
+
+#[test]
+fn query_base_keys_cut_brackets_and_dots() {
+    assert_eq!(query_base_key("user_ids[]"), "user_ids");
+    assert_eq!(query_base_key("user_ids[0]"), "user_ids");
+    assert_eq!(query_base_key("user_ids.0"), "user_ids");
+    assert_eq!(query_base_key("user_ids"), "user_ids");
+}
+
 fn identity_spelling() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("user_id".to_owned()),
