@@ -1,9 +1,12 @@
 //! Pinning identity in request bodies and queries.
 //!
-//! Bodies are parsed strictly ([`JsonObject::parse`]): one JSON object, no byte-order mark, no
-//! trailing data, no key repeated in any object at any depth (parsers disagree on which copy
-//! wins, so a repeated key is refused rather than guessed), nesting bounded by serde_json's
-//! recursion limit. Top-level values are kept as raw JSON text, so tool arguments are forwarded
+//! Bodies are parsed strictly ([`JsonObject::parse_with`]): one JSON object, no byte-order
+//! mark, no trailing data, no key repeated in any object at any depth (parsers disagree on
+//! which copy wins, so a repeated key is refused rather than guessed), at most
+//! [`JsonLimits::max_keys_per_object`] keys in any object and nesting at most
+//! [`JsonLimits::max_depth`] deep. Every check is linear in the body's size (repeated keys are
+//! found with a hash set once an object grows past a few keys), so a body of the maximum size
+//! costs milliseconds whatever its shape. Top-level values are kept as raw JSON text, so tool arguments are forwarded
 //! byte for byte (no float rounding of large integers) while identity fields are replaced.
 //! Keys are compared after JSON unescaping, so `"user\u005fid"` is `user_id`.
 //!
@@ -12,6 +15,8 @@
 //! removed and the one spelling the route uses is set to the subject. The same folding finds
 //! caller-supplied credentials and connected-account ids.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -63,6 +68,30 @@ pub fn is_identity_key(name: &str) -> bool {
     folded_in(name, IDENTITY_KEYS)
 }
 
+/// Shape limits of a strictly parsed body (`[limits] max_json_keys_per_object` and
+/// `max_json_depth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonLimits {
+    /// Keys allowed in any one object.
+    pub max_keys_per_object: usize,
+    /// Nesting allowed: the top-level object is depth 1.
+    pub max_depth: usize,
+}
+
+impl JsonLimits {
+    /// serde_json refuses anything deeper itself; a configured depth may not exceed it.
+    pub const MAX_DEPTH: usize = 128;
+}
+
+impl Default for JsonLimits {
+    fn default() -> Self {
+        Self {
+            max_keys_per_object: 10_000,
+            max_depth: 64,
+        }
+    }
+}
+
 /// A parsed JSON object whose top-level values are kept as raw text.
 #[derive(Debug)]
 pub struct JsonObject {
@@ -87,9 +116,19 @@ impl JsonObject {
     /// [`Error::BodyInvalid`] for anything but one JSON object, [`Error::DuplicateKey`] when an
     /// object repeats a key.
     pub fn parse(body: &[u8]) -> Result<Self, Error> {
-        // First pass: structure, duplicates at any depth, string validity.
+        Self::parse_with(body, JsonLimits::default())
+    }
+
+    /// Parses `body` strictly within `limits`.
+    ///
+    /// # Errors
+    /// As [`JsonObject::parse`], and [`Error::TooManyKeys`] or [`Error::TooDeep`] past `limits`.
+    pub fn parse_with(body: &[u8], limits: JsonLimits) -> Result<Self, Error> {
+        // First pass: structure, duplicates and limits at any depth, string validity.
         let mut de = serde_json::Deserializer::from_slice(body);
-        NoDuplicates.deserialize(&mut de).map_err(map_parse_error)?;
+        Strict { limits, depth: 0 }
+            .deserialize(&mut de)
+            .map_err(map_parse_error)?;
         de.end().map_err(map_parse_error)?;
         // Second pass: top-level entries with raw values (order kept).
         let entries: TopLevel = serde_json::from_slice(body).map_err(map_parse_error)?;
@@ -247,6 +286,17 @@ fn map_parse_error(e: serde_json::Error) -> Error {
         let key = rest.split(DUP_END).next().unwrap_or_default();
         return Error::DuplicateKey(key.chars().take(64).collect());
     }
+    if let Some(rest) = msg.strip_prefix(KEYS_MARK) {
+        let n = rest.split(DUP_END).next().unwrap_or_default();
+        return Error::TooManyKeys(n.parse().unwrap_or_default());
+    }
+    if let Some(rest) = msg.strip_prefix(DEPTH_MARK) {
+        let n = rest.split(DUP_END).next().unwrap_or_default();
+        return Error::TooDeep(n.parse().unwrap_or_default());
+    }
+    if msg.starts_with("recursion limit exceeded") {
+        return Error::TooDeep(JsonLimits::MAX_DEPTH);
+    }
     let msg = match e.classify() {
         serde_json::error::Category::Eof => "the body ends early".to_owned(),
         serde_json::error::Category::Data => "the body is not a JSON object".to_owned(),
@@ -256,19 +306,44 @@ fn map_parse_error(e: serde_json::Error) -> Error {
 }
 
 const DUP_MARK: &str = "\u{1}dup:";
+const KEYS_MARK: &str = "\u{1}keys:";
+const DEPTH_MARK: &str = "\u{1}depth:";
 const DUP_END: char = '\u{2}';
 
-/// A visitor that accepts any JSON value but refuses repeated keys in any object.
-struct NoDuplicates;
+/// Objects up to this many keys are checked for repeats by a linear scan (cheaper than
+/// hashing); larger ones with a hash set, so the check is linear in the body, not quadratic.
+const SCAN_KEYS: usize = 16;
 
-impl<'de> DeserializeSeed<'de> for NoDuplicates {
+/// A visitor that accepts any JSON value but refuses repeated keys in any object, objects
+/// with too many keys and nesting that is too deep.
+#[derive(Clone, Copy)]
+struct Strict {
+    limits: JsonLimits,
+    /// Depth of the value being visited's container (0 for the top-level value).
+    depth: usize,
+}
+
+impl Strict {
+    fn enter<E: de::Error>(self) -> Result<Self, E> {
+        let depth = self.depth + 1;
+        if depth > self.limits.max_depth {
+            return Err(E::custom(format!(
+                "{DEPTH_MARK}{}{DUP_END}",
+                self.limits.max_depth
+            )));
+        }
+        Ok(Self { depth, ..self })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for NoDuplicates {
+impl<'de> Visitor<'de> for Strict {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
@@ -292,18 +367,38 @@ impl<'de> Visitor<'de> for NoDuplicates {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(NoDuplicates)?.is_some() {}
+        let inner = self.enter()?;
+        while seq.next_element_seed(inner)?.is_some() {}
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        // Objects are small; a linear scan beats hashing for the sizes seen in practice.
-        let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if seen.contains(&key) {
+        let inner = self.enter()?;
+        let max = self.limits.max_keys_per_object;
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        let mut n = 0usize;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            n += 1;
+            if n > max {
+                return Err(de::Error::custom(format!("{KEYS_MARK}{max}{DUP_END}")));
+            }
+            let repeated = if n <= SCAN_KEYS {
+                few.contains(&key)
+            } else {
+                if many.is_empty() {
+                    many.extend(few.drain(..));
+                }
+                many.contains(&key)
+            };
+            if repeated {
                 return Err(de::Error::custom(format!("{DUP_MARK}{key}{DUP_END}")));
             }
-            map.next_value_seed(NoDuplicates)?;
-            seen.push(key);
+            map.next_value_seed(inner)?;
+            if n <= SCAN_KEYS {
+                few.push(key);
+            } else {
+                many.insert(key);
+            }
         }
         Ok(())
     }

@@ -832,13 +832,18 @@ async fn ambiguous_json_is_refused_before_upstream() {
         (b"null".to_vec(), "body_invalid"),
         (b"".to_vec(), "body_invalid"),
         (b"   ".to_vec(), "body_invalid"),
-        (deep.into_bytes(), "body_invalid"),
-        (deep_obj.into_bytes(), "body_invalid"),
+        (deep.into_bytes(), "body_too_deep"),
+        (deep_obj.into_bytes(), "body_too_deep"),
     ];
     for (body, slug) in cases {
         let what = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
         let r = send(&h, exec_req(&t, Some("application/json"), body)).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text());
+        let status = if slug == "body_too_deep" {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(r.status, status, "{what}: {}", r.text());
         assert_eq!(r.slug(), slug, "{what}: {}", r.text());
     }
     assert_refused_before_upstream(&h);
@@ -2541,5 +2546,209 @@ async fn jwks_down_or_garbage_fails_closed_and_recovers() {
     let r = bounded(15, exec_as(&h, &rs("k2", "alice"))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_pinned(&h.upstream(EXEC_PREFIX)[0], "user_id", "alice");
+    h.shutdown().await;
+}
+
+// ============================================================================================
+// availability (issue 12, finding 9)
+// ============================================================================================
+
+/// `{"arguments": {"k0":0,"k1":0,...}}` with `n` keys in the arguments object.
+fn wide_body(n: usize, repeat_last: bool) -> Vec<u8> {
+    let mut s = String::from("{\"arguments\":{");
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!("\"k{i}\":0"));
+    }
+    if repeat_last && n > 0 {
+        s.push_str(&format!(",\"k{}\":1", n / 2));
+    }
+    s.push_str("}}");
+    s.into_bytes()
+}
+
+/// Objects with more keys than `[limits] max_json_keys_per_object`, bodies nested deeper than
+/// `max_json_depth`, and a key repeated in an object large enough to be checked by hashing are
+/// refused with 4xx, and nothing reaches Composio.
+#[tokio::test]
+async fn oversized_json_shapes_are_refused_before_upstream() {
+    let h = start_with("[limits]\nmax_json_keys_per_object = 100\nmax_json_depth = 8\n").await;
+    let t = token("alice");
+    let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (
+            wide_body(101, false),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_many_keys",
+        ),
+        (
+            format!("{{\"arguments\":{}1{}}}", "[".repeat(8), "]".repeat(8)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_deep",
+        ),
+        (
+            format!(
+                "{{\"arguments\":{}1{}}}",
+                "{\"a\":".repeat(8),
+                "}".repeat(8)
+            )
+            .into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_deep",
+        ),
+        (
+            wide_body(90, true),
+            StatusCode::BAD_REQUEST,
+            "duplicate_key",
+        ),
+    ];
+    for (body, status, slug) in cases {
+        for path in [EXEC, "/api/v2/actions/GITHUB_CREATE_AN_ISSUE/execute"] {
+            let r = send(
+                &h,
+                exec_req_to(path, &t, Some("application/json"), body.clone()),
+            )
+            .await;
+            assert_eq!(r.status, status, "{path} {slug}: {}", r.text());
+            assert_eq!(r.slug(), slug, "{path}");
+        }
+    }
+    assert_refused_before_upstream(&h);
+    // Exactly at the limits (the top-level object is depth 1), the body is forwarded.
+    let r = send(
+        &h,
+        exec_req(&t, Some("application/json"), wide_body(100, false)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let deep = format!("{{\"arguments\":{}1{}}}", "[".repeat(7), "]".repeat(7));
+    let r = send(&h, exec_req(&t, Some("application/json"), deep)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    h.shutdown().await;
+}
+
+/// A large body (parsed on the blocking pool) with the default limits: a repeated key deep in
+/// a wide object is found, and a clean one is forwarded byte for byte.
+#[tokio::test]
+async fn large_bodies_are_checked_as_strictly_as_small_ones() {
+    let h = start().await;
+    let t = token("alice");
+    let r = send(
+        &h,
+        exec_req(&t, Some("application/json"), wide_body(9_000, true)),
+    )
+    .await;
+    assert_eq!(r.slug(), "duplicate_key", "{}", r.status);
+    let r = send(
+        &h,
+        exec_req(&t, Some("application/json"), wide_body(10_001, false)),
+    )
+    .await;
+    assert_eq!(r.slug(), "body_too_many_keys", "{}", r.status);
+    assert_refused_before_upstream(&h);
+    let r = send(
+        &h,
+        exec_req(&t, Some("application/json"), wide_body(10_000, false)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let sent = h.upstream(EXEC);
+    let args = sent[0].json().unwrap()["arguments"].clone();
+    assert_eq!(args.as_object().unwrap().len(), 10_000);
+    h.shutdown().await;
+}
+
+/// Sends the head of an execution with `Content-Length: 64` and only part of the body, then
+/// keeps the connection open without sending more. Returns the stream (dropping it closes).
+async fn stalled_execution(addr: SocketAddr, token: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {EXEC} HTTP/1.1\r\nhost: gw\r\nx-api-key: {token}\r\n\
+         content-type: application/json\r\ncontent-length: 64\r\n\r\n{{\"argum"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+/// Reads one response head from `s` (up to `wait`), returning its status.
+async fn read_status(s: &mut TcpStream, wait: Duration) -> Option<u16> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    statuses(&String::from_utf8_lossy(&out)).first().copied()
+}
+
+/// A client that sends the head and part of the body, then stalls, is answered 400
+/// `body_read_timeout` after `[limits] body_read_timeout_secs`, and nothing reaches Composio.
+#[tokio::test]
+async fn a_stalled_body_is_refused_after_the_read_deadline() {
+    let h = start_with("[limits]\nbody_read_timeout_secs = 1\n").await;
+    let mut s = stalled_execution(h.addr, &token("alice")).await;
+    let status = read_status(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(
+        status,
+        Some(400),
+        "the stalled request was not answered in time"
+    );
+    h.assert_nothing_forwarded();
+    h.shutdown().await;
+}
+
+/// One user cannot take every in-flight slot: past `[limits] max_in_flight_per_subject`, that
+/// user's next request is 429 `too_many_in_flight` with `Retry-After` and does not reach
+/// Composio, while another user is served; the slots come back when the requests end.
+#[tokio::test]
+async fn one_subject_cannot_take_every_in_flight_slot() {
+    let h =
+        start_with("[limits]\nmax_in_flight_per_subject = 2\nbody_read_timeout_secs = 30\n").await;
+    let alice = token("alice");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(stalled_execution(h.addr, &alice).await);
+    }
+    // Both stalled requests are in flight once the gateway has authenticated them.
+    let mut refused = None;
+    for _ in 0..100 {
+        let r = h
+            .execute("alice", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        h.sandbox.clear();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = refused.expect("alice's third concurrent request was not refused");
+    assert_eq!(r.slug(), "too_many_in_flight");
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(r.headers.get("x-should-retry").is_none());
+    h.assert_nothing_forwarded();
+    // Bob is served meanwhile.
+    let r = h
+        .execute("bob", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Alice's slots come back when her stalled clients go away.
+    drop(held);
+    let mut ok = false;
+    for _ in 0..100 {
+        let r = h
+            .execute("alice", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
+            .await;
+        if r.status == StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "alice's slots were not released");
     h.shutdown().await;
 }
