@@ -132,6 +132,7 @@ where
         started: Instant::now(),
         status: None,
     };
+    record.audit.query(req.uri().query());
     // A refusal may be answered before the request body was read (shape, token, route).
     // hyper then closes the connection after the answer, which a keep-alive HTTP/1 client
     // (urllib3 in composio-core 0.7, which sends the body after the headers) only discovers
