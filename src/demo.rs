@@ -1,6 +1,6 @@
 //! `entitygate demo`: the gateway in front of the built-in sandbox Composio, with two demo
 //! users and ready-to-paste commands, so a newcomer sees user A's forged request arrive as
-//! user A without a Composio account. Also home of the logging set-up shared with `serve`.
+//! user A without a Composio account.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,19 +26,6 @@ pub struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub for_secs: Option<u64>,
-}
-
-/// Sets up logging: `RUST_LOG` levels (default `info`), text or JSON lines.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }
 
 /// Mints an HS256 demo token for `user`, valid for `ttl_secs`.
@@ -68,7 +55,7 @@ pub fn mint(
 
 /// Runs the demo until Ctrl-C (or `--for-secs`).
 pub async fn run(args: DemoArgs) -> ExitCode {
-    init_logging(LogFormat::Text);
+    crate::logging::init(LogFormat::Text);
     let api_key = format!("demo_project_key_{}", uuid::Uuid::new_v4().simple());
     let secret =
         uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();

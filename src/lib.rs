@@ -18,7 +18,10 @@
 //!   per-subject rate limits.
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
 //!   Composio's expiry webhook.
-//! - [`sandbox`], [`demo`]: a faithful fake Composio and the demo that runs against it.
+//! - [`logging`]: the log set-up of the binary.
+//! - `sandbox`, `demo` (cargo feature `sandbox`, on by default): a faithful fake Composio and
+//!   the demo that runs against it. An embedder builds without them with
+//!   `default-features = false`.
 //!
 //! # Embedding
 //! ```no_run
@@ -39,16 +42,19 @@ pub mod body;
 pub mod clock;
 pub mod config;
 pub mod connections;
+#[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod error;
 pub mod expiry;
 pub mod headers;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod rewrite;
 pub mod routes;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod server;
 pub mod tls;
