@@ -44,7 +44,7 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -61,6 +61,10 @@ use tokio::sync::watch;
 
 use self::http::{Ctx, Reply};
 use self::store::Store;
+
+/// `GET` here answers what reached the sandbox (newest last), without any credential: the
+/// sandbox's own introspection, for `entitygate demo`. The gateway never routes it.
+pub const REQUEST_LOG_PATH: &str = "/_sandbox/requests";
 
 /// Largest request body the sandbox reads.
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -88,6 +92,8 @@ struct Inner {
     generation: watch::Sender<u64>,
     /// Source of `x-request-id` values when the caller sent none.
     request_seq: AtomicU64,
+    /// Log every recorded request (`entitygate demo --verbose`).
+    verbose: AtomicBool,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -287,6 +293,7 @@ impl Sandbox {
                 faults: Mutex::new(HashMap::new()),
                 generation,
                 request_seq: AtomicU64::new(1),
+                verbose: AtomicBool::new(false),
             }),
         }
     }
@@ -503,6 +510,31 @@ impl Sandbox {
             .count()
     }
 
+    /// Logs every request that reaches the sandbox (method, path, query, body; never headers),
+    /// on the `entitygate::sandbox` tracing target.
+    pub fn set_verbose(&self, on: bool) {
+        self.inner.verbose.store(on, Ordering::Relaxed);
+    }
+
+    /// The request log as [`REQUEST_LOG_PATH`] answers it: method, path, query, body (as JSON
+    /// when it is JSON) and whether the one credential was the project key (the key itself is
+    /// never shown).
+    pub fn request_log_json(&self) -> serde_json::Value {
+        let items: Vec<serde_json::Value> = lock(&self.inner.log)
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "method": r.method,
+                    "path": r.path,
+                    "query": r.query,
+                    "body": r.json().unwrap_or_else(|| String::from_utf8_lossy(&r.body).into()),
+                    "project_key": r.header_all("x-api-key") == [self.inner.api_key.as_str()],
+                })
+            })
+            .collect();
+        serde_json::json!({ "items": items })
+    }
+
     /// The recorded requests whose path starts with `path_prefix`.
     pub fn requests_to(&self, path_prefix: &str) -> Vec<Recorded> {
         lock(&self.inner.log)
@@ -547,6 +579,15 @@ impl Sandbox {
         scheme: &'static str,
     ) -> Result<Response<Full<Bytes>>, InjectedReset> {
         let (parts, body) = req.into_parts();
+        if parts.method == hyper::Method::GET && parts.uri.path() == REQUEST_LOG_PATH {
+            let body = serde_json::to_vec_pretty(&self.request_log_json()).unwrap_or_default();
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            return Ok(resp);
+        }
         let host = parts
             .headers
             .get(hyper::header::HOST)
@@ -601,6 +642,17 @@ impl Sandbox {
                 .collect(),
             body,
         };
+        if self.inner.verbose.load(Ordering::Relaxed) {
+            let body = String::from_utf8_lossy(&recorded.body);
+            tracing::info!(
+                target: "entitygate::sandbox",
+                method = %recorded.method,
+                path = %recorded.path,
+                query = recorded.query.as_deref().unwrap_or(""),
+                body = %body.chars().take(2048).collect::<String>(),
+                "reached the sandbox"
+            );
+        }
         let limit = self.inner.record_limit.load(Ordering::Relaxed);
         let mut log = lock(&self.inner.log);
         log.push_back(recorded.clone());
