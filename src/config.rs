@@ -988,7 +988,9 @@ fn default_max_in_flight() -> usize {
     10_000
 }
 fn default_max_in_flight_per_subject() -> usize {
-    64
+    // Room for an agent's fan-out (a burst of parallel tool calls), a small share of
+    // `max_in_flight`.
+    256
 }
 fn default_body_read_timeout_secs() -> u64 {
     30

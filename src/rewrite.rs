@@ -126,9 +126,14 @@ impl JsonObject {
     pub fn parse_with(body: &[u8], limits: JsonLimits) -> Result<Self, Error> {
         // First pass: structure, duplicates and limits at any depth, string validity.
         let mut de = serde_json::Deserializer::from_slice(body);
-        Strict { limits, depth: 0 }
-            .deserialize(&mut de)
-            .map_err(map_parse_error)?;
+        let pool = KeySets::default();
+        Strict {
+            limits,
+            depth: 0,
+            pool: &pool,
+        }
+        .deserialize(&mut de)
+        .map_err(map_parse_error)?;
         de.end().map_err(map_parse_error)?;
         // Second pass: top-level entries with raw values (order kept).
         let entries: TopLevel = serde_json::from_slice(body).map_err(map_parse_error)?;
@@ -314,16 +319,21 @@ const DUP_END: char = '\u{2}';
 /// hashing); larger ones with a hash set, so the check is linear in the body, not quadratic.
 const SCAN_KEYS: usize = 16;
 
+/// Hash sets of keys kept for reuse by the objects of one body, so that sibling objects do not
+/// each grow a set from nothing (growing rehashes every key again).
+type KeySets<'de> = std::cell::RefCell<Vec<HashSet<Cow<'de, str>>>>;
+
 /// A visitor that accepts any JSON value but refuses repeated keys in any object, objects
 /// with too many keys and nesting that is too deep.
 #[derive(Clone, Copy)]
-struct Strict {
+struct Strict<'p, 'de> {
     limits: JsonLimits,
     /// Depth of the value being visited's container (0 for the top-level value).
     depth: usize,
+    pool: &'p KeySets<'de>,
 }
 
-impl Strict {
+impl Strict<'_, '_> {
     fn enter<E: de::Error>(self) -> Result<Self, E> {
         let depth = self.depth + 1;
         if depth > self.limits.max_depth {
@@ -336,14 +346,14 @@ impl Strict {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Strict {
+impl<'de> DeserializeSeed<'de> for Strict<'_, 'de> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Strict {
+impl<'de> Visitor<'de> for Strict<'_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
@@ -375,32 +385,43 @@ impl<'de> Visitor<'de> for Strict {
         let inner = self.enter()?;
         let max = self.limits.max_keys_per_object;
         let mut few: Vec<Cow<'de, str>> = Vec::new();
-        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        let mut many: Option<HashSet<Cow<'de, str>>> = None;
         let mut n = 0usize;
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        let result = loop {
+            let key = match map.next_key::<Key<'de>>() {
+                Ok(Some(Key(key))) => key,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
             n += 1;
             if n > max {
-                return Err(de::Error::custom(format!("{KEYS_MARK}{max}{DUP_END}")));
+                break Err(de::Error::custom(format!("{KEYS_MARK}{max}{DUP_END}")));
             }
-            let repeated = if n <= SCAN_KEYS {
-                few.contains(&key)
+            let fresh = if n <= SCAN_KEYS {
+                let fresh = !few.contains(&key);
+                few.push(key.clone());
+                fresh
             } else {
-                if many.is_empty() {
-                    many.extend(few.drain(..));
-                }
-                many.contains(&key)
+                let set = many.get_or_insert_with(|| {
+                    let mut set = self.pool.borrow_mut().pop().unwrap_or_default();
+                    set.extend(few.drain(..));
+                    set
+                });
+                // One hash per key: `insert` says whether it was there.
+                set.insert(key.clone())
             };
-            if repeated {
-                return Err(de::Error::custom(format!("{DUP_MARK}{key}{DUP_END}")));
+            if !fresh {
+                break Err(de::Error::custom(format!("{DUP_MARK}{key}{DUP_END}")));
             }
-            map.next_value_seed(inner)?;
-            if n <= SCAN_KEYS {
-                few.push(key);
-            } else {
-                many.insert(key);
+            if let Err(e) = map.next_value_seed(inner) {
+                break Err(e);
             }
+        };
+        if let Some(mut set) = many {
+            set.clear();
+            self.pool.borrow_mut().push(set);
         }
-        Ok(())
+        result
     }
 }
 
