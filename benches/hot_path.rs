@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)]
 //! The per-request work the gateway adds, piece by piece: path check and route lookup, body
 //! parse + identity pinning + re-serialisation, JWT verification (cold and cached), and the
-//! connection gate on a warm cache. Run with `cargo bench --bench hot_path`; results and the
+//! connection gate on a warm cache, and the worst-case 1 MiB body (the most keys the limits
+//! allow). Run with `cargo bench --bench hot_path`; results and the
 //! machine are recorded in BENCHMARKS.md.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use entitygate::auth::Authenticator;
 use entitygate::config::Config;
 use entitygate::connections::Connections;
-use entitygate::rewrite::JsonObject;
+use entitygate::rewrite::{JsonLimits, JsonObject};
 use entitygate::sandbox::Sandbox;
 use entitygate::upstream::{self, Upstream};
 use http::Method;
@@ -106,6 +107,102 @@ fn rewrite(c: &mut Criterion) {
             o.to_vec()
         })
     });
+}
+
+/// A body of at most `size` bytes holding as many keys as `limits` allow: objects of
+/// `max_keys_per_object` short distinct keys (`"a0":0`), as many as fit. Returns the body and
+/// its key count.
+fn worst_case_body(size: usize, keys_per_object: usize) -> (Vec<u8>, usize) {
+    let mut out = String::from("{\"arguments\":{");
+    let mut keys = 0;
+    for o in 0.. {
+        let mut obj = format!("\"o{o}\":{{");
+        let mut n = 0;
+        while n < keys_per_object {
+            // Room for this key, the closing braces of the object and the whole body.
+            if out.len() + obj.len() + 16 > size {
+                break;
+            }
+            if n > 0 {
+                obj.push(',');
+            }
+            obj.push('"');
+            key_name(n, &mut obj);
+            obj.push_str("\":0");
+            n += 1;
+        }
+        if n == 0 {
+            break;
+        }
+        obj.push('}');
+        if o > 0 {
+            out.push(',');
+        }
+        out.push_str(&obj);
+        keys += n + 1; // and the object's own key
+        if n < keys_per_object {
+            break;
+        }
+    }
+    out.push_str("}}");
+    (out.into_bytes(), keys)
+}
+
+/// A short distinct key name for `i` (base 62, at most 3 characters below 238,328).
+fn key_name(mut i: usize, out: &mut String) {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    loop {
+        out.push(char::from(DIGITS[i % 62]));
+        i /= 62;
+        if i == 0 {
+            break;
+        }
+    }
+}
+
+/// Issue 12, finding 9: the worst body the default limits admit (1 MiB, 10,000 keys per object),
+/// a 1 MiB body of 131,070 keys in one object (refused at the 10,001st key), and the same body
+/// parsed with the key cap lifted (the duplicate check alone: linear, not quadratic).
+fn worst_case(c: &mut Criterion) {
+    const MIB: usize = 1 << 20;
+    let limits = JsonLimits::default();
+    let (body, keys) = worst_case_body(MIB, limits.max_keys_per_object);
+    assert!(body.len() <= MIB);
+    eprintln!("worst-case body: {} bytes, {keys} keys", body.len());
+    JsonObject::parse_with(&body, limits).unwrap();
+    let mut g = c.benchmark_group("worst_case_1mib");
+    g.sample_size(20);
+    g.bench_function("serde_json_ignored_any_baseline", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(&body)).unwrap()
+        })
+    });
+    g.bench_function("max_keys_allowed_parse", |b| {
+        b.iter(|| JsonObject::parse_with(std::hint::black_box(&body), limits).unwrap())
+    });
+    let mut one = String::from("{\"arguments\":{");
+    for i in 0..131_070 {
+        if i > 0 {
+            one.push(',');
+        }
+        one.push('"');
+        key_name(i, &mut one);
+        one.push_str("\":0");
+    }
+    one.push_str("}}");
+    let one = one.into_bytes();
+    eprintln!("one-object body: {} bytes, 131070 keys", one.len());
+    g.bench_function("131070_keys_one_object_refused", |b| {
+        b.iter(|| JsonObject::parse_with(std::hint::black_box(&one), limits).unwrap_err())
+    });
+    let lifted = JsonLimits {
+        max_keys_per_object: usize::MAX,
+        ..limits
+    };
+    g.bench_function("131070_keys_one_object_cap_lifted", |b| {
+        b.iter(|| JsonObject::parse_with(std::hint::black_box(&one), lifted).unwrap())
+    });
+    g.finish();
 }
 
 fn auth(c: &mut Criterion) {
@@ -304,5 +401,5 @@ fn carriers(c: &mut Criterion) {
     sandbox.stop();
 }
 
-criterion_group!(benches, routing, rewrite, auth, gate, policy, carriers);
+criterion_group!(benches, routing, rewrite, worst_case, auth, gate, policy, carriers);
 criterion_main!(benches);

@@ -5,7 +5,10 @@
 //! An event carries who (subject), what (method, route pattern, tool, toolkit, connected
 //! account), the decision (`allow` or the refusal's slug and code), the upstream status and
 //! the latency. It never carries a token, an API key, a cookie or a tool argument: only values
-//! the gateway itself derived or validated are recorded.
+//! the gateway itself derived or validated are recorded, and the query string as the caller
+//! sent it (identity parameters included: they are the evidence when a query is refused or
+//! rewritten), capped at [`MAX_QUERY`] bytes, with the values of credential-named parameters
+//! (`api_key`, `token`, `secret`, ...) replaced by `[REDACTED]`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +18,24 @@ use std::time::Duration;
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::error::Error;
+
+/// Longest query string recorded (the rest is cut, marked with `…`).
+pub const MAX_QUERY: usize = 2048;
+
+/// Folded names of query parameters whose values are never recorded.
+const SECRET_PARAMS: &[&str] = &[
+    "apikey",
+    "xapikey",
+    "key",
+    "token",
+    "accesstoken",
+    "refreshtoken",
+    "idtoken",
+    "authorization",
+    "secret",
+    "clientsecret",
+    "password",
+];
 
 /// Audit events queued before new ones are dropped (and counted) rather than block requests.
 const QUEUE: usize = 65_536;
@@ -93,6 +114,7 @@ struct Line<'a> {
     subject: Option<&'a str>,
     method: &'a str,
     path: Option<&'a str>,
+    query: Option<&'a str>,
     route: &'a str,
     policy: &'a str,
     tool: Option<&'a str>,
@@ -113,6 +135,7 @@ struct Line<'a> {
 pub struct Audit {
     method: String,
     path: Option<String>,
+    query: Option<String>,
     route: &'static str,
     policy: &'static str,
     subject: Option<String>,
@@ -145,6 +168,11 @@ impl Audit {
             decision: "abandoned",
             ..Self::default()
         }
+    }
+
+    /// The query string as sent (see the module docs for what is cut and redacted).
+    pub fn query(&mut self, query: Option<&str>) {
+        self.query = query.filter(|q| !q.is_empty()).map(recorded_query);
     }
 
     /// The verified subject.
@@ -236,6 +264,7 @@ impl Audit {
             subject: self.subject.as_deref(),
             method: &self.method,
             path: self.path.as_deref(),
+            query: self.query.as_deref(),
             route: self.route,
             policy: self.policy,
             tool: self.tool.as_deref(),
@@ -264,5 +293,59 @@ impl Audit {
             status = status.as_u16(),
             "decision"
         );
+    }
+}
+
+/// `query` as sent, with credential-named values redacted and the whole cut at [`MAX_QUERY`].
+fn recorded_query(query: &str) -> String {
+    let mut out = String::with_capacity(query.len().min(MAX_QUERY + 4));
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = form_urlencoded::parse(key.as_bytes())
+            .next()
+            .map(|(k, _)| k.into_owned())
+            .unwrap_or_default();
+        let base = crate::rewrite::query_base_key(&name);
+        if !value.is_empty()
+            && SECRET_PARAMS
+                .iter()
+                .any(|f| crate::rewrite::folded_eq(base, f))
+        {
+            out.push_str(key);
+            out.push_str("=[REDACTED]");
+        } else {
+            out.push_str(pair);
+        }
+        if out.len() > MAX_QUERY {
+            break;
+        }
+    }
+    if out.len() > MAX_QUERY {
+        let mut cut = MAX_QUERY;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_recorded_with_identities_and_without_secrets() {
+        assert_eq!(
+            recorded_query("user_id%5B0%5D=bob&limit=5&api_key=sk_live_x&Token=t&x"),
+            "user_id%5B0%5D=bob&limit=5&api_key=[REDACTED]&Token=[REDACTED]&x"
+        );
+        let long = "a=".to_owned() + &"b".repeat(5000);
+        let q = recorded_query(&long);
+        assert!(q.len() <= MAX_QUERY + '…'.len_utf8() && q.ends_with('…'));
     }
 }

@@ -450,6 +450,31 @@ pub struct LimitsConfig {
     /// Requests processed at once across all clients; past it, 503 `overloaded`.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Requests one subject may have in flight at once; past it, 429 `too_many_in_flight`
+    /// with `Retry-After` for that subject only.
+    #[serde(default = "default_max_in_flight_per_subject")]
+    pub max_in_flight_per_subject: usize,
+    /// Time allowed for a client to send a whole request body, once the gateway starts
+    /// reading it; past it, 400 `body_read_timeout`.
+    #[serde(default = "default_body_read_timeout_secs")]
+    pub body_read_timeout_secs: u64,
+    /// Keys allowed in any one object of a JSON body; past it, 413 `body_too_many_keys`.
+    #[serde(default = "default_max_json_keys_per_object")]
+    pub max_json_keys_per_object: usize,
+    /// Nesting allowed in a JSON body (the top-level object is 1; at most 128); past it,
+    /// 413 `body_too_deep`.
+    #[serde(default = "default_max_json_depth")]
+    pub max_json_depth: usize,
+}
+
+impl LimitsConfig {
+    /// The JSON shape limits, as the parser takes them.
+    pub fn json(&self) -> crate::rewrite::JsonLimits {
+        crate::rewrite::JsonLimits {
+            max_keys_per_object: self.max_json_keys_per_object,
+            max_depth: self.max_json_depth,
+        }
+    }
 }
 
 /// `[admin]`: a separate listener for operators. Keep it on loopback or a cluster-internal
@@ -688,6 +713,30 @@ impl Config {
         }
         if self.limits.max_in_flight == 0 {
             return Err(ConfigError::invalid("limits.max_in_flight", "must be > 0"));
+        }
+        if self.limits.max_in_flight_per_subject == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_in_flight_per_subject",
+                "must be > 0",
+            ));
+        }
+        if self.limits.body_read_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "limits.body_read_timeout_secs",
+                "must be > 0",
+            ));
+        }
+        if self.limits.max_json_keys_per_object == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_json_keys_per_object",
+                "must be > 0",
+            ));
+        }
+        if !(1..=crate::rewrite::JsonLimits::MAX_DEPTH).contains(&self.limits.max_json_depth) {
+            return Err(ConfigError::invalid(
+                "limits.max_json_depth",
+                "must be between 1 and 128",
+            ));
         }
         if self.limits.max_connections == 0 {
             return Err(ConfigError::invalid(
@@ -929,6 +978,10 @@ impl Default for LimitsConfig {
             per_subject_rps: 0.0,
             burst: default_burst(),
             max_in_flight: default_max_in_flight(),
+            max_in_flight_per_subject: default_max_in_flight_per_subject(),
+            body_read_timeout_secs: default_body_read_timeout_secs(),
+            max_json_keys_per_object: default_max_json_keys_per_object(),
+            max_json_depth: default_max_json_depth(),
         }
     }
 }
@@ -1059,6 +1112,20 @@ fn default_burst() -> u32 {
 }
 fn default_max_in_flight() -> usize {
     10_000
+}
+fn default_max_in_flight_per_subject() -> usize {
+    // Room for an agent's fan-out (a burst of parallel tool calls), a small share of
+    // `max_in_flight`.
+    256
+}
+fn default_body_read_timeout_secs() -> u64 {
+    30
+}
+fn default_max_json_keys_per_object() -> usize {
+    crate::rewrite::JsonLimits::default().max_keys_per_object
+}
+fn default_max_json_depth() -> usize {
+    crate::rewrite::JsonLimits::default().max_depth
 }
 fn default_ready_window_secs() -> u64 {
     60

@@ -1,10 +1,10 @@
 //! `entitygate demo`: the gateway in front of the built-in sandbox Composio, with two demo
 //! users and ready-to-paste commands, so a newcomer sees user A's forged request arrive as
-//! user A without a Composio account. Also home of the logging set-up shared with `serve`.
+//! user A without a Composio account.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,25 +20,16 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Serve TLS with the test-only dev certificate in this directory (`server.crt`,
-    /// `server.key`), trusted through `ca.crt`.
+    /// `server.key`), trusted through `ca.crt`. A relative path is looked up from the working
+    /// directory, then from the source checkout (so `--tls-dir certs/dev` works anywhere).
     #[arg(long)]
     pub tls_dir: Option<PathBuf>,
+    /// Log every request that reaches the sandbox Composio (method, path, query, body).
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub for_secs: Option<u64>,
-}
-
-/// Sets up logging: `RUST_LOG` levels (default `info`), text or JSON lines.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }
 
 /// Mints an HS256 demo token for `user`, valid for `ttl_secs`.
@@ -68,11 +59,21 @@ pub fn mint(
 
 /// Runs the demo until Ctrl-C (or `--for-secs`).
 pub async fn run(args: DemoArgs) -> ExitCode {
-    init_logging(LogFormat::Text);
+    crate::logging::init(LogFormat::Text);
     let api_key = format!("demo_project_key_{}", uuid::Uuid::new_v4().simple());
     let secret =
         uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    let tls_dir = match args.tls_dir.as_deref().map(resolve_tls_dir).transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("entitygate demo: --tls-dir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let sandbox = Sandbox::with_demo_data(&api_key);
+    sandbox.set_verbose(args.verbose);
+    // A long-running demo keeps the newest requests only.
+    sandbox.set_record_limit(1_000);
     let upstream = match sandbox.start().await {
         Ok(addr) => addr,
         Err(e) => {
@@ -80,7 +81,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let tls = args.tls_dir.as_ref().map(|d| {
+    let tls = tls_dir.as_ref().map(|d| {
         format!(
             "[tls]\ncert = {:?}\nkey = {:?}\n",
             d.join("server.crt"),
@@ -150,7 +151,7 @@ front_door = true
             .map(|t| ((*u).to_owned(), t))
         })
         .collect();
-    print_banner(addr, upstream, args.tls_dir.as_ref(), &tokens);
+    print_banner(addr, upstream, tls_dir.as_deref(), &tokens);
     let stop = async move {
         match args.for_secs {
             Some(s) => tokio::select! {
@@ -171,11 +172,38 @@ front_door = true
     }
 }
 
+/// The directory holding `server.crt` and `server.key`, absolute: `dir` as given (relative to
+/// the working directory), else relative to the source checkout the binary was built from.
+fn resolve_tls_dir(dir: &Path) -> Result<PathBuf, String> {
+    let mut tried = vec![dir.to_path_buf()];
+    if dir.is_relative() {
+        tried.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir));
+    }
+    for candidate in &tried {
+        if candidate.join("server.crt").is_file() && candidate.join("server.key").is_file() {
+            return candidate
+                .canonicalize()
+                .map_err(|e| format!("{}: {e}", candidate.display()));
+        }
+    }
+    let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+    Err(format!(
+        "no server.crt and server.key in {} (the dev certificate is in certs/dev)",
+        tried.join(" or ")
+    ))
+}
+
+/// The demo's auth config ids (one per toolkit that needs a connection): what
+/// `connected_accounts.link(user_id, auth_config_id)` takes, the workaround for the refused
+/// `toolkits.authorize`.
+const AUTH_CONFIGS: &str =
+    "ac_github, ac_slack, ac_gmail, ac_notion, ac_composio_search, ac_text_to_pdf";
+
 #[allow(clippy::print_stdout)]
 fn print_banner(
     addr: SocketAddr,
     upstream: SocketAddr,
-    tls_dir: Option<&PathBuf>,
+    tls_dir: Option<&Path>,
     tokens: &[(String, String)],
 ) {
     let scheme = if tls_dir.is_some() { "https" } else { "http" };
@@ -185,11 +213,22 @@ fn print_banner(
         addr.to_string()
     };
     let base = format!("{scheme}://{host}");
-    let curl_ca = tls_dir
-        .map(|d| format!(" --cacert {}", d.join("ca.crt").display()))
+    let ca = tls_dir.map(|d| d.join("ca.crt"));
+    let curl_ca = ca
+        .as_ref()
+        .map(|ca| format!(" --cacert {}", ca.display()))
         .unwrap_or_default();
+    // httpx (composio 0.30) trusts the private CA through SSL_CERT_FILE.
+    let py_ca = ca
+        .as_ref()
+        .map(|ca| format!("SSL_CERT_FILE={} ", ca.display()))
+        .unwrap_or_default();
+    let log = crate::sandbox::REQUEST_LOG_PATH;
     println!("\nentitygate demo: gateway {base}  ->  sandbox Composio http://{upstream}");
-    println!("The gateway holds the sandbox's project key; the agents below only hold their user's JWT.\n");
+    println!(
+        "The gateway holds the sandbox's project key; the agents below only hold their user's JWT."
+    );
+    println!("Demo auth config ids (for connected_accounts.link): {AUTH_CONFIGS}\n");
     for (user, token) in tokens {
         println!("export {}_TOKEN={token}", user.to_uppercase());
     }
@@ -207,12 +246,17 @@ curl -s{curl_ca} {base}/api/v3.1/tools/execute/GMAIL_SEND_EMAIL \
 # 3. Routes the gateway does not know are refused (here: project API keys).
 curl -s{curl_ca} {base}/api/v3.1/api_keys -H "x-api-key: $ALICE_TOKEN"
 
-# 4. The Python SDK, unchanged but for its base URL and key (pip install composio==0.30.0):
-COMPOSIO_BASE_URL={base} COMPOSIO_API_KEY=$BOB_TOKEN python3 -c '
+# 4. The Python SDK, unchanged but for its base URL and key (pip install composio==0.30.0).
+#    dangerously_skip_version_check: composio 0.30 itself refuses to execute a tool at toolkit
+#    version "latest" unless told to (or given toolkit_versions=...); the gateway does not care.
+{py_ca}COMPOSIO_BASE_URL={base} COMPOSIO_API_KEY=$BOB_TOKEN python3 -c '
 from composio import Composio
 c = Composio(allow_tracking=False)
 print(c.tools.execute("GITHUB_CREATE_ISSUE", {{"owner": "acme", "repo": "app", "title": "hi"}},
                       user_id="alice", dangerously_skip_version_check=True))'
+
+# 5. What reached the sandbox Composio (the newest 1000 requests; --verbose logs each one):
+curl -s http://{upstream}{log}
 
 Ctrl-C stops the demo. Audit events (one per decision) are logged below.
 "#

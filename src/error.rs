@@ -109,6 +109,15 @@ pub enum Error {
     /// The body exceeds the configured limit.
     #[error("the request body is too large")]
     PayloadTooLarge,
+    /// An object of the body has more keys than `[limits] max_json_keys_per_object`.
+    #[error("an object in the request body has more than {0} keys")]
+    TooManyKeys(usize),
+    /// The body nests deeper than `[limits] max_json_depth`.
+    #[error("the request body nests deeper than {0} levels")]
+    TooDeep(usize),
+    /// The client did not send the whole body within `[limits] body_read_timeout_secs`.
+    #[error("the request body did not arrive in time")]
+    BodyReadTimeout,
     /// Content type is not `application/json`.
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
@@ -155,6 +164,9 @@ pub enum Error {
     /// The subject exceeded its request rate; retry after this many seconds.
     #[error("too many requests for this user")]
     RateLimited(u64),
+    /// The subject already has `[limits] max_in_flight_per_subject` requests in flight.
+    #[error("too many requests in flight for this user")]
+    SubjectBusy,
     /// The gateway is at its in-flight cap.
     #[error("the gateway is overloaded")]
     Overloaded,
@@ -210,6 +222,9 @@ impl Error {
             Self::BodyInvalid(_) => "body_invalid",
             Self::DuplicateKey(_) => "duplicate_key",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::TooManyKeys(_) => "body_too_many_keys",
+            Self::TooDeep(_) => "body_too_deep",
+            Self::BodyReadTimeout => "body_read_timeout",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UnsupportedEncoding => "unsupported_content_encoding",
             Self::QueryNotAllowed(_) => "query_not_allowed",
@@ -227,6 +242,7 @@ impl Error {
             },
             Self::ToolNotFound(_) => "tool_not_found",
             Self::RateLimited(_) => "rate_limited",
+            Self::SubjectBusy => "too_many_in_flight",
             Self::Overloaded => "overloaded",
             Self::ConnectionStatusUnavailable => "connection_status_unavailable",
             Self::KeysUnavailable => "keys_unavailable",
@@ -261,6 +277,9 @@ impl Error {
             Self::BodyInvalid(_) => 9130,
             Self::DuplicateKey(_) => 9131,
             Self::PayloadTooLarge => 9132,
+            Self::TooManyKeys(_) => 9136,
+            Self::TooDeep(_) => 9137,
+            Self::BodyReadTimeout => 9138,
             Self::UnsupportedMediaType => 9133,
             Self::UnsupportedEncoding => 9134,
             Self::QueryNotAllowed(_) => 9135,
@@ -273,6 +292,7 @@ impl Error {
             Self::Gate(_) => 1803,
             Self::ToolNotFound(_) => 9151,
             Self::RateLimited(_) => 9160,
+            Self::SubjectBusy => 9162,
             Self::Overloaded => 9161,
             Self::ConnectionStatusUnavailable => 9190,
             Self::KeysUnavailable => 9191,
@@ -312,13 +332,17 @@ impl Error {
             | Self::BodyInvalid(_)
             | Self::DuplicateKey(_)
             | Self::QueryNotAllowed(_)
+            | Self::BodyReadTimeout
             | Self::Gate(_) => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::TooManyKeys(_) | Self::TooDeep(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::UnsupportedMediaType | Self::UnsupportedEncoding => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Self::NotFound | Self::ToolNotFound(_) => StatusCode::NOT_FOUND,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            // Transient, not deterministic: it clears when the user's own requests finish.
+            Self::RateLimited(_) | Self::SubjectBusy => StatusCode::TOO_MANY_REQUESTS,
             Self::ConnectionStatusUnavailable | Self::KeysUnavailable | Self::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -361,6 +385,10 @@ impl Error {
                 "Send a single well-formed JSON object with each key once."
             }
             Self::PayloadTooLarge => "Send a smaller request body.",
+            Self::TooManyKeys(_) | Self::TooDeep(_) => {
+                "Send a simpler body: fewer keys per object, less nesting."
+            }
+            Self::BodyReadTimeout => "Send the whole request body without pausing.",
             Self::UnsupportedMediaType => "Send the body as Content-Type: application/json.",
             Self::UnsupportedEncoding => "Send the body uncompressed.",
             Self::QueryNotAllowed(_) => {
@@ -390,6 +418,9 @@ impl Error {
             },
             Self::ToolNotFound(_) => "Check the tool slug.",
             Self::RateLimited(_) => "Slow down: retry after the time in Retry-After.",
+            Self::SubjectBusy => {
+                "Wait for this user's other requests to finish: retry after Retry-After."
+            }
             Self::Overloaded => "The gateway is busy: retry shortly.",
             Self::ConnectionStatusUnavailable
             | Self::KeysUnavailable
@@ -435,11 +466,18 @@ impl Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Self::RateLimited(secs) = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        match self {
+            Self::RateLimited(secs) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            Self::SubjectBusy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         // The SDKs honour this hint; deterministic refusals must not be retried.
-        let transient = matches!(self, Self::RateLimited(_)) || self.status().is_server_error();
+        let transient = matches!(self, Self::RateLimited(_) | Self::SubjectBusy)
+            || self.status().is_server_error();
         if !transient {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
@@ -465,6 +503,9 @@ mod tests {
             Error::IdentityMismatch,
             Error::PayloadTooLarge,
             Error::DuplicateKey("user_id".into()),
+            Error::TooManyKeys(10),
+            Error::TooDeep(10),
+            Error::BodyReadTimeout,
             Error::ConnectedAccountNotOwned,
             Error::NotFound,
             Error::Gate(Box::new(GateRefusal {

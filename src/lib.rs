@@ -22,7 +22,10 @@
 //!   front door, RFC 9728 metadata, MCP URLs in answers moved onto `public_url`).
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
 //!   Composio's expiry webhook.
-//! - [`sandbox`], [`demo`]: a faithful fake Composio and the demo that runs against it.
+//! - [`logging`]: the log set-up of the binary.
+//! - `sandbox`, `demo` (cargo feature `sandbox`, on by default): a faithful fake Composio and
+//!   the demo that runs against it. An embedder builds without them with
+//!   `default-features = false`.
 //!
 //! # Embedding
 //! ```no_run
@@ -43,18 +46,21 @@ pub mod body;
 pub mod clock;
 pub mod config;
 pub mod connections;
+#[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod error;
 pub mod expiry;
 pub mod headers;
 pub(crate) mod invocation;
 pub mod limits;
+pub mod logging;
 pub(crate) mod mcp;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod rewrite;
 pub mod routes;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod server;
 pub mod tls;

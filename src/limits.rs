@@ -1,7 +1,12 @@
-//! Per-subject rate limiting: one token bucket per subject in a concurrent map.
+//! Per-subject limits: a token bucket per subject (rate), and a count of each subject's
+//! requests in flight (concurrency), both in concurrent maps.
 //!
-//! Buckets only ever slow a subject down; they never decide access. Each replica keeps its
-//! own buckets, so a fleet of N replicas allows up to N times the configured rate (documented).
+//! They only ever slow a subject down; they never decide access. Each replica keeps its own,
+//! so a fleet of N replicas allows up to N times the configured rate and concurrency
+//! (documented). The concurrency cap exists so that one user whose requests are slow (a body
+//! sent byte by byte, a heavy body to parse, a slow tool) cannot hold every in-flight slot of
+//! the gateway: past `[limits] max_in_flight_per_subject`, that user alone is told 429 with
+//! `Retry-After`, while everyone else is still served.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,6 +77,60 @@ impl RateLimiter {
     }
 }
 
+/// Requests in flight per subject. Entries are removed when their count returns to zero, so
+/// the map holds only subjects with requests in progress.
+#[derive(Debug, Default)]
+pub struct SubjectInFlight {
+    counts: DashMap<Arc<str>, usize>,
+}
+
+/// One request of a subject in flight; dropping it ends the request.
+#[derive(Debug)]
+pub struct SubjectPermit {
+    owner: Arc<SubjectInFlight>,
+    subject: Arc<str>,
+}
+
+// === impl SubjectInFlight ===
+
+impl SubjectInFlight {
+    /// Counts one more request of `subject`, unless it already has `cap` in flight.
+    ///
+    /// # Errors
+    /// [`Error::SubjectBusy`] at the cap.
+    pub fn acquire(
+        self: &Arc<Self>,
+        subject: &Arc<str>,
+        cap: usize,
+    ) -> Result<SubjectPermit, Error> {
+        let mut n = self.counts.entry(subject.clone()).or_insert(0);
+        if *n >= cap {
+            return Err(Error::SubjectBusy);
+        }
+        *n += 1;
+        drop(n);
+        Ok(SubjectPermit {
+            owner: self.clone(),
+            subject: subject.clone(),
+        })
+    }
+
+    /// Requests of `subject` in flight now.
+    pub fn current(&self, subject: &str) -> usize {
+        self.counts.get(subject).map_or(0, |n| *n)
+    }
+}
+
+impl Drop for SubjectPermit {
+    fn drop(&mut self) {
+        // Decrement, and drop the entry at zero (atomically with respect to `acquire`).
+        self.owner.counts.remove_if_mut(&self.subject, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +154,22 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(l.check(&s), Ok(()));
         }
+    }
+
+    #[test]
+    fn in_flight_is_capped_per_subject_and_released_on_drop() {
+        let f = Arc::new(SubjectInFlight::default());
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("alice"), Arc::from("bob"));
+        let p1 = f.acquire(&a, 2).unwrap();
+        let p2 = f.acquire(&a, 2).unwrap();
+        assert!(matches!(f.acquire(&a, 2), Err(Error::SubjectBusy)));
+        // Another subject is not affected.
+        let q = f.acquire(&b, 2).unwrap();
+        drop(p1);
+        let p3 = f.acquire(&a, 2).unwrap();
+        drop((p2, p3, q));
+        assert_eq!(f.current("alice"), 0);
+        assert!(f.counts.is_empty(), "idle subjects leave no entry");
     }
 
     #[test]

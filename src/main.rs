@@ -28,6 +28,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the gateway against a built-in sandbox Composio, with two demo users.
+    #[cfg(feature = "sandbox")]
     Demo(entitygate::demo::DemoArgs),
     /// List connections that need their user's attention (JSON lines) and notify the app.
     Audit {
@@ -49,7 +50,7 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
-            entitygate::demo::init_logging(config.log.format);
+            entitygate::logging::init(config.log.format);
             let gateway = match entitygate::Gateway::builder(config)
                 .config_path(&path)
                 .build()
@@ -92,6 +93,7 @@ async fn main() -> ExitCode {
                 Err(e) => config_error(&e),
             }
         }
+        #[cfg(feature = "sandbox")]
         Command::Demo(args) => entitygate::demo::run(args).await,
         Command::Audit { config } => entitygate::expiry::cli(&config).await,
     }

@@ -1,9 +1,12 @@
 //! Pinning identity in request bodies and queries.
 //!
-//! Bodies are parsed strictly ([`JsonObject::parse`]): one JSON object, no byte-order mark, no
-//! trailing data, no key repeated in any object at any depth (parsers disagree on which copy
-//! wins, so a repeated key is refused rather than guessed), nesting bounded by serde_json's
-//! recursion limit. Top-level values are kept as raw JSON text, so tool arguments are forwarded
+//! Bodies are parsed strictly ([`JsonObject::parse_with`]): one JSON object, no byte-order
+//! mark, no trailing data, no key repeated in any object at any depth (parsers disagree on
+//! which copy wins, so a repeated key is refused rather than guessed), at most
+//! [`JsonLimits::max_keys_per_object`] keys in any object and nesting at most
+//! [`JsonLimits::max_depth`] deep. Every check is linear in the body's size (repeated keys are
+//! found with a hash set once an object grows past a few keys), so a body of the maximum size
+//! costs milliseconds whatever its shape. Top-level values are kept as raw JSON text, so tool arguments are forwarded
 //! byte for byte (no float rounding of large integers) while identity fields are replaced.
 //! Keys are compared after JSON unescaping, so `"user\u005fid"` is `user_id`.
 //!
@@ -12,6 +15,8 @@
 //! removed and the one spelling the route uses is set to the subject. The same folding finds
 //! caller-supplied credentials and connected-account ids.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -63,6 +68,30 @@ pub fn is_identity_key(name: &str) -> bool {
     folded_in(name, IDENTITY_KEYS)
 }
 
+/// Shape limits of a strictly parsed body (`[limits] max_json_keys_per_object` and
+/// `max_json_depth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonLimits {
+    /// Keys allowed in any one object.
+    pub max_keys_per_object: usize,
+    /// Nesting allowed: the top-level object is depth 1.
+    pub max_depth: usize,
+}
+
+impl JsonLimits {
+    /// serde_json refuses anything deeper itself; a configured depth may not exceed it.
+    pub const MAX_DEPTH: usize = 128;
+}
+
+impl Default for JsonLimits {
+    fn default() -> Self {
+        Self {
+            max_keys_per_object: 10_000,
+            max_depth: 64,
+        }
+    }
+}
+
 /// A parsed JSON object whose top-level values are kept as raw text.
 #[derive(Debug)]
 pub struct JsonObject {
@@ -87,9 +116,24 @@ impl JsonObject {
     /// [`Error::BodyInvalid`] for anything but one JSON object, [`Error::DuplicateKey`] when an
     /// object repeats a key.
     pub fn parse(body: &[u8]) -> Result<Self, Error> {
-        // First pass: structure, duplicates at any depth, string validity.
+        Self::parse_with(body, JsonLimits::default())
+    }
+
+    /// Parses `body` strictly within `limits`.
+    ///
+    /// # Errors
+    /// As [`JsonObject::parse`], and [`Error::TooManyKeys`] or [`Error::TooDeep`] past `limits`.
+    pub fn parse_with(body: &[u8], limits: JsonLimits) -> Result<Self, Error> {
+        // First pass: structure, duplicates and limits at any depth, string validity.
         let mut de = serde_json::Deserializer::from_slice(body);
-        NoDuplicates.deserialize(&mut de).map_err(map_parse_error)?;
+        let pool = KeySets::default();
+        Strict {
+            limits,
+            depth: 0,
+            pool: &pool,
+        }
+        .deserialize(&mut de)
+        .map_err(map_parse_error)?;
         de.end().map_err(map_parse_error)?;
         // Second pass: top-level entries with raw values (order kept).
         let entries: TopLevel = serde_json::from_slice(body).map_err(map_parse_error)?;
@@ -247,6 +291,17 @@ fn map_parse_error(e: serde_json::Error) -> Error {
         let key = rest.split(DUP_END).next().unwrap_or_default();
         return Error::DuplicateKey(key.chars().take(64).collect());
     }
+    if let Some(rest) = msg.strip_prefix(KEYS_MARK) {
+        let n = rest.split(DUP_END).next().unwrap_or_default();
+        return Error::TooManyKeys(n.parse().unwrap_or_default());
+    }
+    if let Some(rest) = msg.strip_prefix(DEPTH_MARK) {
+        let n = rest.split(DUP_END).next().unwrap_or_default();
+        return Error::TooDeep(n.parse().unwrap_or_default());
+    }
+    if msg.starts_with("recursion limit exceeded") {
+        return Error::TooDeep(JsonLimits::MAX_DEPTH);
+    }
     let msg = match e.classify() {
         serde_json::error::Category::Eof => "the body ends early".to_owned(),
         serde_json::error::Category::Data => "the body is not a JSON object".to_owned(),
@@ -256,19 +311,49 @@ fn map_parse_error(e: serde_json::Error) -> Error {
 }
 
 const DUP_MARK: &str = "\u{1}dup:";
+const KEYS_MARK: &str = "\u{1}keys:";
+const DEPTH_MARK: &str = "\u{1}depth:";
 const DUP_END: char = '\u{2}';
 
-/// A visitor that accepts any JSON value but refuses repeated keys in any object.
-struct NoDuplicates;
+/// Objects up to this many keys are checked for repeats by a linear scan (cheaper than
+/// hashing); larger ones with a hash set, so the check is linear in the body, not quadratic.
+const SCAN_KEYS: usize = 16;
 
-impl<'de> DeserializeSeed<'de> for NoDuplicates {
+/// Hash sets of keys kept for reuse by the objects of one body, so that sibling objects do not
+/// each grow a set from nothing (growing rehashes every key again).
+type KeySets<'de> = std::cell::RefCell<Vec<HashSet<Cow<'de, str>>>>;
+
+/// A visitor that accepts any JSON value but refuses repeated keys in any object, objects
+/// with too many keys and nesting that is too deep.
+#[derive(Clone, Copy)]
+struct Strict<'p, 'de> {
+    limits: JsonLimits,
+    /// Depth of the value being visited's container (0 for the top-level value).
+    depth: usize,
+    pool: &'p KeySets<'de>,
+}
+
+impl Strict<'_, '_> {
+    fn enter<E: de::Error>(self) -> Result<Self, E> {
+        let depth = self.depth + 1;
+        if depth > self.limits.max_depth {
+            return Err(E::custom(format!(
+                "{DEPTH_MARK}{}{DUP_END}",
+                self.limits.max_depth
+            )));
+        }
+        Ok(Self { depth, ..self })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict<'_, 'de> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for NoDuplicates {
+impl<'de> Visitor<'de> for Strict<'_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
@@ -292,20 +377,77 @@ impl<'de> Visitor<'de> for NoDuplicates {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(NoDuplicates)?.is_some() {}
+        let inner = self.enter()?;
+        while seq.next_element_seed(inner)?.is_some() {}
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        // Objects are small; a linear scan beats hashing for the sizes seen in practice.
-        let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if seen.contains(&key) {
-                return Err(de::Error::custom(format!("{DUP_MARK}{key}{DUP_END}")));
+        let inner = self.enter()?;
+        let max = self.limits.max_keys_per_object;
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: Option<HashSet<Cow<'de, str>>> = None;
+        let mut n = 0usize;
+        let result = loop {
+            let key = match map.next_key::<Key<'de>>() {
+                Ok(Some(Key(key))) => key,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            n += 1;
+            if n > max {
+                break Err(de::Error::custom(format!("{KEYS_MARK}{max}{DUP_END}")));
             }
-            map.next_value_seed(NoDuplicates)?;
-            seen.push(key);
+            let fresh = if n <= SCAN_KEYS {
+                let fresh = !few.contains(&key);
+                few.push(key.clone());
+                fresh
+            } else {
+                let set = many.get_or_insert_with(|| {
+                    let mut set = self.pool.borrow_mut().pop().unwrap_or_default();
+                    set.extend(few.drain(..));
+                    set
+                });
+                // One hash per key: `insert` says whether it was there.
+                set.insert(key.clone())
+            };
+            if !fresh {
+                break Err(de::Error::custom(format!("{DUP_MARK}{key}{DUP_END}")));
+            }
+            if let Err(e) = map.next_value_seed(inner) {
+                break Err(e);
+            }
+        };
+        if let Some(mut set) = many {
+            set.clear();
+            self.pool.borrow_mut().push(set);
         }
-        Ok(())
+        result
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes (serde's own `Cow` always
+/// allocates): one allocation per key would dominate the check of a body of short keys.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -332,13 +474,22 @@ impl<'de> Deserialize<'de> for TopLevel {
     }
 }
 
+/// The one query-scoping function of the gateway: every route's query passes through it.
+///
 /// Rebuilds a query string with every spelling of a user identity removed and, when
-/// `canonical` is given, that parameter set to the subject alone. `_method` is refused.
-/// Returns the new query (`None` when empty) and whether the caller had named another user.
+/// `canonical` is given, that parameter set to the subject alone. Returns the new query
+/// (`None` when empty) and whether the caller had named another user.
+///
+/// Refused on every route, whatever `refuse_identity` says:
+/// - `_method` in any spelling (`_method`, `_METHOD`, `_method[]`): a method override;
+/// - an identity key in bracket, dotted or indexed form (`user_id[0]`, `user_ids[]`,
+///   `user_id.0`, `user_id0`, `entityId[x]`): query parsers disagree on whether these are the
+///   plain name (PHP, Rails and `qs` read `user_ids[]` as `user_ids`), so the gateway cannot
+///   know what Composio will read and does not guess.
 ///
 /// # Errors
-/// [`Error::MethodOverride`] for `_method`; [`Error::QueryNotAllowed`] when `refuse_identity`
-/// and the caller sent any identity parameter.
+/// [`Error::MethodOverride`] for `_method`; [`Error::QueryNotAllowed`] for a bracketed or
+/// indexed identity key, and for any identity parameter when `refuse_identity`.
 pub fn scope_query(
     query: Option<&str>,
     canonical: Option<&str>,
@@ -349,9 +500,7 @@ pub fn scope_query(
     let mut mismatch = false;
     let mut any = false;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if folded_eq(&k, "method") && !k.eq_ignore_ascii_case("method") {
-            return Err(Error::MethodOverride);
-        }
+        check_query_key(&k)?;
         if is_identity_key(&k) {
             if refuse_identity {
                 return Err(Error::QueryNotAllowed(k.chars().take(64).collect()));
@@ -370,6 +519,44 @@ pub fn scope_query(
     }
     let q = out.finish();
     Ok((any.then_some(q), mismatch))
+}
+
+/// The refusals of [`scope_query`] that hold on every route, checked for the whole query
+/// before a route's handler runs (and so before any lookup it makes upstream).
+///
+/// # Errors
+/// As [`scope_query`]: `_method`, or a bracketed or indexed identity key.
+pub fn check_query(query: Option<&str>) -> Result<(), Error> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .try_for_each(|(k, _)| check_query_key(&k))
+}
+
+fn check_query_key(k: &str) -> Result<(), Error> {
+    let base = query_base_key(k);
+    if folded_eq(base, "method") && base != "method" {
+        return Err(Error::MethodOverride);
+    }
+    if is_indexed_identity_key(k) {
+        return Err(Error::QueryNotAllowed(k.chars().take(64).collect()));
+    }
+    Ok(())
+}
+
+/// A query key without its bracket or dotted suffix (`user_ids[0]` → `user_ids`).
+pub fn query_base_key(k: &str) -> &str {
+    k.split(['[', '.']).next().unwrap_or(k)
+}
+
+/// Whether `k` names a user identity with an index or a suffix that a lenient query parser
+/// may drop: a bracket or dotted suffix (`user_id[0]`, `user_ids[]`, `user_id.x`) or digits
+/// after the name (`user_id0`, `user_ids_1`).
+fn is_indexed_identity_key(k: &str) -> bool {
+    let base = query_base_key(k);
+    if base.len() != k.len() && is_identity_key(base) {
+        return true;
+    }
+    let trimmed = k.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_' || c == '-');
+    trimmed.len() != k.len() && is_identity_key(trimmed)
 }
 
 /// Checks a raw query for `_method` and identity parameters without rebuilding it.

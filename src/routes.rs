@@ -6,6 +6,12 @@
 //! apart when forwarding, since they default to different tool versions) and `{name}`
 //! (captures one canonical segment). Rows are tried in order and the first match wins, so a
 //! literal row (`tools/execute/proxy`) must precede the parameter row it would otherwise match.
+//!
+//! A parameter never captures a name Composio uses for a collection or an action
+//! ([`is_reserved`]): every literal segment of the table, and the names of [`RESERVED`] that
+//! Composio's API uses but the table does not route. Without this, `GET mcp/{id}` would serve
+//! `GET mcp/servers` (the project's MCP server configurations) to any user, and each new
+//! Composio collection would be one more such hole.
 
 use http::Method;
 
@@ -234,6 +240,119 @@ pub static ROUTES: &[Route] = routes! {
     GET "/api/v1/client/auth/client_info"                  => ClientInfo;
 };
 
+/// Path segments Composio uses as collection or action names (from its wire reference,
+/// `composio-wire.md` §2) that the table does not route. With the table's own literal
+/// segments they are never captured by a parameter. Compared ASCII case-insensitively.
+pub static RESERVED: &[&str] = &[
+    "actions",
+    "active_triggers",
+    "advanced",
+    "api_key_revocation",
+    "api_keys",
+    "app",
+    "apps",
+    "attach",
+    "auth",
+    "auth_configs",
+    "callback_url",
+    "changelog",
+    "cli",
+    "client",
+    "complete_auth",
+    "config_history",
+    "connectedAccounts",
+    "connected_accounts",
+    "custom",
+    "data",
+    "delete",
+    "disable",
+    "download_url",
+    "enable",
+    "entity",
+    "enum",
+    "enums",
+    "execute",
+    "execute_meta",
+    "fields",
+    "files",
+    "generate",
+    "get.inputs",
+    "info",
+    "initiateConnection",
+    "input",
+    "instance",
+    "instances",
+    "integrations",
+    "internal",
+    "items",
+    "keyring",
+    "labs",
+    "link",
+    "list",
+    "log",
+    "logs",
+    "manage",
+    "migration",
+    "mounts",
+    "multi",
+    "org",
+    "project",
+    "proxy",
+    "realtime",
+    "refresh",
+    "reinitiate",
+    "request",
+    "required",
+    "revoke",
+    "scopes",
+    "search",
+    "servers",
+    "session",
+    "session_configs",
+    "set_callback_url",
+    "status",
+    "sync",
+    "team",
+    "tool_execution",
+    "tool_router",
+    "toolkits",
+    "tools",
+    "transfer_keys",
+    "trigger",
+    "trigger_instances",
+    "triggers",
+    "triggers_types",
+    "upload",
+    "upload_url",
+    "upsert",
+    "usage",
+    "webhook_endpoints",
+    "webhook_subscriptions",
+];
+
+/// Whether `segment` may not be captured by a parameter: a literal segment of [`ROUTES`] or
+/// one of [`RESERVED`].
+pub fn is_reserved(segment: &str) -> bool {
+    static NAMES: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            ROUTES
+                .iter()
+                .flat_map(|r| r.pattern.split('/'))
+                .filter(|s| !s.is_empty() && !s.starts_with('{'))
+                .chain(RESERVED.iter().copied())
+                .map(str::to_ascii_lowercase)
+                .collect()
+        });
+    // Lower-cased on the stack: this runs for every captured segment of every request.
+    let mut buf = [0u8; 32];
+    let Some(dst) = buf.get_mut(..segment.len()) else {
+        return false; // longer than any reserved name
+    };
+    dst.copy_from_slice(segment.as_bytes());
+    dst.make_ascii_lowercase();
+    std::str::from_utf8(dst).is_ok_and(|s| NAMES.contains(s))
+}
+
 /// Finds the route for `method` and a canonical `path` (see [`crate::path::check`]).
 ///
 /// # Errors
@@ -264,7 +383,7 @@ fn match_pattern<'a>(route: &'static Route, path: &'a str) -> Option<Matched<'a>
                         return None;
                     }
                 } else if p.starts_with('{') {
-                    if s.is_empty() || len == MAX_PARAMS {
+                    if s.is_empty() || len == MAX_PARAMS || is_reserved(s) {
                         return None;
                     }
                     params[len] = s;
@@ -346,6 +465,29 @@ mod tests {
                 route.pattern
             );
         }
+    }
+
+    #[test]
+    fn parameters_never_capture_collection_or_action_names() {
+        for (m, p) in [
+            (Method::GET, "/api/v3.1/mcp/servers"),
+            (Method::GET, "/api/v3/mcp/SERVERS"),
+            (Method::GET, "/api/v3.1/mcp/custom"),
+            (Method::GET, "/api/v3.1/tools/execute"),
+            (Method::GET, "/api/v3.1/toolkits/multi"),
+            (Method::GET, "/api/v3.1/triggers_types/list"),
+            (Method::GET, "/api/v3.1/connected_accounts/link"),
+            (Method::DELETE, "/api/v3.1/connected_accounts/complete_auth"),
+            (Method::GET, "/api/v3.1/tool_router/session/generate"),
+            (Method::GET, "/api/v2/actions/list"),
+            (Method::GET, "/api/v1/apps/list"),
+        ] {
+            assert_eq!(policy(m.clone(), p), Err(Error::RouteNotAllowed), "{m} {p}");
+        }
+        // Literal rows still win, and ordinary ids are still captured.
+        assert_eq!(policy(Method::GET, "/api/v3.1/tools/enum"), Ok(Neutral));
+        assert_eq!(policy(Method::GET, "/api/v3.1/mcp/mcp_1"), Ok(Neutral));
+        assert!(RESERVED.iter().all(|r| r.len() <= 32));
     }
 
     proptest! {

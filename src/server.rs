@@ -124,6 +124,9 @@ async fn build_shared(
             config.limits.burst,
         ),
         in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+        // Kept across reloads: requests in flight at a reload still count against the cap.
+        subject_in_flight: previous.map_or_else(Default::default, |p| p.subject_in_flight.clone()),
+        limits: config.limits.clone(),
         audit,
         tls,
         expiry,

@@ -832,13 +832,18 @@ async fn ambiguous_json_is_refused_before_upstream() {
         (b"null".to_vec(), "body_invalid"),
         (b"".to_vec(), "body_invalid"),
         (b"   ".to_vec(), "body_invalid"),
-        (deep.into_bytes(), "body_invalid"),
-        (deep_obj.into_bytes(), "body_invalid"),
+        (deep.into_bytes(), "body_too_deep"),
+        (deep_obj.into_bytes(), "body_too_deep"),
     ];
     for (body, slug) in cases {
         let what = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
         let r = send(&h, exec_req(&t, Some("application/json"), body)).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text());
+        let status = if slug == "body_too_deep" {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(r.status, status, "{what}: {}", r.text());
         assert_eq!(r.slug(), slug, "{what}: {}", r.text());
     }
     assert_refused_before_upstream(&h);
@@ -1042,6 +1047,126 @@ async fn identity_query_parameters_are_refused_or_pinned() {
             }
         }
     }
+    h.shutdown().await;
+}
+
+/// Issue 12, finding 7: bracketed, dotted or indexed identity keys (which lenient query parsers
+/// read as the plain name) are refused on every route family, before any lookup upstream.
+#[tokio::test]
+async fn indexed_identity_query_keys_are_refused_on_every_route() {
+    let h = start().await;
+    let t = token("alice");
+    let routes: &[(Method, &str, Option<Value>)] = &[
+        (Method::GET, "/api/v3.1/tools", None),
+        (Method::GET, "/api/v3.1/toolkits", None),
+        (Method::GET, "/api/v3.1/tools/GITHUB_CREATE_ISSUE", None),
+        (Method::GET, "/api/v2/actions", None),
+        (Method::POST, EXEC, Some(json!({"arguments": {}}))),
+        (
+            Method::POST,
+            "/api/v2/actions/GITHUB_CREATE_AN_ISSUE/execute",
+            Some(json!({"input": {}})),
+        ),
+        (
+            Method::POST,
+            "/api/v3.1/tools/execute/proxy",
+            Some(
+                json!({"connected_account_id": "ca_alice_github", "endpoint": "/user", "method": "GET"}),
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/v2/actions/proxy",
+            Some(
+                json!({"connectedAccountId": "ca_alice_github", "endpoint": "/user", "method": "GET"}),
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/v3.1/files/upload/request",
+            Some(
+                json!({"toolkit_slug": "github", "tool_slug": "GITHUB_CREATE_ISSUE", "filename": "a.txt", "mimetype": "text/plain", "md5": "x"}),
+            ),
+        ),
+        (Method::GET, "/api/v3.1/connected_accounts", None),
+        (
+            Method::GET,
+            "/api/v3.1/connected_accounts/ca_alice_github",
+            None,
+        ),
+        (Method::GET, "/api/v3.1/trigger_instances/active", None),
+        (Method::GET, "/api/v3.1/tool_router/session/trs_1", None),
+    ];
+    for q in [
+        "user_id[0]=bob",
+        "user_ids[]=bob",
+        "user_ids%5B%5D=bob",
+        "entityId[x]=bob",
+        "user_id.0=bob",
+        "user_id0=bob",
+        "limit=1&USER_IDS[1]=bob",
+    ] {
+        for (method, path, body) in routes {
+            h.sandbox.clear();
+            let r = h
+                .send(
+                    method.clone(),
+                    &format!("{path}?{q}"),
+                    Some(&t),
+                    body.clone(),
+                )
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::BAD_REQUEST,
+                "{method} {path}?{q}: {}",
+                r.text()
+            );
+            assert_eq!(r.slug(), "query_not_allowed", "{method} {path}?{q}");
+            h.assert_nothing_forwarded();
+        }
+    }
+    // Not identities: the SDKs' bracketed toolkit versions still pass.
+    h.sandbox.clear();
+    let r = h
+        .send(
+            Method::GET,
+            "/api/v3.1/tools/GITHUB_CREATE_ISSUE?toolkit_versions%5Bgithub%5D=20250909_00",
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    h.shutdown().await;
+}
+
+/// Issue 12, finding 8: a route parameter never captures a name Composio uses for a
+/// collection or an action, so `GET mcp/{id}` does not hand out `GET mcp/servers`.
+#[tokio::test]
+async fn collection_names_are_not_captured_as_ids() {
+    let h = start().await;
+    let t = token("alice");
+    for path in [
+        "/api/v3.1/mcp/servers",
+        "/api/v3/mcp/servers",
+        "/api/v3.1/mcp/Servers",
+        "/api/v3.1/mcp/custom",
+        "/api/v3.1/toolkits/multi",
+        "/api/v3.1/triggers_types/list",
+        "/api/v3.1/connected_accounts/link",
+        "/api/v2/actions/list",
+    ] {
+        h.sandbox.clear();
+        let r = h.send(Method::GET, path, Some(&t), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.text());
+        assert_eq!(r.slug(), "route_not_allowed", "{path}");
+        h.assert_nothing_forwarded();
+    }
+    // The server the SDK's `mcp.generate` reads by id is still served.
+    let r = h
+        .send(Method::GET, "/api/v3.1/mcp/mcp_1", Some(&t), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     h.shutdown().await;
 }
 
@@ -2421,5 +2546,209 @@ async fn jwks_down_or_garbage_fails_closed_and_recovers() {
     let r = bounded(15, exec_as(&h, &rs("k2", "alice"))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_pinned(&h.upstream(EXEC_PREFIX)[0], "user_id", "alice");
+    h.shutdown().await;
+}
+
+// ============================================================================================
+// availability (issue 12, finding 9)
+// ============================================================================================
+
+/// `{"arguments": {"k0":0,"k1":0,...}}` with `n` keys in the arguments object.
+fn wide_body(n: usize, repeat_last: bool) -> Vec<u8> {
+    let mut s = String::from("{\"arguments\":{");
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!("\"k{i}\":0"));
+    }
+    if repeat_last && n > 0 {
+        s.push_str(&format!(",\"k{}\":1", n / 2));
+    }
+    s.push_str("}}");
+    s.into_bytes()
+}
+
+/// Objects with more keys than `[limits] max_json_keys_per_object`, bodies nested deeper than
+/// `max_json_depth`, and a key repeated in an object large enough to be checked by hashing are
+/// refused with 4xx, and nothing reaches Composio.
+#[tokio::test]
+async fn oversized_json_shapes_are_refused_before_upstream() {
+    let h = start_with("[limits]\nmax_json_keys_per_object = 100\nmax_json_depth = 8\n").await;
+    let t = token("alice");
+    let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (
+            wide_body(101, false),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_many_keys",
+        ),
+        (
+            format!("{{\"arguments\":{}1{}}}", "[".repeat(8), "]".repeat(8)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_deep",
+        ),
+        (
+            format!(
+                "{{\"arguments\":{}1{}}}",
+                "{\"a\":".repeat(8),
+                "}".repeat(8)
+            )
+            .into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_deep",
+        ),
+        (
+            wide_body(90, true),
+            StatusCode::BAD_REQUEST,
+            "duplicate_key",
+        ),
+    ];
+    for (body, status, slug) in cases {
+        for path in [EXEC, "/api/v2/actions/GITHUB_CREATE_AN_ISSUE/execute"] {
+            let r = send(
+                &h,
+                exec_req_to(path, &t, Some("application/json"), body.clone()),
+            )
+            .await;
+            assert_eq!(r.status, status, "{path} {slug}: {}", r.text());
+            assert_eq!(r.slug(), slug, "{path}");
+        }
+    }
+    assert_refused_before_upstream(&h);
+    // Exactly at the limits (the top-level object is depth 1), the body is forwarded.
+    let r = send(
+        &h,
+        exec_req(&t, Some("application/json"), wide_body(100, false)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let deep = format!("{{\"arguments\":{}1{}}}", "[".repeat(7), "]".repeat(7));
+    let r = send(&h, exec_req(&t, Some("application/json"), deep)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    h.shutdown().await;
+}
+
+/// A large body (parsed on the blocking pool) with the default limits: a repeated key deep in
+/// a wide object is found, and a clean one is forwarded byte for byte.
+#[tokio::test]
+async fn large_bodies_are_checked_as_strictly_as_small_ones() {
+    let h = start().await;
+    let t = token("alice");
+    let r = send(
+        &h,
+        exec_req(&t, Some("application/json"), wide_body(9_000, true)),
+    )
+    .await;
+    assert_eq!(r.slug(), "duplicate_key", "{}", r.status);
+    let r = send(
+        &h,
+        exec_req(&t, Some("application/json"), wide_body(10_001, false)),
+    )
+    .await;
+    assert_eq!(r.slug(), "body_too_many_keys", "{}", r.status);
+    assert_refused_before_upstream(&h);
+    let r = send(
+        &h,
+        exec_req(&t, Some("application/json"), wide_body(10_000, false)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let sent = h.upstream(EXEC);
+    let args = sent[0].json().unwrap()["arguments"].clone();
+    assert_eq!(args.as_object().unwrap().len(), 10_000);
+    h.shutdown().await;
+}
+
+/// Sends the head of an execution with `Content-Length: 64` and only part of the body, then
+/// keeps the connection open without sending more. Returns the stream (dropping it closes).
+async fn stalled_execution(addr: SocketAddr, token: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {EXEC} HTTP/1.1\r\nhost: gw\r\nx-api-key: {token}\r\n\
+         content-type: application/json\r\ncontent-length: 64\r\n\r\n{{\"argum"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+/// Reads one response head from `s` (up to `wait`), returning its status.
+async fn read_status(s: &mut TcpStream, wait: Duration) -> Option<u16> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    statuses(&String::from_utf8_lossy(&out)).first().copied()
+}
+
+/// A client that sends the head and part of the body, then stalls, is answered 400
+/// `body_read_timeout` after `[limits] body_read_timeout_secs`, and nothing reaches Composio.
+#[tokio::test]
+async fn a_stalled_body_is_refused_after_the_read_deadline() {
+    let h = start_with("[limits]\nbody_read_timeout_secs = 1\n").await;
+    let mut s = stalled_execution(h.addr, &token("alice")).await;
+    let status = read_status(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(
+        status,
+        Some(400),
+        "the stalled request was not answered in time"
+    );
+    h.assert_nothing_forwarded();
+    h.shutdown().await;
+}
+
+/// One user cannot take every in-flight slot: past `[limits] max_in_flight_per_subject`, that
+/// user's next request is 429 `too_many_in_flight` with `Retry-After` and does not reach
+/// Composio, while another user is served; the slots come back when the requests end.
+#[tokio::test]
+async fn one_subject_cannot_take_every_in_flight_slot() {
+    let h =
+        start_with("[limits]\nmax_in_flight_per_subject = 2\nbody_read_timeout_secs = 30\n").await;
+    let alice = token("alice");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(stalled_execution(h.addr, &alice).await);
+    }
+    // Both stalled requests are in flight once the gateway has authenticated them.
+    let mut refused = None;
+    for _ in 0..100 {
+        let r = h
+            .execute("alice", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        h.sandbox.clear();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = refused.expect("alice's third concurrent request was not refused");
+    assert_eq!(r.slug(), "too_many_in_flight");
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(r.headers.get("x-should-retry").is_none());
+    h.assert_nothing_forwarded();
+    // Bob is served meanwhile.
+    let r = h
+        .execute("bob", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Alice's slots come back when her stalled clients go away.
+    drop(held);
+    let mut ok = false;
+    for _ in 0..100 {
+        let r = h
+            .execute("alice", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
+            .await;
+        if r.status == StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "alice's slots were not released");
     h.shutdown().await;
 }

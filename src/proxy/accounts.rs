@@ -23,7 +23,7 @@ use crate::audit::Audit;
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::Error;
 use crate::invocation::{self, Invocation};
-use crate::rewrite::{self, folded_eq, is_identity_key, JsonObject};
+use crate::rewrite::{self, folded_eq, is_identity_key, query_base_key as base_key, JsonObject};
 use crate::routes::Api;
 use crate::upstream::TimeoutClass;
 
@@ -285,30 +285,17 @@ pub(super) async fn require_owned(
     Ok(())
 }
 
-/// The request's query with every user-id parameter removed and, when `canonical` is given,
-/// that parameter set to the subject alone. A user-id parameter in bracket or dotted form
-/// (`user_ids[]=`, `user_ids[0]=`), which some query parsers read as the plain name but which
-/// is not recognised as an identity key, is refused.
+/// The request's query through [`rewrite::scope_query`] (the one query-scoping function of
+/// every route), with the identity-mismatch policy applied.
 pub(super) fn scoped_query(
     ctx: &Ctx<'_>,
     canonical: Option<&str>,
     audit: &mut Audit,
 ) -> Result<Option<String>, Error> {
     let raw = ctx.parts.uri.query();
-    for (k, _) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        let base = base_key(&k);
-        if base.len() != k.len() && is_identity_key(base) {
-            return Err(Error::QueryNotAllowed(k.chars().take(64).collect()));
-        }
-    }
     let (query, mismatch) = rewrite::scope_query(raw, canonical, ctx.subject(), false)?;
     ctx.on_mismatch(mismatch, audit)?;
     Ok(query)
-}
-
-/// A query key without a bracket or dotted suffix.
-fn base_key(k: &str) -> &str {
-    k.split(['[', '.']).next().unwrap_or(k)
 }
 
 /// `account_type` other than `PRIVATE` asks for accounts shared by other users.
@@ -469,13 +456,5 @@ mod tests {
         let mut v = json!({"error": {"message": "x"}, "user_id": "bob"});
         assert_eq!(drop_foreign(&mut v, &["user_id"], "alice"), 0);
         assert_eq!(v["user_id"], "bob");
-    }
-
-    #[test]
-    fn base_keys_cut_brackets_and_dots() {
-        assert_eq!(base_key("user_ids[]"), "user_ids");
-        assert_eq!(base_key("user_ids[0]"), "user_ids");
-        assert_eq!(base_key("user_ids.0"), "user_ids");
-        assert_eq!(base_key("user_ids"), "user_ids");
     }
 }

@@ -53,6 +53,10 @@ pub struct Shared {
     pub(crate) secret: Bytes,
     pub(crate) limiter: RateLimiter,
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// Requests in flight per subject (`[limits] max_in_flight_per_subject`).
+    pub(crate) subject_in_flight: Arc<crate::limits::SubjectInFlight>,
+    /// `[limits]`: body deadline, JSON shape limits, per-subject cap.
+    pub(crate) limits: crate::config::LimitsConfig,
     pub(crate) audit: crate::audit::Sink,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// What the connection cache depends on, to keep it across reloads that do not touch it.
@@ -136,6 +140,7 @@ where
         started: Instant::now(),
         status: None,
     };
+    record.audit.query(req.uri().query());
     // A refusal may be answered before the request body was read (shape, token, route).
     // hyper then closes the connection after the answer, which a keep-alive HTTP/1 client
     // (urllib3 in composio-core 0.7, which sends the body after the headers) only discovers
@@ -246,8 +251,16 @@ where
     let identity = shared.auth.authenticate(token).await?;
     audit.subject(&identity.subject);
     shared.limiter.check(&identity.subject)?;
+    // Held until the answer's head is produced, so one user's slow or heavy requests take at
+    // most this many of the gateway's in-flight slots.
+    let _subject_permit = shared
+        .subject_in_flight
+        .acquire(&identity.subject, shared.limits.max_in_flight_per_subject)?;
     let matched = routes::classify(&parts.method, path)?;
     audit.route(matched.route.pattern, matched.policy().name());
+    // Every route's query goes through `rewrite::scope_query`; what it refuses on every route
+    // is refused here, before a handler looks anything up upstream.
+    rewrite::check_query(parts.uri.query())?;
     let ctx = Ctx {
         shared,
         identity: &identity,
@@ -305,14 +318,27 @@ impl Ctx<'_> {
                 return Err(Error::UnsupportedEncoding);
             }
         }
-        let bytes = body::read_limited(headers, body, self.shared.policy.max_body_bytes).await?;
+        let limits = &self.shared.limits;
+        let deadline = std::time::Duration::from_secs(limits.body_read_timeout_secs);
+        let read = body::read_limited(headers, body, self.shared.policy.max_body_bytes);
+        let bytes = tokio::time::timeout(deadline, read)
+            .await
+            .map_err(|_| Error::BodyReadTimeout)??;
         if bytes.is_empty() && empty_ok {
             return JsonObject::parse(b"{}");
         }
         if !is_json(headers) {
             return Err(Error::UnsupportedMediaType);
         }
-        JsonObject::parse(&bytes)
+        let json = limits.json();
+        if bytes.len() <= PARSE_INLINE_MAX {
+            return JsonObject::parse_with(&bytes, json);
+        }
+        // A large body takes milliseconds of CPU to check: off the runtime threads that serve
+        // every other request (the blocking pool is bounded by the in-flight caps above).
+        tokio::task::spawn_blocking(move || JsonObject::parse_with(&bytes, json))
+            .await
+            .map_err(|_| Error::Internal)?
     }
 
     /// Sets `field` to the subject (every other spelling of a user id removed) and applies the
@@ -478,6 +504,10 @@ impl Ctx<'_> {
 }
 
 const MAX_FILTERED_RESPONSE: usize = 32 * 1024 * 1024;
+
+/// Bodies up to this size are parsed on the runtime thread (tens of microseconds at most);
+/// larger ones on the blocking pool.
+const PARSE_INLINE_MAX: usize = 64 * 1024;
 
 /// Responses are inspected for the key, so they must arrive uncompressed; the gateway asks
 /// for `identity`, and an upstream that compresses anyway is refused rather than trusted.

@@ -87,7 +87,6 @@ fn malformed_bodies_are_refused() {
         "{\"a\":1,}",
         "{'a':1}",
         "{\"a\":\"\\ud800\"}",
-        deep.as_str(),
         "{\"n\":1e400}",
     ] {
         assert!(
@@ -98,6 +97,11 @@ fn malformed_bodies_are_refused() {
             "{body:.40}"
         );
     }
+    // Too deep is its own refusal (413 `body_too_deep`), not a malformed body.
+    assert!(matches!(
+        JsonObject::parse(deep.as_bytes()),
+        Err(Error::TooDeep(_))
+    ));
 }
 
 #[test]
@@ -167,6 +171,111 @@ fn query_identity_is_replaced_by_the_subject() {
     ));
     let (q, _) = scope_query(Some("userId=x&USER_ID=y&limit=5"), None, "a", false).unwrap();
     assert_eq!(q.as_deref(), Some("limit=5"));
+}
+
+#[test]
+fn indexed_or_bracketed_identity_query_keys_are_refused_on_every_route() {
+    for key in [
+        "user_id[0]",
+        "user_ids[]",
+        "user_ids%5B%5D",
+        "user_id%5B0%5D",
+        "entityId[x]",
+        "user_id.0",
+        "user_id0",
+        "user_ids_1",
+        "USER-ID[1]",
+    ] {
+        for refuse_identity in [false, true] {
+            for canonical in [None, Some("user_ids")] {
+                let q = format!("limit=5&{key}=bob");
+                assert!(
+                    matches!(
+                        scope_query(Some(&q), canonical, "alice", refuse_identity),
+                        Err(Error::QueryNotAllowed(_))
+                    ),
+                    "{key} passed (refuse_identity={refuse_identity}, canonical={canonical:?})"
+                );
+            }
+        }
+    }
+    // Bracketed keys that are not identities pass unchanged (the SDKs' toolkit versions).
+    let (q, _) = scope_query(
+        Some("toolkit_versions%5Bgithub%5D=20250909_00"),
+        None,
+        "alice",
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        q.as_deref(),
+        Some("toolkit_versions%5Bgithub%5D=20250909_00")
+    );
+    for key in ["_method[]", "_METHOD", "%5Fmethod"] {
+        assert!(matches!(
+            scope_query(Some(&format!("{key}=DELETE")), None, "a", false),
+            Err(Error::MethodOverride)
+        ));
+    }
+}
+
+#[test]
+fn query_base_keys_cut_brackets_and_dots() {
+    assert_eq!(query_base_key("user_ids[]"), "user_ids");
+    assert_eq!(query_base_key("user_ids[0]"), "user_ids");
+    assert_eq!(query_base_key("user_ids.0"), "user_ids");
+    assert_eq!(query_base_key("user_ids"), "user_ids");
+}
+
+fn wide(n: usize, extra: &str) -> Vec<u8> {
+    let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":0")).collect();
+    format!("{{\"a\":{{{}{extra}}}}}", keys.join(",")).into_bytes()
+}
+
+#[test]
+fn shape_limits_are_enforced_at_any_depth() {
+    let limits = JsonLimits {
+        max_keys_per_object: 20,
+        max_depth: 3,
+    };
+    assert!(JsonObject::parse_with(&wide(20, ""), limits).is_ok());
+    assert_eq!(
+        JsonObject::parse_with(&wide(21, ""), limits).unwrap_err(),
+        Error::TooManyKeys(20)
+    );
+    assert!(JsonObject::parse_with(br#"{"a":[{"b":1}]}"#, limits).is_ok());
+    assert_eq!(
+        JsonObject::parse_with(br#"{"a":[{"b":[1]}]}"#, limits).unwrap_err(),
+        Error::TooDeep(3)
+    );
+    // Past serde_json's own limit, the same refusal.
+    let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+    assert!(matches!(
+        JsonObject::parse(deep.as_bytes()),
+        Err(Error::TooDeep(_))
+    ));
+}
+
+#[test]
+fn repeated_keys_are_found_in_small_and_large_objects() {
+    for n in [2, SCAN_KEYS, SCAN_KEYS + 1, 500] {
+        // The repeat comes first, in the middle and last, across the scan/hash boundary.
+        for at in [0, n / 2, n - 1] {
+            let body = wide(n, &format!(",\"k{at}\":1"));
+            assert_eq!(
+                JsonObject::parse(&body).unwrap_err(),
+                Error::DuplicateKey(format!("k{at}")),
+                "n={n} at={at}"
+            );
+        }
+        assert!(JsonObject::parse(&wide(n, "")).is_ok());
+    }
+    // Escaped spellings of the same key are the same key on the hashed path too.
+    let body = wide(100, r#","k\u0035":1"#);
+    assert_eq!(
+        JsonObject::parse(&body).unwrap_err(),
+        Error::DuplicateKey("k5".into())
+    );
 }
 
 fn identity_spelling() -> impl Strategy<Value = String> {

@@ -308,7 +308,7 @@ impl Answer {
     }
 }
 
-fn full(b: Bytes) -> SandboxBody {
+pub(crate) fn full(b: Bytes) -> SandboxBody {
     Full::new(b).boxed_unsync()
 }
 

@@ -48,7 +48,7 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -68,6 +68,9 @@ use self::mcp::SandboxBody;
 use self::store::Store;
 
 pub use self::mcp::{McpAnswer, McpConfig, McpStats, LEGACY_VERSIONS, MODERN_VERSION};
+/// `GET` here answers what reached the sandbox (newest last), without any credential: the
+/// sandbox's own introspection, for `entitygate demo`. The gateway never routes it.
+pub const REQUEST_LOG_PATH: &str = "/_sandbox/requests";
 
 /// Largest request body the sandbox reads.
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -97,6 +100,8 @@ struct Inner {
     request_seq: AtomicU64,
     /// The hosted MCP endpoints' sessions, settings and counters.
     mcp: Mutex<mcp::State>,
+    /// Log every recorded request (`entitygate demo --verbose`).
+    verbose: AtomicBool,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -297,6 +302,7 @@ impl Sandbox {
                 generation,
                 request_seq: AtomicU64::new(1),
                 mcp: Mutex::new(mcp::State::default()),
+                verbose: AtomicBool::new(false),
             }),
         }
     }
@@ -519,6 +525,31 @@ impl Sandbox {
             .count()
     }
 
+    /// Logs every request that reaches the sandbox (method, path, query, body; never headers),
+    /// on the `entitygate::sandbox` tracing target.
+    pub fn set_verbose(&self, on: bool) {
+        self.inner.verbose.store(on, Ordering::Relaxed);
+    }
+
+    /// The request log as [`REQUEST_LOG_PATH`] answers it: method, path, query, body (as JSON
+    /// when it is JSON) and whether the one credential was the project key (the key itself is
+    /// never shown).
+    pub fn request_log_json(&self) -> serde_json::Value {
+        let items: Vec<serde_json::Value> = lock(&self.inner.log)
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "method": r.method,
+                    "path": r.path,
+                    "query": r.query,
+                    "body": r.json().unwrap_or_else(|| String::from_utf8_lossy(&r.body).into()),
+                    "project_key": r.header_all("x-api-key") == [self.inner.api_key.as_str()],
+                })
+            })
+            .collect();
+        serde_json::json!({ "items": items })
+    }
+
     /// The recorded requests whose path starts with `path_prefix`.
     pub fn requests_to(&self, path_prefix: &str) -> Vec<Recorded> {
         lock(&self.inner.log)
@@ -563,6 +594,15 @@ impl Sandbox {
         scheme: &'static str,
     ) -> Result<Response<SandboxBody>, InjectedReset> {
         let (parts, body) = req.into_parts();
+        if parts.method == hyper::Method::GET && parts.uri.path() == REQUEST_LOG_PATH {
+            let body = serde_json::to_vec_pretty(&self.request_log_json()).unwrap_or_default();
+            let mut resp = Response::new(mcp::full(Bytes::from(body)));
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            return Ok(resp);
+        }
         let host = parts
             .headers
             .get(hyper::header::HOST)
@@ -637,6 +677,17 @@ impl Sandbox {
                 .collect(),
             body,
         };
+        if self.inner.verbose.load(Ordering::Relaxed) {
+            let body = String::from_utf8_lossy(&recorded.body);
+            tracing::info!(
+                target: "entitygate::sandbox",
+                method = %recorded.method,
+                path = %recorded.path,
+                query = recorded.query.as_deref().unwrap_or(""),
+                body = %body.chars().take(2048).collect::<String>(),
+                "reached the sandbox"
+            );
+        }
         let limit = self.inner.record_limit.load(Ordering::Relaxed);
         let mut log = lock(&self.inner.log);
         log.push_back(recorded.clone());

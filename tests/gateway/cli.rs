@@ -1,5 +1,6 @@
 //! The `entitygate serve` binary: SIGHUP reloads the file, SIGTERM drains in-flight requests.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -140,5 +141,123 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     );
     assert!(execute(port, false).await.is_none(), "no longer listening");
     sandbox.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `entitygate demo --tls-dir certs/dev` started outside the checkout finds the dev certificate,
+/// prints a banner whose commands run as printed (absolute CA path for curl and Python, the
+/// demo's auth config ids, why the SDK's version check is skipped), and shows what reached the
+/// sandbox: on its request-log endpoint, and with `--verbose` in the log.
+#[tokio::test]
+async fn demo_runs_from_any_directory_and_shows_what_reached_the_sandbox() {
+    use std::io::{BufRead, Read};
+    let dir = std::env::temp_dir().join(format!("eg-demo-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_entitygate"))
+            .args(["demo", "--listen", "127.0.0.1:0", "--tls-dir", "certs/dev"])
+            .args(["--for-secs", "60", "--verbose"])
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            if line.starts_with("Ctrl-C stops the demo") {
+                break;
+            }
+        }
+        text
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(60), banner)
+        .await
+        .expect("the demo printed its banner")
+        .unwrap();
+    let field = |prefix: &str| -> String {
+        let line = banner
+            .lines()
+            .find(|l| l.contains(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {banner}"));
+        line[line.find(prefix).unwrap() + prefix.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let gateway = field("gateway ");
+    let sandbox = field("sandbox Composio ");
+    let alice = field("export ALICE_TOKEN=");
+    assert!(gateway.starts_with("https://localhost:"), "{banner}");
+    let ca = PathBuf::from(field("SSL_CERT_FILE="));
+    assert!(ca.is_absolute() && ca.is_file(), "{}", ca.display());
+    assert!(banner.contains(&format!("--cacert {}", ca.display())));
+    assert!(
+        banner.contains("ac_github") && banner.contains("ac_gmail"),
+        "{banner}"
+    );
+    assert!(banner.contains("dangerously_skip_version_check: composio 0.30"));
+
+    // Alice's forged request, over TLS with the printed CA.
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(crate::tls::client_tls())
+        .https_only()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Full<Bytes>>(https);
+    let req = Request::post(format!(
+        "{gateway}/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE"
+    ))
+    .header("x-api-key", &alice)
+    .header("content-type", "application/json")
+    .body(Full::new(Bytes::from(
+        json!({"user_id": "bob", "arguments": {"title": "hi"}}).to_string(),
+    )))
+    .unwrap();
+    assert_eq!(client.request(req).await.unwrap().status(), StatusCode::OK);
+
+    // What reached the sandbox: alice, with the project key (never shown).
+    let plain = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let log_url = format!("{sandbox}{}", entitygate::sandbox::REQUEST_LOG_PATH);
+    assert!(banner.contains(&format!("curl -s {log_url}")), "{banner}");
+    let resp = plain.get(log_url.parse().unwrap()).await.unwrap();
+    let text = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&text).into_owned();
+    assert!(
+        !text.contains("demo_project_key_"),
+        "the key is never shown"
+    );
+    let log: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let exec = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["method"] == "POST")
+        .expect("the execution reached the sandbox");
+    assert_eq!(exec["path"], "/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE");
+    assert_eq!(exec["body"]["user_id"], "alice");
+    assert_eq!(exec["project_key"], true);
+
+    signal(child.0.id(), "-TERM");
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("reached the sandbox"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -455,6 +455,42 @@ async fn the_audit_trail_records_decisions_and_never_secrets() {
     h.shutdown().await;
 }
 
+/// A refused query can be investigated from the audit trail alone: the line carries the query
+/// as sent, identity values included, with credential-named values redacted.
+#[tokio::test]
+async fn the_audit_trail_records_the_query_string() {
+    let path = std::env::temp_dir().join(format!("eg-audit-{}.jsonl", uuid_like()));
+    let h =
+        Harness::with_config(&format!("[audit]\npath = {:?}", path.display().to_string())).await;
+    let r = h
+        .send(
+            Method::GET,
+            "/api/v3.1/tools?user_id%5B0%5D=bob&limit=5&api_key=QUERY_SECRET_MARKER",
+            Some(&token("alice")),
+            None,
+        )
+        .await;
+    assert_eq!(r.slug(), "query_not_allowed");
+    h.assert_nothing_forwarded();
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["decision"], "query_not_allowed");
+    assert_eq!(line["subject"], "alice");
+    assert_eq!(
+        line["query"],
+        "user_id%5B0%5D=bob&limit=5&api_key=[REDACTED]"
+    );
+    assert!(!text.contains("QUERY_SECRET_MARKER"));
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_request_whose_client_leaves_is_still_audited() {
     let path = std::env::temp_dir().join(format!("eg-audit-{}.jsonl", uuid_like()));

@@ -15,7 +15,7 @@ fn certs() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("certs/dev")
 }
 
-fn client_tls() -> rustls::ClientConfig {
+pub(crate) fn client_tls() -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types_certs(&certs().join("ca.crt")) {
         roots.add(cert).unwrap();
