@@ -381,9 +381,23 @@ pub struct MessageTemplates {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Time allowed for a client to send request headers (slowloris guard).
+    /// Time allowed from accept to the first complete request head, whatever the protocol
+    /// and TLS included; also the time allowed for each later HTTP/1 request head.
     #[serde(default = "default_header_read_timeout_secs")]
     pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight is closed after this long.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Largest request head (request line and headers; HTTP/2: the header list), bytes.
+    /// HTTP/1 past it: 431. At least 8192 (hyper's smallest read buffer).
+    #[serde(default = "default_max_request_head_bytes")]
+    pub max_request_head_bytes: usize,
+    /// Most header fields in an HTTP/1 request; past it: 431.
+    #[serde(default = "default_max_request_headers")]
+    pub max_request_headers: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
     /// Time allowed for a TLS handshake.
     #[serde(default = "default_tls_handshake_timeout_secs")]
     pub tls_handshake_timeout_secs: u64,
@@ -492,6 +506,16 @@ pub struct AuditJobConfig {
     /// Accepted age (either way) of a Composio webhook's `webhook-timestamp`.
     #[serde(default = "default_composio_webhook_tolerance_secs")]
     pub composio_webhook_tolerance_secs: u64,
+    /// Largest Composio webhook body read (before its signature can be checked).
+    #[serde(default = "default_composio_webhook_max_body_bytes")]
+    pub composio_webhook_max_body_bytes: usize,
+    /// Time allowed to receive a Composio webhook's body.
+    #[serde(default = "default_composio_webhook_read_timeout_secs")]
+    pub composio_webhook_read_timeout_secs: u64,
+    /// Composio webhook deliveries handled at once; past it, 503 (Composio retries). They
+    /// never take one of the proxy's `limits.max_in_flight` slots.
+    #[serde(default = "default_composio_webhook_max_in_flight")]
+    pub composio_webhook_max_in_flight: usize,
 }
 
 // === impl Config ===
@@ -641,6 +665,34 @@ impl Config {
         if self.limits.max_in_flight == 0 {
             return Err(ConfigError::invalid("limits.max_in_flight", "must be > 0"));
         }
+        if self.limits.max_request_head_bytes < 8192 {
+            return Err(ConfigError::invalid(
+                "limits.max_request_head_bytes",
+                "must be >= 8192",
+            ));
+        }
+        for (key, v) in [
+            (
+                "limits.max_request_headers",
+                self.limits.max_request_headers,
+            ),
+            (
+                "limits.max_streams_per_connection",
+                self.limits.max_streams_per_connection as usize,
+            ),
+            (
+                "limits.header_read_timeout_secs",
+                self.limits.header_read_timeout_secs as usize,
+            ),
+            (
+                "limits.idle_timeout_secs",
+                self.limits.idle_timeout_secs as usize,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, "must be > 0"));
+            }
+        }
         if self.limits.max_connections == 0 {
             return Err(ConfigError::invalid(
                 "limits.max_connections",
@@ -674,6 +726,18 @@ impl AuditJobConfig {
             (
                 "audit_job.composio_webhook_tolerance_secs",
                 self.composio_webhook_tolerance_secs,
+            ),
+            (
+                "audit_job.composio_webhook_max_body_bytes",
+                self.composio_webhook_max_body_bytes as u64,
+            ),
+            (
+                "audit_job.composio_webhook_read_timeout_secs",
+                self.composio_webhook_read_timeout_secs,
+            ),
+            (
+                "audit_job.composio_webhook_max_in_flight",
+                self.composio_webhook_max_in_flight as u64,
             ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
@@ -803,6 +867,10 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             header_read_timeout_secs: default_header_read_timeout_secs(),
+            idle_timeout_secs: default_idle_timeout_secs(),
+            max_request_head_bytes: default_max_request_head_bytes(),
+            max_request_headers: default_max_request_headers(),
+            max_streams_per_connection: default_max_streams_per_connection(),
             tls_handshake_timeout_secs: default_tls_handshake_timeout_secs(),
             max_connections: default_max_connections(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
@@ -916,8 +984,29 @@ fn default_composio_webhook_path() -> String {
 fn default_composio_webhook_tolerance_secs() -> u64 {
     300
 }
+fn default_composio_webhook_max_body_bytes() -> usize {
+    64 * 1024
+}
+fn default_composio_webhook_read_timeout_secs() -> u64 {
+    10
+}
+fn default_composio_webhook_max_in_flight() -> usize {
+    8
+}
 fn default_header_read_timeout_secs() -> u64 {
     10
+}
+fn default_idle_timeout_secs() -> u64 {
+    60
+}
+fn default_max_request_head_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_request_headers() -> usize {
+    64
+}
+fn default_max_streams_per_connection() -> u32 {
+    100
 }
 fn default_tls_handshake_timeout_secs() -> u64 {
     10

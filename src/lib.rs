@@ -38,6 +38,7 @@ pub mod auth;
 pub mod body;
 pub mod clock;
 pub mod config;
+mod conn;
 pub mod connections;
 pub mod demo;
 pub mod error;

@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
 use crate::config::{AdminConfig, Config, ConfigError, Env, LimitsConfig, ProcessEnv};
+use crate::conn::{Activity, Tracked};
 use crate::connections::Connections;
 use crate::proxy::{Proxy, Shared};
 use crate::upstream::{self, Upstream};
@@ -310,20 +311,12 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let state = self.state;
         let limits = state.limits.clone();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Duration::from_secs(30));
+        let builder = connection_builder(&limits);
         let graceful = GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let handshake_timeout = Duration::from_secs(limits.tls_handshake_timeout_secs);
+        let first_request = Duration::from_secs(limits.header_read_timeout_secs);
+        let idle = Duration::from_secs(limits.idle_timeout_secs);
         let service = Proxy::new(state.clone());
         let admin_task = admin.map(|l| tokio::spawn(crate::admin::serve(l, state.clone())));
         let audit_schedule = crate::expiry::spawn_schedule(&state.current.load_full());
@@ -343,37 +336,56 @@ impl Gateway {
                 () = &mut shutdown => break,
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
+                crate::metrics::connection_refused("proxy");
                 tracing::warn!(%peer, "connection limit reached; closing");
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let svc = TowerToHyperService::new(service.clone());
+            let activity = Activity::new();
+            let svc = TowerToHyperService::new(Tracked::new(service.clone(), activity.clone()));
             let watcher = graceful.watcher();
             let builder = builder.clone();
             // The certificate of the moment: a reload rotates it for new connections.
             let tls = state.current.load().tls.clone();
             tokio::spawn(async move {
-                let result = match tls {
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                        watcher.watch(conn.into_owned()).await
+                let serve = async move {
+                    match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Some(acceptor) => {
+                            let accepted =
+                                tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                    .await;
+                            let tls_stream = match accepted {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return Ok(());
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return Ok(());
+                                }
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
                     }
-                    Some(acceptor) => {
-                        let accepted =
-                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
-                        let tls_stream = match accepted {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
-                        watcher.watch(conn.into_owned()).await
+                };
+                // One watchdog from accept: no request head in time, or idle too long, and the
+                // connection (whatever its protocol or TLS state) is dropped with its slot.
+                let result = tokio::select! {
+                    r = serve => r,
+                    () = activity.expired(first_request, idle) => {
+                        if activity.had_request() {
+                            tracing::debug!(%peer, "idle connection closed");
+                        } else {
+                            crate::metrics::connection_timed_out();
+                            tracing::debug!(%peer, "no request head in time; connection closed");
+                        }
+                        Ok(())
                     }
                 };
                 if let Err(e) = result {
@@ -398,6 +410,37 @@ impl Gateway {
         Ok(())
     }
 }
+
+/// HTTP/1 and HTTP/2 settings that bound what one connection may make the gateway hold
+/// (README, "Deployment": worst case per connection).
+fn connection_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
+        // The read buffer is the request head's cap: a head that does not fit is a 431.
+        .max_buf_size(limits.max_request_head_bytes)
+        .max_headers(limits.max_request_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .max_header_list_size(u32::try_from(limits.max_request_head_bytes).unwrap_or(u32::MAX))
+        // Flow control bounds what a client can make the gateway buffer before it reads:
+        // unread request data per connection stays under the connection window.
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
+/// HTTP/2 flow-control windows and send buffer (README, "Deployment").
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+const H2_MAX_SEND_BUF: usize = 64 * 1024;
 
 /// Reloads the configuration file on every SIGHUP.
 async fn reload_on_sighup(state: Arc<State>) {

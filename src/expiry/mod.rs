@@ -424,6 +424,8 @@ pub struct Expiry {
     upstream: Upstream,
     notifier: Option<Notifier>,
     composio_secret: Option<Bytes>,
+    /// Composio webhook deliveries in progress (`composio_webhook_max_in_flight`).
+    inbound: Arc<Semaphore>,
     store: OnceCell<StateStore>,
 }
 
@@ -495,6 +497,7 @@ impl Expiry {
             upstream,
             notifier,
             composio_secret,
+            inbound: Arc::new(Semaphore::new(cfg.composio_webhook_max_in_flight.max(1))),
             store: OnceCell::new(),
         })
     }

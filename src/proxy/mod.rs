@@ -141,9 +141,21 @@ where
                 .is_some_and(|v| v.as_bytes() != b"0"));
     let result = {
         let _in_flight = crate::metrics::InFlight::start();
-        match shared.in_flight.clone().try_acquire_owned() {
-            Ok(_permit) => process(shared, req, &request_id, &mut record.audit).await,
-            Err(_) => Err(Error::Overloaded),
+        // Composio's own webhook carries no JWT: it is signed, verified by the audit job, and
+        // bounded by a pool of its own, so it never takes one of the proxy's slots.
+        match shared
+            .expiry
+            .as_ref()
+            .filter(|job| job.accepts(req.method(), req.uri().path()))
+        {
+            Some(job) => {
+                job.receive(&shared.connections, boxed(req), &mut record.audit)
+                    .await
+            }
+            None => match shared.in_flight.clone().try_acquire_owned() {
+                Ok(_permit) => process(shared, req, &request_id, &mut record.audit).await,
+                Err(_) => Err(Error::Overloaded),
+            },
         }
     };
     let mut resp = match result {
@@ -200,18 +212,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    // One concrete body type from here on, so handlers need no generic bounds.
-    let req = req.map(|body| -> RequestBody {
-        body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
-            .boxed_unsync()
-    });
-    // Composio's own webhook carries no JWT: it is signed, and verified by the audit job.
-    if let Some(job) = &shared.expiry {
-        if job.accepts(req.method(), req.uri().path()) {
-            return job.receive(&shared.connections, req, audit).await;
-        }
-    }
-    let (parts, body) = req.into_parts();
+    let (parts, body) = boxed(req).into_parts();
     if headers::METHOD_OVERRIDES
         .iter()
         .any(|h| parts.headers.contains_key(*h))
@@ -254,6 +255,18 @@ where
         Policy::SessionCreate => sessions::create(&ctx, body, audit).await,
         Policy::OwnedSession(call) => sessions::owned(&ctx, body, call, audit).await,
     }
+}
+
+/// One concrete body type from here on, so handlers need no generic bounds.
+fn boxed<B>(req: Request<B>) -> Request<RequestBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    req.map(|body| -> RequestBody {
+        body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
+            .boxed_unsync()
+    })
 }
 
 /// What a policy handler gets to see.
