@@ -185,6 +185,10 @@ pub struct AuthConfig {
     /// How many verified tokens to remember (by hash, until `exp`).
     #[serde(default = "default_token_cache_entries")]
     pub token_cache_entries: usize,
+    /// Upper bound of the verified-token cache's memory, in bytes (entries keep the subject,
+    /// `exp` and only the claims the tool policy reads).
+    #[serde(default = "default_token_cache_bytes")]
+    pub token_cache_bytes: usize,
 }
 
 /// One string or a list of strings (`aud` may be either).
@@ -233,6 +237,11 @@ pub struct JwksConfig {
     /// Minimum interval between refetches triggered by an unknown `kid`.
     #[serde(default = "default_jwks_min_refetch_secs")]
     pub min_refetch_secs: u64,
+    /// How long a request with an unknown `kid` waits for the refetch it triggered; past it
+    /// the request is answered from the current key set (503 while the fetch still runs, so
+    /// that SDKs retry), and the fetch completes in the background.
+    #[serde(default = "default_jwks_unknown_kid_wait_ms")]
+    pub unknown_kid_wait_ms: u64,
     /// Algorithms accepted for JWKS keys that carry no `alg` of their own.
     #[serde(default)]
     pub algorithms: Vec<String>,
@@ -429,6 +438,14 @@ pub struct AdminConfig {
     /// fails).
     #[serde(default = "default_ready_window_secs")]
     pub ready_window_secs: u64,
+    /// Concurrent admin connections; past it, new ones are closed at accept.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
+    /// Extra `Host` values the admin endpoints answer to (`name` or `name:port`), besides the
+    /// address a connection arrived on (and `localhost` on loopback). Anything else, and any
+    /// `Origin` that is not one of them, is refused (DNS rebinding, cross-site requests).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[audit]`: the decision trail.
@@ -914,6 +931,12 @@ fn default_leeway_secs() -> u64 {
 fn default_token_cache_entries() -> usize {
     100_000
 }
+fn default_token_cache_bytes() -> usize {
+    32 * 1024 * 1024
+}
+fn default_jwks_unknown_kid_wait_ms() -> u64 {
+    500
+}
 fn default_jwks_refresh_secs() -> u64 {
     300
 }
@@ -1025,6 +1048,9 @@ fn default_max_in_flight() -> usize {
 }
 fn default_ready_window_secs() -> u64 {
     60
+}
+fn default_admin_max_connections() -> usize {
+    32
 }
 
 #[cfg(test)]

@@ -11,7 +11,12 @@
 //!   `x5u`, `jwk` and `x5c` headers are never followed or trusted;
 //! - `exp` is required, `nbf` and `iat` are honoured, all with the configured leeway, against
 //!   the gateway's own clock (a clock before the epoch refuses rather than panics);
-//! - only fully verified tokens are cached, by SHA-256, and every hit re-checks `exp`.
+//! - only fully verified tokens are cached, by SHA-256, and every hit re-checks `exp`;
+//! - an [`Identity`] keeps the subject, `exp` and only the claims the tool policy reads
+//!   ([`Authenticator::keep_claims`]), so the cache's bytes do not grow with token size;
+//! - a token whose `kid` is unknown waits at most `unknown_kid_wait_ms` for the refetch it
+//!   triggers, then is answered from the keys at hand: it never holds a request slot for the
+//!   length of a slow identity provider's answer.
 
 mod cache;
 mod jwks;
@@ -42,7 +47,7 @@ const MAX_SUBJECT_LEN: usize = 256;
 pub struct Identity {
     /// The configured prefix followed by the subject claim.
     pub subject: Arc<str>,
-    /// Every claim of the token.
+    /// The claims of the token that decisions read (the tool policy's rules and scopes).
     pub claims: Arc<Map<String, Value>>,
     /// The token's `exp`, in Unix seconds.
     pub expires_at: u64,
@@ -67,6 +72,10 @@ struct Inner {
     subject_claim: String,
     subject_prefix: String,
     leeway: u64,
+    /// Top-level claims an [`Identity`] keeps; `None`: all of them.
+    keep: Option<Box<[String]>>,
+    /// How long an unknown `kid` waits for its refetch.
+    kid_wait: std::time::Duration,
     clock: Clock,
 }
 
@@ -116,7 +125,11 @@ impl Authenticator {
                 "no verification key: set [[auth.keys]] or [auth.jwks]",
             ));
         }
-        let cache = Arc::new(TokenCache::new(cfg.token_cache_entries, cfg.leeway_secs));
+        let cache = Arc::new(TokenCache::new(
+            cfg.token_cache_entries,
+            cfg.token_cache_bytes,
+            cfg.leeway_secs,
+        ));
         let jwks = match &cfg.jwks {
             None => None,
             Some(j) => Some(Arc::new(JwksSource::new(j, client, cache.clone())?)),
@@ -131,6 +144,10 @@ impl Authenticator {
                 subject_claim: cfg.subject_claim.clone(),
                 subject_prefix: cfg.subject_prefix.clone(),
                 leeway: cfg.leeway_secs,
+                keep: None,
+                kid_wait: std::time::Duration::from_millis(
+                    cfg.jwks.as_ref().map_or(0, |j| j.unknown_kid_wait_ms),
+                ),
                 clock: Arc::new(SystemTime::now),
             }),
         };
@@ -170,6 +187,21 @@ impl Authenticator {
         let identity = inner.identity(claims, now)?;
         inner.cache.insert(hash, identity.clone(), generation, now);
         Ok(identity)
+    }
+
+    /// Keeps only `names` (top-level claims) in each [`Identity`]: what the tool policy reads.
+    /// Call before the authenticator is shared (it is a no-op afterwards).
+    #[must_use]
+    pub fn keep_claims(mut self, names: Vec<String>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.keep = Some(names.into_boxed_slice());
+        }
+        self
+    }
+
+    /// Verified tokens cached, and the bytes they are counted for.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        (self.inner.cache.len(), self.inner.cache.bytes())
     }
 
     /// True when at least one key is usable (static keys loaded, or the JWKS fetched once).
@@ -228,9 +260,13 @@ impl Authenticator {
             if may_refetch && !refetched {
                 if let Some(j) = &inner.jwks {
                     refetched = true;
-                    j.refetch(seen).await;
+                    let finished = j.refetch_within(seen, inner.kid_wait).await;
                     if j.generation() != seen {
                         continue;
+                    }
+                    if !finished {
+                        // The IdP is slow: answer now (retryably) rather than hold a slot.
+                        return Err(Error::KeysUnavailable);
                     }
                 }
             }
@@ -414,6 +450,14 @@ impl Inner {
             Arc::from(sub.as_str())
         } else {
             Arc::from(format!("{}{sub}", self.subject_prefix))
+        };
+        let claims = match &self.keep {
+            None => claims,
+            Some(keep) => {
+                let mut claims = claims;
+                claims.retain(|name, _| keep.iter().any(|k| k == name));
+                claims
+            }
         };
         Ok(Identity {
             subject,

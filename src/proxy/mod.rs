@@ -51,8 +51,12 @@ pub struct Shared {
     pub(crate) tool_policy: crate::toolpolicy::ToolPolicy,
     pub(crate) connections: Arc<Connections>,
     pub(crate) secret: Bytes,
-    pub(crate) limiter: RateLimiter,
+    pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// The size `in_flight` was made with.
+    pub(crate) max_in_flight: usize,
+    /// What the authenticator (keys, claims kept, cache settings) was built from.
+    pub(crate) auth_fingerprint: [u8; 32],
     pub(crate) audit: crate::audit::Sink,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// What the connection cache depends on, to keep it across reloads that do not touch it.
