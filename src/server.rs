@@ -560,6 +560,11 @@ impl RunningGateway {
         self.admin_addr
     }
 
+    /// Verified tokens cached, and the bytes they are counted for (`auth.token_cache_bytes`).
+    pub fn token_cache_usage(&self) -> (usize, usize) {
+        self.state.current.load().auth.cache_usage()
+    }
+
     /// Swaps in a new configuration without dropping connections.
     ///
     /// # Errors

@@ -735,3 +735,65 @@ fn token_malformed() {
         );
     }
 }
+
+#[tokio::test]
+async fn identity_keeps_only_the_claims_decisions_read() {
+    // Issue 19 (4): a cached identity must not carry the whole (attacker-sized) token.
+    let auth = rs256_only("")
+        .await
+        .keep_claims(vec!["role".into(), "scope".into()]);
+    let t = mint(
+        Algorithm::RS256,
+        &rsa_key(),
+        None,
+        &json!({"sub": "alice", "exp": now() + 600, "role": "admin", "scope": "a b",
+            "junk": "x".repeat(5000), "org": "acme"}),
+    );
+    let id = auth.authenticate(&t).await.unwrap();
+    let mut kept: Vec<&str> = id.claims.keys().map(String::as_str).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, ["role", "scope"]);
+    let (entries, bytes) = auth.cache_usage();
+    assert_eq!(entries, 1);
+    assert!(bytes < 1024, "a cached identity is counted small: {bytes} bytes");
+}
+
+#[tokio::test]
+async fn unknown_kid_waits_only_briefly_for_a_slow_identity_provider() {
+    // Issue 19 (5): with the JWKS answering in 3 s, a token with an unknown kid is answered
+    // after `unknown_kid_wait_ms` (503, retryable), not after the fetch; the fetch still
+    // happens once in the background, and a kid it brings is then accepted.
+    let srv = JwksServer::start(jwks_body(&[rsa_jwk(Some("a"), Some("RS256"))])).await;
+    let cfg = auth_cfg(&format!(
+        "[jwks]\nurl = \"{}\"\nmin_refetch_secs = 1\nunknown_kid_wait_ms = 200\n",
+        srv.url()
+    ));
+    let auth = Authenticator::new(&cfg, &hmac_env(), client())
+        .await
+        .unwrap();
+    srv.set_body(jwks_body(&[
+        rsa_jwk(Some("a"), Some("RS256")),
+        ec_jwk(Some("b"), Some("ES256")),
+    ]));
+    srv.set_delay(Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let token = mint(Algorithm::ES256, &ec_key(), Some("b"), &claims("bob"));
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (auth, token) = (auth.clone(), token.clone());
+        tasks.push(tokio::spawn(async move { auth.authenticate(&token).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap_err(), Error::KeysUnavailable);
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "requests waited {waited:?} for a 3 s IdP"
+    );
+    // The background fetch lands; the same token is then accepted.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(srv.hits(), 2, "one background refetch for the whole burst");
+    assert_eq!(&*auth.authenticate(&token).await.unwrap().subject, "bob");
+}
