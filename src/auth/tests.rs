@@ -755,7 +755,10 @@ async fn identity_keeps_only_the_claims_decisions_read() {
     assert_eq!(kept, ["role", "scope"]);
     let (entries, bytes) = auth.cache_usage();
     assert_eq!(entries, 1);
-    assert!(bytes < 1024, "a cached identity is counted small: {bytes} bytes");
+    assert!(
+        bytes < 1024,
+        "a cached identity is counted small: {bytes} bytes"
+    );
 }
 
 #[tokio::test]
