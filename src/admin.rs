@@ -110,7 +110,7 @@ impl Hosts {
 
     fn host_ok(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        self.allowed.iter().any(|a| *a == host)
+        self.allowed.contains(&host)
     }
 
     /// An `Origin` is acceptable when it is `http(s)://` one of the allowed hosts.

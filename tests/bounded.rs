@@ -13,6 +13,7 @@
 //! not count in another's.
 
 #![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used)]
 
 #[path = "gateway/support/mod.rs"]
 mod support;
