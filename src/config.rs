@@ -1075,6 +1075,42 @@ mod tests {
     }
 
     #[test]
+    fn limits_that_bound_resources_are_validated() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.limits.max_request_head_bytes, 16 * 1024);
+        assert_eq!(c.limits.idle_timeout_secs, 60);
+        assert_eq!(c.auth.token_cache_bytes, 32 * 1024 * 1024);
+        for (extra, key) in [
+            (
+                "[limits]\nmax_request_head_bytes = 4096",
+                "limits.max_request_head_bytes",
+            ),
+            (
+                "[limits]\nmax_request_headers = 0",
+                "limits.max_request_headers",
+            ),
+            (
+                "[limits]\nmax_streams_per_connection = 0",
+                "limits.max_streams_per_connection",
+            ),
+            (
+                "[limits]\nidle_timeout_secs = 0",
+                "limits.idle_timeout_secs",
+            ),
+            (
+                "[limits]\nheader_read_timeout_secs = 0",
+                "limits.header_read_timeout_secs",
+            ),
+        ] {
+            let c = Config::from_toml(&format!("{MINIMAL}\n{extra}")).unwrap();
+            assert!(
+                matches!(c.validate(), Err(ConfigError::Invalid { key: k, .. }) if k == key),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = Config::from_toml(&format!("{MINIMAL}\n[policy]\nallow_custom_atuh = true"))
             .unwrap_err();

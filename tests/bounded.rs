@@ -268,6 +268,21 @@ async fn oversized_request_heads_are_431() {
     .unwrap();
     let reply = read_reply(&mut many, Duration::from_secs(5)).await;
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply:?}");
+    // HTTP/2: a header list over the cap is refused too, and nothing is forwarded.
+    let io = TokioIo::new(connect(h.addr).await);
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/api/v3.1/toolkits", h.addr))
+        .header("x-pad", "a".repeat(20 * 1024))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    match send.send_request(req).await {
+        Ok(resp) => assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(e) => eprintln!("oversized HTTP/2 header list refused: {e}"),
+    }
+    h.assert_nothing_forwarded();
     // What Composio's SDKs send (an 8 KiB token included) still passes.
     let fat = token_with(json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE,
         "exp": support::now() + 600, "pad": "p".repeat(5500)}));
