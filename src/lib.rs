@@ -12,7 +12,8 @@
 //! - [`toolpolicy`]: which callers may run which toolkits and tools, from their claims.
 //! - [`proxy`]: the request flow, one handler module per route family.
 //! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
-//! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown.
+//! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown; `conn`: the
+//!   per-connection deadlines (first request head, idle).
 //! - [`audit`]: one structured event per decision; [`clock`]: Unix and RFC 3339 time.
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits.
