@@ -1,6 +1,12 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` and `POST /reload`, on an address of
 //! its own so that none of it is reachable through the proxy listener. It has no
 //! authentication: bind it to loopback or a cluster-internal address.
+//!
+//! Bounded like the proxy listener, more tightly: HTTP/1 only, `[admin] max_connections`,
+//! small request heads, a deadline from accept to the first request head and an idle
+//! timeout. A browser cannot be made to use it: a request whose `Host` is not the address
+//! the connection arrived on (or an `allowed_hosts` entry), or whose `Origin` is not one of
+//! those, is refused with 403 (DNS rebinding, cross-site `POST /reload`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,34 +16,129 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use std::net::SocketAddr;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use crate::conn::{Activity, Tracked};
 use crate::server::State;
+
+/// Time allowed from accept to a complete request head.
+const FIRST_REQUEST: Duration = Duration::from_secs(5);
+/// An admin connection with no request in flight is closed after this long.
+const IDLE: Duration = Duration::from_secs(30);
+/// Request head cap (hyper's smallest read buffer).
+const MAX_HEAD: usize = 8 * 1024;
+/// Header fields per request.
+const MAX_HEADERS: usize = 32;
 
 /// Serves the admin endpoints on `listener` until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin listening");
     }
+    let permits = Arc::new(Semaphore::new(state.admin.max_connections.max(1)));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(FIRST_REQUEST)
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            crate::metrics::connection_refused("admin");
+            continue;
+        };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let hosts = Arc::new(Hosts::new(local, &state.admin.allowed_hosts));
         let state = state.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let activity = Activity::new();
+            let svc = Tracked::new(
+                tower::service_fn(move |req: Request<Incoming>| {
+                    let (state, hosts) = (state.clone(), hosts.clone());
+                    async move { Ok::<_, Infallible>(guarded(&state, &hosts, req).await) }
+                }),
+                activity.clone(),
+            );
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+            tokio::select! {
+                _ = conn => {}
+                () = activity.expired(FIRST_REQUEST, IDLE) => {}
+            }
+            drop(permit);
         });
     }
+}
+
+/// The `Host` values a connection may name: the address it arrived on, `localhost` on
+/// loopback, and the configured extras.
+struct Hosts {
+    allowed: Vec<String>,
+}
+
+impl Hosts {
+    fn new(local: SocketAddr, extra: &[String]) -> Self {
+        let port = local.port();
+        let mut allowed = vec![local.to_string()];
+        if local.ip().is_loopback() {
+            allowed.push(format!("localhost:{port}"));
+        }
+        for h in extra {
+            let h = h.to_ascii_lowercase();
+            if h.contains(':') && !h.ends_with(']') {
+                allowed.push(h);
+            } else {
+                allowed.push(format!("{h}:{port}"));
+                allowed.push(h);
+            }
+        }
+        Self { allowed }
+    }
+
+    fn host_ok(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.allowed.contains(&host)
+    }
+
+    /// An `Origin` is acceptable when it is `http(s)://` one of the allowed hosts.
+    fn origin_ok(&self, origin: &str) -> bool {
+        let rest = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        rest.is_some_and(|h| self.host_ok(h))
+    }
+}
+
+/// Refuses requests that a browser was made to send (see the module documentation).
+async fn guarded(state: &State, hosts: &Hosts, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+    };
+    let foreign_host = header(header::HOST).is_some_and(|h| !hosts.host_ok(h));
+    let foreign_origin = header(header::ORIGIN).is_some_and(|o| !hosts.origin_ok(o));
+    let multiple = req.headers().get_all(header::HOST).iter().count() > 1
+        || req.headers().get_all(header::ORIGIN).iter().count() > 1;
+    if foreign_host || foreign_origin || multiple {
+        tracing::warn!(method = %req.method(), path = req.uri().path(),
+            "admin request from a foreign Host or Origin refused");
+        return text(StatusCode::FORBIDDEN, "forbidden\n");
+    }
+    route(state, req).await
 }
 
 async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -227,12 +227,19 @@ impl Audit {
     }
 
     /// The request was allowed and forwarded (or answered locally).
+    /// Does nothing when a handler already recorded a refusal that it answered in its own
+    /// shape ([`Audit::refuse_as`]): a refusal is never audited as `allow`.
     pub fn allow(&mut self) {
-        if self.in_band {
+        if self.in_band || self.code != 0 {
             return;
         }
         self.decision = "allow";
-        self.code = 0;
+    }
+
+    /// A refusal answered by the handler itself (the Composio webhook's own error shape).
+    pub fn refuse_as(&mut self, slug: &'static str, code: u32) {
+        self.decision = slug;
+        self.code = code;
     }
 
     /// The request was refused.

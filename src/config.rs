@@ -233,6 +233,10 @@ pub struct AuthConfig {
     /// How many verified tokens to remember (by hash, until `exp`).
     #[serde(default = "default_token_cache_entries")]
     pub token_cache_entries: usize,
+    /// Upper bound of the verified-token cache's memory, in bytes (entries keep the subject,
+    /// `exp` and only the claims the tool policy reads).
+    #[serde(default = "default_token_cache_bytes")]
+    pub token_cache_bytes: usize,
 }
 
 /// One string or a list of strings (`aud` may be either).
@@ -281,6 +285,11 @@ pub struct JwksConfig {
     /// Minimum interval between refetches triggered by an unknown `kid`.
     #[serde(default = "default_jwks_min_refetch_secs")]
     pub min_refetch_secs: u64,
+    /// How long a request with an unknown `kid` waits for the refetch it triggered; past it
+    /// the request is answered from the current key set (503 while the fetch still runs, so
+    /// that SDKs retry), and the fetch completes in the background.
+    #[serde(default = "default_jwks_unknown_kid_wait_ms")]
+    pub unknown_kid_wait_ms: u64,
     /// Algorithms accepted for JWKS keys that carry no `alg` of their own.
     #[serde(default)]
     pub algorithms: Vec<String>,
@@ -429,9 +438,23 @@ pub struct MessageTemplates {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Time allowed for a client to send request headers (slowloris guard).
+    /// Time allowed from accept to the first complete request head, whatever the protocol
+    /// and TLS included; also the time allowed for each later HTTP/1 request head.
     #[serde(default = "default_header_read_timeout_secs")]
     pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight is closed after this long.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Largest request head (request line and headers; HTTP/2: the header list), bytes.
+    /// HTTP/1 past it: 431. At least 8192 (hyper's smallest read buffer).
+    #[serde(default = "default_max_request_head_bytes")]
+    pub max_request_head_bytes: usize,
+    /// Most header fields in an HTTP/1 request; past it: 431.
+    #[serde(default = "default_max_request_headers")]
+    pub max_request_headers: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
     /// Time allowed for a TLS handshake.
     #[serde(default = "default_tls_handshake_timeout_secs")]
     pub tls_handshake_timeout_secs: u64,
@@ -488,6 +511,14 @@ pub struct AdminConfig {
     /// fails).
     #[serde(default = "default_ready_window_secs")]
     pub ready_window_secs: u64,
+    /// Concurrent admin connections; past it, new ones are closed at accept.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
+    /// Extra `Host` values the admin endpoints answer to (`name` or `name:port`), besides the
+    /// address a connection arrived on (and `localhost` on loopback). Anything else, and any
+    /// `Origin` that is not one of them, is refused (DNS rebinding, cross-site requests).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[audit]`: the decision trail.
@@ -565,6 +596,16 @@ pub struct AuditJobConfig {
     /// Accepted age (either way) of a Composio webhook's `webhook-timestamp`.
     #[serde(default = "default_composio_webhook_tolerance_secs")]
     pub composio_webhook_tolerance_secs: u64,
+    /// Largest Composio webhook body read (before its signature can be checked).
+    #[serde(default = "default_composio_webhook_max_body_bytes")]
+    pub composio_webhook_max_body_bytes: usize,
+    /// Time allowed to receive a Composio webhook's body.
+    #[serde(default = "default_composio_webhook_read_timeout_secs")]
+    pub composio_webhook_read_timeout_secs: u64,
+    /// Composio webhook deliveries handled at once; past it, 503 (Composio retries). They
+    /// never take one of the proxy's `limits.max_in_flight` slots.
+    #[serde(default = "default_composio_webhook_max_in_flight")]
+    pub composio_webhook_max_in_flight: usize,
 }
 
 // === impl Config ===
@@ -738,6 +779,34 @@ impl Config {
                 "must be between 1 and 128",
             ));
         }
+        if self.limits.max_request_head_bytes < 8192 {
+            return Err(ConfigError::invalid(
+                "limits.max_request_head_bytes",
+                "must be >= 8192",
+            ));
+        }
+        for (key, v) in [
+            (
+                "limits.max_request_headers",
+                self.limits.max_request_headers,
+            ),
+            (
+                "limits.max_streams_per_connection",
+                self.limits.max_streams_per_connection as usize,
+            ),
+            (
+                "limits.header_read_timeout_secs",
+                self.limits.header_read_timeout_secs as usize,
+            ),
+            (
+                "limits.idle_timeout_secs",
+                self.limits.idle_timeout_secs as usize,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, "must be > 0"));
+            }
+        }
         if self.limits.max_connections == 0 {
             return Err(ConfigError::invalid(
                 "limits.max_connections",
@@ -843,6 +912,18 @@ impl AuditJobConfig {
             (
                 "audit_job.composio_webhook_tolerance_secs",
                 self.composio_webhook_tolerance_secs,
+            ),
+            (
+                "audit_job.composio_webhook_max_body_bytes",
+                self.composio_webhook_max_body_bytes as u64,
+            ),
+            (
+                "audit_job.composio_webhook_read_timeout_secs",
+                self.composio_webhook_read_timeout_secs,
+            ),
+            (
+                "audit_job.composio_webhook_max_in_flight",
+                self.composio_webhook_max_in_flight as u64,
             ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
@@ -972,6 +1053,10 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             header_read_timeout_secs: default_header_read_timeout_secs(),
+            idle_timeout_secs: default_idle_timeout_secs(),
+            max_request_head_bytes: default_max_request_head_bytes(),
+            max_request_headers: default_max_request_headers(),
+            max_streams_per_connection: default_max_streams_per_connection(),
             tls_handshake_timeout_secs: default_tls_handshake_timeout_secs(),
             max_connections: default_max_connections(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
@@ -1018,6 +1103,12 @@ fn default_leeway_secs() -> u64 {
 }
 fn default_token_cache_entries() -> usize {
     100_000
+}
+fn default_token_cache_bytes() -> usize {
+    32 * 1024 * 1024
+}
+fn default_jwks_unknown_kid_wait_ms() -> u64 {
+    500
 }
 fn default_jwks_refresh_secs() -> u64 {
     300
@@ -1095,8 +1186,29 @@ fn default_mcp_stream_idle_secs() -> u64 {
 fn default_mcp_session_ttl_secs() -> u64 {
     3600
 }
+fn default_composio_webhook_max_body_bytes() -> usize {
+    64 * 1024
+}
+fn default_composio_webhook_read_timeout_secs() -> u64 {
+    10
+}
+fn default_composio_webhook_max_in_flight() -> usize {
+    8
+}
 fn default_header_read_timeout_secs() -> u64 {
     10
+}
+fn default_idle_timeout_secs() -> u64 {
+    60
+}
+fn default_max_request_head_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_request_headers() -> usize {
+    64
+}
+fn default_max_streams_per_connection() -> u32 {
+    100
 }
 fn default_tls_handshake_timeout_secs() -> u64 {
     10
@@ -1130,6 +1242,9 @@ fn default_max_json_depth() -> usize {
 fn default_ready_window_secs() -> u64 {
     60
 }
+fn default_admin_max_connections() -> usize {
+    32
+}
 
 #[cfg(test)]
 mod tests {
@@ -1150,6 +1265,42 @@ mod tests {
         assert!(c.connections.gate);
         assert_eq!(c.upstream.base_url, "https://backend.composio.dev");
         assert_eq!(c.policy.max_body_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn limits_that_bound_resources_are_validated() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.limits.max_request_head_bytes, 16 * 1024);
+        assert_eq!(c.limits.idle_timeout_secs, 60);
+        assert_eq!(c.auth.token_cache_bytes, 32 * 1024 * 1024);
+        for (extra, key) in [
+            (
+                "[limits]\nmax_request_head_bytes = 4096",
+                "limits.max_request_head_bytes",
+            ),
+            (
+                "[limits]\nmax_request_headers = 0",
+                "limits.max_request_headers",
+            ),
+            (
+                "[limits]\nmax_streams_per_connection = 0",
+                "limits.max_streams_per_connection",
+            ),
+            (
+                "[limits]\nidle_timeout_secs = 0",
+                "limits.idle_timeout_secs",
+            ),
+            (
+                "[limits]\nheader_read_timeout_secs = 0",
+                "limits.header_read_timeout_secs",
+            ),
+        ] {
+            let c = Config::from_toml(&format!("{MINIMAL}\n{extra}")).unwrap();
+            assert!(
+                matches!(c.validate(), Err(ConfigError::Invalid { key: k, .. }) if k == key),
+                "{extra}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! answers for a while, so every replica behind a load balancer decides the same way. When a
 //! lookup fails the gateway refuses (503), unless `serve_stale_secs` lets it use a recent
 //! ACTIVE answer.
+//!
+//! Every slug and id a request supplies is checked against [`is_identifier`] before it
+//! becomes part of a lookup URL (which carries the real project key), a cache key or a log
+//! field: `../../V1/API_KEYS`, `X?user_ids=...` or escape codes never get that far.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -34,6 +38,34 @@ use crate::upstream::Upstream;
 const MAX_PAGES: usize = 50;
 /// Page size asked for.
 const PAGE_LIMIT: usize = 100;
+
+/// Longest slug or id accepted from a request.
+pub const MAX_IDENTIFIER_LEN: usize = 128;
+
+/// The grammar of every Composio slug and id the gateway passes on (tool and toolkit slugs,
+/// connected account, session and trigger ids): 1 to 128 of `[A-Za-z0-9_-]`. Nothing that can
+/// change a URL's path or query, or a log line, passes.
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_IDENTIFIER_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A printable stand-in for an identifier that failed [`is_identifier`], for messages: the
+/// first 64 bytes with every byte outside the grammar replaced by `?`.
+pub fn redact_identifier(s: &str) -> String {
+    s.bytes()
+        .take(64)
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
 
 /// What the gateway knows of a tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +182,9 @@ impl Connections {
     /// [`Error::ConnectionStatusUnavailable`] when it cannot be asked (unless the prefix
     /// fallback is configured).
     pub async fn tool(&self, tool: &str) -> Result<ToolInfo, Error> {
+        if !is_identifier(tool) {
+            return Err(Error::ToolNotFound(redact_identifier(tool)));
+        }
         let key = tool.to_ascii_uppercase();
         let long = Duration::from_secs(self.cfg.tool_ttl_secs);
         let neg = self.negative_ttl();
@@ -252,6 +287,9 @@ impl Connections {
     /// [`Error::ToolNotFound`] when Composio does not know the trigger type;
     /// [`Error::ConnectionStatusUnavailable`] when it cannot be asked.
     pub async fn trigger(&self, slug: &str) -> Result<ToolInfo, Error> {
+        if !is_identifier(slug) {
+            return Err(Error::ToolNotFound(redact_identifier(slug)));
+        }
         // Tool keys are upper-cased whole, so this lower-case prefix never meets a tool's key.
         let key = format!("trigger:{}", slug.to_ascii_uppercase());
         let long = Duration::from_secs(self.cfg.tool_ttl_secs);
@@ -302,6 +340,9 @@ impl Connections {
     /// [`Error::ConnectionStatusUnavailable`] when Composio cannot be asked and no stale
     /// answer is allowed.
     pub async fn accounts(&self, subject: &Arc<str>, toolkit: &str) -> Result<Accounts, Error> {
+        if !is_identifier(toolkit) {
+            return Err(Error::ToolNotFound(redact_identifier(toolkit)));
+        }
         let key = (subject.clone(), toolkit.to_ascii_lowercase());
         let (pos, neg) = (self.positive_ttl(), self.negative_ttl());
         let stale = Duration::from_secs(self.cfg.serve_stale_secs);
@@ -330,6 +371,10 @@ impl Connections {
         subject: &Arc<str>,
         id: &str,
     ) -> Result<Option<Account>, Error> {
+        if !is_identifier(id) {
+            // No such account can exist: nothing to ask Composio.
+            return Ok(None);
+        }
         let key = (subject.clone(), id.to_owned());
         let (pos, neg) = (self.positive_ttl(), self.negative_ttl());
         self.owned
@@ -352,6 +397,9 @@ impl Connections {
     /// # Errors
     /// [`Error::ConnectionStatusUnavailable`] when Composio cannot be asked.
     pub async fn session_owner(&self, id: &str) -> Result<Option<String>, Error> {
+        if !is_identifier(id) {
+            return Ok(None);
+        }
         let long = Duration::from_secs(self.cfg.tool_ttl_secs);
         let neg = self.negative_ttl();
         let id = id.to_owned();
@@ -380,6 +428,9 @@ impl Connections {
 
     /// Remembers a session that Composio just created for `subject`.
     pub fn remember_session(&self, id: &str, subject: &str) {
+        if !is_identifier(id) {
+            return;
+        }
         self.sessions.put(id.to_owned(), Some(subject.to_owned()));
     }
 

@@ -14,7 +14,8 @@
 //!   decision on them (code-tool ban, policy, account, proxy switch, connection gate).
 //! - [`proxy`]: the request flow, one handler module per route family.
 //! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
-//! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown.
+//! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown; `conn`: the
+//!   per-connection deadlines (first request head, idle).
 //! - [`audit`]: one structured event per decision; [`clock`]: Unix and RFC 3339 time.
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits.
@@ -45,6 +46,7 @@ pub mod auth;
 pub mod body;
 pub mod clock;
 pub mod config;
+mod conn;
 pub mod connections;
 #[cfg(feature = "sandbox")]
 pub mod demo;

@@ -42,6 +42,12 @@ impl RateLimiter {
         }
     }
 
+    /// Whether this limiter enforces `rate` and `burst` (a reload keeps it, buckets and all).
+    pub fn same_settings(&self, rate: f64, burst: u32) -> bool {
+        self.rate.to_bits() == rate.to_bits()
+            && self.burst.to_bits() == f64::from(burst.max(1)).to_bits()
+    }
+
     /// Takes one token for `subject`.
     ///
     /// # Errors

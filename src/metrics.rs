@@ -128,6 +128,16 @@ pub(crate) fn reload(ok: bool) {
     metrics::counter!("entitygate_reloads_total", "outcome" => outcome).increment(1);
 }
 
+/// A connection was closed because it sent no request head in time.
+pub(crate) fn connection_timed_out() {
+    metrics::counter!("entitygate_connections_timed_out_total").increment(1);
+}
+
+/// A connection was refused at accept because the listener's cap was reached.
+pub(crate) fn connection_refused(listener: &'static str) {
+    metrics::counter!("entitygate_connections_refused_total", "listener" => listener).increment(1);
+}
+
 /// An audit event could not be written.
 pub(crate) fn audit_dropped() {
     metrics::counter!("entitygate_audit_dropped_total").increment(1);

@@ -5,8 +5,9 @@
 //! What a reload may change (keys, policy, limits, messages, TLS certificate, upstream) lives
 //! in one [`Shared`] value behind an `ArcSwap`: each request takes a snapshot when it starts
 //! and keeps it to the end, so a swap never changes the rules under a request in flight and
-//! never drops a connection. The listen addresses, connection-level timeouts and the audit
-//! job's schedule are fixed at start.
+//! never drops a connection. A reload keeps every piece of state whose meaning it does not
+//! change (see [`build_shared`]); a changed `[audit_job]` replaces the job and its schedule.
+//! The listen addresses and connection-level limits are fixed at start.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
 use crate::config::{AdminConfig, Config, ConfigError, Env, LimitsConfig, ProcessEnv};
+use crate::conn::{Activity, Tracked};
 use crate::connections::Connections;
 use crate::proxy::{Proxy, Shared};
 use crate::upstream::{self, Upstream};
@@ -60,22 +62,38 @@ pub(crate) struct State {
     limits: LimitsConfig,
     /// Background tasks of the current rules (JWKS refresh), aborted when they are replaced.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The scheduled audit scan, while serving.
+    schedule: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Serialises reloads.
     reloading: tokio::sync::Mutex<()>,
 }
 
-/// Builds the reloadable part of the gateway. `previous` lends what a reload keeps: the
-/// connection cache (when upstream and gating settings are unchanged), the audit sink (same
-/// path) and the audit job.
+/// Builds the reloadable part of the gateway. `previous` lends every piece of state whose
+/// meaning the new config does not change: the authenticator (its verified-token cache and
+/// JWKS, with the refetch rate limit), the rate limiter's buckets, the in-flight counter, the
+/// connection cache, the audit sink and the audit job. The background tasks are returned
+/// only when they must be replaced.
 async fn build_shared(
     config: &Config,
     env: &dyn Env,
     previous: Option<&Shared>,
-) -> Result<(Shared, Vec<tokio::task::JoinHandle<()>>), ConfigError> {
+) -> Result<(Shared, Option<Vec<tokio::task::JoinHandle<()>>>), ConfigError> {
     config.validate()?;
     let client = upstream::build_client(&config.upstream)?;
     let upstream = Upstream::new(&config.upstream, env, client.clone())?;
-    let auth = Authenticator::new(&config.auth, env, client.clone()).await?;
+    let (tool_policy, warnings) = crate::toolpolicy::ToolPolicy::compile(&config.policy)?;
+    let claims = tool_policy.claims_read();
+    let auth_fingerprint = auth_fingerprint(config, env, &claims);
+    let (auth, tasks) = match previous {
+        Some(p) if p.auth_fingerprint == auth_fingerprint => (p.auth.clone(), None),
+        _ => {
+            let auth = Authenticator::new(&config.auth, env, client.clone())
+                .await?
+                .keep_claims(claims);
+            let refresh = auth.spawn_refresh();
+            (auth, Some(vec![refresh]))
+        }
+    };
     let tls = match &config.tls {
         Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(t)?)),
         None => None,
@@ -97,21 +115,35 @@ async fn build_shared(
             }
         })?,
     };
-    let expiry = match (previous, &config.audit_job) {
-        (Some(p), Some(_)) if p.expiry.is_some() => p.expiry.clone(),
-        (_, Some(job)) => Some(Arc::new(crate::expiry::Expiry::new(
-            job,
-            upstream.clone(),
-            client,
-            env,
-        )?)),
-        (_, None) => None,
+    let expiry = match &config.audit_job {
+        None => None,
+        Some(job) => {
+            let next = crate::expiry::Expiry::new(job, upstream.clone(), client, env)?;
+            let old = previous
+                .filter(|p| p.reuse_connections(config))
+                .and_then(|p| p.expiry.as_ref());
+            match old {
+                Some(old) if old.same_as(&next) => Some(old.clone()),
+                Some(old) => {
+                    old.hand_over_store(&next);
+                    Some(Arc::new(next))
+                }
+                None => Some(Arc::new(next)),
+            }
+        }
     };
-    let (tool_policy, warnings) = crate::toolpolicy::ToolPolicy::compile(&config.policy)?;
     for w in &warnings {
         tracing::warn!(warning = %w, "tool policy");
     }
-    let tasks = vec![auth.spawn_refresh()];
+    let (rate, burst) = (config.limits.per_subject_rps, config.limits.burst);
+    let limiter = match previous {
+        Some(p) if p.limiter.same_settings(rate, burst) => p.limiter.clone(),
+        _ => Arc::new(crate::limits::RateLimiter::new(rate, burst)),
+    };
+    let in_flight = match previous {
+        Some(p) if p.max_in_flight == config.limits.max_in_flight => p.in_flight.clone(),
+        _ => Arc::new(Semaphore::new(config.limits.max_in_flight)),
+    };
     let shared = Shared {
         secret: bytes::Bytes::copy_from_slice(upstream.api_key()),
         connections,
@@ -119,11 +151,10 @@ async fn build_shared(
         upstream,
         policy: config.policy.clone(),
         tool_policy,
-        limiter: crate::limits::RateLimiter::new(
-            config.limits.per_subject_rps,
-            config.limits.burst,
-        ),
-        in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+        limiter,
+        in_flight,
+        max_in_flight: config.limits.max_in_flight,
+        auth_fingerprint,
         // Kept across reloads: requests in flight at a reload still count against the cap.
         subject_in_flight: previous.map_or_else(Default::default, |p| p.subject_in_flight.clone()),
         limits: config.limits.clone(),
@@ -140,6 +171,25 @@ async fn build_shared(
         front_door: crate::mcp::front_door::Sessions::default(),
     };
     Ok((shared, tasks))
+}
+
+/// A digest of everything the authenticator is built from: `[auth]`, the key material it
+/// loads (secrets and key files, so a rotated file is picked up), and the claims it keeps.
+fn auth_fingerprint(config: &Config, env: &dyn Env, claims: &[String]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{:?}\0{claims:?}\0", config.auth).as_bytes());
+    for k in &config.auth.keys {
+        if let Some(var) = &k.secret_env {
+            h.update(env.var(var).unwrap_or_default().as_bytes());
+        }
+        h.update(b"\0");
+        if let Some(path) = &k.public_key_file {
+            h.update(std::fs::read(path).unwrap_or_default());
+        }
+        h.update(b"\0");
+    }
+    h.finalize().into()
 }
 
 // === impl GatewayBuilder ===
@@ -175,7 +225,8 @@ impl GatewayBuilder {
             config_path,
             admin: config.admin.clone(),
             limits: config.limits.clone(),
-            tasks: Mutex::new(tasks),
+            tasks: Mutex::new(tasks.unwrap_or_default()),
+            schedule: Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
         });
         Ok(Gateway {
@@ -201,13 +252,34 @@ impl State {
                 return Err(e);
             }
         };
-        self.current.store(Arc::new(shared));
-        let old = std::mem::replace(
-            &mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner),
-            tasks,
-        );
-        for t in old {
-            t.abort();
+        let restart_schedule = match (&previous.expiry, &shared.expiry) {
+            (Some(a), Some(b)) => {
+                !Arc::ptr_eq(a, b) || !Arc::ptr_eq(&previous.connections, &shared.connections)
+            }
+            (None, None) => false,
+            _ => true,
+        };
+        let shared = Arc::new(shared);
+        self.current.store(shared.clone());
+        if let Some(tasks) = tasks {
+            let old = std::mem::replace(
+                &mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner),
+                tasks,
+            );
+            for t in old {
+                t.abort();
+            }
+        }
+        if restart_schedule {
+            let mut schedule = self.schedule.lock().unwrap_or_else(PoisonError::into_inner);
+            // Only a serving gateway runs the schedule.
+            if let Some(old) = schedule.take() {
+                old.abort();
+                *schedule = shared
+                    .expiry
+                    .as_ref()
+                    .and_then(|job| crate::expiry::spawn_schedule(job, &shared.connections));
+            }
         }
         tracing::info!("configuration reloaded");
         Ok(())
@@ -229,7 +301,27 @@ impl State {
         self.reload_with(&config).await
     }
 
+    /// Starts the scheduled audit scan of the current rules (when serving starts).
+    fn start_schedule(&self) {
+        let shared = self.current.load_full();
+        let task = shared
+            .expiry
+            .as_ref()
+            .and_then(|job| crate::expiry::spawn_schedule(job, &shared.connections))
+            // A placeholder keeps "serving" visible to reloads that add a job later.
+            .unwrap_or_else(|| tokio::spawn(async {}));
+        *self.schedule.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+    }
+
     fn stop_tasks(&self) {
+        if let Some(t) = self
+            .schedule
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            t.abort();
+        }
         for t in self
             .tasks
             .lock()
@@ -320,23 +412,15 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let state = self.state;
         let limits = state.limits.clone();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Duration::from_secs(30));
+        let builder = connection_builder(&limits);
         let graceful = GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let handshake_timeout = Duration::from_secs(limits.tls_handshake_timeout_secs);
+        let first_request = Duration::from_secs(limits.header_read_timeout_secs);
+        let idle = Duration::from_secs(limits.idle_timeout_secs);
         let service = Proxy::new(state.clone());
         let admin_task = admin.map(|l| tokio::spawn(crate::admin::serve(l, state.clone())));
-        let audit_schedule = crate::expiry::spawn_schedule(&state.current.load_full());
+        state.start_schedule();
         tokio::pin!(shutdown);
         tracing::info!(addr = %listener.local_addr()?, "entitygate listening");
         loop {
@@ -353,37 +437,56 @@ impl Gateway {
                 () = &mut shutdown => break,
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
+                crate::metrics::connection_refused("proxy");
                 tracing::warn!(%peer, "connection limit reached; closing");
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let svc = TowerToHyperService::new(service.clone());
+            let activity = Activity::new();
+            let svc = TowerToHyperService::new(Tracked::new(service.clone(), activity.clone()));
             let watcher = graceful.watcher();
             let builder = builder.clone();
             // The certificate of the moment: a reload rotates it for new connections.
             let tls = state.current.load().tls.clone();
             tokio::spawn(async move {
-                let result = match tls {
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                        watcher.watch(conn.into_owned()).await
+                let serve = async move {
+                    match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Some(acceptor) => {
+                            let accepted =
+                                tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                    .await;
+                            let tls_stream = match accepted {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return Ok(());
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return Ok(());
+                                }
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
                     }
-                    Some(acceptor) => {
-                        let accepted =
-                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
-                        let tls_stream = match accepted {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
-                        watcher.watch(conn.into_owned()).await
+                };
+                // One watchdog from accept: no request head in time, or idle too long, and the
+                // connection (whatever its protocol or TLS state) is dropped with its slot.
+                let result = tokio::select! {
+                    r = serve => r,
+                    () = activity.expired(first_request, idle) => {
+                        if activity.had_request() {
+                            tracing::debug!(%peer, "idle connection closed");
+                        } else {
+                            crate::metrics::connection_timed_out();
+                            tracing::debug!(%peer, "no request head in time; connection closed");
+                        }
+                        Ok(())
                     }
                 };
                 if let Err(e) = result {
@@ -396,9 +499,6 @@ impl Gateway {
         if let Some(t) = &admin_task {
             t.abort();
         }
-        if let Some(task) = &audit_schedule {
-            task.abort();
-        }
         state.stop_tasks();
         let grace = Duration::from_secs(limits.shutdown_grace_secs);
         match tokio::time::timeout(grace, graceful.shutdown()).await {
@@ -408,6 +508,37 @@ impl Gateway {
         Ok(())
     }
 }
+
+/// HTTP/1 and HTTP/2 settings that bound what one connection may make the gateway hold
+/// (README, "Deployment": worst case per connection).
+fn connection_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
+        // The read buffer is the request head's cap: a head that does not fit is a 431.
+        .max_buf_size(limits.max_request_head_bytes)
+        .max_headers(limits.max_request_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .max_header_list_size(u32::try_from(limits.max_request_head_bytes).unwrap_or(u32::MAX))
+        // Flow control bounds what a client can make the gateway buffer before it reads:
+        // unread request data per connection stays under the connection window.
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
+/// HTTP/2 flow-control windows and send buffer (README, "Deployment").
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+const H2_MAX_SEND_BUF: usize = 64 * 1024;
 
 /// Reloads the configuration file on every SIGHUP.
 async fn reload_on_sighup(state: Arc<State>) {
@@ -437,6 +568,11 @@ impl RunningGateway {
     /// The bound admin address, if an admin listener is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Verified tokens cached, and the bytes they are counted for (`auth.token_cache_bytes`).
+    pub fn token_cache_usage(&self) -> (usize, usize) {
+        self.state.current.load().auth.cache_usage()
     }
 
     /// Swaps in a new configuration without dropping connections.

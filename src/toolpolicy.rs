@@ -224,6 +224,21 @@ impl ToolPolicy {
         Ok((policy, warnings))
     }
 
+    /// The top-level claims this policy reads (rule conditions, scopes): all that an
+    /// identity needs to keep for its decisions.
+    pub fn claims_read(&self) -> Vec<String> {
+        let mut names: Vec<String> = SCOPE_CLAIMS.iter().map(|s| (*s).to_owned()).collect();
+        for cond in self.rules.iter().filter_map(|r| r.when.as_ref()) {
+            match &cond.claim {
+                ClaimPath::Top(name) => names.push(name.clone()),
+                ClaimPath::Pointer(segs) => names.extend(segs.first().cloned()),
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Whether anything but a code-running meta tool may be refused for these claims. When
     /// not, listings of toolkits need no filtering.
     pub fn restricts(&self, claims: &Map<String, Value>) -> bool {

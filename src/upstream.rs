@@ -213,6 +213,15 @@ impl Upstream {
         &self,
         path_and_query: &str,
     ) -> Result<(StatusCode, serde_json::Value), Error> {
+        // A last line of defence for URLs the gateway builds itself (they carry the real
+        // key): a canonical path and at most one query, whatever a caller's slug held.
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        if crate::path::check(path).is_err() || query.contains(['?', '#']) {
+            tracing::error!("refused to send a lookup with a non-canonical URL");
+            return Err(Error::Internal);
+        }
         let req = Request::builder()
             .method(Method::GET)
             .uri(self.uri(path_and_query)?)

@@ -47,6 +47,10 @@ pub(crate) struct JwksSource {
     generation: AtomicU64,
     next_delay_ms: AtomicU64,
     gate: tokio::sync::Mutex<Gate>,
+    /// A background refetch is running.
+    fetching: AtomicBool,
+    /// Woken when a background refetch ends.
+    fetched: tokio::sync::Notify,
     cache: Arc<TokenCache>,
 }
 
@@ -113,6 +117,8 @@ impl JwksSource {
             generation: AtomicU64::new(0),
             next_delay_ms: AtomicU64::new(duration_ms(refresh)),
             gate: tokio::sync::Mutex::new(Gate::default()),
+            fetching: AtomicBool::new(false),
+            fetched: tokio::sync::Notify::new(),
             cache,
         })
     }
@@ -170,6 +176,23 @@ impl JwksSource {
         }
         self.fetch_and_apply().await;
         gate.last_done = Some(Instant::now());
+    }
+
+    /// A [`JwksSource::refetch`] run in the background (one at a time), waited for at most
+    /// `wait`. True when it ended within `wait` (whether or not it fetched).
+    pub(crate) async fn refetch_within(self: &Arc<Self>, seen: u64, wait: Duration) -> bool {
+        let ended = self.fetched.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if !self.fetching.swap(true, Ordering::AcqRel) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.refetch(seen).await;
+                this.fetching.store(false, Ordering::Release);
+                this.fetched.notify_waiters();
+            });
+        }
+        tokio::time::timeout(wait, ended).await.is_ok()
     }
 
     /// Fetches once; on success installs the set (clearing the token cache if it changed) and
@@ -371,7 +394,7 @@ mod tests {
 
     #[test]
     fn url_must_be_https_or_loopback_http() {
-        let cache = Arc::new(TokenCache::new(1, 0));
+        let cache = Arc::new(TokenCache::new(1, 1 << 20, 0));
         for (url, ok) in [
             ("https://idp.example.com/.well-known/jwks.json", true),
             ("http://127.0.0.1:9/jwks", true),
@@ -392,7 +415,7 @@ mod tests {
 
     #[test]
     fn configured_algorithms_are_validated() {
-        let cache = Arc::new(TokenCache::new(1, 0));
+        let cache = Arc::new(TokenCache::new(1, 1 << 20, 0));
         for (algs, ok) in [
             ("[\"RS256\", \"ES256\"]", true),
             ("[\"HS256\"]", false),

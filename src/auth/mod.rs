@@ -11,7 +11,12 @@
 //!   `x5u`, `jwk` and `x5c` headers are never followed or trusted;
 //! - `exp` is required, `nbf` and `iat` are honoured, all with the configured leeway, against
 //!   the gateway's own clock (a clock before the epoch refuses rather than panics);
-//! - only fully verified tokens are cached, by SHA-256, and every hit re-checks `exp`.
+//! - only fully verified tokens are cached, by SHA-256, and every hit re-checks `exp`;
+//! - an [`Identity`] keeps the subject, `exp` and only the claims the tool policy reads
+//!   ([`Authenticator::keep_claims`]), so the cache's bytes do not grow with token size;
+//! - a token whose `kid` is unknown waits at most `unknown_kid_wait_ms` for the refetch it
+//!   triggers, then is answered from the keys at hand: it never holds a request slot for the
+//!   length of a slow identity provider's answer.
 
 mod cache;
 mod jwks;
@@ -42,7 +47,7 @@ const MAX_SUBJECT_LEN: usize = 256;
 pub struct Identity {
     /// The configured prefix followed by the subject claim.
     pub subject: Arc<str>,
-    /// Every claim of the token.
+    /// The claims of the token that decisions read (the tool policy's rules and scopes).
     pub claims: Arc<Map<String, Value>>,
     /// The token's `exp`, in Unix seconds.
     pub expires_at: u64,
@@ -67,6 +72,10 @@ struct Inner {
     subject_claim: String,
     subject_prefix: String,
     leeway: u64,
+    /// Top-level claims an [`Identity`] keeps; `None`: all of them.
+    keep: Option<Box<[String]>>,
+    /// How long an unknown `kid` waits for its refetch.
+    kid_wait: std::time::Duration,
     clock: Clock,
 }
 
@@ -116,7 +125,11 @@ impl Authenticator {
                 "no verification key: set [[auth.keys]] or [auth.jwks]",
             ));
         }
-        let cache = Arc::new(TokenCache::new(cfg.token_cache_entries, cfg.leeway_secs));
+        let cache = Arc::new(TokenCache::new(
+            cfg.token_cache_entries,
+            cfg.token_cache_bytes,
+            cfg.leeway_secs,
+        ));
         let jwks = match &cfg.jwks {
             None => None,
             Some(j) => Some(Arc::new(JwksSource::new(j, client, cache.clone())?)),
@@ -131,6 +144,10 @@ impl Authenticator {
                 subject_claim: cfg.subject_claim.clone(),
                 subject_prefix: cfg.subject_prefix.clone(),
                 leeway: cfg.leeway_secs,
+                keep: None,
+                kid_wait: std::time::Duration::from_millis(
+                    cfg.jwks.as_ref().map_or(0, |j| j.unknown_kid_wait_ms),
+                ),
                 clock: Arc::new(SystemTime::now),
             }),
         };
@@ -170,6 +187,21 @@ impl Authenticator {
         let identity = inner.identity(claims, now)?;
         inner.cache.insert(hash, identity.clone(), generation, now);
         Ok(identity)
+    }
+
+    /// Keeps only `names` (top-level claims) in each [`Identity`]: what the tool policy reads.
+    /// Call before the authenticator is shared (it is a no-op afterwards).
+    #[must_use]
+    pub fn keep_claims(mut self, names: Vec<String>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.keep = Some(names.into_boxed_slice());
+        }
+        self
+    }
+
+    /// Verified tokens cached, and the bytes they are counted for.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        (self.inner.cache.len(), self.inner.cache.bytes())
     }
 
     /// True when at least one key is usable (static keys loaded, or the JWKS fetched once).
@@ -228,9 +260,13 @@ impl Authenticator {
             if may_refetch && !refetched {
                 if let Some(j) = &inner.jwks {
                     refetched = true;
-                    j.refetch(seen).await;
+                    let finished = j.refetch_within(seen, inner.kid_wait).await;
                     if j.generation() != seen {
                         continue;
+                    }
+                    if !finished {
+                        // The IdP is slow: answer now (retryably) rather than hold a slot.
+                        return Err(Error::KeysUnavailable);
                     }
                 }
             }
@@ -414,6 +450,14 @@ impl Inner {
             Arc::from(sub.as_str())
         } else {
             Arc::from(format!("{}{sub}", self.subject_prefix))
+        };
+        let claims = match &self.keep {
+            None => claims,
+            Some(keep) => {
+                let mut claims = claims;
+                claims.retain(|name, _| keep.iter().any(|k| k == name));
+                claims
+            }
         };
         Ok(Identity {
             subject,
@@ -697,1020 +741,8 @@ fn trim_ows(b: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-pub(crate) mod test_support {
-    use std::collections::HashMap;
-    use std::net::SocketAddr;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use bytes::Bytes;
-    use http::{Request, Response, StatusCode};
-    use http_body_util::Full;
-    use hyper::body::Incoming;
-    use hyper_util::rt::TokioIo;
-    use jsonwebtoken::jwk::Jwk;
-    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
-    use serde_json::{json, Value};
-
-    use super::Authenticator;
-    use crate::config::{AuthConfig, UpstreamConfig};
-    use crate::upstream::{build_client, HttpClient};
-
-    pub(crate) const HMAC_SECRET: &str = "test-only-hmac-secret-0123456789abcdef";
-
-    pub(crate) fn cert(name: &str) -> String {
-        format!("{}/certs/dev/{name}", env!("CARGO_MANIFEST_DIR"))
-    }
-
-    pub(crate) fn pem(name: &str) -> Vec<u8> {
-        std::fs::read(cert(name)).unwrap()
-    }
-
-    pub(crate) fn rsa_key() -> EncodingKey {
-        EncodingKey::from_rsa_pem(&pem("jwt-rsa.key")).unwrap()
-    }
-
-    pub(crate) fn ec_key() -> EncodingKey {
-        EncodingKey::from_ec_pem(&pem("jwt-ec.key")).unwrap()
-    }
-
-    pub(crate) fn ed_key() -> EncodingKey {
-        EncodingKey::from_ed_pem(&pem("jwt-ed25519.key")).unwrap()
-    }
-
-    pub(crate) fn hmac_key() -> EncodingKey {
-        EncodingKey::from_secret(HMAC_SECRET.as_bytes())
-    }
-
-    /// The signing key for `alg` among the test keys.
-    pub(crate) fn key_for(alg: Algorithm) -> EncodingKey {
-        match alg.family() {
-            jsonwebtoken::AlgorithmFamily::Hmac => hmac_key(),
-            jsonwebtoken::AlgorithmFamily::Rsa => rsa_key(),
-            jsonwebtoken::AlgorithmFamily::Ec => ec_key(),
-            jsonwebtoken::AlgorithmFamily::Ed => ed_key(),
-        }
-    }
-
-    pub(crate) fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
-
-    pub(crate) fn claims(sub: &str) -> Value {
-        json!({"sub": sub, "exp": now() + 600, "iat": now()})
-    }
-
-    pub(crate) fn mint(
-        alg: Algorithm,
-        key: &EncodingKey,
-        kid: Option<&str>,
-        claims: &Value,
-    ) -> String {
-        let mut h = Header::new(alg);
-        h.kid = kid.map(str::to_owned);
-        jsonwebtoken::encode(&h, claims, key).unwrap()
-    }
-
-    /// A valid token for another payload, to graft its signature onto a different token.
-    pub(crate) fn other_token(alg: Algorithm, kid: Option<&str>) -> String {
-        mint(alg, &key_for(alg), kid, &claims("someone-else"))
-    }
-
-    /// `token`'s header and payload with `donor`'s signature.
-    pub(crate) fn resign(token: &str, donor: &str) -> String {
-        let (hp, _) = token.rsplit_once('.').unwrap();
-        let (_, sig) = donor.rsplit_once('.').unwrap();
-        format!("{hp}.{sig}")
-    }
-
-    pub(crate) fn client() -> HttpClient {
-        build_client(&UpstreamConfig::default()).unwrap()
-    }
-
-    pub(crate) fn hmac_env() -> HashMap<String, String> {
-        HashMap::from([("JWT_SECRET".to_owned(), HMAC_SECRET.to_owned())])
-    }
-
-    /// `[auth]` from TOML (top-level keys first, then `[[keys]]` / `[jwks]` tables).
-    pub(crate) fn auth_cfg(text: &str) -> AuthConfig {
-        toml::from_str(text).unwrap()
-    }
-
-    /// One `[[keys]]` table using the test key of `alg`'s family.
-    pub(crate) fn static_key_toml(alg: &str, kid: Option<&str>) -> String {
-        let a = super::keys::parse_alg(alg).unwrap();
-        let source = match a.family() {
-            jsonwebtoken::AlgorithmFamily::Hmac => "secret_env = \"JWT_SECRET\"".to_owned(),
-            jsonwebtoken::AlgorithmFamily::Rsa => {
-                format!("public_key_file = \"{}\"", cert("jwt-rsa.pub"))
-            }
-            jsonwebtoken::AlgorithmFamily::Ec => {
-                format!("public_key_file = \"{}\"", cert("jwt-ec.pub"))
-            }
-            jsonwebtoken::AlgorithmFamily::Ed => {
-                format!("public_key_file = \"{}\"", cert("jwt-ed25519.pub"))
-            }
-        };
-        let kid = kid.map(|k| format!("kid = \"{k}\"\n")).unwrap_or_default();
-        format!("[[keys]]\nalg = \"{alg}\"\n{kid}{source}\n")
-    }
-
-    fn jwk_value(key: &DecodingKey, kid: Option<&str>, alg: Option<&str>) -> Value {
-        let mut v = serde_json::to_value(Jwk::from_decoding_key(key, None).unwrap()).unwrap();
-        if let Some(kid) = kid {
-            v["kid"] = kid.into();
-        }
-        if let Some(alg) = alg {
-            v["alg"] = alg.into();
-        }
-        v
-    }
-
-    pub(crate) fn rsa_jwk(kid: Option<&str>, alg: Option<&str>) -> Value {
-        jwk_value(
-            &DecodingKey::from_rsa_pem(&pem("jwt-rsa.pub")).unwrap(),
-            kid,
-            alg,
-        )
-    }
-
-    pub(crate) fn ec_jwk(kid: Option<&str>, alg: Option<&str>) -> Value {
-        jwk_value(
-            &DecodingKey::from_ec_pem(&pem("jwt-ec.pub")).unwrap(),
-            kid,
-            alg,
-        )
-    }
-
-    pub(crate) fn ed_jwk(kid: Option<&str>, alg: Option<&str>) -> Value {
-        jwk_value(
-            &DecodingKey::from_ed_pem(&pem("jwt-ed25519.pub")).unwrap(),
-            kid,
-            alg,
-        )
-    }
-
-    /// A P-256 key that is not the signing key (the dev server certificate's key).
-    pub(crate) fn other_ec_jwk(kid: Option<&str>) -> Value {
-        let enc = EncodingKey::from_ec_pem(&pem("server.key")).unwrap();
-        let mut v =
-            serde_json::to_value(Jwk::from_encoding_key(&enc, Algorithm::ES256).unwrap()).unwrap();
-        if let Some(kid) = kid {
-            v["kid"] = kid.into();
-        }
-        v
-    }
-
-    pub(crate) fn jwks_body(keys: &[Value]) -> Vec<u8> {
-        serde_json::to_vec(&json!({ "keys": keys })).unwrap()
-    }
-
-    /// An authenticator using only `srv`'s JWKS.
-    pub(crate) async fn jwks_auth(
-        srv: &JwksServer,
-        min_refetch: u64,
-        refresh: u64,
-        top: &str,
-    ) -> Authenticator {
-        let cfg = auth_cfg(&format!(
-            "{top}\n[jwks]\nurl = \"{}\"\nmin_refetch_secs = {min_refetch}\nrefresh_secs = {refresh}\n",
-            srv.url()
-        ));
-        Authenticator::new(&cfg, &hmac_env(), client())
-            .await
-            .unwrap()
-    }
-
-    #[derive(Clone)]
-    struct Reply {
-        status: u16,
-        body: Vec<u8>,
-        delay: Duration,
-    }
-
-    /// A local HTTP server answering every request with the current reply, counting requests.
-    pub(crate) struct JwksServer {
-        addr: SocketAddr,
-        reply: Arc<Mutex<Reply>>,
-        hits: Arc<AtomicUsize>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl JwksServer {
-        pub(crate) async fn start(body: Vec<u8>) -> Self {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let reply = Arc::new(Mutex::new(Reply {
-                status: 200,
-                body,
-                delay: Duration::ZERO,
-            }));
-            let hits = Arc::new(AtomicUsize::new(0));
-            let (r, h) = (reply.clone(), hits.clone());
-            let task = tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let (r, h) = (r.clone(), h.clone());
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
-                            let (r, h) = (r.clone(), h.clone());
-                            async move {
-                                h.fetch_add(1, Ordering::SeqCst);
-                                let reply = r.lock().unwrap().clone();
-                                tokio::time::sleep(reply.delay).await;
-                                let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
-                                *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
-                                resp.headers_mut().insert(
-                                    http::header::CONTENT_TYPE,
-                                    http::HeaderValue::from_static("application/json"),
-                                );
-                                Ok::<_, std::convert::Infallible>(resp)
-                            }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
-            Self {
-                addr,
-                reply,
-                hits,
-                task,
-            }
-        }
-
-        pub(crate) fn url(&self) -> String {
-            format!("http://{}/.well-known/jwks.json", self.addr)
-        }
-
-        pub(crate) fn hits(&self) -> usize {
-            self.hits.load(Ordering::SeqCst)
-        }
-
-        pub(crate) fn set_body(&self, body: Vec<u8>) {
-            self.reply.lock().unwrap().body = body;
-        }
-
-        pub(crate) fn set_status(&self, status: u16) {
-            self.reply.lock().unwrap().status = status;
-        }
-
-        pub(crate) fn set_delay(&self, delay: Duration) {
-            self.reply.lock().unwrap().delay = delay;
-        }
-    }
-
-    impl Drop for JwksServer {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
-    }
-}
+pub(crate) mod test_support;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::test_support::*;
-    use super::*;
-    use base64::Engine as _;
-    use serde_json::json;
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Duration;
-
-    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-    /// Static keys for every family (no kid), plus whatever `top` adds (top-level keys).
-    async fn all_static(top: &str) -> Authenticator {
-        let cfg = auth_cfg(&format!(
-            "{top}\n{}{}{}{}",
-            static_key_toml("HS256", None),
-            static_key_toml("RS256", None),
-            static_key_toml("ES256", None),
-            static_key_toml("EdDSA", None),
-        ));
-        Authenticator::new(&cfg, &hmac_env(), client())
-            .await
-            .unwrap()
-    }
-
-    async fn rs256_only(top: &str) -> Authenticator {
-        let cfg = auth_cfg(&format!("{top}\n{}", static_key_toml("RS256", None)));
-        Authenticator::new(&cfg, &hmac_env(), client())
-            .await
-            .unwrap()
-    }
-
-    /// A clock fixed at the returned cell's value (Unix seconds), movable by the test.
-    fn fixed_clock(at: u64) -> (Clock, Arc<AtomicU64>) {
-        let cell = Arc::new(AtomicU64::new(at));
-        let c = cell.clone();
-        let clock: Clock =
-            Arc::new(move || UNIX_EPOCH + Duration::from_secs(c.load(Ordering::SeqCst)));
-        (clock, cell)
-    }
-
-    fn raw_token(header: &Value, claims: &Value, sig: &str) -> String {
-        format!(
-            "{}.{}.{sig}",
-            B64.encode(serde_json::to_vec(header).unwrap()),
-            B64.encode(serde_json::to_vec(claims).unwrap())
-        )
-    }
-
-    #[tokio::test]
-    async fn every_static_family_verifies() {
-        let auth = all_static("").await;
-        assert!(auth.ready());
-        for alg in [
-            Algorithm::HS256,
-            Algorithm::RS256,
-            Algorithm::ES256,
-            Algorithm::EdDSA,
-        ] {
-            let t = mint(alg, &key_for(alg), None, &claims("alice"));
-            let id = auth.authenticate(&t).await.unwrap();
-            assert_eq!(&*id.subject, "alice", "{alg:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn identity_carries_claims_and_expiry() {
-        let auth = rs256_only("").await;
-        let exp = now() + 600;
-        let t = mint(
-            Algorithm::RS256,
-            &rsa_key(),
-            None,
-            &json!({"sub": "alice", "exp": exp, "org": "acme"}),
-        );
-        let id = auth.authenticate(&t).await.unwrap();
-        assert_eq!(id.expires_at, exp);
-        assert_eq!(id.claims["org"], "acme");
-    }
-
-    #[tokio::test]
-    async fn alg_none_in_any_case_is_malformed() {
-        let auth = all_static("").await;
-        for alg in ["none", "None", "NONE", "nOnE"] {
-            let header = json!({"alg": alg, "typ": "JWT"});
-            for sig in ["", "AAAA", "c2lnbmF0dXJl"] {
-                let t = raw_token(&header, &claims("alice"), sig);
-                assert!(
-                    matches!(auth.authenticate(&t).await, Err(Error::TokenMalformed(_))),
-                    "{alg} {sig:?}"
-                );
-            }
-        }
-        // A token with an unknown alg, or no alg, is malformed as well.
-        for header in [
-            json!({"alg": "HS1"}),
-            json!({"typ": "JWT"}),
-            json!({"alg": 5}),
-        ] {
-            let t = raw_token(&header, &claims("alice"), "AAAA");
-            assert!(matches!(
-                auth.authenticate(&t).await,
-                Err(Error::TokenMalformed(_))
-            ));
-        }
-    }
-
-    #[tokio::test]
-    async fn hs256_signed_with_the_rsa_public_key_is_refused() {
-        let pubpem = pem("jwt-rsa.pub");
-        let confused = jsonwebtoken::EncodingKey::from_secret(&pubpem);
-        // Without kid: the RS256 key is not pinned to HS256.
-        let auth = rs256_only("").await;
-        let t = mint(Algorithm::HS256, &confused, None, &claims("alice"));
-        assert_eq!(
-            auth.authenticate(&t).await.unwrap_err(),
-            Error::TokenAlgorithmNotAllowed
-        );
-        // With the RSA key's kid.
-        let cfg = auth_cfg(&static_key_toml("RS256", Some("rsa")));
-        let auth = Authenticator::new(&cfg, &hmac_env(), client())
-            .await
-            .unwrap();
-        let t = mint(Algorithm::HS256, &confused, Some("rsa"), &claims("alice"));
-        assert_eq!(
-            auth.authenticate(&t).await.unwrap_err(),
-            Error::TokenAlgorithmNotAllowed
-        );
-        // And next to an HS256 key with another secret: still refused (signature).
-        let cfg = auth_cfg(&format!(
-            "{}{}",
-            static_key_toml("RS256", None),
-            static_key_toml("HS256", None)
-        ));
-        let auth = Authenticator::new(&cfg, &hmac_env(), client())
-            .await
-            .unwrap();
-        let t = mint(Algorithm::HS256, &confused, None, &claims("alice"));
-        assert_eq!(
-            auth.authenticate(&t).await.unwrap_err(),
-            Error::TokenSignatureInvalid
-        );
-    }
-
-    #[tokio::test]
-    async fn token_alg_must_equal_the_key_alg() {
-        let auth = rs256_only("").await;
-        for alg in [Algorithm::RS384, Algorithm::RS512, Algorithm::PS256] {
-            let t = mint(alg, &rsa_key(), None, &claims("alice"));
-            assert_eq!(
-                auth.authenticate(&t).await.unwrap_err(),
-                Error::TokenAlgorithmNotAllowed,
-                "{alg:?}"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn kid_selects_only_keys_with_that_kid() {
-        let cfg = auth_cfg(&format!(
-            "{}{}",
-            static_key_toml("RS256", Some("r1")),
-            static_key_toml("ES256", None)
-        ));
-        let auth = Authenticator::new(&cfg, &hmac_env(), client())
-            .await
-            .unwrap();
-        let ok = mint(Algorithm::RS256, &rsa_key(), Some("r1"), &claims("alice"));
-        assert!(auth.authenticate(&ok).await.is_ok());
-        let wrong = mint(Algorithm::RS256, &rsa_key(), Some("r2"), &claims("alice"));
-        assert_eq!(
-            auth.authenticate(&wrong).await.unwrap_err(),
-            Error::TokenUnknownKey
-        );
-        // No kid: keys that have a kid are not tried.
-        let nokid = mint(Algorithm::RS256, &rsa_key(), None, &claims("alice"));
-        assert_eq!(
-            auth.authenticate(&nokid).await.unwrap_err(),
-            Error::TokenAlgorithmNotAllowed
-        );
-        // A kid on a token whose matching key has no kid: not found.
-        let es = mint(Algorithm::ES256, &ec_key(), Some("e"), &claims("alice"));
-        assert_eq!(
-            auth.authenticate(&es).await.unwrap_err(),
-            Error::TokenUnknownKey
-        );
-        for kid in ["../../dev/null", "' OR 1=1--", "http://evil/jwks", ""] {
-            let t = mint(Algorithm::RS256, &rsa_key(), Some(kid), &claims("alice"));
-            assert_eq!(
-                auth.authenticate(&t).await.unwrap_err(),
-                Error::TokenUnknownKey,
-                "{kid:?}"
-            );
-        }
-        let long = mint(
-            Algorithm::RS256,
-            &rsa_key(),
-            Some(&"r".repeat(257)),
-            &claims("alice"),
-        );
-        assert_eq!(
-            auth.authenticate(&long).await.unwrap_err(),
-            Error::TokenUnknownKey
-        );
-    }
-
-    #[tokio::test]
-    async fn static_rotation_tries_every_key_without_kid() {
-        let mut env = hmac_env();
-        env.insert(
-            "OLD".into(),
-            "an-old-rotated-out-hmac-secret-0123456789".into(),
-        );
-        let cfg = auth_cfg(&format!(
-            "[[keys]]\nalg = \"HS256\"\nsecret_env = \"OLD\"\n{}",
-            static_key_toml("HS256", None)
-        ));
-        let auth = Authenticator::new(&cfg, &env, client()).await.unwrap();
-        let new = mint(Algorithm::HS256, &hmac_key(), None, &claims("alice"));
-        assert!(auth.authenticate(&new).await.is_ok());
-        let old_key =
-            jsonwebtoken::EncodingKey::from_secret(b"an-old-rotated-out-hmac-secret-0123456789");
-        let old = mint(Algorithm::HS256, &old_key, None, &claims("bob"));
-        assert_eq!(&*auth.authenticate(&old).await.unwrap().subject, "bob");
-        let other = jsonwebtoken::EncodingKey::from_secret(b"never-configured-secret-0123456789ab");
-        let bad = mint(Algorithm::HS256, &other, None, &claims("eve"));
-        assert_eq!(
-            auth.authenticate(&bad).await.unwrap_err(),
-            Error::TokenSignatureInvalid
-        );
-    }
-
-    #[tokio::test]
-    async fn shape_is_checked_first() {
-        let auth = rs256_only("").await;
-        let good = mint(Algorithm::RS256, &rsa_key(), None, &claims("alice"));
-        let (h, rest) = good.split_once('.').unwrap();
-        let (p, s) = rest.split_once('.').unwrap();
-        let cases = vec![
-            String::new(),
-            "abc".to_owned(),
-            format!("{h}.{p}"),
-            format!("{h}.{p}."),
-            format!("{h}..{s}"),
-            format!("{h}.{p}.{s}.{s}"),
-            format!("{h}.{p}.{s}="),
-            format!("{h}.{p}.{s}+/"),
-            format!("{h}.{p}.{}", &s[..s.len() - 5]), // truncated
-            format!("{h}.{p}.{s} "),
-            format!("{}.{p}.{s}", "A".repeat(MAX_TOKEN_LEN)),
-        ];
-        for (i, t) in cases.iter().enumerate() {
-            let err = auth.authenticate(t).await.unwrap_err();
-            assert!(
-                matches!(err, Error::TokenMalformed(_) | Error::TokenSignatureInvalid),
-                "case {i}: {err:?}"
-            );
-        }
-        // The size bound and the dot count are malformed, whatever the content.
-        assert!(matches!(
-            auth.authenticate(&format!("{}.{p}.{s}", "A".repeat(MAX_TOKEN_LEN)))
-                .await,
-            Err(Error::TokenMalformed(_))
-        ));
-        assert!(matches!(
-            auth.authenticate(&format!("{h}.{p}")).await,
-            Err(Error::TokenMalformed(_))
-        ));
-        // Truncating the signature never verifies.
-        let truncated = format!("{h}.{p}.{}", &s[..s.len() - 4]);
-        assert!(auth.authenticate(&truncated).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn signature_from_another_token_is_refused() {
-        let auth = all_static("").await;
-        for alg in [
-            Algorithm::HS256,
-            Algorithm::RS256,
-            Algorithm::ES256,
-            Algorithm::EdDSA,
-        ] {
-            let t = mint(alg, &key_for(alg), None, &claims("victim"));
-            let forged = resign(&t, &other_token(alg, None));
-            assert_eq!(
-                auth.authenticate(&forged).await.unwrap_err(),
-                Error::TokenSignatureInvalid,
-                "{alg:?}"
-            );
-            // Payload swapped under a valid signature.
-            let donor = other_token(alg, None);
-            let (dh, drest) = donor.split_once('.').unwrap();
-            let (_, dsig) = drest.split_once('.').unwrap();
-            let (_, trest) = t.split_once('.').unwrap();
-            let (tp, _) = trest.split_once('.').unwrap();
-            let swapped = format!("{dh}.{tp}.{dsig}");
-            assert_eq!(
-                auth.authenticate(&swapped).await.unwrap_err(),
-                Error::TokenSignatureInvalid
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn crit_header_is_refused() {
-        let auth = rs256_only("").await;
-        let mut h = Header::new(Algorithm::RS256);
-        h.crit = Some(vec!["b64".into()]);
-        let t = jsonwebtoken::encode(&h, &claims("alice"), &rsa_key()).unwrap();
-        assert!(matches!(
-            auth.authenticate(&t).await,
-            Err(Error::TokenMalformed(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn expiry_and_not_before_with_leeway_boundaries() {
-        let t0 = now();
-        let (clock, _) = fixed_clock(t0);
-        let auth = rs256_only("leeway_secs = 30").await.with_clock(clock);
-        let tok = |c: Value| mint(Algorithm::RS256, &rsa_key(), None, &c);
-        // exp: within leeway (inclusive) accepted, one second beyond refused.
-        assert!(auth
-            .authenticate(&tok(json!({"sub": "a", "exp": t0 - 30})))
-            .await
-            .is_ok());
-        assert_eq!(
-            auth.authenticate(&tok(json!({"sub": "a", "exp": t0 - 31})))
-                .await
-                .unwrap_err(),
-            Error::TokenExpired
-        );
-        assert_eq!(
-            auth.authenticate(&tok(json!({"sub": "a", "exp": t0 - 3600})))
-                .await
-                .unwrap_err(),
-            Error::TokenExpired
-        );
-        // nbf and iat in the future: within leeway accepted, beyond refused.
-        for claim in ["nbf", "iat"] {
-            let mut ok = json!({"sub": "a", "exp": t0 + 600});
-            ok[claim] = (t0 + 30).into();
-            assert!(auth.authenticate(&tok(ok)).await.is_ok(), "{claim}");
-            let mut bad = json!({"sub": "a", "exp": t0 + 600});
-            bad[claim] = (t0 + 31).into();
-            assert_eq!(
-                auth.authenticate(&tok(bad)).await.unwrap_err(),
-                Error::TokenNotYetValid,
-                "{claim}"
-            );
-        }
-        // Past nbf is fine; fractional dates are rounded toward refusal.
-        assert!(auth
-            .authenticate(&tok(json!({"sub": "a", "exp": t0 + 600, "nbf": t0 - 10})))
-            .await
-            .is_ok());
-        assert_eq!(
-            auth.authenticate(&tok(json!({"sub": "a", "exp": (t0 - 31) as f64 + 0.9})))
-                .await
-                .unwrap_err(),
-            Error::TokenExpired
-        );
-    }
-
-    #[tokio::test]
-    async fn exp_is_required_and_numeric() {
-        let auth = rs256_only("").await;
-        let tok = |c: Value| mint(Algorithm::RS256, &rsa_key(), None, &c);
-        for c in [
-            json!({"sub": "a"}),
-            json!({"sub": "a", "exp": "9999999999"}),
-            json!({"sub": "a", "exp": null}),
-            json!({"sub": "a", "exp": -5}),
-            json!({"sub": "a", "exp": [9_999_999_999u64]}),
-            json!({"sub": "a", "exp": true}),
-        ] {
-            assert_eq!(
-                auth.authenticate(&tok(c.clone())).await.unwrap_err(),
-                Error::TokenClaimInvalid("exp"),
-                "{c}"
-            );
-        }
-        for c in [
-            json!({"sub": "a", "exp": now() + 600, "nbf": "9999999999"}),
-            json!({"sub": "a", "exp": now() + 600, "nbf": {}}),
-        ] {
-            assert_eq!(
-                auth.authenticate(&tok(c)).await.unwrap_err(),
-                Error::TokenClaimInvalid("nbf")
-            );
-        }
-        let c = json!({"sub": "a", "exp": now() + 600, "iat": "now"});
-        assert_eq!(
-            auth.authenticate(&tok(c)).await.unwrap_err(),
-            Error::TokenClaimInvalid("iat")
-        );
-        // Claims that are not an object.
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &json!([1, 2]), &rsa_key())
-            .unwrap();
-        assert!(matches!(
-            auth.authenticate(&t).await,
-            Err(Error::TokenMalformed(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn issuer_is_checked_when_configured() {
-        let auth = rs256_only("issuer = \"https://idp.example.com/\"").await;
-        let tok = |c: Value| mint(Algorithm::RS256, &rsa_key(), None, &c);
-        let exp = now() + 600;
-        assert!(auth
-            .authenticate(&tok(
-                json!({"sub": "a", "exp": exp, "iss": "https://idp.example.com/"})
-            ))
-            .await
-            .is_ok());
-        for iss in [
-            json!("https://evil.example.com/"),
-            json!("https://idp.example.com"),
-        ] {
-            assert_eq!(
-                auth.authenticate(&tok(json!({"sub": "a", "exp": exp, "iss": iss})))
-                    .await
-                    .unwrap_err(),
-                Error::TokenIssuerMismatch
-            );
-        }
-        // Missing, or not a single string: claim invalid.
-        for c in [
-            json!({"sub": "a", "exp": exp}),
-            json!({"sub": "a", "exp": exp, "iss": 7}),
-            json!({"sub": "a", "exp": exp, "iss": ["https://idp.example.com/", "x"]}),
-        ] {
-            assert_eq!(
-                auth.authenticate(&tok(c.clone())).await.unwrap_err(),
-                Error::TokenClaimInvalid("iss"),
-                "{c}"
-            );
-        }
-        // Not configured: any iss passes.
-        let open = rs256_only("").await;
-        assert!(open
-            .authenticate(&tok(json!({"sub": "a", "exp": exp, "iss": "whoever"})))
-            .await
-            .is_ok());
-    }
-
-    #[tokio::test]
-    async fn audience_is_checked_when_configured() {
-        let auth = rs256_only("audience = [\"entitygate\", \"gw2\"]").await;
-        let tok = |c: Value| mint(Algorithm::RS256, &rsa_key(), None, &c);
-        let exp = now() + 600;
-        for aud in [
-            json!("entitygate"),
-            json!("gw2"),
-            json!(["other", "entitygate"]),
-        ] {
-            assert!(
-                auth.authenticate(&tok(json!({"sub": "a", "exp": exp, "aud": aud})))
-                    .await
-                    .is_ok(),
-                "{aud}"
-            );
-        }
-        for aud in [json!("other"), json!(["other", "another"]), json!([])] {
-            assert_eq!(
-                auth.authenticate(&tok(json!({"sub": "a", "exp": exp, "aud": aud})))
-                    .await
-                    .unwrap_err(),
-                Error::TokenAudienceMismatch,
-                "{aud}"
-            );
-        }
-        for c in [
-            json!({"sub": "a", "exp": exp}),
-            json!({"sub": "a", "exp": exp, "aud": 5}),
-            json!({"sub": "a", "exp": exp, "aud": ["entitygate", 5]}),
-        ] {
-            assert_eq!(
-                auth.authenticate(&tok(c.clone())).await.unwrap_err(),
-                Error::TokenClaimInvalid("aud"),
-                "{c}"
-            );
-        }
-        let single = rs256_only("audience = \"entitygate\"").await;
-        assert!(single
-            .authenticate(&tok(json!({"sub": "a", "exp": exp, "aud": ["entitygate"]})))
-            .await
-            .is_ok());
-        // Not configured: aud is not checked.
-        let open = rs256_only("").await;
-        assert!(open
-            .authenticate(&tok(json!({"sub": "a", "exp": exp, "aud": "anything"})))
-            .await
-            .is_ok());
-    }
-
-    #[tokio::test]
-    async fn subject_must_be_a_sane_string() {
-        let auth = rs256_only("").await;
-        let exp = now() + 600;
-        let tok = |c: Value| mint(Algorithm::RS256, &rsa_key(), None, &c);
-        for sub in [
-            json!(null),
-            json!(42),
-            json!(["alice"]),
-            json!({"id": "alice"}),
-            json!(""),
-            json!("a".repeat(257)),
-            json!("alice\n"),
-            json!("al\u{0}ice"),
-            json!("alice\u{7f}"),
-            json!("alice\u{85}"),
-        ] {
-            assert_eq!(
-                auth.authenticate(&tok(json!({"sub": sub, "exp": exp})))
-                    .await
-                    .unwrap_err(),
-                Error::TokenSubjectInvalid,
-                "{sub}"
-            );
-        }
-        assert_eq!(
-            auth.authenticate(&tok(json!({"exp": exp})))
-                .await
-                .unwrap_err(),
-            Error::TokenSubjectInvalid
-        );
-        let max = "a".repeat(256);
-        assert_eq!(
-            &*auth
-                .authenticate(&tok(json!({"sub": max, "exp": exp})))
-                .await
-                .unwrap()
-                .subject,
-            max
-        );
-        assert!(auth
-            .authenticate(&tok(json!({"sub": "zoë ü", "exp": exp})))
-            .await
-            .is_ok());
-    }
-
-    #[tokio::test]
-    async fn subject_claim_and_prefix_are_applied() {
-        let auth = rs256_only("subject_claim = \"email\"\nsubject_prefix = \"acme:\"").await;
-        let exp = now() + 600;
-        let t = mint(
-            Algorithm::RS256,
-            &rsa_key(),
-            None,
-            &json!({"sub": "x", "email": "a@b.c", "exp": exp}),
-        );
-        assert_eq!(&*auth.authenticate(&t).await.unwrap().subject, "acme:a@b.c");
-        let t = mint(
-            Algorithm::RS256,
-            &rsa_key(),
-            None,
-            &json!({"sub": "x", "exp": exp}),
-        );
-        assert_eq!(
-            auth.authenticate(&t).await.unwrap_err(),
-            Error::TokenSubjectInvalid
-        );
-    }
-
-    #[tokio::test]
-    async fn cache_hit_returns_same_subject_and_expired_hit_is_refused() {
-        let t0 = now();
-        let (clock, cell) = fixed_clock(t0);
-        let auth = rs256_only("leeway_secs = 5").await.with_clock(clock);
-        let t = mint(
-            Algorithm::RS256,
-            &rsa_key(),
-            None,
-            &json!({"sub": "alice", "exp": t0 + 60}),
-        );
-        let first = auth.authenticate(&t).await.unwrap();
-        assert_eq!(auth.cached_tokens(), 1);
-        let second = auth.authenticate(&t).await.unwrap();
-        assert_eq!(first.subject, second.subject);
-        assert!(
-            Arc::ptr_eq(&first.claims, &second.claims),
-            "served from the cache"
-        );
-        cell.store(t0 + 65, Ordering::SeqCst);
-        assert!(auth.authenticate(&t).await.is_ok(), "within leeway");
-        cell.store(t0 + 66, Ordering::SeqCst);
-        assert_eq!(
-            auth.authenticate(&t).await.unwrap_err(),
-            Error::TokenExpired
-        );
-        assert_eq!(auth.cached_tokens(), 0);
-        assert_eq!(
-            auth.authenticate(&t).await.unwrap_err(),
-            Error::TokenExpired
-        );
-        // Refused tokens are never cached.
-        let bad = resign(
-            &mint(Algorithm::RS256, &rsa_key(), None, &claims("eve")),
-            &t,
-        );
-        assert!(auth.authenticate(&bad).await.is_err());
-        assert_eq!(auth.cached_tokens(), 0);
-    }
-
-    #[tokio::test]
-    async fn clock_before_epoch_is_clock_unavailable() {
-        let clock: Clock = Arc::new(|| UNIX_EPOCH - Duration::from_secs(10));
-        let auth = rs256_only("").await.with_clock(clock);
-        let t = mint(Algorithm::RS256, &rsa_key(), None, &claims("alice"));
-        assert_eq!(
-            auth.authenticate(&t).await.unwrap_err(),
-            Error::ClockUnavailable
-        );
-    }
-
-    #[tokio::test]
-    async fn construction_errors() {
-        let cfg = auth_cfg("issuer = \"x\"");
-        assert!(matches!(
-            Authenticator::new(&cfg, &hmac_env(), client()).await.unwrap_err(),
-            ConfigError::Invalid { key, .. } if key == "auth"
-        ));
-        let cfg = auth_cfg(&format!(
-            "subject_claim = \"\"\n{}",
-            static_key_toml("RS256", None)
-        ));
-        assert!(matches!(
-            Authenticator::new(&cfg, &hmac_env(), client()).await.unwrap_err(),
-            ConfigError::Invalid { key, .. } if key == "auth.subject_claim"
-        ));
-        let cfg = auth_cfg(&static_key_toml("HS256", None));
-        assert!(matches!(
-            Authenticator::new(&cfg, &HashMap::<String, String>::new(), client()).await.unwrap_err(),
-            ConfigError::MissingEnv { key, .. } if key == "auth.keys[0].secret_env"
-        ));
-        // The crypto self-test passes (and is idempotent).
-        crypto_self_test().unwrap();
-        crypto_self_test().unwrap();
-    }
-
-    #[tokio::test]
-    async fn spawn_refresh_without_jwks_ends_at_once() {
-        let auth = rs256_only("").await;
-        tokio::time::timeout(Duration::from_secs(5), auth.spawn_refresh())
-            .await
-            .unwrap()
-            .unwrap();
-    }
-
-    // --- token_from_headers ---
-
-    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_bytes(v).unwrap(),
-            );
-        }
-        h
-    }
-
-    #[test]
-    fn token_from_either_header() {
-        assert_eq!(
-            token_from_headers(&headers(&[("x-api-key", b"abc.def.ghi")])),
-            Ok("abc.def.ghi")
-        );
-        for auth in [
-            &b"Bearer abc"[..],
-            b"bearer abc",
-            b"BEARER abc",
-            b"Bearer   abc  ",
-        ] {
-            assert_eq!(
-                token_from_headers(&headers(&[("authorization", auth)])),
-                Ok("abc")
-            );
-        }
-        assert_eq!(
-            token_from_headers(&headers(&[
-                ("x-api-key", b"abc"),
-                ("authorization", b"Bearer abc")
-            ])),
-            Ok("abc")
-        );
-    }
-
-    #[test]
-    fn token_conflicts() {
-        for h in [
-            headers(&[("x-api-key", b"abc"), ("authorization", b"Bearer xyz")]),
-            headers(&[("x-api-key", b"abc"), ("x-api-key", b"abc")]),
-            headers(&[("x-api-key", b"abc"), ("x-api-key", b"xyz")]),
-            headers(&[
-                ("authorization", b"Bearer abc"),
-                ("authorization", b"Bearer abc"),
-            ]),
-            headers(&[("X-Api-Key", b"abc"), ("x-api-key", b"xyz")]),
-        ] {
-            assert_eq!(token_from_headers(&h), Err(Error::TokenConflict), "{h:?}");
-        }
-    }
-
-    #[test]
-    fn token_missing() {
-        for h in [
-            headers(&[]),
-            headers(&[("x-api-key", b"")]),
-            headers(&[("x-api-key", b"   ")]),
-            headers(&[("authorization", b"Bearer")]),
-            headers(&[("authorization", b"Bearer   ")]),
-            headers(&[("authorization", b"")]),
-            headers(&[("cookie", b"token=abc")]),
-        ] {
-            assert_eq!(token_from_headers(&h), Err(Error::TokenMissing), "{h:?}");
-        }
-    }
-
-    #[test]
-    fn token_malformed() {
-        for h in [
-            headers(&[("x-api-key", b"ab c")]),
-            headers(&[("x-api-key", b"abc\xc3\xa9")]),
-            headers(&[("x-api-key", b"a\tb")]),
-            headers(&[("authorization", b"Basic dXNlcjpwYXNz")]),
-            headers(&[("authorization", b"Bearerabc")]),
-            headers(&[("authorization", b"Bearer a b")]),
-            headers(&[("authorization", b"Bearer abc\xff")]),
-            headers(&[("authorization", b"Token abc")]),
-        ] {
-            assert!(
-                matches!(token_from_headers(&h), Err(Error::TokenMalformed(_))),
-                "{h:?}"
-            );
-        }
-    }
-}
+mod tests;

@@ -141,3 +141,39 @@ async fn the_bound_is_kept() {
     assert!(cache.len() <= 100, "{}", cache.len());
     assert!(cache.stats.evictions.load(Ordering::SeqCst) >= 900);
 }
+
+#[test]
+fn identifiers_follow_their_grammar() {
+    for ok in [
+        "GITHUB_CREATE_ISSUE",
+        "googlesheets",
+        "ca_1a-B_2",
+        "trs_x",
+        &"A".repeat(128),
+    ] {
+        assert!(is_identifier(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "../../../V1/API_KEYS",
+        "X?user_ids=bob",
+        "X#y",
+        "X/Y",
+        "X%2F",
+        "X.Y",
+        "X Y",
+        "X\nY",
+        "X\u{1b}[31m",
+        "É",
+        &"A".repeat(129),
+    ] {
+        assert!(!is_identifier(bad), "{bad:?}");
+        let shown = redact_identifier(bad);
+        assert!(
+            shown
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-?".contains(&b)),
+            "{shown:?}"
+        );
+    }
+}

@@ -9,6 +9,12 @@
 //! state store, so a replay after a restart is refused too); a repeat is acknowledged with 200
 //! so that Composio stops retrying, and does nothing.
 //!
+//! Bounded before it is authenticated: the path takes none of the proxy's in-flight slots but
+//! a small pool of its own (`composio_webhook_max_in_flight`, else 503 and Composio retries);
+//! the headers and the timestamp are checked before a byte of body is read; the body is read
+//! under a deadline (`composio_webhook_read_timeout_secs`, else 408) and a cap
+//! (`composio_webhook_max_body_bytes`, else 413). Every refusal is audited as itself.
+//!
 //! Acting on an expiry: the gateway drops its cached answer for (user, toolkit) at once, so
 //! the next execution is gated on Composio's fresh answer, and the app is notified as by the
 //! scan (same event, same dedup window) in the background.
@@ -32,8 +38,69 @@ use crate::error::Error;
 pub const EXPIRED_EVENT: &str = "composio.connected_account.expired";
 /// The route name in decision audit events.
 const ROUTE: &str = "composio_webhook";
-/// Largest webhook body read.
-const MAX_BODY: usize = 1024 * 1024;
+
+/// The webhook's refusals: slug, audit code, HTTP status.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Busy,
+    SignatureInvalid,
+    BodyTimeout,
+    BodyTooLarge,
+    BodyUnreadable,
+    BodyInvalid,
+    Duplicate,
+    StateUnavailable,
+}
+
+impl Refusal {
+    fn slug(self) -> &'static str {
+        match self {
+            Self::Busy => "webhook_busy",
+            Self::SignatureInvalid => "webhook_signature_invalid",
+            Self::BodyTimeout => "webhook_body_timeout",
+            Self::BodyTooLarge => "webhook_body_too_large",
+            Self::BodyUnreadable => "webhook_body_unreadable",
+            Self::BodyInvalid => "webhook_body_invalid",
+            Self::Duplicate => "webhook_duplicate",
+            Self::StateUnavailable => "state_unavailable",
+        }
+    }
+
+    fn code(self) -> u32 {
+        match self {
+            Self::Busy => 9301,
+            Self::SignatureInvalid => 9302,
+            Self::BodyTimeout => 9303,
+            Self::BodyTooLarge => 9304,
+            Self::BodyUnreadable => 9305,
+            Self::BodyInvalid => 9306,
+            Self::Duplicate => 9307,
+            Self::StateUnavailable => 9308,
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Self::Busy | Self::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SignatureInvalid => StatusCode::UNAUTHORIZED,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyUnreadable | Self::BodyInvalid => StatusCode::BAD_REQUEST,
+            // Acknowledged so that Composio stops retrying; nothing is done.
+            Self::Duplicate => StatusCode::OK,
+        }
+    }
+
+    /// Records the refusal and answers it.
+    fn answer(self, audit: &mut Audit, message: &str) -> Response<ResponseBody> {
+        audit.refuse_as(self.slug(), self.code());
+        let status = self.status();
+        reply(
+            status,
+            &json!({"error": {"message": message, "slug": self.slug(), "status": status.as_u16()}}),
+        )
+    }
+}
 
 /// Why a delivery's signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,17 +119,16 @@ pub enum VerifyError {
     BadSignature,
 }
 
-/// Verifies a Standard-Webhooks delivery and returns its `webhook-id`.
+/// What can be checked before the body is read: the three headers, the timestamp's window,
+/// and at least one `v1,` entry of the right length. Returns (id, timestamp, signatures).
 ///
 /// # Errors
 /// [`VerifyError`].
-pub fn verify(
-    secret: &[u8],
+pub fn precheck(
     headers: &HeaderMap,
-    body: &[u8],
     now: u64,
     tolerance_secs: u64,
-) -> Result<String, VerifyError> {
+) -> Result<(&str, &str, &str), VerifyError> {
     let text = |name: &'static str| {
         headers
             .get(name)
@@ -78,6 +144,30 @@ pub fn verify(
     if ts.abs_diff(now) > tolerance_secs {
         return Err(VerifyError::Stale);
     }
+    let plausible = signatures.split_ascii_whitespace().any(|entry| {
+        entry
+            .strip_prefix("v1,")
+            .and_then(|b64| STANDARD.decode(b64).ok())
+            .is_some_and(|tag| tag.len() == 32)
+    });
+    if !plausible {
+        return Err(VerifyError::BadSignature);
+    }
+    Ok((id, ts_text, signatures))
+}
+
+/// Verifies a Standard-Webhooks delivery and returns its `webhook-id`.
+///
+/// # Errors
+/// [`VerifyError`].
+pub fn verify(
+    secret: &[u8],
+    headers: &HeaderMap,
+    body: &[u8],
+    now: u64,
+    tolerance_secs: u64,
+) -> Result<String, VerifyError> {
+    let (id, ts_text, signatures) = precheck(headers, now, tolerance_secs)?;
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(id.as_bytes());
@@ -119,13 +209,6 @@ fn reply(status: StatusCode, body: &Value) -> Response<ResponseBody> {
     resp
 }
 
-fn refusal(status: StatusCode, slug: &str, message: &str) -> Response<ResponseBody> {
-    reply(
-        status,
-        &json!({"error": {"message": message, "slug": slug, "status": status.as_u16()}}),
-    )
-}
-
 /// A connected account id safe to put in a path.
 fn plain_id(id: &str) -> bool {
     !id.is_empty()
@@ -146,8 +229,8 @@ impl Expiry {
     /// Handles one Composio webhook delivery (see the module documentation).
     ///
     /// # Errors
-    /// [`Error::PayloadTooLarge`] / [`Error::BodyInvalid`] when the body cannot be read;
-    /// every other refusal is answered directly.
+    /// [`Error::UpstreamUnavailable`] when the account could not be looked up (Composio
+    /// retries); every other refusal is answered directly and audited as itself.
     pub(crate) async fn receive(
         self: &Arc<Self>,
         cache: &Connections,
@@ -158,37 +241,52 @@ impl Expiry {
         let Some(secret) = &self.composio_secret else {
             return Err(Error::RouteNotAllowed);
         };
+        // A pool of its own: never one of the proxy's slots, never more than a few at once.
+        let Ok(_slot) = self.inbound.clone().try_acquire_owned() else {
+            return Ok(Refusal::Busy.answer(audit, "too many deliveries at once; retry"));
+        };
         let (parts, body) = req.into_parts();
-        let raw = body::read_limited(&parts.headers, body, MAX_BODY).await?;
         let now = unix_now();
         let tolerance = self.cfg.composio_webhook_tolerance_secs;
+        // Nothing of the body is read for a delivery that cannot be genuine.
+        if let Err(e) = precheck(&parts.headers, now, tolerance) {
+            tracing::warn!(error = %e, "Composio webhook refused");
+            return Ok(Refusal::SignatureInvalid.answer(audit, &e.to_string()));
+        }
+        let deadline = std::time::Duration::from_secs(self.cfg.composio_webhook_read_timeout_secs);
+        let limit = self.cfg.composio_webhook_max_body_bytes;
+        let raw =
+            match tokio::time::timeout(deadline, body::read_limited(&parts.headers, body, limit))
+                .await
+            {
+                Ok(Ok(raw)) => raw,
+                Ok(Err(Error::PayloadTooLarge)) => {
+                    return Ok(Refusal::BodyTooLarge.answer(audit, "the body is too large"));
+                }
+                Ok(Err(_)) => {
+                    return Ok(Refusal::BodyUnreadable.answer(audit, "the body could not be read"));
+                }
+                Err(_) => {
+                    return Ok(
+                        Refusal::BodyTimeout.answer(audit, "the body did not arrive in time")
+                    );
+                }
+            };
         let id = match verify(secret, &parts.headers, &raw, now, tolerance) {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(error = %e, "Composio webhook refused");
-                return Ok(refusal(
-                    StatusCode::UNAUTHORIZED,
-                    "webhook_signature_invalid",
-                    &e.to_string(),
-                ));
+                return Ok(Refusal::SignatureInvalid.answer(audit, &e.to_string()));
             }
         };
         let Ok(event) = serde_json::from_slice::<Value>(&raw) else {
-            return Ok(refusal(
-                StatusCode::BAD_REQUEST,
-                "webhook_body_invalid",
-                "the body is not JSON",
-            ));
+            return Ok(Refusal::BodyInvalid.answer(audit, "the body is not JSON"));
         };
         let store = match self.store().await {
             Ok(s) => s.clone(),
             Err(e) => {
                 tracing::error!(error = %e, "state store unavailable; Composio webhook deferred");
-                return Ok(refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "state_unavailable",
-                    "try again later",
-                ));
+                return Ok(Refusal::StateUnavailable.answer(audit, "try again later"));
             }
         };
         let keep = tolerance.saturating_mul(2);
@@ -200,6 +298,7 @@ impl Expiry {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(webhook_id = %id, "Composio webhook replayed; ignored");
+                audit.refuse_as(Refusal::Duplicate.slug(), Refusal::Duplicate.code());
                 return Ok(reply(
                     StatusCode::OK,
                     &json!({"status": "duplicate", "id": id}),
@@ -207,11 +306,7 @@ impl Expiry {
             }
             Err(e) => {
                 tracing::error!(error = %e, "state store unwritable; Composio webhook deferred");
-                return Ok(refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "state_unavailable",
-                    "try again later",
-                ));
+                return Ok(Refusal::StateUnavailable.answer(audit, "try again later"));
             }
         }
         if event.get("type").and_then(Value::as_str) != Some(EXPIRED_EVENT) {

@@ -424,6 +424,8 @@ pub struct Expiry {
     upstream: Upstream,
     notifier: Option<Notifier>,
     composio_secret: Option<Bytes>,
+    /// Composio webhook deliveries in progress (`composio_webhook_max_in_flight`).
+    inbound: Arc<Semaphore>,
     store: OnceCell<StateStore>,
 }
 
@@ -495,8 +497,28 @@ impl Expiry {
             upstream,
             notifier,
             composio_secret,
+            inbound: Arc::new(Semaphore::new(cfg.composio_webhook_max_in_flight.max(1))),
             store: OnceCell::new(),
         })
+    }
+
+    /// Whether `other` (built from a reloaded configuration) means exactly this job: same
+    /// settings and secrets. Then the running job, its store and its schedule are kept.
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        format!("{:?}", self.cfg) == format!("{:?}", other.cfg)
+            && self.composio_secret == other.composio_secret
+            && self.notifier.as_ref().map(Notifier::fingerprint)
+                == other.notifier.as_ref().map(Notifier::fingerprint)
+    }
+
+    /// Hands this job's open state store to `next` when both use the same file (the store is
+    /// locked by whoever opened it first).
+    pub(crate) fn hand_over_store(&self, next: &Self) {
+        if self.cfg.state_path == next.cfg.state_path {
+            if let Some(store) = self.store.get() {
+                let _ = next.store.set(store.clone());
+            }
+        }
     }
 
     /// The configuration.
@@ -689,23 +711,24 @@ impl StoreError {
 
 /// Starts the scheduled scan of a gateway whose config has `[audit_job] every_secs > 0`:
 /// the first pass at once, then one every `every_secs` (a pass that overruns delays the next).
-/// Each pass drops the gateway's cached answers for the affected (user, toolkit) pairs.
+/// Each pass drops the gateway's cached answers for the affected (user, toolkit) pairs. A
+/// reload that replaces the job or the cache aborts this task and starts another.
 pub(crate) fn spawn_schedule(
-    shared: &Arc<crate::proxy::Shared>,
+    job: &Arc<Expiry>,
+    connections: &Arc<Connections>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let job = shared.expiry.clone()?;
     let every = job.cfg.every_secs;
     if every == 0 {
         return None;
     }
-    let shared = shared.clone();
+    let (job, connections) = (job.clone(), connections.clone());
     Some(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_secs(every));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             let progress = Arc::new(Progress::default());
-            match job.run(Some(&shared.connections), &progress).await {
+            match job.run(Some(&connections), &progress).await {
                 Ok(report) => {
                     for line in report.summary().lines() {
                         tracing::info!("{line}");

@@ -133,6 +133,11 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
+    /// What makes two notifiers the same: where they post and how they sign.
+    pub(crate) fn fingerprint(&self) -> (&Uri, &Bytes) {
+        (&self.url, &self.secret)
+    }
+
     /// A notifier posting to `url`, signing with `secret`.
     pub fn new(
         client: HttpClient,

@@ -51,12 +51,16 @@ pub struct Shared {
     pub(crate) tool_policy: crate::toolpolicy::ToolPolicy,
     pub(crate) connections: Arc<Connections>,
     pub(crate) secret: Bytes,
-    pub(crate) limiter: RateLimiter,
+    pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     /// Requests in flight per subject (`[limits] max_in_flight_per_subject`).
     pub(crate) subject_in_flight: Arc<crate::limits::SubjectInFlight>,
     /// `[limits]`: body deadline, JSON shape limits, per-subject cap.
     pub(crate) limits: crate::config::LimitsConfig,
+    /// The size `in_flight` was made with.
+    pub(crate) max_in_flight: usize,
+    /// What the authenticator (keys, claims kept, cache settings) was built from.
+    pub(crate) auth_fingerprint: [u8; 32],
     pub(crate) audit: crate::audit::Sink,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// What the connection cache depends on, to keep it across reloads that do not touch it.
@@ -158,9 +162,21 @@ where
                 .is_some_and(|v| v.as_bytes() != b"0"));
     let result = {
         let _in_flight = crate::metrics::InFlight::start();
-        match shared.in_flight.clone().try_acquire_owned() {
-            Ok(_permit) => process(shared, req, &request_id, &mut record.audit).await,
-            Err(_) => Err(Error::Overloaded),
+        // Composio's own webhook carries no JWT: it is signed, verified by the audit job, and
+        // bounded by a pool of its own, so it never takes one of the proxy's slots.
+        match shared
+            .expiry
+            .as_ref()
+            .filter(|job| job.accepts(req.method(), req.uri().path()))
+        {
+            Some(job) => {
+                job.receive(&shared.connections, boxed(req), &mut record.audit)
+                    .await
+            }
+            None => match shared.in_flight.clone().try_acquire_owned() {
+                Ok(_permit) => process(shared, req, &request_id, &mut record.audit).await,
+                Err(_) => Err(Error::Overloaded),
+            },
         }
     };
     let mut resp = match result {
@@ -220,18 +236,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    // One concrete body type from here on, so handlers need no generic bounds.
-    let req = req.map(|body| -> RequestBody {
-        body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
-            .boxed_unsync()
-    });
-    // Composio's own webhook carries no JWT: it is signed, and verified by the audit job.
-    if let Some(job) = &shared.expiry {
-        if job.accepts(req.method(), req.uri().path()) {
-            return job.receive(&shared.connections, req, audit).await;
-        }
-    }
-    let (parts, body) = req.into_parts();
+    let (parts, body) = boxed(req).into_parts();
     if headers::METHOD_OVERRIDES
         .iter()
         .any(|h| parts.headers.contains_key(*h))
@@ -286,6 +291,18 @@ where
         Policy::OwnedSession(call) => sessions::owned(&ctx, body, call, audit).await,
         Policy::Mcp(target) => crate::mcp::handle(&ctx, shared, body, target, audit).await,
     }
+}
+
+/// One concrete body type from here on, so handlers need no generic bounds.
+fn boxed<B>(req: Request<B>) -> Request<RequestBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    req.map(|body| -> RequestBody {
+        body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
+            .boxed_unsync()
+    })
 }
 
 /// What a policy handler gets to see.

@@ -286,6 +286,41 @@ async fn trigger_upsert_is_gated_and_policed() {
     h.shutdown().await;
 }
 
+/// A trigger slug from the path is checked against the identifier grammar before the
+/// gateway's own trigger-type lookup (which carries the project key) is built from it.
+#[tokio::test]
+async fn trigger_slugs_outside_the_identifier_grammar_never_reach_a_lookup() {
+    let h = Harness::start().await;
+    let long = "G".repeat(129);
+    for slug in [
+        "GITHUB%2F..%2FX",
+        "GITHUB_X%3Fuser_ids=bob",
+        "GITHUB_X%23frag",
+        "GITHUB.X",
+        long.as_str(),
+    ] {
+        let r = post(
+            &h,
+            &format!("/api/v3.1/trigger_instances/{slug}/upsert"),
+            "alice",
+            json!({}),
+        )
+        .await;
+        assert!(r.status.is_client_error(), "{slug}: {}", r.status);
+        assert_ne!(r.status, StatusCode::OK, "{slug}");
+    }
+    for r in h.sandbox.requests() {
+        assert!(
+            !r.path.contains("triggers_types"),
+            "a lookup was built from an unchecked slug: {} {}",
+            r.method,
+            r.path
+        );
+    }
+    assert_nothing_ran(&h);
+    h.shutdown().await;
+}
+
 /// Finding 5: an account named anywhere in a carrier, in any spelling, is the subject's and
 /// of the tool's toolkit.
 #[tokio::test]
