@@ -423,6 +423,46 @@ pub struct AdminConfig {
 pub struct AuditConfig {
     /// Append JSON lines to this file; absent: JSON lines on stdout.
     pub path: Option<PathBuf>,
+    /// The environment variable holding the key that authenticates every line (HMAC-SHA256).
+    pub hmac_key_env: Option<String>,
+    /// A file holding that key instead (a trailing newline is not part of it).
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+impl AuditConfig {
+    /// The HMAC key, when one is configured.
+    ///
+    /// # Errors
+    /// Both sources set, the variable unset, the file unreadable, or the key too short.
+    pub fn hmac_key(&self, env: &dyn Env) -> Result<Option<crate::audit::HmacKey>, ConfigError> {
+        match (&self.hmac_key_env, &self.hmac_key_file) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                "audit.hmac_key_env",
+                "set hmac_key_env or hmac_key_file, not both",
+            )),
+            (Some(var), None) => {
+                let value = env.var(var).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "audit.hmac_key_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                crate::audit::HmacKey::new(value.as_bytes())
+                    .map(Some)
+                    .map_err(|e| ConfigError::invalid("audit.hmac_key_env", e))
+            }
+            (None, Some(path)) => {
+                crate::audit::HmacKey::from_file(path)
+                    .map(Some)
+                    .map_err(|reason| ConfigError::File {
+                        key: "audit.hmac_key_file".into(),
+                        path: path.clone(),
+                        reason,
+                    })
+            }
+        }
+    }
 }
 
 /// Log output format.
@@ -536,6 +576,9 @@ impl Config {
             fix(ca);
         }
         if let Some(p) = &mut self.audit.path {
+            fix(p);
+        }
+        if let Some(p) = &mut self.audit.hmac_key_file {
             fix(p);
         }
         if let Some(job) = &mut self.audit_job {

@@ -29,12 +29,24 @@ enum Command {
     },
     /// Run the gateway against a built-in sandbox Composio, with two demo users.
     Demo(entitygate::demo::DemoArgs),
+    /// Tools for the decision log (`[audit] path`).
+    AuditLog {
+        #[command(subcommand)]
+        command: AuditLogCommand,
+    },
     /// List connections that need their user's attention (JSON lines) and notify the app.
     Audit {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditLogCommand {
+    /// Check the hash chain (and HMACs) of audit log files, oldest first; exits non-zero at
+    /// the first line that breaks it.
+    Verify(entitygate::audit::VerifyArgs),
 }
 
 /// `EX_USAGE`: the configuration is unusable.
@@ -93,6 +105,9 @@ async fn main() -> ExitCode {
             }
         }
         Command::Demo(args) => entitygate::demo::run(args).await,
+        Command::AuditLog {
+            command: AuditLogCommand::Verify(args),
+        } => entitygate::audit::verify_cli(&args),
         Command::Audit { config } => entitygate::expiry::cli(&config).await,
     }
 }

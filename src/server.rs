@@ -87,9 +87,11 @@ async fn build_shared(
             config.connections.clone(),
         )),
     };
+    let audit_key = config.audit.hmac_key(env)?;
     let audit = match previous {
-        Some(p) if p.audit.path() == config.audit.path.as_deref() => p.audit.clone(),
-        _ => crate::audit::Sink::open(config.audit.path.as_deref()).map_err(|e| {
+        // The same file: the running writer keeps it (and reopens it once the reload is in).
+        Some(p) if p.audit.path() == config.audit.path.as_deref() => p.audit.with_key(audit_key),
+        _ => crate::audit::Sink::open(config.audit.path.as_deref(), audit_key).map_err(|e| {
             ConfigError::File {
                 key: "audit.path".into(),
                 path: config.audit.path.clone().unwrap_or_default(),
@@ -191,7 +193,12 @@ impl State {
                 return Err(e);
             }
         };
+        let reopen = previous.audit.path() == shared.audit.path();
         self.current.store(Arc::new(shared));
+        if reopen {
+            // SIGHUP and reload are also how `logrotate` says "the file was moved".
+            self.current.load().audit.reopen();
+        }
         let old = std::mem::replace(
             &mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner),
             tasks,
