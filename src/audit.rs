@@ -294,6 +294,7 @@ fn file_id(_: &std::fs::Metadata) -> (u64, u64) {
 struct Line<'a> {
     time: String,
     request_id: &'a str,
+    trace_id: Option<&'a str>,
     subject: Option<&'a str>,
     method: &'a str,
     path: Option<&'a str>,
@@ -314,6 +315,7 @@ struct Line<'a> {
 /// The audit record of one request, filled in as the request is processed.
 #[derive(Debug, Default)]
 pub struct Audit {
+    trace_id: Option<String>,
     method: String,
     path: Option<String>,
     route: &'static str,
@@ -344,6 +346,31 @@ impl Audit {
             decision: "abandoned",
             ..Self::default()
         }
+    }
+
+    /// The trace this request belongs to (W3C trace id, 32 hex digits).
+    pub fn trace(&mut self, trace_id: String) {
+        self.trace_id = Some(trace_id);
+    }
+
+    /// The verified subject, once known.
+    pub fn subject_ref(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// The decision so far (`abandoned` until one is made).
+    pub fn decision(&self) -> &'static str {
+        self.decision
+    }
+
+    /// The matched route pattern (`-` before one matched).
+    pub fn route_pattern(&self) -> &'static str {
+        self.route
+    }
+
+    /// The tool, when the request ran one.
+    pub fn tool_ref(&self) -> Option<&str> {
+        self.tool.as_deref()
     }
 
     /// The verified subject.
@@ -412,6 +439,7 @@ impl Audit {
         let line = Line {
             time: crate::clock::now_rfc3339(),
             request_id,
+            trace_id: self.trace_id.as_deref(),
             subject: self.subject.as_deref(),
             method: &self.method,
             path: self.path.as_deref(),

@@ -122,6 +122,52 @@ pub struct Config {
     /// The expired-connections audit job and Composio's expiry webhook (issue 7).
     #[serde(default)]
     pub audit_job: Option<AuditJobConfig>,
+    /// OpenTelemetry export of the gateway's spans.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: where the gateway's spans go. Trace context is propagated (and recorded in
+/// the audit trail) whether or not spans are exported.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP (protobuf) endpoint of a collector, e.g. `http://127.0.0.1:4318` (the
+    /// traces path `/v1/traces` is added when the URL has no path). Absent: no export.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Extra CA certificates (PEM) for an https collector.
+    pub ca_file: Option<PathBuf>,
+    /// How long the exporter waits between batches.
+    #[serde(default = "default_export_interval_ms")]
+    pub export_interval_ms: u64,
+    /// How long one export may take.
+    #[serde(default = "default_export_timeout_ms")]
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+            ca_file: None,
+            export_interval_ms: default_export_interval_ms(),
+            export_timeout_ms: default_export_timeout_ms(),
+        }
+    }
+}
+
+fn default_service_name() -> String {
+    "entitygate".into()
+}
+fn default_export_interval_ms() -> u64 {
+    5_000
+}
+fn default_export_timeout_ms() -> u64 {
+    10_000
 }
 
 /// `[tls]`: certificate chain and private key in PEM.
@@ -579,6 +625,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = &mut self.audit.hmac_key_file {
+            fix(p);
+        }
+        if let Some(p) = &mut self.telemetry.ca_file {
             fix(p);
         }
         if let Some(job) = &mut self.audit_job {

@@ -13,7 +13,8 @@
 //! - [`proxy`]: the request flow, one handler module per route family.
 //! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
 //! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown.
-//! - [`audit`]: one structured event per decision; [`clock`]: Unix and RFC 3339 time.
+//! - [`audit`]: one structured event per decision, hash-chained; [`clock`]: Unix and RFC 3339
+//!   time; [`trace`]: W3C trace context across the hop and OpenTelemetry export.
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits.
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
@@ -53,6 +54,7 @@ pub mod sandbox;
 pub mod server;
 pub mod tls;
 pub mod toolpolicy;
+pub mod trace;
 pub mod upstream;
 
 pub use config::Config;

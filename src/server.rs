@@ -109,6 +109,10 @@ async fn build_shared(
         )?)),
         (_, None) => None,
     };
+    let telemetry = match previous.and_then(|p| p.telemetry.as_ref()) {
+        Some(t) if t.same(&config.telemetry) => Some(t.clone()),
+        _ => crate::trace::Telemetry::new(&config.telemetry)?.map(Arc::new),
+    };
     let (tool_policy, warnings) = crate::toolpolicy::ToolPolicy::compile(&config.policy)?;
     for w in &warnings {
         tracing::warn!(warning = %w, "tool policy");
@@ -129,6 +133,7 @@ async fn build_shared(
         audit,
         tls,
         expiry,
+        telemetry,
         fingerprint: Shared::fingerprint_of(config),
     };
     Ok((shared, tasks))

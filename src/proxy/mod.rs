@@ -59,6 +59,8 @@ pub struct Shared {
     pub(crate) fingerprint: String,
     /// The audit job and Composio's expiry webhook (`[audit_job]`), when configured.
     pub(crate) expiry: Option<Arc<crate::expiry::Expiry>>,
+    /// The OTLP span exporter (`[telemetry] otlp_endpoint`), when configured.
+    pub(crate) telemetry: Option<Arc<crate::trace::Telemetry>>,
 }
 
 impl Shared {
@@ -121,13 +123,16 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let request_id = headers::request_id(req.headers());
+    let trace = crate::trace::Trace::start(req.headers(), shared.telemetry.as_deref());
     let mut record = Record {
         audit: Audit::new(req.method(), req.uri().path()),
         sink: &shared.audit,
         request_id: request_id.clone(),
         started: Instant::now(),
         status: None,
+        trace,
     };
+    record.audit.trace(record.trace.trace_id());
     // A refusal may be answered before the request body was read (shape, token, route).
     // hyper then closes the connection after the answer, which a keep-alive HTTP/1 client
     // (urllib3 in composio-core 0.7, which sends the body after the headers) only discovers
@@ -142,7 +147,14 @@ where
     let result = {
         let _in_flight = crate::metrics::InFlight::start();
         match shared.in_flight.clone().try_acquire_owned() {
-            Ok(_permit) => process(shared, req, &request_id, &mut record.audit).await,
+            Ok(_permit) => {
+                let work = process(shared, req, &request_id, &record.trace, &mut record.audit);
+                match record.trace.context() {
+                    // The lookups made while deciding find the request's span in it.
+                    Some(cx) => opentelemetry::context::FutureExt::with_context(work, cx).await,
+                    None => work.await,
+                }
+            }
             Err(_) => Err(Error::Overloaded),
         }
     };
@@ -178,6 +190,7 @@ struct Record<'a> {
     request_id: HeaderValue,
     started: Instant,
     status: Option<StatusCode>,
+    trace: crate::trace::Trace,
 }
 
 impl Drop for Record<'_> {
@@ -187,6 +200,7 @@ impl Drop for Record<'_> {
             .unwrap_or_else(|| StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST));
         self.audit
             .finish(self.sink, &self.request_id, status, self.started.elapsed());
+        self.trace.finish(&self.audit, status.as_u16());
     }
 }
 
@@ -194,6 +208,7 @@ async fn process<B>(
     shared: &Shared,
     req: Request<B>,
     request_id: &HeaderValue,
+    trace: &crate::trace::Trace,
     audit: &mut Audit,
 ) -> Result<Response<ResponseBody>, Error>
 where
@@ -225,8 +240,16 @@ where
     }
     let path = crate::path::check(parts.uri.path())?;
     let token = crate::auth::token_from_headers(&parts.headers)?;
-    let identity = shared.auth.authenticate(token).await?;
+    let identity = {
+        let mut span = trace.child("authenticate", opentelemetry::trace::SpanKind::Internal);
+        let verified = shared.auth.authenticate(token).await;
+        if let (Some(span), Err(e)) = (&mut span, &verified) {
+            span.error(e.slug());
+        }
+        verified?
+    };
     audit.subject(&identity.subject);
+    trace.deciding();
     shared.limiter.check(&identity.subject)?;
     let matched = routes::classify(&parts.method, path)?;
     audit.route(matched.route.pattern, matched.policy().name());
@@ -237,6 +260,7 @@ where
         path,
         matched,
         request_id,
+        trace,
     };
     match matched.policy() {
         Policy::Execute(api) => execute::execute(&ctx, body, api, audit).await,
@@ -264,6 +288,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) path: &'a str,
     pub(crate) matched: Matched<'a>,
     pub(crate) request_id: &'a HeaderValue,
+    pub(crate) trace: &'a crate::trace::Trace,
 }
 
 // === impl Ctx ===
@@ -353,9 +378,31 @@ impl Ctx<'_> {
         } else {
             req.headers_mut().remove(header::CONTENT_TYPE);
         }
+        // Everything before this was the decision; what follows is the upstream call.
+        self.trace.decided("allow", Some(self.subject()));
+        let mut span = self
+            .trace
+            .child("upstream", opentelemetry::trace::SpanKind::Client);
+        self.trace.inject(req.headers_mut(), span.as_ref());
         let started = Instant::now();
-        let resp = self.shared.upstream.send(req, class).await?;
+        let sent = self.shared.upstream.send(req, class).await;
         crate::metrics::upstream(started.elapsed());
+        let resp = match (sent, &mut span) {
+            (Ok(resp), Some(span)) => {
+                let status = i64::from(resp.status().as_u16());
+                span.attr(opentelemetry::KeyValue::new(
+                    "http.response.status_code",
+                    status,
+                ));
+                resp
+            }
+            (Ok(resp), None) => resp,
+            (Err(e), Some(span)) => {
+                span.error(e.slug());
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+        };
         audit.upstream(resp.status());
         Ok(resp)
     }

@@ -7,6 +7,7 @@ mod support;
 
 mod cli;
 mod core;
+mod evidence;
 mod gating;
 mod matrix;
 mod ops;
