@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Method, StatusCode};
 
-pub use chain::{verify, Break, HmacKey, Report, GENESIS};
+pub use chain::{seal, verify, Break, Head, HmacKey, Report, GENESIS};
 
 use crate::error::Error;
 

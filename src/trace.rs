@@ -339,6 +339,13 @@ impl Trace {
     }
 }
 
+impl Trace {
+    /// Sets `traceparent` naming the gateway's own span (and `tracestate`) on `headers`.
+    pub fn inject_into(&self, headers: &mut HeaderMap) {
+        self.inject(headers, None);
+    }
+}
+
 fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> HeaderValue {
     let mut s = String::with_capacity(55);
     s.push_str("00-");
