@@ -191,7 +191,9 @@ impl Connections {
             .await
             .map_err(|_| Error::ConnectionStatusUnavailable)?;
         if status == StatusCode::NOT_FOUND {
-            return Ok(None);
+            // An action only the old API knows: its own metadata says which app it is of
+            // (never the caller's `appName`).
+            return self.fetch_legacy_action(&slug).await;
         }
         if status != StatusCode::OK {
             tracing::warn!(%status, tool = %slug, "tool lookup answered an error");
@@ -212,6 +214,85 @@ impl Connections {
             toolkit_name,
             no_auth: v["no_auth"].as_bool().unwrap_or(false),
         }))
+    }
+
+    /// `GET /api/v2/actions/{action}`: the old API's metadata of an action unknown to v3.1
+    /// (`appKey`, else `appName`).
+    async fn fetch_legacy_action(&self, slug: &str) -> Result<Option<ToolInfo>, Error> {
+        let (status, v) = self
+            .upstream
+            .get_json(&format!("/api/v2/actions/{slug}"))
+            .await
+            .map_err(|_| Error::ConnectionStatusUnavailable)?;
+        match status {
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => return Ok(None),
+            StatusCode::OK => {}
+            _ => {
+                tracing::warn!(%status, tool = %slug, "action lookup answered an error");
+                return Err(Error::ConnectionStatusUnavailable);
+            }
+        }
+        let toolkit = v["appKey"]
+            .as_str()
+            .or_else(|| v["appName"].as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or(Error::ConnectionStatusUnavailable)?
+            .to_ascii_lowercase();
+        Ok(Some(ToolInfo {
+            toolkit_name: display_name(&toolkit),
+            toolkit,
+            no_auth: v["no_auth"].as_bool().unwrap_or(false),
+        }))
+    }
+
+    /// The toolkit of trigger type `slug`, from Composio (`GET /api/v3.1/triggers_types/{slug}`,
+    /// cached like tools). A trigger subscribes through a connection: never `no_auth`.
+    ///
+    /// # Errors
+    /// [`Error::ToolNotFound`] when Composio does not know the trigger type;
+    /// [`Error::ConnectionStatusUnavailable`] when it cannot be asked.
+    pub async fn trigger(&self, slug: &str) -> Result<ToolInfo, Error> {
+        let key = format!("trigger:{}", slug.to_ascii_uppercase());
+        let long = Duration::from_secs(self.cfg.tool_ttl_secs);
+        let neg = self.negative_ttl();
+        let upper = slug.to_ascii_uppercase();
+        let res = self
+            .tools
+            .get(
+                key,
+                |v| if v.is_some() { long } else { neg },
+                || async move {
+                    let (status, v) = self
+                        .upstream
+                        .get_json(&format!("/api/v3.1/triggers_types/{upper}"))
+                        .await
+                        .map_err(|_| Error::ConnectionStatusUnavailable)?;
+                    if status == StatusCode::NOT_FOUND {
+                        return Ok(None);
+                    }
+                    if status != StatusCode::OK {
+                        tracing::warn!(%status, trigger = %upper, "trigger type lookup answered an error");
+                        return Err(Error::ConnectionStatusUnavailable);
+                    }
+                    let toolkit = v["toolkit"]["slug"]
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .ok_or(Error::ConnectionStatusUnavailable)?
+                        .to_ascii_lowercase();
+                    let toolkit_name = v["toolkit"]["name"]
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| display_name(&toolkit));
+                    Ok(Some(ToolInfo {
+                        toolkit,
+                        toolkit_name,
+                        no_auth: false,
+                    }))
+                },
+            )
+            .await?;
+        res.ok_or_else(|| Error::ToolNotFound(slug.to_owned()))
     }
 
     /// The subject's accounts for `toolkit`.

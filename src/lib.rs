@@ -10,6 +10,8 @@
 //! - [`headers`], [`body`]: what crosses the gateway, and key redaction on the way back.
 //! - [`connections`]: connection-status gating with a coalescing cache.
 //! - [`toolpolicy`]: which callers may run which toolkits and tools, from their claims.
+//! - `invocation`: every carrier of a tool call extracted into invocations, and the one
+//!   decision on them (code-tool ban, policy, account, proxy switch, connection gate).
 //! - [`proxy`]: the request flow, one handler module per route family.
 //! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
 //! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown.
@@ -44,6 +46,7 @@ pub mod demo;
 pub mod error;
 pub mod expiry;
 pub mod headers;
+pub(crate) mod invocation;
 pub mod limits;
 pub mod metrics;
 pub mod path;

@@ -84,6 +84,8 @@ impl Policy {
 pub enum SessionCall {
     /// `execute`: gated by the tool's toolkit.
     Execute,
+    /// `execute_meta`: a meta tool (`slug`), decided like `execute`.
+    ExecuteMeta,
     /// `proxy_execute`: gated by `toolkit_slug`.
     ProxyExecute,
     /// Anything else scoped to the session (read, link, search, patch, delete, mounts).
@@ -173,6 +175,7 @@ pub static ROUTES: &[Route] = routes! {
     DELETE "/api/{v3}/tool_router/session/{id}"                    => OwnedSession(SessionCall::Other);
     POST   "/api/{v3}/tool_router/session/{id}/execute"            => OwnedSession(SessionCall::Execute);
     POST   "/api/{v3}/tool_router/session/{id}/proxy_execute"      => OwnedSession(SessionCall::ProxyExecute);
+    POST   "/api/{v3}/tool_router/session/{id}/execute_meta"       => OwnedSession(SessionCall::ExecuteMeta);
     POST   "/api/{v3}/tool_router/session/{id}/link"               => OwnedSession(SessionCall::Other);
     POST   "/api/{v3}/tool_router/session/{id}/search"             => OwnedSession(SessionCall::Other);
     GET    "/api/{v3}/tool_router/session/{id}/tools"              => OwnedSession(SessionCall::Other);

@@ -22,6 +22,7 @@ use super::Ctx;
 use crate::audit::Audit;
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::Error;
+use crate::invocation::{self, Invocation};
 use crate::rewrite::{self, folded_eq, is_identity_key, JsonObject};
 use crate::routes::Api;
 use crate::upstream::TimeoutClass;
@@ -126,16 +127,24 @@ pub(super) async fn create(
     ctx.relay(resp)
 }
 
-/// `POST /api/{v3}/trigger_instances/{slug}/upsert`: user pinned, named accounts owned.
+/// `POST /api/{v3}/trigger_instances/{slug}/upsert`: user pinned; a subscription through the
+/// subject's connection, so decided as an invocation ([`crate::invocation`]): the trigger type
+/// counts as a tool of its toolkit (Composio's) for the policy, a named account must be the
+/// subject's and of that toolkit, and the toolkit needs a usable connection.
 pub(super) async fn trigger_upsert(
     ctx: &Ctx<'_>,
     body: RequestBody,
     audit: &mut Audit,
 ) -> Result<Response<ResponseBody>, Error> {
+    let slug = ctx.matched.param(0).ok_or(Error::Internal)?;
     let query = scoped_query(ctx, None, audit)?;
     let mut obj = ctx.json_body(body, true).await?;
     ctx.pin(&mut obj, "user_id", audit)?;
+    // Every id named is the subject's (in any spelling), before asking which one is meant.
     require_owned(ctx, &obj.account_ids()?, audit).await?;
+    let account = invocation::named_account(&obj)?;
+    let invocations = [Invocation::trigger(slug, account.as_deref())];
+    invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
     ctx.pass(query.as_deref(), &obj, TimeoutClass::Default, audit)
         .await
 }

@@ -3,9 +3,9 @@
 //! A session id stands for its user at Composio, so every call under
 //! `/tool_router/session/{id}` is allowed only when Composio says the session was created for
 //! the subject ([`crate::connections::Connections::session_owner`], cached; a session the
-//! gateway just created is remembered). Executions inside a session are gated like direct
-//! executions: by the tool's toolkit (each inner tool of the multi-execute meta tool too), or
-//! by `toolkit_slug` for proxy executions.
+//! gateway just created is remembered). Executions inside a session (`execute`,
+//! `execute_meta`, `proxy_execute`) are carriers like any other: extracted into invocations
+//! and decided by [`crate::invocation::decide`].
 
 use http::{Method, Response};
 use http_body_util::{BodyExt, Full};
@@ -16,15 +16,12 @@ use super::accounts::{require_owned, scoped_query};
 use super::Ctx;
 use crate::audit::Audit;
 use crate::body::{Redact, RequestBody, ResponseBody};
-use crate::connections::ToolInfo;
 use crate::error::Error;
 use crate::headers;
+use crate::invocation::{self, Invocation};
 use crate::rewrite::{folded_eq, JsonObject};
 use crate::routes::SessionCall;
 use crate::upstream::TimeoutClass;
-
-/// The meta tool that runs several tools in one call (`arguments.tools[].tool_slug`).
-pub(super) const MULTI_EXECUTE: &str = "COMPOSIO_MULTI_EXECUTE_TOOL";
 
 /// `POST /api/{v3}/tool_router/session`: created for the subject, with the subject's accounts.
 pub(super) async fn create(
@@ -99,7 +96,8 @@ pub(super) async fn owned(
         obj.check_custom_auth(ctx.shared.policy.allow_custom_auth)?;
         require_owned(ctx, &pinned_accounts(&obj)?, audit).await?;
         match call {
-            SessionCall::Execute => gate_execute(ctx, &obj, audit).await?,
+            SessionCall::Execute => gate_execute(ctx, &obj, "toolslug", audit).await?,
+            SessionCall::ExecuteMeta => gate_execute(ctx, &obj, "slug", audit).await?,
             SessionCall::ProxyExecute => gate_proxy_execute(ctx, &obj, audit).await?,
             SessionCall::Other if *method == Method::PATCH => {
                 super::toolgate::session_toolkits(ctx, &mut obj, false, audit).await?;
@@ -111,155 +109,62 @@ pub(super) async fn owned(
         None
     };
     let class = match call {
-        SessionCall::Execute | SessionCall::ProxyExecute => TimeoutClass::Execute,
+        SessionCall::Execute | SessionCall::ExecuteMeta | SessionCall::ProxyExecute => {
+            TimeoutClass::Execute
+        }
         SessionCall::Other => TimeoutClass::Default,
     };
     let resp = ctx.forward(query.as_deref(), body, class, audit).await?;
     ctx.relay(resp)
 }
 
-/// `execute`: the tool's toolkit must have a usable connection of the subject's (with the
-/// named account, if any). For the multi-execute meta tool, every inner tool is gated too.
-async fn gate_execute(ctx: &Ctx<'_>, obj: &JsonObject, audit: &mut Audit) -> Result<(), Error> {
-    let slugs = obj_strings(obj, "toolslug")?;
-    if slugs.is_empty() {
-        return Err(Error::BodyInvalid("`tool_slug` is required".into()));
-    }
-    let account = named_account(obj)?;
-    for slug in &slugs {
-        audit.tool(slug);
-        gate_tool(ctx, slug, account.as_deref(), audit).await?;
-        if slug.eq_ignore_ascii_case(super::toolgate::MANAGE_CONNECTIONS) {
-            if let Some((_, raw)) = obj.iter().find(|(k, _)| *k == "arguments") {
-                super::toolgate::check_manage_connections_raw(ctx, raw, audit)?;
-            }
-        }
-        if !slug.eq_ignore_ascii_case(MULTI_EXECUTE) {
-            continue;
-        }
-        if let Some((_, raw)) = obj.iter().find(|(k, _)| *k == "arguments") {
-            gate_multi_execute(ctx, raw, audit).await?;
-        }
-    }
-    Ok(())
-}
-
-/// The inner tools of the multi-execute meta tool (`arguments.tools[].tool_slug`), each gated
-/// like a direct call: the meta tool itself needs no connection, but what it runs does.
-pub(super) async fn gate_multi_execute(
+/// `execute` and `execute_meta`: the call (`tool_slug`, or `slug` for a meta tool, with its
+/// `arguments` and `account`) extracted into invocations and decided like a direct execution.
+async fn gate_execute(
     ctx: &Ctx<'_>,
-    raw: &serde_json::value::RawValue,
+    obj: &JsonObject,
+    slug_key: &str,
     audit: &mut Audit,
 ) -> Result<(), Error> {
-    let arguments: Value = serde_json::from_str(raw.get())
-        .map_err(|_| Error::BodyInvalid("`arguments` is not JSON".into()))?;
-    let tools = match &arguments {
-        Value::Null => return Ok(()),
-        Value::Object(m) => match m.get("tools") {
-            None | Some(Value::Null) => return Ok(()),
-            Some(Value::Array(a)) => a,
-            Some(_) => {
-                return Err(Error::BodyInvalid(
-                    "`arguments.tools` must be a list".into(),
-                ))
+    let slugs = obj_strings(obj, slug_key)?;
+    if slugs.is_empty() {
+        return Err(Error::BodyInvalid(format!(
+            "`{}` is required",
+            if slug_key == "toolslug" {
+                "tool_slug"
+            } else {
+                "slug"
             }
-        },
-        _ => return Err(Error::BodyInvalid("`arguments` must be an object".into())),
-    };
-    for tool in tools {
-        let Value::Object(m) = tool else {
-            return Err(Error::BodyInvalid(
-                "`arguments.tools` must hold objects".into(),
-            ));
-        };
-        let inner = map_strings(m, "toolslug")?;
-        if inner.is_empty() {
-            return Err(Error::BodyInvalid(
-                "every `arguments.tools[]` needs a `tool_slug`".into(),
-            ));
-        }
-        let inner_account = match m.get("account") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.as_str()),
-            Some(_) => {
-                return Err(Error::BodyInvalid(
-                    "`arguments.tools[].account` must be a string".into(),
-                ))
-            }
-        };
-        for inner_slug in &inner {
-            // A meta tool nested in the multi-execute meta tool would hide its own targets.
-            if inner_slug.eq_ignore_ascii_case(MULTI_EXECUTE) {
-                return Err(Error::ToolNotAllowed {
-                    tool: inner_slug.clone(),
-                    rule: "nested multi-execute".into(),
-                });
-            }
-            gate_tool(ctx, inner_slug, inner_account, audit).await?;
-            if inner_slug.eq_ignore_ascii_case(super::toolgate::MANAGE_CONNECTIONS) {
-                if let Some(args) = m.get("arguments") {
-                    super::toolgate::check_manage_connections(ctx, args, audit)?;
-                }
-            }
-        }
+        )));
     }
+    let account = invocation::named_account(obj)?;
+    // Several spellings of the slug with different values: which one Composio reads is not
+    // the gateway's to guess, so every one is decided.
+    let mut invocations = Vec::new();
+    for slug in &slugs {
+        invocations.extend(invocation::from_body(slug, obj, account.as_deref())?);
+    }
+    invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    audit.tool(&slugs[0]);
     Ok(())
 }
 
-/// `proxy_execute`: `toolkit_slug` must have a usable connection of the subject's.
+/// `proxy_execute`: a proxy execution of `toolkit_slug` (with the named account, if any).
 async fn gate_proxy_execute(
     ctx: &Ctx<'_>,
     obj: &JsonObject,
     audit: &mut Audit,
 ) -> Result<(), Error> {
     let toolkits = obj_strings(obj, "toolkitslug")?;
-    if toolkits.is_empty() {
-        return Err(Error::BodyInvalid("`toolkit_slug` is required".into()));
-    }
-    let account = named_account(obj)?;
-    for toolkit in &toolkits {
-        let info = ToolInfo::for_toolkit(toolkit);
-        audit.toolkit(&info.toolkit);
-        super::toolgate::check_proxy(ctx, &info.toolkit, audit)?;
-        ctx.shared
-            .connections
-            .check(&ctx.identity.subject, &info, account.as_deref())
-            .await?;
-    }
-    Ok(())
-}
-
-async fn gate_tool(
-    ctx: &Ctx<'_>,
-    slug: &str,
-    account: Option<&str>,
-    audit: &mut Audit,
-) -> Result<(), Error> {
-    super::toolgate::check_code_tool(ctx, slug, audit)?;
-    let info = ctx.shared.connections.tool(slug).await?;
-    audit.toolkit(&info.toolkit);
-    super::toolgate::check_tool(ctx, &info.toolkit, slug, audit)?;
-    ctx.shared
-        .connections
-        .check(&ctx.identity.subject, &info, account)
-        .await
-}
-
-/// The one account a session call names (`account`, or a `connected_account_id`), if any.
-/// An alias is not an account id the gateway can verify, so it is refused as not owned.
-fn named_account(obj: &JsonObject) -> Result<Option<String>, Error> {
-    let mut ids = obj_strings(obj, "account")?;
-    for id in obj.account_ids()? {
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    if ids.len() > 1 {
+    let [toolkit] = toolkits.as_slice() else {
         return Err(Error::BodyInvalid(
-            "the body names more than one connected account".into(),
+            "exactly one `toolkit_slug` is required".into(),
         ));
-    }
-    Ok(ids.pop())
+    };
+    let account = invocation::named_account(obj)?;
+    let invocations = [Invocation::proxy(Some(toolkit), account.as_deref())];
+    invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    Ok(())
 }
 
 /// The distinct string values of every key of `obj` whose folded name is `folded`.
@@ -268,15 +173,6 @@ fn obj_strings(obj: &JsonObject, folded: &str) -> Result<Vec<String>, Error> {
         obj.iter()
             .filter(|(k, _)| folded_eq(k, folded))
             .map(|(k, v)| (k, serde_json::from_str(v.get()).ok())),
-    )
-}
-
-/// The same for a parsed object.
-fn map_strings(m: &serde_json::Map<String, Value>, folded: &str) -> Result<Vec<String>, Error> {
-    strings(
-        m.iter()
-            .filter(|(k, _)| folded_eq(k, folded))
-            .map(|(k, v)| (k.as_str(), Some(v.clone()))),
     )
 }
 

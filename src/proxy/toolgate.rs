@@ -1,6 +1,6 @@
-//! The tool policy ([`crate::toolpolicy`]) applied to requests: executions (direct, proxy,
-//! inside sessions, nested in meta tools), a session's toolkit allow-list, and catalogue
-//! listings.
+//! The tool policy ([`crate::toolpolicy`]) applied to what is not an invocation: a session's
+//! toolkit allow-list and catalogue listings. Executions, whatever carries them, are decided
+//! by [`crate::invocation::decide`].
 
 use http::Response;
 use hyper::body::Incoming;
@@ -12,10 +12,7 @@ use crate::audit::Audit;
 use crate::body::ResponseBody;
 use crate::error::Error;
 use crate::rewrite::JsonObject;
-use crate::toolpolicy::{self, Decision, Permitted, PROXY_EXECUTE};
-
-/// The meta tool that connects toolkits (`arguments.toolkits`).
-pub(super) const MANAGE_CONNECTIONS: &str = "COMPOSIO_MANAGE_CONNECTIONS";
+use crate::toolpolicy::{self, Decision, Permitted};
 
 fn record(ctx: &Ctx<'_>, d: Decision, what: &str, audit: &mut Audit) -> Result<(), Error> {
     let policy = &ctx.shared.tool_policy;
@@ -27,87 +24,6 @@ fn record(ctx: &Ctx<'_>, d: Decision, what: &str, audit: &mut Audit) -> Result<(
             "tool policy refused");
         Err(policy.refusal(what, d))
     }
-}
-
-/// A code-running meta tool, refused by name before anything is looked up.
-pub(super) fn check_code_tool(ctx: &Ctx<'_>, tool: &str, audit: &mut Audit) -> Result<(), Error> {
-    if !toolpolicy::is_code_tool(tool) {
-        return Ok(());
-    }
-    let d = ctx
-        .shared
-        .tool_policy
-        .decide(&ctx.identity.claims, "composio", tool);
-    record(ctx, d, tool, audit)
-}
-
-/// `tool` of `toolkit` (its toolkit from Composio's metadata).
-pub(super) fn check_tool(
-    ctx: &Ctx<'_>,
-    toolkit: &str,
-    tool: &str,
-    audit: &mut Audit,
-) -> Result<(), Error> {
-    let d = ctx
-        .shared
-        .tool_policy
-        .decide(&ctx.identity.claims, toolkit, tool);
-    record(ctx, d, tool, audit)
-}
-
-/// A proxy execution through an account of `toolkit`.
-pub(super) fn check_proxy(ctx: &Ctx<'_>, toolkit: &str, audit: &mut Audit) -> Result<(), Error> {
-    let d = ctx
-        .shared
-        .tool_policy
-        .decide(&ctx.identity.claims, toolkit, PROXY_EXECUTE);
-    if d.allowed {
-        return record(ctx, d, PROXY_EXECUTE, audit);
-    }
-    record(ctx, d, &format!("{PROXY_EXECUTE} ({toolkit})"), audit)
-}
-
-/// `COMPOSIO_MANAGE_CONNECTIONS`' `arguments.toolkits`: each toolkit must be one the caller
-/// may run something in.
-pub(super) fn check_manage_connections(
-    ctx: &Ctx<'_>,
-    arguments: &Value,
-    audit: &mut Audit,
-) -> Result<(), Error> {
-    let list = match arguments.get("toolkits") {
-        None | Some(Value::Null) => return Ok(()),
-        Some(Value::Array(a)) => a.as_slice(),
-        Some(v @ Value::String(_)) => std::slice::from_ref(v),
-        Some(_) => {
-            return Err(Error::BodyInvalid(
-                "`arguments.toolkits` must be a list of toolkit slugs".into(),
-            ))
-        }
-    };
-    for t in list {
-        let Value::String(toolkit) = t else {
-            return Err(Error::BodyInvalid(
-                "`arguments.toolkits` must be a list of toolkit slugs".into(),
-            ));
-        };
-        let d = ctx
-            .shared
-            .tool_policy
-            .decide_toolkit(&ctx.identity.claims, toolkit);
-        record(ctx, d, toolkit, audit)?;
-    }
-    Ok(())
-}
-
-/// The same, from a body's raw `arguments`.
-pub(super) fn check_manage_connections_raw(
-    ctx: &Ctx<'_>,
-    raw: &RawValue,
-    audit: &mut Audit,
-) -> Result<(), Error> {
-    let arguments: Value = serde_json::from_str(raw.get())
-        .map_err(|_| Error::BodyInvalid("`arguments` is not JSON".into()))?;
-    check_manage_connections(ctx, &arguments, audit)
 }
 
 /// A tool router session's `toolkits` (creation or update): what the caller asked for,

@@ -111,6 +111,7 @@ const TOOLS: &[(&str, &str, bool)] = &[
     ("COMPOSIO_MULTI_EXECUTE_TOOL", "composio", true),
     ("COMPOSIO_MANAGE_CONNECTIONS", "composio", true),
     ("COMPOSIO_GET_TOOL_SCHEMAS", "composio", true),
+    ("COMPOSIO_PROXY_EXECUTE", "composio", true),
     ("HACKERNEWS_GET_FRONTPAGE", "hackernews", true),
     ("HACKERNEWS_GET_USER", "hackernews", true),
 ];

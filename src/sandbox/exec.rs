@@ -103,6 +103,85 @@ pub(crate) fn result_data(
     })
 }
 
+/// The `data` of Composio's own tools that do more than describe themselves: the
+/// multi-execute and proxy meta tools. `None` for any other tool.
+///
+/// # Errors
+/// As [`proxy_tool`].
+pub(crate) fn run_meta(
+    ctx: &Ctx,
+    s: &Store,
+    tool: &Tool,
+    who: Who<'_>,
+    arguments: &Value,
+    version: &str,
+) -> Result<Option<Value>, Reply> {
+    match tool.slug.as_str() {
+        "COMPOSIO_MULTI_EXECUTE_TOOL" => Ok(Some(multi_execute(ctx, s, who, arguments, version))),
+        PROXY_TOOL => proxy_tool(ctx, s, who, arguments).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The meta tool that makes a raw request through an account of a toolkit.
+pub(crate) const PROXY_TOOL: &str = "COMPOSIO_PROXY_EXECUTE";
+
+/// `COMPOSIO_PROXY_EXECUTE`: a raw request (`endpoint`, `method`, `body`, `parameters`)
+/// through the user's account of `arguments.toolkit_slug` (or the account named in the
+/// arguments or by the call), as Composio runs it: the account must be the user's, of that
+/// toolkit, and usable.
+///
+/// # Errors
+/// 400/10400 without a toolkit or endpoint; 1803, 1812, 1810 as [`resolve_account`].
+pub(crate) fn proxy_tool(
+    ctx: &Ctx,
+    s: &Store,
+    who: Who<'_>,
+    arguments: &Value,
+) -> Result<Value, Reply> {
+    let toolkit = field(arguments, "toolkit_slug")
+        .or_else(|| field(arguments, "toolkit"))
+        .map(str::to_ascii_lowercase);
+    let named = field(arguments, "connected_account_id").or(who.account);
+    let toolkit = match (toolkit, named) {
+        (Some(t), _) => t,
+        (None, Some(id)) => s
+            .account(id)
+            .map(|a| a.toolkit.clone())
+            .ok_or_else(|| ctx.no_account(&format!("Connected account {id} not found")))?,
+        (None, None) => return Err(ctx.validation("toolkit_slug is required")),
+    };
+    let endpoint =
+        field(arguments, "endpoint").ok_or_else(|| ctx.validation("endpoint is required"))?;
+    let as_tool = Tool::new(PROXY_TOOL, &toolkit, false);
+    let account = resolve_account(
+        ctx,
+        s,
+        &as_tool,
+        Who {
+            account: named,
+            ..who
+        },
+    )?;
+    let base = s
+        .toolkits
+        .get(&toolkit)
+        .map(|t| t.base_url.clone())
+        .unwrap_or_default();
+    Ok(json!({
+        "sandbox": true,
+        "api": ctx.api.label(),
+        "tool_slug": PROXY_TOOL,
+        "toolkit": toolkit,
+        "endpoint": endpoint,
+        "method": field(arguments, "method").unwrap_or("GET"),
+        "url": format!("{base}{endpoint}"),
+        "user_id": account.as_ref().map(|a| a.user_id.as_str()).or(who.user),
+        "connected_account_id": account.as_ref().map(|a| a.id.as_str()),
+        "status": 200,
+    }))
+}
+
 /// Runs `COMPOSIO_MULTI_EXECUTE_TOOL`'s inner tools (`arguments.tools[]`), each decided on its
 /// own; failures are reported per tool, as Composio does.
 pub(crate) fn multi_execute(
@@ -125,7 +204,13 @@ pub(crate) fn multi_execute(
             let Some(tool) = s.tool(slug) else {
                 return json!({"tool_slug": slug, "successful": false, "error": format!("Tool {slug} not found"), "data": {}});
             };
-            let inner_who = Who { account: None, ..who };
+            let inner_who = Who { account: t.get("account").and_then(Value::as_str), ..who };
+            if tool.slug == PROXY_TOOL {
+                return match proxy_tool(ctx, s, inner_who, &args) {
+                    Ok(data) => json!({"tool_slug": slug, "successful": true, "error": null, "data": data}),
+                    Err(reply) => json!({"tool_slug": slug, "successful": false, "error": reply_message(&reply), "data": {}}),
+                };
+            }
             match resolve_account(ctx, s, tool, inner_who) {
                 Ok(acc) => json!({
                     "tool_slug": slug,

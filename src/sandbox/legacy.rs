@@ -323,7 +323,7 @@ fn actions(ctx: &Ctx, s: &mut Store) -> Outcome {
     }
     if ctx.api == Api::V2 {
         if let Some(v) = ctx.at("GET", &["actions", "*"]) {
-            let tool = s.tool(v[0]).ok_or_else(|| tool_not_found(ctx, v[0]))?;
+            let tool = s.action(v[0]).ok_or_else(|| tool_not_found(ctx, v[0]))?;
             return Ok(Reply::ok(shapes::action_v2(tool)));
         }
     }
@@ -336,7 +336,7 @@ fn actions(ctx: &Ctx, s: &mut Store) -> Outcome {
 fn execute(ctx: &Ctx, s: &mut Store, action: &str) -> Outcome {
     let body = ctx.json()?;
     let tool = s
-        .tool(action)
+        .action(action)
         .cloned()
         .ok_or_else(|| tool_not_found(ctx, action))?;
     let who = Who {
@@ -347,7 +347,11 @@ fn execute(ctx: &Ctx, s: &mut Store, action: &str) -> Outcome {
     let account = exec::resolve_account(ctx, s, &tool, who)?;
     let input = body.get("input").cloned().unwrap_or_else(|| json!({}));
     let version = field(&body, "version").unwrap_or("latest").to_owned();
-    let mut data = exec::result_data(ctx, &tool, who, account.as_ref(), &input, &version);
+    // The old API runs Composio's meta tools too, their arguments under `input`.
+    let mut data = match exec::run_meta(ctx, s, &tool, who, &input, &version)? {
+        Some(d) => d,
+        None => exec::result_data(ctx, &tool, who, account.as_ref(), &input, &version),
+    };
     data["app_name"] = body.get("appName").cloned().unwrap_or(Value::Null);
     Ok(Reply::ok(json!({
         "data": data,

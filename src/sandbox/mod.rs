@@ -463,6 +463,12 @@ impl Sandbox {
         lock(&self.inner.store).add_tool(t);
     }
 
+    /// Adds an action only the old API knows: `GET /api/v2/actions/{action}` and v1/v2
+    /// execute find it, `GET /api/v3.1/tools/{slug}` answers 404.
+    pub fn add_legacy_action(&self, t: Tool) {
+        lock(&self.inner.store).add_legacy_action(t);
+    }
+
     /// The user a tool-router session was created for.
     pub fn session_user(&self, session_id: &str) -> Option<String> {
         lock(&self.inner.store).session_user(session_id)

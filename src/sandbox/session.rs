@@ -300,6 +300,8 @@ fn execute(ctx: &Ctx, s: &mut Store, session: &SessionRec, meta: bool) -> Outcom
     };
     let data = if tool.slug == "COMPOSIO_MULTI_EXECUTE_TOOL" {
         multi_execute(ctx, s, session, &arguments)
+    } else if tool.slug == exec::PROXY_TOOL {
+        session_proxy_tool(ctx, s, session, who, &arguments)?
     } else {
         let account = session_account(
             ctx,
@@ -348,6 +350,15 @@ fn multi_execute(ctx: &Ctx, s: &Store, session: &SessionRec, arguments: &Value) 
                             tool.toolkit
                         ));
                     }
+                    if tool.slug == exec::PROXY_TOOL {
+                        let who = Who {
+                            user: Some(session.user_id.as_str()),
+                            account: t.get("account").and_then(Value::as_str),
+                            custom_auth: false,
+                        };
+                        return session_proxy_tool(ctx, s, session, who, &args)
+                            .map_err(|r| r.message().unwrap_or_default());
+                    }
                     let account = session_account(
                         ctx,
                         s,
@@ -386,6 +397,24 @@ fn multi_execute(ctx: &Ctx, s: &Store, session: &SessionRec, arguments: &Value) 
         "user_id": session.user_id,
         "results": results,
     })
+}
+
+/// `COMPOSIO_PROXY_EXECUTE` in a session: its toolkit must be enabled in the session too.
+fn session_proxy_tool(
+    ctx: &Ctx,
+    s: &Store,
+    session: &SessionRec,
+    who: Who<'_>,
+    arguments: &Value,
+) -> Result<Value, Reply> {
+    if let Some(tk) = field(arguments, "toolkit_slug").or_else(|| field(arguments, "toolkit")) {
+        if !toolkit_enabled(session, &tk.to_ascii_lowercase()) {
+            return Err(not_enabled(ctx, session, &tk.to_ascii_lowercase()));
+        }
+    }
+    let mut d = exec::proxy_tool(ctx, s, who, arguments)?;
+    d["session_id"] = json!(session.id);
+    Ok(d)
 }
 
 fn proxy_execute(ctx: &Ctx, s: &Store, session: &SessionRec) -> Outcome {

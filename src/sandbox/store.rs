@@ -25,6 +25,9 @@ pub(crate) struct Store {
     pub(crate) triggers: BTreeMap<u64, TriggerRec>,
     pub(crate) trigger_types: BTreeMap<String, TriggerTypeRec>,
     pub(crate) mcp_servers: BTreeMap<String, McpServerRec>,
+    /// Actions only the old API knows (`/api/v2/actions/{action}` answers; `v3.1/tools` does
+    /// not), as some retired actions are.
+    pub(crate) legacy_actions: BTreeMap<String, Tool>,
 }
 
 /// An account and the fields only the API shows.
@@ -188,6 +191,19 @@ impl Store {
 
     pub(crate) fn tool(&self, slug: &str) -> Option<&Tool> {
         self.tools.get(&slug.to_ascii_uppercase())
+    }
+
+    pub(crate) fn add_legacy_action(&mut self, t: Tool) {
+        self.ensure_toolkit(&t.toolkit);
+        self.legacy_actions.insert(t.slug.clone(), t);
+    }
+
+    /// An action as the old API knows it: any tool, or a legacy-only action.
+    pub(crate) fn action(&self, slug: &str) -> Option<&Tool> {
+        let key = slug.to_ascii_uppercase();
+        self.tools
+            .get(&key)
+            .or_else(|| self.legacy_actions.get(&key))
     }
 
     pub(crate) fn add_auth_config(&mut self, ac: AuthConfigRec) {

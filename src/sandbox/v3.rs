@@ -172,8 +172,8 @@ fn execute(ctx: &Ctx, s: &mut Store, slug: &str) -> Outcome {
     let version = requested_version(ctx, Some(&body), &tool.toolkit);
     let arguments = body.get("arguments").cloned().unwrap_or_else(|| json!({}));
     let account = exec::resolve_account(ctx, s, &tool, who)?;
-    let data = if tool.slug == "COMPOSIO_MULTI_EXECUTE_TOOL" {
-        exec::multi_execute(ctx, s, who, &arguments, &version)
+    let data = if let Some(d) = exec::run_meta(ctx, s, &tool, who, &arguments, &version)? {
+        d
     } else {
         let mut d = exec::result_data(ctx, &tool, who, account.as_ref(), &arguments, &version);
         if let Some(text) = field(&body, "text") {

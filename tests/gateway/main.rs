@@ -7,8 +7,10 @@ mod support;
 
 mod cli;
 mod core;
+mod equivalence;
 mod evidence;
 mod gating;
+mod invocations;
 mod matrix;
 mod ops;
 mod policy;

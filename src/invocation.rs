@@ -1,0 +1,620 @@
+//! Tool invocations: what a request asks Composio to run with a user's credentials, whatever
+//! carries it, and the one decision on it.
+//!
+//! A *carrier* is any request that makes Composio act through a connected account: REST
+//! execute (v3/v3.1 `tools/execute/{tool}`, v1/v2 `actions/{action}/execute`), proxy execute
+//! (`tools/execute/proxy`, `actions/proxy`), a tool router session's `execute`, `execute_meta`
+//! and `proxy_execute`, trigger upsert, the meta tools nested in any of them
+//! (`COMPOSIO_MULTI_EXECUTE_TOOL`, `COMPOSIO_PROXY_EXECUTE`, `COMPOSIO_MANAGE_CONNECTIONS`, the
+//! code tools), and MCP `tools/call`. Carriers differ only in where they keep the tool slug,
+//! its arguments and the account; what is decided is the same.
+//!
+//! So a carrier is a thin, **pure** extraction (no I/O) into a list of [`Invocation`]s:
+//! [`from_tool_call`] for anything shaped as "tool slug + arguments (+ account)", recursing
+//! through the meta tools with a depth bound and refusing any shape it does not understand
+//! (fail closed); the proxy and trigger routes build their one invocation directly. Then
+//! [`decide`] applies to every invocation, in one fixed order:
+//! 1. the code-tool ban (a code-running meta tool needs an explicit `allow_tools` rule);
+//! 2. the tool policy (a trigger type counts as a tool of its toolkit; a proxy execution is
+//!    the pseudo-tool `PROXY_EXECUTE` of its toolkit; connecting a toolkit is a toolkit-level
+//!    question);
+//! 3. account ownership (Composio must list the named account for the subject) and toolkit
+//!    match (a named account of another toolkit than the tool's is refused);
+//! 4. the proxy switch (`policy.allow_proxy_execute`);
+//! 5. the connection gate (a usable connection of the toolkit, or the named account usable).
+//!
+//! The toolkit of a tool or trigger is always Composio's (its metadata, cached), never the
+//! caller's; only proxies and connection management state their toolkit, which is what they
+//! act on.
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::audit::Audit;
+use crate::auth::Identity;
+use crate::connections::{Account, ToolInfo};
+use crate::error::Error;
+use crate::proxy::Shared;
+use crate::rewrite::{folded_eq, JsonObject};
+use crate::toolpolicy::{self, Decision, PROXY_EXECUTE};
+
+/// The meta tool that runs several tools in one call (`arguments.tools[]`).
+pub(crate) const MULTI_EXECUTE: &str = "COMPOSIO_MULTI_EXECUTE_TOOL";
+/// The meta tool that connects toolkits (`arguments.toolkits`).
+pub(crate) const MANAGE_CONNECTIONS: &str = "COMPOSIO_MANAGE_CONNECTIONS";
+/// The meta tool that makes a raw request through a toolkit's account
+/// (`arguments.toolkit_slug`, `endpoint`, `method`, ...).
+pub(crate) const PROXY_TOOL: &str = "COMPOSIO_PROXY_EXECUTE";
+/// The literal that asks Composio for its shared "instant" account: never the subject's.
+pub(crate) const INSTANT_ACCOUNT: &str = "instant_account";
+
+/// The toolkit of Composio's meta tools.
+const META_TOOLKIT: &str = "composio";
+/// Nesting levels of tool calls read at most (a call at the top is level 1).
+pub(crate) const MAX_DEPTH: usize = 4;
+/// Composio's own tools that the extraction knows the arguments of, or that take no toolkit
+/// or account (besides [`toolpolicy::META_TOOLS`] and [`toolpolicy::CODE_TOOLS`]).
+const KNOWN_COMPOSIO_TOOLS: &[&str] = &[PROXY_TOOL, "COMPOSIO_SUBMIT_FEEDBACK"];
+/// Folded names of an argument that names a toolkit (an unknown `COMPOSIO_*` tool with one is
+/// refused: the gateway cannot tell what it would act on).
+const TOOLKIT_KEYS: &[&str] = &[
+    "toolkit",
+    "toolkits",
+    "toolkitslug",
+    "toolkitslugs",
+    "app",
+    "apps",
+    "appname",
+    "appnames",
+];
+/// Folded names of a connected-account id, in a carrier body or in arguments (`account` is a
+/// session's and a multi-execute item's spelling).
+const ACCOUNT_KEYS: &[&str] = &[
+    "account",
+    "accountid",
+    "connectedaccountid",
+    "connectedauthid",
+];
+/// Folded names that could name accounts in an unknown tool's arguments.
+const ACCOUNTS_KEYS: &[&str] = &["accounts", "connectedaccounts", "connectedaccountids"];
+
+/// What an invocation does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Runs a tool of a toolkit (its toolkit from Composio's metadata). The dispatching meta
+    /// tools themselves (search, multi-execute, ...) are tools of toolkit `composio` too.
+    Tool,
+    /// Runs a code-running meta tool (`COMPOSIO_REMOTE_WORKBENCH`, `COMPOSIO_REMOTE_BASH_TOOL`):
+    /// banned unless a rule's `allow_tools` names it.
+    Code,
+    /// A raw request through an account of `toolkit` (or of the named account's toolkit).
+    Proxy,
+    /// Connects (or reconnects) `toolkit` for the subject (`COMPOSIO_MANAGE_CONNECTIONS`).
+    ManageConnections,
+    /// Subscribes to trigger type `tool` (of its toolkit, from Composio) through the
+    /// subject's connection.
+    Trigger,
+}
+
+/// One thing a request asks Composio to do with a user's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Invocation {
+    /// What it does.
+    pub(crate) kind: Kind,
+    /// Tool slug (or trigger slug; `PROXY_EXECUTE` for proxies).
+    pub(crate) tool: String,
+    /// When the carrier states it (proxy, manage connections); else from Composio.
+    pub(crate) toolkit: Option<String>,
+    /// A connected account id named for this invocation.
+    pub(crate) account: Option<String>,
+}
+
+impl Invocation {
+    /// A tool call (or a code tool), toolkit from Composio.
+    fn tool(tool: &str, account: Option<&str>) -> Self {
+        let kind = if toolpolicy::is_code_tool(tool) {
+            Kind::Code
+        } else {
+            Kind::Tool
+        };
+        Self {
+            kind,
+            tool: tool.to_owned(),
+            toolkit: None,
+            account: account.map(str::to_owned),
+        }
+    }
+
+    /// A proxy execution through `toolkit` (or, without one, the account's toolkit).
+    pub(crate) fn proxy(toolkit: Option<&str>, account: Option<&str>) -> Self {
+        Self {
+            kind: Kind::Proxy,
+            tool: PROXY_EXECUTE.to_owned(),
+            toolkit: toolkit.map(str::to_ascii_lowercase),
+            account: account.map(str::to_owned),
+        }
+    }
+
+    /// A trigger subscription of trigger type `slug`.
+    pub(crate) fn trigger(slug: &str, account: Option<&str>) -> Self {
+        Self {
+            kind: Kind::Trigger,
+            tool: slug.to_owned(),
+            toolkit: None,
+            account: account.map(str::to_owned),
+        }
+    }
+}
+
+/// What was decided: allowed, on these toolkits (to forget their cached status when
+/// Composio refuses after all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// The toolkits whose connections the invocations use, lower-case, each once.
+    pub(crate) toolkits: Vec<String>,
+}
+
+// --- extraction (pure) ---
+
+/// Pure extraction of one tool call (slug + its arguments, as any carrier holds them),
+/// recursing through meta tools (`COMPOSIO_MULTI_EXECUTE_TOOL`, `COMPOSIO_PROXY_EXECUTE`,
+/// `COMPOSIO_MANAGE_CONNECTIONS`, code tools) with a depth bound; refuses shapes it does not
+/// understand (fail closed).
+///
+/// `account` is the account the carrier names for this call. The arguments of an ordinary
+/// tool are not read (they do not change what is decided); those of Composio's own tools are.
+///
+/// # Errors
+/// [`Error::BodyInvalid`] for an unreadable meta-tool call, too deep a nesting, or an unknown
+/// `COMPOSIO_*` tool that names a toolkit or an account.
+pub(crate) fn from_tool_call(
+    tool: &str,
+    arguments: Option<&Value>,
+    account: Option<&str>,
+) -> Result<Vec<Invocation>, Error> {
+    let mut out = Vec::new();
+    extract(tool, arguments, account, 1, &mut out)?;
+    Ok(out)
+}
+
+/// Whether [`from_tool_call`] reads `tool`'s arguments (Composio's own tools), so that a
+/// carrier parses them only then.
+pub(crate) fn reads_arguments(tool: &str) -> bool {
+    tool.len() >= 9 && tool[..9].eq_ignore_ascii_case("COMPOSIO_")
+}
+
+/// [`from_tool_call`] for a carrier body: the tool's arguments are its `arguments` or (old
+/// API) `input` field, in any spelling; both at once are ambiguous and refused.
+///
+/// # Errors
+/// As [`from_tool_call`]; also unreadable arguments and several argument fields.
+pub(crate) fn from_body(
+    tool: &str,
+    obj: &JsonObject,
+    account: Option<&str>,
+) -> Result<Vec<Invocation>, Error> {
+    let raw = body_arguments(obj)?;
+    if !reads_arguments(tool) {
+        return from_tool_call(tool, None, account);
+    }
+    let arguments = raw.map(parse_raw).transpose()?;
+    from_tool_call(tool, arguments.as_ref(), account)
+}
+
+/// The raw `arguments` (or `input`) of a carrier body, `null` counting as absent.
+fn body_arguments(obj: &JsonObject) -> Result<Option<&RawValue>, Error> {
+    let mut found = None;
+    for (k, v) in obj.iter() {
+        if (folded_eq(k, "arguments") || folded_eq(k, "input")) && v.get() != "null" {
+            if found.is_some() {
+                return Err(Error::BodyInvalid(
+                    "the body carries the tool's arguments twice (`arguments` and `input`)".into(),
+                ));
+            }
+            found = Some(v);
+        }
+    }
+    Ok(found)
+}
+
+fn parse_raw(raw: &RawValue) -> Result<Value, Error> {
+    serde_json::from_str(raw.get())
+        .map_err(|_| Error::BodyInvalid("the tool's arguments are not readable JSON".into()))
+}
+
+/// The one connected account a carrier body names at its top level (`connected_account_id`,
+/// `account`, any spelling), if any. Several different ids are ambiguous and refused.
+///
+/// # Errors
+/// [`Error::BodyInvalid`] for a non-string id or several ids.
+pub(crate) fn named_account(obj: &JsonObject) -> Result<Option<String>, Error> {
+    let mut found: Option<String> = None;
+    for (k, v) in obj.iter() {
+        if !ACCOUNT_KEYS.iter().any(|f| folded_eq(k, f)) {
+            continue;
+        }
+        let Ok(id) = serde_json::from_str::<Option<String>>(v.get()) else {
+            return Err(Error::BodyInvalid(format!("`{k}` must be a string")));
+        };
+        merge_account(&mut found, id)?;
+    }
+    Ok(found)
+}
+
+/// The same for a parsed object (arguments, a multi-execute item).
+fn map_account(m: &Map<String, Value>) -> Result<Option<String>, Error> {
+    let mut found: Option<String> = None;
+    for (k, v) in m {
+        if !ACCOUNT_KEYS.iter().any(|f| folded_eq(k, f)) {
+            continue;
+        }
+        match v {
+            Value::Null => {}
+            Value::String(s) => merge_account(&mut found, Some(s.clone()))?,
+            _ => return Err(Error::BodyInvalid(format!("`{k}` must be a string"))),
+        }
+    }
+    Ok(found)
+}
+
+fn merge_account(found: &mut Option<String>, id: Option<String>) -> Result<(), Error> {
+    let Some(id) = id.filter(|s| !s.is_empty()) else {
+        return Ok(());
+    };
+    match found {
+        Some(f) if *f != id => Err(Error::BodyInvalid(
+            "the call names more than one connected account".into(),
+        )),
+        Some(_) => Ok(()),
+        None => {
+            *found = Some(id);
+            Ok(())
+        }
+    }
+}
+
+fn invalid(tool: &str, what: &str) -> Error {
+    Error::BodyInvalid(format!("`{tool}`: {what}"))
+}
+
+/// The arguments of a meta tool: an object, or the call is refused.
+fn meta_arguments<'v>(
+    tool: &str,
+    arguments: Option<&'v Value>,
+) -> Result<&'v Map<String, Value>, Error> {
+    match arguments {
+        Some(Value::Object(m)) => Ok(m),
+        Some(Value::Null) | None => Err(invalid(tool, "the meta tool needs its `arguments`")),
+        Some(_) => Err(invalid(tool, "`arguments` must be an object")),
+    }
+}
+
+/// The account of a nested call: what its own arguments (or item) name, else what the
+/// carrier named for the enclosing call; both and different is ambiguous.
+fn nested_account(outer: Option<&str>, inner: Option<String>) -> Result<Option<String>, Error> {
+    let mut found = outer.map(str::to_owned);
+    merge_account(&mut found, inner)?;
+    Ok(found)
+}
+
+fn extract(
+    tool: &str,
+    arguments: Option<&Value>,
+    account: Option<&str>,
+    depth: usize,
+    out: &mut Vec<Invocation>,
+) -> Result<(), Error> {
+    if depth > MAX_DEPTH {
+        return Err(invalid(tool, "meta tools nested too deeply"));
+    }
+    if tool.is_empty() {
+        return Err(Error::BodyInvalid("a tool call needs a tool slug".into()));
+    }
+    if !reads_arguments(tool) {
+        out.push(Invocation::tool(tool, account));
+        return Ok(());
+    }
+    if tool.eq_ignore_ascii_case(MULTI_EXECUTE) {
+        out.push(Invocation::tool(tool, account));
+        let m = meta_arguments(tool, arguments)?;
+        let items = match m.get("tools") {
+            Some(Value::Array(a)) => a,
+            None | Some(Value::Null) => return Ok(()),
+            Some(_) => return Err(invalid(tool, "`arguments.tools` must be a list")),
+        };
+        for item in items {
+            let Value::Object(item) = item else {
+                return Err(invalid(tool, "`arguments.tools` must hold objects"));
+            };
+            let mut slug: Option<&str> = None;
+            for (k, v) in item {
+                if folded_eq(k, "toolslug") || folded_eq(k, "tool") || folded_eq(k, "slug") {
+                    match v {
+                        Value::String(s) if slug.is_none_or(|x| x == s) => slug = Some(s),
+                        _ => return Err(invalid(tool, "every item needs one `tool_slug`")),
+                    }
+                }
+            }
+            let slug = slug.ok_or_else(|| invalid(tool, "every item needs one `tool_slug`"))?;
+            let mut args: Option<&Value> = None;
+            for (k, v) in item {
+                if (folded_eq(k, "arguments") || folded_eq(k, "input")) && !v.is_null() {
+                    if args.is_some() {
+                        return Err(invalid(tool, "an item carries its arguments twice"));
+                    }
+                    args = Some(v);
+                }
+            }
+            // Composio does not nest multi-executes; one inside another is refused rather than
+            // guessed at.
+            if slug.eq_ignore_ascii_case(MULTI_EXECUTE) {
+                return Err(Error::ToolNotAllowed {
+                    tool: slug.to_owned(),
+                    rule: "nested multi-execute".into(),
+                });
+            }
+            // An item's account is its own; the enclosing call's is not inherited (it was
+            // decided for the meta tool itself).
+            let inner = map_account(item)?;
+            extract(slug, args, inner.as_deref(), depth + 1, out)?;
+        }
+        return Ok(());
+    }
+    if tool.eq_ignore_ascii_case(MANAGE_CONNECTIONS) {
+        out.push(Invocation::tool(tool, account));
+        let m = meta_arguments(tool, arguments)?;
+        for (k, v) in m {
+            if !TOOLKIT_KEYS.iter().any(|f| folded_eq(k, f)) {
+                continue;
+            }
+            let list = match v {
+                Value::Null => continue,
+                Value::Array(a) => a.as_slice(),
+                v @ Value::String(_) => std::slice::from_ref(v),
+                _ => return Err(invalid(tool, "`toolkits` must be a list of toolkit slugs")),
+            };
+            for t in list {
+                let Value::String(tk) = t else {
+                    return Err(invalid(tool, "`toolkits` must be a list of toolkit slugs"));
+                };
+                out.push(Invocation {
+                    kind: Kind::ManageConnections,
+                    tool: MANAGE_CONNECTIONS.to_owned(),
+                    toolkit: Some(tk.to_ascii_lowercase()),
+                    account: None,
+                });
+            }
+        }
+        return Ok(());
+    }
+    if tool.eq_ignore_ascii_case(PROXY_TOOL) {
+        // Decided exactly as `tools/execute/proxy`: proxy execution of the named toolkit.
+        let m = meta_arguments(tool, arguments)?;
+        let mut toolkit: Option<&str> = None;
+        for (k, v) in m {
+            if TOOLKIT_KEYS.iter().any(|f| folded_eq(k, f)) {
+                match v {
+                    Value::Null => {}
+                    Value::String(s) if !s.is_empty() && toolkit.is_none_or(|t| t == s) => {
+                        toolkit = Some(s);
+                    }
+                    _ => return Err(invalid(tool, "`toolkit_slug` must be one toolkit slug")),
+                }
+            }
+        }
+        let own = map_account(m)?;
+        let account = nested_account(account, own)?;
+        if toolkit.is_none() && account.is_none() {
+            return Err(invalid(tool, "a proxy execution needs its `toolkit_slug`"));
+        }
+        out.push(Invocation::proxy(toolkit, account.as_deref()));
+        return Ok(());
+    }
+    let known = toolpolicy::META_TOOLS
+        .iter()
+        .chain(toolpolicy::CODE_TOOLS)
+        .chain(KNOWN_COMPOSIO_TOOLS)
+        .any(|t| t.eq_ignore_ascii_case(tool));
+    if !known {
+        // Another `COMPOSIO_*` tool: an ordinary tool (of `composio_search`, say) unless its
+        // arguments name a toolkit or an account, which would be acting on something the
+        // gateway cannot see.
+        match arguments {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                if names_target(m, 0) {
+                    return Err(invalid(
+                        tool,
+                        "an unknown Composio tool that names a toolkit or an account",
+                    ));
+                }
+            }
+            Some(_) => return Err(invalid(tool, "`arguments` must be an object")),
+        }
+    }
+    out.push(Invocation::tool(tool, account));
+    Ok(())
+}
+
+/// Whether an object names a toolkit or an account at any depth.
+fn names_target(m: &Map<String, Value>, depth: usize) -> bool {
+    if depth > 64 {
+        return true;
+    }
+    m.iter().any(|(k, v)| {
+        TOOLKIT_KEYS
+            .iter()
+            .chain(ACCOUNT_KEYS)
+            .chain(ACCOUNTS_KEYS)
+            .any(|f| folded_eq(k, f))
+            || value_names_target(v, depth + 1)
+    })
+}
+
+fn value_names_target(v: &Value, depth: usize) -> bool {
+    match v {
+        Value::Object(m) => names_target(m, depth),
+        Value::Array(a) => a.iter().any(|x| value_names_target(x, depth + 1)),
+        _ => false,
+    }
+}
+
+// --- the one decision ---
+
+/// The one decision, applied to every invocation in one fixed order: code-tool ban, tool
+/// policy, account ownership and toolkit match, proxy switch (`allow_proxy_execute`),
+/// connection gate. The first refusal wins; nothing is forwarded unless every invocation is
+/// allowed.
+///
+/// # Errors
+/// The refusal ([`Error::ToolNotAllowed`], [`Error::ToolNotFound`],
+/// [`Error::ConnectedAccountNotOwned`], [`Error::OperationDisabled`], [`Error::Gate`], ...);
+/// lookups that fail as 503.
+pub(crate) async fn decide(
+    shared: &Shared,
+    identity: &Identity,
+    invocations: &[Invocation],
+    audit: &mut Audit,
+) -> Result<Verdict, Error> {
+    let mut verdict = Verdict::default();
+    for inv in invocations {
+        if let Some(tk) = decide_one(shared, identity, inv, audit).await? {
+            if !verdict.toolkits.contains(&tk) {
+                verdict.toolkits.push(tk);
+            }
+        }
+    }
+    Ok(verdict)
+}
+
+fn record(shared: &Shared, d: Decision, what: &str, audit: &mut Audit) -> Result<(), Error> {
+    let policy = &shared.tool_policy;
+    audit.rule(policy.label(d.by));
+    if d.allowed {
+        Ok(())
+    } else {
+        tracing::info!(tool = what, rule = %policy.label(d.by), "tool policy refused");
+        Err(policy.refusal(what, d))
+    }
+}
+
+/// Decides one invocation; returns the toolkit whose connection it uses, if any.
+async fn decide_one(
+    shared: &Shared,
+    identity: &Identity,
+    inv: &Invocation,
+    audit: &mut Audit,
+) -> Result<Option<String>, Error> {
+    let policy = &shared.tool_policy;
+    let claims = &identity.claims;
+    let subject = &identity.subject;
+    let conns = &shared.connections;
+    audit.tool(&inv.tool);
+    if let Some(id) = &inv.account {
+        audit.account(id);
+        if id.eq_ignore_ascii_case(INSTANT_ACCOUNT) {
+            return Err(Error::ConnectedAccountNotOwned);
+        }
+    }
+
+    // 1. Code-tool ban, by name, before anything is looked up.
+    if inv.kind == Kind::Code || toolpolicy::is_code_tool(&inv.tool) {
+        let d = policy.decide(claims, META_TOOLKIT, &inv.tool);
+        record(shared, d, &inv.tool, audit)?;
+    }
+
+    // What the invocation acts on: Composio's word for tools and triggers; the carrier's for
+    // proxies and connection management (or the named account's toolkit).
+    let mut owned: Option<Account> = None;
+    let info = match inv.kind {
+        Kind::Tool | Kind::Code => conns.tool(&inv.tool).await?,
+        Kind::Trigger => conns.trigger(&inv.tool).await?,
+        Kind::Proxy | Kind::ManageConnections => match &inv.toolkit {
+            Some(tk) => ToolInfo::for_toolkit(tk),
+            None => {
+                let id = inv.account.as_deref().ok_or_else(|| {
+                    Error::BodyInvalid(
+                        "proxy execution needs the user's connected_account_id".into(),
+                    )
+                })?;
+                let a = conns
+                    .owned_account(subject, id)
+                    .await?
+                    .ok_or(Error::ConnectedAccountNotOwned)?;
+                let info = ToolInfo::for_toolkit(&a.toolkit);
+                owned = Some(a);
+                info
+            }
+        },
+    };
+    audit.toolkit(&info.toolkit);
+
+    // 2. Tool policy.
+    match inv.kind {
+        Kind::Tool | Kind::Code | Kind::Trigger => {
+            let d = policy.decide(claims, &info.toolkit, &inv.tool);
+            record(shared, d, &inv.tool, audit)?;
+        }
+        Kind::Proxy => {
+            let d = policy.decide(claims, &info.toolkit, PROXY_EXECUTE);
+            let what = if d.allowed {
+                PROXY_EXECUTE.to_owned()
+            } else {
+                format!("{PROXY_EXECUTE} ({})", info.toolkit)
+            };
+            record(shared, d, &what, audit)?;
+        }
+        Kind::ManageConnections => {
+            let d = policy.decide_toolkit(claims, &info.toolkit);
+            record(shared, d, &info.toolkit, audit)?;
+        }
+    }
+
+    // 3. Account ownership and toolkit match.
+    if let Some(id) = &inv.account {
+        let a = match owned.take() {
+            Some(a) => a,
+            None => conns
+                .owned_account(subject, id)
+                .await?
+                .ok_or(Error::ConnectedAccountNotOwned)?,
+        };
+        if !a.toolkit.eq_ignore_ascii_case(&info.toolkit) {
+            return Err(Error::BodyInvalid(format!(
+                "connected account {id} is an account of {}, not of {}",
+                a.toolkit, info.toolkit
+            )));
+        }
+        owned = Some(a);
+    }
+
+    // 4. Proxy switch.
+    if inv.kind == Kind::Proxy && !shared.policy.allow_proxy_execute {
+        return Err(Error::OperationDisabled("proxy_execute"));
+    }
+
+    // 5. Connection gate.
+    if inv.kind == Kind::ManageConnections {
+        return Ok(None);
+    }
+    match owned {
+        Some(a) => {
+            // A raw proxy request never runs with an unusable account, gating on or off.
+            let gated = conns.gating() || inv.kind == Kind::Proxy;
+            if gated && !info.no_auth && !a.usable() {
+                return Err(conns.refusal(&info, std::slice::from_ref(&a)));
+            }
+        }
+        None if conns.gating() && !info.no_auth => {
+            let accounts = conns.accounts(subject, &info.toolkit).await?;
+            if !accounts.iter().any(Account::usable) {
+                return Err(conns.refusal(&info, &accounts));
+            }
+        }
+        None => {}
+    }
+    Ok(Some(info.toolkit))
+}
+
+#[cfg(test)]
+mod tests;
