@@ -120,6 +120,9 @@ struct Writer {
     file_id: Option<(u64, u64)>,
     batch: Vec<u8>,
     events: Vec<String>,
+    /// stdout's `log_opened` record waits for the first event, so a process that decides
+    /// nothing (`explain`, `check-config`) prints nothing.
+    opening: Option<&'static str>,
 }
 
 impl Writer {
@@ -140,10 +143,15 @@ impl Writer {
             file_id: None,
             batch: Vec::with_capacity(1 << 16),
             events: Vec::new(),
+            opening: None,
         };
         w.open_file()?;
-        w.opened(reason);
-        w.write_batch();
+        if w.path.is_some() {
+            w.opened(reason);
+            w.write_batch();
+        } else {
+            w.opening = Some(reason);
+        }
         Ok(w)
     }
 
@@ -226,6 +234,11 @@ impl Writer {
     }
 
     fn seal_events(&mut self) {
+        if !self.events.is_empty() {
+            if let Some(reason) = self.opening.take() {
+                self.opened(reason);
+            }
+        }
         for e in self.events.drain(..) {
             chain::seal(&mut self.head, self.key.as_ref(), &e, &mut self.batch);
         }
@@ -315,6 +328,8 @@ struct Line<'a> {
 /// The audit record of one request, filled in as the request is processed.
 #[derive(Debug, Default)]
 pub struct Audit {
+    /// Every fact in the order it was recorded, for `entitygate explain` (off otherwise).
+    journal: Option<Vec<(&'static str, String)>>,
     trace_id: Option<String>,
     method: String,
     path: Option<String>,
@@ -348,6 +363,22 @@ impl Audit {
         }
     }
 
+    /// Keeps every fact recorded from now on, in order (for a dry run).
+    pub(crate) fn keep_journal(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    /// The facts recorded since [`Audit::keep_journal`]: (what, value).
+    pub(crate) fn journal(&self) -> &[(&'static str, String)] {
+        self.journal.as_deref().unwrap_or_default()
+    }
+
+    fn note(&mut self, what: &'static str, value: &str) {
+        if let Some(j) = &mut self.journal {
+            j.push((what, value.to_owned()));
+        }
+    }
+
     /// The trace this request belongs to (W3C trace id, 32 hex digits).
     pub fn trace(&mut self, trace_id: String) {
         self.trace_id = Some(trace_id);
@@ -375,37 +406,48 @@ impl Audit {
 
     /// The verified subject.
     pub fn subject(&mut self, subject: &str) {
+        self.note("subject", subject);
         self.subject = Some(subject.to_owned());
     }
 
     /// The matched route pattern and its policy's name.
     pub fn route(&mut self, pattern: &'static str, policy: &'static str) {
+        self.note("route", pattern);
+        self.note("policy", policy);
         self.route = pattern;
         self.policy = policy;
     }
 
     /// The tool slug of an execution.
     pub fn tool(&mut self, tool: &str) {
+        self.note("tool", tool);
         self.tool = Some(tool.to_owned());
     }
 
     /// The toolkit an execution was gated on.
     pub fn toolkit(&mut self, toolkit: &str) {
+        self.note("toolkit", toolkit);
         self.toolkit = Some(toolkit.to_owned());
     }
 
     /// A connected account named by the request.
     pub fn account(&mut self, account: &str) {
+        self.note("connected_account_id", account);
         self.account = Some(account.to_owned());
     }
 
     /// The tool-policy rule that decided (the refusing one, else the last allowing one).
     pub fn rule(&mut self, rule: &std::sync::Arc<str>) {
+        self.note("rule", rule);
         self.rule = Some(rule.clone());
     }
 
     /// The caller named another user, and the gateway pinned or refused it.
     pub fn mismatch(&mut self) {
+        self.note(
+            "identity",
+            "the request named another user: pinned to the subject",
+        );
         self.identity_rewritten = true;
     }
 

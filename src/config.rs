@@ -461,6 +461,9 @@ pub struct AdminConfig {
     /// fails).
     #[serde(default = "default_ready_window_secs")]
     pub ready_window_secs: u64,
+    /// The environment variable holding the bearer token `POST /explain` requires; absent:
+    /// no `/explain` on the admin listener.
+    pub explain_token_env: Option<String>,
 }
 
 /// `[audit]`: the decision trail.

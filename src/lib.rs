@@ -17,6 +17,7 @@
 //! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown.
 //! - [`audit`]: one structured event per decision, hash-chained; [`clock`]: Unix and RFC 3339
 //!   time; [`trace`]: W3C trace context across the hop and OpenTelemetry export.
+//! - [`explain`]: a dry run of one request through the real flow (`entitygate explain`).
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits.
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
@@ -45,6 +46,7 @@ pub mod connections;
 pub mod demo;
 pub mod error;
 pub mod expiry;
+pub mod explain;
 pub mod headers;
 pub(crate) mod invocation;
 pub mod limits;

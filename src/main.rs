@@ -29,6 +29,9 @@ enum Command {
     },
     /// Run the gateway against a built-in sandbox Composio, with two demo users.
     Demo(entitygate::demo::DemoArgs),
+    /// Dry-run one request against a configuration: identity, route, invocations, the rule
+    /// deciding each, the body after pinning; nothing is forwarded.
+    Explain(entitygate::explain::ExplainArgs),
     /// Tools for the decision log (`[audit] path`).
     AuditLog {
         #[command(subcommand)]
@@ -105,6 +108,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Demo(args) => entitygate::demo::run(args).await,
+        Command::Explain(args) => entitygate::explain::cli(&args).await,
         Command::AuditLog {
             command: AuditLogCommand::Verify(args),
         } => entitygate::audit::verify_cli(&args),

@@ -67,7 +67,7 @@ pub(crate) struct State {
 /// Builds the reloadable part of the gateway. `previous` lends what a reload keeps: the
 /// connection cache (when upstream and gating settings are unchanged), the audit sink (same
 /// path) and the audit job.
-async fn build_shared(
+pub(crate) async fn build_shared(
     config: &Config,
     env: &dyn Env,
     previous: Option<&Shared>,
@@ -213,6 +213,16 @@ impl State {
         }
         tracing::info!("configuration reloaded");
         Ok(())
+    }
+
+    /// Where secrets come from.
+    pub(crate) fn env(&self) -> &dyn Env {
+        self.env.as_ref()
+    }
+
+    /// The config file the gateway was started from, if any.
+    pub(crate) fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
     }
 
     /// Reads the config file again and swaps it in.

@@ -148,7 +148,14 @@ where
         let _in_flight = crate::metrics::InFlight::start();
         match shared.in_flight.clone().try_acquire_owned() {
             Ok(_permit) => {
-                let work = process(shared, req, &request_id, &record.trace, &mut record.audit);
+                let work = process(
+                    shared,
+                    req,
+                    &request_id,
+                    &record.trace,
+                    &mut record.audit,
+                    None,
+                );
                 match record.trace.context() {
                     // The lookups made while deciding find the request's span in it.
                     Some(cx) => opentelemetry::context::FutureExt::with_context(work, cx).await,
@@ -210,6 +217,7 @@ async fn process<B>(
     request_id: &HeaderValue,
     trace: &crate::trace::Trace,
     audit: &mut Audit,
+    dry_run: Option<&DryRun>,
 ) -> Result<Response<ResponseBody>, Error>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -221,7 +229,7 @@ where
             .boxed_unsync()
     });
     // Composio's own webhook carries no JWT: it is signed, and verified by the audit job.
-    if let Some(job) = &shared.expiry {
+    if let Some(job) = shared.expiry.as_ref().filter(|_| dry_run.is_none()) {
         if job.accepts(req.method(), req.uri().path()) {
             return job.receive(&shared.connections, req, audit).await;
         }
@@ -261,6 +269,7 @@ where
         matched,
         request_id,
         trace,
+        dry_run,
     };
     match matched.policy() {
         Policy::Execute(api) => execute::execute(&ctx, body, api, audit).await,
@@ -289,6 +298,36 @@ pub(crate) struct Ctx<'a> {
     pub(crate) matched: Matched<'a>,
     pub(crate) request_id: &'a HeaderValue,
     pub(crate) trace: &'a crate::trace::Trace,
+    /// `entitygate explain`: record what would be forwarded instead of sending it.
+    pub(crate) dry_run: Option<&'a DryRun>,
+}
+
+/// What a dry run would have sent to Composio.
+#[derive(Debug, Default)]
+pub(crate) struct DryRun {
+    pub(crate) forwarded: std::sync::Mutex<Option<Forwarded>>,
+}
+
+/// The request a dry run stopped before sending.
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarded {
+    pub(crate) method: String,
+    pub(crate) path_and_query: String,
+    pub(crate) body: Option<Vec<u8>>,
+}
+
+/// Runs one request through the real flow, deciding everything and forwarding nothing: the
+/// request that would reach Composio is left in `dry`, and the answer is
+/// [`Error::Internal`] when it got that far (so it can never be mistaken for a response).
+pub(crate) async fn dry_run(
+    shared: &Shared,
+    req: Request<Full<Bytes>>,
+    audit: &mut Audit,
+    dry: &DryRun,
+) -> Result<Response<ResponseBody>, Error> {
+    let request_id = headers::request_id(req.headers());
+    let trace = crate::trace::Trace::start(req.headers(), None);
+    process(shared, req, &request_id, &trace, audit, Some(dry)).await
 }
 
 // === impl Ctx ===
@@ -377,6 +416,17 @@ impl Ctx<'_> {
             *req.body_mut() = Full::new(Bytes::from(body));
         } else {
             req.headers_mut().remove(header::CONTENT_TYPE);
+        }
+        if let Some(dry) = self.dry_run {
+            let body = req.body().clone().collect().await.map(|b| b.to_bytes());
+            *dry.forwarded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Forwarded {
+                method: self.parts.method.to_string(),
+                path_and_query: pq,
+                body: body.ok().filter(|b| !b.is_empty()).map(|b| b.to_vec()),
+            });
+            return Err(Error::Internal);
         }
         // Everything before this was the decision; what follows is the upstream call.
         self.trace.decided("allow", Some(self.subject()));

@@ -9,6 +9,7 @@ mod cli;
 mod core;
 mod equivalence;
 mod evidence;
+mod explain;
 mod gating;
 mod invocations;
 mod matrix;
