@@ -14,7 +14,6 @@
 //! (route, tool) and the decision; never a token, a key or a tool argument. Without an
 //! endpoint nothing is built: no provider, no exporter thread, no span objects.
 
-use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -147,8 +146,10 @@ fn nibble(b: u8) -> Option<u8> {
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
 }
 

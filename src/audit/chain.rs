@@ -18,8 +18,7 @@
 //!
 //! [`verify`] walks one or more files in order and reports the first line that breaks.
 
-use std::fmt::Write as _;
-use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::io::{BufRead, Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -35,7 +34,7 @@ const HMAC_MEMBER: usize = 9 + 64 + 1;
 
 /// The key that authenticates each line, from `[audit] hmac_key_env` / `hmac_key_file`.
 #[derive(Clone)]
-pub struct HmacKey(std::sync::Arc<[u8]>);
+pub struct HmacKey(Hmac<Sha256>);
 
 impl std::fmt::Debug for HmacKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,7 +56,10 @@ impl HmacKey {
                 "the audit HMAC key must be at least {MIN_KEY_BYTES} bytes"
             ));
         }
-        Ok(Self(bytes.into()))
+        // HMAC accepts keys of any length: this cannot fail. The keyed state is computed once.
+        <Hmac<Sha256> as Mac>::new_from_slice(bytes)
+            .map(Self)
+            .map_err(|_| "unusable HMAC key".to_owned())
     }
 
     /// Reads key material from a file (a trailing newline is not part of the key).
@@ -74,11 +76,7 @@ impl HmacKey {
     }
 
     fn mac(&self, canonical: &[u8]) -> [u8; 32] {
-        // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.0) {
-            Ok(m) => m,
-            Err(_) => return [0; 32],
-        };
+        let mut mac = self.0.clone();
         mac.update(canonical);
         mac.finalize().into_bytes().into()
     }
@@ -112,8 +110,7 @@ pub fn seal(head: &mut Head, key: Option<&HmacKey>, event: &str, out: &mut Vec<u
         .unwrap_or("");
     let start = out.len();
     out.extend_from_slice(b"{\"seq\":");
-    let mut num = itoa_buf(head.next_seq);
-    out.append(&mut num);
+    let _ = write!(out, "{}", head.next_seq);
     out.extend_from_slice(b",\"prev\":\"");
     out.extend_from_slice(head.last_hash.as_bytes());
     out.push(b'"');
@@ -139,14 +136,13 @@ pub fn seal(head: &mut Head, key: Option<&HmacKey>, event: &str, out: &mut Vec<u
     head.last_hash = hash;
 }
 
-fn itoa_buf(n: u64) -> Vec<u8> {
-    n.to_string().into_bytes()
-}
 
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     s
 }
