@@ -136,7 +136,6 @@ pub fn seal(head: &mut Head, key: Option<&HmacKey>, event: &str, out: &mut Vec<u
     head.last_hash = hash;
 }
 
-
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -251,9 +250,8 @@ pub(crate) fn tail_of(path: &Path) -> std::io::Result<Option<Head>> {
     let mut buf = Vec::new();
     file.read_to_end(&mut buf)?;
     // Only complete lines count: a crash may have left half a line at the end.
-    let end = match buf.iter().rposition(|&b| b == b'\n') {
-        Some(i) => i,
-        None => return Ok(None),
+    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+        return Ok(None);
     };
     let start = buf[..end]
         .iter()

@@ -190,7 +190,7 @@ impl Case {
             (
                 "v3 multi",
                 "/api/v3/tools/execute/COMPOSIO_MULTI_EXECUTE_TOOL".into(),
-                json!({"arguments": {"tools": [item_v3.clone()]}}),
+                json!({"arguments": {"tools": [item_v3]}}),
             ),
             (
                 "v2 multi",
