@@ -8,7 +8,8 @@
 //!
 //! The *canonical bytes* of a line are the line without its `hash` and `hmac` members (the
 //! text up to them, then `}`); `hash` is their SHA-256 and `hmac` (present only when a key is
-//! configured) their HMAC-SHA256. The next line's `prev` is this line's `hash`, so a line
+//! configured) the HMAC-SHA256 of that hash (hash-then-MAC: one SHA-256 pass over the line,
+//! then two blocks for the MAC). The next line's `prev` is this line's `hash`, so a line
 //! edited, deleted, reordered or inserted breaks the chain where it happened, and without
 //! the key nobody can recompute a chain that still verifies.
 //!
@@ -75,9 +76,9 @@ impl HmacKey {
         Self::new(&bytes[..end])
     }
 
-    fn mac(&self, canonical: &[u8]) -> [u8; 32] {
+    fn mac(&self, digest: &[u8; 32]) -> [u8; 32] {
         let mut mac = self.0.clone();
-        mac.update(canonical);
+        mac.update(digest);
         mac.finalize().into_bytes().into()
     }
 }
@@ -120,7 +121,7 @@ pub fn seal(head: &mut Head, key: Option<&HmacKey>, event: &str, out: &mut Vec<u
     }
     out.push(b'}');
     let digest: [u8; 32] = Sha256::digest(&out[start..]).into();
-    let mac = key.map(|k| k.mac(&out[start..]));
+    let mac = key.map(|k| k.mac(&digest));
     out.pop();
     let hash = hex(&digest);
     out.extend_from_slice(b",\"hash\":\"");
@@ -344,7 +345,8 @@ pub fn verify(files: &[PathBuf], key: Option<&HmacKey>) -> Result<Report, Break>
             let line = std::str::from_utf8(&buf)
                 .map_err(|_| brk(n, "not UTF-8: edited or damaged".into()))?;
             let p = parse(line).map_err(|e| brk(n, format!("not a chained audit line: {e}")))?;
-            let digest = hex(&Sha256::digest(&p.canonical));
+            let raw: [u8; 32] = Sha256::digest(&p.canonical).into();
+            let digest = hex(&raw);
             if digest != p.hash {
                 return Err(brk(
                     n,
@@ -353,7 +355,7 @@ pub fn verify(files: &[PathBuf], key: Option<&HmacKey>) -> Result<Report, Break>
             }
             match (key, p.hmac) {
                 (Some(k), Some(mac)) => {
-                    if hex(&k.mac(&p.canonical)) != mac {
+                    if hex(&k.mac(&raw)) != mac {
                         return Err(brk(
                             n,
                             "HMAC does not match: the line was not written with this key \
