@@ -10,12 +10,16 @@
 //! rewritten), capped at [`MAX_QUERY`] bytes, with the values of credential-named parameters
 //! (`api_key`, `token`, `secret`, ...) replaced by `[REDACTED]`.
 
+mod chain;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use http::{HeaderValue, Method, StatusCode};
+
+pub use chain::{seal, verify, Break, Head, HmacKey, Report, GENESIS};
 
 use crate::error::Error;
 
@@ -43,54 +47,47 @@ const QUEUE: usize = 65_536;
 /// How long the writer lets lines gather after a write (bounds how late a line is written).
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
+/// How often an idle writer looks for a rotated or truncated file.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// What the request path hands the writer thread.
+enum Msg {
+    /// One serialised event (a JSON object, no newline).
+    Event(String),
+    /// Reopen the file (SIGHUP, reload), with this key from now on.
+    Reopen(Option<HmacKey>),
+    /// Answer once everything queued before is written.
+    Flush(mpsc::SyncSender<()>),
+}
+
 /// Where audit lines go: a bounded queue drained by a writer thread, so a slow disk never
-/// stalls a request.
+/// stalls a request. The writer chains the lines ([`chain`]): it alone numbers and hashes
+/// them, in the order it writes them.
 #[derive(Clone, Debug)]
 pub struct Sink {
-    tx: mpsc::SyncSender<String>,
+    tx: mpsc::SyncSender<Msg>,
     path: Option<PathBuf>,
+    key: Option<HmacKey>,
 }
 
 // === impl Sink ===
 
 impl Sink {
-    /// Opens `path` for appending (created if needed), or stdout when `None`.
+    /// Opens `path` for appending (created if needed), or stdout when `None`, continuing the
+    /// chain of what the file already holds, and authenticating every line with `key`.
     ///
     /// # Errors
-    /// When the file cannot be opened.
-    pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
-        let out: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            ),
-            None => Box::new(std::io::stdout()),
-        };
-        // One write per batch of lines, not one per line.
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
-        let (tx, rx) = mpsc::sync_channel::<String>(QUEUE);
+    /// When the file cannot be opened or read.
+    pub fn open(path: Option<&Path>, key: Option<HmacKey>) -> std::io::Result<Self> {
+        let mut writer = Writer::open(path.map(Path::to_owned), key.clone())?;
+        let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
         std::thread::Builder::new()
             .name("entitygate-audit".into())
-            .spawn(move || {
-                while let Ok(line) = rx.recv() {
-                    let _ = out.write_all(line.as_bytes());
-                    // Drain what is queued before flushing, so bursts cost one write.
-                    while let Ok(more) = rx.try_recv() {
-                        let _ = out.write_all(more.as_bytes());
-                    }
-                    let _ = out.flush();
-                    // Let the next lines gather for a moment: a sender wakes this thread only
-                    // while it waits in `recv`, so under load this turns one wake-up (a futex
-                    // call and two context switches) per request into one per batch. At rest
-                    // the first line is still written at once.
-                    std::thread::sleep(BATCH_PAUSE);
-                }
-            })?;
+            .spawn(move || writer.run(&rx))?;
         Ok(Self {
             tx,
             path: path.map(Path::to_owned),
+            key,
         })
     }
 
@@ -99,11 +96,231 @@ impl Sink {
         self.path.as_deref()
     }
 
-    fn write(&self, line: String) {
-        if self.tx.try_send(line).is_err() {
+    /// The same sink, authenticating lines with `key` once [`Sink::reopen`] is called.
+    pub(crate) fn with_key(&self, key: Option<HmacKey>) -> Self {
+        Self {
+            key,
+            ..self.clone()
+        }
+    }
+
+    /// Asks the writer to reopen its file (after `logrotate` moved it, on SIGHUP or reload)
+    /// and to start a new file's chain with a `log_opened` record.
+    pub fn reopen(&self) {
+        if self.tx.try_send(Msg::Reopen(self.key.clone())).is_err() {
             crate::metrics::audit_dropped();
         }
     }
+
+    /// Waits (up to `timeout`) until every event queued before is written. Blocks the thread:
+    /// for tests, shutdown and the CLI, never on the request path.
+    pub fn flush_blocking(&self, timeout: Duration) -> bool {
+        let (ack, done) = mpsc::sync_channel(1);
+        if self.tx.send(Msg::Flush(ack)).is_err() {
+            return false;
+        }
+        done.recv_timeout(timeout).is_ok()
+    }
+
+    fn write(&self, event: String) {
+        if self.tx.try_send(Msg::Event(event)).is_err() {
+            crate::metrics::audit_dropped();
+        }
+    }
+}
+
+/// The writer thread's state: the open file, where the chain stands, and the batch buffer.
+struct Writer {
+    path: Option<PathBuf>,
+    out: Option<std::fs::File>,
+    key: Option<HmacKey>,
+    head: chain::Head,
+    /// Bytes in the file as far as this writer knows: less on disk means `copytruncate`.
+    written: u64,
+    /// The identity of the open file: another one at `path` means it was moved away.
+    file_id: Option<(u64, u64)>,
+    batch: Vec<u8>,
+    events: Vec<String>,
+    /// stdout's `log_opened` record waits for the first event, so a process that decides
+    /// nothing (`explain`, `check-config`) prints nothing.
+    opening: Option<&'static str>,
+}
+
+impl Writer {
+    fn open(path: Option<PathBuf>, key: Option<HmacKey>) -> std::io::Result<Self> {
+        let (head, reason) = match &path {
+            Some(p) => match chain::tail_of(p)? {
+                Some(head) => (head, "restart"),
+                None => (chain::Head::default(), "start"),
+            },
+            None => (chain::Head::default(), "start"),
+        };
+        let mut w = Self {
+            path,
+            out: None,
+            key,
+            head,
+            written: 0,
+            file_id: None,
+            batch: Vec::with_capacity(1 << 16),
+            events: Vec::new(),
+            opening: None,
+        };
+        w.open_file()?;
+        if w.path.is_some() {
+            w.opened(reason);
+            w.write_batch();
+        } else {
+            w.opening = Some(reason);
+        }
+        Ok(w)
+    }
+
+    fn open_file(&mut self) -> std::io::Result<()> {
+        if let Some(p) = &self.path {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?;
+            let meta = f.metadata()?;
+            self.written = meta.len();
+            self.file_id = Some(file_id(&meta));
+            self.out = Some(f);
+        }
+        Ok(())
+    }
+
+    /// Seals the `log_opened` record that links this file to the line written before.
+    fn opened(&mut self, reason: &str) {
+        let record = serde_json::json!({
+            "time": crate::clock::now_rfc3339(),
+            "event": "log_opened",
+            "reason": reason,
+            "file": self.path.as_ref().map(|p| p.display().to_string()),
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        let text = record.to_string();
+        chain::seal(&mut self.head, self.key.as_ref(), &text, &mut self.batch);
+    }
+
+    fn run(&mut self, rx: &mpsc::Receiver<Msg>) {
+        let mut acks = Vec::new();
+        loop {
+            let first = match rx.recv_timeout(IDLE_CHECK) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.check_rotation();
+                    self.write_batch();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut reopen = None;
+            // Drain what is queued, so bursts cost one write.
+            for msg in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                match msg {
+                    Msg::Event(e) => self.events.push(e),
+                    Msg::Reopen(key) => {
+                        // Lines queued before the reopen belong to the file before it.
+                        self.seal_events();
+                        reopen = Some(key);
+                    }
+                    Msg::Flush(ack) => acks.push(ack),
+                }
+                if reopen.is_some() {
+                    break;
+                }
+            }
+            if reopen.is_none() {
+                self.check_rotation();
+            }
+            self.seal_events();
+            self.write_batch();
+            if let Some(key) = reopen {
+                self.key = key;
+                self.reopen("reopen");
+                self.write_batch();
+            }
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
+            // Let the next lines gather for a moment: a sender wakes this thread only while
+            // it waits in `recv`, so under load this turns one wake-up (a futex call and two
+            // context switches) per request into one per batch. At rest the first line is
+            // still written at once.
+            std::thread::sleep(BATCH_PAUSE);
+        }
+        self.seal_events();
+        self.write_batch();
+    }
+
+    fn seal_events(&mut self) {
+        if !self.events.is_empty() {
+            if let Some(reason) = self.opening.take() {
+                self.opened(reason);
+            }
+        }
+        for e in self.events.drain(..) {
+            chain::seal(&mut self.head, self.key.as_ref(), &e, &mut self.batch);
+        }
+    }
+
+    /// Notices a file moved away (`logrotate`'s default `create`) or truncated in place
+    /// (`copytruncate`), and starts the new file with a `log_opened` record.
+    fn check_rotation(&mut self) {
+        let Some(path) = &self.path else { return };
+        match std::fs::metadata(path) {
+            Ok(meta) if Some(file_id(&meta)) != self.file_id => self.reopen("rotated"),
+            Err(_) => self.reopen("rotated"),
+            Ok(meta) if meta.len() < self.written => {
+                self.written = meta.len();
+                self.opened("truncated");
+            }
+            Ok(_) => {}
+        }
+    }
+
+    fn reopen(&mut self, reason: &str) {
+        match self.open_file() {
+            Ok(()) => self.opened(reason),
+            Err(e) => {
+                // Keep writing to the file still open rather than lose lines.
+                tracing::error!(error = %e, "cannot reopen the audit log; still writing to the old file");
+            }
+        }
+    }
+
+    fn write_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let result = match &mut self.out {
+            Some(f) => f.write_all(&self.batch),
+            None => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&self.batch).and_then(|()| out.flush())
+            }
+        };
+        match result {
+            Ok(()) => self.written += self.batch.len() as u64,
+            Err(e) => {
+                crate::metrics::audit_dropped();
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        }
+        self.batch.clear();
+    }
+}
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
 }
 
 /// One audit line, in the order the keys are written.
@@ -111,6 +328,7 @@ impl Sink {
 struct Line<'a> {
     time: String,
     request_id: &'a str,
+    trace_id: Option<&'a str>,
     subject: Option<&'a str>,
     method: &'a str,
     path: Option<&'a str>,
@@ -133,6 +351,9 @@ struct Line<'a> {
 /// The audit record of one request, filled in as the request is processed.
 #[derive(Debug, Default)]
 pub struct Audit {
+    /// Every fact in the order it was recorded, for `entitygate explain` (off otherwise).
+    journal: Option<Vec<(&'static str, String)>>,
+    trace_id: Option<String>,
     method: String,
     path: Option<String>,
     query: Option<String>,
@@ -175,29 +396,76 @@ impl Audit {
         self.query = query.filter(|q| !q.is_empty()).map(recorded_query);
     }
 
+    /// Keeps every fact recorded from now on, in order (for a dry run).
+    pub(crate) fn keep_journal(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    /// The facts recorded since [`Audit::keep_journal`]: (what, value).
+    pub(crate) fn journal(&self) -> &[(&'static str, String)] {
+        self.journal.as_deref().unwrap_or_default()
+    }
+
+    fn note(&mut self, what: &'static str, value: &str) {
+        if let Some(j) = &mut self.journal {
+            j.push((what, value.to_owned()));
+        }
+    }
+
+    /// The trace this request belongs to (W3C trace id, 32 hex digits).
+    pub fn trace(&mut self, trace_id: String) {
+        self.trace_id = Some(trace_id);
+    }
+
+    /// The verified subject, once known.
+    pub fn subject_ref(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// The decision so far (`abandoned` until one is made).
+    pub fn decision(&self) -> &'static str {
+        self.decision
+    }
+
+    /// The matched route pattern (`-` before one matched).
+    pub fn route_pattern(&self) -> &'static str {
+        self.route
+    }
+
+    /// The tool, when the request ran one.
+    pub fn tool_ref(&self) -> Option<&str> {
+        self.tool.as_deref()
+    }
+
     /// The verified subject.
     pub fn subject(&mut self, subject: &str) {
+        self.note("subject", subject);
         self.subject = Some(subject.to_owned());
     }
 
     /// The matched route pattern and its policy's name.
     pub fn route(&mut self, pattern: &'static str, policy: &'static str) {
+        self.note("route", pattern);
+        self.note("policy", policy);
         self.route = pattern;
         self.policy = policy;
     }
 
     /// The tool slug of an execution.
     pub fn tool(&mut self, tool: &str) {
+        self.note("tool", tool);
         self.tool = Some(tool.to_owned());
     }
 
     /// The toolkit an execution was gated on.
     pub fn toolkit(&mut self, toolkit: &str) {
+        self.note("toolkit", toolkit);
         self.toolkit = Some(toolkit.to_owned());
     }
 
     /// A connected account named by the request.
     pub fn account(&mut self, account: &str) {
+        self.note("connected_account_id", account);
         self.account = Some(account.to_owned());
     }
 
@@ -213,11 +481,16 @@ impl Audit {
 
     /// The tool-policy rule that decided (the refusing one, else the last allowing one).
     pub fn rule(&mut self, rule: &std::sync::Arc<str>) {
+        self.note("rule", rule);
         self.rule = Some(rule.clone());
     }
 
     /// The caller named another user, and the gateway pinned or refused it.
     pub fn mismatch(&mut self) {
+        self.note(
+            "identity",
+            "the request named another user: pinned to the subject",
+        );
         self.identity_rewritten = true;
     }
 
@@ -268,6 +541,7 @@ impl Audit {
         let line = Line {
             time: crate::clock::now_rfc3339(),
             request_id,
+            trace_id: self.trace_id.as_deref(),
             subject: self.subject.as_deref(),
             method: &self.method,
             path: self.path.as_deref(),
@@ -287,8 +561,8 @@ impl Audit {
             latency_ms: latency.as_micros() as f64 / 1000.0,
         };
         // A borrowed struct serialised straight into one buffer: no map, no copies.
-        let mut text = serde_json::to_string(&line).unwrap_or_default();
-        text.push('\n');
+        // The writer thread numbers, chains and terminates it.
+        let text = serde_json::to_string(&line).unwrap_or_default();
         sink.write(text);
         tracing::debug!(
             target: "entitygate::audit",
@@ -354,5 +628,62 @@ mod tests {
         let long = "a=".to_owned() + &"b".repeat(5000);
         let q = recorded_query(&long);
         assert!(q.len() <= MAX_QUERY + '…'.len_utf8() && q.ends_with('…'));
+    }
+}
+
+/// `entitygate audit-log verify FILE...`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// The log files, oldest first (rotated files before the current one).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Check every line's HMAC with the key in this environment variable.
+    #[arg(long, conflicts_with = "hmac_key_file")]
+    pub hmac_key_env: Option<String>,
+    /// Check every line's HMAC with the key in this file.
+    #[arg(long)]
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+/// Runs `entitygate audit-log verify`: 0 when the chain holds, 1 at the first line that
+/// breaks it (printed as `FILE:LINE: reason`), 64 when the key cannot be read.
+pub fn verify_cli(args: &VerifyArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let key = match (&args.hmac_key_env, &args.hmac_key_file) {
+        (Some(var), _) => match std::env::var(var) {
+            Ok(v) => HmacKey::new(v.as_bytes()).map(Some),
+            Err(_) => Err(format!("environment variable {var} is not set")),
+        },
+        (None, Some(path)) => HmacKey::from_file(path).map(Some),
+        (None, None) => Ok(None),
+    };
+    let key = match key {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("entitygate: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    match verify(&args.files, key.as_ref()) {
+        Ok(report) => {
+            for note in &report.notes {
+                println!("note: {note}");
+            }
+            let (seq, hash) = report.last.clone().unwrap_or((0, GENESIS.to_owned()));
+            println!(
+                "ok: {} lines, chain intact{}; last seq {seq}, last hash {hash}",
+                report.lines,
+                if report.hmac_checked {
+                    ", every HMAC verified"
+                } else {
+                    " (HMACs not checked)"
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(brk) => {
+            println!("broken: {brk}");
+            ExitCode::FAILURE
+        }
     }
 }

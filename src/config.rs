@@ -129,6 +129,52 @@ pub struct Config {
     /// MCP through the gateway ([`crate::mcp`]).
     #[serde(default)]
     pub mcp: McpConfig,
+    /// OpenTelemetry export of the gateway's spans.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: where the gateway's spans go. Trace context is propagated (and recorded in
+/// the audit trail) whether or not spans are exported.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP (protobuf) endpoint of a collector, e.g. `http://127.0.0.1:4318` (the
+    /// traces path `/v1/traces` is added when the URL has no path). Absent: no export.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Extra CA certificates (PEM) for an https collector.
+    pub ca_file: Option<PathBuf>,
+    /// How long the exporter waits between batches.
+    #[serde(default = "default_export_interval_ms")]
+    pub export_interval_ms: u64,
+    /// How long one export may take.
+    #[serde(default = "default_export_timeout_ms")]
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+            ca_file: None,
+            export_interval_ms: default_export_interval_ms(),
+            export_timeout_ms: default_export_timeout_ms(),
+        }
+    }
+}
+
+fn default_service_name() -> String {
+    "entitygate".into()
+}
+fn default_export_interval_ms() -> u64 {
+    5_000
+}
+fn default_export_timeout_ms() -> u64 {
+    10_000
 }
 
 /// `[mcp]`: the Streamable HTTP endpoints the gateway serves for Composio's hosted MCP.
@@ -519,6 +565,9 @@ pub struct AdminConfig {
     /// `Origin` that is not one of them, is refused (DNS rebinding, cross-site requests).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// The environment variable holding the bearer token `POST /explain` requires; absent:
+    /// no `/explain` on the admin listener.
+    pub explain_token_env: Option<String>,
 }
 
 /// `[audit]`: the decision trail.
@@ -527,6 +576,46 @@ pub struct AdminConfig {
 pub struct AuditConfig {
     /// Append JSON lines to this file; absent: JSON lines on stdout.
     pub path: Option<PathBuf>,
+    /// The environment variable holding the key that authenticates every line (HMAC-SHA256).
+    pub hmac_key_env: Option<String>,
+    /// A file holding that key instead (a trailing newline is not part of it).
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+impl AuditConfig {
+    /// The HMAC key, when one is configured.
+    ///
+    /// # Errors
+    /// Both sources set, the variable unset, the file unreadable, or the key too short.
+    pub fn hmac_key(&self, env: &dyn Env) -> Result<Option<crate::audit::HmacKey>, ConfigError> {
+        match (&self.hmac_key_env, &self.hmac_key_file) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                "audit.hmac_key_env",
+                "set hmac_key_env or hmac_key_file, not both",
+            )),
+            (Some(var), None) => {
+                let value = env.var(var).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "audit.hmac_key_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                crate::audit::HmacKey::new(value.as_bytes())
+                    .map(Some)
+                    .map_err(|e| ConfigError::invalid("audit.hmac_key_env", e))
+            }
+            (None, Some(path)) => {
+                crate::audit::HmacKey::from_file(path)
+                    .map(Some)
+                    .map_err(|reason| ConfigError::File {
+                        key: "audit.hmac_key_file".into(),
+                        path: path.clone(),
+                        reason,
+                    })
+            }
+        }
+    }
 }
 
 /// Log output format.
@@ -650,6 +739,12 @@ impl Config {
             fix(ca);
         }
         if let Some(p) = &mut self.audit.path {
+            fix(p);
+        }
+        if let Some(p) = &mut self.audit.hmac_key_file {
+            fix(p);
+        }
+        if let Some(p) = &mut self.telemetry.ca_file {
             fix(p);
         }
         if let Some(job) = &mut self.audit_job {

@@ -138,6 +138,58 @@ pub struct Connections {
     owned: Cache<StatusKey, Option<Account>>,
     sessions: Cache<String, Option<String>>,
     stats: Arc<Stats>,
+    /// `entitygate explain` without `--live`: Composio is not asked; what the decision would
+    /// have asked is assumed satisfied and noted as a requirement.
+    assume: Option<Assume>,
+}
+
+/// The assumptions of an offline dry run, and the requirements they stand for.
+struct Assume {
+    subject: Arc<str>,
+    notes: std::sync::Mutex<Vec<String>>,
+    last_toolkit: std::sync::Mutex<Option<String>>,
+}
+
+impl Assume {
+    fn note(&self, s: String) {
+        let mut notes = self
+            .notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !notes.contains(&s) {
+            notes.push(s);
+        }
+    }
+
+    fn tool(&self, slug: &str, what: &str) -> ToolInfo {
+        let toolkit = slug
+            .split('_')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        self.note(format!(
+            "the toolkit of {what} {slug} is Composio's; assumed `{toolkit}` from the slug (--live asks)"
+        ));
+        *self
+            .last_toolkit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(toolkit.clone());
+        ToolInfo {
+            toolkit_name: display_name(&toolkit),
+            // Composio's own tools need no connection.
+            no_auth: toolkit == "composio",
+            toolkit,
+        }
+    }
+
+    fn account(&self, id: &str, toolkit: &str) -> Account {
+        Account {
+            id: id.to_owned(),
+            toolkit: toolkit.to_owned(),
+            status: "ACTIVE".into(),
+            is_disabled: false,
+        }
+    }
 }
 
 // === impl Connections ===
@@ -154,7 +206,30 @@ impl Connections {
             upstream,
             cfg,
             stats,
+            assume: None,
         }
+    }
+
+    /// A gate that never asks Composio: for `entitygate explain` without `--live`, every
+    /// lookup is assumed to succeed for `subject` and recorded as a requirement.
+    pub(crate) fn assuming(upstream: Upstream, cfg: ConnectionsConfig, subject: Arc<str>) -> Self {
+        let mut c = Self::new(upstream, cfg);
+        c.assume = Some(Assume {
+            subject,
+            notes: std::sync::Mutex::new(Vec::new()),
+            last_toolkit: std::sync::Mutex::new(None),
+        });
+        c
+    }
+
+    /// What an offline dry run assumed (empty for a live gate).
+    pub(crate) fn assumptions(&self) -> Vec<String> {
+        self.assume.as_ref().map_or_else(Vec::new, |a| {
+            a.notes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
     }
 
     /// Counters.
@@ -184,6 +259,9 @@ impl Connections {
     pub async fn tool(&self, tool: &str) -> Result<ToolInfo, Error> {
         if !is_identifier(tool) {
             return Err(Error::ToolNotFound(redact_identifier(tool)));
+        }
+        if let Some(a) = &self.assume {
+            return Ok(a.tool(tool, "tool"));
         }
         let key = tool.to_ascii_uppercase();
         let long = Duration::from_secs(self.cfg.tool_ttl_secs);
@@ -290,6 +368,9 @@ impl Connections {
         if !is_identifier(slug) {
             return Err(Error::ToolNotFound(redact_identifier(slug)));
         }
+        if let Some(a) = &self.assume {
+            return Ok(a.tool(slug, "trigger type"));
+        }
         // Tool keys are upper-cased whole, so this lower-case prefix never meets a tool's key.
         let key = format!("trigger:{}", slug.to_ascii_uppercase());
         let long = Duration::from_secs(self.cfg.tool_ttl_secs);
@@ -343,6 +424,12 @@ impl Connections {
         if !is_identifier(toolkit) {
             return Err(Error::ToolNotFound(redact_identifier(toolkit)));
         }
+        if let Some(a) = &self.assume {
+            a.note(format!(
+                "needs a usable (ACTIVE, enabled) connection of `{toolkit}` for {subject}"
+            ));
+            return Ok(vec![a.account("(assumed)", toolkit)].into());
+        }
         let key = (subject.clone(), toolkit.to_ascii_lowercase());
         let (pos, neg) = (self.positive_ttl(), self.negative_ttl());
         let stale = Duration::from_secs(self.cfg.serve_stale_secs);
@@ -375,6 +462,18 @@ impl Connections {
             // No such account can exist: nothing to ask Composio.
             return Ok(None);
         }
+        if let Some(a) = &self.assume {
+            let toolkit = a
+                .last_toolkit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            a.note(format!(
+                "needs connected account {id} to be {subject}'s, usable, and of toolkit `{toolkit}`"
+            ));
+            return Ok(Some(a.account(id, &toolkit)));
+        }
         let key = (subject.clone(), id.to_owned());
         let (pos, neg) = (self.positive_ttl(), self.negative_ttl());
         self.owned
@@ -399,6 +498,13 @@ impl Connections {
     pub async fn session_owner(&self, id: &str) -> Result<Option<String>, Error> {
         if !is_identifier(id) {
             return Ok(None);
+        }
+        if let Some(a) = &self.assume {
+            a.note(format!(
+                "needs tool router session {id} to be {}'s",
+                a.subject
+            ));
+            return Ok(Some(a.subject.to_string()));
         }
         let long = Duration::from_secs(self.cfg.tool_ttl_secs);
         let neg = self.negative_ttl();

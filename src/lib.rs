@@ -16,7 +16,9 @@
 //! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
 //! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown; `conn`: the
 //!   per-connection deadlines (first request head, idle).
-//! - [`audit`]: one structured event per decision; [`clock`]: Unix and RFC 3339 time.
+//! - [`audit`]: one structured event per decision, hash-chained; [`clock`]: Unix and RFC 3339
+//!   time; [`trace`]: W3C trace context across the hop and OpenTelemetry export.
+//! - [`explain`]: a dry run of one request through the real flow (`entitygate explain`).
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits.
 //! - `mcp`: MCP through the gateway (Streamable HTTP, JSON-RPC inspected both ways, the
@@ -52,6 +54,7 @@ pub mod connections;
 pub mod demo;
 pub mod error;
 pub mod expiry;
+pub mod explain;
 pub mod headers;
 pub(crate) mod invocation;
 pub mod limits;
@@ -67,6 +70,7 @@ pub mod sandbox;
 pub mod server;
 pub mod tls;
 pub mod toolpolicy;
+pub mod trace;
 pub mod upstream;
 
 pub use config::Config;

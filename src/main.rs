@@ -30,12 +30,27 @@ enum Command {
     /// Run the gateway against a built-in sandbox Composio, with two demo users.
     #[cfg(feature = "sandbox")]
     Demo(entitygate::demo::DemoArgs),
+    /// Dry-run one request against a configuration: identity, route, invocations, the rule
+    /// deciding each, the body after pinning; nothing is forwarded.
+    Explain(entitygate::explain::ExplainArgs),
+    /// Tools for the decision log (`[audit] path`).
+    AuditLog {
+        #[command(subcommand)]
+        command: AuditLogCommand,
+    },
     /// List connections that need their user's attention (JSON lines) and notify the app.
     Audit {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditLogCommand {
+    /// Check the hash chain (and HMACs) of audit log files, oldest first; exits non-zero at
+    /// the first line that breaks it.
+    Verify(entitygate::audit::VerifyArgs),
 }
 
 /// `EX_USAGE`: the configuration is unusable.
@@ -95,6 +110,10 @@ async fn main() -> ExitCode {
         }
         #[cfg(feature = "sandbox")]
         Command::Demo(args) => entitygate::demo::run(args).await,
+        Command::Explain(args) => entitygate::explain::cli(&args).await,
+        Command::AuditLog {
+            command: AuditLogCommand::Verify(args),
+        } => entitygate::audit::verify_cli(&args),
         Command::Audit { config } => entitygate::expiry::cli(&config).await,
     }
 }

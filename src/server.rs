@@ -73,7 +73,7 @@ pub(crate) struct State {
 /// JWKS, with the refetch rate limit), the rate limiter's buckets, the in-flight counter, the
 /// connection cache, the audit sink and the audit job. The background tasks are returned
 /// only when they must be replaced.
-async fn build_shared(
+pub(crate) async fn build_shared(
     config: &Config,
     env: &dyn Env,
     previous: Option<&Shared>,
@@ -105,9 +105,11 @@ async fn build_shared(
             config.connections.clone(),
         )),
     };
+    let audit_key = config.audit.hmac_key(env)?;
     let audit = match previous {
-        Some(p) if p.audit.path() == config.audit.path.as_deref() => p.audit.clone(),
-        _ => crate::audit::Sink::open(config.audit.path.as_deref()).map_err(|e| {
+        // The same file: the running writer keeps it (and reopens it once the reload is in).
+        Some(p) if p.audit.path() == config.audit.path.as_deref() => p.audit.with_key(audit_key),
+        _ => crate::audit::Sink::open(config.audit.path.as_deref(), audit_key).map_err(|e| {
             ConfigError::File {
                 key: "audit.path".into(),
                 path: config.audit.path.clone().unwrap_or_default(),
@@ -131,6 +133,10 @@ async fn build_shared(
                 None => Some(Arc::new(next)),
             }
         }
+    };
+    let telemetry = match previous.and_then(|p| p.telemetry.as_ref()) {
+        Some(t) if t.same(&config.telemetry) => Some(t.clone()),
+        _ => crate::trace::Telemetry::new(&config.telemetry)?.map(Arc::new),
     };
     for w in &warnings {
         tracing::warn!(warning = %w, "tool policy");
@@ -161,6 +167,7 @@ async fn build_shared(
         audit,
         tls,
         expiry,
+        telemetry,
         fingerprint: Shared::fingerprint_of(config),
         public_url: config
             .public_url
@@ -259,8 +266,13 @@ impl State {
             (None, None) => false,
             _ => true,
         };
+        let reopen = previous.audit.path() == shared.audit.path();
         let shared = Arc::new(shared);
         self.current.store(shared.clone());
+        if reopen {
+            // SIGHUP and reload are also how `logrotate` says "the file was moved".
+            shared.audit.reopen();
+        }
         if let Some(tasks) = tasks {
             let old = std::mem::replace(
                 &mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner),
@@ -283,6 +295,16 @@ impl State {
         }
         tracing::info!("configuration reloaded");
         Ok(())
+    }
+
+    /// Where secrets come from.
+    pub(crate) fn env(&self) -> &dyn Env {
+        self.env.as_ref()
+    }
+
+    /// The config file the gateway was started from, if any.
+    pub(crate) fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
     }
 
     /// Reads the config file again and swaps it in.

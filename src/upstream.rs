@@ -222,7 +222,7 @@ impl Upstream {
             tracing::error!("refused to send a lookup with a non-canonical URL");
             return Err(Error::Internal);
         }
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::GET)
             .uri(self.uri(path_and_query)?)
             .header(header::ACCEPT, "application/json")
@@ -230,9 +230,17 @@ impl Upstream {
             .header("x-request-id", uuid::Uuid::new_v4().simple().to_string())
             .body(Full::new(Bytes::new()))
             .map_err(|_| Error::Internal)?;
+        // A span (and its traceparent) when the request being decided is exported.
+        let mut span = crate::trace::lookup_span(path_and_query, req.headers_mut());
         let fut = async {
             let resp = self.send(req, TimeoutClass::Lookup).await?;
             let status = resp.status();
+            if let Some(span) = &mut span {
+                span.attr(opentelemetry::KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                ));
+            }
             let body = Limited::new(resp.into_body(), MAX_LOOKUP_BODY)
                 .collect()
                 .await

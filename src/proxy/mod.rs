@@ -75,6 +75,8 @@ pub struct Shared {
     pub(crate) issuer: Option<String>,
     /// The front door's sessions ([`crate::mcp::front_door`]).
     pub(crate) front_door: crate::mcp::front_door::Sessions,
+    /// The OTLP span exporter (`[telemetry] otlp_endpoint`), when configured.
+    pub(crate) telemetry: Option<Arc<crate::trace::Telemetry>>,
 }
 
 impl Shared {
@@ -137,14 +139,17 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let request_id = headers::request_id(req.headers());
+    let trace = crate::trace::Trace::start(req.headers(), shared.telemetry.as_deref());
     let mut record = Record {
         audit: Audit::new(req.method(), req.uri().path()),
         sink: &shared.audit,
         request_id: request_id.clone(),
         started: Instant::now(),
         status: None,
+        trace,
     };
     record.audit.query(req.uri().query());
+    record.audit.trace(record.trace.trace_id());
     // A refusal may be answered before the request body was read (shape, token, route).
     // hyper then closes the connection after the answer, which a keep-alive HTTP/1 client
     // (urllib3 in composio-core 0.7, which sends the body after the headers) only discovers
@@ -174,7 +179,21 @@ where
                     .await
             }
             None => match shared.in_flight.clone().try_acquire_owned() {
-                Ok(_permit) => process(shared, req, &request_id, &mut record.audit).await,
+                Ok(_permit) => {
+                    let work = process(
+                        shared,
+                        req,
+                        &request_id,
+                        &record.trace,
+                        &mut record.audit,
+                        None,
+                    );
+                    match record.trace.context() {
+                        // The lookups made while deciding find the request's span in it.
+                        Some(cx) => opentelemetry::context::FutureExt::with_context(work, cx).await,
+                        None => work.await,
+                    }
+                }
                 Err(_) => Err(Error::Overloaded),
             },
         }
@@ -214,6 +233,7 @@ struct Record<'a> {
     request_id: HeaderValue,
     started: Instant,
     status: Option<StatusCode>,
+    trace: crate::trace::Trace,
 }
 
 impl Drop for Record<'_> {
@@ -223,6 +243,7 @@ impl Drop for Record<'_> {
             .unwrap_or_else(|| StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST));
         self.audit
             .finish(self.sink, &self.request_id, status, self.started.elapsed());
+        self.trace.finish(&self.audit, status.as_u16());
     }
 }
 
@@ -230,7 +251,9 @@ async fn process<B>(
     shared: &Arc<Shared>,
     req: Request<B>,
     request_id: &HeaderValue,
+    trace: &crate::trace::Trace,
     audit: &mut Audit,
+    dry_run: Option<&DryRun>,
 ) -> Result<Response<ResponseBody>, Error>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -253,8 +276,16 @@ where
         return Ok(resp);
     }
     let token = crate::auth::token_from_headers(&parts.headers)?;
-    let identity = shared.auth.authenticate(token).await?;
+    let identity = {
+        let mut span = trace.child("authenticate", opentelemetry::trace::SpanKind::Internal);
+        let verified = shared.auth.authenticate(token).await;
+        if let (Some(span), Err(e)) = (&mut span, &verified) {
+            span.error(e.slug());
+        }
+        verified?
+    };
     audit.subject(&identity.subject);
+    trace.deciding();
     shared.limiter.check(&identity.subject)?;
     // Held until the answer's head is produced, so one user's slow or heavy requests take at
     // most this many of the gateway's in-flight slots.
@@ -273,6 +304,8 @@ where
         path,
         matched,
         request_id,
+        trace,
+        dry_run,
     };
     match matched.policy() {
         Policy::Execute(api) => execute::execute(&ctx, body, api, audit).await,
@@ -313,6 +346,37 @@ pub(crate) struct Ctx<'a> {
     pub(crate) path: &'a str,
     pub(crate) matched: Matched<'a>,
     pub(crate) request_id: &'a HeaderValue,
+    pub(crate) trace: &'a crate::trace::Trace,
+    /// `entitygate explain`: record what would be forwarded instead of sending it.
+    pub(crate) dry_run: Option<&'a DryRun>,
+}
+
+/// What a dry run would have sent to Composio.
+#[derive(Debug, Default)]
+pub(crate) struct DryRun {
+    pub(crate) forwarded: std::sync::Mutex<Option<Forwarded>>,
+}
+
+/// The request a dry run stopped before sending.
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarded {
+    pub(crate) method: String,
+    pub(crate) path_and_query: String,
+    pub(crate) body: Option<Vec<u8>>,
+}
+
+/// Runs one request through the real flow, deciding everything and forwarding nothing: the
+/// request that would reach Composio is left in `dry`, and the answer is
+/// [`Error::Internal`] when it got that far (so it can never be mistaken for a response).
+pub(crate) async fn dry_run(
+    shared: &Arc<Shared>,
+    req: Request<Full<Bytes>>,
+    audit: &mut Audit,
+    dry: &DryRun,
+) -> Result<Response<ResponseBody>, Error> {
+    let request_id = headers::request_id(req.headers());
+    let trace = crate::trace::Trace::start(req.headers(), None);
+    process(shared, req, &request_id, &trace, audit, Some(dry)).await
 }
 
 // === impl Ctx ===
@@ -415,9 +479,42 @@ impl Ctx<'_> {
         } else {
             req.headers_mut().remove(header::CONTENT_TYPE);
         }
+        if let Some(dry) = self.dry_run {
+            let body = req.body().clone().collect().await.map(|b| b.to_bytes());
+            *dry.forwarded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Forwarded {
+                method: self.parts.method.to_string(),
+                path_and_query: pq,
+                body: body.ok().filter(|b| !b.is_empty()).map(|b| b.to_vec()),
+            });
+            return Err(Error::Internal);
+        }
+        // Everything before this was the decision; what follows is the upstream call.
+        self.trace.decided("allow", Some(self.subject()));
+        let mut span = self
+            .trace
+            .child("upstream", opentelemetry::trace::SpanKind::Client);
+        self.trace.inject(req.headers_mut(), span.as_ref());
         let started = Instant::now();
-        let resp = self.shared.upstream.send(req, class).await?;
+        let sent = self.shared.upstream.send(req, class).await;
         crate::metrics::upstream(started.elapsed());
+        let resp = match (sent, &mut span) {
+            (Ok(resp), Some(span)) => {
+                let status = i64::from(resp.status().as_u16());
+                span.attr(opentelemetry::KeyValue::new(
+                    "http.response.status_code",
+                    status,
+                ));
+                resp
+            }
+            (Ok(resp), None) => resp,
+            (Err(e), Some(span)) => {
+                span.error(e.slug());
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+        };
         audit.upstream(resp.status());
         Ok(resp)
     }

@@ -8,6 +8,8 @@ mod support;
 mod cli;
 mod core;
 mod equivalence;
+mod evidence;
+mod explain;
 mod gating;
 mod invocations;
 mod matrix;

@@ -406,15 +406,17 @@ async fn the_audit_trail_records_decisions_and_never_secrets() {
     let mut text = String::new();
     for _ in 0..50 {
         text = std::fs::read_to_string(&path).unwrap_or_default();
-        if text.lines().count() >= 3 {
+        // The first line is the chain's `log_opened` record, then one line per decision.
+        if text.lines().count() >= 4 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let lines: Vec<serde_json::Value> = text
+    let mut lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    assert_eq!(lines.remove(0)["event"], "log_opened");
     assert_eq!(lines.len(), 3, "{text}");
     let allowed = lines
         .iter()

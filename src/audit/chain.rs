@@ -1,0 +1,459 @@
+//! The hash chain that makes the audit log evidence.
+//!
+//! Every line the writer emits is the event's JSON object with four keys around it:
+//!
+//! ```text
+//! {"seq":41,"prev":"<sha256 of line 40>", ...event..., "hash":"<sha256>","hmac":"<hmac-sha256>"}
+//! ```
+//!
+//! The *canonical bytes* of a line are the line without its `hash` and `hmac` members (the
+//! text up to them, then `}`); `hash` is their SHA-256 and `hmac` (present only when a key is
+//! configured) the HMAC-SHA256 of that hash (hash-then-MAC: one SHA-256 pass over the line,
+//! then two blocks for the MAC). The next line's `prev` is this line's `hash`, so a line
+//! edited, deleted, reordered or inserted breaks the chain where it happened, and without
+//! the key nobody can recompute a chain that still verifies.
+//!
+//! Whenever the writer opens a file (start, restart, reload/SIGHUP, rotation detected) it
+//! first writes a `log_opened` record that links to the last line written before, possibly
+//! in another file: the chain runs across restarts and rotated files.
+//!
+//! [`verify`] walks one or more files in order and reports the first line that breaks.
+
+use std::io::{BufRead, Read, Seek, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+/// `prev` of the very first line of a log: there is nothing before it.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// `,"hash":"` + 64 hex digits + `"`.
+const HASH_MEMBER: usize = 9 + 64 + 1;
+/// `,"hmac":"` + 64 hex digits + `"`.
+const HMAC_MEMBER: usize = 9 + 64 + 1;
+
+/// The key that authenticates each line, from `[audit] hmac_key_env` / `hmac_key_file`.
+#[derive(Clone)]
+pub struct HmacKey(Hmac<Sha256>);
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
+    }
+}
+
+/// Keys shorter than this are refused: the HMAC is only as strong as its key.
+pub(crate) const MIN_KEY_BYTES: usize = 32;
+
+impl HmacKey {
+    /// Wraps key material (at least [`MIN_KEY_BYTES`] bytes).
+    ///
+    /// # Errors
+    /// When the key is too short.
+    pub fn new(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < MIN_KEY_BYTES {
+            return Err(format!(
+                "the audit HMAC key must be at least {MIN_KEY_BYTES} bytes"
+            ));
+        }
+        // HMAC accepts keys of any length: this cannot fail. The keyed state is computed once.
+        <Hmac<Sha256> as Mac>::new_from_slice(bytes)
+            .map(Self)
+            .map_err(|_| "unusable HMAC key".to_owned())
+    }
+
+    /// Reads key material from a file (a trailing newline is not part of the key).
+    ///
+    /// # Errors
+    /// When the file cannot be read or the key is too short.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+        let end = bytes
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        Self::new(&bytes[..end])
+    }
+
+    fn mac(&self, digest: &[u8; 32]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(digest);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// The writer's position in the chain: the next sequence number and the last line's hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The sequence number the next line gets.
+    pub next_seq: u64,
+    /// The hash of the last line written (hex), [`GENESIS`] before the first.
+    pub last_hash: String,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Self {
+            next_seq: 0,
+            last_hash: GENESIS.to_owned(),
+        }
+    }
+}
+
+/// Appends the chained form of `event` (a serialised JSON object) to `out`, newline included,
+/// and advances `head`. The writer thread's whole per-line cost (public for the benchmark).
+pub fn seal(head: &mut Head, key: Option<&HmacKey>, event: &str, out: &mut Vec<u8>) {
+    let inner = event
+        .trim_end()
+        .strip_prefix('{')
+        .and_then(|s| s.strip_suffix('}'))
+        .unwrap_or("");
+    let start = out.len();
+    out.extend_from_slice(b"{\"seq\":");
+    let _ = write!(out, "{}", head.next_seq);
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(head.last_hash.as_bytes());
+    out.push(b'"');
+    if !inner.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(inner.as_bytes());
+    }
+    out.push(b'}');
+    let digest: [u8; 32] = Sha256::digest(&out[start..]).into();
+    let mac = key.map(|k| k.mac(&digest));
+    out.pop();
+    let hash = hex(&digest);
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(hash.as_bytes());
+    out.push(b'"');
+    if let Some(mac) = mac {
+        out.extend_from_slice(b",\"hmac\":\"");
+        out.extend_from_slice(hex(&mac).as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"}\n");
+    head.next_seq += 1;
+    head.last_hash = hash;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The parts of one chained line, split without trusting it.
+struct Parsed<'a> {
+    seq: u64,
+    prev: String,
+    hash: &'a str,
+    hmac: Option<&'a str>,
+    canonical: Vec<u8>,
+    opened: bool,
+}
+
+/// Splits a line (no newline) into its canonical bytes and chain fields.
+fn parse(line: &str) -> Result<Parsed<'_>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not a JSON object ({e})"))?;
+    let obj = value.as_object().ok_or("not a JSON object")?;
+    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    if keys.first() != Some(&"seq") || keys.get(1) != Some(&"prev") {
+        return Err("does not start with seq and prev".into());
+    }
+    let seq = obj
+        .get("seq")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or("seq is not a number")?;
+    let prev = obj
+        .get("prev")
+        .and_then(serde_json::Value::as_str)
+        .filter(|p| is_hex64(p))
+        .ok_or("prev is not a SHA-256")?
+        .to_owned();
+    let has_hmac = keys.last() == Some(&"hmac");
+    let hash_at = if has_hmac {
+        keys.len().checked_sub(2)
+    } else {
+        keys.len().checked_sub(1)
+    };
+    if hash_at.and_then(|i| keys.get(i)) != Some(&"hash") {
+        return Err("does not end with its hash".into());
+    }
+    // The members are at the end of the text too (serde_json would have accepted spaces or
+    // escapes): take them by position and check they are exactly what the writer writes.
+    let suffix = HASH_MEMBER + if has_hmac { HMAC_MEMBER } else { 0 } + 1;
+    let cut = line
+        .len()
+        .checked_sub(suffix)
+        .filter(|&c| line.is_char_boundary(c))
+        .ok_or("too short")?;
+    let tail = &line[cut..];
+    let hash = tail
+        .strip_prefix(",\"hash\":\"")
+        .map(|t| &t[..64.min(t.len())])
+        .filter(|h| is_hex64(h))
+        .ok_or("hash member is not in canonical form")?;
+    let hmac = if has_hmac {
+        let t = &tail[HASH_MEMBER..];
+        Some(
+            t.strip_prefix(",\"hmac\":\"")
+                .map(|t| &t[..64.min(t.len())])
+                .filter(|h| is_hex64(h))
+                .ok_or("hmac member is not in canonical form")?,
+        )
+    } else {
+        None
+    };
+    if !tail.ends_with("\"}") {
+        return Err("hash member is not in canonical form".into());
+    }
+    let mut canonical = Vec::with_capacity(cut + 1);
+    canonical.extend_from_slice(&line.as_bytes()[..cut]);
+    canonical.push(b'}');
+    let opened = obj.get("event").and_then(serde_json::Value::as_str) == Some("log_opened");
+    Ok(Parsed {
+        seq,
+        prev,
+        hash,
+        hmac,
+        canonical,
+        opened,
+    })
+}
+
+/// Reads where the chain of an existing file stands: its last complete line's `seq + 1`
+/// and hash. An empty or missing file gives `None`; a last line that is not a chained line
+/// (a log written before chaining, or damaged) gives its SHA-256 so the link is still
+/// recorded, and sequence numbers start again at 0.
+pub(crate) fn tail_of(path: &Path) -> std::io::Result<Option<Head>> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // Lines are a few hundred bytes; 64 KiB back always holds the last complete one.
+    let from = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    // Only complete lines count: a crash may have left half a line at the end.
+    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    let start = buf[..end]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let last = &buf[start..end];
+    let head = match std::str::from_utf8(last).ok().and_then(|l| parse(l).ok()) {
+        Some(p) => Head {
+            next_seq: p.seq + 1,
+            last_hash: p.hash.to_owned(),
+        },
+        None => Head {
+            next_seq: 0,
+            last_hash: hex(&Sha256::digest(last)),
+        },
+    };
+    Ok(Some(head))
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Lines checked, in all files.
+    pub lines: u64,
+    /// The last line's sequence number and hash (anchor them elsewhere: a chain cannot prove
+    /// that lines were not cut off its end).
+    pub last: Option<(u64, String)>,
+    /// Whether HMACs were checked.
+    pub hmac_checked: bool,
+    /// Things worth saying that do not break the chain.
+    pub notes: Vec<String>,
+}
+
+/// The first place a chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    /// The file.
+    pub file: PathBuf,
+    /// The line number in that file (1-based).
+    pub line: u64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Break {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+    }
+}
+
+/// Verifies the chain through `files`, in the order given (oldest first), and with `key`
+/// the HMAC of every line.
+///
+/// # Errors
+/// The first line that breaks the chain, or a file that cannot be read.
+pub fn verify(files: &[PathBuf], key: Option<&HmacKey>) -> Result<Report, Break> {
+    let mut report = Report {
+        lines: 0,
+        last: None,
+        hmac_checked: key.is_some(),
+        notes: Vec::new(),
+    };
+    let mut unkeyed_hmac_seen = false;
+    for file in files {
+        let brk = |line: u64, reason: String| Break {
+            file: file.clone(),
+            line,
+            reason,
+        };
+        let f = std::fs::File::open(file).map_err(|e| brk(0, format!("cannot read: {e}")))?;
+        let mut reader = std::io::BufReader::new(f);
+        let mut buf = Vec::new();
+        let mut n = 0u64;
+        loop {
+            buf.clear();
+            let read = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| brk(n + 1, format!("cannot read: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            n += 1;
+            if buf.last() != Some(&b'\n') {
+                return Err(brk(
+                    n,
+                    "truncated tail: the last line is incomplete (no newline)".into(),
+                ));
+            }
+            buf.pop();
+            let line = std::str::from_utf8(&buf)
+                .map_err(|_| brk(n, "not UTF-8: edited or damaged".into()))?;
+            let p = parse(line).map_err(|e| brk(n, format!("not a chained audit line: {e}")))?;
+            let raw: [u8; 32] = Sha256::digest(&p.canonical).into();
+            let digest = hex(&raw);
+            if digest != p.hash {
+                return Err(brk(
+                    n,
+                    "edited: the line's content does not match its hash".into(),
+                ));
+            }
+            match (key, p.hmac) {
+                (Some(k), Some(mac)) => {
+                    if hex(&k.mac(&raw)) != mac {
+                        return Err(brk(
+                            n,
+                            "HMAC does not match: the line was not written with this key \
+                             (edited, inserted, or the chain recomputed)"
+                                .into(),
+                        ));
+                    }
+                }
+                (Some(_), None) => {
+                    return Err(brk(
+                        n,
+                        "no HMAC, but a key was given: written without the key".into(),
+                    ))
+                }
+                (None, Some(_)) => unkeyed_hmac_seen = true,
+                (None, None) => {}
+            }
+            match &report.last {
+                None => {
+                    if !p.opened {
+                        return Err(brk(
+                            n,
+                            "the log does not begin with a log_opened record: lines before \
+                             this one were removed"
+                                .into(),
+                        ));
+                    }
+                    if p.prev != GENESIS {
+                        report.notes.push(format!(
+                            "{}:{n}: continues a chain from an earlier file (seq {}, prev {}); \
+                             give that file first to check the link",
+                            file.display(),
+                            p.seq,
+                            p.prev
+                        ));
+                    }
+                }
+                Some((last_seq, last_hash)) => {
+                    if p.seq == 0 && p.prev == GENESIS {
+                        return Err(brk(
+                            n,
+                            "a new chain starts here: the log before it was lost or replaced"
+                                .into(),
+                        ));
+                    }
+                    let expected = last_seq + 1;
+                    if p.seq > expected {
+                        return Err(brk(
+                            n,
+                            format!(
+                                "seq {} where {expected} was expected: {} line(s) before this \
+                                 one were deleted (or moved)",
+                                p.seq,
+                                p.seq - expected
+                            ),
+                        ));
+                    }
+                    if p.seq < expected {
+                        return Err(brk(
+                            n,
+                            format!(
+                                "seq {} where {expected} was expected: this line is out of \
+                                 order or inserted",
+                                p.seq
+                            ),
+                        ));
+                    }
+                    if &p.prev != last_hash {
+                        return Err(brk(
+                            n,
+                            if n == 1 {
+                                format!(
+                                    "does not follow the previous file's last line (prev {}, \
+                                     expected {last_hash}): lines were lost at rotation, or \
+                                     the files are out of order",
+                                    p.prev
+                                )
+                            } else {
+                                "does not follow the line before it: that line was edited, or \
+                                 this one was inserted"
+                                    .into()
+                            },
+                        ));
+                    }
+                }
+            }
+            report.lines += 1;
+            report.last = Some((p.seq, p.hash.to_owned()));
+        }
+    }
+    if unkeyed_hmac_seen {
+        report
+            .notes
+            .push("lines carry HMACs that were not checked (no key given)".into());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+#[path = "chain_tests.rs"]
+mod tests;

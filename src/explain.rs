@@ -1,0 +1,403 @@
+//! `entitygate explain`: a dry run of one request against a configuration.
+//!
+//! The request goes through the gateway's real flow ([`crate::proxy`]): the same token
+//! verification, route table, carrier extraction, one decision per invocation and identity
+//! pinning. Nothing is forwarded: the flow stops where it would send the request to Composio,
+//! and what it would have sent is shown. What the decision needs from Composio (a tool's
+//! toolkit, the subject's connection status, who owns an account or a session) is asked
+//! read-only with `--live`; without it, Composio is not contacted, each such answer is assumed
+//! favourable and listed as a requirement, so the explanation shows what the call needs.
+//!
+//! The facts come from the audit record the decision writes ([`crate::audit::Audit`]), kept
+//! in order for the dry run: the explanation cannot drift from what the gateway decides.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Full;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::audit::Audit;
+use crate::config::{Config, ConfigError, Env};
+use crate::proxy::{DryRun, Forwarded};
+
+/// One request to explain.
+#[derive(Debug, Clone)]
+pub struct ExplainRequest {
+    /// The method.
+    pub method: Method,
+    /// The path and query, as the SDK would send it.
+    pub target: String,
+    /// The caller's JWT.
+    pub token: String,
+    /// The JSON body, if any.
+    pub body: Option<Vec<u8>>,
+    /// Ask Composio (read-only) what the decision needs, instead of assuming it.
+    pub live: bool,
+}
+
+/// What the gateway would do with a request, step by step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// `METHOD target`.
+    pub request: String,
+    /// Whether Composio was asked (read-only).
+    pub live: bool,
+    /// The verified subject, when the token verified.
+    pub subject: Option<String>,
+    /// The token's claims the policy reads (all of them), when it verified.
+    pub claims: Option<Value>,
+    /// The matched route pattern.
+    pub route: Option<String>,
+    /// The route's policy.
+    pub policy: Option<String>,
+    /// The invocations decided, in order (nested meta tools included), each with what
+    /// decided it.
+    pub invocations: Vec<InvocationOut>,
+    /// Every fact the decision recorded, in order: `[what, value]`.
+    pub steps: Vec<(String, String)>,
+    /// `allow`, or the refusal's slug.
+    pub decision: String,
+    /// Composio's error code of the refusal (0 when allowed).
+    pub code: u32,
+    /// The HTTP status the caller would get (for an allowed request: Composio's to give).
+    pub status: Option<u16>,
+    /// The refusal's message.
+    pub message: Option<String>,
+    /// The request that would reach Composio, after pinning.
+    pub forwarded: Option<ForwardedOut>,
+    /// What the call needs from Composio that was not asked (without `--live`).
+    pub requirements: Vec<String>,
+}
+
+/// One invocation as the decision saw it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InvocationOut {
+    /// The tool (or trigger type, or `PROXY_EXECUTE`).
+    pub tool: String,
+    /// Its toolkit, once known.
+    pub toolkit: Option<String>,
+    /// The connected account it names.
+    pub connected_account_id: Option<String>,
+    /// The tool-policy rules consulted, in order (the last one decided).
+    pub rules: Vec<String>,
+}
+
+/// Groups the decision's journal into invocations: a tool, then what was found about it.
+fn invocations(steps: &[(String, String)]) -> Vec<InvocationOut> {
+    let mut out: Vec<InvocationOut> = Vec::new();
+    for (what, value) in steps {
+        match what.as_str() {
+            "tool" => {
+                // The handler names the tool before the decision does: one invocation.
+                match out.last_mut() {
+                    Some(last) if last.toolkit.is_none() && last.rules.is_empty() => {
+                        last.tool = value.clone();
+                    }
+                    _ => out.push(InvocationOut {
+                        tool: value.clone(),
+                        ..InvocationOut::default()
+                    }),
+                }
+            }
+            "toolkit" => {
+                if let Some(last) = out.last_mut() {
+                    last.toolkit = Some(value.clone());
+                }
+            }
+            "connected_account_id" => {
+                if let Some(last) = out.last_mut() {
+                    last.connected_account_id = Some(value.clone());
+                }
+            }
+            "rule" => {
+                if let Some(last) = out.last_mut() {
+                    last.rules.push(value.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    out.retain(|i| i.toolkit.is_some() || !i.rules.is_empty());
+    out
+}
+
+/// The request that would be sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardedOut {
+    /// The method.
+    pub method: String,
+    /// The path and query.
+    pub target: String,
+    /// The body after pinning.
+    pub body: Option<Value>,
+}
+
+/// Explains `req` against `config`, with secrets from `env`.
+///
+/// # Errors
+/// When the configuration does not build.
+pub async fn explain(
+    config: &Config,
+    env: &dyn Env,
+    req: &ExplainRequest,
+) -> Result<Explanation, ConfigError> {
+    // A dry run touches nothing the running gateway owns: no audit file (a second writer
+    // would fork its chain), no exporter, no audit-job store.
+    let mut config = config.clone();
+    config.audit.path = None;
+    config.audit.hmac_key_env = None;
+    config.audit.hmac_key_file = None;
+    config.telemetry.otlp_endpoint = None;
+    config.audit_job = None;
+    let config = &config;
+    let (mut shared, tasks) = crate::server::build_shared(config, env, None).await?;
+    for t in tasks.into_iter().flatten() {
+        t.abort();
+    }
+    let identity = shared.auth.authenticate(&req.token).await.ok();
+    if !req.live {
+        let subject: Arc<str> = identity
+            .as_ref()
+            .map_or_else(|| Arc::from(""), |i| i.subject.clone());
+        shared.connections = Arc::new(crate::connections::Connections::assuming(
+            shared.upstream.clone(),
+            config.connections.clone(),
+            subject,
+        ));
+    }
+    let mut builder = Request::builder()
+        .method(req.method.clone())
+        .uri(&req.target)
+        .header("x-api-key", &req.token);
+    if req.body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    let path = req.target.split('?').next().unwrap_or_default().to_owned();
+    let mut audit = Audit::new(&req.method, &path);
+    audit.keep_journal();
+    let dry = DryRun::default();
+    let shared = Arc::new(shared);
+    let out = match builder.body(Full::new(Bytes::from(req.body.clone().unwrap_or_default()))) {
+        Ok(r) => crate::proxy::dry_run(&shared, r, &mut audit, &dry).await,
+        Err(_) => Err(crate::Error::RequestTargetInvalid),
+    };
+    let forwarded = dry
+        .forwarded
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let (decision, code, status, message) = match (&out, &forwarded) {
+        (_, Some(_)) => ("allow".to_owned(), 0, None, None),
+        (Ok(resp), None) => ("allow".to_owned(), 0, Some(resp.status().as_u16()), None),
+        (Err(e), None) => (
+            e.slug().to_owned(),
+            e.code(),
+            Some(e.status().as_u16()),
+            Some(e.to_string()),
+        ),
+    };
+    let steps: Vec<(String, String)> = audit
+        .journal()
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let find = |what: &str| {
+        steps
+            .iter()
+            .find(|(k, _)| k == what)
+            .map(|(_, v)| v.clone())
+    };
+    let mut requirements = shared.connections.assumptions();
+    if req.live {
+        requirements.clear();
+    }
+    Ok(Explanation {
+        request: format!("{} {}", req.method, req.target),
+        live: req.live,
+        subject: identity.as_ref().map(|i| i.subject.to_string()),
+        claims: identity.map(|i| Value::Object((*i.claims).clone())),
+        route: find("route"),
+        policy: find("policy"),
+        invocations: invocations(&steps),
+        steps,
+        decision,
+        code,
+        status,
+        message,
+        forwarded: forwarded.map(forwarded_out),
+        requirements,
+    })
+}
+
+fn forwarded_out(f: Forwarded) -> ForwardedOut {
+    ForwardedOut {
+        method: f.method,
+        target: f.path_and_query,
+        body: f.body.map(|b| {
+            serde_json::from_slice(&b)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))
+        }),
+    }
+}
+
+impl Explanation {
+    /// The explanation for people.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(s, "request      {}", self.request);
+        match (&self.subject, &self.claims) {
+            (Some(sub), Some(claims)) => {
+                let _ = writeln!(s, "identity     {sub} (token verified)");
+                let _ = writeln!(s, "claims       {claims}");
+            }
+            _ => {
+                let _ = writeln!(s, "identity     none: the token did not verify");
+            }
+        }
+        if let Some(route) = &self.route {
+            let _ = writeln!(
+                s,
+                "route        {route} (policy {})",
+                self.policy.as_deref().unwrap_or("-")
+            );
+        }
+        if !self.invocations.is_empty() {
+            let _ = writeln!(s, "invocations");
+            for (i, inv) in self.invocations.iter().enumerate() {
+                let _ = write!(s, "  {:>2}. {}", i + 1, inv.tool);
+                if let Some(tk) = &inv.toolkit {
+                    let _ = write!(s, " (toolkit {tk})");
+                }
+                if let Some(a) = &inv.connected_account_id {
+                    let _ = write!(s, " account {a}");
+                }
+                if let Some(rule) = inv.rules.last() {
+                    let _ = write!(s, ": rule {rule}");
+                }
+                let _ = writeln!(s);
+            }
+        }
+        let _ = writeln!(s, "steps");
+        for (i, (what, value)) in self.steps.iter().enumerate() {
+            let _ = writeln!(s, "  {:>2}. {what:<22} {value}", i + 1);
+        }
+        if self.decision == "allow" {
+            let _ = writeln!(s, "decision     allow");
+        } else {
+            let _ = writeln!(
+                s,
+                "decision     refused: {} (code {}, HTTP {}): {}",
+                self.decision,
+                self.code,
+                self.status.unwrap_or(0),
+                self.message.as_deref().unwrap_or("")
+            );
+        }
+        match &self.forwarded {
+            Some(f) => {
+                let _ = writeln!(s, "would send   {} {}", f.method, f.target);
+                if let Some(body) = &f.body {
+                    let _ = writeln!(s, "body         {body}");
+                }
+            }
+            None => {
+                let _ = writeln!(s, "would send   nothing to Composio");
+            }
+        }
+        if self.live {
+            let _ = writeln!(s, "composio     asked read-only (--live)");
+        } else if !self.requirements.is_empty() {
+            let _ = writeln!(
+                s,
+                "requires     (Composio not asked; run with --live to check)"
+            );
+            for r in &self.requirements {
+                let _ = writeln!(s, "  - {r}");
+            }
+        }
+        s
+    }
+}
+
+/// `entitygate explain`.
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    /// The TOML configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The caller's JWT.
+    #[arg(long)]
+    pub token: String,
+    /// The request line: `"METHOD /path?query"`.
+    #[arg(long)]
+    pub request: String,
+    /// The JSON body.
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// A file holding the JSON body.
+    #[arg(long)]
+    pub body_file: Option<PathBuf>,
+    /// Ask Composio (read-only) for the tool's toolkit and the connection status.
+    #[arg(long)]
+    pub live: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `entitygate explain`: 0 when the request would be allowed, 1 when refused, 64 when
+/// the configuration or the arguments are unusable.
+pub async fn cli(args: &ExplainArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let usage = |e: String| {
+        eprintln!("entitygate: {e}");
+        ExitCode::from(64)
+    };
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return usage(e.to_string()),
+    };
+    let Some((method, target)) = args.request.trim().split_once(' ') else {
+        return usage("--request must be \"METHOD /path\"".into());
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return usage(format!("not a method: {method}"));
+    };
+    let body = match (&args.body, &args.body_file) {
+        (Some(b), _) => Some(b.clone().into_bytes()),
+        (None, Some(p)) => match std::fs::read(p) {
+            Ok(b) => Some(b),
+            Err(e) => return usage(format!("{}: {e}", p.display())),
+        },
+        (None, None) => None,
+    };
+    let req = ExplainRequest {
+        method,
+        target: target.trim().to_owned(),
+        token: args.token.clone(),
+        body,
+        live: args.live,
+    };
+    let explained = match explain(&config, &crate::config::ProcessEnv, &req).await {
+        Ok(e) => e,
+        Err(e) => return usage(e.to_string()),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&explained).unwrap_or_default()
+        );
+    } else {
+        print!("{}", explained.to_text());
+    }
+    if explained.decision == "allow" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,485 @@
+//! Evidence for investigators (issue 16): the hash-chained audit log through the real binary
+//! (restart, rotation, SIGHUP, `audit-log verify`), and traces across the hop (W3C trace
+//! context continued to Composio, recorded in the audit trail, exported over OTLP).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use entitygate::sandbox::Sandbox;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An OTLP/HTTP collector that keeps every span it is sent (decoded with opentelemetry-proto).
+struct Collector {
+    addr: SocketAddr,
+    spans: Arc<Mutex<Vec<Span>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<_>| {
+                        let kept = kept.clone();
+                        async move {
+                            assert_eq!(req.uri().path(), "/v1/traces");
+                            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+                            let body = BodyExt::collect(req.into_body()).await?.to_bytes();
+                            let export = ExportTraceServiceRequest::decode(body).unwrap();
+                            for rs in export.resource_spans {
+                                for ss in rs.scope_spans {
+                                    kept.lock().unwrap().extend(ss.spans);
+                                }
+                            }
+                            Ok::<_, hyper::Error>(
+                                Response::builder()
+                                    .header("content-type", "application/x-protobuf")
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, spans, task }
+    }
+
+    /// Waits until a span named `name` of the caller's trace has arrived.
+    async fn wait_for(&self, name: &str) -> Vec<Span> {
+        for _ in 0..200 {
+            let spans = self.spans.lock().unwrap().clone();
+            if spans
+                .iter()
+                .any(|s| s.name == name && hex(&s.trace_id) == CALLER_TRACE)
+            {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no {name} span arrived");
+    }
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+        .map(|v| match v {
+            AnyValue::StringValue(s) => s.clone(),
+            AnyValue::IntValue(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+async fn audit_lines(path: &Path, request_id: &str) -> Vec<Value> {
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(request_id) {
+            return text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{request_id} was not audited");
+}
+
+fn audited<'a>(lines: &'a [Value], request_id: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["request_id"] == request_id)
+        .unwrap()
+}
+
+fn traced(h: &Harness, rid: &str, traceparent: Option<&str>, user: &str) -> Request<Full<Bytes>> {
+    let _ = h;
+    let mut req = Request::post(h.url("/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE"))
+        .header("x-api-key", token(user))
+        .header("content-type", "application/json")
+        .header("x-request-id", rid);
+    if let Some(tp) = traceparent {
+        req = req
+            .header("traceparent", tp)
+            .header("tracestate", "congo=t61rcWkgMzE");
+    }
+    req.body(Full::new(Bytes::from(
+        json!({"arguments": {"title": "t"}}).to_string(),
+    )))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_callers_trace_reaches_composio_the_audit_log_and_the_collector() {
+    let collector = Collector::start().await;
+    let audit = std::env::temp_dir().join(format!("eg-trace-audit-{}.jsonl", uuid_like()));
+    let h = Harness::with_config(&format!(
+        "[audit]\npath = {:?}\n[telemetry]\notlp_endpoint = \"http://{}\"\nexport_interval_ms = 50\n",
+        audit.display().to_string(),
+        collector.addr
+    ))
+    .await;
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let r = h
+        .raw(traced(&h, "trace-otlp-1", Some(&caller), "alice"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // Composio received the gateway's upstream span as parent, in the caller's trace.
+    let exec = h.upstream("/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE");
+    assert_eq!(exec.len(), 1);
+    let tp = exec[0].header("traceparent").unwrap().to_owned();
+    assert!(tp.starts_with(&format!("00-{CALLER_TRACE}-")), "{tp}");
+    assert!(
+        !tp.contains(CALLER_SPAN),
+        "the gateway's span, not the caller's: {tp}"
+    );
+    assert_eq!(exec[0].header("tracestate"), Some("congo=t61rcWkgMzE"));
+    let upstream_span_id = tp[36..52].to_owned();
+
+    let spans = collector.wait_for("entitygate.request").await;
+    let spans = {
+        // The request span ends last; give the batch holding the others a moment too.
+        let _ = collector.wait_for("upstream").await;
+        let mut all = collector.spans.lock().unwrap().clone();
+        all.extend(spans);
+        all
+    };
+    let mine: Vec<&Span> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == CALLER_TRACE)
+        .collect();
+    let by_name = |n: &str| {
+        *mine
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap_or_else(|| panic!("no {n} span"))
+    };
+    let request = by_name("entitygate.request");
+    assert_eq!(
+        hex(&request.parent_span_id),
+        CALLER_SPAN,
+        "continues the caller's span"
+    );
+    assert_eq!(attr(request, "enduser.id").as_deref(), Some("alice"));
+    assert_eq!(
+        attr(request, "entitygate.decision").as_deref(),
+        Some("allow")
+    );
+    for child in ["authenticate", "decide", "upstream"] {
+        assert_eq!(
+            by_name(child).parent_span_id,
+            request.span_id,
+            "{child} is a child of the request span"
+        );
+    }
+    assert_eq!(
+        attr(by_name("decide"), "entitygate.decision").as_deref(),
+        Some("allow")
+    );
+    assert_eq!(
+        attr(by_name("decide"), "enduser.id").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(hex(&by_name("upstream").span_id), upstream_span_id);
+    assert_eq!(
+        attr(by_name("upstream"), "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    // The cold caches asked Composio for the tool and the connection: spans of this trace,
+    // and the lookups carried their traceparent.
+    let lookups: Vec<&&Span> = mine
+        .iter()
+        .filter(|s| s.name == "connection_status")
+        .collect();
+    assert!(!lookups.is_empty(), "status lookups are traced");
+    let looked_up = h.upstream("/api/v3.1/connected_accounts");
+    assert!(looked_up.iter().all(|r| r
+        .header("traceparent")
+        .is_some_and(|t| t.contains(CALLER_TRACE))));
+    // Never a token or the key in what is exported.
+    let t = token("alice");
+    for s in &spans {
+        for kv in &s.attributes {
+            let v = format!("{:?}", kv.value);
+            assert!(
+                !v.contains(API_KEY) && !v.contains(&t),
+                "{} leaks a secret",
+                kv.key
+            );
+        }
+    }
+
+    let lines = audit_lines(&audit, "trace-otlp-1").await;
+    assert_eq!(audited(&lines, "trace-otlp-1")["trace_id"], CALLER_TRACE);
+    h.shutdown().await;
+    collector.task.abort();
+    let _ = std::fs::remove_file(&audit);
+}
+
+#[tokio::test]
+async fn without_a_valid_traceparent_a_new_trace_starts_and_is_recorded() {
+    let audit = std::env::temp_dir().join(format!("eg-trace-audit-{}.jsonl", uuid_like()));
+    let h = Harness::with_config(&format!(
+        "[audit]\npath = {:?}\n",
+        audit.display().to_string()
+    ))
+    .await;
+    let upper = format!("00-{}-{CALLER_SPAN}-01", CALLER_TRACE.to_uppercase());
+    for (rid, tp) in [("trace-none", None), ("trace-bad", Some(upper.as_str()))] {
+        let before = h.upstream("/api/v3.1/tools/execute").len();
+        let r = h.raw(traced(&h, rid, tp, "alice")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let exec = h.upstream("/api/v3.1/tools/execute");
+        assert_eq!(exec.len(), before + 1);
+        let sent = exec.last().unwrap();
+        let tp_sent = sent.header("traceparent").unwrap().to_owned();
+        assert_eq!(tp_sent.len(), 55, "{tp_sent}");
+        let trace_id = &tp_sent[3..35];
+        assert_ne!(trace_id, CALLER_TRACE);
+        assert_ne!(trace_id, "0".repeat(32));
+        assert_eq!(sent.header_all("traceparent").len(), 1);
+        // A tracestate without a valid traceparent means nothing.
+        assert_eq!(sent.header("tracestate"), None);
+        let lines = audit_lines(&audit, rid).await;
+        assert_eq!(audited(&lines, rid)["trace_id"], trace_id, "{rid}");
+    }
+    // A refusal is in a trace too, and nothing reached Composio for it.
+    let before = h.sandbox.requests().len();
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(h.url("/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE"))
+        .header("x-request-id", "trace-refused")
+        .header("traceparent", caller)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(h.raw(req).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.sandbox.requests().len(), before);
+    let lines = audit_lines(&audit, "trace-refused").await;
+    assert_eq!(audited(&lines, "trace-refused")["trace_id"], CALLER_TRACE);
+    h.shutdown().await;
+    let _ = std::fs::remove_file(&audit);
+}
+
+// === the chained audit log through the real binary ===
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const HMAC_KEY: &str = "audit-hmac-test-only-0123456789abcdef0123";
+
+fn serve(config: &Path) -> Killed {
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_entitygate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("COMPOSIO_API_KEY", API_KEY)
+            .env("JWT_SECRET", SECRET)
+            .env("AUDIT_HMAC_KEY", HMAC_KEY)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+async fn execute(port: u16, rid: &str) -> Option<StatusCode> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let req = Request::post(format!(
+        "http://127.0.0.1:{port}/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE"
+    ))
+    .header("x-api-key", token("alice"))
+    .header("x-request-id", rid)
+    .header("content-type", "application/json")
+    .body(Full::new(Bytes::from_static(b"{\"user_id\":\"bob\"}")))
+    .unwrap();
+    client.request(req).await.ok().map(|r| r.status())
+}
+
+async fn until_up(port: u16) {
+    for _ in 0..100 {
+        if execute(port, "warmup").await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the gateway did not come up");
+}
+
+async fn stop(mut child: Killed) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    for _ in 0..100 {
+        if child.0.try_wait().unwrap().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gateway did not stop");
+}
+
+fn verify(files: &[&Path], key: bool) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_entitygate"));
+    cmd.args(["audit-log", "verify"])
+        .env("AUDIT_HMAC_KEY", HMAC_KEY);
+    if key {
+        cmd.args(["--hmac-key-env", "AUDIT_HMAC_KEY"]);
+    }
+    let out = cmd.args(files).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_binary_chains_its_log_across_a_restart_and_a_rotation_and_verify_catches_an_edit() {
+    let sandbox = Sandbox::with_demo_data(API_KEY);
+    let upstream = sandbox.start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("eg-chain-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("entitygate.toml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[upstream]\nbase_url = \"http://{upstream}\"\n[auth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n[[auth.keys]]\nalg = \"HS256\"\nsecret_env = \"JWT_SECRET\"\n[audit]\npath = \"audit.jsonl\"\nhmac_key_env = \"AUDIT_HMAC_KEY\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.join("audit.jsonl");
+    let rotated = dir.join("audit.jsonl.1");
+
+    let child = serve(&config);
+    until_up(port).await;
+    for i in 0..3 {
+        assert_eq!(
+            execute(port, &format!("before-{i}")).await,
+            Some(StatusCode::OK)
+        );
+    }
+    // logrotate's default: move the file away, then SIGHUP.
+    std::fs::rename(&log, &rotated).unwrap();
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..2 {
+        assert_eq!(
+            execute(port, &format!("after-hup-{i}")).await,
+            Some(StatusCode::OK)
+        );
+    }
+    stop(child).await;
+    // A restart continues the chain of the file it finds.
+    let child = serve(&config);
+    until_up(port).await;
+    assert_eq!(execute(port, "after-restart").await, Some(StatusCode::OK));
+    stop(child).await;
+
+    let (ok, out) = verify(&[&rotated, &log], true);
+    assert!(ok, "{out}");
+    assert!(out.contains("every HMAC verified"), "{out}");
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["event"], "log_opened");
+    let reasons: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["event"] == "log_opened")
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"restart"), "{reasons:?}");
+    assert!(lines.iter().any(|l| l["request_id"] == "after-restart"));
+    // The rotated file alone verifies; the two in the wrong order do not.
+    assert!(verify(&[&rotated], true).0);
+    let (ok, out) = verify(&[&log, &rotated], true);
+    assert!(!ok, "{out}");
+
+    // An investigator's copy edited by hand: caught at that line, exit code non-zero.
+    let text = std::fs::read_to_string(&rotated).unwrap();
+    let target = text
+        .lines()
+        .position(|l| l.contains("\"before-1\""))
+        .unwrap();
+    let edited: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.contains("\"before-1\"") {
+                l.replace("\"subject\":\"alice\"", "\"subject\":\"carol\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(&rotated, edited.join("\n") + "\n").unwrap();
+    let (ok, out) = verify(&[&rotated, &log], false);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("audit.jsonl.1:{}:", target + 1)),
+        "reported at the edited line: {out}"
+    );
+    sandbox.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
