@@ -474,21 +474,27 @@ async fn the_audit_trail_records_the_query_string() {
         .await;
     assert_eq!(r.slug(), "query_not_allowed");
     h.assert_nothing_forwarded();
-    let mut text = String::new();
+    // The chain's `log_opened` record comes first; the decision is the line after it.
+    let mut line = serde_json::Value::Null;
     for _ in 0..50 {
-        text = std::fs::read_to_string(&path).unwrap_or_default();
-        if !text.is_empty() {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["event"] != "log_opened")
+        {
+            line = l;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(line["decision"], "query_not_allowed");
     assert_eq!(line["subject"], "alice");
     assert_eq!(
         line["query"],
         "user_id%5B0%5D=bob&limit=5&api_key=[REDACTED]"
     );
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(!text.contains("QUERY_SECRET_MARKER"));
     h.shutdown().await;
 }
