@@ -42,6 +42,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
         tracing::info!(%addr, "admin listening");
     }
     let permits = Arc::new(Semaphore::new(state.admin.max_connections.max(1)));
+    let console = crate::console::Console::new(&state);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -62,14 +63,16 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
             continue;
         };
         let hosts = Arc::new(Hosts::new(local, &state.admin.allowed_hosts));
-        let state = state.clone();
+        let (state, console) = (state.clone(), console.clone());
         let builder = builder.clone();
         tokio::spawn(async move {
             let activity = Activity::new();
             let svc = Tracked::new(
                 tower::service_fn(move |req: Request<Incoming>| {
-                    let (state, hosts) = (state.clone(), hosts.clone());
-                    async move { Ok::<_, Infallible>(guarded(&state, &hosts, req).await) }
+                    let (state, hosts, console) = (state.clone(), hosts.clone(), console.clone());
+                    async move {
+                        Ok::<_, Infallible>(guarded(&state, &hosts, console.as_deref(), req).await)
+                    }
                 }),
                 activity.clone(),
             );
@@ -124,7 +127,13 @@ impl Hosts {
 }
 
 /// Refuses requests that a browser was made to send (see the module documentation).
-async fn guarded(state: &State, hosts: &Hosts, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn guarded(
+    state: &State,
+    hosts: &Hosts,
+    console: Option<&crate::console::Console>,
+    req: Request<Incoming>,
+) -> Response<crate::console::Body> {
+    use http_body_util::BodyExt;
     let header = |name| {
         req.headers()
             .get(name)
@@ -137,9 +146,13 @@ async fn guarded(state: &State, hosts: &Hosts, req: Request<Incoming>) -> Respon
     if foreign_host || foreign_origin || multiple {
         tracing::warn!(method = %req.method(), path = req.uri().path(),
             "admin request from a foreign Host or Origin refused");
-        return text(StatusCode::FORBIDDEN, "forbidden\n");
+        return text(StatusCode::FORBIDDEN, "forbidden\n").map(BodyExt::boxed);
     }
-    route(state, req).await
+    let path = req.uri().path();
+    if let Some(console) = console.filter(|_| path == "/ui" || path.starts_with("/ui/")) {
+        return console.handle(state, req).await;
+    }
+    route(state, req).await.map(BodyExt::boxed)
 }
 
 async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {

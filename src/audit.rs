@@ -68,6 +68,8 @@ pub struct Sink {
     tx: mpsc::SyncSender<Msg>,
     path: Option<PathBuf>,
     key: Option<HmacKey>,
+    /// A copy of every line for the console ([`crate::console`]), off until it starts.
+    feed: std::sync::Arc<crate::console::Feed>,
 }
 
 // === impl Sink ===
@@ -88,7 +90,24 @@ impl Sink {
             tx,
             path: path.map(Path::to_owned),
             key,
+            feed: std::sync::Arc::default(),
         })
+    }
+
+    /// The console's copy of the decisions.
+    pub fn feed(&self) -> &std::sync::Arc<crate::console::Feed> {
+        &self.feed
+    }
+
+    /// This sink, feeding `previous`'s console (a reload that moved the file).
+    pub(crate) fn sharing_feed(self, previous: Option<&Sink>) -> Self {
+        match previous {
+            Some(p) => Self {
+                feed: p.feed.clone(),
+                ..self
+            },
+            None => self,
+        }
     }
 
     /// The file this sink appends to, if any.
@@ -563,6 +582,7 @@ impl Audit {
         // A borrowed struct serialised straight into one buffer: no map, no copies.
         // The writer thread numbers, chains and terminates it.
         let text = serde_json::to_string(&line).unwrap_or_default();
+        sink.feed.offer(&text);
         sink.write(text);
         tracing::debug!(
             target: "entitygate::audit",

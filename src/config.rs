@@ -560,6 +560,9 @@ pub struct AdminConfig {
     /// Concurrent admin connections; past it, new ones are closed at accept.
     #[serde(default = "default_admin_max_connections")]
     pub max_connections: usize,
+    /// `[admin.console]`: the web console under `/ui` ([`crate::console`]).
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
     /// Extra `Host` values the admin endpoints answer to (`name` or `name:port`), besides the
     /// address a connection arrived on (and `localhost` on loopback). Anything else, and any
     /// `Origin` that is not one of them, is refused (DNS rebinding, cross-site requests).

@@ -540,6 +540,16 @@ impl Connections {
         self.sessions.put(id.to_owned(), Some(subject.to_owned()));
     }
 
+    /// Every connected account of `subject`, as Composio lists it now (uncached; for the
+    /// console's User page).
+    ///
+    /// # Errors
+    /// [`Error::ConnectionStatusUnavailable`] when Composio cannot be asked.
+    pub async fn list_accounts(&self, subject: &str) -> Result<Accounts, Error> {
+        self.fetch_accounts(Arc::from(subject), String::new(), None)
+            .await
+    }
+
     async fn fetch_accounts(
         &self,
         subject: Arc<str>,

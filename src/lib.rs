@@ -20,7 +20,8 @@
 //!   time; [`trace`]: W3C trace context across the hop and OpenTelemetry export.
 //! - [`explain`]: a dry run of one request through the real flow (`entitygate explain`).
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
-//!   per-subject rate limits.
+//!   per-subject rate limits; [`console`]: the security team's web console on the admin
+//!   listener (`/ui`).
 //! - `mcp`: MCP through the gateway (Streamable HTTP, JSON-RPC inspected both ways, the
 //!   front door, RFC 9728 metadata, MCP URLs in answers moved onto `public_url`).
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
@@ -50,6 +51,7 @@ pub mod clock;
 pub mod config;
 mod conn;
 pub mod connections;
+pub mod console;
 #[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod error;

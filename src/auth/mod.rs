@@ -210,6 +210,14 @@ impl Authenticator {
             || self.inner.jwks.as_ref().is_some_and(|j| j.is_loaded())
     }
 
+    /// With a JWKS: whether it was ever fetched, and its key set's generation.
+    pub(crate) fn jwks_status(&self) -> Option<(bool, u64)> {
+        self.inner
+            .jwks
+            .as_ref()
+            .map(|j| (j.is_loaded(), j.generation()))
+    }
+
     /// Spawns the periodic JWKS refresh (a task that ends at once when there is no JWKS). The
     /// caller aborts the handle at shutdown; the task also ends when the authenticator is
     /// dropped.

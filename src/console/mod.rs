@@ -1,0 +1,354 @@
+//! The security team's console: server-rendered pages on the admin listener under `/ui`.
+//!
+//! - Access: the admin token ([`crate::admin::auth`]) is typed once into the login form;
+//!   the browser then holds only a random session id in an `HttpOnly`, `SameSite=Strict`
+//!   cookie ([`session`]). Every `POST` carries the session's CSRF token. Without an admin
+//!   token configured there is no console (the routes answer 404).
+//! - Output: pages are rendered with maud, which escapes every interpolated value; the live
+//!   feed sends JSON that the console's script puts into the page with `textContent` only.
+//!   Every answer carries a strict `Content-Security-Policy` (`script-src 'self'`, no inline
+//!   script or style) and the assets are compiled into the binary.
+//! - Data: the decisions come from [`feed`], a bounded copy of the audit trail; the rest is
+//!   read from the running gateway's state (policy, caches, readiness, connections).
+
+pub mod feed;
+mod pages;
+mod session;
+mod sse;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+pub use feed::{Decision, Feed, Filter};
+
+use crate::server::State;
+use session::Sessions;
+
+/// The body of every admin answer (the live feed streams).
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+
+/// `[admin.console]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console under `/ui` (it also needs an admin token).
+    pub enabled: bool,
+    /// Decisions kept in memory for the Live decisions page (the ring's size).
+    pub recent: usize,
+    /// A session unused for this long ends.
+    pub session_idle_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            recent: 2000,
+            session_idle_secs: 1800,
+        }
+    }
+}
+
+/// The `Content-Security-Policy` of every console answer.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Largest form body read.
+const MAX_FORM: usize = 256 * 1024;
+
+/// The console of one admin listener.
+#[derive(Debug)]
+pub(crate) struct Console {
+    sessions: Sessions,
+    idle: Duration,
+}
+
+/// A signed-in request's context for the pages.
+pub(crate) struct Ctx<'a> {
+    pub(crate) state: &'a State,
+    pub(crate) csrf: String,
+}
+
+impl Console {
+    /// The console, when enabled and an admin token is configured; starts the feed.
+    pub(crate) fn new(state: &State) -> Option<Arc<Self>> {
+        let cfg = &state.admin.console;
+        if !cfg.enabled || !admin_token_configured(state) {
+            return None;
+        }
+        state.current.load().audit.feed().start(cfg.recent);
+        let idle = Duration::from_secs(cfg.session_idle_secs.max(60));
+        Some(Arc::new(Self {
+            sessions: Sessions::new(idle),
+            idle,
+        }))
+    }
+
+    /// Whether `presented` is the admin token now.
+    fn token_ok(state: &State, presented: &str) -> bool {
+        // TEMPORARY until the admin token of issue 15 is merged: main's one admin token.
+        state
+            .admin
+            .explain_token_env
+            .as_deref()
+            .and_then(|name| state.env().var(name))
+            .filter(|t| !t.is_empty())
+            .is_some_and(|t| session::same_secret(&t, presented))
+    }
+
+    /// Answers one `/ui` request.
+    pub(crate) async fn handle(&self, state: &State, req: Request<Incoming>) -> Response<Body> {
+        let mut resp = self.route(state, req).await;
+        secure_headers(resp.headers_mut());
+        resp
+    }
+
+    async fn route(&self, state: &State, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        match (&method, path.as_str()) {
+            (&Method::GET, "/ui/static/app.js") => {
+                return asset(pages::APP_JS, "text/javascript; charset=utf-8")
+            }
+            (&Method::GET, "/ui/static/app.css") => {
+                return asset(pages::APP_CSS, "text/css; charset=utf-8")
+            }
+            (&Method::GET, "/ui/login") => return html(StatusCode::OK, pages::login(None)),
+            (&Method::POST, "/ui/login") => return self.login(state, req).await,
+            _ => {}
+        }
+        // Everything else needs a session whose admin token is still the admin token.
+        let id = session::cookie(req.headers());
+        let session = id.as_deref().and_then(|id| self.sessions.get(id));
+        let Some(session) = session.filter(|s| Self::token_ok(state, &s.token)) else {
+            if let Some(id) = &id {
+                self.sessions.close(id);
+            }
+            return if method == Method::GET && path != "/ui/live/events" {
+                redirect("/ui/login")
+            } else {
+                html(
+                    StatusCode::UNAUTHORIZED,
+                    pages::login(Some("Sign in first.")),
+                )
+            };
+        };
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        let ctx = Ctx {
+            state,
+            csrf: session.csrf.clone(),
+        };
+        if method == Method::POST {
+            let form = match read_form(req).await {
+                Ok(f) => f,
+                Err(r) => return r,
+            };
+            let given = form.get("csrf").map(String::as_str).unwrap_or_default();
+            if !session::same_secret(given, &session.csrf) {
+                tracing::warn!(path, "console form without its CSRF token refused");
+                return html(
+                    StatusCode::FORBIDDEN,
+                    pages::message(&ctx, "Refused", "This form's CSRF token is missing or wrong. Reload the page and try again."),
+                );
+            }
+            return match path.as_str() {
+                "/ui/logout" => {
+                    if let Some(id) = &id {
+                        self.sessions.close(id);
+                    }
+                    let mut r = redirect("/ui/login");
+                    set_cookie(&mut r, &session::clear_cookie());
+                    r
+                }
+                "/ui/policy/explain" => html(StatusCode::OK, pages::explain(&ctx, &form).await),
+                _ => not_found(),
+            };
+        }
+        if method != Method::GET {
+            return not_found();
+        }
+        let feed = state.current.load().audit.feed().clone();
+        match path.as_str() {
+            "/ui" | "/ui/" => redirect("/ui/live"),
+            "/ui/live" => {
+                let filter = parse_query::<Filter>(&query);
+                html(StatusCode::OK, pages::live(&ctx, &feed, &filter))
+            }
+            "/ui/live/events" => {
+                let q = parse_query::<sse::EventsQuery>(&query);
+                sse::events(&feed, q)
+            }
+            "/ui/decision" => {
+                let q = parse_query::<IdQuery>(&query);
+                html(StatusCode::OK, pages::decision(&ctx, &feed, &q.id))
+            }
+            "/ui/refusals" => html(StatusCode::OK, pages::refusals(&ctx, &feed)),
+            "/ui/user" => {
+                let q = parse_query::<SubjectQuery>(&query);
+                html(StatusCode::OK, pages::user(&ctx, &feed, &q.subject).await)
+            }
+            "/ui/policy" => html(StatusCode::OK, pages::policy(&ctx, None)),
+            "/ui/health" => html(StatusCode::OK, pages::health(&ctx, &feed).await),
+            _ => not_found(),
+        }
+    }
+
+    async fn login(&self, state: &State, req: Request<Incoming>) -> Response<Body> {
+        if !self.sessions.may_try() {
+            return html(
+                StatusCode::TOO_MANY_REQUESTS,
+                pages::login(Some("Too many failed sign-ins: wait a minute.")),
+            );
+        }
+        let form = match read_form(req).await {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let token = form.get("token").map(|t| t.trim()).unwrap_or_default();
+        if token.is_empty() || !Self::token_ok(state, token) {
+            self.sessions.failed();
+            tracing::warn!("console sign-in with a wrong admin token");
+            return html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(Some("That is not the admin token.")),
+            );
+        }
+        let id = self.sessions.open(token);
+        tracing::info!("console sign-in");
+        let mut r = redirect("/ui/live");
+        set_cookie(&mut r, &session::set_cookie(&id, self.idle));
+        r
+    }
+}
+
+fn admin_token_configured(state: &State) -> bool {
+    state.admin.explain_token_env.is_some()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct IdQuery {
+    id: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SubjectQuery {
+    subject: String,
+}
+
+/// A query string parsed leniently: anything unparseable is the empty filter.
+fn parse_query<T: for<'de> Deserialize<'de> + Default>(q: &str) -> T {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    serde_json::from_value(serde_json::Value::Object(map)).unwrap_or_default()
+}
+
+type Form = std::collections::HashMap<String, String>;
+
+async fn read_form(req: Request<Incoming>) -> Result<Form, Response<Body>> {
+    let ct_ok = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !ct_ok {
+        return Err(plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "forms only\n"));
+    }
+    let Ok(body) = http_body_util::Limited::new(req.into_body(), MAX_FORM)
+        .collect()
+        .await
+    else {
+        return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "form too large\n"));
+    };
+    let mut form = Form::new();
+    for (k, v) in form_urlencoded::parse(&body.to_bytes()) {
+        // A repeated field is ambiguous: the first one counts.
+        form.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    Ok(form)
+}
+
+pub(crate) fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn html(status: StatusCode, page: maud::Markup) -> Response<Body> {
+    let mut r = Response::new(full(page.into_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn redirect(to: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(""));
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(to));
+    r
+}
+
+fn not_found() -> Response<Body> {
+    plain(StatusCode::NOT_FOUND, "not found\n")
+}
+
+fn set_cookie(r: &mut Response<Body>, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+}
+
+/// The headers every console answer carries.
+fn secure_headers(h: &mut http::HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+}
