@@ -568,8 +568,14 @@ pub struct AdminConfig {
     /// `Origin` that is not one of them, is refused (DNS rebinding, cross-site requests).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
-    /// The environment variable holding the bearer token `POST /explain` requires; absent:
-    /// no `/explain` on the admin listener.
+    /// The environment variable holding the admin bearer token that every state-changing
+    /// endpoint (`/reload`, `/deny`, `/explain`) requires. Without a token (this,
+    /// `token_file` or `explain_token_env`) those endpoints are disabled, not open.
+    pub token_env: Option<String>,
+    /// A file holding the admin token (a mounted secret), read on every check so a rotated
+    /// file applies at once. Instead of `token_env`.
+    pub token_file: Option<PathBuf>,
+    /// The older name of `token_env` (it used to guard `/explain` only); an alias.
     pub explain_token_env: Option<String>,
 }
 
@@ -791,6 +797,17 @@ impl Config {
         }
         if self.upstream.api_key_env.trim().is_empty() {
             return Err(ConfigError::invalid("upstream.api_key_env", "is empty"));
+        }
+        let admin_sources = [
+            self.admin.token_env.is_some(),
+            self.admin.token_file.is_some(),
+            self.admin.explain_token_env.is_some(),
+        ];
+        if admin_sources.iter().filter(|s| **s).count() > 1 {
+            return Err(ConfigError::invalid(
+                "admin.token_env",
+                "set one of token_env, token_file and explain_token_env (an alias of token_env)",
+            ));
         }
         if self.auth.keys.is_empty() && self.auth.jwks.is_none() {
             return Err(ConfigError::invalid(

@@ -164,3 +164,8 @@ pub fn render(stats: &Stats) -> String {
     }
     install().map(PrometheusHandle::render).unwrap_or_default()
 }
+
+/// An admin request was refused for want of the admin token.
+pub(crate) fn admin_refused() {
+    metrics::counter!("entitygate_admin_refused_total").increment(1);
+}

@@ -59,6 +59,8 @@ pub(crate) struct State {
     env: Arc<dyn Env>,
     config_path: Option<PathBuf>,
     pub(crate) admin: AdminConfig,
+    /// The bearer token of the state-changing admin endpoints.
+    pub(crate) admin_token: crate::admin::AdminToken,
     limits: LimitsConfig,
     /// Background tasks of the current rules (JWKS refresh), aborted when they are replaced.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -232,6 +234,7 @@ impl GatewayBuilder {
             env,
             config_path,
             admin: config.admin.clone(),
+            admin_token: crate::admin::AdminToken::from_config(&config.admin),
             limits: config.limits.clone(),
             tasks: Mutex::new(tasks.unwrap_or_default()),
             schedule: Mutex::new(None),
