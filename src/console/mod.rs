@@ -94,14 +94,9 @@ impl Console {
 
     /// Whether `presented` is the admin token now.
     fn token_ok(state: &State, presented: &str) -> bool {
-        // TEMPORARY until the admin token of issue 15 is merged: main's one admin token.
-        state
-            .admin
-            .explain_token_env
-            .as_deref()
-            .and_then(|name| state.env().var(name))
-            .filter(|t| !t.is_empty())
-            .is_some_and(|t| session::same_secret(&t, presented))
+        crate::admin::AdminToken::from_config(&state.admin)
+            .verify(state.env(), presented)
+            .is_ok()
     }
 
     /// Answers one `/ui` request.
@@ -230,7 +225,7 @@ impl Console {
 }
 
 fn admin_token_configured(state: &State) -> bool {
-    state.admin.explain_token_env.is_some()
+    crate::admin::AdminToken::from_config(&state.admin).configured()
 }
 
 #[derive(Deserialize, Default)]
@@ -345,9 +340,11 @@ fn secure_headers(h: &mut http::HeaderMap) {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the console's own
+    // forms, which the admin listener's Origin check (rightly) refuses.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

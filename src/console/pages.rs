@@ -19,7 +19,7 @@ fn head(title: &str) -> Markup {
         head {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
-            meta name="referrer" content="no-referrer";
+            meta name="referrer" content="same-origin";
             title { (title) " · entitygate console" }
             link rel="stylesheet" href="/ui/static/app.css";
         }
@@ -222,7 +222,7 @@ pub(crate) fn decision(ctx: &Ctx<'_>, feed: &Feed, id: &str) -> Markup {
 fn bars(items: &[(String, u64)], id: &str) -> Markup {
     let items = &items[..items.len().min(15)];
     let max = items.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
-    let (row, label_w, bar_w) = (22u64, 240u64, 420u64);
+    let (row, label_w, bar_w) = (22u64, 220u64, 300u64);
     let height = row * items.len().max(1) as u64 + 4;
     html! {
         svg id=(id) role="img" width=(label_w + bar_w + 60) height=(height) xmlns="http://www.w3.org/2000/svg" {
