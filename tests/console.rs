@@ -371,3 +371,84 @@ async fn the_console_in_a_real_browser() {
     );
     w.gateway.shutdown().await;
 }
+
+/// Every metric the Grafana dashboard (deploy/grafana) queries exists in `/metrics`, and
+/// every label it groups or filters by is one that metric carries.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let w = start("token_env = \"ADMIN_TOKEN\"").await;
+    let proxy = w.gateway.local_addr();
+    // One allowed call (Composio answers) and one refusal, so the request metrics exist.
+    for tool in ["GITHUB_GET_THE_AUTHENTICATED_USER", "GMAIL_SEND_EMAIL"] {
+        let t = token("alice");
+        let call = format!(
+            "POST /api/v3.1/tools/execute/{tool} HTTP/1.1\r\nHost: {proxy}\r\nx-api-key: {t}\r\nContent-Type: application/json\r\nContent-Length: 16\r\nConnection: close\r\n\r\n{{\"arguments\":{{}}}}"
+        );
+        raw(proxy, &call).await;
+    }
+    let metrics = raw(w.admin, &get(w.admin, "/metrics", None)).await;
+    assert_eq!(status(&metrics), 200);
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/entitygate-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(exprs.len() >= 9, "{exprs:?}");
+    let mut checked = 0;
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("entitygate_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            let lines: Vec<&str> = metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))
+                })
+                .collect();
+            assert!(
+                !lines.is_empty(),
+                "the dashboard queries {name} ({base}), which /metrics does not have"
+            );
+            // Labels the query names right after the metric (`{decision!="allow"}`).
+            if let Some(selector) = rest.strip_prefix('{').and_then(|r| r.split_once('}')) {
+                for m in selector.0.split(',') {
+                    let label: String = m
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    assert!(
+                        lines.iter().any(|l| l.contains(&format!("{label}=\""))),
+                        "{name} has no label {label}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+        // Labels grouped by exist on the metrics grouped.
+        for by in expr.split("by (").skip(1) {
+            for label in by.split(')').next().unwrap_or_default().split(',') {
+                let label = label.trim();
+                assert!(
+                    metrics.contains(&format!("{label}=\"")),
+                    "the dashboard groups by {label}, which no metric carries"
+                );
+            }
+        }
+    }
+    assert!(checked >= 12, "{checked} metric references checked");
+    w.gateway.shutdown().await;
+}
