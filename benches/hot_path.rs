@@ -447,5 +447,55 @@ fn evidence(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, rewrite, worst_case, auth, gate, policy, carriers, evidence);
+/// The console's feed (issue 18): what `Audit::finish` adds per decision with a console on
+/// (one copy of the line and a `try_send`), what it adds with none (an atomic load), and what
+/// the consumer task spends per decision off the request path (parse, cap, ring, counts).
+/// Also prints the ring's memory for 2,000 typical and 2,000 worst-case decisions.
+fn console_feed(c: &mut Criterion) {
+    use entitygate::console::Feed;
+    use std::sync::Arc;
+    let event = r#"{"time":"2026-11-30T23:10:53.123Z","request_id":"7f1c2a9e5b3d4c6f8a0b1c2d3e4f5a6b","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","subject":"user_2NNEqL2nrIRdJ194ndJqAHwEfxC","method":"POST","path":"/api/v3.1/tools/execute/GITHUB_CREATE_AN_ISSUE","route":"/api/v3.1/tools/execute/{tool}","policy":"execute","tool":"GITHUB_CREATE_AN_ISSUE","toolkit":"github","connected_account_id":"ca_alice_github","decision":"allow","code":0,"identity_rewritten":false,"rule":null,"status":200,"upstream_status":200,"latency_ms":1.234}"#;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let off = Feed::new();
+    c.bench_function("console_feed_offer_off", |b| b.iter(|| off.offer(event)));
+    let on = Arc::new(Feed::new());
+    {
+        let _guard = rt.enter();
+        on.start(2000);
+    }
+    c.bench_function("console_feed_offer_on", |b| b.iter(|| on.offer(event)));
+    let (_, _, _, missed) = on.usage();
+    println!("console_feed_offer_on: {missed} offers found the channel full (dropped, counted)");
+    let ring = Feed::new();
+    ring.set_capacity(2000);
+    c.bench_function("console_feed_consume", |b| b.iter(|| ring.consume(event, 1_800_000_000)));
+    let typical = Feed::new();
+    typical.set_capacity(2000);
+    for _ in 0..2000 {
+        typical.consume(event, 1_800_000_000);
+    }
+    let long = "x".repeat(4000);
+    let worst = serde_json::json!({
+        "time": long, "request_id": long, "trace_id": long, "subject": long, "method": long,
+        "path": long, "query": long, "route": long, "policy": long, "tool": long,
+        "toolkit": long, "connected_account_id": long, "decision": long, "rule": long,
+        "code": 1, "identity_rewritten": true, "status": 403, "latency_ms": 1.0,
+    })
+    .to_string();
+    let full = Feed::new();
+    full.set_capacity(2000);
+    for _ in 0..2000 {
+        full.consume(&worst, 1_800_000_000);
+    }
+    let (n, bytes, _, _) = typical.usage();
+    println!("console ring, {n} typical decisions: {bytes} bytes ({} per decision)", bytes / n);
+    let (n, bytes, _, _) = full.usage();
+    println!("console ring, {n} worst-case decisions: {bytes} bytes ({} per decision)", bytes / n);
+}
+
+criterion_group!(benches, routing, rewrite, worst_case, auth, gate, policy, carriers, evidence, console_feed);
 criterion_main!(benches);

@@ -271,6 +271,12 @@ impl Feed {
         }
     }
 
+    /// Sets the ring's size without starting the consumer (tests and benchmarks).
+    #[doc(hidden)]
+    pub fn set_capacity(&self, capacity: usize) {
+        self.lock().capacity = capacity.max(1);
+    }
+
     /// Starts the consumer task keeping the last `capacity` decisions (once; later calls
     /// only resize). Needs a Tokio runtime.
     pub fn start(self: &Arc<Self>, capacity: usize) {
@@ -297,8 +303,9 @@ impl Feed {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes one line (the consumer task; tests call it directly).
-    pub(crate) fn consume(&self, line: &str, now_secs: u64) {
+    /// Takes one line (the consumer task; tests and benchmarks call it directly).
+    #[doc(hidden)]
+    pub fn consume(&self, line: &str, now_secs: u64) {
         let Ok(mut d) = serde_json::from_str::<Decision>(line) else {
             self.missed.fetch_add(1, Ordering::Relaxed);
             return;
