@@ -77,6 +77,11 @@ pub struct Shared {
     pub(crate) front_door: crate::mcp::front_door::Sessions,
     /// The OTLP span exporter (`[telemetry] otlp_endpoint`), when configured.
     pub(crate) telemetry: Option<Arc<crate::trace::Telemetry>>,
+    /// Operators' deny rules; kept across reloads (same `[state] path`).
+    pub(crate) kill_switch: Arc<crate::killswitch::KillSwitch>,
+    /// SHA-256 of the upstream key: the caches that hold an [`Upstream`] are rebuilt when the
+    /// key file rotates.
+    pub(crate) key_digest: [u8; 32],
 }
 
 impl Shared {
@@ -285,6 +290,13 @@ where
         verified?
     };
     audit.subject(&identity.subject);
+    shared.kill_switch.check_identity(
+        &identity.subject,
+        identity
+            .claims
+            .get("jti")
+            .and_then(serde_json::Value::as_str),
+    )?;
     trace.deciding();
     shared.limiter.check(&identity.subject)?;
     // Held until the answer's head is produced, so one user's slow or heavy requests take at
@@ -516,6 +528,13 @@ impl Ctx<'_> {
             (Err(e), None) => return Err(e),
         };
         audit.upstream(resp.status());
+        if resp
+            .extensions()
+            .get::<crate::upstream::PreviousKeyUsed>()
+            .is_some()
+        {
+            audit.previous_key_used();
+        }
         Ok(resp)
     }
 
