@@ -32,6 +32,8 @@ use tokio::sync::broadcast;
 
 use crate::error::Error;
 
+pub mod cli;
+
 /// Rule id -> the rule as JSON.
 const RULES: TableDefinition<'_, &str, &str> = TableDefinition::new("deny_rules");
 

@@ -413,3 +413,68 @@ async fn deny_rules_survive_a_restart_and_every_change_is_audited() {
     assert!(report.is_ok(), "{report:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `entitygate deny ...` against `admin`, with the token in `ENTITYGATE_ADMIN_TOKEN`.
+fn deny_cli(admin: std::net::SocketAddr, token: Option<&str>, args: &[&str]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_entitygate"));
+    cmd.arg("deny")
+        .args(["--admin", &format!("http://{admin}")])
+        .args(args)
+        .env_remove("ENTITYGATE_ADMIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("ENTITYGATE_ADMIN_TOKEN", t);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn the_deny_cli_adds_lists_and_lifts_rules() {
+    let h = Harness::with_config(ADMIN).await;
+    let admin = h.gateway.as_ref().unwrap().admin_addr().unwrap();
+    let run = |token: Option<&'static str>, args: Vec<&'static str>| {
+        tokio::task::spawn_blocking(move || deny_cli(admin, token, &args))
+    };
+    // No token: a usage error; a wrong one: refused by the gateway. Neither adds a rule.
+    let (code, out) = run(None, vec!["add", "--all", "--reason", "x"])
+        .await
+        .unwrap();
+    assert_eq!(code, 64, "{out}");
+    let (code, out) = run(Some("wrong"), vec!["add", "--all", "--reason", "x"])
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("401"), "{out}");
+
+    let (code, out) = run(
+        Some(ADMIN_TOKEN),
+        vec!["add", "--subject", "alice", "--reason", "phished"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    h.sandbox.clear();
+    assert_denied(&tools(&h, token("alice")).await, "phished");
+    h.assert_nothing_forwarded();
+    let (code, out) = run(Some(ADMIN_TOKEN), vec!["list"]).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&id) && out.contains("phished"), "{out}");
+    let id: &'static str = Box::leak(id.into_boxed_str());
+    let (code, out) = run(Some(ADMIN_TOKEN), vec!["remove", id]).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tools(&h, token("alice")).await.status, StatusCode::OK);
+    let (code, _) = run(Some(ADMIN_TOKEN), vec!["remove", id]).await.unwrap();
+    assert_eq!(code, 1, "already lifted");
+    h.shutdown().await;
+}
