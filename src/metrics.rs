@@ -181,3 +181,8 @@ pub(crate) fn previous_key_used(accepted: bool) {
     let outcome = if accepted { "accepted" } else { "refused" };
     metrics::counter!("entitygate_upstream_previous_key_total", "outcome" => outcome).increment(1);
 }
+
+/// Composio's answer to an execution showed a dead connection.
+pub(crate) fn connection_broken() {
+    metrics::counter!("entitygate_connections_broken_total").increment(1);
+}

@@ -168,6 +168,7 @@ pub(crate) async fn build_shared(
     let shared = Shared {
         kill_switch,
         key_digest,
+        broken: previous.map_or_else(Default::default, |p| p.broken.clone()),
         secret: bytes::Bytes::copy_from_slice(upstream.api_key()),
         connections,
         auth,
