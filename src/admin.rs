@@ -1,5 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /reload` and
-//! `POST /explain`, on an address of its own so that none of it is reachable through the
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /reload`, the kill switch
+//! (`/deny`, [`deny`]) and `POST /explain`, on an address of its own so that none of it is reachable through the
 //! proxy listener. Health, readiness and metrics are open; every endpoint that changes state
 //! or reveals decisions needs the admin bearer token ([`auth`]), and is disabled when none is
 //! configured. Bind it to loopback or a cluster-internal address all the same.
@@ -29,6 +29,7 @@ use crate::conn::{Activity, Tracked};
 use crate::server::State;
 
 pub mod auth;
+mod deny;
 
 pub use auth::{AdminToken, Refused};
 
@@ -207,6 +208,9 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
             ),
         },
         (&Method::POST, "/explain") => explain(state, req).await,
+        (_, p) if p == "/deny" || p.starts_with("/deny/") => deny::handle(state, req)
+            .await
+            .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -259,7 +263,8 @@ async fn explain(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
         },
         live: v["live"].as_bool().unwrap_or(false),
     };
-    match crate::explain::explain(&config, state.env(), &request).await {
+    let kill_switch = state.current.load().kill_switch.clone();
+    match crate::explain::explain_with(&config, state.env(), &request, Some(kill_switch)).await {
         Ok(e) => json_response(StatusCode::OK, &json!(e)),
         Err(e) => bad(&e.to_string()),
     }

@@ -24,6 +24,10 @@
 //!   listener (`/ui`).
 //! - `mcp`: MCP through the gateway (Streamable HTTP, JSON-RPC inspected both ways, the
 //!   front door, RFC 9728 metadata, MCP URLs in answers moved onto `public_url`).
+//! - [`killswitch`]: operators' deny rules (subject, jti, all, toolkit, tool glob), applied
+//!   without a reload and kept in the embedded store (`[state] path`).
+//! - [`revocation`]: a dead connection seen in Composio's answer to an execution refuses
+//!   the user's next call before Composio is asked, and is reported.
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
 //!   Composio's expiry webhook.
 //! - [`logging`]: the log set-up of the binary.
@@ -59,12 +63,14 @@ pub mod expiry;
 pub mod explain;
 pub mod headers;
 pub(crate) mod invocation;
+pub mod killswitch;
 pub mod limits;
 pub mod logging;
 pub(crate) mod mcp;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
+pub mod revocation;
 pub mod rewrite;
 pub mod routes;
 #[cfg(feature = "sandbox")]

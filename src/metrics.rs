@@ -172,3 +172,20 @@ pub fn render(stats: &Stats) -> String {
 pub(crate) fn admin_refused() {
     metrics::counter!("entitygate_admin_refused_total").increment(1);
 }
+
+/// A request was refused by a kill-switch rule.
+pub(crate) fn kill_switch_refused() {
+    metrics::counter!("entitygate_kill_switch_refusals_total").increment(1);
+}
+
+/// A safe request was repeated with the previous upstream key after a 401 (`accepted`: the
+/// previous key was not refused too).
+pub(crate) fn previous_key_used(accepted: bool) {
+    let outcome = if accepted { "accepted" } else { "refused" };
+    metrics::counter!("entitygate_upstream_previous_key_total", "outcome" => outcome).increment(1);
+}
+
+/// Composio's answer to an execution showed a dead connection.
+pub(crate) fn connection_broken() {
+    metrics::counter!("entitygate_connections_broken_total").increment(1);
+}

@@ -77,6 +77,13 @@ pub struct Shared {
     pub(crate) front_door: crate::mcp::front_door::Sessions,
     /// The OTLP span exporter (`[telemetry] otlp_endpoint`), when configured.
     pub(crate) telemetry: Option<Arc<crate::trace::Telemetry>>,
+    /// Operators' deny rules; kept across reloads (same `[state] path`).
+    pub(crate) kill_switch: Arc<crate::killswitch::KillSwitch>,
+    /// Connections Composio's answers showed dead ([`crate::revocation`]); kept across reloads.
+    pub(crate) broken: Arc<crate::revocation::Broken>,
+    /// SHA-256 of the upstream key: the caches that hold an [`Upstream`] are rebuilt when the
+    /// key file rotates.
+    pub(crate) key_digest: [u8; 32],
 }
 
 impl Shared {
@@ -285,6 +292,13 @@ where
         verified?
     };
     audit.subject(&identity.subject);
+    shared.kill_switch.check_identity(
+        &identity.subject,
+        identity
+            .claims
+            .get("jti")
+            .and_then(serde_json::Value::as_str),
+    )?;
     trace.deciding();
     shared.limiter.check(&identity.subject)?;
     // Held until the answer's head is produced, so one user's slow or heavy requests take at
@@ -516,6 +530,13 @@ impl Ctx<'_> {
             (Err(e), None) => return Err(e),
         };
         audit.upstream(resp.status());
+        if resp
+            .extensions()
+            .get::<crate::upstream::PreviousKeyUsed>()
+            .is_some()
+        {
+            audit.previous_key_used();
+        }
         Ok(resp)
     }
 
@@ -544,6 +565,15 @@ impl Ctx<'_> {
 
     /// Relays an upstream response to the caller with headers cleaned and the key redacted.
     pub(crate) fn relay(&self, resp: Response<Incoming>) -> Result<Response<ResponseBody>, Error> {
+        self.relay_body(resp)
+    }
+
+    /// [`Ctx::relay`] for an answer already read whole (or any other body).
+    pub(crate) fn relay_body<B>(&self, resp: Response<B>) -> Result<Response<ResponseBody>, Error>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
         let (mut parts, body) = resp.into_parts();
         refuse_encoded(&parts.headers)?;
         headers::clean_response_headers(&mut parts.headers, &self.shared.secret);

@@ -459,6 +459,22 @@ impl Sandbox {
         lock(&self.inner.store).set_disabled(id, disabled)
     }
 
+    /// Fault injection: the provider revoked (`true`) or restored the token of account `id`.
+    /// Composio still lists it `ACTIVE`, but tool runs with it fail with the provider's 401
+    /// as a failed tool result (v3.x and v1/v2 execute). Returns whether the account exists.
+    pub fn set_revoked_at_provider(&self, id: &str, revoked: bool) -> bool {
+        let mut store = lock(&self.inner.store);
+        if store.account(id).is_none() {
+            return false;
+        }
+        if revoked {
+            store.revoked_at_provider.insert(id.to_owned());
+        } else {
+            store.revoked_at_provider.remove(id);
+        }
+        true
+    }
+
     /// Removes an account. Returns whether it existed.
     pub fn remove_account(&self, id: &str) -> bool {
         lock(&self.inner.store).remove_account(id)
