@@ -472,7 +472,9 @@ fn console_feed(c: &mut Criterion) {
     println!("console_feed_offer_on: {missed} offers found the channel full (dropped, counted)");
     let ring = Feed::new();
     ring.set_capacity(2000);
-    c.bench_function("console_feed_consume", |b| b.iter(|| ring.consume(event, 1_800_000_000)));
+    c.bench_function("console_feed_consume", |b| {
+        b.iter(|| ring.consume(event, 1_800_000_000))
+    });
     let typical = Feed::new();
     typical.set_capacity(2000);
     for _ in 0..2000 {
@@ -492,10 +494,27 @@ fn console_feed(c: &mut Criterion) {
         full.consume(&worst, 1_800_000_000);
     }
     let (n, bytes, _, _) = typical.usage();
-    println!("console ring, {n} typical decisions: {bytes} bytes ({} per decision)", bytes / n);
+    println!(
+        "console ring, {n} typical decisions: {bytes} bytes ({} per decision)",
+        bytes / n
+    );
     let (n, bytes, _, _) = full.usage();
-    println!("console ring, {n} worst-case decisions: {bytes} bytes ({} per decision)", bytes / n);
+    println!(
+        "console ring, {n} worst-case decisions: {bytes} bytes ({} per decision)",
+        bytes / n
+    );
 }
 
-criterion_group!(benches, routing, rewrite, worst_case, auth, gate, policy, carriers, evidence, console_feed);
+criterion_group!(
+    benches,
+    routing,
+    rewrite,
+    worst_case,
+    auth,
+    gate,
+    policy,
+    carriers,
+    evidence,
+    console_feed
+);
 criterion_main!(benches);

@@ -224,6 +224,25 @@ async fn the_console_needs_the_token_a_session_and_the_csrf_token() {
         status(&raw(a, &post(a, "/ui/policy/explain", Some(&session), &forged)).await),
         403
     );
+    // The kill switch the same way: a forged form adds nothing.
+    let deny_all = "kind=all&reason=forged";
+    let answer = raw(a, &post(a, "/ui/killswitch/add", Some(&session), deny_all)).await;
+    assert_eq!(status(&answer), 403, "{answer}");
+    let rules = raw(
+        a,
+        &format!("GET /deny HTTP/1.1\r\nHost: {a}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(rules.ends_with("{\"rules\":[]}"), "{rules}");
+    let with = format!("{deny_all}&csrf={csrf}");
+    let answer = raw(a, &post(a, "/ui/killswitch/add", Some(&session), &with)).await;
+    assert_eq!(status(&answer), 303, "{answer}");
+    let rules = raw(
+        a,
+        &format!("GET /deny HTTP/1.1\r\nHost: {a}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(rules.contains("\"all\":true"), "{rules}");
     let good = format!("{explain}&csrf={csrf}");
     assert_eq!(
         status(&raw(a, &post(a, "/ui/policy/explain", Some(&session), &good)).await),

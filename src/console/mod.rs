@@ -164,6 +164,8 @@ impl Console {
                     r
                 }
                 "/ui/policy/explain" => html(StatusCode::OK, pages::explain(&ctx, &form).await),
+                "/ui/killswitch/add" => deny_add(&ctx, &form).await,
+                "/ui/killswitch/lift" => deny_lift(&ctx, &form).await,
                 _ => not_found(),
             };
         }
@@ -191,6 +193,7 @@ impl Console {
                 html(StatusCode::OK, pages::user(&ctx, &feed, &q.subject).await)
             }
             "/ui/policy" => html(StatusCode::OK, pages::policy(&ctx, None)),
+            "/ui/killswitch" => html(StatusCode::OK, pages::killswitch(&ctx, None)),
             "/ui/health" => html(StatusCode::OK, pages::health(&ctx, &feed).await),
             _ => not_found(),
         }
@@ -226,6 +229,108 @@ impl Console {
 
 fn admin_token_configured(state: &State) -> bool {
     crate::admin::AdminToken::from_config(&state.admin).configured()
+}
+
+/// Where a kill-switch form sends the browser back to: the User page it came from, or the
+/// Kill switch page (never a URL the form names).
+fn back(form: &Form) -> String {
+    match (form.get("back").map(String::as_str), form.get("value")) {
+        (Some("user"), Some(subject)) => format!(
+            "/ui/user?subject={}",
+            form_urlencoded::byte_serialize(subject.as_bytes()).collect::<String>()
+        ),
+        _ => "/ui/killswitch".to_owned(),
+    }
+}
+
+/// `POST /ui/killswitch/add`: a deny rule as `POST /deny` makes it (same validation, same
+/// audit event), from the form's `kind`, `value`, `reason` and `expires_in_mins`.
+async fn deny_add(ctx: &Ctx<'_>, form: &Form) -> Response<Body> {
+    let field = |k: &str| form.get(k).map(|v| v.trim()).unwrap_or_default();
+    let mut body = serde_json::Map::new();
+    match field("kind") {
+        "all" => {
+            body.insert("all".into(), true.into());
+        }
+        kind @ ("subject" | "toolkit" | "tool" | "jti") => {
+            // The subject exactly as given (a subject may carry spaces at its ends).
+            let value = form.get("value").cloned().unwrap_or_default();
+            body.insert(kind.into(), value.into());
+        }
+        _ => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                pages::killswitch(ctx, Some("Choose what to deny.")),
+            )
+        }
+    }
+    body.insert("reason".into(), field("reason").into());
+    match field("expires_in_mins") {
+        "" => {}
+        m => match m.parse::<u64>() {
+            Ok(m) if m > 0 => {
+                body.insert("expires_in_secs".into(), (m.saturating_mul(60)).into());
+            }
+            _ => {
+                return html(
+                    StatusCode::BAD_REQUEST,
+                    pages::killswitch(ctx, Some("The expiry must be a whole number of minutes.")),
+                )
+            }
+        },
+    }
+    let rule = match crate::killswitch::Rule::from_request(
+        &serde_json::Value::Object(body),
+        crate::clock::unix_now(),
+    ) {
+        Ok(r) => r,
+        Err(why) => return html(StatusCode::BAD_REQUEST, pages::killswitch(ctx, Some(&why))),
+    };
+    let shared = ctx.state.current.load_full();
+    if let Err(e) = shared.kill_switch.add(rule.clone()).await {
+        tracing::error!(error = %e, "kill switch: deny rule not stored");
+        return html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            pages::killswitch(ctx, Some(&e.to_string())),
+        );
+    }
+    tracing::warn!(id = %rule.id, rule = %rule.describe(), reason = %rule.reason,
+        "kill switch: deny rule added from the console");
+    shared.audit.record("deny_added", rule_fields(&rule));
+    redirect_to(&back(form))
+}
+
+/// `POST /ui/killswitch/lift`: lifts rule `id`.
+async fn deny_lift(ctx: &Ctx<'_>, form: &Form) -> Response<Body> {
+    let id = form.get("id").map(|v| v.trim()).unwrap_or_default();
+    let shared = ctx.state.current.load_full();
+    match shared.kill_switch.remove(id).await {
+        Ok(Some(rule)) => {
+            tracing::warn!(id = %rule.id, rule = %rule.describe(),
+                "kill switch: deny rule lifted from the console");
+            shared.audit.record("deny_removed", rule_fields(&rule));
+            redirect_to(&back(form))
+        }
+        Ok(None) => html(
+            StatusCode::NOT_FOUND,
+            pages::killswitch(ctx, Some("No such deny rule (or it expired).")),
+        ),
+        Err(e) => html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            pages::killswitch(ctx, Some(&e.to_string())),
+        ),
+    }
+}
+
+/// The audit fields of a rule change (as `POST /deny` writes them), marked as the console's.
+fn rule_fields(rule: &crate::killswitch::Rule) -> serde_json::Value {
+    serde_json::json!({
+        "rule_id": rule.id,
+        "rule": rule.describe(),
+        "reason": rule.reason,
+        "expires_at": rule.expires_at,
+        "via": "console",
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -316,6 +421,14 @@ fn redirect(to: &'static str) -> Response<Body> {
     *r.status_mut() = StatusCode::SEE_OTHER;
     r.headers_mut()
         .insert(header::LOCATION, HeaderValue::from_static(to));
+    r
+}
+
+fn redirect_to(to: &str) -> Response<Body> {
+    let mut r = redirect("/ui/killswitch");
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
     r
 }
 

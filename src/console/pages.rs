@@ -31,6 +31,7 @@ fn layout(ctx: &Ctx<'_>, title: &str, here: &str, body: Markup) -> Markup {
         ("/ui/live", "Live decisions"),
         ("/ui/refusals", "Refusals"),
         ("/ui/user", "User"),
+        ("/ui/killswitch", "Kill switch"),
         ("/ui/policy", "Policy"),
         ("/ui/health", "Health"),
     ];
@@ -305,6 +306,18 @@ pub(crate) async fn user(ctx: &Ctx<'_>, feed: &Feed, subject: &str) -> Markup {
             .take(LIVE_ROWS)
             .collect()
     };
+    let now = crate::clock::unix_now();
+    let rules: Vec<crate::killswitch::Rule> = shared
+        .kill_switch
+        .rules()
+        .into_iter()
+        .filter(|r| r.active(now))
+        .filter(|r| match &r.target {
+            crate::killswitch::Target::Subject(s) => s == subject,
+            crate::killswitch::Target::All(_) => true,
+            _ => false,
+        })
+        .collect();
     layout(
         ctx,
         "User",
@@ -314,6 +327,19 @@ pub(crate) async fn user(ctx: &Ctx<'_>, feed: &Feed, subject: &str) -> Markup {
             form.filters method="get" action="/ui/user" {
                 label { "Subject" input type="text" name="subject" value=(subject); }
                 button type="submit" { "Show" }
+            }
+            @if !subject.is_empty() {
+                h2 { "Deny rules that apply to this user" }
+                (rule_table(ctx, &rules, Some(subject)))
+                form.filters #deny-user method="post" action="/ui/killswitch/add" {
+                    input type="hidden" name="csrf" value=(ctx.csrf);
+                    input type="hidden" name="kind" value="subject";
+                    input type="hidden" name="value" value=(subject);
+                    input type="hidden" name="back" value="user";
+                    label { "Reason" input type="text" name="reason" id="deny-reason" required; }
+                    label { "Expires in (minutes, empty: never)" input type="text" name="expires_in_mins" id="deny-expiry"; }
+                    button.danger type="submit" id="deny-user-button" { "Deny this user" }
+                }
             }
             @if let Some(accounts) = accounts {
                 h2 { "Connections (as Composio reports them now)" }
@@ -549,6 +575,91 @@ pub(crate) async fn health(ctx: &Ctx<'_>, feed: &Feed) -> Markup {
                     dt { "Shared state (Redis), replicas" } dd { "not configured: this replica decides alone" }
                 } }
             }
+        },
+    )
+}
+
+fn when(unix: u64) -> String {
+    let now = crate::clock::unix_now();
+    if unix > now {
+        let m = (unix - now).div_ceil(60);
+        format!("in {m} min")
+    } else {
+        let m = (now - unix) / 60;
+        format!("{m} min ago")
+    }
+}
+
+/// The deny rules as a table, each with its Lift button (`back_to`: the User page's subject).
+fn rule_table(ctx: &Ctx<'_>, rules: &[crate::killswitch::Rule], back_to: Option<&str>) -> Markup {
+    html! {
+        table.rules {
+            thead { tr { th { "Id" } th { "Denies" } th { "Reason" } th { "Added" } th { "Expires" } th {} } }
+            tbody {
+                @for r in rules {
+                    tr data-rule=(r.id) {
+                        td.mono { (r.id) }
+                        td.mono { (r.describe()) }
+                        td { (r.reason) }
+                        td { (when(r.created_at)) }
+                        td { @match r.expires_at { Some(e) => (when(e)), None => "never" } }
+                        td {
+                            form method="post" action="/ui/killswitch/lift" {
+                                input type="hidden" name="csrf" value=(ctx.csrf);
+                                input type="hidden" name="id" value=(r.id);
+                                @if let Some(s) = back_to {
+                                    input type="hidden" name="back" value="user";
+                                    input type="hidden" name="value" value=(s);
+                                }
+                                button type="submit" class="lift" { "Lift" }
+                            }
+                        }
+                    }
+                }
+                @if rules.is_empty() { tr { td colspan="6" .muted { "None." } } }
+            }
+        }
+    }
+}
+
+pub(crate) fn killswitch(ctx: &Ctx<'_>, error: Option<&str>) -> Markup {
+    let shared = ctx.state.current.load_full();
+    let now = crate::clock::unix_now();
+    let rules: Vec<_> = shared
+        .kill_switch
+        .rules()
+        .into_iter()
+        .filter(|r| r.active(now))
+        .collect();
+    layout(
+        ctx,
+        "Kill switch",
+        "/ui/killswitch",
+        html! {
+            h1 { "Kill switch" }
+            @if let Some(e) = error { div.error #killswitch-error { (e) } }
+            p.muted { "Deny rules apply at once on this replica, without a reload"
+                @if let Some(p) = shared.kill_switch.path() { ", and are kept in " span.mono { (p.display()) } }
+                ". Every change is an audit event." }
+            div.card {
+                h2 { "Add a deny rule" }
+                form.filters #deny-add method="post" action="/ui/killswitch/add" {
+                    input type="hidden" name="csrf" value=(ctx.csrf);
+                    label { "Deny" select name="kind" id="deny-kind" {
+                        option value="subject" { "subject" }
+                        option value="toolkit" { "toolkit" }
+                        option value="tool" { "tool (glob)" }
+                        option value="jti" { "token (jti)" }
+                        option value="all" { "everything" }
+                    } }
+                    label { "Value" input type="text" name="value" id="deny-value"; }
+                    label { "Reason" input type="text" name="reason" id="deny-reason" required; }
+                    label { "Expires in (minutes, empty: never)" input type="text" name="expires_in_mins" id="deny-expiry"; }
+                    button.danger type="submit" id="deny-add-button" { "Deny" }
+                }
+            }
+            h2 { "Active rules" }
+            (rule_table(ctx, &rules, None))
         },
     )
 }

@@ -185,7 +185,46 @@ def scenario(d):
     conns = d.find_element(By.ID, "connections").text
     assert "gmail" in conns and "EXPIRED" in conns and "ca_alice_github" in conns, conns
     assert rid in d.find_element(By.ID, "user-decisions").text
+
+    # --- deny this user from the user page; the next call is refused; lift it
+    step("deny the user from the user page, see the next call refused, lift it")
+    d.find_element(By.ID, "deny-reason").send_keys("incident 42: token leaked")
+    d.find_element(By.ID, "deny-expiry").send_keys("30")
+    d.find_element(By.ID, "deny-user-button").click()
+    wait(lambda: "incident 42" in d.page_source, "the rule on the user page")
+    assert "/ui/user" in d.current_url and "subject=alice" in d.current_url, d.current_url
+    assert "subject=alice" in d.find_element(By.CSS_SELECTOR, "table.rules").text
+    denied, denied_rid = call(ALICE, "GITHUB_GET_THE_AUTHENTICATED_USER")
+    assert denied == 403, denied
     shot(d, "04-user")
+    d.get(f"{CONSOLE}/ui/live?subject=alice")
+    row = wait(lambda: d.find_element(By.XPATH, f"//tbody[@id='live-rows']/tr[td/a[text()='{denied_rid}']]"),
+               "the denied call in the feed")
+    assert "allow" not in row.find_elements(By.TAG_NAME, "td")[5].text, row.text
+    d.get(f"{CONSOLE}/ui/user?subject=alice")
+    d.find_element(By.CSS_SELECTOR, "table.rules button.lift").click()
+    wait(lambda: "incident 42" not in d.page_source, "the rule lifted")
+    again_ok, _ = call(ALICE, "GITHUB_GET_THE_AUTHENTICATED_USER")
+    assert again_ok == 200, again_ok
+
+    # --- the kill switch page: add a toolkit rule with an expiry, see it, lift it
+    step("the kill switch page")
+    d.get(f"{CONSOLE}/ui/killswitch")
+    from selenium.webdriver.support.ui import Select
+    Select(d.find_element(By.ID, "deny-kind")).select_by_value("toolkit")
+    d.find_element(By.ID, "deny-value").send_keys("github")
+    d.find_element(By.ID, "deny-reason").send_keys("GitHub incident: all writes paused")
+    d.find_element(By.ID, "deny-expiry").send_keys("15")
+    d.find_element(By.ID, "deny-add-button").click()
+    wait(lambda: "toolkit=github" in d.find_element(By.CSS_SELECTOR, "table.rules").text, "toolkit rule listed")
+    assert "in 15 min" in d.find_element(By.CSS_SELECTOR, "table.rules").text
+    blocked, _ = call(ALICE, "GITHUB_GET_THE_AUTHENTICATED_USER")
+    assert blocked == 403, blocked
+    shot(d, "08-kill-switch")
+    d.find_element(By.CSS_SELECTOR, "table.rules button.lift").click()
+    wait(lambda: "toolkit=github" not in d.find_element(By.CSS_SELECTOR, "table.rules").text, "lifted")
+    ok_again, _ = call(ALICE, "GITHUB_GET_THE_AUTHENTICATED_USER")
+    assert ok_again == 200, ok_again
 
     # --- refusals
     step("refusals over the last hour")
@@ -218,6 +257,14 @@ def scenario(d):
 
     # --- CSRF: a state change without the token is refused, even from the console's origin
     step("a form without its CSRF token is refused")
+    code = d.execute_script(
+        "var f = new URLSearchParams({kind: 'all', reason: 'forged'});"
+        "var x = new XMLHttpRequest(); x.open('POST', '/ui/killswitch/add', false);"
+        "x.setRequestHeader('content-type', 'application/x-www-form-urlencoded'); x.send(f.toString());"
+        "return x.status;")
+    assert code == 403, code
+    ok_still, _ = call(ALICE, "GITHUB_GET_THE_AUTHENTICATED_USER")
+    assert ok_still == 200, "a forged form denied everything"
     code = d.execute_script(
         "var f = new URLSearchParams({request: 'GET /api/v3/toolkits', token: 'x'});"
         "var x = new XMLHttpRequest(); x.open('POST', '/ui/policy/explain', false);"
