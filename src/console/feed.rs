@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 /// Lines waiting for the consumer task before new ones are dropped.
 const CHANNEL: usize = 1024;
 /// Longest line copied into the feed (the audit log keeps longer ones).
-pub const MAX_LINE: usize = 16 * 1024;
+pub const MAX_LINE: usize = 8 * 1024;
 /// Longest value kept of any one field of a decision.
 pub const MAX_FIELD: usize = 256;
 /// Longest path or query kept.

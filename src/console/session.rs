@@ -46,7 +46,8 @@ pub(crate) struct Sessions {
     failures: Mutex<(Instant, u32)>,
 }
 
-/// 256 bits from the operating system's CSPRNG (via uuid's v4 generator), as hex.
+/// 244 random bits as 64 hex digits: two v4 UUIDs from uuid's `fast-rng` generator (rand's
+/// thread-local ChaCha CSPRNG, seeded from the operating system).
 pub(crate) fn random_token() -> String {
     format!(
         "{}{}",
