@@ -88,7 +88,7 @@ mod tests {
         let bound = bind(KEY, "alice", "sess_1").unwrap();
         assert_eq!(unbind(KEY, "alice", "sess_1"), None, "no tag");
         assert_eq!(unbind(KEY, "alice", "sess_1."), None, "empty tag");
-        let mut flipped = bound.clone().into_bytes();
+        let mut flipped = bound.into_bytes();
         let last = flipped.len() - 1;
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap();
