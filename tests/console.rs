@@ -118,7 +118,7 @@ async fn raw(addr: SocketAddr, request: &str) -> String {
         .expect("connects");
     s.write_all(request.as_bytes()).await.expect("writes");
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
 
