@@ -449,7 +449,8 @@ fn evidence(c: &mut Criterion) {
 
 /// The console's feed (issue 18): what `Audit::finish` adds per decision with a console on
 /// (one copy of the line and a `try_send`), what it adds with none (an atomic load), and what
-/// the consumer task spends per decision off the request path (parse, cap, ring, counts).
+/// the consumer task spends per decision off the request path (skim, ring, counts; and the
+/// full read for an open Live decisions page).
 /// Also prints the ring's memory for 2,000 typical and 2,000 worst-case decisions.
 fn console_feed(c: &mut Criterion) {
     use entitygate::console::Feed;
@@ -473,6 +474,10 @@ fn console_feed(c: &mut Criterion) {
     let ring = Feed::new();
     ring.set_capacity(2000);
     c.bench_function("console_feed_consume", |b| {
+        b.iter(|| ring.consume(event, 1_800_000_000))
+    });
+    let _watching = ring.subscribe();
+    c.bench_function("console_feed_consume_watched", |b| {
         b.iter(|| ring.consume(event, 1_800_000_000))
     });
     let typical = Feed::new();

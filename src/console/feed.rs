@@ -1,6 +1,8 @@
 //! The console's view of recent decisions: a copy of each audit line, handed from the request
 //! path to one consumer task over a bounded channel, kept in a ring of bounded size, counted
-//! into per-minute refusal buckets for the last hour, and broadcast to the live pages.
+//! into per-minute refusal buckets for the last hour, and broadcast to the live pages. The
+//! consumer only skims a line for its decision and toolkit; a line is read in full when a
+//! page shows it or an open Live decisions page is sent it.
 //!
 //! The request path pays for one copy of the line it has already serialised and one
 //! `try_send` (lock-free unless the channel is full; never waits). Until a console is
@@ -18,6 +20,8 @@ use tokio::sync::{broadcast, mpsc};
 const CHANNEL: usize = 1024;
 /// Longest line copied into the feed (the audit log keeps longer ones).
 pub const MAX_LINE: usize = 8 * 1024;
+/// Longest line kept as it is; a longer one is kept with its fields cut (see [`MAX_FIELD`]).
+pub const MAX_KEPT: usize = 4608;
 /// Longest value kept of any one field of a decision.
 pub const MAX_FIELD: usize = 256;
 /// Longest path or query kept.
@@ -118,26 +122,6 @@ impl Decision {
             && has(self.tool.as_deref(), &f.tool)
             && (!f.refused_only || self.refused())
     }
-
-    /// Approximate heap and inline bytes this decision holds.
-    pub fn footprint(&self) -> usize {
-        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
-        std::mem::size_of::<Self>()
-            + self.time.capacity()
-            + self.request_id.capacity()
-            + self.method.capacity()
-            + self.route.capacity()
-            + self.policy.capacity()
-            + self.decision.capacity()
-            + opt(&self.subject)
-            + opt(&self.path)
-            + opt(&self.query)
-            + opt(&self.tool)
-            + opt(&self.toolkit)
-            + opt(&self.connected_account_id)
-            + opt(&self.rule)
-            + opt(&self.trace_id)
-    }
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut with `…`.
@@ -210,10 +194,40 @@ pub struct Refusals {
     pub per_minute: Vec<u64>,
 }
 
+/// One kept decision: the audit line itself (read into a [`Decision`] only when a page or a
+/// live subscriber needs it, so a console nobody watches costs a skim of each line).
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    line: Arc<str>,
+}
+
+impl Entry {
+    fn footprint(&self) -> usize {
+        std::mem::size_of::<Self>() + 2 * std::mem::size_of::<usize>() + self.line.len()
+    }
+
+    fn decision(&self) -> Option<Decision> {
+        let mut d = serde_json::from_str::<Decision>(&self.line).ok()?;
+        d.cap();
+        d.seq = self.seq;
+        Some(d)
+    }
+}
+
+/// The two fields the refusal counts need, borrowed from the line.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    decision: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    toolkit: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// What the consumer keeps, behind one lock that only it and page readers take.
 #[derive(Debug, Default)]
 struct Kept {
-    ring: VecDeque<Arc<Decision>>,
+    ring: VecDeque<Entry>,
     capacity: usize,
     bytes: usize,
     minutes: VecDeque<Minute>,
@@ -306,16 +320,29 @@ impl Feed {
     /// Takes one line (the consumer task; tests and benchmarks call it directly).
     #[doc(hidden)]
     pub fn consume(&self, line: &str, now_secs: u64) {
-        let Ok(mut d) = serde_json::from_str::<Decision>(line) else {
+        let Ok(peek) = serde_json::from_str::<Peek<'_>>(line) else {
             self.missed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        d.cap();
-        let d = {
+        // A long line is kept with its fields cut, so the ring's bound holds.
+        let line: Arc<str> = if line.len() > MAX_KEPT {
+            let Ok(mut d) = serde_json::from_str::<Decision>(line) else {
+                self.missed.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            d.cap();
+            Arc::from(serde_json::to_string(&d).unwrap_or_default())
+        } else {
+            Arc::from(line)
+        };
+        let refused = peek.decision != "allow";
+        let entry = {
             let mut k = self.lock();
             k.next_seq += 1;
-            d.seq = k.next_seq;
-            let d = Arc::new(d);
+            let entry = Entry {
+                seq: k.next_seq,
+                line,
+            };
             let minute = now_secs / 60;
             if k.minutes.back().is_none_or(|m| m.at != minute) {
                 k.minutes.push_back(Minute {
@@ -328,46 +355,79 @@ impl Feed {
             }
             if let Some(m) = k.minutes.back_mut() {
                 m.decisions += 1;
-                if d.refused() {
+                if refused {
                     m.total += 1;
-                    bump(&mut m.by_slug, &d.decision);
-                    bump(&mut m.by_toolkit, d.toolkit.as_deref().unwrap_or("(none)"));
+                    bump(&mut m.by_slug, &peek.decision);
+                    bump(
+                        &mut m.by_toolkit,
+                        peek.toolkit.as_deref().unwrap_or("(none)"),
+                    );
                 }
             }
-            k.bytes += d.footprint();
-            k.ring.push_back(d.clone());
+            k.bytes += entry.footprint();
+            let live = Entry {
+                seq: entry.seq,
+                line: entry.line.clone(),
+            };
+            k.ring.push_back(entry);
             while k.ring.len() > k.capacity {
                 if let Some(old) = k.ring.pop_front() {
                     k.bytes -= old.footprint();
                 }
             }
-            d
+            live
         };
-        let _ = self.live.send(d);
+        // Read in full only for an open Live decisions page.
+        if self.live.receiver_count() > 0 {
+            if let Some(d) = entry.decision() {
+                let _ = self.live.send(Arc::new(d));
+            }
+        }
+    }
+
+    /// The kept lines, oldest first (cheap: reference counts), read outside the lock.
+    fn snapshot(&self) -> Vec<Entry> {
+        let k = self.lock();
+        k.ring
+            .iter()
+            .map(|e| Entry {
+                seq: e.seq,
+                line: e.line.clone(),
+            })
+            .collect()
     }
 
     /// The most recent decisions matching `filter`, newest first, at most `limit`.
     pub fn recent(&self, filter: &Filter, limit: usize) -> Vec<Arc<Decision>> {
-        let k = self.lock();
-        k.ring
+        self.snapshot()
             .iter()
             .rev()
+            .filter_map(Entry::decision)
             .filter(|d| d.matches(filter))
             .take(limit)
-            .cloned()
+            .map(Arc::new)
             .collect()
     }
 
     /// The decisions after `seq`, oldest first.
     pub fn after(&self, seq: u64) -> Vec<Arc<Decision>> {
-        let k = self.lock();
-        k.ring.iter().filter(|d| d.seq > seq).cloned().collect()
+        self.snapshot()
+            .iter()
+            .filter(|e| e.seq > seq)
+            .filter_map(Entry::decision)
+            .map(Arc::new)
+            .collect()
     }
 
     /// The decision of a request, if it is still in the ring.
     pub fn by_request_id(&self, id: &str) -> Option<Arc<Decision>> {
-        let k = self.lock();
-        k.ring.iter().rev().find(|d| d.request_id == id).cloned()
+        self.snapshot()
+            .iter()
+            .rev()
+            .filter(|e| e.line.contains(id))
+            .filter_map(Entry::decision)
+            .find(|d| d.request_id == id)
+            .map(Arc::new)
     }
 
     /// The last sequence number given.
@@ -447,13 +507,25 @@ mod tests {
         for i in 0..10_000 {
             feed.consume(&line(i, "allow", "github"), 0);
         }
+        // A line far over the bound is kept with its fields cut.
+        let huge = line(10_000, "allow", &"t".repeat(100_000));
+        feed.consume(&huge, 0);
+        let cut = feed.recent(&Filter::default(), 1);
+        assert_eq!(
+            cut[0].toolkit.as_deref().map(str::len),
+            Some(MAX_FIELD + '…'.len_utf8())
+        );
         let (n, bytes, cap, _) = feed.usage();
         assert_eq!((n, cap), (100, 100));
-        // Every field is capped: a decision holds at most a few KiB whatever the line held.
-        let per = std::mem::size_of::<Decision>() + 12 * (MAX_FIELD + 4) + 2 * (MAX_TARGET + 4);
-        assert!(bytes <= 100 * per, "{bytes} bytes for 100 decisions");
-        assert_eq!(feed.recent(&Filter::default(), 1)[0].request_id, "r9999");
-        assert_eq!(feed.last_seq(), 10_000);
+        // Every kept line is at most MAX_KEPT bytes, whatever the audit line held.
+        assert!(
+            bytes <= 100 * (MAX_KEPT + 64),
+            "{bytes} bytes for 100 decisions"
+        );
+        feed.consume(&line(10_001, "allow", "github"), 0);
+        assert_eq!(feed.recent(&Filter::default(), 1)[0].request_id, "r10001");
+        assert_eq!(feed.last_seq(), 10_002);
+        assert!(feed.by_request_id("r9999").is_some() && feed.by_request_id("r1").is_none());
     }
 
     #[test]
