@@ -281,9 +281,16 @@ async fn ready(state: &State) -> Response<Full<Bytes>> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // A secret file that failed to load leaves the previous secrets in use: ready, but said.
+    let secrets_error = state
+        .secrets_error
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     json_response(
         status,
-        &json!({"ready": keys && upstream, "keys_loaded": keys, "upstream_reachable": upstream}),
+        &json!({"ready": keys && upstream, "keys_loaded": keys, "upstream_reachable": upstream,
+            "secrets_error": secrets_error}),
     )
 }
 

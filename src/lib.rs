@@ -28,6 +28,8 @@
 //!   without a reload and kept in the embedded store (`[state] path`).
 //! - [`revocation`]: a dead connection seen in Composio's answer to an execution refuses
 //!   the user's next call before Composio is asked, and is reported.
+//! - [`secrets`]: secret files (upstream key, HMAC secrets) watched and rotated without a
+//!   restart.
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
 //!   Composio's expiry webhook.
 //! - [`logging`]: the log set-up of the binary.
@@ -75,6 +77,7 @@ pub mod rewrite;
 pub mod routes;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod secrets;
 pub mod server;
 pub mod tls;
 pub mod toolpolicy;

@@ -189,3 +189,9 @@ pub(crate) fn previous_key_used(accepted: bool) {
 pub(crate) fn connection_broken() {
     metrics::counter!("entitygate_connections_broken_total").increment(1);
 }
+
+/// A reload prompted by a changed secret file.
+pub(crate) fn secret_reload(ok: bool) {
+    let outcome = if ok { "ok" } else { "rejected" };
+    metrics::counter!("entitygate_secret_reloads_total", "outcome" => outcome).increment(1);
+}
