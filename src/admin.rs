@@ -262,10 +262,14 @@ async fn ready(state: &State) -> Response<Full<Bytes>> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json_response(
-        status,
-        &json!({"ready": keys && upstream, "keys_loaded": keys, "upstream_reachable": upstream}),
-    )
+    let mut body =
+        json!({"ready": keys && upstream, "keys_loaded": keys, "upstream_reachable": upstream});
+    if let Some(cluster) = &shared.cluster {
+        // Redis away does not make a replica unready: it decides alone (per-replica rate
+        // limits, its own lookups) and says so here.
+        body["shared"] = json!(cluster.health());
+    }
+    json_response(status, &body)
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

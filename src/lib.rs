@@ -26,6 +26,8 @@
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
 //!   Composio's expiry webhook.
 //! - [`logging`]: the log set-up of the binary.
+//! - [`shared`]: several replicas as one gateway on Redis (`[shared]`): global rate limits,
+//!   the invalidation bus, cross-replica single-flight, the audit job's lease and dedup.
 //! - `sandbox`, `demo` (cargo feature `sandbox`, on by default): a faithful fake Composio and
 //!   the demo that runs against it. An embedder builds without them with
 //!   `default-features = false`.
@@ -68,6 +70,7 @@ pub mod routes;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod server;
+pub mod shared;
 pub mod tls;
 pub mod toolpolicy;
 pub mod trace;
