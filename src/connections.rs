@@ -458,7 +458,10 @@ impl Connections {
                 |v: &Accounts, age| age < stale && v.iter().any(Account::usable),
                 || async {
                     match self.cluster.get() {
-                        None => self.fetch_accounts(key.0.clone(), key.1.clone(), None).await,
+                        None => {
+                            self.fetch_accounts(key.0.clone(), key.1.clone(), None)
+                                .await
+                        }
                         Some(c) => {
                             let fetch = || async {
                                 let v = self.fetch_accounts(key.0.clone(), key.1.clone(), None);

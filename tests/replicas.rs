@@ -62,7 +62,14 @@ impl Redis {
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -132,7 +139,9 @@ impl Fleet {
     async fn start(sandbox: Sandbox, redis: &Redis, extra: &str) -> Self {
         let upstream = sandbox.start().await.unwrap();
         let mut replicas = Vec::new();
-        for _ in 0..3 {
+        for i in 0..3 {
+            // Each replica its own files, as on separate machines.
+            let extra = extra.replace("{replica}", &i.to_string());
             let toml = format!(
                 "[shared]\nredis_url = \"{}\"\nkey_prefix = \"eg-test:\"\nprobe_interval_ms = 100\nlease_secs = 2\n\
                  connect_timeout_ms = 300\n\
@@ -301,7 +310,7 @@ async fn an_expiry_webhook_on_one_replica_makes_the_others_refuse_within_100ms()
     std::fs::create_dir_all(&dir).unwrap();
     let job = format!(
         "[audit_job]\nstate_path = \"{}\"\ncomposio_webhook_secret_env = \"COMPOSIO_HOOK_SECRET\"\n",
-        dir.join("s.redb").display()
+        dir.join("s{replica}.redb").display()
     );
     let fleet = Fleet::start(sandbox(), &redis, &job).await;
     // Every replica caches alice's ACTIVE connection (for an hour); one lookup for all three.
@@ -332,7 +341,10 @@ async fn an_expiry_webhook_on_one_replica_makes_the_others_refuse_within_100ms()
         .body(Full::new(Bytes::from(body.clone())))
         .unwrap();
     let (status, _, ack) = fleet.request(req).await;
-    assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("accepted")));
+    assert_eq!(
+        (status, ack["status"].as_str()),
+        (StatusCode::OK, Some("accepted"))
+    );
     // 100 ms later, B and C (which never saw the webhook) refuse without running the tool.
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in [1, 2] {
@@ -351,8 +363,14 @@ async fn an_expiry_webhook_on_one_replica_makes_the_others_refuse_within_100ms()
         .body(Full::new(Bytes::from(body)))
         .unwrap();
     let (status, _, ack) = fleet.request(req).await;
-    assert_eq!((status, ack["status"].as_str()), (StatusCode::OK, Some("duplicate")));
-    assert!(fleet.metrics(1).await.contains("entitygate_shared_bus_messages_total"));
+    assert_eq!(
+        (status, ack["status"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+    assert!(fleet
+        .metrics(1)
+        .await
+        .contains("entitygate_shared_bus_messages_total"));
     fleet.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -367,12 +385,16 @@ async fn a_cold_burst_spread_over_replicas_makes_one_status_lookup() {
     )
     .await;
     // A slow Composio, so the burst really overlaps the lookup.
-    fleet.sandbox.set_fault_for(LIST, Fault::Delay(Duration::from_millis(150)));
+    fleet
+        .sandbox
+        .set_fault_for(LIST, Fault::Delay(Duration::from_millis(150)));
     let fleet = Arc::new(fleet);
     let mut tasks = Vec::new();
     for n in 0..100 {
         let f = fleet.clone();
-        tasks.push(tokio::spawn(async move { f.execute(n % 3, "alice").await.0 }));
+        tasks.push(tokio::spawn(
+            async move { f.execute(n % 3, "alice").await.0 },
+        ));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
@@ -465,12 +487,10 @@ async fn the_audit_job_runs_on_one_replica_and_another_takes_over() {
         &format!(
             "[audit_job]\nstate_path = \"{}\"\nevery_secs = 1\nconcurrency = 1\n\
              webhook_url = \"http://{hook_addr}/hooks\"\nwebhook_secret_env = \"APP_HOOK_SECRET\"\n",
-            dir.join("s.redb").display()
+            dir.join("s{replica}.redb").display()
         ),
     )
     .await;
-    // Lease of 15 s by default; shorten it for the take-over: reconfigure is not possible
-    // (fixed at start), so the test relies on the graceful stop giving the lease back.
     let deadline = Instant::now() + Duration::from_secs(20);
     while hook.deliveries.load(Ordering::SeqCst) < 5 {
         assert!(Instant::now() < deadline, "nobody notified");
@@ -549,7 +569,10 @@ async fn redis_killed_under_load_never_turns_a_refusal_into_an_allow() {
         let r = fleet.readyz(i).await;
         assert_eq!(r["shared"]["redis"], "down", "{r}");
         assert_eq!(r["shared"]["rate_limits"], "per_replica");
-        assert_eq!(r["ready"], true, "Redis away does not make a replica unready");
+        assert_eq!(
+            r["ready"], true,
+            "Redis away does not make a replica unready"
+        );
     }
     redis.spawn();
     fleet.wait_shared().await;

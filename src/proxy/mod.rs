@@ -288,8 +288,12 @@ where
     };
     audit.subject(&identity.subject);
     trace.deciding();
-    crate::shared::ratelimit::check(shared.cluster.as_deref(), &shared.limiter, &identity.subject)
-        .await?;
+    crate::shared::ratelimit::check(
+        shared.cluster.as_deref(),
+        &shared.limiter,
+        &identity.subject,
+    )
+    .await?;
     // Held until the answer's head is produced, so one user's slow or heavy requests take at
     // most this many of the gateway's in-flight slots.
     let _subject_permit = shared

@@ -96,7 +96,10 @@ impl Bus {
     }
 
     pub(super) fn add_listener(&self, l: Weak<dyn Listener>) {
-        let mut ls = self.listeners.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ls = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         ls.retain(|l| l.strong_count() > 0);
         ls.push(l);
     }
@@ -166,12 +169,12 @@ pub(super) async fn publish(cluster: Weak<Cluster>) {
 }
 
 async fn send_one(c: &Cluster, msg: &Message) -> bool {
-    let payload = match serde_json::to_string(&Envelope {
+    let Ok(payload) = serde_json::to_string(&Envelope {
         from: c.id.clone(),
         msg: msg.clone(),
-    }) {
-        Ok(p) => p,
-        Err(_) => return true,
+    }) else {
+        // Cannot happen (plain strings); dropping it beats blocking the queue.
+        return true;
     };
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -208,13 +211,10 @@ pub(super) async fn subscribe(cluster: Weak<Cluster>) {
             redis::RedisResult::Ok(ps)
         })
         .await;
-        let ps = match connected {
-            Ok(Ok(ps)) => ps,
-            _ => {
-                drop(c);
-                tokio::time::sleep(retry).await;
-                continue;
-            }
+        let Ok(Ok(ps)) = connected else {
+            drop(c);
+            tokio::time::sleep(retry).await;
+            continue;
         };
         c.subscribed.store(true, Ordering::Relaxed);
         metrics::gauge!("entitygate_shared_bus_subscribed").set(1.0);

@@ -117,7 +117,10 @@ where
                 outcome("led");
                 let result = fetch().await;
                 let (handover, ttl) = match &result {
-                    Ok(v) => (serde_json::to_vec(&Handover::Ok { ok: v }), c.cfg.status_share_ms),
+                    Ok(v) => (
+                        serde_json::to_vec(&Handover::Ok { ok: v }),
+                        c.cfg.status_share_ms,
+                    ),
                     Err(_) => (
                         serde_json::to_vec(&Handover::<T>::Failed { failed: true }),
                         ERROR_MS.min(c.cfg.status_share_ms),

@@ -96,13 +96,13 @@ impl Cluster {
             .into_connection_info()
             .map_err(|e| ConfigError::invalid("shared.redis_url", e.to_string()))?;
         if let Some(var) = &cfg.password_env {
-            let password = env
-                .var(var)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| ConfigError::MissingEnv {
-                    key: "shared.password_env".into(),
-                    var: var.clone(),
-                })?;
+            let password =
+                env.var(var)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| ConfigError::MissingEnv {
+                        key: "shared.password_env".into(),
+                        var: var.clone(),
+                    })?;
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
@@ -234,7 +234,11 @@ impl Cluster {
         metrics::counter!("entitygate_shared_redis_errors_total", "op" => what).increment(1);
         if self.up.swap(false, Ordering::Relaxed) {
             metrics::gauge!("entitygate_shared_redis_up").set(0.0);
-            tracing::error!(op = what, error, "shared state: Redis unavailable; rate limits are per replica until it answers");
+            tracing::error!(
+                op = what,
+                error,
+                "shared state: Redis unavailable; rate limits are per replica until it answers"
+            );
             // The subscription may be as dead as the command connection.
             self.resubscribe.notify_one();
         }
