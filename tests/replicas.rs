@@ -611,3 +611,83 @@ async fn redis_killed_under_load_never_turns_a_refusal_into_an_allow() {
     };
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_may_have_missed_messages_drops_its_cache_on_reconnect() {
+    let mut redis = Redis::start();
+    let fleet = Fleet::start(sandbox(), &redis, "").await;
+    for i in 0..3 {
+        assert_eq!(fleet.execute(i, "alice").await.0, StatusCode::OK);
+    }
+    let cached = lookups(&fleet.sandbox, "alice", "github");
+    // The connection expires while Redis is away: whatever invalidation was sent then could
+    // have been lost, so every replica forgets its answers when its subscription is back.
+    redis.kill();
+    assert!(fleet
+        .sandbox
+        .set_account_status("ca_alice_github", "EXPIRED"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.spawn();
+    fleet.wait_shared().await;
+    for i in 0..3 {
+        let (status, _, err) = fleet.execute(i, "alice").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "replica {i}: {err}");
+        assert_eq!(err["error"]["slug"], "connection_expired");
+    }
+    assert!(lookups(&fleet.sandbox, "alice", "github") > cached);
+    assert!(fleet
+        .metrics(0)
+        .await
+        .contains("entitygate_shared_bus_resyncs_total"));
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_started_while_redis_is_down_serves_alone_then_joins() {
+    let mut redis = Redis::start();
+    redis.kill();
+    let upstream_sandbox = sandbox();
+    let upstream = upstream_sandbox.start().await.unwrap();
+    let toml = format!(
+        "[shared]\nredis_url = \"{}\"\nprobe_interval_ms = 100\nconnect_timeout_ms = 200\n\
+         [limits]\nper_subject_rps = 1.0\nburst = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        redis.url()
+    );
+    let gw = Gateway::builder(Config::from_toml(&config_toml(upstream, &toml)).unwrap())
+        .env(env())
+        .build()
+        .await
+        .expect("Redis down at start is not a start-up error")
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let fleet = Fleet {
+        sandbox: upstream_sandbox,
+        replicas: vec![Some(gw)],
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    // Decided alone: the local limiter still limits (2, then 429), bob is still refused.
+    let started = Instant::now();
+    let statuses: Vec<StatusCode> = [
+        fleet.execute(0, "alice").await.0,
+        fleet.execute(0, "alice").await.0,
+        fleet.execute(0, "alice").await.0,
+    ]
+    .into();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert_eq!(fleet.execute(0, "bob").await.0, StatusCode::BAD_REQUEST);
+    let r = fleet.readyz(0).await;
+    assert_eq!(r["shared"]["rate_limits"], "per_replica", "{r}");
+    redis.spawn();
+    fleet.wait_shared().await;
+    assert_eq!(fleet.readyz(0).await["shared"]["rate_limits"], "global");
+    fleet.shutdown().await;
+}

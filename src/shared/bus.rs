@@ -255,3 +255,20 @@ pub(super) async fn subscribe(cluster: Weak<Cluster>) {
         }
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests_support {
+    use super::{Envelope, Message};
+
+    pub(crate) fn envelope(from: &str, msg: &Message) -> String {
+        serde_json::to_string(&Envelope {
+            from: from.to_owned(),
+            msg: msg.clone(),
+        })
+        .unwrap_or_default()
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Message> {
+        serde_json::from_str::<Envelope>(s).ok().map(|e| e.msg)
+    }
+}

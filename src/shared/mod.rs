@@ -292,3 +292,73 @@ async fn probe_once(c: &Cluster) {
         Err(_) => c.mark_down("probe", "timed out"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(shared: &str) -> Result<crate::Config, ConfigError> {
+        let toml = format!(
+            "[upstream]\napi_key_env = \"K\"\n[auth]\n[[auth.keys]]\nalg = \"HS256\"\n\
+             secret_env = \"S\"\n[shared]\n{shared}\n"
+        );
+        let c = crate::Config::from_toml(&toml)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn shared_section_defaults_and_validation() {
+        let c = config("redis_url = \"redis://127.0.0.1:6379/0\"").unwrap();
+        let s = c.shared.unwrap();
+        assert_eq!(s.key_prefix, "entitygate:");
+        assert_eq!((s.timeout_ms, s.lease_secs), (50, 15));
+        for (bad, key) in [
+            ("redis_url = \"http://127.0.0.1:6379\"", "shared.redis_url"),
+            (
+                "redis_url = \"redis://h\"\nkey_prefix = \"\"",
+                "shared.key_prefix",
+            ),
+            (
+                "redis_url = \"redis://h\"\ntimeout_ms = 0",
+                "shared.timeout_ms",
+            ),
+            (
+                "redis_url = \"redis://h\"\nlease_secs = 0",
+                "shared.lease_secs",
+            ),
+        ] {
+            let e = config(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        assert!(config("redis_url = \"redis://h\"\nunknown = 1").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_password_variable_is_a_startup_error() {
+        let c = config("redis_url = \"redis://127.0.0.1:1/0\"\npassword_env = \"NOPE\"").unwrap();
+        let env: std::collections::HashMap<String, String> = Default::default();
+        let e = Cluster::start(&c.shared.unwrap(), &env).unwrap_err();
+        assert!(e.to_string().contains("NOPE"), "{e}");
+    }
+
+    #[test]
+    fn bus_messages_have_a_stable_wire_shape() {
+        let m = Message::Status {
+            subject: "user:1".into(),
+            toolkit: "github".into(),
+        };
+        let env = bus::tests_support::envelope("r1", &m);
+        assert_eq!(
+            env,
+            r#"{"from":"r1","kind":"status","subject":"user:1","toolkit":"github"}"#
+        );
+        assert_eq!(bus::tests_support::parse(&env), Some(m));
+        let e = bus::tests_support::envelope("r1", &Message::DenyRulesChanged);
+        assert_eq!(e, r#"{"from":"r1","kind":"deny_rules_changed"}"#);
+        assert_eq!(
+            bus::tests_support::parse(r#"{"from":"r1","kind":"nope"}"#),
+            None
+        );
+    }
+}
