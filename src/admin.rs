@@ -1,7 +1,8 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /reload` and (with a token)
-//! `POST /explain`, on an address of
-//! its own so that none of it is reachable through the proxy listener. It has no
-//! authentication: bind it to loopback or a cluster-internal address.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /reload`, the kill switch
+//! (`/deny`, [`deny`]) and `POST /explain`, on an address of its own so that none of it is reachable through the
+//! proxy listener. Health, readiness and metrics are open; every endpoint that changes state
+//! or reveals decisions needs the admin bearer token ([`auth`]), and is disabled when none is
+//! configured. Bind it to loopback or a cluster-internal address all the same.
 //!
 //! Bounded like the proxy listener, more tightly: HTTP/1 only, `[admin] max_connections`,
 //! small request heads, a deadline from accept to the first request head and an idle
@@ -26,6 +27,11 @@ use tokio::sync::Semaphore;
 
 use crate::conn::{Activity, Tracked};
 use crate::server::State;
+
+pub mod auth;
+mod deny;
+
+pub use auth::{AdminToken, Refused};
 
 /// Time allowed from accept to a complete request head.
 const FIRST_REQUEST: Duration = Duration::from_secs(5);
@@ -142,7 +148,30 @@ async fn guarded(state: &State, hosts: &Hosts, req: Request<Incoming>) -> Respon
     route(state, req).await
 }
 
+/// Whether the request carries the admin token: `Ok`, or the answer to send instead.
+#[allow(clippy::result_large_err)]
+fn authorized(state: &State, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+    state
+        .admin_token
+        .check(state.env(), req.headers())
+        .map_err(|refused| {
+            tracing::warn!(method = %req.method(), path = req.uri().path(),
+                reason = refused.message(), "admin request refused");
+            crate::metrics::admin_refused();
+            json_response(refused.status(), &json!({"error": refused.message()}))
+        })
+}
+
 async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let open = matches!(
+        (req.method(), req.uri().path()),
+        (&Method::GET, "/healthz" | "/readyz" | "/metrics")
+    );
+    if !open {
+        if let Err(refusal) = authorized(state, &req) {
+            return refusal;
+        }
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => ready(state).await,
@@ -165,9 +194,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 &json!({"reloaded": false, "error": e.to_string()}),
             ),
         },
-        (&Method::POST, "/explain") if state.admin.explain_token_env.is_some() => {
-            explain(state, req).await
-        }
+        (&Method::POST, "/explain") => explain(state, req).await,
+        (_, p) if p == "/deny" || p.starts_with("/deny/") => deny::handle(state, req)
+            .await
+            .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -175,37 +205,12 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
 /// Largest `POST /explain` body read.
 const MAX_EXPLAIN_BODY: usize = 1 << 20;
 
-/// `POST /explain` with `Authorization: Bearer <[admin] explain_token_env>` and
+/// `POST /explain` (admin token checked by [`route`]) with
 /// `{"token": JWT, "request": "POST /api/...", "body": {...}, "live": false}`: the dry run of
 /// `entitygate explain` against the configuration file the gateway runs (read again, so a
 /// policy can be tried by editing the file before `POST /reload`).
 async fn explain(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt as _;
-    let expected = state
-        .admin
-        .explain_token_env
-        .as_deref()
-        .and_then(|name| state.env().var(name))
-        .filter(|t| !t.is_empty());
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let authorized = match (expected, given) {
-        (Some(e), Some(g)) => {
-            use sha2::Digest as _;
-            // Compared as digests: equal lengths, and no early exit on the token's bytes.
-            sha2::Sha256::digest(e.as_bytes()) == sha2::Sha256::digest(g.as_bytes())
-        }
-        _ => false,
-    };
-    if !authorized {
-        return json_response(
-            StatusCode::UNAUTHORIZED,
-            &json!({"error": "POST /explain needs the admin explain token"}),
-        );
-    }
     let bad = |why: &str| json_response(StatusCode::BAD_REQUEST, &json!({"error": why}));
     let Ok(body) = http_body_util::Limited::new(req.into_body(), MAX_EXPLAIN_BODY)
         .collect()
@@ -245,7 +250,8 @@ async fn explain(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
         },
         live: v["live"].as_bool().unwrap_or(false),
     };
-    match crate::explain::explain(&config, state.env(), &request).await {
+    let kill_switch = state.current.load().kill_switch.clone();
+    match crate::explain::explain_with(&config, state.env(), &request, Some(kill_switch)).await {
         Ok(e) => json_response(StatusCode::OK, &json!(e)),
         Err(e) => bad(&e.to_string()),
     }

@@ -122,6 +122,19 @@ impl Sink {
         done.recv_timeout(timeout).is_ok()
     }
 
+    /// Writes an operator event (a kill-switch change, a broken connection) into the chain:
+    /// `{"time", "event": kind, ...fields}`. `fields` must be an object.
+    pub fn record(&self, kind: &str, fields: serde_json::Value) {
+        let mut line = serde_json::Map::new();
+        line.insert("time".into(), crate::clock::now_rfc3339().into());
+        line.insert("event".into(), kind.into());
+        if let serde_json::Value::Object(m) = fields {
+            line.extend(m);
+        }
+        tracing::info!(target: "entitygate::audit", event = kind, "operator event");
+        self.write(serde_json::Value::Object(line).to_string());
+    }
+
     fn write(&self, event: String) {
         if self.tx.try_send(Msg::Event(event)).is_err() {
             crate::metrics::audit_dropped();
@@ -345,6 +358,9 @@ struct Line<'a> {
     rule: Option<&'a str>,
     status: u16,
     upstream_status: Option<u16>,
+    /// `"previous"` when Composio refused the current key and the previous one was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_key: Option<&'static str>,
     latency_ms: f64,
 }
 
@@ -370,6 +386,7 @@ pub struct Audit {
     in_band: bool,
     code: u32,
     upstream_status: Option<u16>,
+    upstream_key: Option<&'static str>,
     identity_rewritten: bool,
     rule: Option<std::sync::Arc<str>>,
 }
@@ -499,6 +516,11 @@ impl Audit {
         self.upstream_status = Some(status.as_u16());
     }
 
+    /// Composio refused the current key and the answer came with the previous one.
+    pub fn previous_key_used(&mut self) {
+        self.upstream_key = Some("previous");
+    }
+
     /// The request was allowed and forwarded (or answered locally).
     /// Does nothing when a handler already recorded a refusal that it answered in its own
     /// shape ([`Audit::refuse_as`]): a refusal is never audited as `allow`.
@@ -558,6 +580,7 @@ impl Audit {
             rule: self.rule.as_deref(),
             status: status.as_u16(),
             upstream_status: self.upstream_status,
+            upstream_key: self.upstream_key,
             latency_ms: latency.as_micros() as f64 / 1000.0,
         };
         // A borrowed struct serialised straight into one buffer: no map, no copies.

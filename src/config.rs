@@ -87,6 +87,28 @@ impl ConfigError {
     }
 }
 
+/// Reads a secret from a file (a mounted Kubernetes secret): the contents, trimmed of the
+/// surrounding whitespace a `kubectl create secret` or an editor adds.
+///
+/// # Errors
+/// When the file is unreadable or holds only whitespace.
+pub fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ConfigError::File {
+            key: key.to_owned(),
+            path: path.to_owned(),
+            reason: "the file is empty".into(),
+        });
+    }
+    Ok(trimmed.to_owned())
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +157,9 @@ pub struct Config {
     /// Several replicas sharing state on Redis ([`crate::shared`]); absent: single node.
     #[serde(default)]
     pub shared: Option<SharedConfig>,
+    /// The embedded store (the kill switch's rules).
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 /// `[shared]`: the Redis (or Valkey) that several replicas share rate limits, invalidations,
@@ -220,6 +245,15 @@ impl SharedConfig {
         }
         Ok(())
     }
+}
+
+/// `[state]`: the gateway's embedded store (redb), holding the kill switch's deny rules so
+/// they survive a restart. Absent: the rules live in memory only (and a warning says so).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The redb file; one process at a time may hold it.
+    pub path: Option<PathBuf>,
 }
 
 /// `[telemetry]`: where the gateway's spans go. Trace context is propagated (and recorded in
@@ -326,6 +360,15 @@ pub struct UpstreamConfig {
     /// Environment variable holding the real Composio project key.
     #[serde(default = "default_api_key_env")]
     pub api_key_env: String,
+    /// A file holding the key (a mounted secret), instead of `api_key_env`: re-read on
+    /// reload and when it changes; a file that fails to load keeps the key in use.
+    pub api_key_file: Option<PathBuf>,
+    /// The key being rotated out (`previous_api_key_env` or `previous_api_key_file`): when
+    /// Composio answers 401 to a request that is safe to repeat (never an execution), the
+    /// gateway retries it once with this key and reports it.
+    pub previous_api_key_env: Option<String>,
+    /// The same, from a file.
+    pub previous_api_key_file: Option<PathBuf>,
     /// Extra PEM CA bundle trusted for the upstream (and JWKS), beside the webpki roots.
     pub ca_file: Option<PathBuf>,
     /// TCP + TLS connect timeout.
@@ -403,6 +446,9 @@ pub struct KeyConfig {
     pub kid: Option<String>,
     /// Environment variable holding an HMAC secret (HS*).
     pub secret_env: Option<String>,
+    /// A file holding the HMAC secret (a mounted secret), instead of `secret_env`: re-read
+    /// on reload and when it changes.
+    pub secret_file: Option<PathBuf>,
     /// PEM public key file (RS*, PS*, ES*, EdDSA).
     pub public_key_file: Option<PathBuf>,
 }
@@ -653,8 +699,14 @@ pub struct AdminConfig {
     /// `Origin` that is not one of them, is refused (DNS rebinding, cross-site requests).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
-    /// The environment variable holding the bearer token `POST /explain` requires; absent:
-    /// no `/explain` on the admin listener.
+    /// The environment variable holding the admin bearer token that every state-changing
+    /// endpoint (`/reload`, `/deny`, `/explain`) requires. Without a token (this,
+    /// `token_file` or `explain_token_env`) those endpoints are disabled, not open.
+    pub token_env: Option<String>,
+    /// A file holding the admin token (a mounted secret), read on every check so a rotated
+    /// file applies at once. Instead of `token_env`.
+    pub token_file: Option<PathBuf>,
+    /// The older name of `token_env` (it used to guard `/explain` only); an alias.
     pub explain_token_env: Option<String>,
 }
 
@@ -838,8 +890,26 @@ impl Config {
         if let Some(job) = &mut self.audit_job {
             fix(&mut job.state_path);
         }
+        if let Some(p) = &mut self.state.path {
+            fix(p);
+        }
+        if let Some(p) = &mut self.admin.token_file {
+            fix(p);
+        }
+        for p in [
+            &mut self.upstream.api_key_file,
+            &mut self.upstream.previous_api_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
         for key in &mut self.auth.keys {
             if let Some(p) = &mut key.public_key_file {
+                fix(p);
+            }
+            if let Some(p) = &mut key.secret_file {
                 fix(p);
             }
         }
@@ -876,6 +946,17 @@ impl Config {
         }
         if self.upstream.api_key_env.trim().is_empty() {
             return Err(ConfigError::invalid("upstream.api_key_env", "is empty"));
+        }
+        let admin_sources = [
+            self.admin.token_env.is_some(),
+            self.admin.token_file.is_some(),
+            self.admin.explain_token_env.is_some(),
+        ];
+        if admin_sources.iter().filter(|s| **s).count() > 1 {
+            return Err(ConfigError::invalid(
+                "admin.token_env",
+                "set one of token_env, token_file and explain_token_env (an alias of token_env)",
+            ));
         }
         if self.auth.keys.is_empty() && self.auth.jwks.is_none() {
             return Err(ConfigError::invalid(
@@ -995,6 +1076,22 @@ impl Config {
                 "limits.max_connections",
                 "must be > 0",
             ));
+        }
+        if self.upstream.previous_api_key_env.is_some()
+            && self.upstream.previous_api_key_file.is_some()
+        {
+            return Err(ConfigError::invalid(
+                "upstream.previous_api_key_file",
+                "set previous_api_key_env or previous_api_key_file, not both",
+            ));
+        }
+        if let (Some(state), Some(job)) = (&self.state.path, &self.audit_job) {
+            if *state == job.state_path {
+                return Err(ConfigError::invalid(
+                    "state.path",
+                    "must differ from audit_job.state_path (one open per file)",
+                ));
+            }
         }
         if let Some(job) = &self.audit_job {
             job.validate()?;
@@ -1184,6 +1281,9 @@ impl Default for UpstreamConfig {
         Self {
             base_url: default_base_url(),
             api_key_env: default_api_key_env(),
+            api_key_file: None,
+            previous_api_key_env: None,
+            previous_api_key_file: None,
             ca_file: None,
             connect_timeout_ms: default_connect_timeout_ms(),
             request_timeout_secs: default_request_timeout_secs(),

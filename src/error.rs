@@ -145,6 +145,15 @@ pub enum Error {
         rule: String,
     },
 
+    /// An operator's deny rule (the kill switch) refuses this request.
+    #[error("suspended by the gateway's operators (deny rule {rule}): {reason}")]
+    DeniedByKillSwitch {
+        /// The rule's id.
+        rule: String,
+        /// The operator's reason.
+        reason: String,
+    },
+
     // --- ownership and gating ---
     /// A connected account that is not the subject's was named.
     #[error("the connected account does not belong to this user")]
@@ -232,6 +241,7 @@ impl Error {
             Self::CustomAuthNotAllowed(_) => "custom_auth_not_allowed",
             Self::SharedAccountsNotAllowed => "shared_accounts_not_allowed",
             Self::ToolNotAllowed { .. } => "tool_not_allowed",
+            Self::DeniedByKillSwitch { .. } => "denied_by_kill_switch",
             Self::ConnectedAccountNotOwned => "connected_account_not_owned",
             Self::NotFound => "not_found",
             Self::Gate(g) => match g.kind {
@@ -287,6 +297,7 @@ impl Error {
             Self::CustomAuthNotAllowed(_) => 9141,
             Self::SharedAccountsNotAllowed => 9142,
             Self::ToolNotAllowed { .. } => 9143,
+            Self::DeniedByKillSwitch { .. } => 9144,
             Self::ConnectedAccountNotOwned => 1812,
             Self::NotFound => 9150,
             Self::Gate(_) => 1803,
@@ -325,6 +336,7 @@ impl Error {
             | Self::CustomAuthNotAllowed(_)
             | Self::SharedAccountsNotAllowed
             | Self::ToolNotAllowed { .. }
+            | Self::DeniedByKillSwitch { .. }
             | Self::ConnectedAccountNotOwned => StatusCode::FORBIDDEN,
             Self::PathNotCanonical
             | Self::RequestTargetInvalid
@@ -403,6 +415,9 @@ impl Error {
             Self::SharedAccountsNotAllowed => "Use the user's own connected accounts.",
             Self::ToolNotAllowed { .. } => {
                 "This user may not run this tool; use another tool or ask the gateway operator."
+            }
+            Self::DeniedByKillSwitch { .. } => {
+                "The gateway's operators suspended this; contact them (retrying will not help)."
             }
             Self::ConnectedAccountNotOwned => {
                 "Use one of your own connected accounts, or omit connected_account_id."

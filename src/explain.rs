@@ -71,6 +71,8 @@ pub struct Explanation {
     pub forwarded: Option<ForwardedOut>,
     /// What the call needs from Composio that was not asked (without `--live`).
     pub requirements: Vec<String>,
+    /// Whether the kill switch's deny rules were consulted, and how many there were.
+    pub kill_switch: String,
 }
 
 /// One invocation as the decision saw it.
@@ -145,6 +147,31 @@ pub async fn explain(
     env: &dyn Env,
     req: &ExplainRequest,
 ) -> Result<Explanation, ConfigError> {
+    // The CLI reads the kill switch's store when no gateway holds it.
+    let kill_switch = match &config.state.path {
+        Some(path) => match crate::killswitch::KillSwitch::open(path) {
+            Ok(ks) => Some(Arc::new(ks)),
+            Err(e) => {
+                tracing::warn!(error = %e, "kill switch not consulted (ask the running gateway: POST /explain)");
+                None
+            }
+        },
+        None => None,
+    };
+    explain_with(config, env, req, kill_switch).await
+}
+
+/// [`explain`] with the running gateway's kill switch (`POST /explain`); `None`: none
+/// consulted (said in the explanation).
+///
+/// # Errors
+/// When the configuration does not build.
+pub async fn explain_with(
+    config: &Config,
+    env: &dyn Env,
+    req: &ExplainRequest,
+    kill_switch: Option<Arc<crate::killswitch::KillSwitch>>,
+) -> Result<Explanation, ConfigError> {
     // A dry run touches nothing the running gateway owns: no audit file (a second writer
     // would fork its chain), no exporter, no audit-job store.
     let mut config = config.clone();
@@ -153,11 +180,21 @@ pub async fn explain(
     config.audit.hmac_key_file = None;
     config.telemetry.otlp_endpoint = None;
     config.audit_job = None;
+    // The running gateway holds the store; the caller lends its rules (`explain_with`).
+    config.state.path = None;
     let config = &config;
     let (mut shared, tasks) = crate::server::build_shared(config, env, None).await?;
     for t in tasks.into_iter().flatten() {
         t.abort();
     }
+    let kill_switch_note = match kill_switch {
+        Some(ks) => {
+            let note = format!("consulted ({} deny rules)", ks.rules().len());
+            shared.kill_switch = ks;
+            note
+        }
+        None => "not consulted: the store is held by the running gateway or unset (POST /explain on its admin listener consults it)".to_owned(),
+    };
     let identity = shared.auth.authenticate(&req.token).await.ok();
     if !req.live {
         let subject: Arc<str> = identity
@@ -230,6 +267,7 @@ pub async fn explain(
         message,
         forwarded: forwarded.map(forwarded_out),
         requirements,
+        kill_switch: kill_switch_note,
     })
 }
 
@@ -282,6 +320,7 @@ impl Explanation {
                 let _ = writeln!(s);
             }
         }
+        let _ = writeln!(s, "kill switch  {}", self.kill_switch);
         let _ = writeln!(s, "steps");
         for (i, (what, value)) in self.steps.iter().enumerate() {
             let _ = writeln!(s, "  {:>2}. {what:<22} {value}", i + 1);

@@ -14,6 +14,8 @@
 //! through the meta tools with a depth bound and refusing any shape it does not understand
 //! (fail closed); the proxy and trigger routes build their one invocation directly. Then
 //! [`decide`] applies to every invocation, in one fixed order:
+//! 0. the kill switch's tool-glob rules (by slug) and toolkit rules (once the toolkit is
+//!    known) ([`crate::killswitch`]);
 //! 1. the code-tool ban (a code-running meta tool needs an explicit `allow_tools` rule);
 //! 2. the tool policy (a trigger type counts as a tool of its toolkit; a proxy execution is
 //!    the pseudo-tool `PROXY_EXECUTE` of its toolkit; connecting a toolkit is a toolkit-level
@@ -527,6 +529,8 @@ async fn decide_one(
     let subject = &identity.subject;
     let conns = &shared.connections;
     audit.tool(&inv.tool);
+    // 0. The kill switch's tool rules, before anything is looked up.
+    shared.kill_switch.check_tool(&inv.tool)?;
     if let Some(id) = &inv.account {
         audit.account(id);
         if id.eq_ignore_ascii_case(INSTANT_ACCOUNT) {
@@ -565,6 +569,8 @@ async fn decide_one(
         },
     };
     audit.toolkit(&info.toolkit);
+    // The kill switch's toolkit rules, on Composio's toolkit of the tool.
+    shared.kill_switch.check_toolkit(&info.toolkit)?;
 
     // 2. Tool policy.
     match inv.kind {

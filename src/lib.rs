@@ -23,6 +23,8 @@
 //!   per-subject rate limits.
 //! - `mcp`: MCP through the gateway (Streamable HTTP, JSON-RPC inspected both ways, the
 //!   front door, RFC 9728 metadata, MCP URLs in answers moved onto `public_url`).
+//! - [`killswitch`]: operators' deny rules (subject, jti, all, toolkit, tool glob), applied
+//!   without a reload and kept in the embedded store (`[state] path`).
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
 //!   Composio's expiry webhook.
 //! - [`logging`]: the log set-up of the binary.
@@ -59,6 +61,7 @@ pub mod expiry;
 pub mod explain;
 pub mod headers;
 pub(crate) mod invocation;
+pub mod killswitch;
 pub mod limits;
 pub mod logging;
 pub(crate) mod mcp;

@@ -33,6 +33,10 @@ enum Command {
     /// Dry-run one request against a configuration: identity, route, invocations, the rule
     /// deciding each, the body after pinning; nothing is forwarded.
     Explain(entitygate::explain::ExplainArgs),
+    /// The kill switch of a running gateway, through its admin listener: add, list and
+    /// lift deny rules. The admin token comes from $ENTITYGATE_ADMIN_TOKEN (--token-env) or
+    /// --token-file.
+    Deny(entitygate::killswitch::cli::DenyArgs),
     /// Tools for the decision log (`[audit] path`).
     AuditLog {
         #[command(subcommand)]
@@ -111,6 +115,7 @@ async fn main() -> ExitCode {
         #[cfg(feature = "sandbox")]
         Command::Demo(args) => entitygate::demo::run(args).await,
         Command::Explain(args) => entitygate::explain::cli(&args).await,
+        Command::Deny(args) => entitygate::killswitch::cli::run(&args).await,
         Command::AuditLog {
             command: AuditLogCommand::Verify(args),
         } => entitygate::audit::verify_cli(&args),

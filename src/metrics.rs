@@ -164,3 +164,20 @@ pub fn render(stats: &Stats) -> String {
     }
     install().map(PrometheusHandle::render).unwrap_or_default()
 }
+
+/// An admin request was refused for want of the admin token.
+pub(crate) fn admin_refused() {
+    metrics::counter!("entitygate_admin_refused_total").increment(1);
+}
+
+/// A request was refused by a kill-switch rule.
+pub(crate) fn kill_switch_refused() {
+    metrics::counter!("entitygate_kill_switch_refusals_total").increment(1);
+}
+
+/// A safe request was repeated with the previous upstream key after a 401 (`accepted`: the
+/// previous key was not refused too).
+pub(crate) fn previous_key_used(accepted: bool) {
+    let outcome = if accepted { "accepted" } else { "refused" };
+    metrics::counter!("entitygate_upstream_previous_key_total", "outcome" => outcome).increment(1);
+}

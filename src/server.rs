@@ -59,6 +59,8 @@ pub(crate) struct State {
     env: Arc<dyn Env>,
     config_path: Option<PathBuf>,
     pub(crate) admin: AdminConfig,
+    /// The bearer token of the state-changing admin endpoints.
+    pub(crate) admin_token: crate::admin::AdminToken,
     limits: LimitsConfig,
     /// Background tasks of the current rules (JWKS refresh), aborted when they are replaced.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -82,7 +84,16 @@ pub(crate) async fn build_shared(
     let client = upstream::build_client(&config.upstream)?;
     let upstream = Upstream::new(&config.upstream, env, client.clone())?;
     let (tool_policy, warnings) = crate::toolpolicy::ToolPolicy::compile(&config.policy)?;
-    let claims = tool_policy.claims_read();
+    let mut claims = tool_policy.claims_read();
+    // The kill switch refuses by token id.
+    if !claims.iter().any(|c| c == "jti") {
+        claims.push("jti".into());
+    }
+    let key_digest: [u8; 32] = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(upstream.api_key()).into()
+    };
+    let same_key = |p: &Shared| p.key_digest == key_digest;
     let auth_fingerprint = auth_fingerprint(config, env, &claims);
     let (auth, tasks) = match previous {
         Some(p) if p.auth_fingerprint == auth_fingerprint => (p.auth.clone(), None),
@@ -100,7 +111,7 @@ pub(crate) async fn build_shared(
     };
     let cluster = shared_cluster(config, env, previous)?;
     let connections = match previous {
-        Some(p) if p.reuse_connections(config) => p.connections.clone(),
+        Some(p) if p.reuse_connections(config) && same_key(p) => p.connections.clone(),
         _ => Arc::new(Connections::new(
             upstream.clone(),
             config.connections.clone(),
@@ -123,7 +134,7 @@ pub(crate) async fn build_shared(
         Some(job) => {
             let next = crate::expiry::Expiry::new(job, upstream.clone(), client, env)?;
             let old = previous
-                .filter(|p| p.reuse_connections(config))
+                .filter(|p| p.reuse_connections(config) && same_key(p))
                 .and_then(|p| p.expiry.as_ref());
             match old {
                 Some(old) if old.same_as(&next) => Some(old.clone()),
@@ -157,7 +168,13 @@ pub(crate) async fn build_shared(
         Some(p) if p.max_in_flight == config.limits.max_in_flight => p.in_flight.clone(),
         _ => Arc::new(Semaphore::new(config.limits.max_in_flight)),
     };
+    let kill_switch = match previous {
+        Some(p) if p.kill_switch.path() == config.state.path.as_deref() => p.kill_switch.clone(),
+        _ => Arc::new(open_kill_switch(config)?),
+    };
     let shared = Shared {
+        kill_switch,
+        key_digest,
         secret: bytes::Bytes::copy_from_slice(upstream.api_key()),
         connections,
         auth,
@@ -206,6 +223,23 @@ fn shared_cluster(
         }
         (None, Some(cfg)) => crate::shared::Cluster::start(cfg, env).map(Some),
         (None, None) => Ok(None),
+    }
+}
+
+/// The kill switch of `[state] path` (in memory without one).
+fn open_kill_switch(config: &Config) -> Result<crate::killswitch::KillSwitch, ConfigError> {
+    match &config.state.path {
+        Some(path) => crate::killswitch::KillSwitch::open(path).map_err(|e| ConfigError::File {
+            key: "state.path".into(),
+            path: path.clone(),
+            reason: e.to_string(),
+        }),
+        None => {
+            tracing::warn!(
+                "no [state] path: kill-switch rules are kept in memory and lost on restart"
+            );
+            Ok(crate::killswitch::KillSwitch::in_memory())
+        }
     }
 }
 
@@ -260,6 +294,7 @@ impl GatewayBuilder {
             env,
             config_path,
             admin: config.admin.clone(),
+            admin_token: crate::admin::AdminToken::from_config(&config.admin),
             limits: config.limits.clone(),
             tasks: Mutex::new(tasks.unwrap_or_default()),
             schedule: Mutex::new(None),

@@ -48,6 +48,10 @@ pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ConfigError> {
         .build(https))
 }
 
+/// Marks a response obtained with the previous key (`[upstream] previous_api_key_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct PreviousKeyUsed;
+
 /// Which timeout applies to a forwarded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutClass {
@@ -67,6 +71,8 @@ pub struct Upstream {
     authority: http::uri::Authority,
     prefix: String,
     api_key: HeaderValue,
+    /// The key being rotated out, tried once on a 401 to a safe request.
+    previous_key: Option<HeaderValue>,
     execute_timeout: Duration,
     request_timeout: Duration,
     lookup_timeout: Duration,
@@ -84,6 +90,58 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// The project key: `api_key_file` when set, else `api_key_env`.
+///
+/// # Errors
+/// When the file or variable is unset, unreadable or empty, or not a header value.
+pub fn load_key(cfg: &UpstreamConfig, env: &dyn Env) -> Result<HeaderValue, ConfigError> {
+    let (key, name) = match &cfg.api_key_file {
+        Some(path) => (
+            crate::config::read_secret_file(path, "upstream.api_key_file")?,
+            "upstream.api_key_file",
+        ),
+        None => (
+            env.var(&cfg.api_key_env)
+                .filter(|k| !k.trim().is_empty())
+                .ok_or_else(|| ConfigError::MissingEnv {
+                    key: "upstream.api_key_env".into(),
+                    var: cfg.api_key_env.clone(),
+                })?,
+            "upstream.api_key_env",
+        ),
+    };
+    header_key(&key, name)
+}
+
+/// The previous key, when `previous_api_key_env` or `previous_api_key_file` is set.
+///
+/// # Errors
+/// As [`load_key`].
+pub fn load_previous_key(
+    cfg: &UpstreamConfig,
+    env: &dyn Env,
+) -> Result<Option<HeaderValue>, ConfigError> {
+    let key = match (&cfg.previous_api_key_file, &cfg.previous_api_key_env) {
+        (Some(path), _) => crate::config::read_secret_file(path, "upstream.previous_api_key_file")?,
+        (None, Some(var)) => env
+            .var(var)
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| ConfigError::MissingEnv {
+                key: "upstream.previous_api_key_env".into(),
+                var: var.clone(),
+            })?,
+        (None, None) => return Ok(None),
+    };
+    header_key(&key, "upstream.previous_api_key").map(Some)
+}
+
+fn header_key(key: &str, name: &str) -> Result<HeaderValue, ConfigError> {
+    let mut v = HeaderValue::from_str(key.trim())
+        .map_err(|_| ConfigError::invalid(name, "the key is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
 // === impl Upstream ===
 
 impl Upstream {
@@ -96,20 +154,8 @@ impl Upstream {
         env: &dyn Env,
         client: HttpClient,
     ) -> Result<Self, ConfigError> {
-        let key = env
-            .var(&cfg.api_key_env)
-            .filter(|k| !k.trim().is_empty())
-            .ok_or_else(|| ConfigError::MissingEnv {
-                key: "upstream.api_key_env".into(),
-                var: cfg.api_key_env.clone(),
-            })?;
-        let mut api_key = HeaderValue::from_str(key.trim()).map_err(|_| {
-            ConfigError::invalid(
-                "upstream.api_key_env",
-                "the key is not a valid header value",
-            )
-        })?;
-        api_key.set_sensitive(true);
+        let api_key = load_key(cfg, env)?;
+        let previous_key = load_previous_key(cfg, env)?;
         let base: Uri = cfg
             .base_url
             .parse()
@@ -131,6 +177,7 @@ impl Upstream {
             authority,
             prefix,
             api_key,
+            previous_key,
             execute_timeout: Duration::from_secs(cfg.execute_timeout_secs),
             request_timeout: Duration::from_secs(cfg.request_timeout_secs),
             lookup_timeout: Duration::from_secs(cfg.lookup_timeout_secs),
@@ -179,6 +226,43 @@ impl Upstream {
         let headers = req.headers_mut();
         headers.remove(header::HOST);
         headers.insert("x-api-key", self.api_key.clone());
+        // During a rotation window, a safe request (a read, never an execution) that the
+        // current key is refused for is repeated once with the previous key.
+        let safe = class != TimeoutClass::Execute
+            && (req.method() == Method::GET || req.method() == Method::HEAD);
+        let retry = match &self.previous_key {
+            Some(previous) if safe => {
+                let mut again = Request::new(req.body().clone());
+                *again.method_mut() = req.method().clone();
+                *again.uri_mut() = req.uri().clone();
+                *again.headers_mut() = req.headers().clone();
+                again.headers_mut().insert("x-api-key", previous.clone());
+                Some(again)
+            }
+            _ => None,
+        };
+        let resp = self.send_once(req, class).await?;
+        let Some(again) = retry.filter(|_| resp.status() == StatusCode::UNAUTHORIZED) else {
+            return Ok(resp);
+        };
+        let path = again.uri().path().to_owned();
+        let mut resp = self.send_once(again, class).await?;
+        crate::metrics::previous_key_used(resp.status() != StatusCode::UNAUTHORIZED);
+        tracing::warn!(
+            path,
+            status = resp.status().as_u16(),
+            "Composio refused the current key (401); repeated with the previous key: \
+             finish the key rotation"
+        );
+        resp.extensions_mut().insert(PreviousKeyUsed);
+        Ok(resp)
+    }
+
+    async fn send_once(
+        &self,
+        req: Request<Full<Bytes>>,
+        class: TimeoutClass,
+    ) -> Result<Response<Incoming>, Error> {
         match tokio::time::timeout(self.timeout(class), self.client.request(req)).await {
             Err(_) => Err(Error::UpstreamTimeout),
             Ok(Err(e)) => {

@@ -161,19 +161,30 @@ fn load_one(i: usize, k: &KeyConfig, env: &dyn Env) -> Result<VerifyKey, ConfigE
                 format!("is not used with {alg:?}; set secret_env"),
             ));
         }
-        let var = k.secret_env.as_deref().ok_or_else(|| {
-            ConfigError::invalid(
-                format!("{name}.secret_env"),
-                format!("is required for {alg:?}"),
-            )
-        })?;
         let secret =
-            env.var(var)
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| ConfigError::MissingEnv {
-                    key: format!("{name}.secret_env"),
-                    var: var.to_owned(),
-                })?;
+            match (&k.secret_env, &k.secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        format!("{name}.secret_file"),
+                        "set secret_env or secret_file, not both",
+                    ));
+                }
+                (Some(var), None) => env.var(var).filter(|s| !s.is_empty()).ok_or_else(|| {
+                    ConfigError::MissingEnv {
+                        key: format!("{name}.secret_env"),
+                        var: var.to_owned(),
+                    }
+                })?,
+                (None, Some(path)) => {
+                    crate::config::read_secret_file(path, &format!("{name}.secret_file"))?
+                }
+                (None, None) => {
+                    return Err(ConfigError::invalid(
+                        format!("{name}.secret_env"),
+                        format!("is required for {alg:?} (or secret_file)"),
+                    ));
+                }
+            };
         if secret.len() < MIN_HMAC_SECRET_LEN {
             tracing::warn!(
                 key = %name,
@@ -183,7 +194,7 @@ fn load_one(i: usize, k: &KeyConfig, env: &dyn Env) -> Result<VerifyKey, ConfigE
         }
         DecodingKey::from_secret(secret.as_bytes())
     } else {
-        if k.secret_env.is_some() {
+        if k.secret_env.is_some() || k.secret_file.is_some() {
             return Err(ConfigError::invalid(
                 format!("{name}.secret_env"),
                 format!("is only for HS* keys; {alg:?} needs public_key_file"),

@@ -79,6 +79,11 @@ pub struct Shared {
     pub(crate) telemetry: Option<Arc<crate::trace::Telemetry>>,
     /// The fleet's shared state on Redis (`[shared]`); `None` on a single node.
     pub(crate) cluster: Option<Arc<crate::shared::Cluster>>,
+    /// Operators' deny rules; kept across reloads (same `[state] path`).
+    pub(crate) kill_switch: Arc<crate::killswitch::KillSwitch>,
+    /// SHA-256 of the upstream key: the caches that hold an [`Upstream`] are rebuilt when the
+    /// key file rotates.
+    pub(crate) key_digest: [u8; 32],
 }
 
 impl Shared {
@@ -287,6 +292,13 @@ where
         verified?
     };
     audit.subject(&identity.subject);
+    shared.kill_switch.check_identity(
+        &identity.subject,
+        identity
+            .claims
+            .get("jti")
+            .and_then(serde_json::Value::as_str),
+    )?;
     trace.deciding();
     crate::shared::ratelimit::check(
         shared.cluster.as_deref(),
@@ -523,6 +535,13 @@ impl Ctx<'_> {
             (Err(e), None) => return Err(e),
         };
         audit.upstream(resp.status());
+        if resp
+            .extensions()
+            .get::<crate::upstream::PreviousKeyUsed>()
+            .is_some()
+        {
+            audit.previous_key_used();
+        }
         Ok(resp)
     }
 

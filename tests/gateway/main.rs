@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod controls;
 mod core;
 mod equivalence;
 mod evidence;

@@ -24,6 +24,7 @@ async fn admin(addr: std::net::SocketAddr, method: Method, path: &str) -> (Statu
     let req = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
+        .header("authorization", "Bearer ops-admin-token")
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = client.request(req).await.unwrap();
@@ -104,7 +105,7 @@ async fn readiness_needs_keys_and_a_reachable_upstream() {
         .local_addr()
         .unwrap();
     let toml = format!(
-        "[upstream]\nbase_url = \"http://{upstream}\"\n[auth]\n[auth.jwks]\nurl = \"http://{dead}/jwks\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[audit]\npath = {:?}\n",
+        "[upstream]\nbase_url = \"http://{upstream}\"\n[auth]\n[auth.jwks]\nurl = \"http://{dead}/jwks\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"ADMIN_TOKEN\"\n[audit]\npath = {:?}\n",
         std::env::temp_dir().join(format!("eg-audit-{}.jsonl", uuid_like())).display().to_string()
     );
     let gw = Gateway::builder(Config::from_toml(&toml).unwrap())
@@ -214,7 +215,7 @@ fn file_config(
     audit: &std::path::Path,
 ) -> String {
     format!(
-        "[upstream]\nbase_url = \"http://{upstream}\"\n[auth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n[[auth.keys]]\nalg = \"HS256\"\nsecret_env = \"{secret_env}\"\n[policy]\non_identity_mismatch = \"{mismatch}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[audit]\npath = {:?}\n",
+        "[upstream]\nbase_url = \"http://{upstream}\"\n[auth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n[[auth.keys]]\nalg = \"HS256\"\nsecret_env = \"{secret_env}\"\n[policy]\non_identity_mismatch = \"{mismatch}\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"ADMIN_TOKEN\"\n[audit]\npath = {:?}\n",
         audit.display().to_string()
     )
 }
@@ -237,6 +238,7 @@ async fn reload_swaps_policy_and_keys_and_refuses_a_bad_config() {
         "JWT_SECRET_NEXT".into(),
         "next-test-only-secret-0123456789abcdef0123".into(),
     );
+    env.insert("ADMIN_TOKEN".into(), "ops-admin-token".into());
     let gw = Gateway::builder(Config::load(&path).unwrap())
         .env(env)
         .config_path(&path)

@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 
 /// The gateway's real Composio key in tests. Tests assert it never comes back.
 pub const API_KEY: &str = "sk_test_REAL_COMPOSIO_KEY_0123456789abcdef";
+/// The admin bearer token, in `ADMIN_TOKEN` (`[admin] token_env = "ADMIN_TOKEN"`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// HS256 secret of the test IdP.
 pub const SECRET: &str = "test-only-hs256-secret-0123456789abcdef0123456789";
 pub const ISSUER: &str = "https://idp.test/";
@@ -99,6 +101,7 @@ pub fn env() -> HashMap<String, String> {
     [
         ("COMPOSIO_API_KEY".to_owned(), API_KEY.to_owned()),
         ("JWT_SECRET".to_owned(), SECRET.to_owned()),
+        ("ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
     ]
     .into()
 }
@@ -202,6 +205,36 @@ impl Harness {
             Some(body),
         )
         .await
+    }
+
+    /// Sends `method path` to the admin listener with `Authorization: Bearer <bearer>` (if
+    /// any) and a JSON body (if any).
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let addr = self
+            .gateway
+            .as_ref()
+            .and_then(RunningGateway::admin_addr)
+            .expect("an admin listener");
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Bytes::new(),
+        };
+        self.raw(req.body(Full::new(body)).unwrap()).await
     }
 
     /// Requests the sandbox received for `path_prefix`.
