@@ -172,6 +172,9 @@ pub(crate) async fn build_shared(
         Some(p) if p.kill_switch.path() == config.state.path.as_deref() => p.kill_switch.clone(),
         _ => Arc::new(open_kill_switch(config)?),
     };
+    if let Some(c) = &cluster {
+        crate::shared::deny::attach(c, &kill_switch);
+    }
     let shared = Shared {
         kill_switch,
         key_digest,

@@ -142,11 +142,15 @@ impl Fleet {
         for i in 0..3 {
             // Each replica its own files, as on separate machines.
             let extra = extra.replace("{replica}", &i.to_string());
+            // `timeout_ms` is generous: on a loaded CI machine a 50 ms Redis round trip can be
+            // missed, and the designed fallback (each replica alone) would blur what the
+            // tests count. Killing Redis fails fast either way (connection refused).
             let toml = format!(
                 "[shared]\nredis_url = \"{}\"\nkey_prefix = \"eg-test:\"\nprobe_interval_ms = 100\nlease_secs = 2\n\
+                 timeout_ms = 1000\n\
                  connect_timeout_ms = 300\n\
                  [connections]\ncache_ttl_secs = 3600\nnegative_ttl_secs = 3600\n\
-                 [admin]\nlisten = \"127.0.0.1:0\"\n{extra}",
+                 [admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"ADMIN_TOKEN\"\n{extra}",
                 redis.url()
             );
             let config = Config::from_toml(&config_toml(upstream, &toml)).unwrap();
@@ -202,6 +206,46 @@ impl Fleet {
             .body(Full::new(Bytes::new()))
             .unwrap();
         self.request(req).await.2
+    }
+
+    /// An admin call with the admin token.
+    async fn admin(
+        &self,
+        i: usize,
+        method: http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let admin = self.replicas[i].as_ref().unwrap().admin_addr().unwrap();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{admin}{path}"))
+            .header("authorization", format!("Bearer {}", support::ADMIN_TOKEN));
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Bytes::new(),
+        };
+        let (status, _, v) = self.request(req.body(Full::new(body)).unwrap()).await;
+        (status, v)
+    }
+
+    /// Waits until `user`'s execution on replica `i` answers `want`.
+    async fn until(&self, i: usize, user: &str, want: StatusCode) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, _, body) = self.execute(i, user).await;
+            if status == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {i}: {status} {body}, wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn metrics(&self, i: usize) -> String {
@@ -690,4 +734,72 @@ async fn a_replica_started_while_redis_is_down_serves_alone_then_joins() {
     fleet.wait_shared().await;
     assert_eq!(fleet.readyz(0).await["shared"]["rate_limits"], "global");
     fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deny_rules_are_shared_and_a_redis_outage_loses_none() {
+    let mut redis = Redis::start();
+    let dir = std::env::temp_dir().join(format!("eg-rep-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = format!(
+        "[state]\npath = \"{}\"\n",
+        dir.join("k{replica}.redb").display()
+    );
+    let fleet = Fleet::start(sandbox(), &redis, &state).await;
+    for i in 0..3 {
+        assert_eq!(fleet.execute(i, "alice").await.0, StatusCode::OK);
+    }
+    // A rule added on A refuses alice on B and C.
+    let (status, added) = fleet
+        .admin(
+            0,
+            http::Method::POST,
+            "/deny",
+            Some(json!({"subject": "alice", "reason": "incident 7"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    let id = added["id"].as_str().unwrap().to_owned();
+    for i in [1, 2] {
+        fleet.until(i, "alice", StatusCode::FORBIDDEN).await;
+    }
+    let (_, _, err) = fleet.execute(2, "alice").await;
+    assert_eq!(err["error"]["slug"], "denied_by_kill_switch");
+    let ran = executions(&fleet.sandbox);
+
+    // Redis goes away and comes back empty (no persistence): nobody forgets the rule, and
+    // Redis is given it back.
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for i in 0..3 {
+        assert_eq!(
+            fleet.execute(i, "alice").await.0,
+            StatusCode::FORBIDDEN,
+            "replica {i}, Redis down"
+        );
+    }
+    redis.spawn();
+    fleet.wait_shared().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        assert_eq!(
+            fleet.execute(i, "alice").await.0,
+            StatusCode::FORBIDDEN,
+            "replica {i}, Redis back"
+        );
+    }
+    assert_eq!(executions(&fleet.sandbox), ran, "nothing of alice's ran");
+
+    // Lifted on C: A and B serve alice again.
+    let (status, _) = fleet
+        .admin(2, http::Method::DELETE, &format!("/deny/{id}"), None)
+        .await;
+    assert!(status.is_success(), "{status}");
+    for i in [0, 1] {
+        fleet.until(i, "alice", StatusCode::OK).await;
+    }
+    let (_, listed) = fleet.admin(1, http::Method::GET, "/deny", None).await;
+    assert!(!listed.to_string().contains(&id), "{listed}");
+    fleet.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,6 +12,8 @@
 //!   answer handed over in Redis for `status_share_ms`). Redis down: the replica asks
 //!   Composio itself, as in single-node mode.
 //! - [`lease`]: the audit job's lease, and the notification and webhook dedup.
+//! - [`deny`]: the kill switch's deny rules, the same on every replica; an outage keeps the
+//!   last known set.
 //!
 //! Nothing on the request path waits for Redis longer than `timeout_ms`: a timeout or error
 //! marks Redis down, and until the prober sees it answer again requests do not try it.
@@ -19,6 +21,7 @@
 //! single-node behaviour, which is itself fail-closed.
 
 pub mod bus;
+pub(crate) mod deny;
 pub mod flight;
 pub mod lease;
 pub mod ratelimit;
@@ -54,6 +57,8 @@ pub struct Cluster {
     /// Requests decided by the local limiter because Redis was not available.
     pub(crate) fallbacks: AtomicU64,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The kill switch whose rules are shared ([`deny`]).
+    deny_attached: Mutex<Option<Weak<crate::killswitch::KillSwitch>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -128,6 +133,7 @@ impl Cluster {
             lease_held: AtomicBool::new(false),
             fallbacks: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
+            deny_attached: Mutex::new(None),
         });
         let probe = tokio::spawn(probe(Arc::downgrade(&cluster)));
         let subscriber = tokio::spawn(bus::subscribe(Arc::downgrade(&cluster)));
