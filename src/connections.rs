@@ -324,21 +324,7 @@ impl Connections {
             tracing::warn!(%status, tool = %slug, "tool lookup answered an error");
             return Err(Error::ConnectionStatusUnavailable);
         }
-        let toolkit = v["toolkit"]["slug"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .ok_or(Error::ConnectionStatusUnavailable)?
-            .to_ascii_lowercase();
-        let toolkit_name = v["toolkit"]["name"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .unwrap_or_else(|| display_name(&toolkit));
-        Ok(Some(ToolInfo {
-            toolkit,
-            toolkit_name,
-            no_auth: v["no_auth"].as_bool().unwrap_or(false),
-        }))
+        toolkit_of(&v, v["no_auth"].as_bool().unwrap_or(false)).map(Some)
     }
 
     /// `GET /api/v2/actions/{action}`: the old API's metadata of an action unknown to v3.1
@@ -406,21 +392,8 @@ impl Connections {
                         tracing::warn!(%status, trigger = %upper, "trigger type lookup answered an error");
                         return Err(Error::ConnectionStatusUnavailable);
                     }
-                    let toolkit = v["toolkit"]["slug"]
-                        .as_str()
-                        .filter(|s| !s.is_empty())
-                        .ok_or(Error::ConnectionStatusUnavailable)?
-                        .to_ascii_lowercase();
-                    let toolkit_name = v["toolkit"]["name"]
-                        .as_str()
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| display_name(&toolkit));
-                    Ok(Some(ToolInfo {
-                        toolkit,
-                        toolkit_name,
-                        no_auth: false,
-                    }))
+                    // A trigger always subscribes through a connection: never `no_auth`.
+                    toolkit_of(&v, false).map(Some)
                 },
             )
             .await?;
@@ -797,6 +770,26 @@ fn classify(accounts: &[Account]) -> (GateKind, String) {
         })
         .unwrap_or_else(|| "EXPIRED".to_owned());
     (GateKind::Expired, worst)
+}
+
+/// The toolkit a v3.1 tool or trigger type belongs to, from Composio's `toolkit` object; an
+/// answer without one is unusable (the decision needs the toolkit).
+fn toolkit_of(v: &serde_json::Value, no_auth: bool) -> Result<ToolInfo, Error> {
+    let toolkit = v["toolkit"]["slug"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or(Error::ConnectionStatusUnavailable)?
+        .to_ascii_lowercase();
+    let toolkit_name = v["toolkit"]["name"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| display_name(&toolkit));
+    Ok(ToolInfo {
+        toolkit,
+        toolkit_name,
+        no_auth,
+    })
 }
 
 /// `slack` -> `Slack`, `composio_search` -> `Composio Search`.

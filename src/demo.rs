@@ -2,6 +2,13 @@
 //! users and ready-to-paste commands, so a newcomer sees user A's forged request arrive as
 //! user A without a Composio account.
 
+/// `println!` for the banner, through [`say`].
+macro_rules! say_line {
+    ($($arg:tt)*) => {
+        say(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -199,7 +206,6 @@ fn resolve_tls_dir(dir: &Path) -> Result<PathBuf, String> {
 const AUTH_CONFIGS: &str =
     "ac_github, ac_slack, ac_gmail, ac_notion, ac_composio_search, ac_text_to_pdf";
 
-#[allow(clippy::print_stdout)]
 fn print_banner(
     addr: SocketAddr,
     upstream: SocketAddr,
@@ -224,15 +230,15 @@ fn print_banner(
         .map(|ca| format!("SSL_CERT_FILE={} ", ca.display()))
         .unwrap_or_default();
     let log = crate::sandbox::REQUEST_LOG_PATH;
-    println!("\nentitygate demo: gateway {base}  ->  sandbox Composio http://{upstream}");
-    println!(
+    say_line!("\nentitygate demo: gateway {base}  ->  sandbox Composio http://{upstream}");
+    say_line!(
         "The gateway holds the sandbox's project key; the agents below only hold their user's JWT."
     );
-    println!("Demo auth config ids (for connected_accounts.link): {AUTH_CONFIGS}\n");
+    say_line!("Demo auth config ids (for connected_accounts.link): {AUTH_CONFIGS}\n");
     for (user, token) in tokens {
-        println!("export {}_TOKEN={token}", user.to_uppercase());
+        say_line!("export {}_TOKEN={token}", user.to_uppercase());
     }
-    println!(
+    say_line!(
         r#"
 # 1. Alice's agent executes a tool but forges Bob's user id: it runs as alice.
 curl -s{curl_ca} {base}/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE \
@@ -257,24 +263,24 @@ print(c.tools.execute("GITHUB_CREATE_ISSUE", {{"owner": "acme", "repo": "app", "
 
 # 5. What reached the sandbox Composio (the newest 1000 requests; --verbose logs each one):
 curl -s http://{upstream}{log}
-
-Ctrl-C stops the demo. Audit events (one per decision) are logged below.
 "#
     );
     print_mcp_banner(&base, &curl_ca);
+    say(format_args!(
+        "Ctrl-C stops the demo. Audit events (one per decision) are logged below.\n"
+    ));
 }
 
 /// The MCP half of the banner: the front door with curl (stateless 2026-07-28 requests, one
 /// POST each), an MCP client's configuration, and a Composio session with `mcp=True`.
-#[allow(clippy::print_stdout)]
 fn print_mcp_banner(base: &str, curl_ca: &str) {
     let h = "-H \"authorization: Bearer $ALICE_TOKEN\" -H 'content-type: application/json' \\\n  \
              -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2026-07-28'";
     let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
-    println!(
+    say_line!(
         r#"MCP: {base}/mcp is each user's own MCP endpoint (the JWT says whose).
 
-# 5. Alice's tools over MCP; a tool call that runs as alice; one her expired Gmail refuses:
+# 6. Alice's tools over MCP; a tool call that runs as alice; one her expired Gmail refuses:
 curl -s{curl_ca} {base}/mcp {h} \
   -H 'mcp-method: tools/list' -d '{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{{meta}}}}}'
 for tool in GITHUB_CREATE_ISSUE GMAIL_SEND_EMAIL; do echo; curl -s{curl_ca} {base}/mcp {h} \
@@ -283,11 +289,11 @@ for tool in GITHUB_CREATE_ISSUE GMAIL_SEND_EMAIL; do echo; curl -s{curl_ca} {bas
        "arguments":{{"tools":[{{"tool_slug":"'$tool'","arguments":{{"owner":"acme","repo":"app","title":"hi"}}}}]}},{meta}}}}}'
 done
 
-# 6. Any MCP client (Claude, Cursor, OpenAI Agents SDK, ...): a Streamable HTTP server with
+# 7. Any MCP client (Claude, Cursor, OpenAI Agents SDK, ...): a Streamable HTTP server with
 #    the user's JWT as its bearer token, e.g. in an mcp.json:
 {{"mcpServers": {{"composio": {{"url": "{base}/mcp", "headers": {{"Authorization": "Bearer <ALICE_TOKEN>"}}}}}}}}
 
-# 7. Composio's own sessions over MCP (pip install composio==0.30.0 mcp==2.3.0): the session's
+# 8. Composio's own sessions over MCP (pip install composio==0.30.0 mcp==2.3.0): the session's
 #    MCP URL is on the gateway, and the JWT header goes with it.
 COMPOSIO_BASE_URL={base} COMPOSIO_API_KEY=$ALICE_TOKEN python3 -c '
 import asyncio
@@ -304,4 +310,12 @@ async def main():
 asyncio.run(main())'
 "#
     );
+}
+
+/// Writes a banner line. A closed stdout (the reader went away, e.g. `| head`) must not stop
+/// a demo that is serving: the error is ignored rather than panicking as `println!` would.
+fn say(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(args).and_then(|()| out.flush());
 }

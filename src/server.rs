@@ -598,9 +598,21 @@ impl Gateway {
             Ok(()) => tracing::info!("all connections drained; stopped"),
             Err(_) => tracing::warn!(?grace, "grace period over; stopping with connections open"),
         }
+        // The audit writer batches on its own thread: the last decisions must reach the file
+        // before the process exits, or a graceful stop loses exactly the newest evidence.
+        let audit = state.current.load().audit.clone();
+        let flushed = tokio::task::spawn_blocking(move || audit.flush_blocking(AUDIT_FLUSH))
+            .await
+            .unwrap_or(false);
+        if !flushed {
+            tracing::warn!("audit log not flushed within {AUDIT_FLUSH:?} at shutdown");
+        }
         Ok(())
     }
 }
+
+/// How long a stopping gateway waits for its audit writer.
+const AUDIT_FLUSH: Duration = Duration::from_secs(5);
 
 /// HTTP/1 and HTTP/2 settings that bound what one connection may make the gateway hold
 /// (README, "Deployment": worst case per connection).

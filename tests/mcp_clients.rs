@@ -681,7 +681,7 @@ async fn the_demo_banner_mcp_commands_work_as_printed() {
         while let Some(line) = lines.next_line().await.unwrap() {
             banner.push_str(&line);
             banner.push('\n');
-            if line.starts_with("asyncio.run(main())") {
+            if line.starts_with("Ctrl-C stops the demo") {
                 break;
             }
         }
@@ -703,14 +703,14 @@ async fn the_demo_banner_mcp_commands_work_as_printed() {
         .map(|l| format!("{l}\n"))
         .collect();
     let python = root().join(".venv-sdk/bin/python");
-    let sdk = section("# 7.", "asyncio.run(main())").replacen(
+    let sdk = section("# 8.", "asyncio.run(main())").replacen(
         "python3 -c",
         &format!("{} -c", python.display()),
         1,
     );
     let script = format!(
         "set -eu\n{exports}{}\necho '=== sdk'\n{sdk}asyncio.run(main())'\n",
-        section("# 5.", "# 6.")
+        section("# 6.", "# 7.")
     );
     let out = tokio::process::Command::new("bash")
         .arg("-c")

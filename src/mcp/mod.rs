@@ -32,6 +32,7 @@
 pub(crate) mod front_door;
 pub(crate) mod jsonrpc;
 pub(crate) mod rewrite;
+mod session_id;
 pub(crate) mod sse;
 
 use std::sync::Arc;
@@ -58,7 +59,10 @@ use jsonrpc::Invalid;
 /// The RFC 9728 metadata path.
 pub(crate) const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 
-/// MCP headers forwarded upstream as they are (one value each).
+/// The stateful transport's session header (bound to the subject, [`session_id`]).
+const MCP_SESSION_ID: &str = "mcp-session-id";
+
+/// MCP headers forwarded upstream (one value each; the session id as Composio issued it).
 const FORWARD_HEADERS: &[&str] = &[
     "mcp-session-id",
     "mcp-protocol-version",
@@ -553,6 +557,23 @@ async fn forward(
         .map_err(|_| Error::Internal)?;
     let mut out = headers::upstream_request_headers(&ctx.parts.headers, ctx.request_id);
     copy_mcp_headers(&ctx.parts.headers, &mut out);
+    if let Some(given) = out.get(MCP_SESSION_ID) {
+        // Only an id issued to this subject goes upstream, as Composio's own id.
+        let upstream_id = given
+            .to_str()
+            .ok()
+            .and_then(|id| session_id::unbind(&ctx.shared.secret, ctx.subject(), id))
+            .and_then(|id| HeaderValue::from_str(id).ok());
+        match upstream_id {
+            Some(v) => {
+                out.insert(MCP_SESSION_ID, v);
+            }
+            None => {
+                tracing::warn!("MCP session id not issued to this subject; refused");
+                return Err(Error::NotFound);
+            }
+        }
+    }
     match body {
         Some(b) => {
             out.insert(
@@ -571,6 +592,25 @@ async fn forward(
     crate::metrics::upstream(started.elapsed());
     audit.upstream(resp.status());
     Ok(resp)
+}
+
+/// Composio's `Mcp-Session-Id` in an answer becomes one bound to `subject`
+/// ([`session_id`]); an id that cannot be bound is not relayed.
+fn bind_session_id(shared: &Shared, subject: &str, headers: &mut HeaderMap) {
+    let Some(v) = headers.remove(MCP_SESSION_ID) else {
+        return;
+    };
+    match v
+        .to_str()
+        .ok()
+        .and_then(|id| session_id::bind(&shared.secret, subject, id))
+        .and_then(|id| HeaderValue::from_str(&id).ok())
+    {
+        Some(bound) => {
+            headers.insert(MCP_SESSION_ID, bound);
+        }
+        None => tracing::warn!("MCP upstream answered an unusable session id; not relayed"),
+    }
 }
 
 fn copy_mcp_headers(from: &HeaderMap, to: &mut HeaderMap) {
@@ -601,6 +641,7 @@ async fn relay(
     }
     headers::clean_response_headers(&mut parts.headers, &shared.secret);
     rewrite_location_for(shared, ctx.parts, ctx.subject(), &mut parts.headers);
+    bind_session_id(shared, ctx.subject(), &mut parts.headers);
     let media = media_type(&parts.headers);
     if parts.status.is_success() && media == "text/event-stream" {
         let inspector = sse::Inspector {

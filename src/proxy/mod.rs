@@ -568,17 +568,19 @@ impl Ctx<'_> {
         self.relay(resp)
     }
 
+    /// An upstream answer's headers as the caller gets them: no content encoding (the body
+    /// must be readable to redact), cleaned, the key redacted, an MCP `Location` moved.
+    fn relay_head(&self, head: &mut http::HeaderMap) -> Result<(), Error> {
+        refuse_encoded(head)?;
+        headers::clean_response_headers(head, &self.shared.secret);
+        crate::mcp::rewrite_location_for(self.shared, self.parts, self.subject(), head);
+        Ok(())
+    }
+
     /// Relays an upstream response to the caller with headers cleaned and the key redacted.
     pub(crate) fn relay(&self, resp: Response<Incoming>) -> Result<Response<ResponseBody>, Error> {
         let (mut parts, body) = resp.into_parts();
-        refuse_encoded(&parts.headers)?;
-        headers::clean_response_headers(&mut parts.headers, &self.shared.secret);
-        crate::mcp::rewrite_location_for(
-            self.shared,
-            self.parts,
-            self.subject(),
-            &mut parts.headers,
-        );
+        self.relay_head(&mut parts.headers)?;
         let body = Redact::new(body, self.shared.secret.clone()).boxed();
         Ok(Response::from_parts(parts, body))
     }
@@ -590,14 +592,7 @@ impl Ctx<'_> {
         resp: Response<Incoming>,
     ) -> Result<Response<ResponseBody>, Error> {
         let (mut parts, body) = resp.into_parts();
-        refuse_encoded(&parts.headers)?;
-        headers::clean_response_headers(&mut parts.headers, &self.shared.secret);
-        crate::mcp::rewrite_location_for(
-            self.shared,
-            self.parts,
-            self.subject(),
-            &mut parts.headers,
-        );
+        self.relay_head(&mut parts.headers)?;
         let bytes = http_body_util::Limited::new(body, MAX_FILTERED_RESPONSE)
             .collect()
             .await

@@ -1056,3 +1056,51 @@ async fn the_front_door_serves_the_subjects_own_session() {
     assert_eq!(answer(&r)["result"]["isError"], true, "{}", r.text());
     assert_eq!(h.sandbox.mcp_stats().tool_calls, 0);
 }
+
+/// A stateful session id is bound to the subject it was issued to: another user holding it
+/// (leaked from a log, a shared proxy) is answered 404 and nothing goes upstream; Composio's
+/// own id, without the gateway's tag, is refused the same way.
+#[tokio::test]
+async fn a_session_id_works_only_for_the_subject_it_was_issued_to() {
+    let h = mail_and_github().await;
+    let path = "/v3/mcp/mcp_mix";
+    let sid = initialize(&h, path, "alice", STATEFUL).await;
+    let (upstream_sid, _) = sid.rsplit_once('.').expect("a bound id");
+    let seen: Vec<_> = mcp_requests(&h, path)
+        .into_iter()
+        .filter_map(|r| r.header("mcp-session-id").map(str::to_owned))
+        .collect();
+    assert!(
+        seen.is_empty(),
+        "initialize carries no session id: {seen:?}"
+    );
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
+    let before = mcp_requests(&h, path).len();
+    for (user, id) in [("bob", sid.as_str()), ("alice", upstream_sid)] {
+        let r = stateful(&h, path, user, id, STATEFUL, &list).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{user}: {}", r.text());
+    }
+    let get = h
+        .raw(
+            Request::builder()
+                .method(Method::GET)
+                .uri(h.url(path))
+                .header("x-api-key", token("bob"))
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", &sid)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(get.status, StatusCode::NOT_FOUND, "{}", get.text());
+    assert_eq!(
+        mcp_requests(&h, path).len(),
+        before,
+        "nothing reached upstream"
+    );
+    // The owner's requests carry Composio's own id upstream.
+    let r = stateful(&h, path, "alice", &sid, STATEFUL, &list).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let last = mcp_requests(&h, path).pop().unwrap();
+    assert_eq!(last.header("mcp-session-id"), Some(upstream_sid));
+}
