@@ -268,8 +268,14 @@ async fn ready(state: &State) -> Response<Full<Bytes>> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut body =
-        json!({"ready": keys && upstream, "keys_loaded": keys, "upstream_reachable": upstream});
+    // A secret file that failed to load leaves the previous secrets in use: ready, but said.
+    let secrets_error = state
+        .secrets_error
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut body = json!({"ready": keys && upstream, "keys_loaded": keys,
+        "upstream_reachable": upstream, "secrets_error": secrets_error});
     if let Some(cluster) = &shared.cluster {
         // Redis away does not make a replica unready: it decides alone (per-replica rate
         // limits, its own lookups) and says so here.

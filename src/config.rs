@@ -369,6 +369,10 @@ pub struct UpstreamConfig {
     pub previous_api_key_env: Option<String>,
     /// The same, from a file.
     pub previous_api_key_file: Option<PathBuf>,
+    /// How often secret files (`api_key_file`, `previous_api_key_file`, `[[auth.keys]]`
+    /// `secret_file` and `public_key_file`) are checked for a change.
+    #[serde(default = "default_secret_poll_ms")]
+    pub secret_poll_ms: u64,
     /// Extra PEM CA bundle trusted for the upstream (and JWKS), beside the webpki roots.
     pub ca_file: Option<PathBuf>,
     /// TCP + TLS connect timeout.
@@ -1284,6 +1288,7 @@ impl Default for UpstreamConfig {
             api_key_file: None,
             previous_api_key_env: None,
             previous_api_key_file: None,
+            secret_poll_ms: default_secret_poll_ms(),
             ca_file: None,
             connect_timeout_ms: default_connect_timeout_ms(),
             request_timeout_secs: default_request_timeout_secs(),
@@ -1366,6 +1371,10 @@ fn default_listen() -> SocketAddr {
 fn default_base_url() -> String {
     "https://backend.composio.dev".to_owned()
 }
+fn default_secret_poll_ms() -> u64 {
+    2000
+}
+
 fn default_api_key_env() -> String {
     "COMPOSIO_API_KEY".to_owned()
 }

@@ -154,6 +154,8 @@ impl Invocation {
 pub(crate) struct Verdict {
     /// The toolkits whose connections the invocations use, lower-case, each once.
     pub(crate) toolkits: Vec<String>,
+    /// The same, each with the account the decision saw usable (when it looked one up).
+    pub(crate) accounts: Vec<(String, Option<String>)>,
 }
 
 // --- extraction (pure) ---
@@ -497,9 +499,10 @@ pub(crate) async fn decide(
 ) -> Result<Verdict, Error> {
     let mut verdict = Verdict::default();
     for inv in invocations {
-        if let Some(tk) = decide_one(shared, identity, inv, audit).await? {
+        if let Some((tk, account)) = decide_one(shared, identity, inv, audit).await? {
             if !verdict.toolkits.contains(&tk) {
-                verdict.toolkits.push(tk);
+                verdict.toolkits.push(tk.clone());
+                verdict.accounts.push((tk, account));
             }
         }
     }
@@ -517,13 +520,14 @@ fn record(shared: &Shared, d: Decision, what: &str, audit: &mut Audit) -> Result
     }
 }
 
-/// Decides one invocation; returns the toolkit whose connection it uses, if any.
+/// Decides one invocation; returns the toolkit whose connection it uses, if any, with the
+/// account the gate saw usable.
 async fn decide_one(
     shared: &Shared,
     identity: &Identity,
     inv: &Invocation,
     audit: &mut Audit,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<(String, Option<String>)>, Error> {
     let policy = &shared.tool_policy;
     let claims = &identity.claims;
     let subject = &identity.subject;
@@ -620,23 +624,31 @@ async fn decide_one(
     if inv.kind == Kind::ManageConnections {
         return Ok(None);
     }
-    match owned {
+    // A connection Composio's last answer showed dead is refused before Composio is asked.
+    let gated = conns.gating() || inv.kind == Kind::Proxy;
+    if gated && !info.no_auth {
+        if let Some(refusal) = shared.broken.refusal(conns, subject, &info) {
+            return Err(refusal);
+        }
+    }
+    let used = match owned {
         Some(a) => {
             // A raw proxy request never runs with an unusable account, gating on or off.
-            let gated = conns.gating() || inv.kind == Kind::Proxy;
             if gated && !info.no_auth && !a.usable() {
                 return Err(conns.refusal(&info, std::slice::from_ref(&a)));
             }
+            Some(a.id)
         }
         None if conns.gating() && !info.no_auth => {
             let accounts = conns.accounts(subject, &info.toolkit).await?;
-            if !accounts.iter().any(Account::usable) {
+            let Some(a) = accounts.iter().find(|a| a.usable()) else {
                 return Err(conns.refusal(&info, &accounts));
-            }
+            };
+            Some(a.id.clone())
         }
-        None => {}
-    }
-    Ok(Some(info.toolkit))
+        None => None,
+    };
+    Ok(Some((info.toolkit, used)))
 }
 
 #[cfg(test)]

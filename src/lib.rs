@@ -25,6 +25,10 @@
 //!   front door, RFC 9728 metadata, MCP URLs in answers moved onto `public_url`).
 //! - [`killswitch`]: operators' deny rules (subject, jti, all, toolkit, tool glob), applied
 //!   without a reload and kept in the embedded store (`[state] path`).
+//! - [`revocation`]: a dead connection seen in Composio's answer to an execution refuses
+//!   the user's next call before Composio is asked, and is reported.
+//! - [`secrets`]: secret files (upstream key, HMAC secrets) watched and rotated without a
+//!   restart.
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
 //!   Composio's expiry webhook.
 //! - [`logging`]: the log set-up of the binary.
@@ -68,10 +72,12 @@ pub(crate) mod mcp;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
+pub mod revocation;
 pub mod rewrite;
 pub mod routes;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod secrets;
 pub mod server;
 pub mod shared;
 pub mod tls;

@@ -181,3 +181,14 @@ pub(crate) fn previous_key_used(accepted: bool) {
     let outcome = if accepted { "accepted" } else { "refused" };
     metrics::counter!("entitygate_upstream_previous_key_total", "outcome" => outcome).increment(1);
 }
+
+/// Composio's answer to an execution showed a dead connection.
+pub(crate) fn connection_broken() {
+    metrics::counter!("entitygate_connections_broken_total").increment(1);
+}
+
+/// A reload prompted by a changed secret file.
+pub(crate) fn secret_reload(ok: bool) {
+    let outcome = if ok { "ok" } else { "rejected" };
+    metrics::counter!("entitygate_secret_reloads_total", "outcome" => outcome).increment(1);
+}

@@ -68,6 +68,10 @@ pub(crate) struct State {
     schedule: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Serialises reloads.
     reloading: tokio::sync::Mutex<()>,
+    /// The configuration in force (the secret-file watcher rebuilds from it).
+    pub(crate) applied: Mutex<Config>,
+    /// Why the last reload prompted by a changed secret file failed, while it stands.
+    pub(crate) secrets_error: Mutex<Option<String>>,
 }
 
 /// Builds the reloadable part of the gateway. `previous` lends every piece of state whose
@@ -133,12 +137,16 @@ pub(crate) async fn build_shared(
         None => None,
         Some(job) => {
             let next = crate::expiry::Expiry::new(job, upstream.clone(), client, env)?;
-            let old = previous
-                .filter(|p| p.reuse_connections(config) && same_key(p))
-                .and_then(|p| p.expiry.as_ref());
+            // The running job is kept only when it would ask Composio the same way (same
+            // cache, same key); its open store is handed over in any case (one lock per file).
+            let old = previous.and_then(|p| p.expiry.as_ref().map(|e| (p, e)));
             match old {
-                Some(old) if old.same_as(&next) => Some(old.clone()),
-                Some(old) => {
+                Some((p, old))
+                    if p.reuse_connections(config) && same_key(p) && old.same_as(&next) =>
+                {
+                    Some(old.clone())
+                }
+                Some((_, old)) => {
                     old.hand_over_store(&next);
                     Some(Arc::new(next))
                 }
@@ -178,6 +186,7 @@ pub(crate) async fn build_shared(
     let shared = Shared {
         kill_switch,
         key_digest,
+        broken: previous.map_or_else(Default::default, |p| p.broken.clone()),
         secret: bytes::Bytes::copy_from_slice(upstream.api_key()),
         connections,
         auth,
@@ -257,6 +266,10 @@ fn auth_fingerprint(config: &Config, env: &dyn Env, claims: &[String]) -> [u8; 3
             h.update(env.var(var).unwrap_or_default().as_bytes());
         }
         h.update(b"\0");
+        if let Some(path) = &k.secret_file {
+            h.update(std::fs::read(path).unwrap_or_default());
+        }
+        h.update(b"\0");
         if let Some(path) = &k.public_key_file {
             h.update(std::fs::read(path).unwrap_or_default());
         }
@@ -302,6 +315,8 @@ impl GatewayBuilder {
             tasks: Mutex::new(tasks.unwrap_or_default()),
             schedule: Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
+            applied: Mutex::new(config.clone()),
+            secrets_error: Mutex::new(None),
         });
         Ok(Gateway {
             state,
@@ -336,6 +351,11 @@ impl State {
         let reopen = previous.audit.path() == shared.audit.path();
         let shared = Arc::new(shared);
         self.current.store(shared.clone());
+        *self.applied.lock().unwrap_or_else(PoisonError::into_inner) = config.clone();
+        *self
+            .secrets_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         if reopen {
             // SIGHUP and reload are also how `logrotate` says "the file was moved".
             shared.audit.reopen();
@@ -509,6 +529,7 @@ impl Gateway {
         let idle = Duration::from_secs(limits.idle_timeout_secs);
         let service = Proxy::new(state.clone());
         let admin_task = admin.map(|l| tokio::spawn(crate::admin::serve(l, state.clone())));
+        let secrets_task = tokio::spawn(crate::secrets::watch(state.clone()));
         state.start_schedule();
         tokio::pin!(shutdown);
         tracing::info!(addr = %listener.local_addr()?, "entitygate listening");
@@ -588,6 +609,7 @@ impl Gateway {
         if let Some(t) = &admin_task {
             t.abort();
         }
+        secrets_task.abort();
         state.stop_tasks();
         if let Some(cluster) = &state.current.load().cluster {
             // The next replica takes the audit job over now rather than at the lease's end.

@@ -849,3 +849,73 @@ async fn missing_secrets_are_startup_errors() {
     assert!(err.to_string().contains("audit_job.state_path"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// --- revocation on the response path (issue 15) ---
+
+#[tokio::test]
+async fn a_dead_connection_in_an_answer_refuses_the_next_call_and_notifies_once() {
+    let (hook, hook_addr) = Hook::start(0).await;
+    let dir = temp_dir();
+    let gw = Running::start(
+        Sandbox::with_demo_data(API_KEY),
+        &job_toml(&dir.join("s.redb"), Some(hook_addr), ""),
+    )
+    .await;
+    const TOOL: &str = "GITHUB_GET_THE_AUTHENTICATED_USER";
+    assert_eq!(gw.execute("alice", TOOL).await.0, StatusCode::OK);
+
+    // The provider revokes alice's token; Composio still lists the account ACTIVE and relays
+    // the provider's 401 as a failed tool result. That answer reaches alice unchanged...
+    assert!(gw.sandbox.set_revoked_at_provider("ca_alice_github", true));
+    let (status, body) = gw.execute("alice", TOOL).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["successful"], false);
+    // ... and her next call is refused before Composio is asked anything.
+    let seen = gw.sandbox.requests().len();
+    for _ in 0..2 {
+        let (status, body) = gw.execute("alice", TOOL).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["slug"], "connection_expired");
+        assert_eq!(body["error"]["code"], 1803);
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("reconnect"), "{msg}");
+    }
+    assert_eq!(
+        gw.sandbox.requests().len(),
+        seen,
+        "nothing reached Composio"
+    );
+    // One signed notification, for the account that broke.
+    hook.wait_for(1).await;
+    let events = hook.events();
+    assert_eq!(events[0]["user_id"], "alice");
+    assert_eq!(
+        events[0]["toolkits"][0]["connected_account_id"],
+        "ca_alice_github"
+    );
+    assert_eq!(events[0]["toolkits"][0]["status"], "REVOKED");
+    // Bob's own github connection is untouched.
+    assert_eq!(gw.execute("bob", TOOL).await.0, StatusCode::OK);
+
+    // Composio's own connected-account error (the gateway's cache still says ACTIVE): the
+    // same treatment.
+    assert!(gw.sandbox.set_account_status("ca_bob_github", "EXPIRED"));
+    let (status, body) = gw.execute("bob", TOOL).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], 1803, "Composio's own answer");
+    let seen = gw.sandbox.requests().len();
+    let (status, body) = gw.execute("bob", TOOL).await;
+    assert_eq!(body["error"]["slug"], "connection_expired", "{body}");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        gw.sandbox.requests().len(),
+        seen,
+        "nothing reached Composio"
+    );
+    hook.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = hook.events();
+    assert_eq!(events.len(), 2, "one notification per broken connection");
+    assert_eq!(events[1]["user_id"], "bob");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -85,6 +85,7 @@ pub(super) async fn owned(
         .await?;
     if *method != Method::GET && resp.status().is_success() {
         ctx.shared.connections.invalidate_subject(ctx.subject());
+        ctx.shared.broken.clear_subject(ctx.subject());
     }
     ctx.relay(resp)
 }
@@ -123,6 +124,7 @@ pub(super) async fn create(
         .await?;
     if resp.status().is_success() {
         ctx.shared.connections.invalidate_subject(subject);
+        ctx.shared.broken.clear_subject(subject);
     }
     ctx.relay(resp)
 }

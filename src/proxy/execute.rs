@@ -47,7 +47,7 @@ pub(super) async fn execute(
             ctx.shared.connections.invalidate(ctx.subject(), toolkit);
         }
     }
-    ctx.relay(resp)
+    crate::revocation::relay_execution(ctx, resp, &verdict.accounts).await
 }
 
 /// The old API's `appName` is the caller's hint; what is forwarded names the app the decision

@@ -81,6 +81,8 @@ pub struct Shared {
     pub(crate) cluster: Option<Arc<crate::shared::Cluster>>,
     /// Operators' deny rules; kept across reloads (same `[state] path`).
     pub(crate) kill_switch: Arc<crate::killswitch::KillSwitch>,
+    /// Connections Composio's answers showed dead ([`crate::revocation`]); kept across reloads.
+    pub(crate) broken: Arc<crate::revocation::Broken>,
     /// SHA-256 of the upstream key: the caches that hold an [`Upstream`] are rebuilt when the
     /// key file rotates.
     pub(crate) key_digest: [u8; 32],
@@ -579,6 +581,15 @@ impl Ctx<'_> {
 
     /// Relays an upstream response to the caller with headers cleaned and the key redacted.
     pub(crate) fn relay(&self, resp: Response<Incoming>) -> Result<Response<ResponseBody>, Error> {
+        self.relay_body(resp)
+    }
+
+    /// [`Ctx::relay`] for an answer already read whole (or any other body).
+    pub(crate) fn relay_body<B>(&self, resp: Response<B>) -> Result<Response<ResponseBody>, Error>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
         let (mut parts, body) = resp.into_parts();
         self.relay_head(&mut parts.headers)?;
         let body = Redact::new(body, self.shared.secret.clone()).boxed();

@@ -248,3 +248,18 @@ pub(crate) fn field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 pub(crate) fn present(v: &Value, key: &str) -> bool {
     v.get(key).is_some_and(|x| !x.is_null())
 }
+
+/// The answer to a tool run with an account whose token the provider revoked: Composio
+/// relays the provider's failure as a failed tool result (HTTP 200, `successful: false`).
+pub(crate) fn provider_unauthorized(tool: &Tool, account: &Account, log_id: String) -> Value {
+    json!({
+        "data": {
+            "status_code": 401,
+            "message": format!("{}: 401 Unauthorized: the access token was revoked", tool.toolkit),
+            "connected_account_id": account.id,
+        },
+        "error": "401 Client Error: Unauthorized (token revoked at the provider)",
+        "successful": false,
+        "log_id": log_id,
+    })
+}

@@ -345,6 +345,13 @@ fn execute(ctx: &Ctx, s: &mut Store, action: &str) -> Outcome {
         custom_auth: present(&body, "authConfig"),
     };
     let account = exec::resolve_account(ctx, s, &tool, who)?;
+    if let Some(a) = account
+        .as_ref()
+        .filter(|a| s.revoked_at_provider.contains(&a.id))
+    {
+        let log_id = s.new_id("log");
+        return Ok(Reply::ok(exec::provider_unauthorized(&tool, a, log_id)));
+    }
     let input = body.get("input").cloned().unwrap_or_else(|| json!({}));
     let version = field(&body, "version").unwrap_or("latest").to_owned();
     // The old API runs Composio's meta tools too, their arguments under `input`.

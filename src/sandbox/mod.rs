@@ -85,6 +85,8 @@ pub struct Sandbox {
 struct Inner {
     /// The only credential accepted, as the exact `x-api-key` value.
     api_key: String,
+    /// The project keys accepted instead of `api_key`, once a rotation set them.
+    accepted_keys: Mutex<Option<Vec<String>>>,
     /// Accounts, tools, sessions, triggers: everything the API reads and writes.
     store: Mutex<Store>,
     /// Every request that reached the sandbox, in arrival order (the newest `record_limit`).
@@ -295,6 +297,7 @@ impl Sandbox {
         Self {
             inner: Arc::new(Inner {
                 api_key: api_key.to_owned(),
+                accepted_keys: Mutex::new(None),
                 store: Mutex::new(store),
                 log: Mutex::new(VecDeque::new()),
                 record_limit: AtomicUsize::new(usize::MAX),
@@ -307,9 +310,15 @@ impl Sandbox {
         }
     }
 
-    /// The accepted project key.
+    /// The accepted project key (as created).
     pub fn api_key(&self) -> &str {
         &self.inner.api_key
+    }
+
+    /// A key rotation at Composio: from now on exactly `keys` are accepted (both during a
+    /// rotation window, then only the new one; an empty list revokes every key).
+    pub fn set_accepted_keys(&self, keys: &[&str]) {
+        *lock(&self.inner.accepted_keys) = Some(keys.iter().map(|k| (*k).to_owned()).collect());
     }
 
     // --- server ---
@@ -457,6 +466,22 @@ impl Sandbox {
     /// Enables or disables an account. Returns whether the account exists.
     pub fn set_account_disabled(&self, id: &str, disabled: bool) -> bool {
         lock(&self.inner.store).set_disabled(id, disabled)
+    }
+
+    /// Fault injection: the provider revoked (`true`) or restored the token of account `id`.
+    /// Composio still lists it `ACTIVE`, but tool runs with it fail with the provider's 401
+    /// as a failed tool result (v3.x and v1/v2 execute). Returns whether the account exists.
+    pub fn set_revoked_at_provider(&self, id: &str, revoked: bool) -> bool {
+        let mut store = lock(&self.inner.store);
+        if store.account(id).is_none() {
+            return false;
+        }
+        if revoked {
+            store.revoked_at_provider.insert(id.to_owned());
+        } else {
+            store.revoked_at_provider.remove(id);
+        }
+        true
     }
 
     /// Removes an account. Returns whether it existed.
@@ -710,6 +735,13 @@ impl Sandbox {
         }
     }
 
+    fn accepts(&self, key: &str) -> bool {
+        match &*lock(&self.inner.accepted_keys) {
+            Some(keys) => keys.iter().any(|k| k == key),
+            None => key == self.inner.api_key,
+        }
+    }
+
     fn check_credentials(&self, ctx: &Ctx) -> Result<(), &'static str> {
         for other in ["x-user-api-key", "x-org-api-key", "authorization"] {
             if !ctx.headers(other).is_empty() {
@@ -718,7 +750,7 @@ impl Sandbox {
         }
         match ctx.headers("x-api-key").as_slice() {
             [] => Err("API key is missing"),
-            [key] if *key == self.inner.api_key => Ok(()),
+            [key] if self.accepts(key) => Ok(()),
             [_] => Err("Invalid API key"),
             _ => Err("More than one credential was presented"),
         }

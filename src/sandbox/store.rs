@@ -28,6 +28,9 @@ pub(crate) struct Store {
     /// Actions only the old API knows (`/api/v2/actions/{action}` answers; `v3.1/tools` does
     /// not), as some retired actions are.
     pub(crate) legacy_actions: BTreeMap<String, Tool>,
+    /// Accounts whose token the provider revoked: still `ACTIVE` here, as at Composio, but
+    /// every tool run with them fails with the provider's 401.
+    pub(crate) revoked_at_provider: std::collections::HashSet<String>,
 }
 
 /// An account and the fields only the API shows.

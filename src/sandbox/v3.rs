@@ -172,6 +172,13 @@ fn execute(ctx: &Ctx, s: &mut Store, slug: &str) -> Outcome {
     let version = requested_version(ctx, Some(&body), &tool.toolkit);
     let arguments = body.get("arguments").cloned().unwrap_or_else(|| json!({}));
     let account = exec::resolve_account(ctx, s, &tool, who)?;
+    if let Some(a) = account
+        .as_ref()
+        .filter(|a| s.revoked_at_provider.contains(&a.id))
+    {
+        let log_id = s.new_id("log");
+        return Ok(Reply::ok(exec::provider_unauthorized(&tool, a, log_id)));
+    }
     let data = if let Some(d) = exec::run_meta(ctx, s, &tool, who, &arguments, &version)? {
         d
     } else {

@@ -1,6 +1,8 @@
 //! The security team's controls (issue 15): admin authentication, the kill switch,
 //! revocation on the response path, secrets from files and the rotation window.
 
+use std::sync::Arc;
+
 use http::{Method, StatusCode};
 use serde_json::json;
 
@@ -477,4 +479,209 @@ async fn the_deny_cli_adds_lists_and_lifts_rules() {
     let (code, _) = run(Some(ADMIN_TOKEN), vec!["remove", id]).await.unwrap();
     assert_eq!(code, 1, "already lifted");
     h.shutdown().await;
+}
+
+// --- secrets from files, and the rotation window ---
+
+const NEW_KEY: &str = "sk_test_ROTATED_COMPOSIO_KEY_fedcba9876543210";
+
+/// Replaces the harness's gateway with one built from `upstream_toml` (the `[upstream]`
+/// table's body) and `extra`, on the same sandbox.
+async fn regateway(h: &mut Harness, upstream_toml: &str, extra: &str) {
+    if let Some(g) = h.gateway.take() {
+        g.shutdown().await;
+    }
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"http://{}\"\n{upstream_toml}\n\
+         [auth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n[[auth.keys]]\nalg = \"HS256\"\n\
+         secret_env = \"JWT_SECRET\"\n{extra}\n",
+        h.upstream_addr()
+    );
+    let config = entitygate::Config::from_toml(&text).unwrap();
+    let running = entitygate::Gateway::builder(config)
+        .env(env())
+        .build()
+        .await
+        .unwrap()
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    h.addr = running.local_addr();
+    h.gateway = Some(running);
+}
+
+/// Writes `text` to `path` as a secret volume does: a new file renamed over the old one.
+fn write_secret(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The keys the sandbox saw, in order.
+fn keys_seen(h: &Harness) -> Vec<String> {
+    h.sandbox
+        .requests()
+        .iter()
+        .map(|r| r.header_all("x-api-key").join(","))
+        .collect()
+}
+
+#[tokio::test]
+async fn rotating_the_key_file_changes_the_key_upstream_sees_with_no_request_failing() {
+    let dir = std::env::temp_dir().join(format!("eg-keyfile-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("composio-api-key");
+    write_secret(&key_file, &format!("{API_KEY}\n"));
+    let mut h = Harness::with_config(ADMIN).await;
+    regateway(
+        &mut h,
+        &format!(
+            "api_key_file = {:?}\nsecret_poll_ms = 50",
+            key_file.display().to_string()
+        ),
+        &format!(
+            "{ADMIN}[audit]\npath = {:?}\n",
+            dir.join("audit.jsonl").display().to_string()
+        ),
+    )
+    .await;
+    let h = Arc::new(h);
+    // Composio accepts both keys during the rotation window.
+    h.sandbox.set_accepted_keys(&[API_KEY, NEW_KEY]);
+
+    // Load: eight clients reading and executing without pause.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let (h, stop) = (h.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = if i % 2 == 0 {
+                    tools(&h, token("bob")).await
+                } else {
+                    h.execute("alice", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
+                        .await
+                };
+                statuses.push(r.status);
+            }
+            statuses
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    write_secret(&key_file, NEW_KEY);
+    let mut rotated = false;
+    for _ in 0..100 {
+        if keys_seen(&h).last().map(String::as_str) == Some(NEW_KEY) {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(rotated, "the new key reaches Composio");
+    // The old key is revoked at Composio: nothing uses it any more.
+    h.sandbox.set_accepted_keys(&[NEW_KEY]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // A broken file (empty, half-written) keeps the key in use, and /readyz says so.
+    write_secret(&key_file, "");
+    let mut said = false;
+    for _ in 0..100 {
+        let r = h.admin(Method::GET, "/readyz", None, None).await;
+        if r.json()["secrets_error"].is_string() {
+            assert!(r.text().contains("api_key_file"), "{}", r.text());
+            said = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(said, "/readyz names the failed secret");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        let statuses = c.await.unwrap();
+        total += statuses.len();
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::OK),
+            "a request failed during the rotation: {statuses:?}"
+        );
+    }
+    assert!(total > 50, "the load ran ({total} requests)");
+    let seen = keys_seen(&h);
+    let first_new = seen.iter().position(|k| k == NEW_KEY).unwrap();
+    assert!(seen[..first_new].iter().all(|k| k == API_KEY));
+    // A request that started before the switch may finish with the old key; after the first
+    // new one, stragglers are only those in flight.
+    let old_after = seen[first_new..].iter().filter(|k| *k == API_KEY).count();
+    assert!(
+        old_after <= 16,
+        "{old_after} requests with the old key after the switch"
+    );
+
+    // Fixed again: the error clears.
+    write_secret(&key_file, NEW_KEY);
+    for _ in 0..100 {
+        let r = h.admin(Method::GET, "/readyz", None, None).await;
+        if r.json()["secrets_error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = h.admin(Method::GET, "/readyz", None, None).await;
+    assert!(r.json()["secrets_error"].is_null(), "{}", r.text());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_previous_key_is_retried_for_safe_requests_only() {
+    let dir = std::env::temp_dir().join(format!("eg-prevkey-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("composio-api-key");
+    write_secret(&key_file, NEW_KEY);
+    let audit = dir.join("audit.jsonl");
+    let mut h = Harness::start().await;
+    // The rotation was done in the wrong order: the gateway has the new key, Composio does
+    // not know it yet.
+    regateway(
+        &mut h,
+        &format!(
+            "api_key_file = {:?}\nprevious_api_key_env = \"COMPOSIO_API_KEY\"",
+            key_file.display().to_string()
+        ),
+        &format!("[audit]\npath = {:?}\n", audit.display().to_string()),
+    )
+    .await;
+    h.sandbox.clear();
+    // A catalogue read: refused with the new key, answered with the previous one.
+    let r = tools(&h, token("bob")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(keys_seen(&h), [NEW_KEY, API_KEY]);
+    // An execution: never repeated. (Its lookups are reads, and are.)
+    h.sandbox.clear();
+    let r = h
+        .execute("alice", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    let executions: Vec<_> = h
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(executions.len(), 1, "the execution was sent once");
+    assert_eq!(executions[0].header_all("x-api-key"), [NEW_KEY]);
+    // Reported in the audit trail.
+    let mut found = false;
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if text.contains("\"upstream_key\":\"previous\"") {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(found, "the audit line says the previous key answered");
+    h.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
