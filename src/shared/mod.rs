@@ -245,7 +245,11 @@ impl Cluster {
                 error,
                 "shared state: Redis unavailable; rate limits are per replica until it answers"
             );
-            // The subscription may be as dead as the command connection.
+        }
+        if what == "probe" && self.is_subscribed() {
+            // No answer to a PING within the connect timeout: the subscription may be as dead
+            // as the command connection, so subscribe again (and resync). A request that only
+            // missed `timeout_ms` does not flush the caches.
             self.resubscribe.notify_one();
         }
     }
