@@ -803,3 +803,60 @@ async fn deny_rules_are_shared_and_a_redis_outage_loses_none() {
     fleet.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_held_by_a_dead_replica_is_taken_over_when_it_expires() {
+    let redis = Redis::start();
+    // A replica that died holding the lease: its key lives on until it expires.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("eg-test:lease:audit_job")
+        .arg("a-replica-that-died")
+        .arg("PX")
+        .arg(1500)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let s = Sandbox::new(API_KEY);
+    s.add_bulk_accounts("u", 3, &["gmail"]);
+    for u in 0..3 {
+        s.set_account_status(&format!("ca_u{u}_gmail"), "EXPIRED");
+    }
+    let (hook, hook_addr) = Hook::start(Duration::ZERO).await;
+    let dir = std::env::temp_dir().join(format!("eg-rep-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let started = Instant::now();
+    let fleet = Fleet::start(
+        s,
+        &redis,
+        &format!(
+            "[audit_job]\nstate_path = \"{}\"\nevery_secs = 1\n\
+             webhook_url = \"http://{hook_addr}/hooks\"\nwebhook_secret_env = \"APP_HOOK_SECRET\"\n",
+            dir.join("s{replica}.redb").display()
+        ),
+    )
+    .await;
+    // Nobody runs the job while the dead replica's lease lives...
+    while started.elapsed() < Duration::from_millis(1200) {
+        assert_eq!(
+            hook.deliveries.load(Ordering::SeqCst),
+            0,
+            "ran under another's lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and one replica takes over once it has expired (lease_secs = 2: retried every 0.67 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hook.counts().len() < 3 {
+        assert!(Instant::now() < deadline, "nobody took the lease over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        hook.counts().values().all(|n| *n == 1),
+        "{:?}",
+        hook.counts()
+    );
+    fleet.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
