@@ -591,7 +591,12 @@ mod tests {
         assert!(ks.check_toolkit("gitlab").is_ok());
         assert!(ks.check_tool("gmail_send_email").is_err());
         assert!(ks.check_tool("GMAIL_SEND_DRAFT").is_ok());
-        let id = ks.rules()[0].id.clone();
+        let id = ks
+            .rules()
+            .into_iter()
+            .find(|r| r.target == Target::Subject("alice".into()))
+            .expect("the subject rule")
+            .id;
         assert!(ks.remove(&id).await.expect("remove").is_some());
         assert!(ks.check_identity("alice", None).is_ok());
         assert!(ks.remove(&id).await.expect("remove").is_none());

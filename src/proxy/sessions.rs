@@ -92,6 +92,8 @@ pub(super) async fn owned(
     }
     let query = scoped_query(ctx, None, audit)?;
     let method = &ctx.parts.method;
+    // What an execution was decided on, to read Composio's answer for a dead connection.
+    let mut decided = Vec::new();
     let body = if *method == Method::POST || *method == Method::PATCH {
         let mut obj = ctx.json_body(body, true).await?;
         let mismatch = obj.strip_identity(ctx.subject());
@@ -100,7 +102,7 @@ pub(super) async fn owned(
         require_owned(ctx, &pinned_accounts(&obj)?, audit).await?;
         match call {
             SessionCall::Execute | SessionCall::ExecuteMeta => {
-                gate_execute(ctx, &obj, audit).await?;
+                decided = gate_execute(ctx, &obj, audit).await?;
             }
             SessionCall::ProxyExecute => gate_proxy_execute(ctx, &obj, audit).await?,
             SessionCall::Other if *method == Method::PATCH => {
@@ -123,6 +125,9 @@ pub(super) async fn owned(
         // The session itself (read, update) carries its `mcp.url`.
         return ctx.relay_mcp_urls(resp).await;
     }
+    if !decided.is_empty() {
+        return crate::revocation::relay_execution(ctx, resp, &decided).await;
+    }
     ctx.relay(resp)
 }
 
@@ -130,7 +135,11 @@ pub(super) async fn owned(
 /// `arguments` and `account`) extracted into invocations and decided like a direct execution.
 /// Both slug fields are read on both routes: which one Composio falls back to is not the
 /// gateway's to guess, so every slug named is decided.
-async fn gate_execute(ctx: &Ctx<'_>, obj: &JsonObject, audit: &mut Audit) -> Result<(), Error> {
+async fn gate_execute(
+    ctx: &Ctx<'_>,
+    obj: &JsonObject,
+    audit: &mut Audit,
+) -> Result<Vec<(String, Option<String>)>, Error> {
     let mut slugs = obj_strings(obj, "toolslug")?;
     for s in obj_strings(obj, "slug")? {
         if !slugs.contains(&s) {
@@ -145,9 +154,9 @@ async fn gate_execute(ctx: &Ctx<'_>, obj: &JsonObject, audit: &mut Audit) -> Res
     for slug in &slugs {
         invocations.extend(invocation::from_body(slug, obj, account.as_deref())?);
     }
-    invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
     audit.tool(&slugs[0]);
-    Ok(())
+    Ok(verdict.accounts)
 }
 
 /// `proxy_execute`: a proxy execution of `toolkit_slug` (with the named account, if any).

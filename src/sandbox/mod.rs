@@ -470,7 +470,8 @@ impl Sandbox {
 
     /// Fault injection: the provider revoked (`true`) or restored the token of account `id`.
     /// Composio still lists it `ACTIVE`, but tool runs with it fail with the provider's 401
-    /// as a failed tool result (v3.x and v1/v2 execute). Returns whether the account exists.
+    /// as a failed tool result (v3.x and v1/v2 execute, sessions and their MCP tools/call).
+    /// Returns whether the account exists.
     pub fn set_revoked_at_provider(&self, id: &str, revoked: bool) -> bool {
         let mut store = lock(&self.inner.store);
         if store.account(id).is_none() {

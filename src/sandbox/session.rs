@@ -317,6 +317,13 @@ pub(crate) fn run_tool(
         session_proxy_tool(ctx, s, session, who, arguments)?
     } else {
         let account = session_account(ctx, s, session, &tool.toolkit, tool.no_auth, account)?;
+        if let Some(a) = account
+            .as_ref()
+            .filter(|a| s.revoked_at_provider.contains(&a.id))
+        {
+            let log_id = s.new_id("log");
+            return Ok(exec::provider_unauthorized(&tool, a, log_id));
+        }
         let mut d = exec::result_data(ctx, &tool, who, account.as_ref(), arguments, TOOL_VERSION);
         d["session_id"] = json!(session.id);
         d

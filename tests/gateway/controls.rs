@@ -685,3 +685,96 @@ async fn the_previous_key_is_retried_for_safe_requests_only() {
     h.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_admin_explain_consults_the_running_kill_switch() {
+    let dir = std::env::temp_dir().join(format!("eg-explain-ks-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut h = Harness::start().await;
+    let path = dir.join("entitygate.toml");
+    std::fs::write(&path, config_toml(h.upstream_addr(), ADMIN)).unwrap();
+    if let Some(g) = h.gateway.take() {
+        g.shutdown().await;
+    }
+    let running = entitygate::Gateway::builder(entitygate::Config::load(&path).unwrap())
+        .config_path(&path)
+        .env(env())
+        .build()
+        .await
+        .unwrap()
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    h.addr = running.local_addr();
+    h.gateway = Some(running);
+    deny(&h, json!({"toolkit": "github", "reason": "INC-7"})).await;
+    h.sandbox.clear();
+    let r = h
+        .admin(
+            Method::POST,
+            "/explain",
+            Some(ADMIN_TOKEN),
+            Some(json!({"token": token("alice"),
+                "request": "POST /api/v3.1/tools/execute/GITHUB_CREATE_ISSUE",
+                "body": {"arguments": {}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["decision"], "denied_by_kill_switch", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("INC-7"), "{e}");
+    assert!(
+        e["kill_switch"]
+            .as_str()
+            .unwrap()
+            .starts_with("consulted (1"),
+        "{e}"
+    );
+    h.assert_nothing_forwarded();
+    h.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// --- revocation on the response path, through a session (the REST case is in tests/expiry.rs) ---
+
+#[tokio::test]
+async fn a_session_execute_answer_showing_a_revoked_token_refuses_the_next_call() {
+    let h = Harness::start().await;
+    h.sandbox.add_session(SESSION, "alice");
+    assert!(h.sandbox.set_revoked_at_provider("ca_alice_github", true));
+    let path = format!("/api/v3.1/tool_router/session/{SESSION}/execute");
+    let alice = token("alice");
+    let call = || {
+        h.send(
+            Method::POST,
+            &path,
+            Some(&alice),
+            Some(json!({"tool_slug": "GITHUB_CREATE_ISSUE", "arguments": {}})),
+        )
+    };
+    // The provider's 401 reaches the caller as Composio relayed it...
+    let r = call().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["data"]["status_code"], 401);
+    // ... and the next call, through any carrier, is refused before Composio runs anything.
+    h.sandbox.clear();
+    let r = call().await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.slug(), "connection_expired");
+    let r = h
+        .execute("alice", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
+        .await;
+    assert_eq!(r.slug(), "connection_expired", "{}", r.text());
+    h.assert_no_execution();
+    assert_eq!(h.sandbox.count("POST", &path), 0);
+    assert!(
+        h.upstream("/api/v3.1/connected_accounts").is_empty(),
+        "not even a status lookup"
+    );
+    // Other toolkits of alice's still run.
+    let r = h
+        .execute("alice", "SLACK_SEND_MESSAGE", json!({"arguments": {}}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    h.shutdown().await;
+}
