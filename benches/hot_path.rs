@@ -447,5 +447,58 @@ fn evidence(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, rewrite, worst_case, auth, gate, policy, carriers, evidence);
+/// The kill switch on the hot path (issue 15): the checks every request pays, with no rule
+/// (the common case) and with 10,000 subject rules plus 100 tool globs and toolkit rules.
+fn kill_switch(c: &mut Criterion) {
+    use entitygate::killswitch::{KillSwitch, Rule};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let empty = KillSwitch::in_memory();
+    c.bench_function("kill_switch_no_rules_identity_tool_toolkit", |b| {
+        b.iter(|| {
+            let a = empty.check_identity("acme:user-1234", Some("jti-5678"));
+            let t = empty.check_tool("GITHUB_CREATE_ISSUE");
+            let k = empty.check_toolkit("github");
+            criterion::black_box((a.is_ok(), t.is_ok(), k.is_ok()))
+        });
+    });
+    let full = KillSwitch::in_memory();
+    let mut rules = Vec::new();
+    for i in 0..10_000 {
+        let body = json!({"subject": format!("acme:user-{i}x"), "reason": "bench"});
+        rules.push(Rule::from_request(&body, now()).unwrap());
+    }
+    for i in 0..100 {
+        for body in [
+            json!({"tool": format!("TOOL{i}_*_X"), "reason": "bench"}),
+            json!({"toolkit": format!("toolkit{i}"), "reason": "bench"}),
+        ] {
+            rules.push(Rule::from_request(&body, now()).unwrap());
+        }
+    }
+    rt.block_on(full.replace_all(rules)).unwrap();
+    c.bench_function(
+        "kill_switch_10k_subjects_100_globs_100_toolkits_allowed",
+        |b| {
+            b.iter(|| {
+                let a = full.check_identity("acme:user-1234", Some("jti-5678"));
+                let t = full.check_tool("GITHUB_CREATE_ISSUE");
+                let k = full.check_toolkit("github");
+                criterion::black_box((a.is_ok(), t.is_ok(), k.is_ok()))
+            });
+        },
+    );
+}
+
+criterion_group!(
+    benches,
+    routing,
+    rewrite,
+    worst_case,
+    auth,
+    gate,
+    policy,
+    carriers,
+    evidence,
+    kill_switch
+);
 criterion_main!(benches);

@@ -147,8 +147,8 @@ pub async fn explain(
     env: &dyn Env,
     req: &ExplainRequest,
 ) -> Result<Explanation, ConfigError> {
-    // The CLI reads the kill switch's store when no gateway holds it.
-    let kill_switch = match &config.state.path {
+    // The CLI reads the kill switch's store when no gateway holds it (and never creates it).
+    let kill_switch = match config.state.path.as_ref().filter(|p| p.is_file()) {
         Some(path) => match crate::killswitch::KillSwitch::open(path) {
             Ok(ks) => Some(Arc::new(ks)),
             Err(e) => {

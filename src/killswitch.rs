@@ -206,7 +206,7 @@ pub struct Snapshot {
     toolkits: Vec<usize>,
     /// Index into `rules`, with the glob split at its `*`s.
     tools: Vec<(usize, Vec<String>)>,
-    /// The earliest expiry (0: none), so an all-permanent set skips the clock.
+    /// Whether any rule expires (else a check never reads the clock).
     any_expiry: bool,
 }
 
