@@ -287,11 +287,14 @@ async fn ready(state: &State) -> Response<Full<Bytes>> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    json_response(
-        status,
-        &json!({"ready": keys && upstream, "keys_loaded": keys, "upstream_reachable": upstream,
-            "secrets_error": secrets_error}),
-    )
+    let mut body = json!({"ready": keys && upstream, "keys_loaded": keys,
+        "upstream_reachable": upstream, "secrets_error": secrets_error});
+    if let Some(cluster) = &shared.cluster {
+        // Redis away does not make a replica unready: it decides alone (per-replica rate
+        // limits, its own lookups) and says so here.
+        body["shared"] = json!(cluster.health());
+    }
+    json_response(status, &body)
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -154,9 +154,97 @@ pub struct Config {
     /// OpenTelemetry export of the gateway's spans.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Several replicas sharing state on Redis ([`crate::shared`]); absent: single node.
+    #[serde(default)]
+    pub shared: Option<SharedConfig>,
     /// The embedded store (the kill switch's rules).
     #[serde(default)]
     pub state: StateConfig,
+}
+
+/// `[shared]`: the Redis (or Valkey) that several replicas share rate limits, invalidations,
+/// single-flight status lookups, the audit job's lease and its dedup through. Fixed at start:
+/// a reload keeps the running connection (a changed section is logged, not applied).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SharedConfig {
+    /// `redis://host:port/db`, `rediss://` for TLS.
+    pub redis_url: String,
+    /// The environment variable holding the Redis password (overrides one in the URL).
+    pub password_env: Option<String>,
+    /// Prefix of every key and channel the gateway uses.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// The longest a request waits for Redis (one command); past it the replica decides
+    /// alone (local rate limit, own status lookup) and marks Redis down.
+    #[serde(default = "default_shared_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How long a (re)connection attempt may take.
+    #[serde(default = "default_shared_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How often Redis is probed (and, while down, retried).
+    #[serde(default = "default_shared_probe_ms")]
+    pub probe_interval_ms: u64,
+    /// The audit job's lease: another replica takes over within this long after the holder
+    /// dies.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// How long a status answer fetched by one replica stays in Redis for the others (the
+    /// cross-replica single-flight; each replica then caches it locally as usual).
+    #[serde(default = "default_status_share_ms")]
+    pub status_share_ms: u64,
+}
+
+fn default_key_prefix() -> String {
+    "entitygate:".to_owned()
+}
+fn default_shared_timeout_ms() -> u64 {
+    50
+}
+fn default_shared_connect_timeout_ms() -> u64 {
+    1000
+}
+fn default_shared_probe_ms() -> u64 {
+    500
+}
+fn default_lease_secs() -> u64 {
+    15
+}
+fn default_status_share_ms() -> u64 {
+    2000
+}
+
+impl SharedConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.redis_url.as_str();
+        if !["redis://", "rediss://", "valkey://", "valkeys://"]
+            .iter()
+            .any(|s| url.starts_with(s))
+        {
+            return Err(ConfigError::invalid(
+                "shared.redis_url",
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.len() > 64 {
+            return Err(ConfigError::invalid(
+                "shared.key_prefix",
+                "must be 1 to 64 characters",
+            ));
+        }
+        for (key, v) in [
+            ("shared.timeout_ms", self.timeout_ms),
+            ("shared.connect_timeout_ms", self.connect_timeout_ms),
+            ("shared.probe_interval_ms", self.probe_interval_ms),
+            ("shared.lease_secs", self.lease_secs),
+            ("shared.status_share_ms", self.status_share_ms),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, "must be > 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[state]`: the gateway's embedded store (redb), holding the kill switch's deny rules so
@@ -1014,6 +1102,9 @@ impl Config {
         }
         if let Some(job) = &self.audit_job {
             job.validate()?;
+        }
+        if let Some(shared) = &self.shared {
+            shared.validate()?;
         }
         self.validate_mcp()
     }

@@ -92,7 +92,7 @@ impl ToolInfo {
 }
 
 /// One connected account as Composio listed it for the subject.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Account {
     /// Account id.
     pub id: String,
@@ -141,6 +141,8 @@ pub struct Connections {
     /// `entitygate explain` without `--live`: Composio is not asked; what the decision would
     /// have asked is assumed satisfied and noted as a requirement.
     assume: Option<Assume>,
+    /// The fleet (`[shared]`): invalidations are broadcast, cold status lookups single-flown.
+    cluster: std::sync::OnceLock<Arc<crate::shared::Cluster>>,
 }
 
 /// The assumptions of an offline dry run, and the requirements they stand for.
@@ -207,6 +209,16 @@ impl Connections {
             cfg,
             stats,
             assume: None,
+            cluster: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Joins the fleet: this cache's invalidations reach every replica, other replicas' reach
+    /// it, and cold status lookups are made once for the fleet. Once per cache.
+    pub fn attach(self: &Arc<Self>, cluster: &Arc<crate::shared::Cluster>) {
+        if self.cluster.set(cluster.clone()).is_ok() {
+            let weak: std::sync::Weak<Self> = Arc::downgrade(self);
+            cluster.listen(weak);
         }
     }
 
@@ -417,7 +429,23 @@ impl Connections {
                     }
                 },
                 |v: &Accounts, age| age < stale && v.iter().any(Account::usable),
-                || self.fetch_accounts(key.0.clone(), key.1.clone(), None),
+                || async {
+                    match self.cluster.get() {
+                        None => {
+                            self.fetch_accounts(key.0.clone(), key.1.clone(), None)
+                                .await
+                        }
+                        Some(c) => {
+                            let fetch = || async {
+                                let v = self.fetch_accounts(key.0.clone(), key.1.clone(), None);
+                                v.await.map(|a| a.to_vec())
+                            };
+                            crate::shared::flight::status(c, &key.0, &key.1, fetch)
+                                .await
+                                .map(Accounts::from)
+                        }
+                    }
+                },
             )
             .await
     }
@@ -641,17 +669,82 @@ impl Connections {
 
     /// Forgets what is known of `subject`'s connection to `toolkit` (after Composio refused
     /// an execution, or an expiry event).
+    /// With `[shared]`, every replica forgets it too.
     pub fn invalidate(&self, subject: &str, toolkit: &str) {
         let toolkit = toolkit.to_ascii_lowercase();
+        self.forget_status(subject, &toolkit);
+        if let Some(c) = self.cluster.get() {
+            c.broadcast(crate::shared::Message::Status {
+                subject: subject.to_owned(),
+                toolkit,
+            });
+        }
+    }
+
+    /// Forgets everything known of `subject`'s connections (after a connection-changing call).
+    /// With `[shared]`, every replica forgets it too.
+    pub fn invalidate_subject(&self, subject: &str) {
+        self.forget_subject(subject);
+        if let Some(c) = self.cluster.get() {
+            c.broadcast(crate::shared::Message::Subject {
+                subject: subject.to_owned(),
+            });
+        }
+    }
+
+    /// Forgets what is known of `tool` (its toolkit). With `[shared]`, every replica forgets
+    /// it too.
+    pub fn invalidate_tool(&self, tool: &str) {
+        self.forget_tool(tool);
+        if let Some(c) = self.cluster.get() {
+            c.broadcast(crate::shared::Message::Tool {
+                slug: tool.to_owned(),
+            });
+        }
+    }
+
+    fn forget_status(&self, subject: &str, toolkit: &str) {
         self.status
             .retain(|(s, t)| !(&**s == subject && *t == toolkit));
         self.owned.retain(|(s, _)| &**s != subject);
     }
 
-    /// Forgets everything known of `subject`'s connections (after a connection-changing call).
-    pub fn invalidate_subject(&self, subject: &str) {
+    fn forget_subject(&self, subject: &str) {
         self.status.retain(|(s, _)| &**s != subject);
         self.owned.retain(|(s, _)| &**s != subject);
+    }
+
+    fn forget_tool(&self, tool: &str) {
+        let key = tool.to_ascii_uppercase();
+        let trigger = format!("trigger:{key}");
+        self.tools.retain(|k| *k != key && *k != trigger);
+    }
+
+    /// Forgets every cached answer (another replica's messages may have been missed).
+    fn forget_everything(&self) {
+        self.status.retain(|_| false);
+        self.owned.retain(|_| false);
+        self.tools.retain(|_| false);
+        self.sessions.retain(|_| false);
+    }
+}
+
+impl crate::shared::Listener for Connections {
+    fn apply(&self, msg: &crate::shared::Message) {
+        use crate::shared::Message;
+        match msg {
+            Message::Status { subject, toolkit } => {
+                self.forget_status(subject, &toolkit.to_ascii_lowercase());
+            }
+            Message::Subject { subject } => self.forget_subject(subject),
+            Message::Tool { slug } => self.forget_tool(slug),
+            Message::Everything => self.forget_everything(),
+            Message::DenyRulesChanged => {}
+        }
+    }
+
+    fn resync(&self) {
+        self.forget_everything();
     }
 }
 

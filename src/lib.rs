@@ -33,6 +33,8 @@
 //! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
 //!   Composio's expiry webhook.
 //! - [`logging`]: the log set-up of the binary.
+//! - [`shared`]: several replicas as one gateway on Redis (`[shared]`): global rate limits,
+//!   the invalidation bus, cross-replica single-flight, the audit job's lease and dedup.
 //! - `sandbox`, `demo` (cargo feature `sandbox`, on by default): a faithful fake Composio and
 //!   the demo that runs against it. An embedder builds without them with
 //!   `default-features = false`.
@@ -79,6 +81,7 @@ pub mod routes;
 pub mod sandbox;
 pub mod secrets;
 pub mod server;
+pub mod shared;
 pub mod tls;
 pub mod toolpolicy;
 pub mod trace;

@@ -1,9 +1,9 @@
 //! Per-subject limits: a token bucket per subject (rate), and a count of each subject's
 //! requests in flight (concurrency), both in concurrent maps.
 //!
-//! They only ever slow a subject down; they never decide access. Each replica keeps its own,
-//! so a fleet of N replicas allows up to N times the configured rate and concurrency
-//! (documented). The concurrency cap exists so that one user whose requests are slow (a body
+//! They only ever slow a subject down; they never decide access. Each replica keeps its own:
+//! with `[shared]` the rate is decided on Redis for the whole fleet ([`crate::shared`]) and
+//! this limiter is the fallback while Redis is away; the concurrency cap stays per replica. The concurrency cap exists so that one user whose requests are slow (a body
 //! sent byte by byte, a heavy body to parse, a slow tool) cannot hold every in-flight slot of
 //! the gateway: past `[limits] max_in_flight_per_subject`, that user alone is told 429 with
 //! `Retry-After`, while everyone else is still served.
@@ -46,6 +46,16 @@ impl RateLimiter {
     pub fn same_settings(&self, rate: f64, burst: u32) -> bool {
         self.rate.to_bits() == rate.to_bits()
             && self.burst.to_bits() == f64::from(burst.max(1)).to_bits()
+    }
+
+    /// Requests per second allowed (0: no limit).
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Requests allowed at once after a quiet period.
+    pub fn burst(&self) -> u32 {
+        self.burst as u32
     }
 
     /// Takes one token for `subject`.

@@ -113,6 +113,7 @@ pub(crate) async fn build_shared(
         Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(t)?)),
         None => None,
     };
+    let cluster = shared_cluster(config, env, previous)?;
     let connections = match previous {
         Some(p) if p.reuse_connections(config) && same_key(p) => p.connections.clone(),
         _ => Arc::new(Connections::new(
@@ -154,6 +155,12 @@ pub(crate) async fn build_shared(
             }
         }
     };
+    if let Some(c) = &cluster {
+        connections.attach(c);
+        if let Some(job) = &expiry {
+            job.attach(c);
+        }
+    }
     let telemetry = match previous.and_then(|p| p.telemetry.as_ref()) {
         Some(t) if t.same(&config.telemetry) => Some(t.clone()),
         _ => crate::trace::Telemetry::new(&config.telemetry)?.map(Arc::new),
@@ -174,6 +181,9 @@ pub(crate) async fn build_shared(
         Some(p) if p.kill_switch.path() == config.state.path.as_deref() => p.kill_switch.clone(),
         _ => Arc::new(open_kill_switch(config)?),
     };
+    if let Some(c) = &cluster {
+        crate::shared::deny::attach(c, &kill_switch);
+    }
     let shared = Shared {
         kill_switch,
         key_digest,
@@ -203,8 +213,30 @@ pub(crate) async fn build_shared(
         mcp: config.mcp.clone(),
         issuer: config.auth.issuer.clone(),
         front_door: crate::mcp::front_door::Sessions::default(),
+        cluster,
     };
     Ok((shared, tasks))
+}
+
+/// The fleet's shared state: started with the first configuration that has `[shared]` and
+/// kept for the life of the process (a changed or removed section needs a restart: a fleet
+/// whose replicas disagree on where their state lives would not be one gateway).
+fn shared_cluster(
+    config: &Config,
+    env: &dyn Env,
+    previous: Option<&Shared>,
+) -> Result<Option<Arc<crate::shared::Cluster>>, ConfigError> {
+    match (previous, &config.shared) {
+        (Some(p), wanted) => {
+            let running = p.cluster.as_ref().map(|c| c.config());
+            if running != wanted.as_ref() {
+                tracing::warn!("[shared] changed; it takes effect at the next restart");
+            }
+            Ok(p.cluster.clone())
+        }
+        (None, Some(cfg)) => crate::shared::Cluster::start(cfg, env).map(Some),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The kill switch of `[state] path` (in memory without one).
@@ -580,6 +612,10 @@ impl Gateway {
         }
         secrets_task.abort();
         state.stop_tasks();
+        if let Some(cluster) = &state.current.load().cluster {
+            // The next replica takes the audit job over now rather than at the lease's end.
+            cluster.release_lease().await;
+        }
         let grace = Duration::from_secs(limits.shutdown_grace_secs);
         match tokio::time::timeout(grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections drained; stopped"),

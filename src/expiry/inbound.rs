@@ -282,8 +282,8 @@ impl Expiry {
         let Ok(event) = serde_json::from_slice::<Value>(&raw) else {
             return Ok(Refusal::BodyInvalid.answer(audit, "the body is not JSON"));
         };
-        let store = match self.store().await {
-            Ok(s) => s.clone(),
+        let store = match self.dedup().await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "state store unavailable; Composio webhook deferred");
                 return Ok(Refusal::StateUnavailable.answer(audit, "try again later"));
@@ -291,10 +291,7 @@ impl Expiry {
         };
         let keep = tolerance.saturating_mul(2);
         let id_for_store = id.clone();
-        match store
-            .run(move |s| s.first_delivery(&id_for_store, now, keep))
-            .await
-        {
+        match store.first_delivery(id_for_store, now, keep).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(webhook_id = %id, "Composio webhook replayed; ignored");
@@ -328,7 +325,7 @@ impl Expiry {
             Err(e) => {
                 // Nothing was done: let Composio's retry through.
                 let id_for_store = id.clone();
-                let _ = store.run(move |s| s.forget_delivery(&id_for_store)).await;
+                let _ = store.forget_delivery(id_for_store).await;
                 tracing::warn!(error = %e, "could not look the expired account up; deferred");
                 return Err(Error::UpstreamUnavailable);
             }

@@ -427,6 +427,82 @@ pub struct Expiry {
     /// Composio webhook deliveries in progress (`composio_webhook_max_in_flight`).
     inbound: Arc<Semaphore>,
     store: OnceCell<StateStore>,
+    /// The fleet (`[shared]`): the dedup lives in Redis instead of `store`.
+    cluster: std::sync::OnceLock<Arc<crate::shared::Cluster>>,
+}
+
+/// Where the job's and the webhook's dedup lives: the embedded store, or the fleet's Redis.
+#[derive(Clone)]
+pub(crate) enum Dedup {
+    Local(StateStore),
+    Shared(Arc<crate::shared::Cluster>),
+}
+
+impl Dedup {
+    async fn due(
+        &self,
+        user: &str,
+        ids: Vec<String>,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Local(s) => {
+                let user = user.to_owned();
+                s.run(move |s| s.due(&user, &ids, now_ms, window_ms)).await
+            }
+            Self::Shared(c) => c.due(user, &ids, now_ms, window_ms).await,
+        }
+    }
+
+    async fn mark_notified(
+        &self,
+        user: String,
+        ids: Vec<String>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Local(s) => s.run(move |s| s.mark_notified(&user, &ids, now_ms)).await,
+            Self::Shared(c) => c.mark_notified(&user, &ids, now_ms).await,
+        }
+    }
+
+    async fn prune(
+        &self,
+        present: HashSet<(String, String)>,
+        scan_started_ms: u64,
+        window_ms: u64,
+    ) -> Result<usize, StoreError> {
+        match self {
+            Self::Local(s) => {
+                s.run(move |s| s.prune(&present, scan_started_ms, unix_now_ms(), window_ms))
+                    .await
+            }
+            Self::Shared(c) => {
+                c.prune(&present, scan_started_ms, unix_now_ms(), window_ms)
+                    .await
+            }
+        }
+    }
+
+    pub(crate) async fn first_delivery(
+        &self,
+        id: String,
+        now: u64,
+        keep_secs: u64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Local(s) => s.run(move |s| s.first_delivery(&id, now, keep_secs)).await,
+            Self::Shared(c) => c.first_delivery(&id, keep_secs).await,
+        }
+    }
+
+    pub(crate) async fn forget_delivery(&self, id: String) -> Result<(), StoreError> {
+        match self {
+            Self::Local(s) => s.run(move |s| s.forget_delivery(&id)).await,
+            Self::Shared(c) => c.forget_delivery(&id).await,
+        }
+    }
 }
 
 impl std::fmt::Debug for Expiry {
@@ -499,7 +575,26 @@ impl Expiry {
             composio_secret,
             inbound: Arc::new(Semaphore::new(cfg.composio_webhook_max_in_flight.max(1))),
             store: OnceCell::new(),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Joins the fleet: the dedup lives in Redis and the schedule runs under a lease.
+    pub(crate) fn attach(&self, cluster: &Arc<crate::shared::Cluster>) {
+        let _ = self.cluster.set(cluster.clone());
+    }
+
+    /// The fleet this job belongs to, if any.
+    pub(crate) fn cluster(&self) -> Option<&Arc<crate::shared::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The dedup: Redis with `[shared]`, else the embedded store (opened on first use).
+    pub(crate) async fn dedup(&self) -> Result<Dedup, StoreError> {
+        if let Some(c) = self.cluster.get() {
+            return Ok(Dedup::Shared(c.clone()));
+        }
+        self.store().await.map(|s| Dedup::Local(s.clone()))
     }
 
     /// Whether `other` (built from a reloaded configuration) means exactly this job: same
@@ -596,12 +691,8 @@ impl Expiry {
             .map(|f| (f.user_id.clone(), f.connected_account_id.clone()))
             .collect();
         let window = self.cfg.renotify_secs.saturating_mul(1000);
-        let result = match self.store().await {
-            Ok(store) => {
-                store
-                    .run(move |s| s.prune(&present, scan_started, unix_now_ms(), window))
-                    .await
-            }
+        let result = match self.dedup().await {
+            Ok(dedup) => dedup.prune(present, scan_started, window).await,
             Err(e) => Err(e),
         };
         if let Err(e) = result {
@@ -618,8 +709,8 @@ impl Expiry {
         let Some(notifier) = &self.notifier else {
             return outcome;
         };
-        let store = match self.store().await {
-            Ok(s) => s.clone(),
+        let store = match self.dedup().await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "audit job state store unavailable; nobody notified");
                 outcome.users_failed = count_users(findings);
@@ -635,11 +726,7 @@ impl Expiry {
         let mut tasks = tokio::task::JoinSet::new();
         for (user, fs) in by_user {
             let ids: Vec<String> = fs.iter().map(|f| f.connected_account_id.clone()).collect();
-            let user_owned = user.to_owned();
-            let due = match store
-                .run(move |s| s.due(&user_owned, &ids, unix_now_ms(), window))
-                .await
-            {
+            let due = match store.due(user, ids, unix_now_ms(), window).await {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::error!(error = %e, user_id = %user, "audit job state unreadable");
@@ -664,10 +751,7 @@ impl Expiry {
                     Ok(attempts) => {
                         let user = event.user_id.clone();
                         let n = due.len();
-                        if let Err(e) = store
-                            .run(move |s| s.mark_notified(&user, &due, unix_now_ms()))
-                            .await
-                        {
+                        if let Err(e) = store.mark_notified(user, due, unix_now_ms()).await {
                             tracing::error!(error = %e, "could not record a notification");
                         }
                         tracing::info!(user_id = %event.user_id, connections = n, attempts,
@@ -723,12 +807,34 @@ pub(crate) fn spawn_schedule(
     }
     let (job, connections) = (job.clone(), connections.clone());
     Some(tokio::spawn(async move {
+        let Some(cluster) = job.cluster().cloned() else {
+            return run_schedule(&job, &connections, every).await;
+        };
+        // A fleet runs one schedule: the lease holder's. Another replica takes over within
+        // the lease time when the holder dies; one that loses the lease stops mid-pass.
+        let retry = Duration::from_secs(cluster.config().lease_secs) / 3;
+        loop {
+            while !cluster.take_lease().await {
+                tokio::time::sleep(retry).await;
+            }
+            tracing::info!("audit job lease taken; this replica runs the schedule");
+            tokio::select! {
+                () = cluster.lease_lost() => {}
+                () = run_schedule(&job, &connections, every) => {}
+            }
+        }
+    }))
+}
+
+/// The schedule itself: a pass at once, then one every `every` seconds.
+async fn run_schedule(job: &Arc<Expiry>, connections: &Arc<Connections>, every: u64) {
+    {
         let mut ticks = tokio::time::interval(Duration::from_secs(every));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             let progress = Arc::new(Progress::default());
-            match job.run(Some(&connections), &progress).await {
+            match job.run(Some(connections), &progress).await {
                 Ok(report) => {
                     for line in report.summary().lines() {
                         tracing::info!("{line}");
@@ -737,7 +843,7 @@ pub(crate) fn spawn_schedule(
                 Err(e) => tracing::warn!(error = %e, "scheduled audit scan failed"),
             }
         }
-    }))
+    }
 }
 
 /// Why `entitygate audit` failed.

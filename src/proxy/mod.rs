@@ -77,6 +77,8 @@ pub struct Shared {
     pub(crate) front_door: crate::mcp::front_door::Sessions,
     /// The OTLP span exporter (`[telemetry] otlp_endpoint`), when configured.
     pub(crate) telemetry: Option<Arc<crate::trace::Telemetry>>,
+    /// The fleet's shared state on Redis (`[shared]`); `None` on a single node.
+    pub(crate) cluster: Option<Arc<crate::shared::Cluster>>,
     /// Operators' deny rules; kept across reloads (same `[state] path`).
     pub(crate) kill_switch: Arc<crate::killswitch::KillSwitch>,
     /// Connections Composio's answers showed dead ([`crate::revocation`]); kept across reloads.
@@ -300,7 +302,12 @@ where
             .and_then(serde_json::Value::as_str),
     )?;
     trace.deciding();
-    shared.limiter.check(&identity.subject)?;
+    crate::shared::ratelimit::check(
+        shared.cluster.as_deref(),
+        &shared.limiter,
+        &identity.subject,
+    )
+    .await?;
     // Held until the answer's head is produced, so one user's slow or heavy requests take at
     // most this many of the gateway's in-flight slots.
     let _subject_permit = shared
