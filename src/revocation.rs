@@ -141,6 +141,27 @@ pub fn dead_connection(status: StatusCode, body: &[u8]) -> Option<(&'static str,
     }
 }
 
+/// Why an MCP tool result (`CallToolResult`) shows a dead connection, if it does: Composio
+/// carries its execution answer (or error) as the structured content, or as JSON text.
+pub(crate) fn dead_in_tool_result(result: &Value) -> Option<(&'static str, &'static str)> {
+    let structured = result
+        .get("structuredContent")
+        .filter(|v| v.is_object())
+        .and_then(|v| serde_json::to_vec(v).ok());
+    let texts = result
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("text").and_then(Value::as_str))
+        .filter(|t| t.len() as u64 <= MAX_INSPECTED && t.trim_start().starts_with('{'))
+        .map(|t| t.as_bytes().to_vec());
+    structured
+        .into_iter()
+        .chain(texts)
+        .find_map(|bytes| dead_connection(StatusCode::OK, &bytes))
+}
+
 /// Relays an execution's answer after a look at it (when small enough to read whole): a dead
 /// connection on one of the `decided` (toolkit, account) pairs is acted on (module docs).
 /// The answer itself is relayed unchanged: this call already failed; the next one is refused.
@@ -179,7 +200,7 @@ pub(crate) async fn relay_execution(
 }
 
 /// Acts on a dead connection (module docs, steps 1 to 4).
-fn broken(
+pub(crate) fn broken(
     shared: &Shared,
     subject: &Arc<str>,
     toolkit: &str,
@@ -279,5 +300,27 @@ mod tests {
             json!({"data": {"status_code": 401}, "successful": true})
         )
         .is_none());
+    }
+}
+
+#[cfg(test)]
+mod mcp_tests {
+    use super::*;
+
+    #[test]
+    fn tool_results_carrying_a_dead_connection_are_read() {
+        let result = json!({"content":[{"type":"text","text":"{\"data\":{\"status_code\":401,\"message\":\"github: 401 Unauthorized: the access token was revoked\"},\"error\":\"401 Client Error: Unauthorized\",\"successful\":false}"}],"structuredContent":{"data":{"status_code":401,"message":"github: 401 Unauthorized"},"error":"401 Client Error: Unauthorized","successful":false},"isError":false});
+        assert_eq!(dead_in_tool_result(&result).map(|d| d.0), Some("REVOKED"));
+        let text_only = json!({"content":[{"type":"text","text":"{\"error\":{\"code\":1803,\"message\":\"no account\"}}"}],"isError":true});
+        assert_eq!(
+            dead_in_tool_result(&text_only).map(|d| d.0),
+            Some("EXPIRED")
+        );
+        let fine = json!({"content":[{"type":"text","text":"{\"data\":{},\"error\":null,\"successful\":true}"}],"isError":false});
+        assert_eq!(dead_in_tool_result(&fine), None);
+        assert_eq!(
+            dead_in_tool_result(&json!({"content":[{"type":"text","text":"hello"}]})),
+            None
+        );
     }
 }

@@ -263,7 +263,7 @@ pub(crate) async fn handle(
         post(ctx, shared, body, &target, audit).await
     } else {
         let resp = forward(ctx, &target, None, TimeoutClass::Default, audit).await?;
-        relay(ctx, shared, resp, Vec::new(), false).await
+        relay(ctx, shared, resp, Vec::new(), false, None).await
     }
 }
 
@@ -371,6 +371,7 @@ async fn post(
     };
     let mut forward_raw: Vec<&str> = Vec::with_capacity(posted.messages.len());
     let mut local: Vec<Value> = Vec::new();
+    let mut watch: Option<(String, Option<String>)> = None;
     for msg in &posted.messages {
         let label = msg.method().map_or("response", jsonrpc::method_label);
         if !msg.known() {
@@ -404,7 +405,7 @@ async fn post(
                 let started = Instant::now();
                 let r = decide_call(ctx, shared, msg, target, &mut own).await;
                 match &r {
-                    Ok(()) => own.allow(),
+                    Ok(_) => own.allow(),
                     Err(e) => own.refuse(e),
                 }
                 own.finish(
@@ -417,16 +418,26 @@ async fn post(
             } else {
                 decide_call(ctx, shared, msg, target, audit).await
             };
-            if let Err(e) = decided {
-                crate::metrics::mcp_message(label, e.slug());
-                if !posted.batch {
-                    audit.refuse_in_band(&e);
+            let decided = match decided {
+                Ok(accounts) => accounts,
+                Err(e) => {
+                    crate::metrics::mcp_message(label, e.slug());
+                    if !posted.batch {
+                        audit.refuse_in_band(&e);
+                    }
+                    if let Some(id) = msg.id() {
+                        let rid = ctx.request_id.to_str().unwrap_or_default();
+                        local.push(jsonrpc::refused_call(id, &e, rid));
+                    }
+                    continue;
                 }
-                if let Some(id) = msg.id() {
-                    let rid = ctx.request_id.to_str().unwrap_or_default();
-                    local.push(jsonrpc::refused_call(id, &e, rid));
+            };
+            // A single call on one toolkit: its answer is read for a dead connection, as a
+            // REST execution's is ([`crate::revocation`]); a batch's answers do not say whose.
+            if !posted.batch {
+                if let [one] = decided.as_slice() {
+                    watch = Some(one.clone());
                 }
-                continue;
             }
         }
         crate::metrics::mcp_message(label, "allow");
@@ -450,7 +461,7 @@ async fn post(
         Bytes::copy_from_slice(forward_raw[0].as_bytes())
     };
     let resp = forward(ctx, target, Some(body), TimeoutClass::Execute, audit).await?;
-    relay(ctx, shared, resp, local, posted.batch).await
+    relay(ctx, shared, resp, local, posted.batch, watch).await
 }
 
 /// One `tools/call`: its invocations, then the one decision.
@@ -460,7 +471,7 @@ async fn decide_call(
     msg: &jsonrpc::Message,
     target: &Target,
     audit: &mut Audit,
-) -> Result<(), Error> {
+) -> Result<Vec<(String, Option<String>)>, Error> {
     let params = msg.params().ok_or(Error::Internal)?;
     let name = params
         .get("name")
@@ -470,8 +481,8 @@ async fn decide_call(
     let arguments = params.get("arguments").filter(|a| !a.is_null());
     let account = call_account(target.account.as_deref(), arguments)?;
     let invocations = crate::invocation::from_tool_call(name, arguments, account.as_deref())?;
-    crate::invocation::decide(shared, ctx.identity, &invocations, audit).await?;
-    Ok(())
+    let verdict = crate::invocation::decide(shared, ctx.identity, &invocations, audit).await?;
+    Ok(verdict.accounts)
 }
 
 /// The one connected account a call runs with: the server URL's, or one its arguments name
@@ -631,6 +642,7 @@ async fn relay(
     resp: Response<Incoming>,
     local: Vec<Value>,
     batch: bool,
+    watch: Option<(String, Option<String>)>,
 ) -> Result<Response<ResponseBody>, Error> {
     let (mut parts, body) = resp.into_parts();
     if let Some(enc) = parts.headers.get(header::CONTENT_ENCODING) {
@@ -647,6 +659,7 @@ async fn relay(
         let inspector = sse::Inspector {
             shared: shared.clone(),
             identity: ctx.identity.clone(),
+            watch,
         };
         let idle = std::time::Duration::from_secs(shared.mcp.stream_idle_timeout_secs);
         parts
@@ -666,6 +679,15 @@ async fn relay(
             tracing::warn!("MCP upstream JSON answer unreadable; refused");
             return Err(Error::UpstreamUnavailable);
         };
+        if let Some((toolkit, account)) = &watch {
+            watch_result(
+                shared,
+                &ctx.identity.subject,
+                toolkit,
+                account.as_deref(),
+                &v,
+            );
+        }
         filter_tools(shared, ctx.identity, &mut v).await;
         if !local.is_empty() {
             let mut all = match v {
@@ -684,6 +706,23 @@ async fn relay(
     }
     let body = Redact::new(body, shared.secret.clone()).boxed();
     Ok(Response::from_parts(parts, body))
+}
+
+/// Acts on a dead connection shown by the tool result in `message` (a JSON-RPC answer to the
+/// watched call), as for a REST execution's answer.
+pub(crate) fn watch_result(
+    shared: &Shared,
+    subject: &Arc<str>,
+    toolkit: &str,
+    account: Option<&str>,
+    message: &Value,
+) {
+    if let Some(dead) = message
+        .get("result")
+        .and_then(crate::revocation::dead_in_tool_result)
+    {
+        crate::revocation::broken(shared, subject, toolkit, account, dead);
+    }
 }
 
 /// One JSON value with no repeated key at any depth, or `None`.

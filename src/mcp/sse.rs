@@ -189,6 +189,8 @@ impl Body for Channel {
 pub(crate) struct Inspector {
     pub(crate) shared: Arc<Shared>,
     pub(crate) identity: Identity,
+    /// The (toolkit, account) of the one call whose answer is read for a dead connection.
+    pub(crate) watch: Option<(String, Option<String>)>,
 }
 
 /// Relays an upstream event stream, event by event, after `prefix` (events the gateway
@@ -289,6 +291,15 @@ async fn inspect(inspector: &Inspector, ev: &Event) -> Option<Bytes> {
         tracing::warn!("MCP upstream event is not one JSON value; dropped");
         return None;
     };
+    if let Some((toolkit, account)) = &inspector.watch {
+        super::watch_result(
+            &inspector.shared,
+            &inspector.identity.subject,
+            toolkit,
+            account.as_deref(),
+            &v,
+        );
+    }
     super::filter_tools(&inspector.shared, &inspector.identity, &mut v).await;
     let bytes = serde_json::to_vec(&v).ok()?;
     Some(ev.encode(Some(&bytes)))

@@ -778,3 +778,56 @@ async fn a_session_execute_answer_showing_a_revoked_token_refuses_the_next_call(
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     h.shutdown().await;
 }
+
+/// An MCP `tools/call` is an execution too: its tool result showing the provider's 401 marks
+/// the connection broken like a REST answer, with the answer as JSON or as an event stream.
+#[tokio::test]
+async fn an_mcp_tool_result_showing_a_revoked_token_refuses_the_next_call() {
+    use entitygate::sandbox::{McpAnswer, McpConfig};
+    for answer in [McpAnswer::Json, McpAnswer::Sse] {
+        let h = Harness::start().await;
+        h.sandbox.set_mcp_config(McpConfig {
+            answer,
+            ..McpConfig::default()
+        });
+        h.sandbox.add_session(SESSION, "alice");
+        assert!(h.sandbox.set_revoked_at_provider("ca_alice_github", true));
+        let path = format!("/tool_router/{SESSION}/mcp");
+        let call = |id: u64| {
+            let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "GITHUB_CREATE_ISSUE", "arguments": {},
+                    "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+            let req = http::Request::post(h.url(&path))
+                .header("x-api-key", token("alice"))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "GITHUB_CREATE_ISSUE")
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    msg.to_string(),
+                )))
+                .unwrap();
+            h.raw(req)
+        };
+        // The provider's 401 reaches the model as Composio answered it...
+        let r = call(1).await;
+        assert_eq!(r.status, StatusCode::OK, "{answer:?}: {}", r.text());
+        assert!(r.text().contains("401"), "{answer:?}: {}", r.text());
+        // ... and the next call, through any carrier, is refused before Composio runs it.
+        h.sandbox.clear();
+        let r = call(2).await;
+        assert!(
+            r.text().contains("\"isError\":true") && r.text().contains("reconnect"),
+            "{answer:?}: {}",
+            r.text()
+        );
+        let r = h
+            .execute("alice", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
+            .await;
+        assert_eq!(r.slug(), "connection_expired", "{answer:?}: {}", r.text());
+        h.assert_no_execution();
+        assert_eq!(h.sandbox.count("POST", &path), 0, "{answer:?}");
+        h.shutdown().await;
+    }
+}
