@@ -31,6 +31,7 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use crate::error::Error;
+use crate::toolpolicy::glob_matches;
 
 pub mod cli;
 
@@ -248,37 +249,6 @@ impl Snapshot {
             .filter_map(|i| self.rules.get(i))
             .find(|r| r.active(now))
     }
-}
-
-/// Whether `s` matches the glob split at its `*`s (ASCII case-insensitive).
-fn glob_matches(parts: &[String], s: &str) -> bool {
-    let s = s.as_bytes();
-    let (first, last) = match parts {
-        [only] => return s.eq_ignore_ascii_case(only.as_bytes()),
-        [first, .., last] => (first.as_bytes(), last.as_bytes()),
-        [] => return false,
-    };
-    if s.len() < first.len() + last.len()
-        || !s[..first.len()].eq_ignore_ascii_case(first)
-        || !s[s.len() - last.len()..].eq_ignore_ascii_case(last)
-    {
-        return false;
-    }
-    let mut rest = &s[first.len()..s.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        let mid = mid.as_bytes();
-        if mid.is_empty() {
-            continue;
-        }
-        match rest
-            .windows(mid.len())
-            .position(|w| w.eq_ignore_ascii_case(mid))
-        {
-            Some(p) => rest = &rest[p + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// A failure of the rule store.

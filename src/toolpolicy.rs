@@ -775,34 +775,7 @@ impl Glob {
     }
 
     fn matches(&self, s: &str) -> bool {
-        let s = s.as_bytes();
-        let parts = &self.parts;
-        if parts.len() == 1 {
-            return s.eq_ignore_ascii_case(parts[0].as_bytes());
-        }
-        let first = parts[0].as_bytes();
-        let last = parts[parts.len() - 1].as_bytes();
-        if s.len() < first.len() + last.len()
-            || !s[..first.len()].eq_ignore_ascii_case(first)
-            || !s[s.len() - last.len()..].eq_ignore_ascii_case(last)
-        {
-            return false;
-        }
-        let mut rest = &s[first.len()..s.len() - last.len()];
-        for mid in &parts[1..parts.len() - 1] {
-            let mid = mid.as_bytes();
-            if mid.is_empty() {
-                continue;
-            }
-            match rest
-                .windows(mid.len())
-                .position(|w| w.eq_ignore_ascii_case(mid))
-            {
-                Some(at) => rest = &rest[at + mid.len()..],
-                None => return false,
-            }
-        }
-        true
+        glob_matches(&self.parts, s)
     }
 
     /// Whether this tool pattern can match a slug starting with `<TOOLKIT>_`.
@@ -833,6 +806,39 @@ impl Glob {
         let cut = lit.find('_')?;
         (cut > 0).then(|| lit[..cut].to_ascii_lowercase())
     }
+}
+
+/// Whether `s` matches the glob split at its `*`s into `parts` (ASCII case-insensitive): the
+/// first part is a prefix, the last a suffix, the ones between appear in order. Shared by the
+/// tool policy and the kill switch, so a pattern means the same in both.
+pub(crate) fn glob_matches<P: AsRef<str>>(parts: &[P], s: &str) -> bool {
+    let s = s.as_bytes();
+    let (first, last) = match parts {
+        [only] => return s.eq_ignore_ascii_case(only.as_ref().as_bytes()),
+        [first, .., last] => (first.as_ref().as_bytes(), last.as_ref().as_bytes()),
+        [] => return false,
+    };
+    if s.len() < first.len() + last.len()
+        || !s[..first.len()].eq_ignore_ascii_case(first)
+        || !s[s.len() - last.len()..].eq_ignore_ascii_case(last)
+    {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        let mid = mid.as_ref().as_bytes();
+        if mid.is_empty() {
+            continue;
+        }
+        match rest
+            .windows(mid.len())
+            .position(|w| w.eq_ignore_ascii_case(mid))
+        {
+            Some(at) => rest = &rest[at + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
