@@ -399,16 +399,18 @@ async fn every_webhook_refusal_is_audited_as_what_it_is() {
     ))
     .await;
     let body = r#"{"type":"composio.trigger.message","data":{}}"#;
+    // One timestamp for the signature and the header: reading the clock twice made the test
+    // fail whenever a second ended in between.
+    let now = support::now();
     let post = |id: &str, sig: String| {
         Request::post(h.url("/webhooks/composio"))
             .header("content-type", "application/json")
             .header("webhook-id", id)
-            .header("webhook-timestamp", support::now().to_string())
+            .header("webhook-timestamp", now.to_string())
             .header("webhook-signature", sig)
             .body(Full::new(Bytes::from_static(body.as_bytes())))
             .unwrap()
     };
-    let now = support::now();
     let forged = entitygate::expiry::inbound::sign(b"guess", "msg_a", now, body.as_bytes());
     assert_eq!(
         h.raw(post("msg_a", forged)).await.status,
