@@ -159,11 +159,7 @@ impl StateStore {
             let mut table = txn.open_table(NOTIFIED).map_err(err)?;
             table
                 .retain(|k, t| {
-                    let expired = now_ms.saturating_sub(t) >= window_ms;
-                    let gone = t < scan_started_ms
-                        && k.split_once('\0')
-                            .is_some_and(|(u, a)| !present.contains(&(u.to_owned(), a.to_owned())));
-                    let keep = !(expired || gone);
+                    let keep = !prunable(k, t, present, scan_started_ms, now_ms, window_ms);
                     removed += usize::from(!keep);
                     keep
                 })
@@ -214,6 +210,25 @@ impl StateStore {
         }
         txn.commit().map_err(err)
     }
+}
+
+/// Whether a notification record (`user\0account`, notified at `t` ms) is dropped by a
+/// prune: past the renotify window, or recorded before this scan for a connection the scan
+/// no longer found. One rule for the embedded store and the Redis one.
+pub(crate) fn prunable(
+    key: &str,
+    t: u64,
+    present: &HashSet<(String, String)>,
+    scan_started_ms: u64,
+    now_ms: u64,
+    window_ms: u64,
+) -> bool {
+    let expired = now_ms.saturating_sub(t) >= window_ms;
+    let gone = t < scan_started_ms
+        && key
+            .split_once('\0')
+            .is_some_and(|(u, a)| !present.contains(&(u.to_owned(), a.to_owned())));
+    expired || gone
 }
 
 #[cfg(test)]

@@ -164,11 +164,7 @@ impl Cluster {
         let gone: Vec<String> = all
             .into_iter()
             .filter(|(k, t)| {
-                let expired = now_ms.saturating_sub(*t) >= window_ms;
-                let absent = *t < scan_started_ms
-                    && k.split_once('\0')
-                        .is_some_and(|(u, a)| !present.contains(&(u.to_owned(), a.to_owned())));
-                expired || absent
+                crate::expiry::dedup::prunable(k, *t, present, scan_started_ms, now_ms, window_ms)
             })
             .map(|(k, _)| k)
             .collect();
