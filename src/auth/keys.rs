@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use aws_lc_rs::signature::{self, VerificationAlgorithm};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use sha2::{Digest, Sha256};
@@ -256,7 +257,20 @@ pub(crate) fn probe(key: &DecodingKey, alg: Algorithm) -> Result<(), String> {
             return Err(format!("an Ed25519 key has 32 bytes, not {}", raw.len()));
         }
     }
-    // Builds the verifier, which parses EC and EdDSA keys; the empty signature never verifies.
+    // aws-lc parses a key only when it verifies a signature: parse it now, so that a point
+    // off its curve (or a P-256 key named ES384) is refused at load time, not per token.
+    let parse_as: Option<&'static dyn VerificationAlgorithm> = match alg {
+        Algorithm::ES256 => Some(&signature::ECDSA_P256_SHA256_FIXED),
+        Algorithm::ES384 => Some(&signature::ECDSA_P384_SHA384_FIXED),
+        Algorithm::EdDSA => Some(&signature::ED25519),
+        _ => None,
+    };
+    if let Some(parse_as) = parse_as {
+        let raw = key.try_get_as_bytes().map_err(|e| e.to_string())?;
+        signature::ParsedPublicKey::new(parse_as, raw)
+            .map_err(|e| format!("not a valid {alg:?} public key: {e}"))?;
+    }
+    // Builds the verifier; the empty signature never verifies.
     jsonwebtoken::crypto::verify("", b"", key, alg).map_err(|e| e.to_string())?;
     Ok(())
 }
