@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::conn::{Activity, Tracked};
+use crate::conn::{Activity, Deadlines, Tracked, Watched};
 use crate::server::State;
 
 pub mod auth;
@@ -35,8 +35,13 @@ pub use auth::{AdminToken, Refused};
 
 /// Time allowed from accept to a complete request head.
 const FIRST_REQUEST: Duration = Duration::from_secs(5);
-/// An admin connection with no request in flight is closed after this long.
-const IDLE: Duration = Duration::from_secs(30);
+/// A complete request head within 5 s of accept or of its first byte; an admin connection
+/// with no request in flight is closed after 30 s.
+const DEADLINES: Deadlines = Deadlines {
+    first_request: FIRST_REQUEST,
+    head: FIRST_REQUEST,
+    keepalive: Duration::from_secs(30),
+};
 /// Request head cap (hyper's smallest read buffer).
 const MAX_HEAD: usize = 8 * 1024;
 /// Header fields per request.
@@ -82,11 +87,13 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
                 }),
                 activity.clone(),
             );
-            let conn =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+            let conn = builder.serve_connection(
+                TokioIo::new(Watched::new(stream, activity.clone())),
+                TowerToHyperService::new(svc),
+            );
             tokio::select! {
                 _ = conn => {}
-                () = activity.expired(FIRST_REQUEST, IDLE) => {}
+                () = activity.expired(DEADLINES) => {}
             }
             drop(permit);
         });

@@ -623,12 +623,15 @@ pub struct MessageTemplates {
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Time allowed from accept to the first complete request head, whatever the protocol
-    /// and TLS included; also the time allowed for each later HTTP/1 request head.
+    /// and TLS included; and, for each later HTTP/1 request, from the first byte of its head
+    /// to the last (the slowloris bound: it runs only while a head is arriving).
     #[serde(default = "default_header_read_timeout_secs")]
     pub header_read_timeout_secs: u64,
-    /// A connection with no request in flight is closed after this long.
-    #[serde(default = "default_idle_timeout_secs")]
-    pub idle_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight and no request head arriving is
+    /// closed after this long (nginx's `keepalive_timeout`, 75 s by default). The older name
+    /// `idle_timeout_secs` is an alias.
+    #[serde(default = "default_keepalive_idle_secs", alias = "idle_timeout_secs")]
+    pub keepalive_idle_secs: u64,
     /// Largest request head (request line and headers; HTTP/2: the header list), bytes.
     /// HTTP/1 past it: 431. At least 8192 (hyper's smallest read buffer).
     #[serde(default = "default_max_request_head_bytes")]
@@ -1070,8 +1073,8 @@ impl Config {
                 self.limits.header_read_timeout_secs as usize,
             ),
             (
-                "limits.idle_timeout_secs",
-                self.limits.idle_timeout_secs as usize,
+                "limits.keepalive_idle_secs",
+                self.limits.keepalive_idle_secs as usize,
             ),
         ] {
             if v == 0 {
@@ -1347,7 +1350,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             header_read_timeout_secs: default_header_read_timeout_secs(),
-            idle_timeout_secs: default_idle_timeout_secs(),
+            keepalive_idle_secs: default_keepalive_idle_secs(),
             max_request_head_bytes: default_max_request_head_bytes(),
             max_request_headers: default_max_request_headers(),
             max_streams_per_connection: default_max_streams_per_connection(),
@@ -1496,8 +1499,8 @@ fn default_composio_webhook_max_in_flight() -> usize {
 fn default_header_read_timeout_secs() -> u64 {
     10
 }
-fn default_idle_timeout_secs() -> u64 {
-    60
+fn default_keepalive_idle_secs() -> u64 {
+    75
 }
 fn default_max_request_head_bytes() -> usize {
     16 * 1024
@@ -1569,7 +1572,7 @@ mod tests {
     fn limits_that_bound_resources_are_validated() {
         let c = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(c.limits.max_request_head_bytes, 16 * 1024);
-        assert_eq!(c.limits.idle_timeout_secs, 60);
+        assert_eq!(c.limits.keepalive_idle_secs, 75);
         assert_eq!(c.auth.token_cache_bytes, 32 * 1024 * 1024);
         for (extra, key) in [
             (
@@ -1585,8 +1588,8 @@ mod tests {
                 "limits.max_streams_per_connection",
             ),
             (
-                "[limits]\nidle_timeout_secs = 0",
-                "limits.idle_timeout_secs",
+                "[limits]\nkeepalive_idle_secs = 0",
+                "limits.keepalive_idle_secs",
             ),
             (
                 "[limits]\nheader_read_timeout_secs = 0",

@@ -1,21 +1,26 @@
 //! How long a client connection may hold its slot.
 //!
 //! hyper's own HTTP/1 header-read timeout only starts once the auto builder has seen that the
-//! connection speaks HTTP/1, and HTTP/2 has none: a socket that sends nothing, half an HTTP/2
-//! preface, or a TLS handshake followed by silence would keep its connection slot forever.
-//! So every connection gets one watchdog, measured from accept:
+//! connection speaks HTTP/1, HTTP/2 has none, and hyper runs its timer from the end of one
+//! request to the next, so it also closes idle keep-alive connections that SDK pools expect
+//! to reuse. So every connection gets one watchdog instead, measured from accept:
 //!
 //! - until the first request head is complete (the service is first called), the connection
 //!   has `first_request` to get there, whatever the protocol, TLS handshake included;
 //! - afterwards, while no request is in flight (a request is in flight from its head until its
-//!   response body has been sent or dropped), the connection is closed after `idle`.
+//!   response body has been sent or dropped), an HTTP/1 connection whose next request head has
+//!   begun to arrive has `head` from that first byte to finish it (the slowloris bound);
+//! - otherwise the connection is kept for `keepalive` with nothing to do.
 //!
-//! [`Activity`] counts requests; [`Tracked`] wraps a service to feed it; [`Activity::expired`]
-//! resolves when the connection has outstayed its welcome.
+//! [`Activity`] counts requests; [`Tracked`] wraps a service to feed it; [`Watched`] wraps the
+//! client's byte stream to see a head begin; [`Activity::expired`] resolves when the
+//! connection has outstayed its welcome. Nothing here runs per request but a few relaxed
+//! atomics: the watchdog wakes on its own schedule, not on every request.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,7 +28,30 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+/// `head_ms` when no head is arriving.
+const NO_HEAD: u64 = u64::MAX;
+
+/// The watchdog's deadlines for one connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// From accept to the first complete request head.
+    pub(crate) first_request: Duration,
+    /// From the first byte of a later HTTP/1 request head to its end.
+    pub(crate) head: Duration,
+    /// With nothing in flight and nothing arriving.
+    pub(crate) keepalive: Duration,
+}
+
+impl Deadlines {
+    /// How often a waiting watchdog looks again: a head that begins while the connection is
+    /// kept alive is noticed within half its own deadline, so it is cut within 1.5 times it.
+    fn tick(&self) -> Duration {
+        (self.head / 2).max(Duration::from_millis(10))
+    }
+}
 
 /// What one connection has been doing.
 #[derive(Debug)]
@@ -35,6 +63,15 @@ pub(crate) struct Activity {
     active: AtomicUsize,
     /// When the last request ended, in milliseconds after `accepted`.
     last_ms: AtomicU64,
+    /// When bytes began to arrive with no request in flight (the next HTTP/1 head), in
+    /// milliseconds after `accepted`; `NO_HEAD` when none have since the last request.
+    head_ms: AtomicU64,
+    /// The connection carries HTTP/2: its reads between requests are frames (PING
+    /// acknowledgements, window updates), not the beginning of a head.
+    multiplexed: AtomicBool,
+    /// The connection closes after the current response: an HTTP/1 request asked for it, or
+    /// an HTTP/1.0 response of unknown length ends with the connection.
+    closing: AtomicBool,
 }
 
 impl Activity {
@@ -44,44 +81,171 @@ impl Activity {
             seen: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            head_ms: AtomicU64::new(NO_HEAD),
+            multiplexed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         })
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(NO_HEAD - 1)
+    }
+
     /// A request head arrived; the request is in flight until the guard is dropped.
-    pub(crate) fn begin(self: &Arc<Self>) -> ActiveGuard {
+    pub(crate) fn begin<B>(self: &Arc<Self>, req: &Request<B>) -> ActiveGuard {
+        if req.version() == http::Version::HTTP_2 {
+            if !self.multiplexed.load(Ordering::Relaxed) {
+                self.multiplexed.store(true, Ordering::Relaxed);
+            }
+        } else if asks_to_close(req) {
+            self.closing.store(true, Ordering::Relaxed);
+        }
         self.seen.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.head_ms.store(NO_HEAD, Ordering::Relaxed);
         ActiveGuard(self.clone())
     }
 
+    /// Bytes arrived from the client.
+    fn arrived(&self) {
+        // Only the first byte after a request matters; later reads cost one relaxed load.
+        if self.head_ms.load(Ordering::Relaxed) == NO_HEAD
+            && self.active.load(Ordering::Relaxed) == 0
+        {
+            self.head_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
     /// When the connection must close if nothing changes; `None` while a request is in flight.
-    fn deadline(&self, first_request: Duration, idle: Duration) -> Option<Instant> {
+    fn deadline(&self, d: &Deadlines) -> Option<Instant> {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
         }
         if self.seen.load(Ordering::Relaxed) == 0 {
-            return Some(self.accepted + first_request);
+            return Some(self.accepted + d.first_request);
         }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.accepted + last + idle)
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let head = self.head_ms.load(Ordering::Relaxed);
+        if head != NO_HEAD && !self.multiplexed.load(Ordering::Relaxed) {
+            return Some(self.accepted + Duration::from_millis(head.max(last)) + d.head);
+        }
+        Some(self.accepted + Duration::from_millis(last) + d.keepalive)
     }
 
-    /// Resolves once the connection has had no request head for `first_request` after accept,
-    /// or no request in flight for `idle`. Never resolves while a request is in flight.
-    pub(crate) async fn expired(&self, first_request: Duration, idle: Duration) {
+    /// Resolves once the connection has had no request head for `first_request` after
+    /// accept, a later HTTP/1 head took longer than `head` from its first byte, or nothing
+    /// was in flight or arriving for `keepalive`. Never resolves while a request is in flight.
+    pub(crate) async fn expired(&self, d: Deadlines) {
         loop {
-            match self.deadline(first_request, idle) {
+            let now = Instant::now();
+            match self.deadline(&d) {
+                Some(at) if at <= now => return,
+                // Wake at the deadline, or sooner to notice a head that begins meanwhile
+                // (the bytes move the deadline earlier; nothing wakes this task for them).
+                Some(at) => tokio::time::sleep_until(at.min(now + d.tick())).await,
                 // In flight: look again later (the request's own timeouts bound it).
-                None => tokio::time::sleep(idle).await,
-                Some(at) if at <= Instant::now() => return,
-                Some(at) => tokio::time::sleep_until(at).await,
+                None => tokio::time::sleep(d.tick()).await,
             }
         }
+    }
+
+    /// With nothing in flight and no head arriving: how many requests the connection has
+    /// seen (a new number means it went idle again). `None` while busy.
+    pub(crate) fn idle_after(&self) -> Option<u64> {
+        let idle = self.active.load(Ordering::Acquire) == 0
+            && self.head_ms.load(Ordering::Relaxed) == NO_HEAD;
+        idle.then(|| self.seen.load(Ordering::Relaxed))
+    }
+
+    /// Whether the connection closes after the current response (never parked).
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Whether a request head ever arrived.
     pub(crate) fn had_request(&self) -> bool {
         self.seen.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Whether an HTTP/1 request ends its connection: `Connection: close`, or HTTP/1.0 without
+/// `Connection: keep-alive` (hyper closes these after the response).
+fn asks_to_close<B>(req: &Request<B>) -> bool {
+    let has = |token: &str| {
+        req.headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match req.version() {
+        http::Version::HTTP_11 => has("close"),
+        http::Version::HTTP_10 | http::Version::HTTP_09 => !has("keep-alive"),
+        _ => false,
+    }
+}
+
+/// A client's byte stream, telling its [`Activity`] when bytes arrive.
+#[derive(Debug)]
+pub(crate) struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Watched<S> {
+    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.arrived();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -92,8 +256,10 @@ pub(crate) struct ActiveGuard(Arc<Activity>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         let a = &self.0;
-        let ms = u64::try_from(a.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
-        a.last_ms.fetch_max(ms, Ordering::Relaxed);
+        a.last_ms.fetch_max(a.now_ms(), Ordering::Relaxed);
+        // Bytes read while the request was in flight were its own (or a pipelined head,
+        // which then gets the keep-alive time before its own deadline starts).
+        a.head_ms.store(NO_HEAD, Ordering::Relaxed);
         a.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -115,6 +281,7 @@ impl<S, B, RB> tower::Service<Request<B>> for Tracked<S>
 where
     S: tower::Service<Request<B>, Response = Response<RB>>,
     S::Future: Send + 'static,
+    RB: Body,
 {
     type Response = Response<Guarded<RB>>;
     type Error = S::Error;
@@ -125,10 +292,18 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let guard = self.activity.begin();
+        let guard = self.activity.begin(&req);
+        let http10 = req.version() == http::Version::HTTP_10;
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
+            // hyper ends an HTTP/1.0 response of unknown length by closing the connection.
+            if http10
+                && resp.body().size_hint().exact().is_none()
+                && !resp.headers().contains_key(http::header::CONTENT_LENGTH)
+            {
+                guard.0.closing.store(true, Ordering::Relaxed);
+            }
             Ok(resp.map(|body| Guarded {
                 inner: body,
                 _guard: guard,
@@ -170,28 +345,38 @@ where
 mod tests {
     use super::*;
 
+    const D: Deadlines = Deadlines {
+        first_request: Duration::from_secs(10),
+        head: Duration::from_secs(10),
+        keepalive: Duration::from_secs(75),
+    };
+
+    fn req(version: http::Version) -> Request<()> {
+        Request::builder().version(version).body(()).unwrap()
+    }
+
+    fn watch(a: &Arc<Activity>) -> tokio::task::JoinHandle<Instant> {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.expired(D).await;
+            Instant::now()
+        })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silent_connection_expires_after_the_first_request_deadline() {
         let a = Activity::new();
         let started = Instant::now();
-        a.expired(Duration::from_secs(10), Duration::from_secs(60))
-            .await;
+        a.expired(D).await;
         assert_eq!(started.elapsed(), Duration::from_secs(10));
         assert!(!a.had_request());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn in_flight_request_is_never_cut_then_idle_deadline_applies() {
+    async fn in_flight_request_is_never_cut_then_the_keepalive_deadline_applies() {
         let a = Activity::new();
-        let guard = a.begin();
-        let watch = {
-            let a = a.clone();
-            tokio::spawn(async move {
-                a.expired(Duration::from_secs(10), Duration::from_secs(60))
-                    .await;
-                Instant::now()
-            })
-        };
+        let guard = a.begin(&req(http::Version::HTTP_11));
+        let watch = watch(&a);
         tokio::time::sleep(Duration::from_secs(500)).await;
         assert!(
             !watch.is_finished(),
@@ -200,16 +385,82 @@ mod tests {
         let ended = Instant::now();
         drop(guard);
         let closed = watch.await.unwrap();
-        // Closed one idle period after the request ended (checked at the next wake-up).
-        assert!(
-            closed >= ended + Duration::from_secs(60),
-            "{:?}",
-            closed - ended
-        );
-        assert!(
-            closed <= ended + Duration::from_secs(120),
-            "{:?}",
-            closed - ended
-        );
+        let kept = closed - ended;
+        // Kept alive for the keep-alive period, not the (shorter) head deadline.
+        assert!(kept >= D.keepalive, "{kept:?}");
+        assert!(kept <= D.keepalive + D.tick(), "{kept:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_head_that_trickles_is_cut_by_the_head_deadline() {
+        let a = Activity::new();
+        drop(a.begin(&req(http::Version::HTTP_11)));
+        let watch = watch(&a);
+        // Idle well past the head deadline: still open.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!watch.is_finished(), "an idle keep-alive connection stays");
+        // The first byte of the next head arrives, then nothing more.
+        let first_byte = Instant::now();
+        a.arrived();
+        let closed = watch.await.unwrap();
+        let took = closed - first_byte;
+        assert!(took >= D.head, "{took:?}");
+        assert!(took <= D.head + D.tick(), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_completes_in_time_keeps_the_connection() {
+        let a = Activity::new();
+        drop(a.begin(&req(http::Version::HTTP_11)));
+        let watch = watch(&a);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        a.arrived();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let guard = a.begin(&req(http::Version::HTTP_11));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(guard);
+        let ended = Instant::now();
+        let closed = watch.await.unwrap();
+        assert!(closed - ended >= D.keepalive, "{:?}", closed - ended);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_frames_between_requests_are_not_a_head() {
+        let a = Activity::new();
+        drop(a.begin(&req(http::Version::HTTP_2)));
+        let watch = watch(&a);
+        let ended = Instant::now();
+        // A PING acknowledgement, say.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        a.arrived();
+        let closed = watch.await.unwrap();
+        assert!(closed - ended >= D.keepalive, "{:?}", closed - ended);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_of_a_request_in_flight_are_not_the_next_head() {
+        let a = Activity::new();
+        let guard = a.begin(&req(http::Version::HTTP_11));
+        // The request's body arrives.
+        a.arrived();
+        drop(guard);
+        let ended = Instant::now();
+        let closed = watch(&a).await.unwrap();
+        assert!(closed - ended >= D.keepalive, "{:?}", closed - ended);
+    }
+
+    #[tokio::test]
+    async fn watched_stream_reports_bytes_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let a = Activity::new();
+        drop(a.begin(&req(http::Version::HTTP_11)));
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut server = Watched::new(server, a.clone());
+        assert_eq!(a.head_ms.load(Ordering::Relaxed), NO_HEAD);
+        client.write_all(b"GET").await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET");
+        assert_ne!(a.head_ms.load(Ordering::Relaxed), NO_HEAD);
     }
 }

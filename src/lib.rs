@@ -14,8 +14,9 @@
 //!   decision on them (code-tool ban, policy, account, proxy switch, connection gate).
 //! - [`proxy`]: the request flow, one handler module per route family.
 //! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
-//! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown; `conn`: the
-//!   per-connection deadlines (first request head, idle).
+//! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown; `accept`: one
+//!   connection from accept to close (TLS, protocol, HTTP/1 parked between requests);
+//!   `conn`: the per-connection deadlines (first request head, later heads, keep-alive).
 //! - [`audit`]: one structured event per decision, hash-chained; [`clock`]: Unix and RFC 3339
 //!   time; [`trace`]: W3C trace context across the hop and OpenTelemetry export.
 //! - [`explain`]: a dry run of one request through the real flow (`entitygate explain`).
@@ -51,6 +52,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod accept;
 pub mod admin;
 pub mod audit;
 pub mod auth;

@@ -133,6 +133,11 @@ pub(crate) fn connection_timed_out() {
     metrics::counter!("entitygate_connections_timed_out_total").increment(1);
 }
 
+/// An idle HTTP/1 connection gave its buffers back ([`crate::accept`]).
+pub(crate) fn connection_parked() {
+    metrics::counter!("entitygate_connections_parked_total").increment(1);
+}
+
 /// A connection was refused at accept because the listener's cap was reached.
 pub(crate) fn connection_refused(listener: &'static str) {
     metrics::counter!("entitygate_connections_refused_total", "listener" => listener).increment(1);

@@ -16,17 +16,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
 use crate::config::{AdminConfig, Config, ConfigError, Env, LimitsConfig, ProcessEnv};
-use crate::conn::{Activity, Tracked};
+use crate::conn::Deadlines;
 use crate::connections::Connections;
 use crate::proxy::{Proxy, Shared};
 use crate::upstream::{self, Upstream};
@@ -522,12 +519,10 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let state = self.state;
         let limits = state.limits.clone();
-        let builder = connection_builder(&limits);
-        let graceful = GracefulShutdown::new();
+        let serving = Arc::new(serving(&limits));
+        // Connections watch this to finish what is in flight and close.
+        let (stop, stopping) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let handshake_timeout = Duration::from_secs(limits.tls_handshake_timeout_secs);
-        let first_request = Duration::from_secs(limits.header_read_timeout_secs);
-        let idle = Duration::from_secs(limits.idle_timeout_secs);
         let service = Proxy::new(state.clone());
         let admin_task = admin.map(|l| tokio::spawn(crate::admin::serve(l, state.clone())));
         let secrets_task = tokio::spawn(crate::secrets::watch(state.clone()));
@@ -553,56 +548,11 @@ impl Gateway {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let activity = Activity::new();
-            let svc = TowerToHyperService::new(Tracked::new(service.clone(), activity.clone()));
-            let watcher = graceful.watcher();
-            let builder = builder.clone();
             // The certificate of the moment: a reload rotates it for new connections.
             let tls = state.current.load().tls.clone();
+            let (serving, proxy, stopping) = (serving.clone(), service.clone(), stopping.clone());
             tokio::spawn(async move {
-                let serve = async move {
-                    match tls {
-                        None => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        Some(acceptor) => {
-                            let accepted =
-                                tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                                    .await;
-                            let tls_stream = match accepted {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return Ok(());
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return Ok(());
-                                }
-                            };
-                            let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                    }
-                };
-                // One watchdog from accept: no request head in time, or idle too long, and the
-                // connection (whatever its protocol or TLS state) is dropped with its slot.
-                let result = tokio::select! {
-                    r = serve => r,
-                    () = activity.expired(first_request, idle) => {
-                        if activity.had_request() {
-                            tracing::debug!(%peer, "idle connection closed");
-                        } else {
-                            crate::metrics::connection_timed_out();
-                            tracing::debug!(%peer, "no request head in time; connection closed");
-                        }
-                        Ok(())
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
+                crate::accept::serve(serving, stream, peer, tls, proxy, stopping).await;
                 drop(permit);
             });
         }
@@ -617,8 +567,11 @@ impl Gateway {
             cluster.release_lease().await;
         }
         let grace = Duration::from_secs(limits.shutdown_grace_secs);
-        match tokio::time::timeout(grace, graceful.shutdown()).await {
-            Ok(()) => tracing::info!("all connections drained; stopped"),
+        let _ = stop.send(true);
+        // Every connection holds a permit until it has closed.
+        let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+        match tokio::time::timeout(grace, permits.acquire_many(all)).await {
+            Ok(_) => tracing::info!("all connections drained; stopped"),
             Err(_) => tracing::warn!(?grace, "grace period over; stopping with connections open"),
         }
         // The audit writer batches on its own thread: the last decisions must reach the file
@@ -637,30 +590,35 @@ impl Gateway {
 /// How long a stopping gateway waits for its audit writer.
 const AUDIT_FLUSH: Duration = Duration::from_secs(5);
 
-/// HTTP/1 and HTTP/2 settings that bound what one connection may make the gateway hold
-/// (README, "Deployment": worst case per connection).
-fn connection_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
-        // The read buffer is the request head's cap: a head that does not fit is a 431.
-        .max_buf_size(limits.max_request_head_bytes)
+/// How the listener's connections are served: HTTP/1 and HTTP/2 settings that bound what one
+/// connection may make the gateway hold (README, "Deployment": worst case per connection),
+/// and the deadlines. Header-read and keep-alive deadlines are the connection watchdog's
+/// ([`crate::conn`]), not hyper's: hyper's HTTP/1 timer also runs between requests, which
+/// would close idle keep-alive connections that clients expect to reuse.
+fn serving(limits: &LimitsConfig) -> crate::accept::Serving {
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.max_buf_size(limits.max_request_head_bytes)
         .max_headers(limits.max_request_headers)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_streams_per_connection)
         .max_header_list_size(u32::try_from(limits.max_request_head_bytes).unwrap_or(u32::MAX))
-        // Flow control bounds what a client can make the gateway buffer before it reads:
-        // unread request data per connection stays under the connection window.
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .max_send_buf_size(H2_MAX_SEND_BUF)
         .keep_alive_interval(Duration::from_secs(30));
-    builder
+    let head = Duration::from_secs(limits.header_read_timeout_secs);
+    crate::accept::Serving {
+        h1,
+        h2,
+        deadlines: Deadlines {
+            first_request: head,
+            head,
+            keepalive: Duration::from_secs(limits.keepalive_idle_secs),
+        },
+        handshake_timeout: Duration::from_secs(limits.tls_handshake_timeout_secs),
+    }
 }
 
 /// HTTP/2 flow-control windows and send buffer (README, "Deployment").

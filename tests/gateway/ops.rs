@@ -539,3 +539,158 @@ async fn a_request_whose_client_leaves_is_still_audited() {
     h.sandbox.set_fault(Fault::None);
     h.shutdown().await;
 }
+
+// === keep-alive: idle connections stay, slow heads do not, idle HTTP/1 parks ===
+
+/// A raw HTTP/1 request for the tool list as alice.
+fn tools_request(version: &str, connection: Option<&str>) -> String {
+    let connection = connection.map_or(String::new(), |c| format!("connection: {c}\r\n"));
+    format!(
+        "GET /api/v3.1/tools HTTP/{version}\r\nhost: gw\r\nx-api-key: {}\r\n{connection}\r\n",
+        token("alice")
+    )
+}
+
+/// Reads one response (a `content-length` body or a chunked one); returns its head.
+async fn read_one(s: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let whole = match len {
+                Some(len) => out.len() >= end + 4 + len,
+                None => out.ends_with(b"\r\n0\r\n\r\n"),
+            };
+            if whole {
+                return head;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "closed before a whole response");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Everything until the gateway closes the connection (or 5 s pass: `None`).
+async fn read_to_close(s: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn an_idle_keepalive_connection_outlives_the_header_timeout_and_parks() {
+    // hyper's own header timer ran from one request to the next: an SDK's pooled connection
+    // idle for longer than `header_read_timeout_secs` was closed under it.
+    let h = Harness::with_config(
+        "[limits]\nheader_read_timeout_secs = 1\nkeepalive_idle_secs = 30\n[admin]\nlisten = \"127.0.0.1:0\"",
+    )
+    .await;
+    let admin_addr = h.gateway.as_ref().unwrap().admin_addr().unwrap();
+    let parked = |t: &str| sample(t, "entitygate_connections_parked_total", &[]);
+    let (_, before) = admin_get(admin_addr, "/metrics").await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(tools_request("1.1", None).as_bytes())
+        .await
+        .unwrap();
+    assert!(read_one(&mut s).await.starts_with("http/1.1 200"));
+    // Idle for more than the header timeout (and long enough to park).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, after) = admin_get(admin_addr, "/metrics").await;
+    assert!(
+        parked(&after) >= parked(&before) + 1.0,
+        "the idle connection gave its buffers back"
+    );
+    // Parked, then woken by the next request: the same socket serves it.
+    s.write_all(tools_request("1.1", None).as_bytes())
+        .await
+        .unwrap();
+    assert!(read_one(&mut s).await.starts_with("http/1.1 200"));
+    // Two requests in one write to a parked connection: both answered, then closed as the
+    // second asked.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let both = tools_request("1.1", None) + &tools_request("1.1", Some("close"));
+    s.write_all(both.as_bytes()).await.unwrap();
+    let text = read_to_close(&mut s)
+        .await
+        .expect("closed after the second");
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_head_on_a_kept_connection_is_cut_and_an_idle_one_expires() {
+    let h = Harness::with_config("[limits]\nheader_read_timeout_secs = 1\nkeepalive_idle_secs = 2")
+        .await;
+    // A later head that never finishes: closed by the head deadline, from its first byte.
+    let mut slow = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    slow.write_all(tools_request("1.1", None).as_bytes())
+        .await
+        .unwrap();
+    read_one(&mut slow).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    slow.write_all(b"GET /api/v3.1/tools HTTP/1.1\r\nhost: gw\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut slow).await;
+    assert!(text.is_some(), "a trickling head is cut");
+    // Nothing sent after a request: closed once keepalive_idle_secs pass.
+    let mut idle = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    idle.write_all(tools_request("1.1", None).as_bytes())
+        .await
+        .unwrap();
+    read_one(&mut idle).await;
+    let started = std::time::Instant::now();
+    assert!(read_to_close(&mut idle).await.is_some(), "closed when idle");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "kept at least keepalive_idle_secs, about"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_that_ask_to_close_get_their_connection_closed() {
+    let h = Harness::start().await;
+    // The tool list is relayed as it streams (no length): HTTP/1.0 ends it by closing.
+    for (version, connection) in [
+        ("1.1", Some("close")),
+        ("1.0", None),
+        ("1.0", Some("keep-alive")),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        s.write_all(tools_request(version, connection).as_bytes())
+            .await
+            .unwrap();
+        let text = read_to_close(&mut s)
+            .await
+            .unwrap_or_else(|| panic!("HTTP/{version} {connection:?}: not closed"));
+        assert!(text.contains(" 200 OK"), "{text}");
+    }
+    // HTTP/1.0 asking for keep-alive, with answers of known length (an unknown route is
+    // refused), keeps it (parked
+    // between the two).
+    let unknown = format!(
+        "GET /api/v3.1/no_such_route HTTP/1.0\r\nhost: gw\r\nx-api-key: {}\r\nconnection: keep-alive\r\n\r\n",
+        token("alice")
+    );
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(unknown.as_bytes()).await.unwrap();
+    let head = read_one(&mut s).await;
+    assert!(head.contains(" 403 "), "{head}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.write_all(unknown.as_bytes()).await.unwrap();
+    assert!(read_one(&mut s).await.contains(" 403 "));
+    h.shutdown().await;
+}
