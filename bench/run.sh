@@ -159,6 +159,7 @@ if [ "$INSTALL" = 1 ]; then
   if [ -n "$missing" ]; then
     log "installing$missing (Debian packages)"
     apt-get update -qq
+    # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >>"$LOG" 2>&1
   fi
 fi
@@ -298,8 +299,8 @@ start_nginx() { # start_nginx [h2|tls]
 }
 
 start_haproxy() { # start_haproxy ALG [h2|tls]
-  local key=$SECRET flavour=${2:-} bind="" server="" upport=$UP_PORT
-  [ "$1" = RS256 ] && key="$ROOT/certs/dev/jwt-rsa.pub"
+  local hkey=$SECRET flavour=${2:-} bind="" server="" upport=$UP_PORT
+  [ "$1" = RS256 ] && hkey="$ROOT/certs/dev/jwt-rsa.pub"
   case "$flavour" in
     h2) bind="proto h2" ;;
     tls)
@@ -308,7 +309,7 @@ start_haproxy() { # start_haproxy ALG [h2|tls]
       ;;
   esac
   render "$BENCH/haproxy.cfg" "$OUT/haproxy-$1${flavour:+-$flavour}.cfg" PORT=$HAPROXY_PORT \
-    UPSTREAM_PORT=$upport ALG="$1" HAPROXY_KEY="$key" BIND_OPTS="$bind" SERVER_OPTS="$server"
+    UPSTREAM_PORT=$upport ALG="$1" HAPROXY_KEY="$hkey" BIND_OPTS="$bind" SERVER_OPTS="$server"
   $PIN_PROXY haproxy -db -f "$OUT/haproxy-$1${flavour:+-$flavour}.cfg" >>"$OUT/haproxy.log" 2>&1 &
   PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$HAPROXY_PORT
   wait_port $HAPROXY_PORT
@@ -436,7 +437,7 @@ MAIN_UP_PID=$UP_PID
 
 # 1. direct: the floor
 if want direct; then
-  PROXY_PID=$UP_PID; PROXY_PORT=$UP_PORT
+  PROXY_PID=$MAIN_UP_PID; PROXY_PORT=$UP_PORT
   measure direct "$OUT/tok-hs.txt" "$OUT/body-small.json"
 fi
 
@@ -535,7 +536,7 @@ body_case() { # body_case NAME TOKENS
   log "bodies through $1 done"
 }
 if want bodies; then
-  PROXY_PID=$UP_PID; PROXY_PORT=$UP_PORT
+  PROXY_PID=$MAIN_UP_PID; PROXY_PORT=$UP_PORT
   body_case direct "$OUT/tok-hs.txt"
   start_nginx; body_case nginx "$OUT/tok-hs.txt"; stop "$PROXY_PID"
   start_haproxy HS256; body_case haproxy-HS256 "$OUT/tok-hs.txt"; stop "$PROXY_PID"
