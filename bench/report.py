@@ -128,21 +128,28 @@ def main_table(rows):
               f'| {r["hwm_kb"] / 1024:.1f} | {errors(s) + errors(q)} | {lookups} |')
 
 
-def ratios(by, eg_case, others):
+def ratio_line(label, a, b):
+    return (f'| {label} | {a["sat"]["rps"] / b["sat"]["rps"]:.2f} '
+            f'| {cpu_per_10k(a) / cpu_per_10k(b):.2f} '
+            f'| {ms(a["rate"]["p99_us"] - b["rate"]["p99_us"])} '
+            f'| {ms(a["rate"]["p999_us"] - b["rate"]["p999_us"])} |')
+
+
+def ratios(by, eg_case, others, pairs=(), title=None):
+    """eg_case against each of others, then each (case, other) of pairs; nothing if no pair."""
+    lines = []
     eg = by.get(eg_case)
-    if not eg:
+    if eg:
+        lines += [ratio_line(o, eg, by[o]) for o in others if o in by]
+    lines += [ratio_line(f"{o} (as {c})", by[c], by[o]) for c, o in pairs if c in by and o in by]
+    if not lines:
         return
     print()
-    print(f"| {eg_case} vs | req/s ratio | CPU/request ratio | p99 added ms | p99.9 added ms |")
+    print(f"| {title or eg_case + ' vs'} | req/s ratio | CPU/request ratio | p99 added ms "
+          "| p99.9 added ms |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for other in others:
-        o = by.get(other)
-        if not o:
-            continue
-        print(f'| {other} | {eg["sat"]["rps"] / o["sat"]["rps"]:.2f} '
-              f'| {cpu_per_10k(eg) / cpu_per_10k(o):.2f} '
-              f'| {ms(eg["rate"]["p99_us"] - o["rate"]["p99_us"])} '
-              f'| {ms(eg["rate"]["p999_us"] - o["rate"]["p999_us"])} |')
+    for line in lines:
+        print(line)
 
 
 def main():
@@ -153,29 +160,11 @@ def main():
     if main_rows:
         main_table(main_rows)
 
-    eg = by.get("entitygate-HS256")
-    if eg:
-        print()
-        print("| entitygate-HS256 (all checks, warm) vs | req/s ratio | CPU/request ratio "
-              "| p99 added ms | p99.9 added ms |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for other in ["nginx", "haproxy-HS256", "direct"]:
-            o = by.get(other)
-            if not o:
-                continue
-            print(f'| {other} | {eg["sat"]["rps"] / o["sat"]["rps"]:.2f} '
-                  f'| {cpu_per_10k(eg) / cpu_per_10k(o):.2f} '
-                  f'| {ms(eg["rate"]["p99_us"] - o["rate"]["p99_us"])} '
-                  f'| {ms(eg["rate"]["p999_us"] - o["rate"]["p999_us"])} |')
-        for case, other in [("entitygate-RS256", "haproxy-RS256"),
-                             ("entitygate-HS256-no-token-cache", "haproxy-HS256"),
-                             ("entitygate-RS256-no-token-cache", "haproxy-RS256")]:
-            a, b = by.get(case), by.get(other)
-            if a and b:
-                print(f'| {other} (as {case}) | {a["sat"]["rps"] / b["sat"]["rps"]:.2f} '
-                      f'| {cpu_per_10k(a) / cpu_per_10k(b):.2f} '
-                      f'| {ms(a["rate"]["p99_us"] - b["rate"]["p99_us"])} '
-                      f'| {ms(a["rate"]["p999_us"] - b["rate"]["p999_us"])} |')
+    ratios(by, "entitygate-HS256", ["nginx", "haproxy-HS256", "direct"],
+           [("entitygate-RS256", "haproxy-RS256"),
+            ("entitygate-HS256-no-token-cache", "haproxy-HS256"),
+            ("entitygate-RS256-no-token-cache", "haproxy-RS256")],
+           title="entitygate-HS256 (all checks, warm) vs")
 
     bodies = [r for r in rows if kind(r) == "bodies"]
     if bodies:
