@@ -181,14 +181,15 @@ def main():
     idle = [r for r in rows if kind(r) == "idle"]
     if idle:
         print()
-        print("| proxy | idle keep-alive connections | RSS before MiB | RSS with them open MiB "
-              "| KiB per connection | still open after hold |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| proxy | protocol | idle keep-alive connections | RSS before MiB "
+              "| RSS with them open MiB | KiB per connection | still open after hold |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
         for r in idle:
             c = r.get("client", {})
             opened = c.get("opened", 0)
             per = idle_kib(r)
-            print(f'| {r["case"]} | {opened} of {r["idle"]} | {r["rss_before_kb"] / 1024:.1f} '
+            print(f'| {r["case"]} | {c.get("protocol", "http/1.1")} | {opened} of {r["idle"]} '
+                  f'| {r["rss_before_kb"] / 1024:.1f} '
                   f'| {r["rss_idle_kb"] / 1024:.1f} | {per:.1f} '
                   f'| {c.get("still_open_after_hold", "?")} ({c.get("hold_secs", "?")} s) |')
 

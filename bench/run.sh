@@ -548,13 +548,13 @@ if want bodies; then
 fi
 
 # --- idle keep-alive connections --------------------------------------------------------------
-idle_case() { # idle_case NAME COUNT
+idle_case() { # idle_case NAME COUNT [--h2]
   local ready="$OUT/tmp/idle-ready.json" rss0 rss hwm report cpid
   rm -f "$ready"
   rss0=$(mem_kb "$PROXY_PID" VmRSS)
   $PIN_LOAD python3 "$BENCH/conns.py" idle --port "$PROXY_PORT" --count "$2" \
     --token-file "$OUT/tok-hs.txt" --body-file "$OUT/body-small.json" --hold 3 \
-    --ready-file "$ready" > "$OUT/tmp/idle-report.json" 2>>"$LOG" &
+    --ready-file "$ready" ${3:+"$3"} > "$OUT/tmp/idle-report.json" 2>>"$LOG" &
   cpid=$!; PIDS+=("$cpid")
   for _ in $(seq 1 600); do [ -s "$ready" ] && break; sleep 0.1; done
   sleep 1
@@ -577,6 +577,14 @@ if want idle; then
   # HAProxy's ceiling here is maxconn 9990 (see bench/haproxy.cfg).
   HAP_IDLE=$IDLE; [ "$HAP_IDLE" -gt 9900 ] && HAP_IDLE=9900
   start_haproxy HS256; idle_case haproxy-HS256 "$HAP_IDLE"; stop "$PROXY_PID"
+  # The same over HTTP/2 (h2c, prior knowledge): one request per connection, then idle.
+  for v in "${EG_VARIANTS[@]}"; do
+    use_variant "$v"
+    start_entitygate idle HS256 100000; idle_case "$v-HS256-h2" "$IDLE" --h2; stop "$PROXY_PID"
+  done
+  use_variant entitygate
+  start_nginx h2; idle_case nginx-h2 "$IDLE" --h2; stop "$PROXY_PID"
+  start_haproxy HS256 h2; idle_case haproxy-HS256-h2 "$HAP_IDLE" --h2; stop "$PROXY_PID"
 fi
 
 # --- a burst for one cold user: one status lookup ---------------------------------------------
