@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # entitygate against the proxies people would use instead (issue 8). One command:
 #
-#   bench/run.sh            # the full run (about 10 minutes), results in target/bench/<time>/
+#   bench/run.sh            # the full run (about 11 minutes; 15 with EG_BEFORE), results in
+#                           # target/bench/<time>-full/
 #   bench/run.sh --smoke    # tiny numbers, about two minutes: checks that everything works
 #   EG_BEFORE=/path/to/old/entitygate bench/run.sh     # + the same rows with an older binary
 #   bench/run.sh --only entitygate,bodies               # just those groups
@@ -269,11 +270,15 @@ start_entitygate() { # start_entitygate NAME ALG TOKEN_CACHE [UPSTREAM_PORT [tls
     tls=$(printf '[tls]\ncert = "%s"\nkey = "%s"' "$CERT" "$CERT_KEY")
   fi
   rm -f "$OUT/tmp/entitygate-audit.jsonl"
-  render "$BENCH/entitygate.toml" "$OUT/entitygate-$name.toml" PORT=$EG_PORT \
+  local conf="$OUT/entitygate-$name.toml"
+  [ "$EG_CUR" = "$EG" ] || conf="$OUT/entitygate-$name-before.toml"
+  render "$BENCH/entitygate.toml" "$conf" PORT=$EG_PORT \
     UPSTREAM_PORT="$upport" TOKEN_CACHE="$cache" ALG="$alg" KEY_LINE="$keyline" WORK="$OUT/tmp" \
     UPSTREAM_SCHEME="$scheme" UPSTREAM_CA_LINE="$caline" TLS_SECTION="$tls"
+  # Keys the older binary does not know are marked "# not-before" in the template.
+  if [ "$EG_CUR" != "$EG" ]; then sed -i '/# not-before/d' "$conf"; fi
   COMPOSIO_API_KEY=sk_bench_only ENTITYGATE_JWT_SECRET="$SECRET" RUST_LOG=warn \
-    $PIN_PROXY "$EG_CUR" serve --config "$OUT/entitygate-$name.toml" >>"$OUT/entitygate.log" 2>&1 &
+    $PIN_PROXY "$EG_CUR" serve --config "$conf" >>"$OUT/entitygate.log" 2>&1 &
   PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$EG_PORT
   wait_port $EG_PORT
 }

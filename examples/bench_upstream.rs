@@ -99,7 +99,9 @@ fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let tls = match (arg(args, "--tls-cert"), arg(args, "--tls-key")) {
         (Some(cert), Some(key)) => {
             let alpn = arg(args, "--alpn").unwrap_or_else(|| "h2,http/1.1".into());
-            Some(tokio_rustls::TlsAcceptor::from(tls_config(&cert, &key, &alpn)?))
+            Some(tokio_rustls::TlsAcceptor::from(tls_config(
+                &cert, &key, &alpn,
+            )?))
         }
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
@@ -107,7 +109,10 @@ fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(async move {
         let listener = TcpListener::bind(listen).await?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        eprintln!("bench_upstream listening on {scheme}://{}", listener.local_addr()?);
+        eprintln!(
+            "bench_upstream listening on {scheme}://{}",
+            listener.local_addr()?
+        );
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 // EMFILE and friends: back off instead of spinning.
