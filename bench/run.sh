@@ -276,7 +276,7 @@ start_entitygate() { # start_entitygate NAME ALG TOKEN_CACHE [UPSTREAM_PORT [tls
     UPSTREAM_PORT="$upport" TOKEN_CACHE="$cache" ALG="$alg" KEY_LINE="$keyline" WORK="$OUT/tmp" \
     UPSTREAM_SCHEME="$scheme" UPSTREAM_CA_LINE="$caline" TLS_SECTION="$tls"
   # Keys the older binary does not know are marked "# not-before" in the template.
-  if [ "$EG_CUR" != "$EG" ]; then sed -i '/# not-before/d' "$conf"; fi
+  if [ "$EG_CUR" != "$EG" ]; then sed -i '/^[^#].*# not-before/d' "$conf"; fi
   COMPOSIO_API_KEY=sk_bench_only ENTITYGATE_JWT_SECRET="$SECRET" RUST_LOG=warn \
     $PIN_PROXY "$EG_CUR" serve --config "$conf" >>"$OUT/entitygate.log" 2>&1 &
   PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$EG_PORT
