@@ -19,9 +19,9 @@
 # What runs, all on 127.0.0.1: bench_upstream (examples/bench_upstream.rs, a fast stand-in for
 # Composio), and in turn each proxy in front of it: nginx (plain proxy_pass, keep-alive
 # upstream), HAProxy 2.6 (jwt_verify + forward), entitygate (every check on). The load
-# generator is wrk with bench/wrk.lua (h2load for the HTTP/2 rows). On a machine with 2+ cores the proxy is pinned to CPU 0
-# and wrk and the upstream to CPU 1 (`taskset`). Everything this script starts is stopped by
-# PID when it ends, also on error or Ctrl-C.
+# generator is wrk with bench/wrk.lua (h2load for the HTTP/2 rows). On a machine with 2+ cores
+# the proxy is pinned to CPU 0 and the load generator and the upstream to CPU 1 (`taskset`).
+# Everything this script starts is stopped by PID when it ends, also on error or Ctrl-C.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
