@@ -5,6 +5,7 @@ Rows labelled entitygate-before-... (run.sh with EG_BEFORE) are shown in the tab
 other and, paired with the same row of the current binary, in a "before -> after" table."""
 
 import json
+import statistics
 import sys
 
 
@@ -67,10 +68,11 @@ def f3(v):
 
 
 def before_after(rows):
-    """The rows run with both binaries, before -> after, one line each."""
+    """The rows run with both binaries, before -> after, one line each. A row run several
+    times (run.sh --repeat) shows the median of its rounds, and the range of req/s."""
     index = {}
     for r in rows:
-        index[(kind(r), r["case"], r.get("body"))] = r
+        index.setdefault((kind(r), r["case"], r.get("body")), []).append(r)
     pairs = []
     for (k, case, body), b in index.items():
         if case.startswith(BEFORE):
@@ -79,32 +81,47 @@ def before_after(rows):
                 pairs.append((k, body, b, a))
     if not pairs:
         return
+    rounds = max(max(len(b), len(a)) for _, _, b, a in pairs)
     print()
-    print("Before → after (EG_BEFORE against the current binary, same run; ratio after/before; "
-          "HTTP/2 rows: h2load reports no percentiles, the p99 column shows its mean there)")
+    print("Before → after (EG_BEFORE against the current binary, same run; ratio after/before"
+          + (f"; median of {rounds} alternating rounds, req/s range in brackets" if rounds > 1
+             else "")
+          + "; HTTP/2 rows: h2load reports no percentiles, the p99 column shows its mean there)")
     print()
     print("| case | req/s | CPU s / 10k req | p99 ms | p99.9 ms | peak RSS MiB "
           "| KiB per idle connection |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for k, body, b, a in pairs:
-        label = a["case"] + {"main": "", "bodies": f" ({body} body)", "idle": " (idle)",
-                             "h2": " (h2c)", "tls": " (TLS)"}.get(k, "")
+
+    for k, body, bs, as_ in pairs:
+        def cell(metric, fmt, lower_is_better, rng=False):
+            b = statistics.median(metric(r) for r in bs)
+            a = statistics.median(metric(r) for r in as_)
+            text = change(b, a, fmt, lower_is_better)
+            if rng and rounds > 1:
+                def span(rs):
+                    values = [metric(r) for r in rs]
+                    return f"{fmt(min(values))}–{fmt(max(values))}"
+                text += f" [{span(bs)} → {span(as_)}]"
+            return text
+
+        label = as_[0]["case"] + {"main": "", "bodies": f" ({body} body)", "idle": " (idle)",
+                                  "h2": " (h2c)", "tls": " (TLS)"}.get(k, "")
         cells = [""] * 6
         if k in ("main", "tls", "bodies"):
-            cells[0] = change(b["sat"]["rps"], a["sat"]["rps"], f0, False)
-            cells[1] = change(cpu_per_10k(b), cpu_per_10k(a), f3, True)
+            cells[0] = cell(lambda r: r["sat"]["rps"], f0, False, rng=True)
+            cells[1] = cell(cpu_per_10k, f3, True)
         if k in ("main", "tls"):
-            cells[2] = change(b["rate"]["p99_us"], a["rate"]["p99_us"], ms, True)
-            cells[3] = change(b["rate"]["p999_us"], a["rate"]["p999_us"], ms, True)
+            cells[2] = cell(lambda r: r["rate"]["p99_us"], ms, True)
+            cells[3] = cell(lambda r: r["rate"]["p999_us"], ms, True)
         if k == "h2":
-            cells[0] = change(b["h2"]["rps"], a["h2"]["rps"], f0, False)
-            cells[1] = change(h2_cpu_per_10k(b), h2_cpu_per_10k(a), f3, True)
-            cells[2] = "mean " + change(b["h2"]["mean_us"], a["h2"]["mean_us"], ms, True)
-        if "hwm_kb" in b and k != "idle":
-            cells[4] = change(b["hwm_kb"] / 1024, a["hwm_kb"] / 1024, f1, True)
+            cells[0] = cell(lambda r: r["h2"]["rps"], f0, False, rng=True)
+            cells[1] = cell(h2_cpu_per_10k, f3, True)
+            cells[2] = "mean " + cell(lambda r: r["h2"]["mean_us"], ms, True)
+        if k != "idle":
+            cells[4] = cell(lambda r: r["hwm_kb"] / 1024, f1, True)
         if k == "idle":
-            cells[4] = change(b["rss_idle_kb"] / 1024, a["rss_idle_kb"] / 1024, f1, True)
-            cells[5] = change(idle_kib(b), idle_kib(a), f1, True)
+            cells[4] = cell(lambda r: r["rss_idle_kb"] / 1024, f1, True)
+            cells[5] = cell(idle_kib, f1, True)
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 

@@ -9,7 +9,8 @@
 #
 # Options: --no-install (do not apt-get nginx/haproxy/wrk/h2load), --no-build (use built
 # binaries), --out DIR, --only LIST (comma-separated groups, default all: direct, nginx,
-# haproxy, entitygate, cold, bodies, idle, burst, h2, tls).
+# haproxy, entitygate, cold, bodies, idle, burst, h2, tls), --repeat N (run each entitygate
+# row, or before/after pair, N times in alternation; the before -> after table shows medians).
 # Environment: EG_BIN=/path/to/entitygate benchmarks that binary instead of the freshly built
 # one. EG_BEFORE=/path/to/entitygate also runs the main entitygate rows (warm, no token cache,
 # cold, bodies, idle, h2, tls) with that binary, labelled entitygate-before-..., each right
@@ -32,8 +33,9 @@ BUILD=1
 OUT=""
 ALL_GROUPS="direct,nginx,haproxy,entitygate,cold,bodies,idle,burst,h2,tls"
 ONLY=$ALL_GROUPS
+REPEAT=1
 usage() {
-  echo "usage: bench/run.sh [--smoke] [--no-install] [--no-build] [--out DIR] [--only GROUPS]" >&2
+  echo "usage: bench/run.sh [--smoke] [--no-install] [--no-build] [--out DIR] [--only GROUPS] [--repeat N]" >&2
   echo "  GROUPS: comma-separated, of $ALL_GROUPS" >&2
   exit 2
 }
@@ -44,10 +46,12 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0 ;;
     --out) [ $# -ge 2 ] || usage; OUT="$2"; shift ;;
     --only) [ $# -ge 2 ] || usage; ONLY="$2"; shift ;;
+    --repeat) [ $# -ge 2 ] || usage; REPEAT="$2"; shift ;;
     *) usage ;;
   esac
   shift
 done
+case "$REPEAT" in ''|*[!0-9]*|0) echo "--repeat takes a count >= 1" >&2; usage ;; esac
 for g in ${ONLY//,/ }; do
   case ",$ALL_GROUPS," in *",$g,"*) ;; *) echo "unknown group: $g" >&2; usage ;; esac
 done
@@ -184,12 +188,15 @@ cp "$ROOT/target/release/examples/bench_upstream" "$OUT/bin/bench_upstream"
 EG="$OUT/bin/entitygate"
 UP="$OUT/bin/bench_upstream"
 # The entitygate binaries to run the main rows with: "entitygate-before" (EG_BEFORE) first,
-# then "entitygate" (the current one), so each pair runs back to back.
-EG_VARIANTS=(entitygate)
+# then "entitygate" (the current one), so each pair runs back to back; --repeat N repeats the
+# pair (before, after, before, after, ...).
+EG_PAIR=(entitygate)
 if [ -n "${EG_BEFORE:-}" ]; then
   cp "$EG_BEFORE" "$OUT/bin/entitygate-before"
-  EG_VARIANTS=(entitygate-before entitygate)
+  EG_PAIR=(entitygate-before entitygate)
 fi
+EG_VARIANTS=()
+for _ in $(seq 1 "$REPEAT"); do EG_VARIANTS+=("${EG_PAIR[@]}"); done
 EG_CUR=$EG  # the binary start_entitygate runs
 use_variant() { # use_variant LABEL: start_entitygate runs that binary from now on
   if [ "$1" = entitygate-before ]; then EG_CUR="$OUT/bin/entitygate-before"; else EG_CUR=$EG; fi
@@ -663,7 +670,7 @@ rm -f "$OUT/tmp/nginx-access.log" "$OUT/tmp/entitygate-audit.jsonl" "$OUT/tok-co
     echo "entitygate-before: $EG_BEFORE (sha256 $(sha256sum "$OUT/bin/entitygate-before" | cut -c1-12))"
   fi
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "mode: $MODE; groups: $ONLY${SKIPPED:+ (skipped: $SKIPPED)}; saturation ${SAT_SECS}s at $CONNS connections; rate $RATE req/s ($RATE_CONNS connections, random 0-$((2 * DELAY_MS)) ms pauses) for ${RATE_SECS}s; h2load $CONNS connections x $H2_STREAMS streams; TLS upstream ALPN $UP_ALPN"
+  echo "mode: $MODE; groups: $ONLY${SKIPPED:+ (skipped: $SKIPPED)}; entitygate rows x$REPEAT; saturation ${SAT_SECS}s at $CONNS connections; rate $RATE req/s ($RATE_CONNS connections, random 0-$((2 * DELAY_MS)) ms pauses) for ${RATE_SECS}s; h2load $CONNS connections x $H2_STREAMS streams; TLS upstream ALPN $UP_ALPN"
   echo
   python3 "$BENCH/report.py" "$RESULTS"
 } > "$OUT/report.md"
