@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""Turns bench/run.sh's results.jsonl into the Markdown tables of BENCHMARKS.md."""
+"""Turns bench/run.sh's results.jsonl into the Markdown tables of BENCHMARKS.md.
+
+Rows labelled entitygate-before-... (run.sh with EG_BEFORE) are shown in the tables like any
+other and, paired with the same row of the current binary, in a "before -> after" table."""
 
 import json
+import statistics
 import sys
 
 
@@ -23,15 +27,114 @@ def ms(us):
     return f"{us / 1000:.2f}"
 
 
-def main():
-    rows = load(sys.argv[1])
-    main_rows = [r for r in rows if "rate" in r]
-    by = {r["case"]: r for r in main_rows}
+BEFORE = "entitygate-before-"
 
+
+def kind(r):
+    """Which table a row belongs to."""
+    if r.get("group") in ("h2", "tls"):
+        return r["group"]
+    for k in ("rate", "body", "idle", "burst"):
+        if k in r:
+            return {"rate": "main"}.get(k, k if k != "body" else "bodies")
+    return "other"
+
+
+def idle_kib(r):
+    opened = r.get("client", {}).get("opened", 0)
+    return (r["rss_idle_kb"] - r["rss_before_kb"]) / opened if opened else float("nan")
+
+
+def change(b, a, fmt, lower_is_better):
+    """'b -> a (ratio)' for one figure; ratio after/before."""
+    if b is None or a is None:
+        return ""
+    ratio = a / b if b else float("nan")
+    better = (ratio < 1) if lower_is_better else (ratio > 1)
+    mark = "" if abs(ratio - 1) < 0.02 else (" better" if better else " worse")
+    return f"{fmt(b)} → {fmt(a)} ({ratio:.2f}x{mark})"
+
+
+def f0(v):
+    return f"{v:.0f}"
+
+
+def f1(v):
+    return f"{v:.1f}"
+
+
+def f3(v):
+    return f"{v:.3f}"
+
+
+def before_after(rows):
+    """The rows run with both binaries, before -> after, one line each. A row run several
+    times (run.sh --repeat) shows the median of its rounds, and the range of req/s."""
+    index = {}
+    for r in rows:
+        index.setdefault((kind(r), r["case"], r.get("body")), []).append(r)
+    pairs = []
+    for (k, case, body), b in index.items():
+        if case.startswith(BEFORE):
+            a = index.get((k, "entitygate-" + case[len(BEFORE):], body))
+            if a:
+                pairs.append((k, body, b, a))
+    if not pairs:
+        return
+    rounds = max(max(len(b), len(a)) for _, _, b, a in pairs)
+    print()
+    print("Before → after (EG_BEFORE against the current binary, same run; ratio after/before"
+          + (f"; median of {rounds} alternating rounds, req/s range in brackets" if rounds > 1
+             else "")
+          + "; HTTP/2 rows: h2load reports no percentiles, the p99 column shows its mean there)")
+    print()
+    print("| case | req/s | CPU s / 10k req | p99 ms | p99.9 ms | peak RSS MiB "
+          "| KiB per idle connection |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+
+    for k, body, bs, as_ in pairs:
+        def cell(metric, fmt, lower_is_better, rng=False):
+            b = statistics.median(metric(r) for r in bs)
+            a = statistics.median(metric(r) for r in as_)
+            text = change(b, a, fmt, lower_is_better)
+            if rng and rounds > 1:
+                def span(rs):
+                    values = [metric(r) for r in rs]
+                    return f"{fmt(min(values))}–{fmt(max(values))}"
+                text += f" [{span(bs)} → {span(as_)}]"
+            return text
+
+        label = as_[0]["case"] + {"main": "", "bodies": f" ({body} body)", "idle": " (idle)",
+                                  "h2": " (h2c)", "tls": " (TLS)"}.get(k, "")
+        cells = [""] * 6
+        if k in ("main", "tls", "bodies"):
+            cells[0] = cell(lambda r: r["sat"]["rps"], f0, False, rng=True)
+            cells[1] = cell(cpu_per_10k, f3, True)
+        if k in ("main", "tls"):
+            cells[2] = cell(lambda r: r["rate"]["p99_us"], ms, True)
+            cells[3] = cell(lambda r: r["rate"]["p999_us"], ms, True)
+        if k == "h2":
+            cells[0] = cell(lambda r: r["h2"]["rps"], f0, False, rng=True)
+            cells[1] = cell(h2_cpu_per_10k, f3, True)
+            cells[2] = "mean " + cell(lambda r: r["h2"]["mean_us"], ms, True)
+        if k != "idle":
+            cells[4] = cell(lambda r: r["hwm_kb"] / 1024, f1, True)
+        if k == "idle":
+            cells[4] = cell(lambda r: r["rss_idle_kb"] / 1024, f1, True)
+            cells[5] = cell(idle_kib, f1, True)
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def h2_cpu_per_10k(r):
+    n = r["h2"]["requests"]
+    return (r["cpu_ticks"] / r["clk_tck"]) / n * 10_000 if n else float("nan")
+
+
+def main_table(rows):
     print("| case | req/s at saturation | proxy CPU busy | CPU s / 10k req | p50 ms | p99 ms "
           "| p99.9 ms | rate achieved | peak RSS MiB | errors | status lookups |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in main_rows:
+    for r in rows:
         s, q = r["sat"], r["rate"]
         busy = (r["cpu_ticks"] / r["clk_tck"]) / (s["duration_us"] / 1e6)
         lookups = r.get("status_lookups", "")
@@ -41,31 +144,46 @@ def main():
               f'| {ms(q["p50_us"])} | {ms(q["p99_us"])} | {ms(q["p999_us"])} | {q["rps"]:.0f}/s '
               f'| {r["hwm_kb"] / 1024:.1f} | {errors(s) + errors(q)} | {lookups} |')
 
-    eg = by.get("entitygate-HS256")
-    if eg:
-        print()
-        print("| entitygate-HS256 (all checks, warm) vs | req/s ratio | CPU/request ratio "
-              "| p99 added ms | p99.9 added ms |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for other in ["nginx", "haproxy-HS256", "direct"]:
-            o = by.get(other)
-            if not o:
-                continue
-            print(f'| {other} | {eg["sat"]["rps"] / o["sat"]["rps"]:.2f} '
-                  f'| {cpu_per_10k(eg) / cpu_per_10k(o):.2f} '
-                  f'| {ms(eg["rate"]["p99_us"] - o["rate"]["p99_us"])} '
-                  f'| {ms(eg["rate"]["p999_us"] - o["rate"]["p999_us"])} |')
-        for case, other in [("entitygate-RS256", "haproxy-RS256"),
-                             ("entitygate-HS256-no-token-cache", "haproxy-HS256"),
-                             ("entitygate-RS256-no-token-cache", "haproxy-RS256")]:
-            a, b = by.get(case), by.get(other)
-            if a and b:
-                print(f'| {other} (as {case}) | {a["sat"]["rps"] / b["sat"]["rps"]:.2f} '
-                      f'| {cpu_per_10k(a) / cpu_per_10k(b):.2f} '
-                      f'| {ms(a["rate"]["p99_us"] - b["rate"]["p99_us"])} '
-                      f'| {ms(a["rate"]["p999_us"] - b["rate"]["p999_us"])} |')
 
-    bodies = [r for r in rows if "body" in r]
+def ratio_line(label, a, b):
+    return (f'| {label} | {a["sat"]["rps"] / b["sat"]["rps"]:.2f} '
+            f'| {cpu_per_10k(a) / cpu_per_10k(b):.2f} '
+            f'| {ms(a["rate"]["p99_us"] - b["rate"]["p99_us"])} '
+            f'| {ms(a["rate"]["p999_us"] - b["rate"]["p999_us"])} |')
+
+
+def ratios(by, eg_case, others, pairs=(), title=None):
+    """eg_case against each of others, then each (case, other) of pairs; nothing if no pair."""
+    lines = []
+    eg = by.get(eg_case)
+    if eg:
+        lines += [ratio_line(o, eg, by[o]) for o in others if o in by]
+    lines += [ratio_line(f"{o} (as {c})", by[c], by[o]) for c, o in pairs if c in by and o in by]
+    if not lines:
+        return
+    print()
+    print(f"| {title or eg_case + ' vs'} | req/s ratio | CPU/request ratio | p99 added ms "
+          "| p99.9 added ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for line in lines:
+        print(line)
+
+
+def main():
+    rows = load(sys.argv[1])
+    main_rows = [r for r in rows if kind(r) == "main"]
+    by = {r["case"]: r for r in main_rows}
+
+    if main_rows:
+        main_table(main_rows)
+
+    ratios(by, "entitygate-HS256", ["nginx", "haproxy-HS256", "direct"],
+           [("entitygate-RS256", "haproxy-RS256"),
+            ("entitygate-HS256-no-token-cache", "haproxy-HS256"),
+            ("entitygate-RS256-no-token-cache", "haproxy-RS256")],
+           title="entitygate-HS256 (all checks, warm) vs")
+
+    bodies = [r for r in rows if kind(r) == "bodies"]
     if bodies:
         print()
         print("| case | body | req/s at saturation | MiB/s of request bodies | CPU s / 10k req "
@@ -77,19 +195,65 @@ def main():
                   f'| {s["rps"] * r["body_bytes"] / 2**20:.1f} | {cpu_per_10k(r):.3f} '
                   f'| {r["hwm_kb"] / 1024:.1f} | {errors(s)} |')
 
-    idle = [r for r in rows if "idle" in r]
+    idle = [r for r in rows if kind(r) == "idle"]
     if idle:
         print()
-        print("| proxy | idle keep-alive connections | RSS before MiB | RSS with them open MiB "
-              "| KiB per connection | still open after hold |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| proxy | protocol | idle keep-alive connections | RSS before MiB "
+              "| RSS with them open MiB | KiB per connection | still open after hold |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
         for r in idle:
             c = r.get("client", {})
             opened = c.get("opened", 0)
-            per = (r["rss_idle_kb"] - r["rss_before_kb"]) / opened if opened else float("nan")
-            print(f'| {r["case"]} | {opened} of {r["idle"]} | {r["rss_before_kb"] / 1024:.1f} '
+            per = idle_kib(r)
+            print(f'| {r["case"]} | {c.get("protocol", "http/1.1")} | {opened} of {r["idle"]} '
+                  f'| {r["rss_before_kb"] / 1024:.1f} '
                   f'| {r["rss_idle_kb"] / 1024:.1f} | {per:.1f} '
                   f'| {c.get("still_open_after_hold", "?")} ({c.get("hold_secs", "?")} s) |')
+
+    h2 = [r for r in rows if kind(r) == "h2"]
+    if h2:
+        print()
+        print("HTTP/2 (h2c, prior knowledge) at saturation, h2load: latency is h2load's "
+              "min/mean/sd/max of the request time (it reports no percentiles).")
+        print()
+        print("| case | req/s | proxy CPU busy | CPU s / 10k req | mean ms | sd ms | max ms "
+              "| peak RSS MiB | failed | non-2xx | upstream over HTTP/2 |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in h2:
+            d = r["h2"]
+            busy = (r["cpu_ticks"] / r["clk_tck"]) / (d["duration_us"] / 1e6)
+            non2xx = d["status"]["3xx"] + d["status"]["4xx"] + d["status"]["5xx"]
+            print(f'| {r["case"]} | {d["rps"]:.0f} | {busy:.0%} | {h2_cpu_per_10k(r):.3f} '
+                  f'| {ms(d["mean_us"])} | {ms(d["sd_us"])} | {ms(d["max_us"])} '
+                  f'| {r["hwm_kb"] / 1024:.1f} | {d["failed"] + d["errored"] + d["timeout"]} '
+                  f'| {non2xx} | {r.get("upstream_http2_requests", "")} |')
+        h2by = {r["case"]: r for r in h2}
+        eg = h2by.get("entitygate-HS256-h2")
+        if eg:
+            for other in ["nginx-h2", "haproxy-HS256-h2", "direct-h2"]:
+                o = h2by.get(other)
+                if o and o["h2"]["rps"]:
+                    print(f'\nentitygate-HS256-h2 vs {other}: req/s '
+                          f'{eg["h2"]["rps"] / o["h2"]["rps"]:.2f}x, CPU/request '
+                          f'{h2_cpu_per_10k(eg) / h2_cpu_per_10k(o):.2f}x', end="")
+            print()
+
+    tls = [r for r in rows if kind(r) == "tls"]
+    if tls:
+        print()
+        print("TLS on both sides (wrk over HTTPS to the proxy, the proxy over HTTPS to the "
+              "upstream):")
+        print()
+        main_table(tls)
+        tby = {r["case"]: r for r in tls}
+        print()
+        print("| case | upstream requests over HTTP/2 |")
+        print("| --- | ---: |")
+        for r in tls:
+            print(f'| {r["case"]} | {r.get("upstream_http2_requests", "")} |')
+        ratios(tby, "entitygate-HS256-tls", ["nginx-tls", "haproxy-HS256-tls", "direct-tls"])
+
+    before_after(rows)
 
     for r in rows:
         if r["case"] == "burst":

@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # entitygate against the proxies people would use instead (issue 8). One command:
 #
-#   bench/run.sh            # the full run (about 8 minutes), results in target/bench/<time>/
-#   bench/run.sh --smoke    # tiny numbers, about a minute: checks that everything works
+#   bench/run.sh            # the full run (about 11 minutes; 15 with EG_BEFORE), results in
+#                           # target/bench/<time>-full/
+#   bench/run.sh --smoke    # tiny numbers, about two minutes: checks that everything works
+#   EG_BEFORE=/path/to/old/entitygate bench/run.sh     # + the same rows with an older binary
+#   bench/run.sh --only entitygate,bodies               # just those groups
 #
-# Options: --no-install (do not apt-get nginx/haproxy/wrk), --no-build (use built binaries),
-# --out DIR. Environment: EG_BIN=/path/to/entitygate benchmarks that binary instead of the
-# freshly built one (before/after comparisons).
+# Options: --no-install (do not apt-get nginx/haproxy/wrk/h2load), --no-build (use built
+# binaries), --out DIR, --only LIST (comma-separated groups, default all: direct, nginx,
+# haproxy, entitygate, cold, bodies, idle, burst, h2, tls), --repeat N (run each entitygate
+# row, or before/after pair, N times in alternation; the before -> after table shows medians).
+# Environment: EG_BIN=/path/to/entitygate benchmarks that binary instead of the freshly built
+# one. EG_BEFORE=/path/to/entitygate also runs the main entitygate rows (warm, no token cache,
+# cold, bodies, idle, h2, tls) with that binary, labelled entitygate-before-..., each right
+# before the same row with the current binary, and the report gets a "before -> after" table.
+# BENCH_UP_ALPN (default "h2,http/1.1") is what the TLS upstream offers in ALPN.
 #
 # What runs, all on 127.0.0.1: bench_upstream (examples/bench_upstream.rs, a fast stand-in for
 # Composio), and in turn each proxy in front of it: nginx (plain proxy_pass, keep-alive
 # upstream), HAProxy 2.6 (jwt_verify + forward), entitygate (every check on). The load
-# generator is wrk with bench/wrk.lua. On a machine with 2+ cores the proxy is pinned to CPU 0
-# and wrk and the upstream to CPU 1 (`taskset`). Everything this script starts is stopped by
-# PID when it ends, also on error or Ctrl-C.
+# generator is wrk with bench/wrk.lua (h2load for the HTTP/2 rows). On a machine with 2+ cores
+# the proxy is pinned to CPU 0 and the load generator and the upstream to CPU 1 (`taskset`).
+# Everything this script starts is stopped by PID when it ends, also on error or Ctrl-C.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,16 +31,33 @@ MODE=full
 INSTALL=1
 BUILD=1
 OUT=""
+ALL_GROUPS="direct,nginx,haproxy,entitygate,cold,bodies,idle,burst,h2,tls"
+ONLY=$ALL_GROUPS
+REPEAT=1
+usage() {
+  echo "usage: bench/run.sh [--smoke] [--no-install] [--no-build] [--out DIR] [--only GROUPS] [--repeat N]" >&2
+  echo "  GROUPS: comma-separated, of $ALL_GROUPS" >&2
+  exit 2
+}
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) MODE=smoke ;;
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
-    --out) OUT="$2"; shift ;;
-    *) echo "usage: bench/run.sh [--smoke] [--no-install] [--no-build] [--out DIR]" >&2; exit 2 ;;
+    --out) [ $# -ge 2 ] || usage; OUT="$2"; shift ;;
+    --only) [ $# -ge 2 ] || usage; ONLY="$2"; shift ;;
+    --repeat) [ $# -ge 2 ] || usage; REPEAT="$2"; shift ;;
+    *) usage ;;
   esac
   shift
 done
+case "$REPEAT" in ''|*[!0-9]*|0) echo "--repeat takes a count >= 1" >&2; usage ;; esac
+for g in ${ONLY//,/ }; do
+  case ",$ALL_GROUPS," in *",$g,"*) ;; *) echo "unknown group: $g" >&2; usage ;; esac
+done
+want() { # want GROUP: whether --only selected it
+  case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac
+}
 
 if [ "$MODE" = full ]; then
   SAT_SECS=10      # saturation run
@@ -52,7 +78,12 @@ DELAY_MS=10                              # mean pause per connection in the rate
 RATE_CONNS=$(( RATE * DELAY_MS / 1000 )) # connections that, pausing DELAY_MS, give RATE
 [ "$RATE_CONNS" -ge 1 ] || RATE_CONNS=1
 
-UP_PORT=18001; UP2_PORT=18002; EG_PORT=18080; NGINX_PORT=18081; HAPROXY_PORT=18082
+UP_PORT=18001; UP2_PORT=18002; UP_TLS_PORT=18003
+EG_PORT=18080; NGINX_PORT=18081; HAPROXY_PORT=18082
+H2_STREAMS=10                            # concurrent streams per HTTP/2 connection (h2load -m)
+UP_ALPN=${BENCH_UP_ALPN:-h2,http/1.1}    # what the TLS upstream offers
+CERT="$ROOT/certs/dev/server.crt"; CERT_KEY="$ROOT/certs/dev/server.key"   # TEST-ONLY
+CA="$ROOT/certs/dev/ca.crt"
 SECRET="bench-only-hs256-secret-0123456789abcdef"   # TEST-ONLY
 ISSUER="https://idp.bench/"
 AUDIENCE="entitygate"
@@ -129,15 +160,23 @@ if [ "$INSTALL" = 1 ]; then
   command -v nginx >/dev/null || missing="$missing nginx"
   command -v haproxy >/dev/null || missing="$missing haproxy"
   command -v wrk >/dev/null || missing="$missing wrk"
+  if want h2; then command -v h2load >/dev/null || missing="$missing nghttp2-client"; fi
   if [ -n "$missing" ]; then
     log "installing$missing (Debian packages)"
     apt-get update -qq
+    # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >>"$LOG" 2>&1
   fi
 fi
 for c in nginx haproxy wrk taskset python3; do
   command -v "$c" >/dev/null || { log "missing: $c"; exit 1; }
 done
+SKIPPED=""
+if want h2 && ! command -v h2load >/dev/null; then
+  log "missing: h2load (Debian nghttp2-client): the HTTP/2 rows are skipped"
+  SKIPPED="h2 (no h2load)"
+  ONLY=${ONLY//h2/}
+fi
 
 if [ "$BUILD" = 1 ]; then
   log "building (release)"
@@ -148,8 +187,24 @@ cp "${EG_BIN:-$ROOT/target/release/entitygate}" "$OUT/bin/entitygate"
 cp "$ROOT/target/release/examples/bench_upstream" "$OUT/bin/bench_upstream"
 EG="$OUT/bin/entitygate"
 UP="$OUT/bin/bench_upstream"
+# The entitygate binaries to run the main rows with: "entitygate-before" (EG_BEFORE) first,
+# then "entitygate" (the current one), so each pair runs back to back; --repeat N repeats the
+# pair (before, after, before, after, ...).
+EG_PAIR=(entitygate)
+if [ -n "${EG_BEFORE:-}" ]; then
+  cp "$EG_BEFORE" "$OUT/bin/entitygate-before"
+  EG_PAIR=(entitygate-before entitygate)
+fi
+EG_VARIANTS=()
+for _ in $(seq 1 "$REPEAT"); do EG_VARIANTS+=("${EG_PAIR[@]}"); done
+EG_CUR=$EG  # the binary start_entitygate runs
+use_variant() { # use_variant LABEL: start_entitygate runs that binary from now on
+  if [ "$1" = entitygate-before ]; then EG_CUR="$OUT/bin/entitygate-before"; else EG_CUR=$EG; fi
+}
+# HAProxy wants certificate and key in one file.
+cat "$CERT" "$CERT_KEY" > "$OUT/tmp/haproxy-server.pem"
 
-for p in $UP_PORT $UP2_PORT $EG_PORT $NGINX_PORT $HAPROXY_PORT; do port_free "$p"; done
+for p in $UP_PORT $UP2_PORT $UP_TLS_PORT $EG_PORT $NGINX_PORT $HAPROXY_PORT; do port_free "$p"; done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -166,7 +221,7 @@ mint HS256 alice 1 "$OUT/tok-hs.txt"
 mint RS256 alice 1 "$OUT/tok-rs.txt"
 mint HS256 warmup 1 "$OUT/tok-warmup.txt"
 mint HS256 user "$USERS" "$OUT/tok-users.txt"
-mint HS256 cold "$COLD_USERS" "$OUT/tok-cold.txt"
+if want cold; then mint HS256 cold "$COLD_USERS" "$OUT/tok-cold.txt"; fi
 mint HS256 burst 1 "$OUT/tok-burst.txt"
 
 # A typical v3 execute body without a user id (the gateway parses it, removes every spelling
@@ -194,7 +249,7 @@ body_json 1024 > "$OUT/body-1k.json"
 body_json 262144 > "$OUT/body-256k.json"
 
 # --- the processes under test ---------------------------------------------------------------
-start_upstream() { # start_upstream PORT [extra args]: sets UP_PID
+start_upstream() { # start_upstream PORT [extra args]: sets UP_PID (HTTP/1.1 and h2c)
   local port=$1; shift
   $PIN_UP "$UP" serve --listen "127.0.0.1:$port" "$@" >>"$OUT/upstream-$port.log" 2>&1 &
   UP_PID=$!; PIDS+=("$UP_PID")
@@ -209,33 +264,65 @@ render() { # render TEMPLATE OUTFILE key=value...
   printf '%s\n' "$s" > "$out"
 }
 
-start_entitygate() { # start_entitygate NAME ALG TOKEN_CACHE [UPSTREAM_PORT]: sets PROXY_PID
-  local name=$1 alg=$2 cache=$3 upport=${4:-$UP_PORT} keyline
+# Each proxy comes in flavours: "" (HTTP/1.1; h2c too for entitygate), h2 (h2c listener,
+# nginx and HAProxy need it said) and tls (TLS from the client and to the TLS upstream).
+start_entitygate() { # start_entitygate NAME ALG TOKEN_CACHE [UPSTREAM_PORT [tls]]: sets PROXY_PID
+  local name=$1 alg=$2 cache=$3 upport=${4:-$UP_PORT} flavour=${5:-} keyline
   if [ "$alg" = HS256 ]; then keyline='secret_env = "ENTITYGATE_JWT_SECRET"'
   else keyline="public_key_file = \"$ROOT/certs/dev/jwt-rsa.pub\""; fi
+  local scheme=http caline="" tls=""
+  if [ "$flavour" = tls ]; then
+    scheme=https
+    caline="ca_file = \"$CA\""
+    tls=$(printf '[tls]\ncert = "%s"\nkey = "%s"' "$CERT" "$CERT_KEY")
+  fi
   rm -f "$OUT/tmp/entitygate-audit.jsonl"
-  render "$BENCH/entitygate.toml" "$OUT/entitygate-$name.toml" PORT=$EG_PORT \
-    UPSTREAM_PORT="$upport" TOKEN_CACHE="$cache" ALG="$alg" KEY_LINE="$keyline" WORK="$OUT/tmp"
+  local conf="$OUT/entitygate-$name.toml"
+  [ "$EG_CUR" = "$EG" ] || conf="$OUT/entitygate-$name-before.toml"
+  render "$BENCH/entitygate.toml" "$conf" PORT=$EG_PORT \
+    UPSTREAM_PORT="$upport" TOKEN_CACHE="$cache" ALG="$alg" KEY_LINE="$keyline" WORK="$OUT/tmp" \
+    UPSTREAM_SCHEME="$scheme" UPSTREAM_CA_LINE="$caline" TLS_SECTION="$tls"
+  # Keys the older binary does not know are marked "# not-before" in the template.
+  if [ "$EG_CUR" != "$EG" ]; then sed -i '/^[^#].*# not-before/d' "$conf"; fi
   COMPOSIO_API_KEY=sk_bench_only ENTITYGATE_JWT_SECRET="$SECRET" RUST_LOG=warn \
-    $PIN_PROXY "$EG" serve --config "$OUT/entitygate-$name.toml" >>"$OUT/entitygate.log" 2>&1 &
+    $PIN_PROXY "$EG_CUR" serve --config "$conf" >>"$OUT/entitygate.log" 2>&1 &
   PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$EG_PORT
   wait_port $EG_PORT
 }
 
-start_nginx() {
+start_nginx() { # start_nginx [h2|tls]
+  local flavour=${1:-} opts="" server_lines="" proxy_lines="" scheme=http upport=$UP_PORT
+  case "$flavour" in
+    h2) opts=http2 ;;
+    tls)
+      opts=ssl; scheme=https; upport=$UP_TLS_PORT
+      server_lines=$(printf '        ssl_certificate %s;\n        ssl_certificate_key %s;' "$CERT" "$CERT_KEY")
+      proxy_lines=$(printf '            proxy_ssl_verify on;\n            proxy_ssl_trusted_certificate %s;\n            proxy_ssl_name localhost;\n            proxy_ssl_session_reuse on;' "$CA")
+      ;;
+  esac
   mkdir -p "$OUT/tmp/nginx-tmp"
-  render "$BENCH/nginx.conf" "$OUT/nginx.conf" PORT=$NGINX_PORT UPSTREAM_PORT=$UP_PORT WORK="$OUT/tmp"
-  $PIN_PROXY nginx -c "$OUT/nginx.conf" -e "$OUT/tmp/nginx-error.log" >>"$OUT/nginx.log" 2>&1 &
+  render "$BENCH/nginx.conf" "$OUT/nginx${flavour:+-$flavour}.conf" PORT=$NGINX_PORT \
+    UPSTREAM_PORT=$upport WORK="$OUT/tmp" LISTEN_OPTS="$opts" SERVER_LINES="$server_lines" \
+    PROXY_LINES="$proxy_lines" UPSTREAM_SCHEME=$scheme
+  $PIN_PROXY nginx -c "$OUT/nginx${flavour:+-$flavour}.conf" -e "$OUT/tmp/nginx-error.log" \
+    >>"$OUT/nginx.log" 2>&1 &
   PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$NGINX_PORT
   wait_port $NGINX_PORT
 }
 
-start_haproxy() { # start_haproxy ALG
-  local key=$SECRET
-  [ "$1" = RS256 ] && key="$ROOT/certs/dev/jwt-rsa.pub"
-  render "$BENCH/haproxy.cfg" "$OUT/haproxy-$1.cfg" PORT=$HAPROXY_PORT UPSTREAM_PORT=$UP_PORT \
-    ALG="$1" HAPROXY_KEY="$key"
-  $PIN_PROXY haproxy -db -f "$OUT/haproxy-$1.cfg" >>"$OUT/haproxy.log" 2>&1 &
+start_haproxy() { # start_haproxy ALG [h2|tls]
+  local hkey=$SECRET flavour=${2:-} bind="" server="" upport=$UP_PORT
+  [ "$1" = RS256 ] && hkey="$ROOT/certs/dev/jwt-rsa.pub"
+  case "$flavour" in
+    h2) bind="proto h2" ;;
+    tls)
+      bind="ssl crt $OUT/tmp/haproxy-server.pem"; upport=$UP_TLS_PORT
+      server="ssl verify required ca-file $CA verifyhost localhost"
+      ;;
+  esac
+  render "$BENCH/haproxy.cfg" "$OUT/haproxy-$1${flavour:+-$flavour}.cfg" PORT=$HAPROXY_PORT \
+    UPSTREAM_PORT=$upport ALG="$1" HAPROXY_KEY="$hkey" BIND_OPTS="$bind" SERVER_OPTS="$server"
+  $PIN_PROXY haproxy -db -f "$OUT/haproxy-$1${flavour:+-$flavour}.cfg" >>"$OUT/haproxy.log" 2>&1 &
   PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$HAPROXY_PORT
   wait_port $HAPROXY_PORT
 }
@@ -260,17 +347,28 @@ mem_kb() { # mem_kb PID FIELD (VmHWM or VmRSS), summed over the family
   done
   echo "$t"
 }
-up_stat() { # up_stat PORT FIELD
-  python3 -c 'import json,sys,urllib.request; print(json.load(urllib.request.urlopen("http://127.0.0.1:%s/__stats" % sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+up_stat() { # up_stat PORT FIELD: a counter of bench_upstream (over TLS on UP_TLS_PORT)
+  python3 - "$1" "$2" "$UP_TLS_PORT" "$CA" <<'EOF'
+import json, ssl, sys, urllib.request
+port, field, tls_port, ca = sys.argv[1:5]
+if port == tls_port:
+    ctx = ssl.create_default_context(cafile=ca)
+    url = "https://127.0.0.1:%s/__stats" % port
+else:
+    ctx, url = None, "http://127.0.0.1:%s/__stats" % port
+print(json.load(urllib.request.urlopen(url, context=ctx))[field])
+EOF
 }
 
+SCHEME=http    # what wrk speaks to the proxy: http, or https for the TLS rows
+STATS_PORT=$UP_PORT  # the upstream whose counters the rows read
 wrk_run() { # wrk_run PORT TOKENS BODY SECS CONNS [DELAY_MS] [ONCE]: prints the result line
   local tmp="$OUT/tmp/wrk-out.jsonl"
   rm -f "$tmp"
   BENCH_PATH="$TOOL_PATH" BENCH_TOKENS="$2" BENCH_BODY="$3" BENCH_DELAY_MS="${6:-0}" \
     BENCH_ONCE="${7:-0}" BENCH_OUT="$tmp" \
     $PIN_LOAD wrk -t1 -c"$5" -d"${4}s" --timeout 10s -s "$BENCH/wrk.lua" \
-    "http://127.0.0.1:$1" >>"$LOG" 2>&1
+    "$SCHEME://127.0.0.1:$1" >>"$LOG" 2>&1
   cat "$tmp"
 }
 
@@ -278,88 +376,164 @@ record() { # record JSON: one line of results
   echo "$1" >> "$RESULTS"
 }
 
-# measure CASE TOKENS BODY [nowarm]: warm-up, saturation (rps, CPU), fixed rate (latency), RSS
+# measure CASE TOKENS BODY [nowarm [EXTRA_JSON]]: warm-up, saturation (rps, CPU), fixed rate
+# (latency), RSS. EXTRA_JSON (e.g. ,"group":"tls") is appended to the record.
 measure() {
-  local case=$1 tokens=$2 body=$3 warm=${4:-warm}
+  local case=$1 tokens=$2 body=$3 warm=${4:-warm} extra=${5:-}
   if [ "$warm" = warm ]; then
     wrk_run "$PROXY_PORT" "$tokens" "$body" "$WARM_SECS" "$CONNS" >/dev/null
   fi
-  local lookups0=0; lookups0=$(up_stat $UP_PORT status_lookups)
+  local lookups0=0; lookups0=$(up_stat "$STATS_PORT" status_lookups)
+  local h2_0; h2_0=$(up_stat "$STATS_PORT" http2)
   local c0 c1 sat rate
   c0=$(cpu_ticks "$PROXY_PID")
   sat=$(wrk_run "$PROXY_PORT" "$tokens" "$body" "$SAT_SECS" "$CONNS")
   c1=$(cpu_ticks "$PROXY_PID")
-  local lookups1; lookups1=$(up_stat $UP_PORT status_lookups)
+  local lookups1; lookups1=$(up_stat "$STATS_PORT" status_lookups)
   rate=$(wrk_run "$PROXY_PORT" "$tokens" "$body" "$RATE_SECS" "$RATE_CONNS" "$DELAY_MS")
   local hwm; hwm=$(mem_kb "$PROXY_PID" VmHWM)
-  record "{\"case\":\"$case\",\"sat\":$sat,\"rate\":$rate,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$hwm,\"sat_secs\":$SAT_SECS,\"status_lookups\":$((lookups1 - lookups0))}"
+  local h2_1; h2_1=$(up_stat "$STATS_PORT" http2)
+  record "{\"case\":\"$case\",\"sat\":$sat,\"rate\":$rate,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$hwm,\"sat_secs\":$SAT_SECS,\"status_lookups\":$((lookups1 - lookups0)),\"upstream_http2_requests\":$((h2_1 - h2_0))$extra}"
   log "$case: $(echo "$sat" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f req/s, errors %d" % (d["rps"], d["err_status"]+d["err_connect"]+d["err_read"]+d["err_timeout"]))')"
 }
 
+# HTTP/2 with h2load: prints one JSON line from h2load's summary (it reports min/max/mean/sd
+# of the request time, no percentiles).
+h2_run() { # h2_run PORT TOKEN_FILE BODY SECS
+  local tok; tok=$(head -n 1 "$2")
+  $PIN_LOAD h2load -t1 -c "$CONNS" -m "$H2_STREAMS" -D "$4" -d "$3" \
+    -H "authorization: Bearer $tok" -H "content-type: application/json" \
+    "http://127.0.0.1:$1$TOOL_PATH" > "$OUT/tmp/h2load-out.txt" 2>>"$LOG"
+  cat "$OUT/tmp/h2load-out.txt" >> "$LOG"
+  python3 - "$OUT/tmp/h2load-out.txt" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+def us(v):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", v)
+    return round(float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)], 1)
+out = {}
+m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", text)
+out["duration_us"] = round(float(m.group(1)) * 1e6)
+out["rps"] = float(m.group(2))
+m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+              r"(\d+) failed, (\d+) errored, (\d+) timeout", text)
+for k, v in zip(["total", "started", "done", "requests", "failed", "errored", "timeout"],
+                m.groups()):
+    out[k] = int(v)
+m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+out["status"] = dict(zip(["2xx", "3xx", "4xx", "5xx"], map(int, m.groups())))
+m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", text)
+for k, v in zip(["min_us", "max_us", "mean_us", "sd_us"], m.groups()):
+    out[k] = us(v)
+print(json.dumps(out))
+PY
+}
+
+# h2_case CASE: the small execution over HTTP/2 (h2c): warm-up, then saturation (rps, CPU)
+h2_case() {
+  h2_run "$PROXY_PORT" "$OUT/tok-hs.txt" "$OUT/body-small.json" "$WARM_SECS" >/dev/null
+  local c0 c1 h2 up0 up1
+  up0=$(up_stat $UP_PORT http2)
+  c0=$(cpu_ticks "$PROXY_PID")
+  h2=$(h2_run "$PROXY_PORT" "$OUT/tok-hs.txt" "$OUT/body-small.json" "$SAT_SECS")
+  c1=$(cpu_ticks "$PROXY_PID")
+  up1=$(up_stat $UP_PORT http2)
+  record "{\"case\":\"$1\",\"group\":\"h2\",\"h2\":$h2,\"conns\":$CONNS,\"streams\":$H2_STREAMS,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$(mem_kb "$PROXY_PID" VmHWM),\"sat_secs\":$SAT_SECS,\"upstream_http2_requests\":$((up1 - up0))}"
+  log "$1 (h2c): $(echo "$h2" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f req/s, %d of %d succeeded" % (d["rps"], d["requests"], d["total"]))')"
+}
+
 # --- 1-4: the same small tool execution through each ----------------------------------------
-log "machine: $NCPU CPUs; $PINNING; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+log "machine: $NCPU CPUs; $PINNING; load: $(cut -d' ' -f1-3 /proc/loadavg); groups: $ONLY"
 start_upstream $UP_PORT
+MAIN_UP_PID=$UP_PID
 
 # 1. direct: the floor
-PROXY_PID=$UP_PID; PROXY_PORT=$UP_PORT
-measure direct "$OUT/tok-hs.txt" "$OUT/body-small.json"
+if want direct; then
+  PROXY_PID=$MAIN_UP_PID; PROXY_PORT=$UP_PORT
+  measure direct "$OUT/tok-hs.txt" "$OUT/body-small.json"
+fi
 
 # 2. nginx, HAProxy
-start_nginx
-measure nginx "$OUT/tok-hs.txt" "$OUT/body-small.json"
-stop "$PROXY_PID"
-for alg in HS256 RS256; do
-  start_haproxy $alg
-  tok="$OUT/tok-hs.txt"; [ $alg = RS256 ] && tok="$OUT/tok-rs.txt"
-  measure "haproxy-$alg" "$tok" "$OUT/body-small.json"
+if want nginx; then
+  start_nginx
+  measure nginx "$OUT/tok-hs.txt" "$OUT/body-small.json"
   stop "$PROXY_PID"
-done
-start_haproxy HS256
-measure "haproxy-HS256-${USERS}users" "$OUT/tok-users.txt" "$OUT/body-small.json"
-stop "$PROXY_PID"
+fi
+if want haproxy; then
+  for alg in HS256 RS256; do
+    start_haproxy $alg
+    tok="$OUT/tok-hs.txt"; [ $alg = RS256 ] && tok="$OUT/tok-rs.txt"
+    measure "haproxy-$alg" "$tok" "$OUT/body-small.json"
+    stop "$PROXY_PID"
+  done
+  start_haproxy HS256
+  measure "haproxy-HS256-${USERS}users" "$OUT/tok-users.txt" "$OUT/body-small.json"
+  stop "$PROXY_PID"
+fi
 
 # 3. entitygate, every check on, warm caches; with the token cache off, every request pays
-# the signature check as HAProxy does.
-for alg in HS256 RS256; do
-  tok="$OUT/tok-hs.txt"; [ $alg = RS256 ] && tok="$OUT/tok-rs.txt"
-  start_entitygate "$alg" "$alg" 100000
-  measure "entitygate-$alg" "$tok" "$OUT/body-small.json"
-  if [ $alg = HS256 ]; then
-    measure "entitygate-$alg-forged-user-id" "$tok" "$OUT/body-forged.json"
-  fi
-  stop "$PROXY_PID"
-  start_entitygate "$alg-nocache" "$alg" 0
-  measure "entitygate-$alg-no-token-cache" "$tok" "$OUT/body-small.json"
-  stop "$PROXY_PID"
-done
+# the signature check as HAProxy does. With EG_BEFORE, the older binary runs each row first.
+if want entitygate; then
+  for alg in HS256 RS256; do
+    tok="$OUT/tok-hs.txt"; [ $alg = RS256 ] && tok="$OUT/tok-rs.txt"
+    for v in "${EG_VARIANTS[@]}"; do
+      use_variant "$v"
+      start_entitygate "$alg" "$alg" 100000
+      measure "$v-$alg" "$tok" "$OUT/body-small.json"
+      if [ $alg = HS256 ] && [ "$v" = entitygate ]; then
+        measure "$v-$alg-forged-user-id" "$tok" "$OUT/body-forged.json"
+      fi
+      stop "$PROXY_PID"
+    done
+    for v in "${EG_VARIANTS[@]}"; do
+      use_variant "$v"
+      start_entitygate "$alg-nocache" "$alg" 0
+      measure "$v-$alg-no-token-cache" "$tok" "$OUT/body-small.json"
+      stop "$PROXY_PID"
+    done
+  done
+  use_variant entitygate
+fi
 
 # 4. cold connection cache: every request is a new user (a new token, one status lookup);
 # a fresh gateway for the saturation run and another for the rate run.
-start_entitygate cold HS256 100000
-wrk_run $EG_PORT "$OUT/tok-warmup.txt" "$OUT/body-small.json" 1 1 >/dev/null  # tool -> toolkit
-l0=$(up_stat $UP_PORT status_lookups)
-c0=$(cpu_ticks "$PROXY_PID")
-sat=$(wrk_run $EG_PORT "$OUT/tok-cold.txt" "$OUT/body-small.json" "$SAT_SECS" "$CONNS" 0 1)
-c1=$(cpu_ticks "$PROXY_PID")
-l1=$(up_stat $UP_PORT status_lookups)
-stop "$PROXY_PID"
-start_entitygate cold HS256 100000
-wrk_run $EG_PORT "$OUT/tok-warmup.txt" "$OUT/body-small.json" 1 1 >/dev/null
-l2=$(up_stat $UP_PORT status_lookups)
-rate=$(wrk_run $EG_PORT "$OUT/tok-cold.txt" "$OUT/body-small.json" "$RATE_SECS" "$RATE_CONNS" "$DELAY_MS" 1)
-l3=$(up_stat $UP_PORT status_lookups)
-hwm=$(mem_kb "$PROXY_PID" VmHWM)
-stop "$PROXY_PID"
-record "{\"case\":\"entitygate-HS256-cold\",\"sat\":$sat,\"rate\":$rate,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$hwm,\"sat_secs\":$SAT_SECS,\"status_lookups\":$((l1 - l0)),\"rate_status_lookups\":$((l3 - l2))}"
-log "entitygate cold: $((l1 - l0)) + $((l3 - l2)) status lookups"
+cold_case() { # cold_case LABEL: with the binary use_variant chose
+  local l0 l1 l2 l3 c0 c1 sat rate hwm
+  start_entitygate cold HS256 100000
+  wrk_run $EG_PORT "$OUT/tok-warmup.txt" "$OUT/body-small.json" 1 1 >/dev/null  # tool -> toolkit
+  l0=$(up_stat $UP_PORT status_lookups)
+  c0=$(cpu_ticks "$PROXY_PID")
+  sat=$(wrk_run $EG_PORT "$OUT/tok-cold.txt" "$OUT/body-small.json" "$SAT_SECS" "$CONNS" 0 1)
+  c1=$(cpu_ticks "$PROXY_PID")
+  l1=$(up_stat $UP_PORT status_lookups)
+  stop "$PROXY_PID"
+  start_entitygate cold HS256 100000
+  wrk_run $EG_PORT "$OUT/tok-warmup.txt" "$OUT/body-small.json" 1 1 >/dev/null
+  l2=$(up_stat $UP_PORT status_lookups)
+  rate=$(wrk_run $EG_PORT "$OUT/tok-cold.txt" "$OUT/body-small.json" "$RATE_SECS" "$RATE_CONNS" "$DELAY_MS" 1)
+  l3=$(up_stat $UP_PORT status_lookups)
+  hwm=$(mem_kb "$PROXY_PID" VmHWM)
+  stop "$PROXY_PID"
+  record "{\"case\":\"$1\",\"sat\":$sat,\"rate\":$rate,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$hwm,\"sat_secs\":$SAT_SECS,\"status_lookups\":$((l1 - l0)),\"rate_status_lookups\":$((l3 - l2))}"
+  log "$1: $((l1 - l0)) + $((l3 - l2)) status lookups"
+}
+if want cold; then
+  for v in "${EG_VARIANTS[@]}"; do
+    use_variant "$v"
+    cold_case "$v-HS256-cold"
+  done
+  use_variant entitygate
+fi
 
 # 10,000 distinct users, warm: one pass over them first (one lookup each), then measure.
-start_entitygate users HS256 100000
-l0=$(up_stat $UP_PORT status_lookups)
-wrk_run $EG_PORT "$OUT/tok-users.txt" "$OUT/body-small.json" "$SAT_SECS" "$CONNS" 0 1 >/dev/null
-log "warm-up pass over $USERS users: $(( $(up_stat $UP_PORT status_lookups) - l0 )) status lookups"
-measure "entitygate-HS256-${USERS}users" "$OUT/tok-users.txt" "$OUT/body-small.json" nowarm
-stop "$PROXY_PID"
+if want entitygate; then
+  start_entitygate users HS256 100000
+  l0=$(up_stat $UP_PORT status_lookups)
+  wrk_run $EG_PORT "$OUT/tok-users.txt" "$OUT/body-small.json" "$SAT_SECS" "$CONNS" 0 1 >/dev/null
+  log "warm-up pass over $USERS users: $(( $(up_stat $UP_PORT status_lookups) - l0 )) status lookups"
+  measure "entitygate-HS256-${USERS}users" "$OUT/tok-users.txt" "$OUT/body-small.json" nowarm
+  stop "$PROXY_PID"
+fi
 
 # --- bodies: 1 KiB and 256 KiB ----------------------------------------------------------------
 body_case() { # body_case NAME TOKENS
@@ -373,20 +547,26 @@ body_case() { # body_case NAME TOKENS
   done
   log "bodies through $1 done"
 }
-PROXY_PID=$UP_PID; PROXY_PORT=$UP_PORT
-body_case direct "$OUT/tok-hs.txt"
-start_nginx; body_case nginx "$OUT/tok-hs.txt"; stop "$PROXY_PID"
-start_haproxy HS256; body_case haproxy-HS256 "$OUT/tok-hs.txt"; stop "$PROXY_PID"
-start_entitygate body HS256 100000; body_case entitygate-HS256 "$OUT/tok-hs.txt"; stop "$PROXY_PID"
+if want bodies; then
+  PROXY_PID=$MAIN_UP_PID; PROXY_PORT=$UP_PORT
+  body_case direct "$OUT/tok-hs.txt"
+  start_nginx; body_case nginx "$OUT/tok-hs.txt"; stop "$PROXY_PID"
+  start_haproxy HS256; body_case haproxy-HS256 "$OUT/tok-hs.txt"; stop "$PROXY_PID"
+  for v in "${EG_VARIANTS[@]}"; do
+    use_variant "$v"
+    start_entitygate body HS256 100000; body_case "$v-HS256" "$OUT/tok-hs.txt"; stop "$PROXY_PID"
+  done
+  use_variant entitygate
+fi
 
 # --- idle keep-alive connections --------------------------------------------------------------
-idle_case() { # idle_case NAME COUNT
+idle_case() { # idle_case NAME COUNT [--h2]
   local ready="$OUT/tmp/idle-ready.json" rss0 rss hwm report cpid
   rm -f "$ready"
   rss0=$(mem_kb "$PROXY_PID" VmRSS)
   $PIN_LOAD python3 "$BENCH/conns.py" idle --port "$PROXY_PORT" --count "$2" \
     --token-file "$OUT/tok-hs.txt" --body-file "$OUT/body-small.json" --hold 3 \
-    --ready-file "$ready" > "$OUT/tmp/idle-report.json" 2>>"$LOG" &
+    --ready-file "$ready" ${3:+"$3"} > "$OUT/tmp/idle-report.json" 2>>"$LOG" &
   cpid=$!; PIDS+=("$cpid")
   for _ in $(seq 1 600); do [ -s "$ready" ] && break; sleep 0.1; done
   sleep 1
@@ -399,22 +579,83 @@ idle_case() { # idle_case NAME COUNT
   record "{\"case\":\"$1\",\"idle\":$2,\"rss_before_kb\":$rss0,\"rss_idle_kb\":$rss,\"hwm_kb\":$hwm,\"client\":$report}"
   log "idle $2 connections to $1: RSS $rss0 kB -> $rss kB; $report"
 }
-start_entitygate idle HS256 100000; idle_case entitygate-HS256 "$IDLE"; stop "$PROXY_PID"
-start_nginx; idle_case nginx "$IDLE"; stop "$PROXY_PID"
-# HAProxy's ceiling here is maxconn 9990 (see bench/haproxy.cfg).
-HAP_IDLE=$IDLE; [ "$HAP_IDLE" -gt 9900 ] && HAP_IDLE=9900
-start_haproxy HS256; idle_case haproxy-HS256 "$HAP_IDLE"; stop "$PROXY_PID"
+if want idle; then
+  for v in "${EG_VARIANTS[@]}"; do
+    use_variant "$v"
+    start_entitygate idle HS256 100000; idle_case "$v-HS256" "$IDLE"; stop "$PROXY_PID"
+  done
+  use_variant entitygate
+  start_nginx; idle_case nginx "$IDLE"; stop "$PROXY_PID"
+  # HAProxy's ceiling here is maxconn 9990 (see bench/haproxy.cfg).
+  HAP_IDLE=$IDLE; [ "$HAP_IDLE" -gt 9900 ] && HAP_IDLE=9900
+  start_haproxy HS256; idle_case haproxy-HS256 "$HAP_IDLE"; stop "$PROXY_PID"
+  # The same over HTTP/2 (h2c, prior knowledge): one request per connection, then idle.
+  for v in "${EG_VARIANTS[@]}"; do
+    use_variant "$v"
+    start_entitygate idle HS256 100000; idle_case "$v-HS256-h2" "$IDLE" --h2; stop "$PROXY_PID"
+  done
+  use_variant entitygate
+  start_nginx h2; idle_case nginx-h2 "$IDLE" --h2; stop "$PROXY_PID"
+  start_haproxy HS256 h2; idle_case haproxy-HS256-h2 "$HAP_IDLE" --h2; stop "$PROXY_PID"
+fi
 
 # --- a burst for one cold user: one status lookup ---------------------------------------------
 # A second upstream that takes 50 ms per status lookup, as a real one might, so the burst
 # really arrives while the lookup is in flight.
-start_upstream $UP2_PORT --lookup-delay-ms 50
-start_entitygate burst HS256 100000 $UP2_PORT
-burst=$($PIN_LOAD python3 "$BENCH/conns.py" burst --port $EG_PORT --count "$BURST" \
-  --token-file "$OUT/tok-burst.txt" --body-file "$OUT/body-small.json" 2>>"$LOG" || echo '{}')
-record "{\"case\":\"burst\",\"burst\":$BURST,\"client\":${burst:-{\}},\"status_lookups\":$(up_stat $UP2_PORT status_lookups),\"tool_lookups\":$(up_stat $UP2_PORT tool_lookups),\"executes\":$(up_stat $UP2_PORT executes)}"
-log "burst of $BURST for one cold user: $(up_stat $UP2_PORT status_lookups) status lookup(s); $burst"
-stop "$PROXY_PID"
+if want burst; then
+  start_upstream $UP2_PORT --lookup-delay-ms 50
+  UP2_PID=$UP_PID
+  start_entitygate burst HS256 100000 $UP2_PORT
+  burst=$($PIN_LOAD python3 "$BENCH/conns.py" burst --port $EG_PORT --count "$BURST" \
+    --token-file "$OUT/tok-burst.txt" --body-file "$OUT/body-small.json" 2>>"$LOG" || echo '{}')
+  record "{\"case\":\"burst\",\"burst\":$BURST,\"client\":${burst:-{\}},\"status_lookups\":$(up_stat $UP2_PORT status_lookups),\"tool_lookups\":$(up_stat $UP2_PORT tool_lookups),\"executes\":$(up_stat $UP2_PORT executes)}"
+  log "burst of $BURST for one cold user: $(up_stat $UP2_PORT status_lookups) status lookup(s); $burst"
+  stop "$PROXY_PID"
+  stop "$UP2_PID"
+fi
+
+# --- HTTP/2 (h2c, prior knowledge) at saturation: h2load ----------------------------------------
+# The same small execution, one token, CONNS connections with H2_STREAMS streams each. The
+# upstream serves both HTTP/1.1 and h2c; how many requests reached it over HTTP/2 is recorded
+# (upstream_http2_requests): nginx and HAProxy speak HTTP/1.1 to it, as does entitygate's
+# client over plain TCP today.
+if want h2; then
+  PROXY_PID=$MAIN_UP_PID; PROXY_PORT=$UP_PORT
+  h2_case direct-h2
+  start_nginx h2; h2_case nginx-h2; stop "$PROXY_PID"
+  start_haproxy HS256 h2; h2_case haproxy-HS256-h2; stop "$PROXY_PID"
+  for v in "${EG_VARIANTS[@]}"; do
+    use_variant "$v"
+    start_entitygate h2 HS256 100000; h2_case "$v-HS256-h2"; stop "$PROXY_PID"
+  done
+  use_variant entitygate
+fi
+
+# --- TLS on both sides: client -> proxy and proxy -> upstream ---------------------------------
+# A TLS upstream (TEST-ONLY certs/dev, ALPN $UP_ALPN); wrk speaks HTTPS/1.1 (no ALPN) to the
+# proxy, each proxy verifies the upstream against certs/dev/ca.crt and keeps connections.
+if want tls; then
+  start_upstream $UP_TLS_PORT --tls-cert "$CERT" --tls-key "$CERT_KEY" --alpn "$UP_ALPN"
+  UP_TLS_PID=$UP_PID
+  SCHEME=https; STATS_PORT=$UP_TLS_PORT
+  PROXY_PID=$UP_TLS_PID; PROXY_PORT=$UP_TLS_PORT
+  measure direct-tls "$OUT/tok-hs.txt" "$OUT/body-small.json" warm ',"group":"tls"'
+  start_nginx tls
+  measure nginx-tls "$OUT/tok-hs.txt" "$OUT/body-small.json" warm ',"group":"tls"'
+  stop "$PROXY_PID"
+  start_haproxy HS256 tls
+  measure haproxy-HS256-tls "$OUT/tok-hs.txt" "$OUT/body-small.json" warm ',"group":"tls"'
+  stop "$PROXY_PID"
+  for v in "${EG_VARIANTS[@]}"; do
+    use_variant "$v"
+    start_entitygate tls HS256 100000 $UP_TLS_PORT tls
+    measure "$v-HS256-tls" "$OUT/tok-hs.txt" "$OUT/body-small.json" warm ',"group":"tls"'
+    stop "$PROXY_PID"
+  done
+  use_variant entitygate
+  stop "$UP_TLS_PID"
+  SCHEME=http; STATS_PORT=$UP_PORT
+fi
 
 cleanup
 # The access log, the audit trail and the cold tokens are large and say nothing more.
@@ -423,9 +664,13 @@ rm -f "$OUT/tmp/nginx-access.log" "$OUT/tmp/entitygate-audit.jsonl" "$OUT/tok-co
 {
   echo "machine: $NCPU CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
   echo "pinning: $PINNING"
-  echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(rustc --version)"
+  echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(if command -v h2load >/dev/null; then h2load --version | head -1; else echo 'no h2load'; fi), $(rustc --version)"
+  echo "entitygate: ${EG_BIN:-built from $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')} (sha256 $(sha256sum "$EG" | cut -c1-12))"
+  if [ -n "${EG_BEFORE:-}" ]; then
+    echo "entitygate-before: $EG_BEFORE (sha256 $(sha256sum "$OUT/bin/entitygate-before" | cut -c1-12))"
+  fi
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "mode: $MODE; saturation ${SAT_SECS}s at $CONNS connections; rate $RATE req/s ($RATE_CONNS connections, random 0-$((2 * DELAY_MS)) ms pauses) for ${RATE_SECS}s"
+  echo "mode: $MODE; groups: $ONLY${SKIPPED:+ (skipped: $SKIPPED)}; entitygate rows x$REPEAT; saturation ${SAT_SECS}s at $CONNS connections; rate $RATE req/s ($RATE_CONNS connections, random 0-$((2 * DELAY_MS)) ms pauses) for ${RATE_SECS}s; h2load $CONNS connections x $H2_STREAMS streams; TLS upstream ALPN $UP_ALPN"
   echo
   python3 "$BENCH/report.py" "$RESULTS"
 } > "$OUT/report.md"

@@ -7,13 +7,16 @@
 //!     --issuer https://idp.bench/ --audience entitygate --prefix u --count 10000 --out tokens.txt
 //! ```
 //!
-//! `serve` answers, over plain HTTP/1.1 with keep-alive, on loopback:
+//! `serve` answers on loopback, over HTTP/1.1 with keep-alive and h2c (HTTP/2 with prior
+//! knowledge, detected from the connection preface); with `--tls-cert PEM --tls-key PEM` over
+//! TLS instead, offering the ALPN protocols of `--alpn` (default `h2,http/1.1`):
 //! - `POST .../tools/execute/{slug}` (any prefix): reads the body, answers like Composio's
 //!   execute endpoint;
 //! - `GET /api/v3.1/tools/{slug}`: the tool's toolkit (always GitHub);
 //! - `GET /api/v3.1/connected_accounts?user_ids=U&...`: one ACTIVE GitHub account `ca_U`,
 //!   after `--lookup-delay-ms` (to make a burst overlap one lookup, as against the real one);
-//! - `GET /__stats`: how many of each it answered (JSON), `POST /__reset` sets them to 0.
+//! - `GET /__stats`: how many of each it answered (JSON; `http2`: how many came over HTTP/2),
+//!   `POST /__reset` sets them to 0.
 //!
 //! `mint` writes one token per line for users `{prefix}0 .. {prefix}{count-1}` (HS256 with the
 //! secret from an environment variable, or RS256/ES256 with a PEM private key file).
@@ -28,9 +31,10 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 #[derive(Default)]
@@ -40,6 +44,8 @@ struct Stats {
     status_lookups: AtomicU64,
     other: AtomicU64,
     body_bytes: AtomicU64,
+    /// Requests of any kind that arrived over HTTP/2 (to see what a proxy spoke upstream).
+    http2: AtomicU64,
 }
 
 struct Upstream {
@@ -61,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("serve") => serve(&args),
         Some("mint") => mint(&args),
         _ => {
-            eprintln!("usage: bench_upstream serve --listen ADDR [--threads N] [--lookup-delay-ms MS]\n       bench_upstream mint --alg HS256|RS256|ES256 (--secret-env VAR | --key-file PEM) --issuer ISS --audience AUD --prefix P --count N [--ttl-secs S] --out FILE");
+            eprintln!("usage: bench_upstream serve --listen ADDR [--threads N] [--lookup-delay-ms MS] [--tls-cert PEM --tls-key PEM [--alpn h2,http/1.1]]\n       bench_upstream mint --alg HS256|RS256|ES256 (--secret-env VAR | --key-file PEM) --issuer ISS --audience AUD --prefix P --count N [--ttl-secs S] --out FILE");
             std::process::exit(2);
         }
     }
@@ -90,9 +96,23 @@ fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         stats: Stats::default(),
         lookup_delay: Duration::from_millis(delay),
     });
+    let tls = match (arg(args, "--tls-cert"), arg(args, "--tls-key")) {
+        (Some(cert), Some(key)) => {
+            let alpn = arg(args, "--alpn").unwrap_or_else(|| "h2,http/1.1".into());
+            Some(tokio_rustls::TlsAcceptor::from(tls_config(
+                &cert, &key, &alpn,
+            )?))
+        }
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     rt.block_on(async move {
         let listener = TcpListener::bind(listen).await?;
-        eprintln!("bench_upstream listening on {}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!(
+            "bench_upstream listening on {scheme}://{}",
+            listener.local_addr()?
+        );
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 // EMFILE and friends: back off instead of spinning.
@@ -101,18 +121,59 @@ fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             };
             let _ = stream.set_nodelay(true);
             let up = up.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let up = up.clone();
-                    async move { Ok::<_, Infallible>(up.handle(req).await) }
-                });
-                let _ = http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+            match &tls {
+                None => {
+                    tokio::spawn(serve_connection(up, stream));
+                }
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve_connection(up, stream).await;
+                        }
+                    });
+                }
+            }
         }
     })
+}
+
+/// One connection: HTTP/1.1 with keep-alive or HTTP/2 (h2c by its preface, or by ALPN).
+async fn serve_connection<IO>(up: Arc<Upstream>, io: IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let up = up.clone();
+        async move { Ok::<_, Infallible>(up.handle(req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true);
+    let _ = builder.serve_connection(TokioIo::new(io), svc).await;
+}
+
+/// A rustls server configuration from PEM files (TEST-ONLY certificates in the bench).
+fn tls_config(
+    cert: &str,
+    key: &str,
+    alpn: &str,
+) -> Result<Arc<rustls::ServerConfig>, Box<dyn std::error::Error>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    config.alpn_protocols = alpn
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    Ok(Arc::new(config))
 }
 
 fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -138,6 +199,9 @@ impl Upstream {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_owned();
         let s = &self.stats;
+        if req.version() == http::Version::HTTP_2 {
+            s.http2.fetch_add(1, Ordering::Relaxed);
+        }
         if req.method() == Method::POST && path.contains("/tools/execute/") {
             let n = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes().len(),
@@ -186,6 +250,7 @@ impl Upstream {
                     "status_lookups": s.status_lookups.load(Ordering::Relaxed),
                     "other": s.other.load(Ordering::Relaxed),
                     "body_bytes": s.body_bytes.load(Ordering::Relaxed),
+                    "http2": s.http2.load(Ordering::Relaxed),
                 });
                 return json(StatusCode::OK, body.to_string());
             }
@@ -197,6 +262,7 @@ impl Upstream {
                 &s.status_lookups,
                 &s.other,
                 &s.body_bytes,
+                &s.http2,
             ] {
                 c.store(0, Ordering::Relaxed);
             }
