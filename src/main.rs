@@ -5,13 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc's malloc: the request path allocates and frees many small,
-/// short-lived objects across threads, where glibc's arenas cost more CPU per request and
-/// keep freed memory resident (BENCHMARKS.md, issue 17). The library does not choose: an
-/// embedder keeps its own allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A fail-closed reverse proxy that pins every Composio call to the caller's verified identity.
 #[derive(Parser)]
 #[command(version, about)]
