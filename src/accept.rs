@@ -36,7 +36,7 @@ use crate::conn::{Activity, Deadlines, Tracked, Watched};
 use crate::proxy::Proxy;
 
 /// A plain HTTP/1 connection with nothing in flight for this long gives its buffers back.
-pub(crate) const PARK_AFTER: Duration = Duration::from_millis(250);
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// What every connection of one listener is served with.
 pub(crate) struct Serving {
@@ -64,28 +64,10 @@ pub(crate) async fn serve(
     let served = async {
         match tls {
             None => plain(s, stream, svc, &activity, stop).await,
-            Some(acceptor) => {
-                let accepted = tokio::time::timeout(s.handshake_timeout, acceptor.accept(stream));
-                let tls_stream = match accepted.await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return Ok(());
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return Ok(());
-                    }
-                };
-                let alpn = tls_stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-                let io = TokioIo::new(Watched::new(tls_stream, activity.clone()));
-                // ALPN chose the protocol: no preface to wait for. Without ALPN it is HTTP/1.1
-                // (HTTP/2 over TLS needs ALPN, RFC 9113 section 3.2).
-                match alpn.as_deref() {
-                    Some(b"h2") => until_stopped(s.h2.serve_connection(io, svc), stop).await,
-                    _ => until_stopped(s.h1.serve_connection(io, svc), stop).await,
-                }
-            }
+            // Boxed, as every path but the plain HTTP/1 one: the task is as large as its
+            // largest state, and a parked connection should not carry a TLS handshake's or
+            // an HTTP/2 connection's room.
+            Some(acceptor) => Box::pin(secure(s, acceptor, stream, peer, svc, &activity, stop)).await,
         }
     };
     // One watchdog from accept: no request head in time, a later head too slow, or idle too
@@ -109,6 +91,39 @@ pub(crate) async fn serve(
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A TLS connection: the handshake under its deadline, then the protocol ALPN chose.
+async fn secure(
+    s: &Serving,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    svc: Service,
+    activity: &Arc<Activity>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), BoxError> {
+    let accepted = tokio::time::timeout(s.handshake_timeout, acceptor.accept(stream));
+    let tls_stream = match accepted.await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return Ok(());
+        }
+    };
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(Watched::new(tls_stream, activity.clone()));
+    // ALPN chose the protocol: no preface to wait for. Without ALPN it is HTTP/1.1 (HTTP/2
+    // over TLS needs ALPN, RFC 9113 section 3.2).
+    if h2 {
+        until_stopped(s.h2.serve_connection(io, svc), stop).await
+    } else {
+        until_stopped(s.h1.serve_connection(io, svc), stop).await
+    }
+}
+
 /// A plain connection: HTTP/2 with prior knowledge if it opens with the preface, else
 /// HTTP/1, parked between requests.
 async fn plain(
@@ -121,7 +136,7 @@ async fn plain(
     match opens_with_h2_preface(&stream).await {
         Ok(Some(true)) => {
             let io = TokioIo::new(Watched::new(stream, activity.clone()));
-            until_stopped(s.h2.serve_connection(io, svc), stop).await
+            Box::pin(until_stopped(s.h2.serve_connection(io, svc), stop)).await
         }
         Ok(Some(false)) => http1_parked(s, stream, svc, activity, stop).await,
         // Closed before a byte, or unreadable.
@@ -205,11 +220,11 @@ async fn http1_parked(
                 crate::metrics::connection_parked();
                 let (rest, socket) = io.into_parts();
                 // What hyper had read came first; anything it had not taken from the last
-                // replay follows.
+                // replay follows. Copied: hyper's `read_buf`, even empty, is a view of its
+                // 8 KiB read buffer and would keep that alive while parked.
                 replay = match (parts.read_buf.is_empty(), rest.is_empty()) {
-                    (_, true) => parts.read_buf,
-                    (true, false) => rest,
-                    (false, false) => [parts.read_buf, rest].concat().into(),
+                    (true, true) => Bytes::new(),
+                    _ => [&parts.read_buf[..], &rest[..]].concat().into(),
                 };
                 stream = socket;
                 svc = parts.service;

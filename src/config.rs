@@ -1573,6 +1573,10 @@ mod tests {
         let c = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(c.limits.max_request_head_bytes, 16 * 1024);
         assert_eq!(c.limits.keepalive_idle_secs, 75);
+        // The older name still configures it.
+        let old = Config::from_toml(&format!("{MINIMAL}\n[limits]\nidle_timeout_secs = 40"))
+            .unwrap();
+        assert_eq!(old.limits.keepalive_idle_secs, 40);
         assert_eq!(c.auth.token_cache_bytes, 32 * 1024 * 1024);
         for (extra, key) in [
             (
