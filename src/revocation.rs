@@ -97,7 +97,17 @@ impl Broken {
 /// report (`EXPIRED` for Composio's connected-account errors, `REVOKED` for the provider's
 /// 401/403) and the reason.
 pub fn dead_connection(status: StatusCode, body: &[u8]) -> Option<(&'static str, &'static str)> {
+    // Nearly every answer is a success: parsing each one into a `Value` to find that out was
+    // a tenth of the gateway's CPU per execution (BENCHMARKS.md, issue 17).
+    if !might_be_dead(body) {
+        return None;
+    }
     let v: Value = serde_json::from_slice(body).ok()?;
+    dead_in_answer(status, &v)
+}
+
+/// [`dead_connection`] on the parsed answer.
+fn dead_in_answer(status: StatusCode, v: &Value) -> Option<(&'static str, &'static str)> {
     if let Some(e) = v.get("error").filter(|e| e.is_object()) {
         let code = e.get("code").and_then(Value::as_u64);
         let slug = e.get("slug").and_then(Value::as_str).unwrap_or("");
@@ -139,6 +149,41 @@ pub fn dead_connection(status: StatusCode, body: &[u8]) -> Option<(&'static str,
         }
         _ => None,
     }
+}
+
+/// A necessary condition for [`dead_connection`], on the raw bytes: every answer it reads
+/// as dead contains `1803`, `connectedaccount` in some case, or `"successful"` set to
+/// `false`, unless JSON escapes spell them otherwise, so any `\u` escape also says "look".
+fn might_be_dead(body: &[u8]) -> bool {
+    use memchr::memmem;
+    memmem::find(body, b"\\u").is_some()
+        || memmem::find(body, b"1803").is_some()
+        || contains_ignore_case(body, b"connectedaccount")
+        || memmem::find_iter(body, b"\"successful\"").any(|at| {
+            let rest = &body[at + b"\"successful\"".len()..];
+            let rest = skip_json_space(rest);
+            rest.first() == Some(&b':') && skip_json_space(&rest[1..]).starts_with(b"false")
+        })
+}
+
+fn skip_json_space(b: &[u8]) -> &[u8] {
+    let n = b
+        .iter()
+        .take_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        .count();
+    &b[n..]
+}
+
+/// Whether `hay` contains `needle` (lowercase ASCII) in any ASCII case; linear: only the
+/// positions of the needle's first letter are compared.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), hay).any(|at| {
+        hay.get(at..at + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+    })
 }
 
 /// Why an MCP tool result (`CallToolResult`) shows a dead connection, if it does: Composio
@@ -300,6 +345,120 @@ mod tests {
             json!({"data": {"status_code": 401}, "successful": true})
         )
         .is_none());
+    }
+
+    #[test]
+    fn the_byte_filter_lets_every_dead_shape_through() {
+        // Spacing, case and escapes Composio (or a proxy in between) might use.
+        for body in [
+            r#"{"successful" : false, "data": {"status_code": 401}, "error": "x"}"#,
+            "{\"successful\":\n\tfalse,\"data\":{\"status_code\":401}}",
+            r#"{"error": {"code": 1803}}"#,
+            r#"{"error": {"code": 1, "slug": "CONNECTEDACCOUNT_EXPIRED"}}"#,
+            r#"{"error": {"code": 1, "slug": "\u0043onnectedAccountRevoked"}}"#,
+            r#"{"succe\u0073sful": false, "data": {"status_code": 401}}"#,
+        ] {
+            assert!(might_be_dead(body.as_bytes()), "{body}");
+            assert!(
+                dead_connection(StatusCode::OK, body.as_bytes()).is_some()
+                    || dead_connection(StatusCode::BAD_REQUEST, body.as_bytes()).is_some(),
+                "{body}"
+            );
+        }
+        // A plain success is never parsed.
+        let ok = br#"{"data":{"id":1,"draft":false},"error":null,"successful":true}"#;
+        assert!(!might_be_dead(ok));
+    }
+
+    /// Answers shaped as Composio's: a tool result or an error object, with the values that
+    /// matter drawn often and noise around them.
+    fn arb_answer() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = prop_oneof![
+            Just("401 Client Error: Unauthorized".to_owned()),
+            Just("Token has been expired or revoked.".to_owned()),
+            Just("Not Found".to_owned()),
+            "[a-zA-Z0-9 ]{0,16}",
+        ];
+        let slug = (
+            prop_oneof![
+                Just("ConnectedAccount_Expired"),
+                Just("ActionExecute_ConnectedAccountNotFound"),
+                Just("ConnectedAccountRevoked"),
+                Just("ActionExecute_ConnectedAccountEntityIdMismatch"),
+                Just("Validation_Failed"),
+            ],
+            proptest::collection::vec(any::<bool>(), 48),
+        )
+            .prop_map(|(s, upper)| {
+                s.chars()
+                    .zip(upper)
+                    .map(|(c, u)| {
+                        if u {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c.to_ascii_lowercase()
+                        }
+                    })
+                    .collect::<String>()
+            });
+        let status = prop_oneof![Just(401u64), Just(403), Just(404), Just(200)];
+        let data = (
+            prop_oneof![Just("status_code"), Just("status"), Just("http_status")],
+            proptest::option::of(status),
+            proptest::option::of(text.clone()),
+        )
+            .prop_map(|(k, st, msg)| {
+                let mut d = serde_json::Map::new();
+                if let Some(st) = st {
+                    d.insert(k.into(), st.into());
+                }
+                if let Some(m) = msg {
+                    d.insert("message".into(), m.into());
+                }
+                Value::Object(d)
+            });
+        let error = prop_oneof![
+            Just(Value::Null),
+            text.clone().prop_map(Value::String),
+            (
+                prop_oneof![Just(1803u64), Just(1), Just(10400)],
+                proptest::option::of(slug)
+            )
+                .prop_map(|(code, slug)| json!({"code": code, "slug": slug, "message": "x"})),
+        ];
+        (
+            proptest::option::of(any::<bool>()),
+            data,
+            error,
+            "[a-z]{0,6}",
+        )
+            .prop_map(|(successful, data, error, noise)| {
+                let mut m = serde_json::Map::new();
+                m.insert(noise, json!([1, false, "x"]));
+                m.insert("data".into(), data);
+                m.insert("error".into(), error);
+                if let Some(b) = successful {
+                    m.insert("successful".into(), b.into());
+                }
+                Value::Object(m)
+            })
+    }
+
+    proptest::proptest! {
+        /// The filter never hides a dead connection: whatever `dead_connection` would find in
+        /// the parsed answer, the bytes let through (compact or pretty-printed).
+        #[test]
+        fn the_byte_filter_never_hides_a_dead_connection(
+            v in arb_answer(),
+            status in proptest::prop_oneof![proptest::strategy::Just(200u16), proptest::strategy::Just(400u16), proptest::strategy::Just(403u16)],
+        ) {
+            let status = StatusCode::from_u16(status).expect("status");
+            for body in [serde_json::to_vec(&v).expect("json"), serde_json::to_vec_pretty(&v).expect("json")] {
+                let found = dead_in_answer(status, &v);
+                proptest::prop_assert!(found.is_none() || might_be_dead(&body));
+            }
+        }
     }
 }
 
