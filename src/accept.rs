@@ -67,7 +67,9 @@ pub(crate) async fn serve(
             // Boxed, as every path but the plain HTTP/1 one: the task is as large as its
             // largest state, and a parked connection should not carry a TLS handshake's or
             // an HTTP/2 connection's room.
-            Some(acceptor) => Box::pin(secure(s, acceptor, stream, peer, svc, &activity, stop)).await,
+            Some(acceptor) => {
+                Box::pin(secure(s, acceptor, stream, peer, svc, &activity, stop)).await
+            }
         }
     };
     // One watchdog from accept: no request head in time, a later head too slow, or idle too

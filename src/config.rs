@@ -1574,8 +1574,8 @@ mod tests {
         assert_eq!(c.limits.max_request_head_bytes, 16 * 1024);
         assert_eq!(c.limits.keepalive_idle_secs, 75);
         // The older name still configures it.
-        let old = Config::from_toml(&format!("{MINIMAL}\n[limits]\nidle_timeout_secs = 40"))
-            .unwrap();
+        let old =
+            Config::from_toml(&format!("{MINIMAL}\n[limits]\nidle_timeout_secs = 40")).unwrap();
         assert_eq!(old.limits.keepalive_idle_secs, 40);
         assert_eq!(c.auth.token_cache_bytes, 32 * 1024 * 1024);
         for (extra, key) in [
