@@ -607,7 +607,8 @@ if want burst; then
   UP2_PID=$UP_PID
   start_entitygate burst HS256 100000 $UP2_PORT
   burst=$($PIN_LOAD python3 "$BENCH/conns.py" burst --port $EG_PORT --count "$BURST" \
-    --token-file "$OUT/tok-burst.txt" --body-file "$OUT/body-small.json" 2>>"$LOG" || echo '{}')
+    --token-file "$OUT/tok-burst.txt" --body-file "$OUT/body-small.json" 2>>"$LOG" | tail -1) || true
+  [ -n "$burst" ] || burst='{}'
   record "{\"case\":\"burst\",\"burst\":$BURST,\"client\":${burst:-{\}},\"status_lookups\":$(up_stat $UP2_PORT status_lookups),\"tool_lookups\":$(up_stat $UP2_PORT tool_lookups),\"executes\":$(up_stat $UP2_PORT executes)}"
   log "burst of $BURST for one cold user: $(up_stat $UP2_PORT status_lookups) status lookup(s); $burst"
   stop "$PROXY_PID"
