@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -192,7 +192,7 @@ enum Round {
     Done,
 }
 
-type Http1Conn = http1::Connection<TokioIo<Replay<Watched<TcpStream>>>, Service>;
+type Http1Conn = http1::Connection<TokioIo<Watched<TcpStream>>, Service>;
 
 /// Serves a plain HTTP/1 connection, giving hyper's buffers back whenever it idles.
 async fn http1_parked(
@@ -211,7 +211,7 @@ async fn http1_parked(
                 _ = stop.wait_for(|s| *s) => return Ok(()),
             }
         }
-        let io = TokioIo::new(Replay::new(replay, Watched::new(stream, activity.clone())));
+        let io = TokioIo::new(Watched::replaying(replay, stream, activity.clone()));
         // Boxed: the parked task keeps only a pointer's room for hyper's state.
         let mut conn = Box::new(s.h1.serve_connection(io, svc));
         let round = run_until_idle(&mut conn, activity, &mut stop).await;
@@ -285,71 +285,4 @@ async fn run_until_idle(
         return Poll::Pending;
     })
     .await
-}
-
-/// A stream that first yields bytes already read from it (by the hyper connection that was
-/// dropped when the connection parked).
-pub(crate) struct Replay<S> {
-    pending: Bytes,
-    inner: S,
-}
-
-impl<S> Replay<S> {
-    fn new(pending: Bytes, inner: S) -> Self {
-        Self { pending, inner }
-    }
-}
-
-impl Replay<Watched<TcpStream>> {
-    /// What is still to replay, and the socket.
-    fn into_parts(self) -> (Bytes, TcpStream) {
-        (self.pending, self.inner.into_inner())
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pending.has_remaining() {
-            let n = this.pending.len().min(buf.remaining());
-            buf.put_slice(&this.pending[..n]);
-            this.pending.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }

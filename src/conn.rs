@@ -186,20 +186,32 @@ fn asks_to_close<B>(req: &Request<B>) -> bool {
     }
 }
 
-/// A client's byte stream, telling its [`Activity`] when bytes arrive.
+/// A client's byte stream, telling its [`Activity`] when bytes arrive. It first yields any
+/// bytes given to [`Watched::replaying`]: those a dropped hyper connection had read but not
+/// used, when a connection is parked ([`crate::accept`]).
 #[derive(Debug)]
 pub(crate) struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
+    replay: Bytes,
 }
 
 impl<S> Watched<S> {
     pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+        Self::replaying(Bytes::new(), inner, activity)
     }
 
-    pub(crate) fn into_inner(self) -> S {
-        self.inner
+    pub(crate) fn replaying(replay: Bytes, inner: S, activity: Arc<Activity>) -> Self {
+        Self {
+            inner,
+            activity,
+            replay,
+        }
+    }
+
+    /// What is still to replay, and the stream.
+    pub(crate) fn into_parts(self) -> (Bytes, S) {
+        (self.replay, self.inner)
     }
 }
 
@@ -210,6 +222,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            this.activity.arrived();
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -447,6 +465,24 @@ mod tests {
         let ended = Instant::now();
         let closed = watch(&a).await.unwrap();
         assert!(closed - ended >= D.keepalive, "{:?}", closed - ended);
+    }
+
+    #[tokio::test]
+    async fn watched_stream_replays_first_then_reads_on() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let a = Activity::new();
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut server = Watched::replaying(Bytes::from_static(b"GET / HT"), server, a);
+        client.write_all(b"TP/1.1\r\n").await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 5];
+        while got.len() < 16 {
+            let n = server.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"GET / HTTP/1.1\r\n");
+        let (rest, _) = server.into_parts();
+        assert!(rest.is_empty());
     }
 
     #[tokio::test]
