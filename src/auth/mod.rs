@@ -21,6 +21,7 @@
 mod cache;
 mod jwks;
 mod keys;
+mod provider;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -620,11 +621,12 @@ fn alg_is_none(token: &str) -> bool {
 /// Makes sure the JWT crypto backend is installed and works, so that no request can hit a
 /// backend that panics (jsonwebtoken >= 10 panics on first use when no backend is selected).
 fn crypto_self_test() -> Result<(), ConfigError> {
-    use jsonwebtoken::crypto::{aws_lc, CryptoProvider};
-    // aws-lc: RS256 verification is about ten times faster than the pure-Rust backend, which
-    // every new user and every token refresh pays (BENCHMARKS.md, issue 17).
+    use jsonwebtoken::crypto::CryptoProvider;
+    // aws-lc, with RSA keys parsed once ([`provider`]): RS256 verification, which every new
+    // user and every token refresh pays, is several times faster than with the pure-Rust
+    // backend (BENCHMARKS.md, issue 17).
     // Err means a provider is already installed (by us earlier, or by the embedder): fine.
-    let _ = CryptoProvider::install_default(&aws_lc::DEFAULT_PROVIDER);
+    let _ = CryptoProvider::install_default(provider::provider());
     let outcome = std::panic::catch_unwind(|| -> Result<bool, jsonwebtoken::errors::Error> {
         let secret = b"entitygate start-up self-test secret";
         let claims = serde_json::json!({"sub": "self-test", "exp": 4_102_444_800u64});
