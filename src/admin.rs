@@ -38,7 +38,6 @@ const FIRST_REQUEST: Duration = Duration::from_secs(5);
 /// A complete request head within 5 s of accept or of its first byte; an admin connection
 /// with no request in flight is closed after 30 s.
 const DEADLINES: Deadlines = Deadlines {
-    first_request: FIRST_REQUEST,
     head: FIRST_REQUEST,
     keepalive: Duration::from_secs(30),
 };

@@ -6,7 +6,7 @@
 //! to reuse. So every connection gets one watchdog instead, measured from accept:
 //!
 //! - until the first request head is complete (the service is first called), the connection
-//!   has `first_request` to get there, whatever the protocol, TLS handshake included;
+//!   has `head` from accept to get there, whatever the protocol, TLS handshake included;
 //! - afterwards, while no request is in flight (a request is in flight from its head until its
 //!   response body has been sent or dropped), an HTTP/1 connection whose next request head has
 //!   begun to arrive has `head` from that first byte to finish it (the slowloris bound);
@@ -37,9 +37,8 @@ const NO_HEAD: u64 = u64::MAX;
 /// The watchdog's deadlines for one connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadlines {
-    /// From accept to the first complete request head.
-    pub(crate) first_request: Duration,
-    /// From the first byte of a later HTTP/1 request head to its end.
+    /// From accept to the first complete request head, and from the first byte of a later
+    /// HTTP/1 request head to its end.
     pub(crate) head: Duration,
     /// With nothing in flight and nothing arriving.
     pub(crate) keepalive: Duration,
@@ -122,7 +121,7 @@ impl Activity {
             return None;
         }
         if self.seen.load(Ordering::Relaxed) == 0 {
-            return Some(self.accepted + d.first_request);
+            return Some(self.accepted + d.head);
         }
         let last = self.last_ms.load(Ordering::Relaxed);
         let head = self.head_ms.load(Ordering::Relaxed);
@@ -132,7 +131,7 @@ impl Activity {
         Some(self.accepted + Duration::from_millis(last) + d.keepalive)
     }
 
-    /// Resolves once the connection has had no request head for `first_request` after
+    /// Resolves once the connection has had no complete request head within `head` of
     /// accept, a later HTTP/1 head took longer than `head` from its first byte, or nothing
     /// was in flight or arriving for `keepalive`. Never resolves while a request is in flight.
     pub(crate) async fn expired(&self, d: Deadlines) {
@@ -364,7 +363,6 @@ mod tests {
     use super::*;
 
     const D: Deadlines = Deadlines {
-        first_request: Duration::from_secs(10),
         head: Duration::from_secs(10),
         keepalive: Duration::from_secs(75),
     };

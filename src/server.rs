@@ -1,6 +1,7 @@
 //! The gateway as a server: the builder that turns a [`Config`] into a running listener, the
-//! accept loop (HTTP/1.1 and HTTP/2 by hyper-util's auto builder, optional rustls), the
-//! connection cap, hot reload, and graceful shutdown that lets in-flight requests finish.
+//! accept loop (each connection then served by [`crate::accept`]: HTTP/1.1 or HTTP/2, optional
+//! rustls), the connection cap, hot reload, and graceful shutdown that lets in-flight requests
+//! finish.
 //!
 //! What a reload may change (keys, policy, limits, messages, TLS certificate, upstream) lives
 //! in one [`Shared`] value behind an `ArcSwap`: each request takes a snapshot when it starts
@@ -597,6 +598,7 @@ const AUDIT_FLUSH: Duration = Duration::from_secs(5);
 /// would close idle keep-alive connections that clients expect to reuse.
 fn serving(limits: &LimitsConfig) -> crate::accept::Serving {
     let mut h1 = hyper::server::conn::http1::Builder::new();
+    // The read buffer is the request head's cap: a head that does not fit is a 431.
     h1.max_buf_size(limits.max_request_head_bytes)
         .max_headers(limits.max_request_headers)
         .keep_alive(true);
@@ -604,17 +606,17 @@ fn serving(limits: &LimitsConfig) -> crate::accept::Serving {
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_streams_per_connection)
         .max_header_list_size(u32::try_from(limits.max_request_head_bytes).unwrap_or(u32::MAX))
+        // Flow control bounds what a client can make the gateway buffer before it reads:
+        // unread request data per connection stays under the connection window.
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .max_send_buf_size(H2_MAX_SEND_BUF)
         .keep_alive_interval(Duration::from_secs(30));
-    let head = Duration::from_secs(limits.header_read_timeout_secs);
     crate::accept::Serving {
         h1,
         h2,
         deadlines: Deadlines {
-            first_request: head,
-            head,
+            head: Duration::from_secs(limits.header_read_timeout_secs),
             keepalive: Duration::from_secs(limits.keepalive_idle_secs),
         },
         handshake_timeout: Duration::from_secs(limits.tls_handshake_timeout_secs),
