@@ -38,26 +38,40 @@ pub async fn read_limited(
     mut body: RequestBody,
     limit: usize,
 ) -> Result<Bytes, Error> {
-    if let Some(len) = headers
+    let announced = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(Error::PayloadTooLarge);
-        }
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > limit as u64) {
+        return Err(Error::PayloadTooLarge);
     }
+    // A body that arrives in one chunk is returned as that chunk; once a second arrives, the
+    // buffer is sized once from the announced length (already checked against the limit), so
+    // a large body is not copied again each time the buffer would have grown.
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
+    let mut len = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Error::BodyInvalid("the body could not be read".into()))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(Error::PayloadTooLarge);
-            }
-            buf.extend_from_slice(&data);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len();
+        if len > limit {
+            return Err(Error::PayloadTooLarge);
         }
+        if first.is_none() && buf.is_empty() {
+            first = Some(data);
+            continue;
+        }
+        if let Some(head) = first.take() {
+            let announced = announced.and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+            buf.reserve(announced.max(len));
+            buf.extend_from_slice(&head);
+        }
+        buf.extend_from_slice(&data);
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// What replaces the key wherever it appears in a response body.
@@ -194,5 +208,37 @@ mod tests {
         );
         assert_eq!(run(&["harmless ", "body"], s).await, "harmless body");
         assert_eq!(run(&[], s).await, "");
+    }
+
+    fn read(chunks: &[Vec<u8>], announced: Option<usize>, limit: usize) -> Result<Bytes, Error> {
+        let body = Chunks(chunks.iter().map(|c| Bytes::from(c.clone())).collect());
+        let body = body.map_err(|never| match never {}).boxed_unsync();
+        let mut headers = HeaderMap::new();
+        if let Some(n) = announced {
+            headers.insert(http::header::CONTENT_LENGTH, n.into());
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(read_limited(&headers, body, limit))
+    }
+
+    proptest::proptest! {
+        /// However the body is cut into chunks, what is read is the body, and a body past the
+        /// limit is refused whether or not its length was announced.
+        #[test]
+        fn a_body_is_read_whole_or_refused_past_the_limit(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..6),
+            announce in proptest::bool::ANY,
+            limit in 0usize..120,
+        ) {
+            let whole: Vec<u8> = chunks.concat();
+            let got = read(&chunks, announce.then_some(whole.len()), limit);
+            if whole.len() > limit {
+                proptest::prop_assert!(matches!(got, Err(Error::PayloadTooLarge)));
+            } else {
+                proptest::prop_assert_eq!(got.ok().map(|b| b.to_vec()), Some(whole));
+            }
+        }
     }
 }

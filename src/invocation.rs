@@ -29,7 +29,6 @@
 //! caller's; only proxies and connection management state their toolkit, which is what they
 //! act on.
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::audit::Audit;
@@ -37,7 +36,7 @@ use crate::auth::Identity;
 use crate::connections::{Account, ToolInfo};
 use crate::error::Error;
 use crate::proxy::Shared;
-use crate::rewrite::{folded_eq, is_identity_key, JsonObject};
+use crate::rewrite::{folded_eq, is_identity_key, JsonObject, Raw};
 use crate::toolpolicy::{self, Decision, PROXY_EXECUTE};
 
 /// The meta tool that runs several tools in one call (`arguments.tools[]`).
@@ -209,7 +208,7 @@ pub(crate) fn from_body(
 }
 
 /// The raw `arguments` (or `input`) of a carrier body, `null` counting as absent.
-fn body_arguments(obj: &JsonObject) -> Result<Option<&RawValue>, Error> {
+fn body_arguments(obj: &JsonObject) -> Result<Option<Raw<'_>>, Error> {
     let mut found = None;
     for (k, v) in obj.iter() {
         if (folded_eq(k, "arguments") || folded_eq(k, "input")) && v.get() != "null" {
@@ -224,7 +223,7 @@ fn body_arguments(obj: &JsonObject) -> Result<Option<&RawValue>, Error> {
     Ok(found)
 }
 
-fn parse_raw(raw: &RawValue) -> Result<Value, Error> {
+fn parse_raw(raw: Raw<'_>) -> Result<Value, Error> {
     serde_json::from_str(raw.get())
         .map_err(|_| Error::BodyInvalid("the tool's arguments are not readable JSON".into()))
 }

@@ -93,9 +93,33 @@ impl Default for JsonLimits {
 }
 
 /// A parsed JSON object whose top-level values are kept as raw text.
+///
+/// The object owns the body's text; a top-level value the gateway did not touch is a span of
+/// it (not a copy), so a large argument costs nothing after the one strict pass.
 #[derive(Debug)]
 pub struct JsonObject {
-    entries: Vec<(String, Box<RawValue>)>,
+    text: String,
+    entries: Vec<(String, Slot)>,
+}
+
+/// Where a top-level value's raw JSON is.
+#[derive(Debug)]
+enum Slot {
+    /// `text[start..end]`, exactly as the client sent it.
+    Span(usize, usize),
+    /// A value the gateway set, or one taken from a body whose spans could not be found.
+    Owned(Box<RawValue>),
+}
+
+/// A top-level value's raw JSON text, already checked by the strict parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// The raw JSON text.
+    pub fn get(self) -> &'a str {
+        self.0
+    }
 }
 
 /// The result of pinning identity in a body.
@@ -124,29 +148,78 @@ impl JsonObject {
     /// # Errors
     /// As [`JsonObject::parse`], and [`Error::TooManyKeys`] or [`Error::TooDeep`] past `limits`.
     pub fn parse_with(body: &[u8], limits: JsonLimits) -> Result<Self, Error> {
-        // First pass: structure, duplicates and limits at any depth, string validity.
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let pool = KeySets::default();
-        Strict {
-            limits,
-            depth: 0,
-            pool: &pool,
+        let text = std::str::from_utf8(body).map_err(|_| not_utf8())?;
+        Self::parse_text(text.to_owned(), limits)
+    }
+
+    /// [`JsonObject::parse_with`] taking the body itself, without copying it when it is not
+    /// shared (a body read in several chunks by [`crate::body::read_limited`] is not).
+    ///
+    /// # Errors
+    /// As [`JsonObject::parse_with`].
+    pub fn parse_owned(body: bytes::Bytes, limits: JsonLimits) -> Result<Self, Error> {
+        let text = String::from_utf8(Vec::from(body)).map_err(|_| not_utf8())?;
+        Self::parse_text(text, limits)
+    }
+
+    fn parse_text(text: String, limits: JsonLimits) -> Result<Self, Error> {
+        // One pass: structure, duplicates and limits at any depth; the top-level keys are
+        // recorded as they go by. UTF-8 was checked once for the whole body above, so the
+        // `str` reader does not check each string again.
+        let top = std::cell::RefCell::new(Vec::new());
+        let spans = {
+            let mut de = serde_json::Deserializer::from_str(&text);
+            let pool = KeySets::default();
+            Strict {
+                limits,
+                depth: 0,
+                pool: &pool,
+                top: Some(&top),
+            }
+            .deserialize(&mut de)
+            .map_err(map_parse_error)?;
+            de.end().map_err(map_parse_error)?;
+            // The pass accepts any JSON value; the body must be an object.
+            let first = text.bytes().find(|b| !is_json_space(*b));
+            if first != Some(b'{') {
+                return Err(Error::BodyInvalid("the body is not a JSON object".into()));
+            }
+            top_level_spans(&text, &top.into_inner())
+        };
+        let entries = match spans {
+            Some(spans) => spans
+                .into_iter()
+                .map(|(k, start, end)| (k, Slot::Span(start, end)))
+                .collect(),
+            // A top-level key with escapes is not a span of the text: a second pass takes
+            // the raw values (rare; only a client's own escaping leads here).
+            None => {
+                let entries: TopLevel = serde_json::from_str(&text).map_err(map_parse_error)?;
+                entries
+                    .0
+                    .into_iter()
+                    .map(|(k, v)| (k, Slot::Owned(v)))
+                    .collect()
+            }
+        };
+        Ok(Self { text, entries })
+    }
+
+    fn raw<'a>(&'a self, slot: &'a Slot) -> Raw<'a> {
+        match slot {
+            // The spans were cut at ASCII structure of this same text: always in bounds.
+            Slot::Span(start, end) => Raw(self.text.get(*start..*end).unwrap_or("null")),
+            Slot::Owned(v) => Raw(v.get()),
         }
-        .deserialize(&mut de)
-        .map_err(map_parse_error)?;
-        de.end().map_err(map_parse_error)?;
-        // Second pass: top-level entries with raw values (order kept).
-        let entries: TopLevel = serde_json::from_slice(body).map_err(map_parse_error)?;
-        Ok(Self { entries: entries.0 })
     }
 
     /// Iterates keys and raw values.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), &**v))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Raw<'_>)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), self.raw(v)))
     }
 
     /// The raw value of the first key whose folded name is `folded`.
-    pub fn get_folded(&self, folded: &str) -> Option<&RawValue> {
+    pub fn get_folded(&self, folded: &str) -> Option<Raw<'_>> {
         self.iter()
             .find(|(k, _)| folded_eq(k, folded))
             .map(|(_, v)| v)
@@ -159,7 +232,7 @@ impl JsonObject {
     }
 
     /// Removes every key for which `pred` holds; returns the removed entries.
-    fn take_where(&mut self, pred: impl Fn(&str) -> bool) -> Vec<(String, Box<RawValue>)> {
+    fn take_where(&mut self, pred: impl Fn(&str) -> bool) -> Vec<(String, Slot)> {
         let (taken, kept) = std::mem::take(&mut self.entries)
             .into_iter()
             .partition(|(k, _)| pred(k));
@@ -170,9 +243,9 @@ impl JsonObject {
     /// Sets `key` (exact spelling) to the raw JSON `value`, replacing any existing copy.
     pub fn set_raw(&mut self, key: &str, value: Box<RawValue>) {
         if let Some(slot) = self.entries.iter_mut().find(|(k, _)| k == key) {
-            slot.1 = value;
+            slot.1 = Slot::Owned(value);
         } else {
-            self.entries.push((key.to_owned(), value));
+            self.entries.push((key.to_owned(), Slot::Owned(value)));
         }
     }
 
@@ -195,7 +268,9 @@ impl JsonObject {
         as_list: bool,
     ) -> Result<bool, Error> {
         let removed = self.take_where(is_identity_key);
-        let mismatch = removed.iter().any(|(_, v)| !names_only(v, subject));
+        let mismatch = removed
+            .iter()
+            .any(|(_, v)| !names_only(self.raw(v), subject));
         let raw = if as_list {
             serde_json::value::to_raw_value(&[subject])
         } else {
@@ -211,7 +286,7 @@ impl JsonObject {
     pub fn strip_identity(&mut self, subject: &str) -> bool {
         self.take_where(is_identity_key)
             .iter()
-            .any(|(_, v)| !names_only(v, subject))
+            .any(|(_, v)| !names_only(self.raw(v), subject))
     }
 
     /// Refuses caller-supplied credentials unless allowed. `null` counts as absent (the old
@@ -256,12 +331,12 @@ impl JsonObject {
         let cap = self
             .entries
             .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .map(|(k, v)| k.len() + self.raw(v).get().len() + 4)
             .sum::<usize>()
             + 2;
         let mut out = Vec::with_capacity(cap);
         out.push(b'{');
-        for (i, (k, v)) in self.entries.iter().enumerate() {
+        for (i, (k, v)) in self.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -276,7 +351,7 @@ impl JsonObject {
 }
 
 /// Whether a raw identity value names nobody but `subject`.
-fn names_only(v: &RawValue, subject: &str) -> bool {
+fn names_only(v: Raw<'_>, subject: &str) -> bool {
     match serde_json::from_str::<serde_json::Value>(v.get()) {
         Ok(serde_json::Value::Null) => true,
         Ok(serde_json::Value::String(s)) => s == subject,
@@ -331,6 +406,8 @@ struct Strict<'p, 'de> {
     /// Depth of the value being visited's container (0 for the top-level value).
     depth: usize,
     pool: &'p KeySets<'de>,
+    /// Where the keys of the top-level object are recorded (only for the top-level value).
+    top: Option<&'p TopKeys<'de>>,
 }
 
 impl Strict<'_, '_> {
@@ -342,7 +419,11 @@ impl Strict<'_, '_> {
                 self.limits.max_depth
             )));
         }
-        Ok(Self { depth, ..self })
+        Ok(Self {
+            depth,
+            top: None,
+            ..self
+        })
     }
 }
 
@@ -397,6 +478,9 @@ impl<'de> Visitor<'de> for Strict<'_, 'de> {
             if n > max {
                 break Err(de::Error::custom(format!("{KEYS_MARK}{max}{DUP_END}")));
             }
+            if let Some(top) = self.top {
+                top.borrow_mut().push(key.clone());
+            }
             let fresh = if n <= SCAN_KEYS {
                 let fresh = !few.contains(&key);
                 few.push(key.clone());
@@ -423,6 +507,75 @@ impl<'de> Visitor<'de> for Strict<'_, 'de> {
         }
         result
     }
+}
+
+/// The keys of the top-level object in order, as the strict pass saw them.
+type TopKeys<'de> = std::cell::RefCell<Vec<Cow<'de, str>>>;
+
+fn not_utf8() -> Error {
+    Error::BodyInvalid("the body is not valid UTF-8".into())
+}
+
+/// JSON's insignificant whitespace.
+fn is_json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The span of each top-level value of `text`, a JSON object the strict pass accepted, from
+/// where its keys lie in the text: a value runs from after its key's `:` to before the `,`
+/// that precedes the next key (the last one to before the closing `}`).
+///
+/// `None` when a key is not borrowed from `text` (it had escapes, so the reader unescaped it
+/// elsewhere) or the bytes around a key are not exactly what JSON puts there: the caller then
+/// takes the values with a second pass. Only ever a slower path, never a different answer.
+fn top_level_spans(text: &str, keys: &[Cow<'_, str>]) -> Option<Vec<(String, usize, usize)>> {
+    let bytes = text.as_bytes();
+    let base = text.as_ptr() as usize;
+    // (start of the opening quote, end after the closing quote) of each key.
+    let mut at = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Cow::Borrowed(k) = key else { return None };
+        let start = (k.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(k.len())?;
+        if start == 0 || bytes.get(start - 1) != Some(&b'"') || bytes.get(end) != Some(&b'"') {
+            return None;
+        }
+        at.push((start - 1, end + 1));
+    }
+    let skip_space = |mut i: usize| {
+        while bytes.get(i).copied().is_some_and(is_json_space) {
+            i += 1;
+        }
+        i
+    };
+    let trim_back = |mut i: usize| {
+        while i > 0 && bytes.get(i - 1).copied().is_some_and(is_json_space) {
+            i -= 1;
+        }
+        i
+    };
+    let mut out = Vec::with_capacity(keys.len());
+    for (i, (key, &(_, key_end))) in keys.iter().zip(&at).enumerate() {
+        let colon = skip_space(key_end);
+        if bytes.get(colon) != Some(&b':') {
+            return None;
+        }
+        let start = skip_space(colon + 1);
+        // What follows the value: the `,` before the next key, or the object's closing `}`.
+        let (after, sep) = match at.get(i + 1) {
+            Some(&(next_start, _)) => (trim_back(next_start), b','),
+            None => (trim_back(bytes.len()), b'}'),
+        };
+        if after == 0 || bytes.get(after - 1) != Some(&sep) {
+            return None;
+        }
+        let end = trim_back(after - 1);
+        if end <= start {
+            return None;
+        }
+        out.push((key.to_string(), start, end));
+    }
+    Some(out)
 }
 
 /// An object key, borrowed from the body when it has no escapes (serde's own `Cow` always

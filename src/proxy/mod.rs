@@ -434,11 +434,11 @@ impl Ctx<'_> {
         }
         let json = limits.json();
         if bytes.len() <= PARSE_INLINE_MAX {
-            return JsonObject::parse_with(&bytes, json);
+            return JsonObject::parse_owned(bytes, json);
         }
         // A large body takes milliseconds of CPU to check: off the runtime threads that serve
         // every other request (the blocking pool is bounded by the in-flight caps above).
-        tokio::task::spawn_blocking(move || JsonObject::parse_with(&bytes, json))
+        tokio::task::spawn_blocking(move || JsonObject::parse_owned(bytes, json))
             .await
             .map_err(|_| Error::Internal)?
     }

@@ -4,14 +4,13 @@
 
 use http::Response;
 use hyper::body::Incoming;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::Ctx;
 use crate::audit::Audit;
 use crate::body::ResponseBody;
 use crate::error::Error;
-use crate::rewrite::JsonObject;
+use crate::rewrite::{JsonObject, Raw};
 use crate::toolpolicy::{self, Decision, Permitted};
 
 fn record(ctx: &Ctx<'_>, d: Decision, what: &str, audit: &mut Audit) -> Result<(), Error> {
@@ -120,7 +119,7 @@ enum Asked {
 }
 
 impl Asked {
-    fn parse(raw: &RawValue) -> Result<Self, Error> {
+    fn parse(raw: Raw<'_>) -> Result<Self, Error> {
         let invalid = || {
             Error::BodyInvalid(
                 "`toolkits` must be a list or {\"enable\"|\"disable\": [...]}".into(),

@@ -349,3 +349,90 @@ proptest! {
         }
     }
 }
+
+/// Whitespace JSON allows between tokens, a different run at each position.
+fn json_space() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![Just(' '), Just('\t'), Just('\n'), Just('\r')],
+        0..3,
+    )
+    .prop_map(|v| v.into_iter().collect())
+}
+
+/// An object key as a client may write it: plain, or with a character escaped (which the
+/// reader unescapes, so the key is no longer a span of the body).
+fn written_key() -> impl Strategy<Value = (String, String)> {
+    ("[a-z_]{1,8}", any::<bool>()).prop_map(|(k, escape)| {
+        let written = if escape {
+            format!("\"\\u{:04x}{}\"", u32::from(k.as_bytes()[0]), &k[1..])
+        } else {
+            format!("\"{k}\"")
+        };
+        (k, written)
+    })
+}
+
+proptest! {
+    /// The one-pass parse finds exactly the top-level entries a full second pass finds, raw
+    /// text byte for byte, whatever the whitespace, value shapes and key escaping; bodies
+    /// without escaped top-level keys are taken as spans of the body (no second pass).
+    #[test]
+    fn top_level_spans_match_a_full_parse(
+        entries in prop::collection::btree_map(
+            "[a-z_]{1,8}",
+            (json_value(), any::<bool>(), json_space(), json_space(), json_space(), json_space()),
+            0..6,
+        ),
+        escape in prop::collection::vec(written_key(), 0..2),
+        lead in json_space(),
+        trail in json_space(),
+    ) {
+        let mut text = format!("{lead}{{");
+        let mut n = 0;
+        let mut escaped = false;
+        for (k, (v, pretty, s1, s2, s3, s4)) in &entries {
+            if n > 0 { text.push(','); }
+            let v = if *pretty { serde_json::to_string_pretty(v) } else { serde_json::to_string(v) }.unwrap();
+            text.push_str(&format!("{s1}\"{k}\"{s2}:{s3}{v}{s4}"));
+            n += 1;
+        }
+        for (k, written) in &escape {
+            if entries.contains_key(k) { continue; }
+            if n > 0 { text.push(','); }
+            text.push_str(&format!("{written}:[1, {{\"x\" : \"y,}}\"}}]"));
+            escaped |= written.contains('\\');
+            n += 1;
+        }
+        text.push_str(&format!("}}{trail}"));
+
+        let o = JsonObject::parse(text.as_bytes()).unwrap();
+        let got: Vec<(String, String)> =
+            o.iter().map(|(k, v)| (k.to_owned(), v.get().to_owned())).collect();
+        let full: TopLevel = serde_json::from_str(&text).unwrap();
+        let want: Vec<(String, String)> =
+            full.0.iter().map(|(k, v)| (k.clone(), v.get().to_owned())).collect();
+        prop_assert_eq!(&got, &want);
+        let spans = o.entries.iter().all(|(_, s)| matches!(s, Slot::Span(..)));
+        prop_assert_eq!(spans, !escaped);
+    }
+}
+
+#[test]
+fn a_body_read_whole_is_parsed_without_a_copy() {
+    let body = bytes::Bytes::from(br#"{"arguments":{"a":[1,2]} , "user_id" :"x"}"#.to_vec());
+    let ptr = body.as_ptr();
+    let o = JsonObject::parse_owned(body, JsonLimits::default()).unwrap();
+    assert_eq!(o.text.as_ptr(), ptr);
+    assert_eq!(
+        o.get_folded("arguments").map(Raw::get),
+        Some(r#"{"a":[1,2]}"#)
+    );
+    assert_eq!(o.get_folded("userid").map(Raw::get), Some(r#""x""#));
+    assert!(matches!(
+        JsonObject::parse_owned(
+            bytes::Bytes::from_static(b"{\"a\":\"\xff\"}"),
+            JsonLimits::default()
+        ),
+        Err(Error::BodyInvalid(_))
+    ));
+}
