@@ -44,6 +44,10 @@ const SECRET_PARAMS: &[&str] = &[
 /// Audit events queued before new ones are dropped (and counted) rather than block requests.
 const QUEUE: usize = 65_536;
 
+/// Room for a typical event line (about 500 bytes), so that serialising it does not grow and
+/// copy the buffer several times on the request's thread.
+const LINE_CAPACITY: usize = 640;
+
 /// How long the writer lets lines gather after a write (bounds how late a line is written).
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
@@ -358,7 +362,7 @@ fn file_id(_: &std::fs::Metadata) -> (u64, u64) {
 /// One audit line, in the order the keys are written.
 #[derive(serde::Serialize)]
 struct Line<'a> {
-    time: String,
+    time: crate::clock::Rfc3339,
     request_id: &'a str,
     trace_id: Option<&'a str>,
     subject: Option<&'a str>,
@@ -389,7 +393,7 @@ pub struct Audit {
     /// Every fact in the order it was recorded, for `entitygate explain` (off otherwise).
     journal: Option<Vec<(&'static str, String)>>,
     trace_id: Option<String>,
-    method: String,
+    method: Method,
     path: Option<String>,
     query: Option<String>,
     route: &'static str,
@@ -417,7 +421,7 @@ impl Audit {
     /// as junk and may carry anything), so a refusal can still be traced to the SDK call.
     pub fn new(method: &Method, path: &str) -> Self {
         Self {
-            method: method.as_str().to_owned(),
+            method: method.clone(),
             path: crate::path::check(path).ok().map(str::to_owned),
             route: "-",
             policy: "none",
@@ -476,7 +480,7 @@ impl Audit {
     /// The verified subject.
     pub fn subject(&mut self, subject: &str) {
         self.note("subject", subject);
-        self.subject = Some(subject.to_owned());
+        set(&mut self.subject, subject);
     }
 
     /// The matched route pattern and its policy's name.
@@ -490,24 +494,24 @@ impl Audit {
     /// The tool slug of an execution.
     pub fn tool(&mut self, tool: &str) {
         self.note("tool", tool);
-        self.tool = Some(tool.to_owned());
+        set(&mut self.tool, tool);
     }
 
     /// The toolkit an execution was gated on.
     pub fn toolkit(&mut self, toolkit: &str) {
         self.note("toolkit", toolkit);
-        self.toolkit = Some(toolkit.to_owned());
+        set(&mut self.toolkit, toolkit);
     }
 
     /// A connected account named by the request.
     pub fn account(&mut self, account: &str) {
         self.note("connected_account_id", account);
-        self.account = Some(account.to_owned());
+        set(&mut self.account, account);
     }
 
     /// The tool router session a call ran in (MCP session endpoints, the front door).
     pub fn session(&mut self, id: &str) {
-        self.session = Some(id.to_owned());
+        set(&mut self.session, id);
     }
 
     /// The session recorded, if any.
@@ -580,11 +584,11 @@ impl Audit {
         let request_id = request_id.to_str().unwrap_or("-");
         crate::metrics::request(self.policy, self.decision, status.as_u16(), latency);
         let line = Line {
-            time: crate::clock::now_rfc3339(),
+            time: crate::clock::Rfc3339::now(),
             request_id,
             trace_id: self.trace_id.as_deref(),
             subject: self.subject.as_deref(),
-            method: &self.method,
+            method: self.method.as_str(),
             path: self.path.as_deref(),
             query: self.query.as_deref(),
             route: self.route,
@@ -604,7 +608,13 @@ impl Audit {
         };
         // A borrowed struct serialised straight into one buffer: no map, no copies.
         // The writer thread numbers, chains and terminates it.
-        let text = serde_json::to_string(&line).unwrap_or_default();
+        // Sized for a typical line once, rather than grown (and copied) several times.
+        let mut text = Vec::with_capacity(LINE_CAPACITY);
+        let text = match serde_json::to_writer(&mut text, &line) {
+            // serde_json writes only UTF-8.
+            Ok(()) => String::from_utf8(text).unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         sink.feed.offer(&text);
         sink.write(text);
         tracing::debug!(
@@ -617,6 +627,17 @@ impl Audit {
             status = status.as_u16(),
             "decision"
         );
+    }
+}
+
+/// Sets a field, reusing its string when it was set before (a tool is named more than once).
+fn set(slot: &mut Option<String>, value: &str) {
+    match slot {
+        Some(s) => {
+            s.clear();
+            s.push_str(value);
+        }
+        None => *slot = Some(value.to_owned()),
     }
 }
 

@@ -18,30 +18,64 @@ pub fn unix_now_ms() -> u64 {
 
 /// Now, as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn now_rfc3339() -> String {
-    let ms = unix_now_ms();
-    rfc3339(ms / 1000, (ms % 1000) as u32)
+    Rfc3339::now().to_string()
 }
 
 /// `secs` since the epoch, as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn rfc3339(secs: u64, millis: u32) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    Rfc3339::at(secs, millis).to_string()
+}
+
+/// An instant that formats as `YYYY-MM-DDTHH:MM:SS.mmmZ` wherever it is written, without a
+/// string of its own (the audit line serialises it straight into its buffer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339 {
+    secs: u64,
+    millis: u32,
+}
+
+impl Rfc3339 {
+    /// Now.
+    pub fn now() -> Self {
+        let ms = unix_now_ms();
+        Self::at(ms / 1000, (ms % 1000) as u32)
+    }
+
+    /// `secs` and `millis` since the epoch.
+    pub fn at(secs: u64, millis: u32) -> Self {
+        Self { secs, millis }
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let days = i64::try_from(self.secs / 86_400).unwrap_or(0);
+        let rem = self.secs % 86_400;
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            (rem % 3600) / 60,
+            rem % 60,
+            self.millis
+        )
+    }
+}
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 #[cfg(test)]
@@ -53,5 +87,7 @@ mod tests {
         assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_767_225_600, 5), "2026-01-01T00:00:00.005Z");
         assert_eq!(rfc3339(951_782_400, 0), "2000-02-29T00:00:00.000Z");
+        let json = serde_json::to_string(&Rfc3339::at(1_767_225_600, 5)).unwrap();
+        assert_eq!(json, "\"2026-01-01T00:00:00.005Z\"");
     }
 }

@@ -911,6 +911,15 @@ where
 
     /// The slot for `key`: the current one if fresh or still filling, else a new one.
     fn slot(&self, key: &K, ttl: &impl Fn(&V) -> Duration) -> (Arc<Slot<V>>, bool) {
+        // The common case, a fresh entry or a lookup in flight, under the shard's read lock
+        // and without cloning the key; replacing an entry takes the write lock below.
+        if let Some(current) = self.map.get(key) {
+            match current.cell.get() {
+                None => return (current.clone(), false),
+                Some(Ok((v, at))) if at.elapsed() < ttl(v) => return (current.clone(), false),
+                Some(_) => {}
+            }
+        }
         match self.map.entry(key.clone()) {
             Entry::Occupied(mut e) => {
                 let current = e.get();

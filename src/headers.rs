@@ -122,9 +122,10 @@ pub fn request_id(incoming: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
     // A UUID's hex form is always a valid header value.
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 #[cfg(test)]

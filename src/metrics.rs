@@ -4,9 +4,12 @@
 //! several) reports into it. Counters owned by other modules as plain atomics (the connection
 //! cache's) are copied in at scrape time, so the hot path never touches a registry for them.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::connections::Stats;
@@ -31,6 +34,9 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// The labels of a finished request: policy, decision, status.
+type RequestLabels = (&'static str, &'static str, u16);
+
 /// One request finished.
 pub(crate) fn request(
     policy: &'static str,
@@ -38,11 +44,25 @@ pub(crate) fn request(
     status: u16,
     elapsed: Duration,
 ) {
-    metrics::counter!("entitygate_requests_total",
-        "policy" => policy, "decision" => decision, "status" => status_label(status))
-    .increment(1);
-    metrics::histogram!("entitygate_request_duration_seconds", "policy" => policy)
-        .record(elapsed.as_secs_f64());
+    thread_local! {
+        /// The handles of the per-request series by label set, made once per thread: the
+        /// facade would otherwise build, hash and look up a labelled key in the registry
+        /// (and allocate for it) on every request. The label values are static, so the
+        /// map stays as small as the set of routes, decisions and statuses seen.
+        static SERIES: RefCell<HashMap<RequestLabels, (Counter, Histogram)>> =
+            RefCell::new(HashMap::new());
+    }
+    SERIES.with_borrow_mut(|series| {
+        let (count, duration) = series.entry((policy, decision, status)).or_insert_with(|| {
+            (
+                metrics::counter!("entitygate_requests_total",
+                    "policy" => policy, "decision" => decision, "status" => status_label(status)),
+                metrics::histogram!("entitygate_request_duration_seconds", "policy" => policy),
+            )
+        });
+        count.increment(1);
+        duration.record(elapsed.as_secs_f64());
+    });
 }
 
 /// The statuses the gateway answers with, as static labels (no allocation per request).
@@ -70,7 +90,14 @@ fn status_label(status: u16) -> metrics::SharedString {
 
 /// One upstream exchange finished (until the response head).
 pub(crate) fn upstream(elapsed: Duration) {
-    metrics::histogram!("entitygate_upstream_duration_seconds").record(elapsed.as_secs_f64());
+    thread_local! {
+        static UPSTREAM: Histogram = metrics::histogram!("entitygate_upstream_duration_seconds");
+    }
+    UPSTREAM.with(|h| h.record(elapsed.as_secs_f64()));
+}
+
+thread_local! {
+    static IN_FLIGHT: Gauge = metrics::gauge!("entitygate_in_flight_requests");
 }
 
 /// Counts a request as in progress until dropped, even if its future is dropped mid-way.
@@ -78,14 +105,14 @@ pub(crate) struct InFlight;
 
 impl InFlight {
     pub(crate) fn start() -> Self {
-        metrics::gauge!("entitygate_in_flight_requests").increment(1.0);
+        IN_FLIGHT.with(|g| g.increment(1.0));
         Self
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("entitygate_in_flight_requests").decrement(1.0);
+        IN_FLIGHT.with(|g| g.decrement(1.0));
     }
 }
 
