@@ -105,9 +105,7 @@ pub fn clean_response_headers(headers: &mut HeaderMap, secret: &[u8]) {
 
 /// Whether `haystack` contains `needle` (an empty needle never matches).
 pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty()
-        && haystack.len() >= needle.len()
-        && haystack.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// The request id to use: the caller's if it is short and plain, else a fresh one.
