@@ -51,18 +51,7 @@ impl Rfc3339 {
     /// The 24 bytes of the timestamp, written digit by digit (`core::fmt` with padding was a
     /// visible share of every audit line). `None` for a year past 9999.
     fn digits(self) -> Option<[u8; 24]> {
-        let days = i64::try_from(self.secs / 86_400).ok()?;
-        let rem = self.secs % 86_400;
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, day, rem) = civil(self.secs)?;
         let year = u64::try_from(year).ok().filter(|y| *y <= 9999)?;
         let mut out = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut n: u64| {
@@ -80,6 +69,22 @@ impl Rfc3339 {
         put(20, 3, u64::from(self.millis.min(999)));
         Some(out)
     }
+}
+
+/// Year, month, day and the seconds into that day of `secs` since the epoch (Howard
+/// Hinnant's `civil_from_days`).
+fn civil(secs: u64) -> Option<(i64, i64, i64, u64)> {
+    let days = i64::try_from(secs / 86_400).ok()?;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Some((year, month, day, secs % 86_400))
 }
 
 impl std::fmt::Display for Rfc3339 {
@@ -121,17 +126,7 @@ mod tests {
         /// for any instant from 1970 to the end of 9999.
         #[test]
         fn digits_match_formatted_fields(secs in 0u64..=253_402_300_799, millis in 0u32..1000) {
-            let days = i64::try_from(secs / 86_400).unwrap();
-            let z = days + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z.rem_euclid(146_097);
-            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let day = doy - (153 * mp + 2) / 5 + 1;
-            let month = if mp < 10 { mp + 3 } else { mp - 9 };
-            let year = yoe + era * 400 + i64::from(month <= 2);
-            let rem = secs % 86_400;
+            let (year, month, day, rem) = civil(secs).unwrap();
             let want = format!(
                 "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
                 rem / 3600,
