@@ -11,7 +11,9 @@
 #
 # RUN_DIR is the output directory of an earlier bench/run.sh (even --smoke): its HS256 config,
 # bodies and bench_upstream are reused; a fresh token is minted. BODY=small|1k|256k picks the
-# body (default small). Needs valgrind (Debian: valgrind).
+# body (default small). COLD=1 makes every request a new user (a token never seen and one
+# status lookup each, as the cold rows of run.sh). KEEP=PREFIX keeps each profile as
+# PREFIX.<binary name> for callgrind_annotate. Needs valgrind (Debian: valgrind).
 #
 # Read the figures as relative: valgrind runs SHA-256 without the CPU's SHA extensions, so the
 # token-cache key and the audit hash chain weigh far more here than on the real CPU.
@@ -31,19 +33,24 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 export BENCH_SECRET="bench-only-hs256-secret-0123456789abcdef"   # TEST-ONLY, as run.sh's
+USERS=1
+[ "${COLD:-0}" = 1 ] && USERS=$(( (REQUESTS + 200) * $# ))
 "$UP" mint --alg HS256 --secret-env BENCH_SECRET --issuer "https://idp.bench/" \
-  --audience entitygate --prefix alice --count 1 --out "$TMP/token.txt"
+  --audience entitygate --prefix "user$$-" --count "$USERS" --out "$TMP/token.txt"
 "$UP" serve --listen 127.0.0.1:18001 >"$TMP/upstream.log" 2>&1 &
 PIDS+=($!)
 
+NEXT=0  # the next unused token (COLD=1: each is used once)
 load() { # load COUNT: COUNT execute requests over 4 keep-alive connections, all must be 200
-  python3 - "$TMP/token.txt" "$BODY_FILE" "$1" <<'PY'
+  python3 - "$TMP/token.txt" "$BODY_FILE" "$1" "$NEXT" <<'PY'
 import http.client, sys
-token = open(sys.argv[1]).read().split()[0]
+tokens = open(sys.argv[1]).read().split()
 body = open(sys.argv[2], "rb").read()
+first = int(sys.argv[4])
 conns = [http.client.HTTPConnection("127.0.0.1", 18080) for _ in range(4)]
 for i in range(int(sys.argv[3])):
     c = conns[i % 4]
+    token = tokens[(first + i) % len(tokens)]
     c.request("POST", "/api/v3.1/tools/execute/GITHUB_CREATE_AN_ISSUE", body,
               {"x-api-key": token, "content-type": "application/json"})
     r = c.getresponse()
@@ -51,6 +58,7 @@ for i in range(int(sys.argv[3])):
     if r.status != 200:
         sys.exit(f"request {i}: status {r.status}")
 PY
+  NEXT=$(( NEXT + $1 ))
 }
 
 for bin in "$@"; do
@@ -69,6 +77,8 @@ for bin in "$@"; do
   load "$REQUESTS"
   callgrind_control --dump "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] && cp "$TMP/cg.$pid.1" "$KEEP.$(basename "$bin")"   # for callgrind_annotate
   total=$(callgrind_annotate "$TMP/cg.$pid.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
-  echo "$bin: $(( total / REQUESTS )) instructions per request (${BODY:-small} body, $REQUESTS requests)"
+  what="${BODY:-small} body"; [ "${COLD:-0}" = 1 ] && what="$what, a new user each"
+  echo "$bin: $(( total / REQUESTS )) instructions per request ($what, $REQUESTS requests)"
 done
