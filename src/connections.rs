@@ -836,6 +836,15 @@ impl<V> Slot<V> {
             previous,
         })
     }
+
+    /// Whether the slot serves as it is: a lookup still in flight, or a value within `ttl`.
+    fn usable(&self, ttl: &impl Fn(&V) -> Duration) -> bool {
+        match self.cell.get() {
+            None => true,
+            Some(Ok((v, at))) => at.elapsed() < ttl(v),
+            Some(Err(_)) => false,
+        }
+    }
 }
 
 // === impl Cache ===
@@ -914,30 +923,24 @@ where
         // The common case, a fresh entry or a lookup in flight, under the shard's read lock
         // and without cloning the key; replacing an entry takes the write lock below.
         if let Some(current) = self.map.get(key) {
-            match current.cell.get() {
-                None => return (current.clone(), false),
-                Some(Ok((v, at))) if at.elapsed() < ttl(v) => return (current.clone(), false),
-                Some(_) => {}
+            if current.usable(ttl) {
+                return (current.clone(), false);
             }
         }
         match self.map.entry(key.clone()) {
             Entry::Occupied(mut e) => {
                 let current = e.get();
-                match current.cell.get() {
-                    None => (current.clone(), false),
-                    Some(Ok((v, at))) if at.elapsed() < ttl(v) => (current.clone(), false),
-                    Some(Ok((v, at))) => {
-                        let fresh = Slot::new(Some((v.clone(), *at)));
-                        e.insert(fresh.clone());
-                        (fresh, false)
-                    }
-                    Some(Err(_)) => {
-                        let previous = current.previous.clone();
-                        let fresh = Slot::new(previous);
-                        e.insert(fresh.clone());
-                        (fresh, false)
-                    }
+                if current.usable(ttl) {
+                    return (current.clone(), false);
                 }
+                // Stale or failed: a new slot, keeping the last good answer for serve-stale.
+                let previous = match current.cell.get() {
+                    Some(Ok((v, at))) => Some((v.clone(), *at)),
+                    _ => current.previous.clone(),
+                };
+                let fresh = Slot::new(previous);
+                e.insert(fresh.clone());
+                (fresh, false)
             }
             Entry::Vacant(e) => {
                 let fresh = Slot::new(None);

@@ -207,8 +207,8 @@ impl JsonObject {
 
     fn raw<'a>(&'a self, slot: &'a Slot) -> Raw<'a> {
         match slot {
-            // The spans were cut at ASCII structure of this same text: always in bounds.
-            Slot::Span(start, end) => Raw(self.text.get(*start..*end).unwrap_or("null")),
+            // Every span was checked to be a slice of this text when it was made.
+            Slot::Span(start, end) => Raw(self.text.get(*start..*end).unwrap_or_default()),
             Slot::Owned(v) => Raw(v.get()),
         }
     }
@@ -570,7 +570,9 @@ fn top_level_spans(text: &str, keys: &[Cow<'_, str>]) -> Option<Vec<(String, usi
             return None;
         }
         let end = trim_back(after - 1);
-        if end <= start {
+        // Cut at ASCII structure, so always a slice of `text`; checked all the same, so that
+        // reading a span later cannot fail.
+        if end <= start || text.get(start..end).is_none() {
             return None;
         }
         out.push((key.to_string(), start, end));
