@@ -250,9 +250,7 @@ mod tests {
                 proptest::prop_assert_eq!(got.ok().map(|b| b.to_vec()), Some(whole));
             }
         }
-    }
 
-    proptest::proptest! {
         /// However a body is cut into frames and wherever the key appears (whole, twice,
         /// overlapping a near-copy, cut across frames), what comes out is the body with every
         /// copy of the key replaced.

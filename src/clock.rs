@@ -45,9 +45,7 @@ impl Rfc3339 {
     pub fn at(secs: u64, millis: u32) -> Self {
         Self { secs, millis }
     }
-}
 
-impl Rfc3339 {
     /// The 24 bytes of the timestamp, written digit by digit (`core::fmt` with padding was a
     /// visible share of every audit line). `None` for a year past 9999.
     fn digits(self) -> Option<[u8; 24]> {
