@@ -448,6 +448,17 @@ impl Audit {
 
     fn note(&mut self, what: &'static str, value: &str) {
         if let Some(j) = &mut self.journal {
+            // A carrier names its tool before the decision names it again: one fact, once. (A
+            // tool invoked twice is two facts: something was decided about the first.)
+            let decided = |w: &&str| matches!(*w, "toolkit" | "rule" | "connected_account_id");
+            let repeated = j
+                .iter()
+                .rev()
+                .take_while(|(w, _)| !decided(w))
+                .any(|(w, v)| *w == what && v == value);
+            if repeated {
+                return;
+            }
             j.push((what, value.to_owned()));
         }
     }
@@ -494,6 +505,12 @@ impl Audit {
     /// The tool slug of an execution.
     pub fn tool(&mut self, tool: &str) {
         self.note("tool", tool);
+        set(&mut self.tool, tool);
+    }
+
+    /// The request's own tool again, after a decision on its invocations named theirs: the
+    /// audit line names the request's tool; the journal already holds it.
+    pub(crate) fn tool_of_request(&mut self, tool: &str) {
         set(&mut self.tool, tool);
     }
 

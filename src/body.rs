@@ -77,22 +77,66 @@ pub async fn read_limited(
 /// What replaces the key wherever it appears in a response body.
 const REDACTED: &[u8] = b"[REDACTED]";
 
-/// A response body that never yields the bytes of `secret`, even when they straddle frames:
-/// it holds back the last `secret.len() - 1` bytes of each frame until the next one arrives.
+/// The upstream keys no answer may carry: the key in use and, during a rotation, the one
+/// being rotated out (`[upstream] previous_api_key_*`), which is still live at Composio.
+/// Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Keys(std::sync::Arc<[Bytes]>);
+
+impl Keys {
+    /// The keys to hide; empty ones are dropped (an empty needle would match everywhere).
+    pub fn new(keys: impl IntoIterator<Item = Bytes>) -> Self {
+        Self(keys.into_iter().filter(|k| !k.is_empty()).collect())
+    }
+
+    /// The key in use (the first given), for what must be keyed by it alone.
+    pub(crate) fn current(&self) -> &[u8] {
+        self.0.first().map_or(&[], |k| k)
+    }
+
+    /// The longest key's length: how much a frame's tail could hold of a key.
+    fn longest(&self) -> usize {
+        self.0.iter().map(Bytes::len).max().unwrap_or(0)
+    }
+
+    /// Whether any key occurs in `haystack`.
+    pub fn found_in(&self, haystack: &[u8]) -> bool {
+        self.0.iter().any(|k| crate::headers::contains(haystack, k))
+    }
+
+    /// `data` with every occurrence of every key replaced by `[REDACTED]`.
+    pub fn redact(&self, data: Bytes) -> Bytes {
+        if !self.found_in(&data) {
+            return data;
+        }
+        let mut buf = BytesMut::from(&data[..]);
+        redact_in_place(&mut buf, self);
+        buf.freeze()
+    }
+}
+
+impl From<Bytes> for Keys {
+    fn from(key: Bytes) -> Self {
+        Self::new([key])
+    }
+}
+
+/// A response body that never yields the bytes of a key, even when they straddle frames: it
+/// holds back the last `longest key - 1` bytes of each frame until the next one arrives.
 /// Trailers are dropped (they are not inspected).
 pub struct Redact<B> {
     inner: B,
-    secret: Bytes,
+    secret: Keys,
     carry: BytesMut,
     done: bool,
 }
 
 impl<B> Redact<B> {
     /// Wraps `inner`.
-    pub fn new(inner: B, secret: Bytes) -> Self {
+    pub fn new(inner: B, secret: impl Into<Keys>) -> Self {
         Self {
             inner,
-            secret,
+            secret: secret.into(),
             carry: BytesMut::new(),
             done: false,
         }
@@ -127,13 +171,10 @@ where
                     let Ok(mut data) = frame.into_data() else {
                         continue;
                     };
-                    let keep = this.secret.len().saturating_sub(1);
+                    let keep = this.secret.longest().saturating_sub(1);
                     // The usual frame: nothing carried and no key in it. It is passed on as
                     // it is, without a copy, less the tail that could begin a key.
-                    if this.carry.is_empty()
-                        && data.len() > keep
-                        && !crate::headers::contains(&data, &this.secret)
-                    {
+                    if this.carry.is_empty() && data.len() > keep && !this.secret.found_in(&data) {
                         let tail = data.split_off(data.len() - keep);
                         this.carry.extend_from_slice(&tail);
                         return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -154,22 +195,24 @@ where
     }
 }
 
-fn redact_in_place(buf: &mut BytesMut, secret: &[u8]) {
-    if !crate::headers::contains(buf, secret) {
-        return;
-    }
-    let mut out = BytesMut::with_capacity(buf.len());
-    let mut i = 0;
-    while i < buf.len() {
-        if buf[i..].starts_with(secret) {
-            out.extend_from_slice(REDACTED);
-            i += secret.len();
-        } else {
-            out.extend_from_slice(&buf[i..i + 1]);
-            i += 1;
+fn redact_in_place(buf: &mut BytesMut, keys: &Keys) {
+    for secret in keys.0.iter() {
+        if !crate::headers::contains(buf, secret) {
+            continue;
         }
+        let mut out = BytesMut::with_capacity(buf.len());
+        let mut i = 0;
+        while i < buf.len() {
+            if buf[i..].starts_with(secret) {
+                out.extend_from_slice(REDACTED);
+                i += secret.len();
+            } else {
+                out.extend_from_slice(&buf[i..i + 1]);
+                i += 1;
+            }
+        }
+        *buf = out;
     }
-    *buf = out;
 }
 
 #[cfg(test)]
@@ -279,6 +322,45 @@ mod tests {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let out = rt.block_on(run(&chunks, secret));
             proptest::prop_assert_eq!(out, whole.replace(secret, "[REDACTED]"));
+        }
+
+        /// During a key rotation both keys are live at Composio: neither leaves, whatever the
+        /// framing, and the shorter one is held back across frames as well as the longer.
+        #[test]
+        fn neither_rotation_key_leaves_whatever_the_framing(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-z\"{}:, ]{0,12}",
+                    proptest::strategy::Just("sk_live_0123456789".to_owned()),
+                    proptest::strategy::Just("sk_prev_42".to_owned()),
+                    proptest::strategy::Just("sk_prev_".to_owned()),
+                ],
+                0..8,
+            ),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+        ) {
+            let whole: String = parts.concat();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(whole.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = VecDeque::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([whole.len()]) {
+                chunks.push_back(Bytes::from(whole[at..c].to_owned()));
+                at = c;
+            }
+            let keys = Keys::new([
+                Bytes::from_static(b"sk_live_0123456789"),
+                Bytes::from_static(b"sk_prev_42"),
+            ]);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let out = rt
+                .block_on(Redact::new(Chunks(chunks), keys).collect())
+                .unwrap()
+                .to_bytes();
+            let want = whole
+                .replace("sk_live_0123456789", "[REDACTED]")
+                .replace("sk_prev_42", "[REDACTED]");
+            proptest::prop_assert_eq!(String::from_utf8(out.to_vec()).unwrap(), want);
         }
     }
 }

@@ -614,38 +614,6 @@ impl Connections {
         Err(Error::ConnectionStatusUnavailable)
     }
 
-    /// Decides whether `subject` may run a tool of `info`'s toolkit, with the account `named`
-    /// if the caller named one. Returns the account that was checked, if any.
-    ///
-    /// # Errors
-    /// [`Error::ConnectedAccountNotOwned`] for an account that is not the subject's;
-    /// [`Error::Gate`] when no usable connection exists; lookup failures as 503.
-    pub async fn check(
-        &self,
-        subject: &Arc<str>,
-        info: &ToolInfo,
-        named: Option<&str>,
-    ) -> Result<(), Error> {
-        if let Some(id) = named {
-            let account = self
-                .owned_account(subject, id)
-                .await?
-                .ok_or(Error::ConnectedAccountNotOwned)?;
-            if self.cfg.gate && !info.no_auth && !account.usable() {
-                return Err(self.refusal(info, std::slice::from_ref(&account)));
-            }
-            return Ok(());
-        }
-        if !self.cfg.gate || info.no_auth {
-            return Ok(());
-        }
-        let accounts = self.accounts(subject, &info.toolkit).await?;
-        if accounts.iter().any(Account::usable) {
-            return Ok(());
-        }
-        Err(self.refusal(info, &accounts))
-    }
-
     /// The refusal for a toolkit whose accounts are all unusable (or absent).
     pub fn refusal(&self, info: &ToolInfo, accounts: &[Account]) -> Error {
         let (kind, status) = classify(accounts);

@@ -73,6 +73,124 @@ pub struct Explanation {
     pub requirements: Vec<String>,
     /// Whether the kill switch's deny rules were consulted, and how many there were.
     pub kill_switch: String,
+    /// When the request named another user: what it asked for, where, and what the gateway
+    /// forwards instead (`None` when it was refused).
+    pub identity: Option<IdentityOut>,
+}
+
+/// The user a request asked for, against the user the gateway forwards.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityOut {
+    /// Each user id the request named that the gateway did not forward as sent: where
+    /// (`body /user_id`, `query user_ids`) and the value.
+    pub asked: Vec<(String, Value)>,
+    /// The subject every pinned field carries instead; `None` when the request was refused.
+    pub forwarded_as: Option<String>,
+}
+
+impl IdentityOut {
+    /// One line: "asked for `bob` (body /user_id); forwarded as `alice`".
+    fn sentence(&self) -> String {
+        let asked: Vec<String> = self
+            .asked
+            .iter()
+            .map(|(at, v)| match v {
+                Value::String(s) => format!("`{s}` ({at})"),
+                other => format!("{other} ({at})"),
+            })
+            .collect();
+        let asked = if asked.is_empty() {
+            "another user".to_owned()
+        } else {
+            asked.join(", ")
+        };
+        match &self.forwarded_as {
+            Some(sub) => format!("asked for {asked}; forwarded as `{sub}`"),
+            None => format!("asked for {asked}; refused (on_identity_mismatch = \"reject\")"),
+        }
+    }
+}
+
+/// What the request asked for, found by comparing it with what is forwarded: every user-id
+/// field of the request (query, and body at any depth) that does not reach Composio as sent.
+/// Read from the two requests themselves, not from the pinning code, so it shows what
+/// happened rather than what was meant to. Without a forwarded request (a refusal) the
+/// request's own user ids that are not the subject are listed.
+fn identity_asked(
+    req: &ExplainRequest,
+    forwarded: Option<&ForwardedOut>,
+    subject: &str,
+) -> Vec<(String, Value)> {
+    let mut asked = Vec::new();
+    let query = |target: &str| -> Vec<(String, String)> {
+        target
+            .split_once('?')
+            .map(|(_, q)| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default()
+    };
+    let sent_query = forwarded.map(|f| query(&f.target));
+    for (k, v) in query(&req.target) {
+        if !crate::rewrite::is_identity_key(crate::rewrite::query_base_key(&k)) {
+            continue;
+        }
+        let kept = match &sent_query {
+            Some(sent) => sent.iter().any(|(sk, sv)| *sk == k && *sv == v),
+            None => v == subject,
+        };
+        if !kept {
+            asked.push((format!("query {k}"), Value::String(v)));
+        }
+    }
+    let body = req
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+    if let Some(body) = body {
+        let sent = forwarded.map(|f| f.body.clone().unwrap_or(Value::Null));
+        let mut at = String::new();
+        collect_identity(&body, &mut at, &mut |pointer, v| {
+            let kept = match &sent {
+                Some(sent) => sent.pointer(pointer) == Some(v),
+                // Refused: the request's own word, top level only (deeper user ids are
+                // tool arguments, which no decision reads as the caller's identity).
+                None => {
+                    pointer.matches('/').count() > 1 || crate::rewrite::names_only_value(v, subject)
+                }
+            };
+            if !kept {
+                asked.push((format!("body {pointer}"), v.clone()));
+            }
+        });
+    }
+    asked
+}
+
+/// Calls `f` with the JSON pointer and value of every user-id field in `v`.
+fn collect_identity(v: &Value, at: &mut String, f: &mut dyn FnMut(&str, &Value)) {
+    let len = at.len();
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                at.push('/');
+                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                if crate::rewrite::is_identity_key(k) {
+                    f(at, child);
+                } else {
+                    collect_identity(child, at, f);
+                }
+                at.truncate(len);
+            }
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                at.push('/');
+                at.push_str(&i.to_string());
+                collect_identity(child, at, f);
+                at.truncate(len);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// One invocation as the decision saw it.
@@ -242,16 +360,34 @@ pub async fn explain_with(
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
+    let mut requirements = shared.connections.assumptions();
+    if req.live {
+        requirements.clear();
+    }
+    let forwarded = forwarded.map(forwarded_out);
+    let mut steps = steps;
+    let identity_out = match (steps.iter().any(|(k, _)| k == "identity"), &identity) {
+        (true, Some(id)) => {
+            let out = IdentityOut {
+                asked: identity_asked(req, forwarded.as_ref(), &id.subject),
+                forwarded_as: forwarded.as_ref().map(|_| id.subject.to_string()),
+            };
+            // The journal's one identity step says what was asked and what is forwarded.
+            for (k, v) in &mut steps {
+                if k == "identity" {
+                    *v = out.sentence();
+                }
+            }
+            Some(out)
+        }
+        _ => None,
+    };
     let find = |what: &str| {
         steps
             .iter()
             .find(|(k, _)| k == what)
             .map(|(_, v)| v.clone())
     };
-    let mut requirements = shared.connections.assumptions();
-    if req.live {
-        requirements.clear();
-    }
     Ok(Explanation {
         request: format!("{} {}", req.method, req.target),
         live: req.live,
@@ -265,9 +401,10 @@ pub async fn explain_with(
         code,
         status,
         message,
-        forwarded: forwarded.map(forwarded_out),
+        forwarded,
         requirements,
         kill_switch: kill_switch_note,
+        identity: identity_out,
     })
 }
 

@@ -144,6 +144,17 @@ impl Rule {
         self.expires_at.is_none_or(|e| now < e)
     }
 
+    /// The fields of an audit event about this rule (`deny_added`, `deny_removed`,
+    /// `deny_expired`).
+    pub fn audit_fields(&self) -> Value {
+        serde_json::json!({
+            "rule_id": self.id,
+            "rule": self.describe(),
+            "reason": self.reason,
+            "expires_at": self.expires_at,
+        })
+    }
+
     /// `kind=value`, for logs and audit lines.
     pub fn describe(&self) -> String {
         match &self.target {
@@ -268,6 +279,8 @@ pub struct KillSwitch {
     changes: broadcast::Sender<Change>,
     /// Serialises changes (read-modify-write of the snapshot and the store).
     writing: tokio::sync::Mutex<()>,
+    /// Rules dropped because their expiry passed, not yet handed to [`KillSwitch::lapsed`].
+    lapsed: std::sync::Mutex<Vec<Rule>>,
 }
 
 impl std::fmt::Debug for KillSwitch {
@@ -326,6 +339,7 @@ impl KillSwitch {
             path,
             changes: broadcast::channel(256).0,
             writing: tokio::sync::Mutex::new(()),
+            lapsed: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -442,6 +456,30 @@ impl KillSwitch {
         self.store(rules).await
     }
 
+    /// The rules whose expiry passed since the last call, each handed out once (the server
+    /// audits them as `deny_expired`). Drops them from the store first; a rule an earlier
+    /// change already dropped (any change keeps only active rules) is handed out as well.
+    pub async fn lapsed(&self) -> Vec<Rule> {
+        let now = crate::clock::unix_now();
+        let due = {
+            let s = self.current.load();
+            s.any_expiry && s.rules.iter().any(|r| !r.active(now))
+        };
+        if due {
+            let _one = self.writing.lock().await;
+            let rules = self.current.load().rules.clone();
+            if let Err(e) = self.store(rules).await {
+                tracing::error!(error = %e, "kill switch: lapsed deny rules not dropped from the store");
+            }
+        }
+        std::mem::take(
+            &mut *self
+                .lapsed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
     /// Every local change from now on ([`KillSwitch::add`], [`KillSwitch::remove`]).
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
@@ -478,7 +516,13 @@ impl KillSwitch {
             .await
             .map_err(err)??;
         }
-        self.current.store(Arc::new(Snapshot::new(rules)));
+        let before = self.current.swap(Arc::new(Snapshot::new(rules)));
+        // What this change dropped because it expired (never a rule lifted while active).
+        let lapsed = before.rules.iter().filter(|r| !r.active(now)).cloned();
+        self.lapsed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(lapsed);
         Ok(())
     }
 }
@@ -584,6 +628,60 @@ mod tests {
         ks.replace_all(vec![r]).await.expect("replace");
         assert!(ks.check_identity("alice", None).is_ok());
         assert!(ks.rules().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_rule_is_handed_out_once_and_dropped_from_the_store() {
+        let path = std::env::temp_dir().join(format!("eg-ks-lapse-{}.redb", uuid::Uuid::new_v4()));
+        let now = crate::clock::unix_now();
+        let mut lapsing = rule(json!({"subject": "alice", "reason": "lapses"}));
+        lapsing.expires_at = Some(now + 3600);
+        let lifted = rule(json!({"subject": "bob", "reason": "lifted"}));
+        let lasting = rule(json!({"toolkit": "slack", "reason": "stays"}));
+        assert_ne!(lasting.id, lapsing.id);
+        {
+            let ks = KillSwitch::open(&path).expect("open");
+            for r in [&lapsing, &lifted, &lasting] {
+                ks.add(r.clone()).await.expect("add");
+            }
+            assert!(ks.lapsed().await.is_empty(), "nothing expired yet");
+            // A rule lifted while active is a removal, not a lapse.
+            ks.remove(&lifted.id).await.expect("remove");
+            assert!(ks.lapsed().await.is_empty());
+        }
+        // The expiry passes (written as an earlier instant into the stored rule).
+        lapsing.expires_at = Some(now - 1);
+        let ks = {
+            // Stored as expired: the next open reads it, the first look reports it.
+            let db = Database::create(&path).expect("db");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut t = txn.open_table(RULES).expect("table");
+                let json = serde_json::to_string(&lapsing).expect("json");
+                t.insert(lapsing.id.as_str(), json.as_str())
+                    .expect("insert");
+            }
+            txn.commit().expect("commit");
+            drop(db);
+            KillSwitch::open(&path).expect("reopen")
+        };
+        assert!(
+            ks.check_identity("alice", None).is_ok(),
+            "no longer applies"
+        );
+        let lapsed = ks.lapsed().await;
+        assert_eq!(lapsed.len(), 1, "{lapsed:?}");
+        assert_eq!(lapsed[0].id, lapsing.id);
+        assert!(ks.lapsed().await.is_empty(), "handed out once");
+        drop(ks);
+        let ks = KillSwitch::open(&path).expect("reopen");
+        assert!(
+            ks.lapsed().await.is_empty(),
+            "dropped from the store: not reported again"
+        );
+        assert_eq!(ks.rules().len(), 1, "the lasting rule stays");
+        drop(ks);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[tokio::test]

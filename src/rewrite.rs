@@ -289,6 +289,38 @@ impl JsonObject {
             .any(|(_, v)| !names_only(self.raw(v), subject))
     }
 
+    /// Removes every spelling of the user identity from the objects nested in the body, at
+    /// any depth (`{"config": {"user_id": ..}}`); reports whether any named someone other than
+    /// the subject. For bodies that carry no tool arguments (sessions' own settings), where a
+    /// nested user id can only be one more place Composio might read the user from.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if a changed value cannot be written back (it was parsed strictly).
+    pub fn strip_nested_identity(&mut self, subject: &str) -> Result<bool, Error> {
+        let mut mismatch = false;
+        let mut changed = Vec::new();
+        for (k, raw) in self.iter() {
+            let text = raw.get();
+            // Only containers can nest a key; most values are skipped without a parse.
+            if !(text.starts_with('{') || text.starts_with('[')) {
+                continue;
+            }
+            let mut v: serde_json::Value =
+                serde_json::from_str(text).map_err(|_| Error::Internal)?;
+            let mut removed = Vec::new();
+            strip_identity_deep(&mut v, &mut removed);
+            if !removed.is_empty() {
+                mismatch |= removed.iter().any(|r| !names_only_value(r, subject));
+                changed.push((k.to_owned(), v));
+            }
+        }
+        for (k, v) in changed {
+            let raw = serde_json::value::to_raw_value(&v).map_err(|_| Error::Internal)?;
+            self.set_raw(&k, raw);
+        }
+        Ok(mismatch)
+    }
+
     /// Refuses caller-supplied credentials unless allowed. `null` counts as absent (the old
     /// SDK always sends `"authConfig": null`).
     pub fn check_custom_auth(&self, allow: bool) -> Result<(), Error> {
@@ -352,11 +384,39 @@ impl JsonObject {
 
 /// Whether a raw identity value names nobody but `subject`.
 fn names_only(v: Raw<'_>, subject: &str) -> bool {
-    match serde_json::from_str::<serde_json::Value>(v.get()) {
-        Ok(serde_json::Value::Null) => true,
-        Ok(serde_json::Value::String(s)) => s == subject,
-        Ok(serde_json::Value::Array(a)) => a.iter().all(|x| x.as_str() == Some(subject)),
+    serde_json::from_str::<serde_json::Value>(v.get()).is_ok_and(|v| names_only_value(&v, subject))
+}
+
+/// Whether an identity value names nobody but `subject` (`null`, the subject, or a list of it).
+pub(crate) fn names_only_value(v: &serde_json::Value, subject: &str) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::String(s) => s == subject,
+        serde_json::Value::Array(a) => a.iter().all(|x| x.as_str() == Some(subject)),
         _ => false,
+    }
+}
+
+/// Removes identity keys from every object in `v`, collecting what they held.
+fn strip_identity_deep(v: &mut serde_json::Value, removed: &mut Vec<serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let keys: Vec<String> = m.keys().filter(|k| is_identity_key(k)).cloned().collect();
+            for k in keys {
+                if let Some(old) = m.shift_remove(&k) {
+                    removed.push(old);
+                }
+            }
+            for child in m.values_mut() {
+                strip_identity_deep(child, removed);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for child in a {
+                strip_identity_deep(child, removed);
+            }
+        }
+        _ => {}
     }
 }
 

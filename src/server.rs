@@ -186,7 +186,12 @@ pub(crate) async fn build_shared(
         kill_switch,
         key_digest,
         broken: previous.map_or_else(Default::default, |p| p.broken.clone()),
-        secret: bytes::Bytes::copy_from_slice(upstream.api_key()),
+        listen_port: previous.map_or_else(Default::default, |p| p.listen_port.clone()),
+        secret: crate::body::Keys::new(
+            std::iter::once(upstream.api_key())
+                .chain(upstream.previous_api_key())
+                .map(bytes::Bytes::copy_from_slice),
+        ),
         connections,
         auth,
         upstream,
@@ -527,9 +532,17 @@ impl Gateway {
         let service = Proxy::new(state.clone());
         let admin_task = admin.map(|l| tokio::spawn(crate::admin::serve(l, state.clone())));
         let secrets_task = tokio::spawn(crate::secrets::watch(state.clone()));
+        let lapse_task = tokio::spawn(audit_lapsed_rules(state.clone()));
         state.start_schedule();
         tokio::pin!(shutdown);
-        tracing::info!(addr = %listener.local_addr()?, "entitygate listening");
+        let local = listener.local_addr()?;
+        // MCP URLs derived from `Host` may name only this port (crate::mcp::public_base).
+        state
+            .current
+            .load()
+            .listen_port
+            .store(local.port(), std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(addr = %local, "entitygate listening");
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -562,6 +575,7 @@ impl Gateway {
             t.abort();
         }
         secrets_task.abort();
+        lapse_task.abort();
         state.stop_tasks();
         if let Some(cluster) = &state.current.load().cluster {
             // The next replica takes the audit job over now rather than at the lease's end.
@@ -585,6 +599,24 @@ impl Gateway {
             tracing::warn!("audit log not flushed within {AUDIT_FLUSH:?} at shutdown");
         }
         Ok(())
+    }
+}
+
+/// How often expired deny rules are looked for.
+const LAPSE_CHECK: Duration = Duration::from_secs(1);
+
+/// Writes a `deny_expired` audit event for each deny rule when its expiry passes, so the trail
+/// shows when a rule stopped applying as well as when it was added or lifted.
+async fn audit_lapsed_rules(state: Arc<State>) {
+    let mut tick = tokio::time::interval(LAPSE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let shared = state.current.load_full();
+        for rule in shared.kill_switch.lapsed().await {
+            tracing::warn!(id = %rule.id, rule = %rule.describe(), "kill switch: deny rule expired");
+            shared.audit.record("deny_expired", rule.audit_fields());
+        }
     }
 }
 

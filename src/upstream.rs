@@ -190,6 +190,11 @@ impl Upstream {
         self.api_key.as_bytes()
     }
 
+    /// The key being rotated out, if any: still live at Composio, so redacted as well.
+    pub(crate) fn previous_api_key(&self) -> Option<&[u8]> {
+        self.previous_key.as_ref().map(HeaderValue::as_bytes)
+    }
+
     /// The upstream URI for a gateway-relative path and query (`/api/v3/...?...`).
     ///
     /// # Errors

@@ -53,7 +53,7 @@ pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Option<Resp
                 Ok(()) => {
                     tracing::warn!(id = %rule.id, rule = %rule.describe(), reason = %rule.reason,
                         "kill switch: deny rule added");
-                    shared.audit.record("deny_added", rule_fields(&rule));
+                    shared.audit.record("deny_added", rule.audit_fields());
                     json_response(StatusCode::CREATED, &json!({"id": rule.id, "rule": rule}))
                 }
                 Err(e) => {
@@ -68,7 +68,7 @@ pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Option<Resp
         (Method::DELETE, Some(id)) => match ks.remove(&id).await {
             Ok(Some(rule)) => {
                 tracing::warn!(id = %rule.id, rule = %rule.describe(), "kill switch: deny rule lifted");
-                shared.audit.record("deny_removed", rule_fields(&rule));
+                shared.audit.record("deny_removed", rule.audit_fields());
                 json_response(StatusCode::OK, &json!({"removed": rule}))
             }
             Ok(None) => json_response(
@@ -84,15 +84,5 @@ pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Option<Resp
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "GET /deny, POST /deny, DELETE /deny/{id}"}),
         ),
-    })
-}
-
-/// The audit fields of a rule change.
-fn rule_fields(rule: &Rule) -> serde_json::Value {
-    json!({
-        "rule_id": rule.id,
-        "rule": rule.describe(),
-        "reason": rule.reason,
-        "expires_at": rule.expires_at,
     })
 }

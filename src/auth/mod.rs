@@ -54,6 +54,25 @@ pub struct Identity {
     pub expires_at: u64,
 }
 
+impl Identity {
+    /// The token's `jti` as text: a string as it is, an integer in decimal (`123` and `"123"`
+    /// name the same token, so a deny rule for one stops the other).
+    pub fn jti(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.claims.get("jti").and_then(jti_text)
+    }
+}
+
+/// A `jti` claim's text form: strings and integers only.
+fn jti_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match v {
+        Value::String(s) => Some(std::borrow::Cow::Borrowed(s)),
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            Some(std::borrow::Cow::Owned(n.to_string()))
+        }
+        _ => None,
+    }
+}
+
 /// The source of "now"; the real clock except in tests.
 type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
@@ -455,6 +474,14 @@ impl Inner {
             }
             _ => return Err(Error::TokenSubjectInvalid),
         };
+        // A kill switch rule names a token by its `jti` as text: a `jti` with no one text form
+        // (a fraction, a boolean, an object) could never be matched, so such a token is refused
+        // rather than let past every jti rule.
+        if let Some(jti) = claims.get("jti") {
+            if jti_text(jti).is_none() {
+                return Err(Error::TokenClaimInvalid("jti"));
+            }
+        }
         let subject: Arc<str> = if self.subject_prefix.is_empty() {
             Arc::from(sub.as_str())
         } else {

@@ -800,3 +800,52 @@ async fn unknown_kid_waits_only_briefly_for_a_slow_identity_provider() {
     assert_eq!(srv.hits(), 2, "one background refetch for the whole burst");
     assert_eq!(&*auth.authenticate(&token).await.unwrap().subject, "bob");
 }
+
+#[tokio::test]
+async fn jti_is_text_or_an_integer_and_nothing_else() {
+    let auth = rs256_only("").await;
+    let exp = now() + 600;
+    let tok = |jti: Value| {
+        mint(
+            Algorithm::RS256,
+            &rsa_key(),
+            None,
+            &json!({"sub": "alice", "exp": exp, "jti": jti}),
+        )
+    };
+    // A number and its decimal text name the same token (a deny rule is text).
+    for (jti, text) in [
+        (json!(123), "123"),
+        (json!("123"), "123"),
+        (json!(-7), "-7"),
+        (json!(u64::MAX), "18446744073709551615"),
+        (json!("t-9"), "t-9"),
+    ] {
+        let id = auth.authenticate(&tok(jti.clone())).await.expect("valid");
+        assert_eq!(id.jti().as_deref(), Some(text), "{jti}");
+    }
+    // No one text form: refused, never let past every jti rule.
+    for jti in [
+        json!(1.5),
+        json!(true),
+        json!(null),
+        json!(["a"]),
+        json!({"a": 1}),
+    ] {
+        assert_eq!(
+            auth.authenticate(&tok(jti.clone())).await.unwrap_err(),
+            Error::TokenClaimInvalid("jti"),
+            "{jti}"
+        );
+    }
+    let none = auth
+        .authenticate(&mint(
+            Algorithm::RS256,
+            &rsa_key(),
+            None,
+            &json!({"sub": "alice", "exp": exp}),
+        ))
+        .await
+        .expect("valid");
+    assert_eq!(none.jti(), None);
+}

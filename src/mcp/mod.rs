@@ -172,6 +172,21 @@ pub(crate) fn public_base(
     if authority.as_str().contains('@') || !crate::config::is_loopback_host(authority.host()) {
         return Err(Error::RequestTargetInvalid);
     }
+    // And only the port the request can have arrived on (or none: the scheme's default), so a
+    // `Host: localhost:99999` is never handed back as the gateway's address.
+    // Read as text: `http` parses no port from `:99999` and would let it pass unchecked.
+    let port = authority
+        .as_str()
+        .strip_prefix(authority.host())
+        .ok_or(Error::RequestTargetInvalid)?;
+    if !port.is_empty() {
+        let own = shared
+            .listen_port
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if own == 0 || port.strip_prefix(':') != Some(own.to_string().as_str()) {
+            return Err(Error::RequestTargetInvalid);
+        }
+    }
     let scheme = if shared.tls.is_some() {
         "https"
     } else {
@@ -573,7 +588,7 @@ async fn forward(
         let upstream_id = given
             .to_str()
             .ok()
-            .and_then(|id| session_id::unbind(&ctx.shared.secret, ctx.subject(), id))
+            .and_then(|id| session_id::unbind(ctx.shared.secret.current(), ctx.subject(), id))
             .and_then(|id| HeaderValue::from_str(id).ok());
         match upstream_id {
             Some(v) => {
@@ -614,7 +629,7 @@ fn bind_session_id(shared: &Shared, subject: &str, headers: &mut HeaderMap) {
     match v
         .to_str()
         .ok()
-        .and_then(|id| session_id::bind(&shared.secret, subject, id))
+        .and_then(|id| session_id::bind(shared.secret.current(), subject, id))
         .and_then(|id| HeaderValue::from_str(&id).ok())
     {
         Some(bound) => {

@@ -306,22 +306,8 @@ async fn inspect(inspector: &Inspector, ev: &Event) -> Option<Bytes> {
 }
 
 /// Replaces every occurrence of `secret` in a whole event.
-pub(crate) fn redact(event: Bytes, secret: &[u8]) -> Bytes {
-    if !crate::headers::contains(&event, secret) {
-        return event;
-    }
-    let mut out = BytesMut::with_capacity(event.len());
-    let mut i = 0;
-    while i < event.len() {
-        if event[i..].starts_with(secret) {
-            out.extend_from_slice(b"[REDACTED]");
-            i += secret.len();
-        } else {
-            out.extend_from_slice(&event[i..=i]);
-            i += 1;
-        }
-    }
-    out.freeze()
+pub(crate) fn redact(event: Bytes, secret: &crate::body::Keys) -> Bytes {
+    secret.redact(event)
 }
 
 #[cfg(test)]
@@ -387,14 +373,16 @@ mod tests {
     }
 
     #[test]
-    fn the_key_is_redacted_from_a_whole_event() {
+    fn both_keys_are_redacted_from_a_whole_event() {
+        let keys =
+            crate::body::Keys::new([Bytes::from_static(b"sk_1"), Bytes::from_static(b"sk_old")]);
         let out = redact(
-            Bytes::from_static(b"data: {\"k\":\"sk_1\",\"j\":\"sk_1\"}\n\n"),
-            b"sk_1",
+            Bytes::from_static(b"data: {\"k\":\"sk_1\",\"j\":\"sk_1\",\"o\":\"sk_old\"}\n\n"),
+            &keys,
         );
         assert_eq!(
             &out[..],
-            b"data: {\"k\":\"[REDACTED]\",\"j\":\"[REDACTED]\"}\n\n"
+            b"data: {\"k\":\"[REDACTED]\",\"j\":\"[REDACTED]\",\"o\":\"[REDACTED]\"}\n\n"
         );
     }
 }

@@ -33,7 +33,7 @@ pub(super) async fn execute(
     let account = invocation::named_account(&obj)?;
     let invocations = invocation::from_body(tool, &obj, account.as_deref())?;
     let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
-    audit.tool(tool);
+    audit.tool_of_request(tool);
     if api == Api::Legacy {
         forward_decided_app(ctx, tool, &mut obj).await?;
     }

@@ -50,7 +50,8 @@ pub struct Shared {
     /// The compiled tool policy (`[[policy.rules]]`).
     pub(crate) tool_policy: crate::toolpolicy::ToolPolicy,
     pub(crate) connections: Arc<Connections>,
-    pub(crate) secret: Bytes,
+    /// The upstream keys redacted from every answer (current, and previous while rotating).
+    pub(crate) secret: crate::body::Keys,
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     /// Requests in flight per subject (`[limits] max_in_flight_per_subject`).
@@ -69,6 +70,9 @@ pub struct Shared {
     pub(crate) expiry: Option<Arc<crate::expiry::Expiry>>,
     /// `public_url`: where MCP URLs in answers point (else derived on loopback listeners).
     pub(crate) public_url: Option<String>,
+    /// The proxy listener's port once bound (0 before, or when embedded as a service): the one
+    /// port a `Host` may name when MCP URLs are derived from it. Kept across reloads.
+    pub(crate) listen_port: Arc<std::sync::atomic::AtomicU16>,
     /// `[mcp]`.
     pub(crate) mcp: crate::config::McpConfig,
     /// `[auth] issuer`, published as the MCP authorization server by default.
@@ -294,13 +298,9 @@ where
         verified?
     };
     audit.subject(&identity.subject);
-    shared.kill_switch.check_identity(
-        &identity.subject,
-        identity
-            .claims
-            .get("jti")
-            .and_then(serde_json::Value::as_str),
-    )?;
+    shared
+        .kill_switch
+        .check_identity(&identity.subject, identity.jti().as_deref())?;
     trace.deciding();
     crate::shared::ratelimit::check(
         shared.cluster.as_deref(),

@@ -32,6 +32,10 @@ pub(super) async fn create(
     let query = scoped_query(ctx, None, audit)?;
     let mut obj = ctx.json_body(body, false).await?;
     ctx.pin(&mut obj, "user_id", audit)?;
+    // The session's settings carry no tool arguments: a user id nested in them (`config`)
+    // is one more place Composio could read the user from.
+    let nested = obj.strip_nested_identity(ctx.subject())?;
+    ctx.on_mismatch(nested, audit)?;
     require_owned(ctx, &pinned_accounts(&obj)?, audit).await?;
     super::toolgate::session_toolkits(ctx, &mut obj, true, audit).await?;
     let resp = ctx
@@ -105,10 +109,14 @@ pub(super) async fn owned(
                 decided = gate_execute(ctx, &obj, audit).await?;
             }
             SessionCall::ProxyExecute => gate_proxy_execute(ctx, &obj, audit).await?,
-            SessionCall::Other if *method == Method::PATCH => {
-                super::toolgate::session_toolkits(ctx, &mut obj, false, audit).await?;
+            SessionCall::Other => {
+                // Settings, not tool arguments: no user id at any depth (`config.user_id`).
+                let nested = obj.strip_nested_identity(ctx.subject())?;
+                ctx.on_mismatch(nested, audit)?;
+                if *method == Method::PATCH {
+                    super::toolgate::session_toolkits(ctx, &mut obj, false, audit).await?;
+                }
             }
-            SessionCall::Other => {}
         }
         Some(obj.to_vec())
     } else {
@@ -155,7 +163,7 @@ async fn gate_execute(
         invocations.extend(invocation::from_body(slug, obj, account.as_deref())?);
     }
     let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
-    audit.tool(&slugs[0]);
+    audit.tool_of_request(&slugs[0]);
     Ok(verdict.accounts)
 }
 

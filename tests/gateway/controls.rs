@@ -235,6 +235,21 @@ async fn subject_jti_tool_and_all_rules_and_expiry() {
     )
     .await;
 
+    // A numeric jti is the same token as its decimal text: `deny --jti 123` stops it.
+    let numeric = token_with(json!({"sub": "bob", "iss": ISSUER, "aud": AUDIENCE,
+        "exp": now() + 600, "jti": 123}));
+    let id = deny(&h, json!({"jti": "123", "reason": "numeric token leaked"})).await;
+    h.sandbox.clear();
+    assert_denied(&tools(&h, numeric).await, "numeric token leaked");
+    h.assert_nothing_forwarded();
+    h.admin(
+        Method::DELETE,
+        &format!("/deny/{id}"),
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+
     // Tool glob.
     let id = deny(&h, json!({"tool": "slack_*", "reason": "slack bot loop"})).await;
     h.sandbox.clear();
@@ -271,6 +286,43 @@ async fn subject_jti_tool_and_all_rules_and_expiry() {
     let listed = h.admin(Method::GET, "/deny", Some(ADMIN_TOKEN), None).await;
     assert_eq!(listed.json()["rules"], json!([]));
     h.shutdown().await;
+}
+
+/// A rule's end is evidence too: when its expiry passes the trail says so, once.
+#[tokio::test]
+async fn an_expiring_rule_is_audited_when_it_lapses() {
+    let dir = std::env::temp_dir().join(format!("eg-lapse-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let audit = dir.join("audit.jsonl");
+    let h = Harness::with_config(&format!(
+        "{ADMIN}[audit]\npath = {:?}\n",
+        audit.display().to_string()
+    ))
+    .await;
+    let id = deny(
+        &h,
+        json!({"subject": "alice", "reason": "short", "expires_in_secs": 1}),
+    )
+    .await;
+    let mut lapsed = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        lapsed = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "deny_expired")
+            .collect();
+        if !lapsed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(lapsed.len(), 1, "{lapsed:?}");
+    assert_eq!(lapsed[0]["rule_id"], id.as_str());
+    assert_eq!(lapsed[0]["rule"], "subject=alice");
+    assert_eq!(tools(&h, token("alice")).await.status, StatusCode::OK);
+    h.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -682,6 +734,44 @@ async fn the_previous_key_is_retried_for_safe_requests_only() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(found, "the audit line says the previous key answered");
+    h.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// During a rotation the key being rotated out is still live at Composio: an answer that
+/// carries it is redacted as one carrying the current key is. `Harness::send` itself asserts `API_KEY` (the previous key here) never
+/// comes back, in the body or a header.
+#[tokio::test]
+async fn the_previous_key_is_redacted_from_answers_too() {
+    let dir = std::env::temp_dir().join(format!("eg-prevkey-echo-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("composio-api-key");
+    write_secret(&key_file, NEW_KEY);
+    let mut h = Harness::start().await;
+    regateway(
+        &mut h,
+        &format!(
+            "api_key_file = {:?}\nprevious_api_key_env = \"COMPOSIO_API_KEY\"",
+            key_file.display().to_string()
+        ),
+        "",
+    )
+    .await;
+    // The answer carries the previous key (here Composio echoes a request that quoted it).
+    h.sandbox.clear();
+    h.sandbox.set_fault(entitygate::sandbox::Fault::EchoHeaders);
+    let r = h
+        .send(
+            Method::GET,
+            &format!("/api/v3.1/tools?search={API_KEY}"),
+            Some(&token("bob")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(keys_seen(&h), [NEW_KEY], "sent with the current key");
+    assert!(r.text().contains("[REDACTED]"), "{}", r.text());
+    assert!(!r.text().contains(API_KEY) && !r.text().contains(NEW_KEY));
     h.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

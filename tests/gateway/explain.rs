@@ -321,3 +321,58 @@ async fn the_admin_listener_explains_with_its_token_only() {
     let _ = std::fs::remove_dir_all(&dir);
     h.shutdown().await;
 }
+
+/// An investigator reads what was asked and what is forwarded, once each; and each fact of
+/// the decision once (the tool is named by the carrier and by the decision: one step).
+#[tokio::test]
+async fn explain_names_the_forged_user_and_each_step_once() {
+    let h = Harness::with_config(RULES).await;
+    let pinned = dry(&h, &cases()[1], false).await;
+    let id = pinned
+        .identity
+        .as_ref()
+        .expect("the request named another user");
+    assert_eq!(
+        id.asked,
+        vec![("body /user_id".to_owned(), json!("bob"))],
+        "{pinned:#?}"
+    );
+    assert_eq!(id.forwarded_as.as_deref(), Some("alice"));
+    let identity_steps: Vec<_> = pinned
+        .steps
+        .iter()
+        .filter(|(k, _)| k == "identity")
+        .collect();
+    assert_eq!(identity_steps.len(), 1, "{pinned:#?}");
+    assert!(
+        identity_steps[0].1.contains("`bob`") && identity_steps[0].1.contains("`alice`"),
+        "{}",
+        identity_steps[0].1
+    );
+    assert!(pinned
+        .to_text()
+        .contains("asked for `bob` (body /user_id); forwarded as `alice`"));
+    let tool_steps = pinned.steps.iter().filter(|(k, _)| k == "tool").count();
+    assert_eq!(tool_steps, 1, "{:#?}", pinned.steps);
+
+    // A query and a nested forged id, and an argument that merely is called user_id (a
+    // tool's own argument, forwarded as sent: not something the caller "asked for").
+    let c = Case {
+        name: "query and body",
+        token: token("alice"),
+        path: "/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE",
+        body: json!({"entity_id": "mallory", "arguments": {"user_id": "U123"}}),
+        decision: "allow",
+    };
+    let e = dry(&h, &c, false).await;
+    let asked = &e.identity.as_ref().expect("named another user").asked;
+    assert_eq!(
+        asked,
+        &vec![("body /entity_id".to_owned(), json!("mallory"))],
+        "{}",
+        c.name
+    );
+    // Nobody else named: no identity story at all.
+    assert!(dry(&h, &cases()[0], false).await.identity.is_none());
+    h.shutdown().await;
+}

@@ -153,6 +153,70 @@ async fn protected_resource_metadata_and_every_401_names_it() {
     h.assert_nothing_forwarded();
 }
 
+/// Without `public_url` the gateway's own address comes from `Host`, on loopback names only,
+/// and only with the port the listener has: any other port is the caller's word and is never
+/// handed back (metadata, `WWW-Authenticate`, `mcp.url` in answers).
+#[tokio::test]
+async fn a_host_port_other_than_the_listeners_is_never_reflected() {
+    let h = Harness::start().await;
+    let port = h.addr.port();
+    let get_meta = |host: String| {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(h.url("/.well-known/oauth-protected-resource"))
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        h.raw(req)
+    };
+    for host in [
+        "localhost:99999",
+        "127.0.0.1:1",
+        "localhost:",
+        "localhost:0",
+    ] {
+        let r = get_meta(host.to_owned()).await;
+        assert_ne!(r.status, StatusCode::OK, "{host}: {}", r.text());
+        assert!(!r.text().contains(host), "{host}: {}", r.text());
+        let r = post_raw(
+            &h,
+            "/mcp",
+            None,
+            &[("host", host)],
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{host}");
+        let www = r
+            .headers
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        assert!(!www.contains("resource_metadata"), "{host}: {www}");
+    }
+    // The listener's own port, and a loopback name without one, still work.
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let r = get_meta(host.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{host}");
+        assert_eq!(r.json()["resource"], format!("http://{host}"));
+    }
+    assert_eq!(get_meta("localhost".into()).await.status, StatusCode::OK);
+    // A session's `mcp.url` is never built on a foreign port either.
+    let r = h
+        .raw(
+            Request::builder()
+                .method(Method::POST)
+                .uri(h.url("/api/v3.1/tool_router/session"))
+                .header("host", "localhost:99999")
+                .header("x-api-key", token("alice"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(r#"{"user_id":"alice"}"#)))
+                .unwrap(),
+        )
+        .await;
+    assert!(!r.text().contains("99999"), "{}", r.text());
+}
+
 #[tokio::test]
 async fn configured_authorization_servers_are_published() {
     let h =

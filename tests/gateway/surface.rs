@@ -1008,3 +1008,78 @@ async fn session_proxy_execute_is_gated_by_toolkit_slug() {
     assert_eq!(r.json()["data"]["user_id"], "alice");
     h.shutdown().await;
 }
+
+// --- tool router sessions: a user id nested in the session's settings ---
+
+/// A session's settings carry no tool arguments, so a user id anywhere in them (Composio's
+/// own session object has `config.user_id`) is one more place the user could be read from:
+/// removed at creation and update, and refused under `on_identity_mismatch = "reject"`.
+#[tokio::test]
+async fn a_user_id_nested_in_session_settings_never_reaches_composio() {
+    let h = Harness::start().await;
+    let t = token("alice");
+    let r = h
+        .send(
+            Method::POST,
+            "/api/v3.1/tool_router/session",
+            Some(&t),
+            Some(json!({"user_id": "alice", "config": {"user_id": "bob", "x": [{"entityId": "bob"}]}})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let id = r.json()["session_id"].as_str().unwrap().to_owned();
+    let sent = forwarded(&h, "POST", "/api/v3.1/tool_router/session")
+        .json()
+        .unwrap();
+    assert_eq!(sent, json!({"user_id": "alice", "config": {"x": [{}]}}));
+
+    let path = format!("/api/v3.1/tool_router/session/{id}");
+    for body in [
+        json!({"config": {"user_id": "bob"}}),
+        json!({"config": {"nested": {"User-Id": "bob"}}, "toolkits": {"enable": ["github"]}}),
+    ] {
+        h.sandbox.clear();
+        let r = h
+            .send(Method::PATCH, &path, Some(&t), Some(body.clone()))
+            .await;
+        assert!(r.status.is_success(), "{body}: {}", r.text());
+        let sent = forwarded(&h, "PATCH", &path).body;
+        let text = String::from_utf8_lossy(&sent).to_ascii_lowercase();
+        assert!(!text.contains("bob"), "{body} forwarded as {text}");
+    }
+    h.shutdown().await;
+
+    let h = Harness::with_config("[policy]\non_identity_mismatch = \"reject\"").await;
+    let r = h
+        .send(
+            Method::POST,
+            "/api/v3.1/tool_router/session",
+            Some(&t),
+            Some(json!({"user_id": "alice"})),
+        )
+        .await;
+    let id = r.json()["session_id"].as_str().unwrap().to_owned();
+    h.sandbox.clear();
+    let path = format!("/api/v3.1/tool_router/session/{id}");
+    let r = h
+        .send(
+            Method::PATCH,
+            &path,
+            Some(&t),
+            Some(json!({"config": {"user_id": "bob"}})),
+        )
+        .await;
+    assert_eq!(r.slug(), "identity_mismatch", "{}", r.text());
+    assert_eq!(h.sandbox.count("PATCH", &path), 0);
+    // Naming the subject itself is no mismatch.
+    let r = h
+        .send(
+            Method::PATCH,
+            &path,
+            Some(&t),
+            Some(json!({"config": {"user_id": "alice"}})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    h.shutdown().await;
+}
