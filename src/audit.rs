@@ -219,6 +219,7 @@ impl Writer {
         if w.path.is_some() {
             w.opened(reason);
             w.write_batch();
+            w.checkpoint(false);
         } else {
             w.opening = Some(reason);
         }

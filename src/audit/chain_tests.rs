@@ -354,7 +354,7 @@ fn crash_damage_named_by_the_next_log_opened_is_reported_and_skipped() {
     assert_eq!(r.lines, 8, "every line but the damaged one");
     assert!(r.notes.iter().any(|n| n.contains(":6, 40 bytes")), "{r:?}");
     // The chain goes on from the line before the damage: a later edit is found at its line.
-    let mut edited = lines.clone();
+    let mut edited = lines;
     edited[8] = edited[8].replace("alice", "mallory");
     assert_eq!(broken_at(&edited, Some(&key())), 9);
     assert_eq!(broken_at(&edited, None), 9);
