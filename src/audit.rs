@@ -54,6 +54,10 @@ const BATCH_PAUSE: Duration = Duration::from_millis(2);
 /// How often an idle writer looks for a rotated or truncated file.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// How often, at most, the writer logs where the chain stands ("audit checkpoint" on stderr,
+/// a sink other than the file), so that an anchor for `verify --after` exists off the file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
 /// What the request path hands the writer thread.
 enum Msg {
     /// One serialised event (a JSON object, no newline).
@@ -180,61 +184,101 @@ struct Writer {
     /// stdout's `log_opened` record waits for the first event, so a process that decides
     /// nothing (`explain`, `check-config`) prints nothing.
     opening: Option<&'static str>,
+    /// A line cut short found on opening the file, for the next `log_opened` record.
+    damage: Option<chain::Damage>,
+    /// The last line known to be on disk: its `seq` and hash.
+    on_disk: Option<(u64, String)>,
+    checkpoints: Checkpoints,
 }
 
 impl Writer {
     fn open(path: Option<PathBuf>, key: Option<HmacKey>) -> std::io::Result<Self> {
-        let (head, reason) = match &path {
-            Some(p) => match chain::tail_of(p)? {
-                Some(head) => (head, "restart"),
-                None => (chain::Head::default(), "start"),
-            },
-            None => (chain::Head::default(), "start"),
-        };
         let mut w = Self {
             path,
             out: None,
             key,
-            head,
+            head: chain::Head::default(),
             written: 0,
             file_id: None,
             batch: Vec::with_capacity(1 << 16),
             events: Vec::new(),
             opening: None,
+            damage: None,
+            on_disk: None,
+            checkpoints: Checkpoints::default(),
         };
-        w.open_file()?;
+        let tail = w.open_file()?;
+        let reason = if tail.head.is_some() || tail.damage.is_some() {
+            "restart"
+        } else {
+            "start"
+        };
+        if let Some(head) = tail.head {
+            w.head = head;
+        }
         if w.path.is_some() {
             w.opened(reason);
             w.write_batch();
+            w.checkpoint(false);
         } else {
             w.opening = Some(reason);
         }
         Ok(w)
     }
 
-    fn open_file(&mut self) -> std::io::Result<()> {
-        if let Some(p) = &self.path {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)?;
-            let meta = f.metadata()?;
-            self.written = meta.len();
-            self.file_id = Some(file_id(&meta));
-            self.out = Some(f);
+    /// Opens the file for appending and returns what its end holds (the chain there, a
+    /// line cut short).
+    fn open_file(&mut self) -> std::io::Result<chain::Tail> {
+        let Some(p) = &self.path else {
+            return Ok(chain::Tail::default());
+        };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?;
+        let meta = f.metadata()?;
+        self.written = meta.len();
+        self.file_id = Some(file_id(&meta));
+        self.out = Some(f);
+        self.end_partial_line()
+    }
+
+    /// Ends a last line that a crash cut short with a newline, so the next line is not glued
+    /// to it (which would hide it and everything after from `verify`), and keeps where it is
+    /// for the next `log_opened` record.
+    fn end_partial_line(&mut self) -> std::io::Result<chain::Tail> {
+        let (Some(path), Some(out)) = (&self.path, &mut self.out) else {
+            return Ok(chain::Tail::default());
+        };
+        let tail = chain::tail_of(path)?;
+        if tail.unterminated {
+            out.write_all(b"\n")?;
+            self.written += 1;
         }
-        Ok(())
+        if let Some(d) = tail.damage {
+            tracing::warn!(
+                offset = d.offset,
+                bytes = d.bytes,
+                "the audit log ends in a line cut short (a crash mid-write); recorded in log_opened"
+            );
+        }
+        self.damage = tail.damage;
+        Ok(tail)
     }
 
     /// Seals the `log_opened` record that links this file to the line written before.
     fn opened(&mut self, reason: &str) {
-        let record = serde_json::json!({
+        let mut record = serde_json::json!({
             "time": crate::clock::now_rfc3339(),
             "event": "log_opened",
             "reason": reason,
             "file": self.path.as_ref().map(|p| p.display().to_string()),
             "version": env!("CARGO_PKG_VERSION"),
         });
+        if let Some(d) = self.damage.take() {
+            // Hashed and HMAC'd with the record: `verify` skips exactly this line, no other.
+            record["crash_damage"] = serde_json::json!({"offset": d.offset, "bytes": d.bytes});
+        }
         let text = record.to_string();
         chain::seal(&mut self.head, self.key.as_ref(), &text, &mut self.batch);
     }
@@ -247,6 +291,7 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     self.check_rotation();
                     self.write_batch();
+                    self.checkpoint(false);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -277,6 +322,8 @@ impl Writer {
                 self.reopen("reopen");
                 self.write_batch();
             }
+            // A flush is how a stopping gateway says goodbye: the chain's end is logged then.
+            self.checkpoint(!acks.is_empty());
             for ack in acks.drain(..) {
                 let _ = ack.send(());
             }
@@ -288,6 +335,25 @@ impl Writer {
         }
         self.seal_events();
         self.write_batch();
+        self.checkpoint(true);
+    }
+
+    /// Logs the last line on disk as an anchor ("audit checkpoint", seq and hash) when the
+    /// chain moved since the last one, at most every [`CHECKPOINT_EVERY`] unless `force`d.
+    fn checkpoint(&mut self, force: bool) {
+        let Some((seq, hash)) = &self.on_disk else {
+            return;
+        };
+        if self.checkpoints.due(*seq, std::time::Instant::now(), force) {
+            tracing::info!(
+                target: "entitygate::audit",
+                seq,
+                hash = %hash,
+                anchor = %format_args!("{seq}:{hash}"),
+                file = %self.path.as_deref().map_or("-".into(), Path::to_string_lossy),
+                "audit checkpoint"
+            );
+        }
     }
 
     fn seal_events(&mut self) {
@@ -310,6 +376,10 @@ impl Writer {
             Err(_) => self.reopen("rotated"),
             Ok(meta) if meta.len() < self.written => {
                 self.written = meta.len();
+                // Cut anywhere, even in the middle of a line.
+                if let Err(e) = self.end_partial_line() {
+                    tracing::error!(error = %e, "cannot read the end of the truncated audit log");
+                }
                 self.opened("truncated");
             }
             Ok(_) => {}
@@ -318,7 +388,8 @@ impl Writer {
 
     fn reopen(&mut self, reason: &str) {
         match self.open_file() {
-            Ok(()) => self.opened(reason),
+            // The chain goes on from this writer's last line, whatever the file holds.
+            Ok(_) => self.opened(reason),
             Err(e) => {
                 // Keep writing to the file still open rather than lose lines.
                 tracing::error!(error = %e, "cannot reopen the audit log; still writing to the old file");
@@ -338,13 +409,43 @@ impl Writer {
             }
         };
         match result {
-            Ok(()) => self.written += self.batch.len() as u64,
+            Ok(()) => {
+                self.written += self.batch.len() as u64;
+                // Everything sealed so far is on disk.
+                if let Some(seq) = self.head.next_seq.checked_sub(1) {
+                    crate::metrics::audit_last_seq(seq);
+                    self.on_disk = Some((seq, self.head.last_hash.clone()));
+                }
+            }
             Err(e) => {
                 crate::metrics::audit_dropped();
                 tracing::error!(error = %e, "cannot write the audit log");
             }
         }
         self.batch.clear();
+    }
+}
+
+/// When the writer last logged a checkpoint, and of which line.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    last: Option<(std::time::Instant, u64)>,
+}
+
+impl Checkpoints {
+    /// Whether to log a checkpoint of line `seq` at `now`: the chain moved since the last
+    /// one, and [`CHECKPOINT_EVERY`] has passed (or the end of the chain must be logged now).
+    fn due(&mut self, seq: u64, now: std::time::Instant, force: bool) -> bool {
+        match self.last {
+            Some((_, last)) if last == seq => false,
+            Some((at, _)) if !force && now.saturating_duration_since(at) < CHECKPOINT_EVERY => {
+                false
+            }
+            _ => {
+                self.last = Some((now, seq));
+                true
+            }
+        }
     }
 }
 
@@ -710,6 +811,43 @@ mod tests {
         let q = recorded_query(&long);
         assert!(q.len() <= MAX_QUERY + '…'.len_utf8() && q.ends_with('…'));
     }
+
+    #[test]
+    fn checkpoints_are_logged_when_the_chain_moved_at_most_once_a_period() {
+        let t0 = std::time::Instant::now();
+        let mut c = Checkpoints::default();
+        assert!(c.due(3, t0, false), "the first one at once");
+        assert!(!c.due(3, t0 + CHECKPOINT_EVERY * 2, false), "not moved");
+        assert!(
+            !c.due(3, t0 + CHECKPOINT_EVERY * 2, true),
+            "not moved, even forced"
+        );
+        assert!(!c.due(9, t0 + CHECKPOINT_EVERY / 2, false), "too soon");
+        assert!(
+            c.due(9, t0 + CHECKPOINT_EVERY / 2, true),
+            "forced (flush, stop)"
+        );
+        assert!(
+            !c.due(10, t0 + CHECKPOINT_EVERY, false),
+            "a period after the last one"
+        );
+        assert!(c.due(10, t0 + CHECKPOINT_EVERY * 2, false));
+    }
+
+    #[test]
+    fn an_anchor_is_seq_colon_hash() {
+        let hash = "ab".repeat(32);
+        assert_eq!(parse_anchor(&format!("41:{hash}")), Ok((41, hash.clone())));
+        for bad in [
+            hash.clone(),
+            format!("x:{hash}"),
+            format!("-1:{hash}"),
+            format!("41:{}", hash.to_uppercase()),
+            format!("41:{}", &hash[1..]),
+        ] {
+            assert!(parse_anchor(&bad).is_err(), "{bad}");
+        }
+    }
 }
 
 /// `entitygate audit-log verify FILE...`.
@@ -724,10 +862,30 @@ pub struct VerifyArgs {
     /// Check every line's HMAC with the key in this file.
     #[arg(long)]
     pub hmac_key_file: Option<PathBuf>,
+    /// The first file does not begin the chain: its first line must follow this line, the
+    /// `seq` and hash kept elsewhere (an "audit checkpoint" log line, an earlier `verify`).
+    #[arg(long, value_name = "SEQ:HASH", value_parser = parse_anchor)]
+    pub after: Option<(u64, String)>,
+}
+
+/// `SEQ:HASH`, the hash as the log writes it (64 lowercase hex digits).
+fn parse_anchor(s: &str) -> Result<(u64, String), String> {
+    let (seq, hash) = s
+        .split_once(':')
+        .ok_or("expected SEQ:HASH (an audit checkpoint's anchor)")?;
+    let seq = seq
+        .parse::<u64>()
+        .map_err(|_| format!("{seq:?} is not a sequence number"))?;
+    if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(format!("{hash:?} is not a SHA-256 in lowercase hex"));
+    }
+    Ok((seq, hash.to_owned()))
 }
 
 /// Runs `entitygate audit-log verify`: 0 when the chain holds, 1 at the first line that
-/// breaks it (printed as `FILE:LINE: reason`), 64 when the key cannot be read.
+/// breaks it (printed as `FILE:LINE: reason`; a first file that does not begin the chain
+/// breaks at its line 1 unless `--after` names the line it follows), 64 when the key cannot
+/// be read.
 pub fn verify_cli(args: &VerifyArgs) -> std::process::ExitCode {
     use std::process::ExitCode;
     let key = match (&args.hmac_key_env, &args.hmac_key_file) {
@@ -745,7 +903,7 @@ pub fn verify_cli(args: &VerifyArgs) -> std::process::ExitCode {
             return ExitCode::from(64);
         }
     };
-    match verify(&args.files, key.as_ref()) {
+    match verify(&args.files, key.as_ref(), args.after.clone()) {
         Ok(report) => {
             for note in &report.notes {
                 println!("note: {note}");

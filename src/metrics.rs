@@ -175,6 +175,13 @@ pub(crate) fn audit_dropped() {
     metrics::counter!("entitygate_audit_dropped_total").increment(1);
 }
 
+/// The audit writer put the line numbered `seq` on disk: a scraper that keeps the highest
+/// value seen can tell when lines were later cut off the end of the log.
+pub(crate) fn audit_last_seq(seq: u64) {
+    // Exact up to 2^53 lines.
+    metrics::gauge!("entitygate_audit_last_seq").set(seq as f64);
+}
+
 /// Renders the exposition text, with the connection cache's counters copied in.
 pub fn render(stats: &Stats) -> String {
     use std::sync::atomic::Ordering::Relaxed;

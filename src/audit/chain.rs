@@ -15,9 +15,12 @@
 //!
 //! Whenever the writer opens a file (start, restart, reload/SIGHUP, rotation detected) it
 //! first writes a `log_opened` record that links to the last line written before, possibly
-//! in another file: the chain runs across restarts and rotated files.
+//! in another file: the chain runs across restarts and rotated files. A file that ends in
+//! part of a line (a crash mid-write) gets its newline first, and the record names that
+//! line (`"crash_damage":{"offset":O,"bytes":N}`) so that a verifier can tell it from an edit.
 //!
-//! [`verify`] walks one or more files in order and reports the first line that breaks.
+//! [`verify`] walks one or more files in order and reports the first line that breaks: the
+//! first line given must begin the chain, or follow an anchor kept elsewhere.
 
 use std::io::{BufRead, Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
@@ -231,45 +234,125 @@ fn parse(line: &str) -> Result<Parsed<'_>, String> {
     })
 }
 
-/// Reads where the chain of an existing file stands: its last complete line's `seq + 1`
-/// and hash. An empty or missing file gives `None`; a last line that is not a chained line
-/// (a log written before chaining, or damaged) gives its SHA-256 so the link is still
-/// recorded, and sequence numbers start again at 0.
-pub(crate) fn tail_of(path: &Path) -> std::io::Result<Option<Head>> {
+/// A last line cut short (a crash in the middle of a write): where it starts in the file and
+/// its length, without the newline the writer adds after it on the next open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// Byte offset of the line's first byte.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub bytes: u64,
+}
+
+/// What the end of an existing file holds, read before appending to it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tail {
+    /// Where the chain stands after the last intact line, `None` when there is none.
+    pub head: Option<Head>,
+    /// The file does not end with a newline: the next write must start with one, or the
+    /// first line appended would be glued to the bytes before it.
+    pub unterminated: bool,
+    /// The last bytes are a line cut short, to be recorded in the next `log_opened`.
+    pub damage: Option<Damage>,
+}
+
+/// The longest line read back whole from the end of a file: far above any line the writer
+/// makes (a query is cut at 2 KiB), small enough that opening a strange file costs little.
+const MAX_TAIL_LINE: u64 = 1 << 20;
+
+/// Reads where the chain of an existing file stands: its last intact line's `seq + 1` and
+/// hash, and whether a crash left part of a line after it. An empty or missing file gives
+/// no head; a last line that is not a chained line (a log written before chaining, or
+/// damaged) gives its SHA-256 so the link is still recorded, and sequence numbers start
+/// again at 0.
+pub(crate) fn tail_of(path: &Path) -> std::io::Result<Tail> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tail::default()),
         Err(e) => return Err(e),
     };
     let len = file.metadata()?.len();
     if len == 0 {
-        return Ok(None);
+        return Ok(Tail::default());
     }
-    // Lines are a few hundred bytes; 64 KiB back always holds the last complete one.
-    let from = len.saturating_sub(64 * 1024);
+    let mut tail = Tail::default();
+    // The end of the last newline-terminated line (the position of its newline).
+    let mut complete_end = Some(len - 1);
+    if read_range(&mut file, len - 1, len)? != b"\n" {
+        tail.unterminated = true;
+        let newline = rfind_newline(&mut file, len)?;
+        let start = newline.map_or(0, |i| i + 1);
+        let rest = len - start;
+        // A write cut exactly before its newline left a whole line: nothing is damaged.
+        let whole = if rest <= MAX_TAIL_LINE {
+            intact(&read_range(&mut file, start, len)?)
+        } else {
+            None
+        };
+        match whole {
+            Some(head) => {
+                tail.head = Some(head);
+                return Ok(tail);
+            }
+            None => {
+                tail.damage = Some(Damage {
+                    offset: start,
+                    bytes: rest,
+                });
+                complete_end = newline;
+            }
+        }
+    }
+    let Some(end) = complete_end else {
+        return Ok(tail);
+    };
+    let start = rfind_newline(&mut file, end)?.map_or(0, |i| i + 1);
+    let last = read_range(&mut file, start.max(end.saturating_sub(MAX_TAIL_LINE)), end)?;
+    tail.head = Some(
+        match std::str::from_utf8(&last).ok().and_then(|l| parse(l).ok()) {
+            Some(p) => Head {
+                next_seq: p.seq + 1,
+                last_hash: p.hash.to_owned(),
+            },
+            None => Head {
+                next_seq: 0,
+                last_hash: hex(&Sha256::digest(&last)),
+            },
+        },
+    );
+    Ok(tail)
+}
+
+/// The chain position after `line` when it is a chained line whose hash matches.
+fn intact(line: &[u8]) -> Option<Head> {
+    let p = parse(std::str::from_utf8(line).ok()?).ok()?;
+    (hex(&Sha256::digest(&p.canonical)) == p.hash).then(|| Head {
+        next_seq: p.seq + 1,
+        last_hash: p.hash.to_owned(),
+    })
+}
+
+fn read_range(file: &mut std::fs::File, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(from))?;
     let mut buf = Vec::new();
-    file.read_to_end(&mut buf)?;
-    // Only complete lines count: a crash may have left half a line at the end.
-    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
-        return Ok(None);
-    };
-    let start = buf[..end]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let last = &buf[start..end];
-    let head = match std::str::from_utf8(last).ok().and_then(|l| parse(l).ok()) {
-        Some(p) => Head {
-            next_seq: p.seq + 1,
-            last_hash: p.hash.to_owned(),
-        },
-        None => Head {
-            next_seq: 0,
-            last_hash: hex(&Sha256::digest(last)),
-        },
-    };
-    Ok(Some(head))
+    Read::take(&mut *file, to - from).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The position of the last newline before `end`, read backwards a block at a time, so a
+/// file of any size is searched in constant memory.
+fn rfind_newline(file: &mut std::fs::File, end: u64) -> std::io::Result<Option<u64>> {
+    const BLOCK: u64 = 64 * 1024;
+    let mut to = end;
+    while to > 0 {
+        let from = to.saturating_sub(BLOCK);
+        let block = read_range(file, from, to)?;
+        if let Some(i) = block.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(from + i as u64));
+        }
+        to = from;
+    }
+    Ok(None)
 }
 
 /// What `verify` found.
@@ -306,152 +389,272 @@ impl std::fmt::Display for Break {
 /// Verifies the chain through `files`, in the order given (oldest first), and with `key`
 /// the HMAC of every line.
 ///
+/// The first line must begin the chain (`seq` 0, `prev` [`GENESIS`]): a file whose start
+/// was cut, or that continues a file not given, fails at its line 1. With `after` (the `seq`
+/// and hash of the line just before the first one given, kept elsewhere: a checkpoint, an
+/// earlier `verify`), the first line must be the one that follows it instead.
+///
+/// A line that cannot be read as a chained line is crash damage, reported in
+/// [`Report::notes`] and skipped, only when the next line is a `log_opened` record naming
+/// exactly its offset and length (`crash_damage`): that record is itself hashed (and
+/// HMAC'd), so the excuse cannot be written for an edited line without breaking the chain
+/// there.
+///
 /// # Errors
 /// The first line that breaks the chain, or a file that cannot be read.
-pub fn verify(files: &[PathBuf], key: Option<&HmacKey>) -> Result<Report, Break> {
-    let mut report = Report {
-        lines: 0,
-        last: None,
-        hmac_checked: key.is_some(),
-        notes: Vec::new(),
+pub fn verify(
+    files: &[PathBuf],
+    key: Option<&HmacKey>,
+    after: Option<(u64, String)>,
+) -> Result<Report, Break> {
+    let mut walk = Walk {
+        key,
+        after,
+        report: Report {
+            lines: 0,
+            last: None,
+            hmac_checked: key.is_some(),
+            notes: Vec::new(),
+        },
+        unkeyed_hmac_seen: false,
     };
-    let mut unkeyed_hmac_seen = false;
     for file in files {
-        let brk = |line: u64, reason: String| Break {
-            file: file.clone(),
-            line,
-            reason,
-        };
-        let f = std::fs::File::open(file).map_err(|e| brk(0, format!("cannot read: {e}")))?;
-        let mut reader = std::io::BufReader::new(f);
-        let mut buf = Vec::new();
-        let mut n = 0u64;
-        loop {
-            buf.clear();
-            let read = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| brk(n + 1, format!("cannot read: {e}")))?;
-            if read == 0 {
-                break;
-            }
-            n += 1;
-            if buf.last() != Some(&b'\n') {
-                return Err(brk(
-                    n,
-                    "truncated tail: the last line is incomplete (no newline)".into(),
-                ));
-            }
-            buf.pop();
-            let line = std::str::from_utf8(&buf)
-                .map_err(|_| brk(n, "not UTF-8: edited or damaged".into()))?;
-            let p = parse(line).map_err(|e| brk(n, format!("not a chained audit line: {e}")))?;
-            let raw: [u8; 32] = Sha256::digest(&p.canonical).into();
-            let digest = hex(&raw);
-            if digest != p.hash {
-                return Err(brk(
-                    n,
-                    "edited: the line's content does not match its hash".into(),
-                ));
-            }
-            match (key, p.hmac) {
-                (Some(k), Some(mac)) => {
-                    if hex(&k.mac(&raw)) != mac {
-                        return Err(brk(
-                            n,
-                            "HMAC does not match: the line was not written with this key \
-                             (edited, inserted, or the chain recomputed)"
-                                .into(),
-                        ));
-                    }
-                }
-                (Some(_), None) => {
-                    return Err(brk(
-                        n,
-                        "no HMAC, but a key was given: written without the key".into(),
-                    ))
-                }
-                (None, Some(_)) => unkeyed_hmac_seen = true,
-                (None, None) => {}
-            }
-            match &report.last {
-                None => {
-                    if !p.opened {
-                        return Err(brk(
-                            n,
-                            "the log does not begin with a log_opened record: lines before \
-                             this one were removed"
-                                .into(),
-                        ));
-                    }
-                    if p.prev != GENESIS {
-                        report.notes.push(format!(
-                            "{}:{n}: continues a chain from an earlier file (seq {}, prev {}); \
-                             give that file first to check the link",
-                            file.display(),
-                            p.seq,
-                            p.prev
-                        ));
-                    }
-                }
-                Some((last_seq, last_hash)) => {
-                    if p.seq == 0 && p.prev == GENESIS {
-                        return Err(brk(
-                            n,
-                            "a new chain starts here: the log before it was lost or replaced"
-                                .into(),
-                        ));
-                    }
-                    let expected = last_seq + 1;
-                    if p.seq > expected {
-                        return Err(brk(
-                            n,
-                            format!(
-                                "seq {} where {expected} was expected: {} line(s) before this \
-                                 one were deleted (or moved)",
-                                p.seq,
-                                p.seq - expected
-                            ),
-                        ));
-                    }
-                    if p.seq < expected {
-                        return Err(brk(
-                            n,
-                            format!(
-                                "seq {} where {expected} was expected: this line is out of \
-                                 order or inserted",
-                                p.seq
-                            ),
-                        ));
-                    }
-                    if &p.prev != last_hash {
-                        return Err(brk(
-                            n,
-                            if n == 1 {
-                                format!(
-                                    "does not follow the previous file's last line (prev {}, \
-                                     expected {last_hash}): lines were lost at rotation, or \
-                                     the files are out of order",
-                                    p.prev
-                                )
-                            } else {
-                                "does not follow the line before it: that line was edited, or \
-                                 this one was inserted"
-                                    .into()
-                            },
-                        ));
-                    }
-                }
-            }
-            report.lines += 1;
-            report.last = Some((p.seq, p.hash.to_owned()));
-        }
+        walk.file(file)?;
     }
-    if unkeyed_hmac_seen {
+    let mut report = walk.report;
+    if walk.unkeyed_hmac_seen {
         report
             .notes
             .push("lines carry HMACs that were not checked (no key given)".into());
     }
     Ok(report)
+}
+
+/// One line as read from a file.
+struct RawLine {
+    /// Its number in the file (1-based).
+    n: u64,
+    /// The byte offset of its first byte.
+    offset: u64,
+    /// Its bytes, without the newline.
+    bytes: Vec<u8>,
+    /// Whether it ended with a newline (only the last line of a file may not).
+    terminated: bool,
+}
+
+fn read_line(
+    reader: &mut impl BufRead,
+    n: &mut u64,
+    offset: &mut u64,
+) -> std::io::Result<Option<RawLine>> {
+    let mut bytes = Vec::new();
+    let read = reader.read_until(b'\n', &mut bytes)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    *n += 1;
+    let line_offset = *offset;
+    *offset += read as u64;
+    let terminated = bytes.last() == Some(&b'\n');
+    if terminated {
+        bytes.pop();
+    }
+    Ok(Some(RawLine {
+        n: *n,
+        offset: line_offset,
+        bytes,
+        terminated,
+    }))
+}
+
+/// Whether `next` is a `log_opened` record naming a damaged line at `offset` of `bytes`
+/// bytes. Only what it claims: the record itself is checked as the next line.
+fn records_damage(next: &RawLine, offset: u64, bytes: usize) -> bool {
+    use serde_json::Value;
+    if !next.terminated {
+        return false;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&next.bytes) else {
+        return false;
+    };
+    let damage = v.get("crash_damage");
+    v.get("event").and_then(Value::as_str) == Some("log_opened")
+        && damage.and_then(|d| d.get("offset")).and_then(Value::as_u64) == Some(offset)
+        && damage.and_then(|d| d.get("bytes")).and_then(Value::as_u64) == Some(bytes as u64)
+}
+
+/// The state of one `verify` across its files.
+struct Walk<'k> {
+    key: Option<&'k HmacKey>,
+    after: Option<(u64, String)>,
+    report: Report,
+    unkeyed_hmac_seen: bool,
+}
+
+impl Walk<'_> {
+    fn file(&mut self, file: &Path) -> Result<(), Break> {
+        let brk = |line: u64, reason: String| Break {
+            file: file.to_owned(),
+            line,
+            reason,
+        };
+        let f = std::fs::File::open(file).map_err(|e| brk(0, format!("cannot read: {e}")))?;
+        let mut reader = std::io::BufReader::new(f);
+        let (mut n, mut offset) = (0u64, 0u64);
+        let mut read = |reader: &mut std::io::BufReader<std::fs::File>| {
+            let at = n + 1;
+            read_line(reader, &mut n, &mut offset).map_err(|e| brk(at, format!("cannot read: {e}")))
+        };
+        // One line ahead: a damaged line is judged by the record that follows it.
+        let mut next = read(&mut reader)?;
+        // The damaged line the current one excuses, if any.
+        let mut excused: Option<u64> = None;
+        while let Some(line) = next.take() {
+            next = read(&mut reader)?;
+            let n = line.n;
+            if !line.terminated {
+                return Err(brk(
+                    n,
+                    "truncated tail: the last line is incomplete (no newline)".into(),
+                ));
+            }
+            let parsed = std::str::from_utf8(&line.bytes)
+                .map_err(|_| "not UTF-8: edited or damaged".to_owned())
+                .and_then(|l| parse(l).map_err(|e| format!("not a chained audit line: {e}")));
+            let p = match parsed {
+                Ok(p) => p,
+                Err(reason) => {
+                    if next
+                        .as_ref()
+                        .is_some_and(|r| records_damage(r, line.offset, line.bytes.len()))
+                    {
+                        self.report.notes.push(format!(
+                            "crash damage at {}:{n}, {} bytes (a write cut short; recorded by \
+                             the log_opened record on the next line)",
+                            file.display(),
+                            line.bytes.len()
+                        ));
+                        excused = Some(n);
+                        continue;
+                    }
+                    return Err(brk(n, reason));
+                }
+            };
+            if let Err(reason) = self.check(&p, file, n) {
+                return Err(brk(
+                    n,
+                    match excused {
+                        Some(d) => format!(
+                            "{reason}; this record names line {d} as crash damage, so that \
+                             line is not excused"
+                        ),
+                        None => reason,
+                    },
+                ));
+            }
+            excused = None;
+            self.report.lines += 1;
+            self.report.last = Some((p.seq, p.hash.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Checks one parsed line: its hash, its HMAC, and its link to the line before.
+    fn check(&mut self, p: &Parsed<'_>, file: &Path, n: u64) -> Result<(), String> {
+        let raw: [u8; 32] = Sha256::digest(&p.canonical).into();
+        if hex(&raw) != p.hash {
+            return Err("edited: the line's content does not match its hash".into());
+        }
+        match (self.key, p.hmac) {
+            (Some(k), Some(mac)) => {
+                if hex(&k.mac(&raw)) != mac {
+                    return Err(
+                        "HMAC does not match: the line was not written with this key \
+                                (edited, inserted, or the chain recomputed)"
+                            .into(),
+                    );
+                }
+            }
+            (Some(_), None) => {
+                return Err("no HMAC, but a key was given: written without the key".into())
+            }
+            (None, Some(_)) => self.unkeyed_hmac_seen = true,
+            (None, None) => {}
+        }
+        let Some((last_seq, last_hash)) = &self.report.last else {
+            return self.check_first(p, file, n);
+        };
+        if p.seq == 0 && p.prev == GENESIS {
+            return Err("a new chain starts here: the log before it was lost or replaced".into());
+        }
+        let expected = last_seq + 1;
+        if p.seq > expected {
+            return Err(format!(
+                "seq {} where {expected} was expected: {} line(s) before this one were deleted \
+                 (or moved)",
+                p.seq,
+                p.seq - expected
+            ));
+        }
+        if p.seq < expected {
+            return Err(format!(
+                "seq {} where {expected} was expected: this line is out of order or inserted",
+                p.seq
+            ));
+        }
+        if &p.prev != last_hash {
+            return Err(if n == 1 {
+                format!(
+                    "does not follow the previous file's last line (prev {}, expected \
+                     {last_hash}): lines were lost at rotation, or the files are out of order",
+                    p.prev
+                )
+            } else {
+                "does not follow the line before it: that line was edited, or this one was \
+                 inserted"
+                    .into()
+            });
+        }
+        Ok(())
+    }
+
+    /// The first line given: the start of the chain, or the line after the anchor.
+    fn check_first(&mut self, p: &Parsed<'_>, file: &Path, n: u64) -> Result<(), String> {
+        match &self.after {
+            None => {
+                if !p.opened {
+                    return Err(
+                        "the log does not begin with a log_opened record: lines before \
+                                this one were removed"
+                            .into(),
+                    );
+                }
+                if p.seq != 0 || p.prev != GENESIS {
+                    // A restart or rotation record: what came before it is not here.
+                    return Err(format!(
+                        "does not begin the chain (seq {}, prev {}): the lines before it were \
+                         cut, or it continues a file not given; give the earlier file first, \
+                         or the anchor it must follow with --after SEQ:HASH",
+                        p.seq, p.prev
+                    ));
+                }
+            }
+            Some((seq, hash)) => {
+                if Some(p.seq) != seq.checked_add(1) || &p.prev != hash {
+                    return Err(format!(
+                        "does not follow the anchor {seq}:{hash} (seq {}, prev {}): lines after \
+                         the anchor were cut, or the anchor is from another log",
+                        p.seq, p.prev
+                    ));
+                }
+                self.report.notes.push(format!(
+                    "{}:{n}: follows the anchor {seq}:{hash}",
+                    file.display()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

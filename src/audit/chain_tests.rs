@@ -63,7 +63,7 @@ fn write(path: &Path, lines: &[String]) {
 fn check(lines: &[String], key: Option<&HmacKey>) -> Result<Report, Break> {
     let path = tmp("audit.log");
     write(&path, lines);
-    let result = verify(std::slice::from_ref(&path), key);
+    let result = verify(std::slice::from_ref(&path), key, None);
     if let Some(dir) = path.parent() {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -155,7 +155,7 @@ fn a_truncated_tail_is_reported_as_such() {
     let mut text = lines.join("\n");
     text.truncate(text.len() - 20);
     std::fs::write(&path, text).unwrap();
-    let err = verify(std::slice::from_ref(&path), None).unwrap_err();
+    let err = verify(std::slice::from_ref(&path), None, None).unwrap_err();
     assert_eq!(err.line, 6);
     assert!(err.reason.contains("truncated tail"), "{err}");
 }
@@ -216,9 +216,9 @@ fn files_given_out_of_order_or_with_a_gap_are_caught() {
     write(&a, &all[..5]);
     write(&b, &all[5..]);
     // b alone does not begin at a log_opened record.
-    assert!(verify(std::slice::from_ref(&b), None).is_err());
-    verify(&[a.clone(), b.clone()], None).unwrap();
-    assert_eq!(verify(&[b, a], None).unwrap_err().line, 1);
+    assert!(verify(std::slice::from_ref(&b), None, None).is_err());
+    verify(&[a.clone(), b.clone()], None, None).unwrap();
+    assert_eq!(verify(&[b, a], None, None).unwrap_err().line, 1);
 }
 
 // === the writer ===
@@ -252,7 +252,7 @@ fn the_chain_continues_across_a_restart() {
     assert_eq!(lines[6]["reason"], "restart");
     assert_eq!(lines[6]["seq"], 6);
     assert_eq!(lines[6]["prev"], lines[5]["hash"]);
-    let r = verify(std::slice::from_ref(&path), Some(&key())).unwrap();
+    let r = verify(std::slice::from_ref(&path), Some(&key()), None).unwrap();
     assert_eq!(r.lines, 12);
 }
 
@@ -267,16 +267,25 @@ fn the_chain_continues_into_a_file_rotated_by_rename() {
     let new = read_lines(&path);
     assert_eq!(new[0]["event"], "log_opened");
     assert_eq!(new[0]["reason"], "rotated");
-    verify(&[rotated.clone(), path.clone()], Some(&key())).unwrap();
-    // On its own the new file still verifies, and says it continues another.
-    let r = verify(std::slice::from_ref(&path), Some(&key())).unwrap();
-    assert!(r.notes.iter().any(|n| n.contains("earlier file")), "{r:?}");
+    verify(&[rotated.clone(), path.clone()], Some(&key()), None).unwrap();
+    // On its own the new file does not begin the chain: it verifies only after its anchor.
+    let err = verify(std::slice::from_ref(&path), Some(&key()), None).unwrap_err();
+    assert_eq!(err.line, 1);
+    assert!(err.reason.contains("does not begin the chain"), "{err}");
+    let last = verify(std::slice::from_ref(&rotated), Some(&key()), None)
+        .unwrap()
+        .last;
+    let r = verify(std::slice::from_ref(&path), Some(&key()), last).unwrap();
+    assert!(
+        r.notes.iter().any(|n| n.contains("follows the anchor")),
+        "{r:?}"
+    );
     // SIGHUP / reload after a rename: the same, without waiting for the writer to notice.
     let second = path.with_extension("log.2");
     std::fs::rename(&path, &second).unwrap();
     sink.reopen();
     sink_events(&sink, 6, 2);
-    verify(&[rotated, second, path], Some(&key())).unwrap();
+    verify(&[rotated, second, path], Some(&key()), None).unwrap();
 }
 
 #[test]
@@ -296,23 +305,224 @@ fn the_chain_continues_after_copytruncate() {
     let new = read_lines(&path);
     assert_eq!(new[0]["reason"], "truncated");
     assert_eq!(new.len(), 4);
-    verify(&[copy, path], None).unwrap();
+    verify(&[copy, path], None, None).unwrap();
+}
+
+/// `lines` as a file's text, and the byte offset where each line starts.
+fn offsets(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .scan(0u64, |at, l| {
+            let here = *at;
+            *at += l.len() as u64 + 1;
+            Some(here)
+        })
+        .collect()
+}
+
+fn restart_record(damage: Option<(u64, u64)>) -> String {
+    let mut v = serde_json::json!({
+        "time": "2026-01-01T00:00:01Z", "event": "log_opened", "reason": "restart",
+    });
+    if let Some((offset, bytes)) = damage {
+        v["crash_damage"] = serde_json::json!({"offset": offset, "bytes": bytes});
+    }
+    v.to_string()
+}
+
+/// A log whose writer crashed in the middle of its line `k` (0-based) and restarted: the
+/// partial line, then a `log_opened` record naming `damage`, then more events. What the
+/// writer does on opening such a file, done by hand so the record can be forged too.
+fn crashed_log(
+    key: Option<&HmacKey>,
+    damage: impl Fn(u64, u64) -> Option<(u64, u64)>,
+) -> Vec<String> {
+    let mut head = Head::default();
+    let mut lines = lines_from(&mut head, key, &events(4));
+    let partial = lines_from(&mut head.clone(), key, &[event(5)])[0][..40].to_owned();
+    let at = offsets(&lines).last().unwrap() + lines.last().unwrap().len() as u64 + 1;
+    lines.push(partial.clone());
+    let record = restart_record(damage(at, partial.len() as u64));
+    lines.extend(lines_from(&mut head, key, &[record, event(6), event(7)]));
+    lines
 }
 
 #[test]
-fn a_restart_after_a_partial_line_is_reported_not_hidden() {
+fn crash_damage_named_by_the_next_log_opened_is_reported_and_skipped() {
+    let lines = crashed_log(Some(&key()), |o, b| Some((o, b)));
+    let r = check(&lines, Some(&key())).unwrap();
+    assert_eq!(r.lines, 8, "every line but the damaged one");
+    assert!(r.notes.iter().any(|n| n.contains(":6, 40 bytes")), "{r:?}");
+    // The chain goes on from the line before the damage: a later edit is found at its line.
+    let mut edited = lines;
+    edited[8] = edited[8].replace("alice", "mallory");
+    assert_eq!(broken_at(&edited, Some(&key())), 9);
+    assert_eq!(broken_at(&edited, None), 9);
+}
+
+#[test]
+fn a_forged_crash_damage_record_does_not_excuse_a_line() {
+    // The record names another offset or length: the damaged line is a break.
+    for forged in [
+        crashed_log(Some(&key()), |o, b| Some((o + 1, b))),
+        crashed_log(Some(&key()), |o, b| Some((o, b - 1))),
+        crashed_log(Some(&key()), |o, _| Some((o, 4096))),
+    ] {
+        let err = check(&forged, Some(&key())).unwrap_err();
+        assert_eq!(err.line, 6, "{err}");
+        assert!(err.reason.contains("not a chained audit line"), "{err}");
+    }
+    // The record names it, but was written without the key: caught at the record.
+    let mut forged = crashed_log(Some(&key()), |o, b| Some((o, b)));
+    let prev: serde_json::Value = serde_json::from_str(&forged[4]).unwrap();
+    let mut head = Head {
+        next_seq: prev["seq"].as_u64().unwrap() + 1,
+        last_hash: prev["hash"].as_str().unwrap().to_owned(),
+    };
+    let at = offsets(&forged)[5];
+    let record = restart_record(Some((at, forged[5].len() as u64)));
+    let wrong = HmacKey::new(b"another key that is long enough to be accepted!").unwrap();
+    forged[6] = lines_from(&mut head, Some(&wrong), &[record]).remove(0);
+    let err = check(&forged, Some(&key())).unwrap_err();
+    assert_eq!(err.line, 7, "{err}");
+    assert!(
+        err.reason.contains("HMAC") && err.reason.contains("line 6"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_line_without_a_record_naming_it_breaks_at_that_line() {
+    // A restart record that says nothing about it (what a writer before this fix wrote).
+    let lines = crashed_log(None, |_, _| None);
+    assert_eq!(broken_at(&lines, None), 6);
+    // Garbage put in the middle of a log: the line after it is an event, not a record.
+    let mut lines = log(6, None);
+    lines.insert(3, "{\"seq\":3,\"prev\":\"ab".into());
+    assert_eq!(broken_at(&lines, None), 4);
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn a_restart_after_a_partial_line_records_it_and_the_rest_is_still_checked() {
+    let path = tmp("audit.log");
+    let sink = Sink::open(Some(&path), Some(key())).unwrap();
+    sink_events(&sink, 0, 2);
+    drop(sink);
+    // A crash in the middle of a write.
+    let before = std::fs::metadata(&path).unwrap().len();
+    append(&path, b"{\"seq\":3,\"prev\":\"ab");
+    let sink = Sink::open(Some(&path), Some(key())).unwrap();
+    sink_events(&sink, 2, 3);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[3], "{\"seq\":3,\"prev\":\"ab", "ended with a newline");
+    let record: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
+    assert_eq!(record["reason"], "restart");
+    assert_eq!(record["crash_damage"]["offset"], before);
+    assert_eq!(record["crash_damage"]["bytes"], 19);
+    let previous: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    assert_eq!(record["prev"], previous["hash"]);
+    let r = verify(std::slice::from_ref(&path), Some(&key()), None).unwrap();
+    assert_eq!(r.lines, 7, "every line but the damaged one");
+    assert!(r.notes.iter().any(|n| n.contains(":4, 19 bytes")), "{r:?}");
+    // An edit after the damage is found at its own line.
+    let edited = text.replacen("\"request_id\":\"r3\"", "\"request_id\":\"r9\"", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&path, edited).unwrap();
+    let err = verify(std::slice::from_ref(&path), Some(&key()), None).unwrap_err();
+    assert_eq!(err.line, 7, "{err}");
+}
+
+#[test]
+fn a_long_partial_line_and_a_whole_line_without_its_newline() {
+    // Part of a line longer than a read-back block: the line before it is still found.
     let path = tmp("audit.log");
     let sink = Sink::open(Some(&path), None).unwrap();
     sink_events(&sink, 0, 2);
     drop(sink);
-    // A crash in the middle of a write.
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str("{\"seq\":3,\"prev\":\"ab");
-    std::fs::write(&path, text).unwrap();
+    append(&path, &vec![b'x'; 200 * 1024]);
     let sink = Sink::open(Some(&path), None).unwrap();
     sink_events(&sink, 2, 1);
-    let err = verify(std::slice::from_ref(&path), None).unwrap_err();
-    assert_eq!(err.line, 4);
+    drop(sink);
+    let r = verify(std::slice::from_ref(&path), None, None).unwrap();
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains(&format!(":4, {} bytes", 200 * 1024))),
+        "{r:?}"
+    );
+    // A write cut exactly before its newline left a whole line: it is the chain's last line.
+    let path = tmp("audit.log");
+    let sink = Sink::open(Some(&path), None).unwrap();
+    sink_events(&sink, 0, 2);
+    drop(sink);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.pop();
+    std::fs::write(&path, &text).unwrap();
+    let sink = Sink::open(Some(&path), None).unwrap();
+    sink_events(&sink, 2, 1);
+    let lines = read_lines(&path);
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[3]["prev"], lines[2]["hash"]);
+    assert!(lines[3].get("crash_damage").is_none());
+    let r = verify(std::slice::from_ref(&path), None, None).unwrap();
+    assert!(r.notes.is_empty(), "{r:?}");
+}
+
+#[test]
+fn a_log_cut_before_its_latest_restart_fails_unless_anchored() {
+    let path = tmp("audit.log");
+    let sink = Sink::open(Some(&path), Some(key())).unwrap();
+    sink_events(&sink, 0, 3);
+    drop(sink);
+    let sink = Sink::open(Some(&path), Some(key())).unwrap();
+    sink_events(&sink, 3, 2);
+    drop(sink);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let anchor: serde_json::Value = serde_json::from_str(lines[3]).unwrap();
+    let anchor = (
+        anchor["seq"].as_u64().unwrap(),
+        anchor["hash"].as_str().unwrap().to_owned(),
+    );
+    // Everything before the restart cut: the rest is a well-formed chain, but not a start.
+    std::fs::write(&path, lines[4..].join("\n") + "\n").unwrap();
+    let err = verify(std::slice::from_ref(&path), Some(&key()), None).unwrap_err();
+    assert_eq!(err.line, 1);
+    assert!(err.reason.contains("does not begin the chain"), "{err}");
+    let r = verify(
+        std::slice::from_ref(&path),
+        Some(&key()),
+        Some(anchor.clone()),
+    )
+    .unwrap();
+    assert_eq!(r.lines, 3);
+    // The wrong anchor, or more cut than the anchor says: a break at line 1.
+    for wrong in [
+        (anchor.0 - 1, anchor.1.clone()),
+        (anchor.0, GENESIS.to_owned()),
+    ] {
+        let err = verify(std::slice::from_ref(&path), Some(&key()), Some(wrong)).unwrap_err();
+        assert_eq!(err.line, 1);
+        assert!(err.reason.contains("does not follow the anchor"), "{err}");
+    }
+    std::fs::write(&path, lines[5..].join("\n") + "\n").unwrap();
+    assert!(verify(std::slice::from_ref(&path), Some(&key()), Some(anchor)).is_err());
+    // A whole log given with an anchor is not the log after it.
+    std::fs::write(&path, text).unwrap();
+    let err = verify(
+        std::slice::from_ref(&path),
+        None,
+        Some((0, GENESIS.to_owned())),
+    )
+    .unwrap_err();
+    assert_eq!(err.line, 1);
 }
 
 // === properties ===

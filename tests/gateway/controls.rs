@@ -463,7 +463,7 @@ async fn deny_rules_survive_a_restart_and_every_change_is_audited() {
     assert_eq!(events[0]["rule"], "subject=alice");
     assert_eq!(events[0]["reason"], "compromised");
     assert!(events.iter().all(|e| e["hash"].is_string()), "chained");
-    let report = entitygate::audit::verify(std::slice::from_ref(&audit), None);
+    let report = entitygate::audit::verify(std::slice::from_ref(&audit), None, None);
     assert!(report.is_ok(), "{report:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -319,6 +319,18 @@ impl Drop for Killed {
 const HMAC_KEY: &str = "audit-hmac-test-only-0123456789abcdef0123";
 
 fn serve(config: &Path) -> Killed {
+    serve_logging(config, None)
+}
+
+/// The gateway, with its `entitygate::audit` info logs (checkpoints) in `stderr` if given.
+fn serve_logging(config: &Path, stderr: Option<&Path>) -> Killed {
+    let (filter, err) = match stderr {
+        Some(p) => (
+            "error,entitygate::audit=info",
+            Stdio::from(std::fs::File::create(p).unwrap()),
+        ),
+        None => ("error", Stdio::null()),
+    };
     Killed(
         Command::new(env!("CARGO_BIN_EXE_entitygate"))
             .args(["serve", "--config"])
@@ -326,9 +338,9 @@ fn serve(config: &Path) -> Killed {
             .env("COMPOSIO_API_KEY", API_KEY)
             .env("JWT_SECRET", SECRET)
             .env("AUDIT_HMAC_KEY", HMAC_KEY)
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(err)
             .spawn()
             .unwrap(),
     )
@@ -375,8 +387,13 @@ async fn stop(mut child: Killed) {
 }
 
 fn verify(files: &[&Path], key: bool) -> (bool, String) {
+    verify_with(files, key, &[])
+}
+
+fn verify_with(files: &[&Path], key: bool, args: &[&str]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_entitygate"));
     cmd.args(["audit-log", "verify"])
+        .args(args)
         .env("AUDIT_HMAC_KEY", HMAC_KEY);
     if key {
         cmd.args(["--hmac-key-env", "AUDIT_HMAC_KEY"]);
@@ -480,6 +497,144 @@ async fn the_binary_chains_its_log_across_a_restart_and_a_rotation_and_verify_ca
         out.contains(&format!("audit.jsonl.1:{}:", target + 1)),
         "reported at the edited line: {out}"
     );
+    sandbox.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn read_log(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `entitygate_audit_last_seq` as the admin listener's `/metrics` shows it.
+async fn last_seq_gauge(admin: u16) -> Option<f64> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let uri = format!("http://127.0.0.1:{admin}/metrics").parse().ok()?;
+    let body = client
+        .get(uri)
+        .await
+        .ok()?
+        .into_body()
+        .collect()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("entitygate_audit_last_seq "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_crash_mid_line_is_reported_and_a_cut_start_verifies_only_after_its_checkpoint() {
+    let sandbox = Sandbox::with_demo_data(API_KEY);
+    let upstream = sandbox.start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("eg-crash-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("entitygate.toml");
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[upstream]\nbase_url = \"http://{upstream}\"\n[auth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n[[auth.keys]]\nalg = \"HS256\"\nsecret_env = \"JWT_SECRET\"\n[audit]\npath = \"audit.jsonl\"\nhmac_key_env = \"AUDIT_HMAC_KEY\"\n[log]\nformat = \"json\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.join("audit.jsonl");
+    let stderr = dir.join("run1.stderr");
+
+    let child = serve_logging(&config, Some(&stderr));
+    until_up(port).await;
+    for i in 0..2 {
+        assert_eq!(
+            execute(port, &format!("run1-{i}")).await,
+            Some(StatusCode::OK)
+        );
+    }
+    audit_lines(&log, "run1-1").await;
+    // The gauge follows the writer to the last line on disk.
+    let last_seq = read_log(&log).last().unwrap()["seq"].as_f64().unwrap();
+    let mut gauge = None;
+    for _ in 0..100 {
+        gauge = last_seq_gauge(admin).await;
+        if gauge == Some(last_seq) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gauge, Some(last_seq));
+    stop(child).await;
+    // A stopping gateway logs where its chain ends, on stderr (not in the file).
+    let checkpoints: Vec<Value> = std::fs::read_to_string(&stderr)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "audit checkpoint")
+        .collect();
+    let end = checkpoints.last().expect("a checkpoint at the stop");
+    let lines = read_log(&log);
+    let last = lines.last().unwrap();
+    assert_eq!(end["seq"], last["seq"]);
+    assert_eq!(end["hash"], last["hash"]);
+    let anchor = end["anchor"].as_str().unwrap().to_owned();
+    assert_eq!(
+        anchor,
+        format!("{}:{}", last["seq"], last["hash"].as_str().unwrap())
+    );
+
+    // kill -9 in the middle of a line, then a restart.
+    let partial = "{\"seq\":99,\"prev\":\"abc";
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    let damaged_line = text.lines().count() + 1;
+    text.push_str(partial);
+    std::fs::write(&log, &text).unwrap();
+    let child = serve(&config);
+    until_up(port).await;
+    assert_eq!(execute(port, "run2-0").await, Some(StatusCode::OK));
+    stop(child).await;
+
+    let (ok, out) = verify(&[&log], true);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "crash damage at {}:{damaged_line}, {} bytes",
+            log.display(),
+            partial.len()
+        )),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let record: Value = serde_json::from_str(lines[damaged_line]).unwrap();
+    assert_eq!(record["reason"], "restart");
+    assert_eq!(record["crash_damage"]["bytes"], partial.len());
+    // An edit after the damage is still found at its own line.
+    let target = lines.iter().position(|l| l.contains("\"run2-0\"")).unwrap();
+    assert!(target > damaged_line);
+    let edited = text.replace("\"run2-0\"", "\"run2-X\"");
+    std::fs::write(&log, &edited).unwrap();
+    let (ok, out) = verify(&[&log], true);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("audit.jsonl:{}:", target + 1)),
+        "{out}"
+    );
+
+    // Everything before the latest restart cut: a chain that does not begin, until the
+    // checkpoint logged off the file says what it follows.
+    let cut = lines[damaged_line..].join("\n") + "\n";
+    std::fs::write(&log, &cut).unwrap();
+    let (ok, out) = verify(&[&log], true);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("audit.jsonl:1: does not begin the chain"),
+        "{out}"
+    );
+    let (ok, out) = verify_with(&[&log], true, &["--after", &anchor]);
+    assert!(ok, "{out}");
     sandbox.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
