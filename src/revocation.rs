@@ -1,6 +1,12 @@
+//! The step after every execution ([`after_execution`]), whatever carried it: REST execute
+//! (v1/v2/v3), session `execute`/`execute_meta`/`proxy_execute`, proxy executions, MCP
+//! `tools/call` alone or in a batch. When Composio refuses an execution, the cached status of
+//! every toolkit the call was decided on is forgotten (the next call looks it up again).
+//!
 //! Revocation on the response path: Composio's answer to an execution can show that the
 //! user's connection is dead even when its status still says `ACTIVE` (the token was revoked
-//! at the provider). The gateway then
+//! at the provider). When the answer can be attributed to one decided toolkit (one toolkit
+//! decided; for an MCP batch, the call whose JSON-RPC id the answer carries), the gateway
 //! 1. forgets what it cached about the connection,
 //! 2. marks the (subject, toolkit) pair broken, so the user's next call gets the "please
 //!    reconnect" refusal before Composio is asked anything,
@@ -8,11 +14,15 @@
 //! 4. hands the account to the expiry notifier ([`crate::expiry`]): the same signed webhook
 //!    the audit job sends, deduplicated with it by (user, account).
 //!
-//! What counts as dead ([`dead_connection`]): Composio's connected-account errors (code 1803,
-//! "no usable connected account", and the `ConnectedAccount*` slugs for not found, expired,
-//! revoked, inactive or disabled accounts, whatever the status), and a failed tool result
-//! whose provider status is 401, or 403 with a revoked/expired-token message (a bare 403 is a
-//! permission on one resource, not a dead connection).
+//! What counts as dead ([`dead_connection`]), read from structured fields only: Composio's
+//! connected-account errors (code 1803, "no usable connected account", and the
+//! `ConnectedAccount*` slugs for not found, expired, revoked, inactive or disabled accounts,
+//! whatever the status), and a failed tool result whose provider status (`data.status_code`,
+//! `status`, `http_status`) is 401 or whose `data.error`, `data.error_code` or `data.code` is
+//! exactly a revoked-token code ([`REVOKED_CODES`]). No message or error text is ever read:
+//! a provider's text echoes the request (a URL, a channel name), so a caller could write
+//! "401 unauthorized" into it and revoke its own user's connection. A bare 403 is a
+//! permission on one resource, not a dead connection.
 //!
 //! A mark lasts until the subject changes a connection through the gateway (creates,
 //! refreshes, deletes one) or `HOLD` passes, so that a reconnection made elsewhere is
@@ -127,29 +137,34 @@ fn dead_in_answer(status: StatusCode, v: &Value) -> Option<(&'static str, &'stat
     if !status.is_success() || v.get("successful") != Some(&Value::Bool(false)) {
         return None;
     }
-    // A failed tool result: the provider's status, where Composio reports it.
+    // A failed tool result: only structured fields decide. Messages are never read: a
+    // provider's error text echoes the request (`?channel=C401-unauthorized`), so a caller
+    // could write "401 unauthorized" or "token revoked" into it and revoke its own user.
     let data = v.get("data").unwrap_or(&Value::Null);
     let provider = ["status_code", "status", "http_status"]
         .iter()
         .find_map(|k| data.get(*k).and_then(Value::as_u64));
-    let text = format!(
-        "{} {}",
-        v.get("error").and_then(Value::as_str).unwrap_or(""),
-        data.get("message").and_then(Value::as_str).unwrap_or("")
-    )
-    .to_ascii_lowercase();
-    let revoked_words = ["revoked", "invalid_grant", "expired", "invalid token"]
-        .iter()
-        .any(|w| text.contains(w));
-    match provider {
-        Some(401) => Some(("REVOKED", "provider: 401 unauthorized")),
-        Some(403) if revoked_words => Some(("REVOKED", "provider: 403, token revoked")),
-        None if text.contains("401") && text.contains("unauthorized") => {
-            Some(("REVOKED", "provider: 401 unauthorized"))
-        }
-        _ => None,
+    if provider == Some(401) {
+        return Some(("REVOKED", "provider: 401 unauthorized"));
     }
+    let revoked_code = ["error", "error_code", "code"].iter().any(|k| {
+        data.get(*k)
+            .and_then(Value::as_str)
+            .is_some_and(|c| REVOKED_CODES.iter().any(|r| c.eq_ignore_ascii_case(r)))
+    });
+    revoked_code.then_some(("REVOKED", "provider: token revoked (error code)"))
 }
+
+/// Providers' error codes for a token that no longer works, matched whole against
+/// `data.error`, `data.error_code` and `data.code` (never searched for in a message).
+const REVOKED_CODES: &[&str] = &[
+    "token_revoked",
+    "invalid_grant",
+    "token_expired",
+    "invalid_token",
+    "invalid_auth",
+    "account_inactive",
+];
 
 /// A necessary condition for [`dead_connection`], on the raw bytes: every answer it reads
 /// as dead contains `1803`, `connectedaccount` in some case, or `"successful"` set to
@@ -207,22 +222,87 @@ pub(crate) fn dead_in_tool_result(result: &Value) -> Option<(&'static str, &'sta
         .find_map(|bytes| dead_connection(StatusCode::OK, &bytes))
 }
 
-/// Relays an execution's answer after a look at it (when small enough to read whole): a dead
-/// connection on one of the `decided` (toolkit, account) pairs is acted on (module docs).
-/// The answer itself is relayed unchanged: this call already failed; the next one is refused.
+/// What an execution was decided on: each toolkit once, with the account the decision saw
+/// usable (when it looked one up).
+pub(crate) type Decided = Vec<(String, Option<String>)>;
+
+/// Composio's answer to an execution, as a carrier holds it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Answer<'a> {
+    /// An HTTP answer: its status, and its body when it was read whole.
+    Http(StatusCode, Option<&'a [u8]>),
+    /// One JSON-RPC answer (a message with `result` or `error`) to an MCP `tools/call`.
+    ToolCall(&'a Value),
+}
+
+/// The one step after every execution, whatever carried it (REST execute, sessions, proxy
+/// executions, MCP `tools/call` alone or in a batch), given the (toolkit, account) pairs the
+/// decision allowed and Composio's answer:
+/// - Composio refused (a non-success status, a JSON-RPC error, a tool result with
+///   `isError`) or showed a dead connection: the cached status of every decided toolkit is
+///   forgotten, so the next call looks it up again;
+/// - a dead connection ([`dead_connection`]) is acted on ([`broken`]) when the answer can be
+///   attributed: exactly one toolkit was decided. An answer about several toolkits does not
+///   say whose connection died; forgetting them all is the safe part of the step.
+pub(crate) fn after_execution(
+    shared: &Shared,
+    subject: &Arc<str>,
+    decided: &[(String, Option<String>)],
+    answer: Answer<'_>,
+) {
+    if decided.is_empty() {
+        return;
+    }
+    let (refused, dead) = match answer {
+        Answer::Http(status, body) => (
+            !status.is_success(),
+            body.and_then(|b| dead_connection(status, b)),
+        ),
+        Answer::ToolCall(message) => {
+            let result = message.get("result");
+            let refused = message.get("error").is_some()
+                || result.and_then(|r| r.get("isError")) == Some(&Value::Bool(true));
+            (refused, result.and_then(dead_in_tool_result))
+        }
+    };
+    if !refused && dead.is_none() {
+        return;
+    }
+    for (toolkit, _) in decided {
+        shared.connections.invalidate(subject, toolkit);
+    }
+    match (dead, decided) {
+        (Some(dead), [(toolkit, account)]) => {
+            broken(shared, subject, toolkit, account.as_deref(), dead);
+        }
+        (Some((_, reason)), _) => {
+            tracing::info!(subject = %subject, reason, toolkits = decided.len(),
+                "an answer about several toolkits shows a dead connection; their cached \
+                 statuses are forgotten");
+        }
+        (None, _) => {}
+    }
+}
+
+/// Relays an HTTP execution's answer after [`after_execution`] has looked at it (read whole
+/// when small enough; a larger one is judged by its status alone). The answer itself is
+/// relayed unchanged: this call already failed; the next one is refused.
 pub(crate) async fn relay_execution(
     ctx: &crate::proxy::Ctx<'_>,
     resp: Response<Incoming>,
     decided: &[(String, Option<String>)],
 ) -> Result<Response<crate::body::ResponseBody>, Error> {
+    let subject = &ctx.identity.subject;
     let small = http_body::Body::size_hint(resp.body())
         .exact()
         .is_some_and(|n| n <= MAX_INSPECTED);
-    // One toolkit only: an answer about a multi-toolkit call does not say whose it is.
-    let [(toolkit, account)] = decided else {
-        return ctx.relay(resp);
-    };
-    if !small {
+    if decided.is_empty() || !small {
+        after_execution(
+            ctx.shared,
+            subject,
+            decided,
+            Answer::Http(resp.status(), None),
+        );
         return ctx.relay(resp);
     }
     let (parts, body) = resp.into_parts();
@@ -231,15 +311,12 @@ pub(crate) async fn relay_execution(
         .await
         .map_err(|_| Error::UpstreamUnavailable)?
         .to_bytes();
-    if let Some(dead) = dead_connection(parts.status, &bytes) {
-        broken(
-            ctx.shared,
-            &ctx.identity.subject,
-            toolkit,
-            account.as_deref(),
-            dead,
-        );
-    }
+    after_execution(
+        ctx.shared,
+        subject,
+        decided,
+        Answer::Http(parts.status, Some(&bytes)),
+    );
     let resp = Response::from_parts(parts, Full::new(bytes));
     ctx.relay_body(resp)
 }
@@ -317,21 +394,26 @@ mod tests {
         assert!(dead(502, json!("not json at all")).is_none());
     }
 
-    #[test]
-    fn provider_401_and_revoked_403_tool_results_are_dead_connections() {
-        let failed = |data: Value, error: &str| {
-            dead(
-                200,
-                json!({"data": data, "error": error, "successful": false}),
-            )
-        };
-        assert!(failed(json!({"status_code": 401}), "Unauthorized").is_some());
-        assert!(failed(json!({}), "401 Client Error: Unauthorized for url").is_some());
-        assert!(failed(
-            json!({"status_code": 403, "message": "Token has been expired or revoked."}),
-            ""
+    fn failed(data: Value, error: &str) -> Option<(&'static str, &'static str)> {
+        dead(
+            200,
+            json!({"data": data, "error": error, "successful": false}),
         )
-        .is_some());
+    }
+
+    #[test]
+    fn a_provider_401_status_or_a_revoked_token_code_is_a_dead_connection() {
+        assert!(failed(json!({"status_code": 401}), "Unauthorized").is_some());
+        assert!(failed(json!({"http_status": 401}), "").is_some());
+        for code in REVOKED_CODES {
+            for field in ["error", "error_code", "code"] {
+                assert!(
+                    failed(json!({ field: code }), "").is_some(),
+                    "{field}: {code}"
+                );
+            }
+        }
+        assert!(failed(json!({"ok": false, "error": "TOKEN_REVOKED"}), "").is_some());
         // A 403 on one resource is a permission, not a dead connection.
         assert!(failed(
             json!({"status_code": 403, "message": "Resource not accessible by integration"}),
@@ -347,6 +429,40 @@ mod tests {
         .is_none());
     }
 
+    /// Issue 25: provider messages echo the request, so a caller can write anything into
+    /// them. No message, error string or URL decides, whatever it says.
+    #[test]
+    fn free_text_alone_never_makes_a_dead_connection() {
+        let texts = [
+            "401 Client Error: Unauthorized for url: https://slack.com/api/chat.postMessage?channel=C401-unauthorized",
+            "401 unauthorized",
+            "Unauthorized (401): token revoked",
+            "Token has been expired or revoked.",
+            "invalid_grant: the token was revoked",
+            "token_revoked",
+            "invalid token",
+        ];
+        for text in texts {
+            for status in [None, Some(403u64), Some(404), Some(400), Some(500)] {
+                let mut data = json!({"message": text, "url": text, "detail": text});
+                if let Some(s) = status {
+                    data["status_code"] = s.into();
+                }
+                assert!(failed(data.clone(), text).is_none(), "{status:?}: {text}");
+                // Codes are matched whole: one inside a sentence is text.
+                data["error"] = text.into();
+                if !REVOKED_CODES.contains(&text) {
+                    assert!(failed(data, text).is_none(), "{status:?}: {text}");
+                }
+            }
+        }
+        // Nor through MCP, as structured content or as JSON text.
+        let answer = json!({"data": {"message": texts[0]}, "error": texts[0], "successful": false});
+        let result = json!({"content": [{"type": "text", "text": answer.to_string()}],
+            "structuredContent": answer, "isError": false});
+        assert_eq!(dead_in_tool_result(&result), None);
+    }
+
     #[test]
     fn the_byte_filter_lets_every_dead_shape_through() {
         // Spacing, case and escapes Composio (or a proxy in between) might use.
@@ -357,6 +473,7 @@ mod tests {
             r#"{"error": {"code": 1, "slug": "CONNECTEDACCOUNT_EXPIRED"}}"#,
             r#"{"error": {"code": 1, "slug": "\u0043onnectedAccountRevoked"}}"#,
             r#"{"succe\u0073sful": false, "data": {"status_code": 401}}"#,
+            r#"{"successful": false, "data": {"ok": false, "error": "invalid_auth"}}"#,
         ] {
             assert!(might_be_dead(body.as_bytes()), "{body}");
             assert!(
@@ -403,18 +520,31 @@ mod tests {
                     .collect::<String>()
             });
         let status = prop_oneof![Just(401u64), Just(403), Just(404), Just(200)];
+        let code = (
+            prop_oneof![Just("error"), Just("error_code"), Just("code")],
+            prop_oneof![
+                Just("token_revoked"),
+                Just("INVALID_GRANT"),
+                Just("account_inactive"),
+                Just("channel_not_found"),
+            ],
+        );
         let data = (
             prop_oneof![Just("status_code"), Just("status"), Just("http_status")],
             proptest::option::of(status),
             proptest::option::of(text.clone()),
+            proptest::option::of(code),
         )
-            .prop_map(|(k, st, msg)| {
+            .prop_map(|(k, st, msg, code)| {
                 let mut d = serde_json::Map::new();
                 if let Some(st) = st {
                     d.insert(k.into(), st.into());
                 }
                 if let Some(m) = msg {
                     d.insert("message".into(), m.into());
+                }
+                if let Some((k, c)) = code {
+                    d.insert(k.into(), c.into());
                 }
                 Value::Object(d)
             });

@@ -162,6 +162,25 @@ impl JsonObject {
         Self::parse_text(text, limits)
     }
 
+    /// The strict pass alone, on any one JSON value (an MCP body may be an array): no key
+    /// repeated in any object at any depth, and `limits` (the top-level value is depth 1).
+    ///
+    /// # Errors
+    /// As [`JsonObject::parse_with`], except that the value need not be an object.
+    pub fn check_value(text: &str, limits: JsonLimits) -> Result<(), Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let pool = KeySets::default();
+        Strict {
+            limits,
+            depth: 0,
+            pool: &pool,
+            top: None,
+        }
+        .deserialize(&mut de)
+        .map_err(map_parse_error)?;
+        de.end().map_err(map_parse_error)
+    }
+
     fn parse_text(text: String, limits: JsonLimits) -> Result<Self, Error> {
         // One pass: structure, duplicates and limits at any depth; the top-level keys are
         // recorded as they go by. UTF-8 was checked once for the whole body above, so the

@@ -4,7 +4,8 @@
 //! Parsing is strict because a gateway and a server that read one message differently are a
 //! bypass (batches past an authoriser, `Method` beside `method`, `name` twice). So:
 //! - the body is exactly one JSON value, with no key repeated in any object at any depth
-//!   ([`crate::rewrite::JsonObject::parse`] does the checking);
+//!   ([`crate::rewrite::JsonObject::check_value`] does the checking), within the same
+//!   `[limits]` depth and keys-per-object as a REST body;
 //! - a message has only the keys JSON-RPC defines, spelled exactly (`Method` is refused, not
 //!   ignored), `"jsonrpc": "2.0"`, an id that is a string or an integer;
 //! - a batch is accepted only where the protocol version allows one (2025-03-26, the one
@@ -16,6 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
+use crate::rewrite::{JsonLimits, JsonObject};
 
 /// The protocol revision that made Streamable HTTP stateless and added `Mcp-Method`.
 pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
@@ -142,18 +144,22 @@ impl Message {
     }
 }
 
-/// A refusal of the message itself, answered as a JSON-RPC error with HTTP 400.
+/// A refusal of the message itself, answered as a JSON-RPC error with HTTP 400, or, for a
+/// body past `[limits]` (`limit`), with that error as REST answers it.
 #[derive(Debug)]
 pub(crate) struct Invalid {
     pub(crate) code: i64,
     pub(crate) message: String,
+    /// The JSON shape limit the body passed.
+    pub(crate) limit: Option<Error>,
 }
 
 impl Invalid {
-    fn new(code: i64, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: i64, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
+            limit: None,
         }
     }
 
@@ -171,20 +177,24 @@ impl Invalid {
     }
 }
 
-/// Parses a POSTed body strictly. `version` is the negotiated protocol version (the
-/// `MCP-Protocol-Version` header), which decides whether a batch is allowed.
-pub(crate) fn parse(body: &[u8], version: Option<&str>) -> Result<Posted, Invalid> {
-    // Exactly one JSON value, first: the duplicate check below wraps the body in an object,
-    // which must not let a body like `{..}, "k": 1` become two keys of the wrapper.
+/// Parses a POSTed body strictly, within `limits` (`[limits] max_json_depth` and
+/// `max_json_keys_per_object`, as for a REST body). `version` is the negotiated protocol
+/// version (the `MCP-Protocol-Version` header), which decides whether a batch is allowed.
+pub(crate) fn parse(
+    body: &[u8],
+    version: Option<&str>,
+    limits: JsonLimits,
+) -> Result<Posted, Invalid> {
+    // Exactly one JSON value, first, then the strict pass over that value.
     let raw: Box<RawValue> = serde_json::from_slice(body)
         .map_err(|e| Invalid::new(PARSE_ERROR, format!("the body is not one JSON value: {e}")))?;
-    let mut wrapped = Vec::with_capacity(body.len() + 8);
-    wrapped.extend_from_slice(b"{\"m\":");
-    wrapped.extend_from_slice(raw.get().as_bytes());
-    wrapped.push(b'}');
-    if let Err(e) = crate::rewrite::JsonObject::parse(&wrapped) {
+    if let Err(e) = JsonObject::check_value(raw.get(), limits) {
         return Err(match e {
             Error::DuplicateKey(k) => Invalid::request(format!("the key `{k}` is repeated")),
+            e @ (Error::TooDeep(_) | Error::TooManyKeys(_)) => Invalid {
+                limit: Some(e),
+                ..Invalid::new(PARSE_ERROR, "the body is past the JSON limits")
+            },
             other => Invalid::new(PARSE_ERROR, other.to_string()),
         });
     }
@@ -464,11 +474,11 @@ mod tests {
     use super::*;
 
     fn ok(body: &str, version: Option<&str>) -> Posted {
-        parse(body.as_bytes(), version).unwrap()
+        parse(body.as_bytes(), version, JsonLimits::default()).unwrap()
     }
 
     fn refused(body: &str, version: Option<&str>) -> Invalid {
-        parse(body.as_bytes(), version).unwrap_err()
+        parse(body.as_bytes(), version, JsonLimits::default()).unwrap_err()
     }
 
     #[test]
@@ -516,6 +526,42 @@ mod tests {
     }
 
     #[test]
+    fn the_json_limits_of_rest_bodies_apply_to_a_message_and_a_batch() {
+        let limits = JsonLimits {
+            max_keys_per_object: 4,
+            max_depth: 4,
+        };
+        let parse = |body: &str| parse(body.as_bytes(), None, limits);
+        // The message object is depth 1, as a REST body's top-level object is.
+        let fits = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"A","arguments":{"a":{}}}}"#;
+        assert!(parse(fits).is_ok());
+        let deep = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"A","arguments":{"a":{"b":{}}}}}"#;
+        assert!(matches!(
+            parse(deep),
+            Err(Invalid {
+                limit: Some(Error::TooDeep(4)),
+                ..
+            })
+        ));
+        let batch = format!("[{fits}]");
+        assert!(matches!(
+            parse(&batch),
+            Err(Invalid {
+                limit: Some(Error::TooDeep(4)),
+                ..
+            })
+        ));
+        let wide = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"A","arguments":{"a":1,"b":2,"c":3,"d":4,"e":5}}}"#;
+        assert!(matches!(
+            parse(wide),
+            Err(Invalid {
+                limit: Some(Error::TooManyKeys(4)),
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn batches_only_where_the_version_allows_them() {
         let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
         assert!(ok(batch, None).batch);
@@ -543,7 +589,10 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"tools/call","result":{}}"#,
             r#""just a string""#,
         ] {
-            assert!(parse(body.as_bytes(), None).is_err(), "{body}");
+            assert!(
+                parse(body.as_bytes(), None, JsonLimits::default()).is_err(),
+                "{body}"
+            );
         }
     }
 

@@ -12,7 +12,9 @@
 //! 1. the endpoint must be the subject's: a session Composio says is theirs, a server URL
 //!    whose `user_id` is forced to the subject and whose `connected_account_id` (if any) is
 //!    theirs — else 404 and nothing goes upstream;
-//! 2. a POST body is parsed strictly ([`jsonrpc`]); the 2026-07-28 `Mcp-Method`/`Mcp-Name`
+//! 2. a POST body is read by the one body reader of every carrier
+//!    ([`crate::proxy::Ctx::read_body`]) and parsed strictly within the same `[limits]` as a
+//!    REST body ([`jsonrpc`]); the 2026-07-28 `Mcp-Method`/`Mcp-Name`
 //!    headers must agree with it (else 400, `-32020`); methods outside a known list get
 //!    `-32601`; every `tools/call` goes through the one decision of
 //!    [`crate::invocation`] and a refusal is answered by the gateway as a tool result with
@@ -20,6 +22,8 @@
 //! 3. what is forwarded carries the real key only and the MCP headers (`Mcp-Session-Id`
 //!    passes through: the older stateful transport);
 //! 4. the answer is inspected: JSON answers whole, event streams event by event ([`sse`]);
+//!    each `tools/call` answer goes through the after-execution step by its JSON-RPC id
+//!    ([`Calls`], [`crate::revocation::after_execution`]);
 //!    `tools/list` results keep only what the tool policy lets the caller run; the key is
 //!    redacted; a stream has its own idle timeout and ends upstream when the client leaves.
 //!
@@ -278,7 +282,7 @@ pub(crate) async fn handle(
         post(ctx, shared, body, &target, audit).await
     } else {
         let resp = forward(ctx, &target, None, TimeoutClass::Default, audit).await?;
-        relay(ctx, shared, resp, Vec::new(), false, None).await
+        relay(ctx, shared, resp, Vec::new(), false, Calls::default()).await
     }
 }
 
@@ -367,26 +371,21 @@ async fn post(
     audit: &mut Audit,
 ) -> Result<Response<ResponseBody>, Error> {
     let h = &ctx.parts.headers;
-    if let Some(enc) = h.get(header::CONTENT_ENCODING) {
-        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return Err(Error::UnsupportedEncoding);
-        }
-    }
-    if !is_json(h) {
-        return Err(Error::UnsupportedMediaType);
-    }
-    let bytes = crate::body::read_limited(h, body, shared.policy.max_body_bytes).await?;
+    // The same reader and the same JSON limits as every REST body.
+    let bytes = ctx.read_body(body, false).await?;
     let posted = match jsonrpc::headers(h).and_then(|mh| {
-        let posted = jsonrpc::parse(&bytes, mh.version)?;
+        let posted = jsonrpc::parse(&bytes, mh.version, ctx.json_limits())?;
         jsonrpc::check_headers(&mh, &posted)?;
         Ok(posted)
     }) {
         Ok(p) => p,
+        // A shape limit is refused as on REST (413), not as a message the gateway misread.
+        Err(Invalid { limit: Some(e), .. }) => return Err(e),
         Err(invalid) => return Ok(refuse_message(ctx, &invalid, audit)),
     };
     let mut forward_raw: Vec<&str> = Vec::with_capacity(posted.messages.len());
     let mut local: Vec<Value> = Vec::new();
-    let mut watch: Option<(String, Option<String>)> = None;
+    let mut calls = Calls::default();
     for msg in &posted.messages {
         let label = msg.method().map_or("response", jsonrpc::method_label);
         if !msg.known() {
@@ -399,10 +398,7 @@ async fn post(
                     None,
                 )),
                 None if !posted.batch => {
-                    let invalid = Invalid {
-                        code: jsonrpc::METHOD_NOT_FOUND,
-                        message: "method not found".into(),
-                    };
+                    let invalid = Invalid::new(jsonrpc::METHOD_NOT_FOUND, "method not found");
                     return Ok(refuse_message(ctx, &invalid, audit));
                 }
                 None => {}
@@ -447,13 +443,10 @@ async fn post(
                     continue;
                 }
             };
-            // A single call on one toolkit: its answer is read for a dead connection, as a
-            // REST execution's is ([`crate::revocation`]); a batch's answers do not say whose.
-            if !posted.batch {
-                if let [one] = decided.as_slice() {
-                    watch = Some(one.clone());
-                }
-            }
+            // Its answer is read against what it was decided on, by its id.
+            calls.call(msg.id(), decided);
+        } else if let Some(id) = msg.id().filter(|_| msg.method().is_some()) {
+            calls.other(id);
         }
         crate::metrics::mcp_message(label, "allow");
         forward_raw.push(msg.raw.get());
@@ -476,7 +469,7 @@ async fn post(
         Bytes::copy_from_slice(forward_raw[0].as_bytes())
     };
     let resp = forward(ctx, target, Some(body), TimeoutClass::Execute, audit).await?;
-    relay(ctx, shared, resp, local, posted.batch, watch).await
+    relay(ctx, shared, resp, local, posted.batch, calls).await
 }
 
 /// One `tools/call`: its invocations, then the one decision.
@@ -657,9 +650,13 @@ async fn relay(
     resp: Response<Incoming>,
     local: Vec<Value>,
     batch: bool,
-    watch: Option<(String, Option<String>)>,
+    calls: Calls,
 ) -> Result<Response<ResponseBody>, Error> {
     let (mut parts, body) = resp.into_parts();
+    if !parts.status.is_success() {
+        // Composio refused the whole POST: every call in it is judged by that status.
+        calls.after_status(shared, &ctx.identity.subject, parts.status);
+    }
     if let Some(enc) = parts.headers.get(header::CONTENT_ENCODING) {
         if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
             tracing::warn!("MCP upstream answered with a content encoding; refused");
@@ -674,7 +671,7 @@ async fn relay(
         let inspector = sse::Inspector {
             shared: shared.clone(),
             identity: ctx.identity.clone(),
-            watch,
+            calls,
         };
         let idle = std::time::Duration::from_secs(shared.mcp.stream_idle_timeout_secs);
         parts
@@ -694,15 +691,7 @@ async fn relay(
             tracing::warn!("MCP upstream JSON answer unreadable; refused");
             return Err(Error::UpstreamUnavailable);
         };
-        if let Some((toolkit, account)) = &watch {
-            watch_result(
-                shared,
-                &ctx.identity.subject,
-                toolkit,
-                account.as_deref(),
-                &v,
-            );
-        }
+        calls.after_answers(shared, &ctx.identity.subject, &v);
         filter_tools(shared, ctx.identity, &mut v).await;
         if !local.is_empty() {
             let mut all = match v {
@@ -723,20 +712,95 @@ async fn relay(
     Ok(Response::from_parts(parts, body))
 }
 
-/// Acts on a dead connection shown by the tool result in `message` (a JSON-RPC answer to the
-/// watched call), as for a REST execution's answer.
-pub(crate) fn watch_result(
-    shared: &Shared,
-    subject: &Arc<str>,
-    toolkit: &str,
-    account: Option<&str>,
-    message: &Value,
-) {
-    if let Some(dead) = message
-        .get("result")
-        .and_then(crate::revocation::dead_in_tool_result)
-    {
-        crate::revocation::broken(shared, subject, toolkit, account, dead);
+/// The `tools/call`s one POST forwarded, each with the (toolkit, account) pairs it was decided
+/// on, by JSON-RPC id: every answer is read against its own call
+/// ([`crate::revocation::after_execution`]), so a batch's dead connection is attributed to
+/// the call whose answer shows it.
+#[derive(Debug, Default)]
+pub(crate) struct Calls {
+    /// Calls with their ids (`None`: a call sent as a notification, never answered).
+    calls: Vec<(Option<Value>, crate::revocation::Decided)>,
+    /// Ids of the other requests forwarded (`ping`, `tools/list`): their answers are not
+    /// executions.
+    others: Vec<Value>,
+}
+
+impl Calls {
+    fn call(&mut self, id: Option<&Value>, decided: Vec<(String, Option<String>)>) {
+        self.calls.push((id.cloned(), decided));
+    }
+
+    fn other(&mut self, id: &Value) {
+        self.others.push(id.clone());
+    }
+
+    /// Every pair decided in the POST.
+    fn all(&self) -> Vec<(String, Option<String>)> {
+        let mut out: Vec<(String, Option<String>)> = Vec::new();
+        for pair in self.calls.iter().flat_map(|(_, d)| d) {
+            if !out.contains(pair) {
+                out.push(pair.clone());
+            }
+        }
+        out
+    }
+
+    /// The pairs an answer with `id` is about: its call's (merged, should a client repeat
+    /// an id); every call's when the id names none of the forwarded requests (a `null` id:
+    /// Composio could not tell which); nothing for the answer to another request.
+    fn of(&self, id: Option<&Value>) -> Vec<(String, Option<String>)> {
+        let Some(id) = id.filter(|id| !id.is_null()) else {
+            return self.all();
+        };
+        let mut out: Vec<(String, Option<String>)> = Vec::new();
+        let mut found = false;
+        for (_, decided) in self.calls.iter().filter(|(c, _)| c.as_ref() == Some(id)) {
+            found = true;
+            for pair in decided {
+                if !out.contains(pair) {
+                    out.push(pair.clone());
+                }
+            }
+        }
+        if found || self.others.contains(id) {
+            return out;
+        }
+        self.all()
+    }
+
+    /// Reads the answers in `v` (one message or a batch) against their calls.
+    pub(crate) fn after_answers(&self, shared: &Shared, subject: &Arc<str>, v: &Value) {
+        if self.calls.is_empty() {
+            return;
+        }
+        let messages = match v {
+            Value::Array(a) => a.iter().collect(),
+            one => vec![one],
+        };
+        for m in messages {
+            let is_answer = m.get("method").is_none()
+                && (m.get("result").is_some() || m.get("error").is_some());
+            if !is_answer {
+                continue;
+            }
+            let decided = self.of(m.get("id"));
+            crate::revocation::after_execution(
+                shared,
+                subject,
+                &decided,
+                crate::revocation::Answer::ToolCall(m),
+            );
+        }
+    }
+
+    /// Judges every call by the status of an answer to the whole POST.
+    fn after_status(&self, shared: &Shared, subject: &Arc<str>, status: StatusCode) {
+        crate::revocation::after_execution(
+            shared,
+            subject,
+            &self.all(),
+            crate::revocation::Answer::Http(status, None),
+        );
     }
 }
 
@@ -859,9 +923,4 @@ fn media_type(h: &HeaderMap) -> String {
         .and_then(|v| v.split(';').next())
         .map(|m| m.trim().to_ascii_lowercase())
         .unwrap_or_default()
-}
-
-fn is_json(h: &HeaderMap) -> bool {
-    let mut all = h.get_all(header::CONTENT_TYPE).iter();
-    all.next().is_some() && all.next().is_none() && media_type(h) == "application/json"
 }

@@ -189,8 +189,8 @@ impl Body for Channel {
 pub(crate) struct Inspector {
     pub(crate) shared: Arc<Shared>,
     pub(crate) identity: Identity,
-    /// The (toolkit, account) of the one call whose answer is read for a dead connection.
-    pub(crate) watch: Option<(String, Option<String>)>,
+    /// The calls whose answers are read after their execution ([`super::Calls`]).
+    pub(crate) calls: super::Calls,
 }
 
 /// Relays an upstream event stream, event by event, after `prefix` (events the gateway
@@ -291,15 +291,9 @@ async fn inspect(inspector: &Inspector, ev: &Event) -> Option<Bytes> {
         tracing::warn!("MCP upstream event is not one JSON value; dropped");
         return None;
     };
-    if let Some((toolkit, account)) = &inspector.watch {
-        super::watch_result(
-            &inspector.shared,
-            &inspector.identity.subject,
-            toolkit,
-            account.as_deref(),
-            &v,
-        );
-    }
+    inspector
+        .calls
+        .after_answers(&inspector.shared, &inspector.identity.subject, &v);
     super::filter_tools(&inspector.shared, &inspector.identity, &mut v).await;
     let bytes = serde_json::to_vec(&v).ok()?;
     Some(ev.encode(Some(&bytes)))

@@ -41,12 +41,6 @@ pub(super) async fn execute(
     let resp = ctx
         .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)
         .await?;
-    if !resp.status().is_success() {
-        // Composio refused: whatever the gateway believed about these connections is suspect.
-        for toolkit in &verdict.toolkits {
-            ctx.shared.connections.invalidate(ctx.subject(), toolkit);
-        }
-    }
     crate::revocation::relay_execution(ctx, resp, &verdict.accounts).await
 }
 
@@ -103,7 +97,10 @@ pub(super) async fn proxy_execute(
         Error::BodyInvalid("proxy execute needs the user's connected_account_id".into())
     })?;
     let invocations = [Invocation::proxy(None, Some(&id))];
-    invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
-    ctx.pass(query.as_deref(), &obj, TimeoutClass::Execute, audit)
-        .await
+    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    let resp = ctx
+        .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)
+        .await?;
+    // The account's toolkit was decided: its answer is read like any execution's.
+    crate::revocation::relay_execution(ctx, resp, &verdict.accounts).await
 }

@@ -407,32 +407,53 @@ impl Ctx<'_> {
         &self.identity.subject
     }
 
-    /// Reads the request body as a strict JSON object, after checking its content type and
-    /// encoding. An empty body reads as `{}` when `empty_ok`.
-    pub(crate) async fn json_body(
+    /// The one request-body reader of every carrier (REST handlers, sessions, every MCP
+    /// endpoint): the content encoding must be `identity`; the whole body must arrive within
+    /// `[limits] body_read_timeout_secs` and `[policy] max_body_bytes`; a non-empty body must
+    /// be `application/json` (one `Content-Type`). An empty body is returned as such when
+    /// `empty_ok`. What reads the JSON applies [`Ctx::json_limits`].
+    pub(crate) async fn read_body(
         &self,
         body: RequestBody,
         empty_ok: bool,
-    ) -> Result<JsonObject, Error> {
+    ) -> Result<Bytes, Error> {
         let headers = &self.parts.headers;
         if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
             if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
                 return Err(Error::UnsupportedEncoding);
             }
         }
-        let limits = &self.shared.limits;
-        let deadline = std::time::Duration::from_secs(limits.body_read_timeout_secs);
+        let deadline = std::time::Duration::from_secs(self.shared.limits.body_read_timeout_secs);
         let read = body::read_limited(headers, body, self.shared.policy.max_body_bytes);
         let bytes = tokio::time::timeout(deadline, read)
             .await
             .map_err(|_| Error::BodyReadTimeout)??;
         if bytes.is_empty() && empty_ok {
-            return JsonObject::parse(b"{}");
+            return Ok(bytes);
         }
         if !is_json(headers) {
             return Err(Error::UnsupportedMediaType);
         }
-        let json = limits.json();
+        Ok(bytes)
+    }
+
+    /// `[limits] max_json_depth` and `max_json_keys_per_object`, for every JSON body read.
+    pub(crate) fn json_limits(&self) -> rewrite::JsonLimits {
+        self.shared.limits.json()
+    }
+
+    /// Reads the request body ([`Ctx::read_body`]) as a strict JSON object. An empty body
+    /// reads as `{}` when `empty_ok`.
+    pub(crate) async fn json_body(
+        &self,
+        body: RequestBody,
+        empty_ok: bool,
+    ) -> Result<JsonObject, Error> {
+        let bytes = self.read_body(body, empty_ok).await?;
+        if bytes.is_empty() && empty_ok {
+            return JsonObject::parse(b"{}");
+        }
+        let json = self.json_limits();
         if bytes.len() <= PARSE_INLINE_MAX {
             return JsonObject::parse_owned(bytes, json);
         }
@@ -667,13 +688,17 @@ fn refuse_encoded(headers: &http::HeaderMap) -> Result<(), Error> {
     }
 }
 
+/// Exactly one `Content-Type`, and it is `application/json` (parameters aside).
 fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        .unwrap_or(false)
+    let mut all = headers.get_all(header::CONTENT_TYPE).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")),
+        _ => false,
+    }
 }
 
 /// Catalogue reads: identity parameters are removed, or pinned to the subject when the caller

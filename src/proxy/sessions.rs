@@ -96,7 +96,8 @@ pub(super) async fn owned(
     }
     let query = scoped_query(ctx, None, audit)?;
     let method = &ctx.parts.method;
-    // What an execution was decided on, to read Composio's answer for a dead connection.
+    // What an execution was decided on, for the step after it
+    // ([`crate::revocation::after_execution`]).
     let mut decided = Vec::new();
     let body = if *method == Method::POST || *method == Method::PATCH {
         let mut obj = ctx.json_body(body, true).await?;
@@ -108,7 +109,9 @@ pub(super) async fn owned(
             SessionCall::Execute | SessionCall::ExecuteMeta => {
                 decided = gate_execute(ctx, &obj, audit).await?;
             }
-            SessionCall::ProxyExecute => gate_proxy_execute(ctx, &obj, audit).await?,
+            SessionCall::ProxyExecute => {
+                decided = gate_proxy_execute(ctx, &obj, audit).await?;
+            }
             SessionCall::Other => {
                 // Settings, not tool arguments: no user id at any depth (`config.user_id`).
                 let nested = obj.strip_nested_identity(ctx.subject())?;
@@ -167,12 +170,13 @@ async fn gate_execute(
     Ok(verdict.accounts)
 }
 
-/// `proxy_execute`: a proxy execution of `toolkit_slug` (with the named account, if any).
+/// `proxy_execute`: a proxy execution of `toolkit_slug` (with the named account, if any);
+/// answers what was decided, as [`gate_execute`] does.
 async fn gate_proxy_execute(
     ctx: &Ctx<'_>,
     obj: &JsonObject,
     audit: &mut Audit,
-) -> Result<(), Error> {
+) -> Result<Vec<(String, Option<String>)>, Error> {
     let toolkits = obj_strings(obj, "toolkitslug")?;
     let [toolkit] = toolkits.as_slice() else {
         return Err(Error::BodyInvalid(
@@ -181,8 +185,8 @@ async fn gate_proxy_execute(
     };
     let account = invocation::named_account(obj)?;
     let invocations = [Invocation::proxy(Some(toolkit), account.as_deref())];
-    invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
-    Ok(())
+    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    Ok(verdict.accounts)
 }
 
 /// The distinct string values of every key of `obj` whose folded name is `folded`.

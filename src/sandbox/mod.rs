@@ -175,6 +175,9 @@ pub enum Fault {
     Reset,
     /// Answer 200 JSON echoing the method, path, query, every header and the body.
     EchoHeaders,
+    /// Answer with this status and this JSON body, as given (a provider's failure relayed
+    /// by Composio, a JSON-RPC answer of a hosted MCP endpoint).
+    Json(u16, serde_json::Value),
 }
 
 /// The error a service returns to make hyper drop the connection unanswered.
@@ -661,6 +664,7 @@ impl Sandbox {
             Fault::Garbage => Reply::garbage(),
             Fault::Reset => return Err(InjectedReset),
             Fault::EchoHeaders => Reply::ok(shapes::echo(&recorded)),
+            Fault::Json(code, body) => Reply::status(code, body),
         };
         Ok(reply
             .into_response(&ctx.request_id)

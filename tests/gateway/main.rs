@@ -5,6 +5,7 @@
 
 mod support;
 
+mod carriers;
 mod cli;
 mod controls;
 mod core;
