@@ -221,25 +221,13 @@ impl Console {
         }
     }
 
-    /// What a live stream of session `id` asks before each frame: the session is live
-    /// (without marking it used: an open stream must not keep an idle session alive) and its
-    /// token is the admin token now (else the session ends, as on a request).
+    /// What a live stream of session `id` asks before each frame ([`sse::Guard::new`]),
+    /// with the admin token as it is now.
     fn guard(&self, state: &Arc<State>, id: String) -> sse::Guard {
-        let closed = self.sessions.closed(&id);
-        let (sessions, state) = (self.sessions.clone(), state.clone());
-        sse::Guard {
-            allowed: Box::new(move || {
-                let Some(session) = sessions.peek(&id) else {
-                    return false;
-                };
-                let ok = Self::token_ok(&state, &session.token);
-                if !ok {
-                    sessions.close(&id);
-                }
-                ok
-            }),
-            closed,
-        }
+        let state = state.clone();
+        sse::Guard::new(self.sessions.clone(), id, move |token| {
+            Self::token_ok(&state, token)
+        })
     }
 
     /// `POST /ui/login`: a source with recent failed authentications waits first; a wrong
@@ -512,4 +500,22 @@ fn secure_headers(h: &mut http::HeaderMap) {
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_lasts_at_least_a_minute_unused() {
+        let idle = |secs| {
+            idle_timeout(&ConsoleConfig {
+                session_idle_secs: secs,
+                ..ConsoleConfig::default()
+            })
+        };
+        assert_eq!(idle(0), Duration::from_secs(60));
+        assert_eq!(idle(1), Duration::from_secs(60));
+        assert_eq!(idle(1800), Duration::from_secs(1800));
+    }
 }

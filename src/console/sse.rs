@@ -22,6 +22,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
+use super::session::Sessions;
 use super::{Body, Decision, Feed, Filter};
 
 /// A comment line after this long without an event keeps proxies from closing the stream.
@@ -39,9 +40,35 @@ const ENDED: &[u8] = b"event: ended\ndata: sign in again\n\n";
 pub(crate) struct Guard {
     /// The session is live (checked without marking it used) and its token is the admin
     /// token now.
-    pub(crate) allowed: Box<dyn Fn() -> bool + Send + Sync>,
+    allowed: Box<dyn Fn() -> bool + Send + Sync>,
     /// Fails once the session is gone from the table (a sign-out ends the stream at once).
-    pub(crate) closed: watch::Receiver<()>,
+    closed: watch::Receiver<()>,
+}
+
+impl Guard {
+    /// The guard of a stream opened with session `id`: the session is live (checked without
+    /// marking it used: an open stream must not keep an idle session alive) and `token_ok`
+    /// holds for the token it was opened with (else the session ends, as on a request).
+    pub(crate) fn new(
+        sessions: Arc<Sessions>,
+        id: String,
+        token_ok: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let closed = sessions.closed(&id);
+        Self {
+            allowed: Box::new(move || {
+                let Some(session) = sessions.peek(&id) else {
+                    return false;
+                };
+                let ok = token_ok(&session.token);
+                if !ok {
+                    sessions.close(&id);
+                }
+                ok
+            }),
+            closed,
+        }
+    }
 }
 
 /// The page's filters and the last sequence number it shows.
@@ -157,5 +184,96 @@ impl http_body::Body for SseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    fn line(request_id: &str) -> String {
+        serde_json::json!({
+            "time": "2026-12-01T03:00:00Z", "request_id": request_id, "subject": "alice",
+            "method": "GET", "path": "/api/v3/toolkits", "route": "x", "policy": "p",
+            "decision": "allow", "code": 0, "identity_rewritten": false, "status": 200,
+            "latency_ms": 1.5,
+        })
+        .to_string()
+    }
+
+    /// The next frame's text, or `None` at the stream's end.
+    async fn next(body: &mut Body) -> Option<String> {
+        let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
+            .await
+            .expect("the stream answers or ends")?
+            .expect("infallible");
+        Some(String::from_utf8_lossy(frame.data_ref().expect("data")).into_owned())
+    }
+
+    /// Everything until the stream's end (a stream that never ends fails the test).
+    async fn rest(body: &mut Body) -> String {
+        let mut all = String::new();
+        while let Some(f) = next(body).await {
+            all.push_str(&f);
+        }
+        all
+    }
+
+    /// A feed, a session table with `idle`, a signed-in session and its open stream.
+    async fn open(
+        idle: Duration,
+        token_ok: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> (Arc<Feed>, Arc<Sessions>, String, Body) {
+        let feed = Arc::new(Feed::new());
+        feed.set_capacity(100);
+        let sessions = Arc::new(Sessions::new(idle));
+        let id = sessions.open("the-token");
+        let guard = Guard::new(sessions.clone(), id.clone(), token_ok);
+        let mut body = events(&feed, EventsQuery::default(), guard).into_body();
+        feed.consume(&line("before"), 0);
+        assert!(next(&mut body).await.is_some_and(|f| f.contains("\"before\"")));
+        (feed, sessions, id, body)
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_when_its_session_expires_and_sends_nothing_after() {
+        // Below the configured minimum (a minute), which the table itself does not impose.
+        let idle = Duration::from_millis(100);
+        let (feed, _sessions, _id, mut body) = open(idle, |_| true).await;
+        std::thread::sleep(idle + Duration::from_millis(20));
+        feed.consume(&line("after-expiry"), 0);
+        let rest = rest(&mut body).await;
+        assert!(!rest.contains("after-expiry"), "{rest}");
+        assert!(rest.ends_with("event: ended\ndata: sign in again\n\n"), "{rest}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_when_the_admin_token_changes() {
+        let rotated = Arc::new(AtomicBool::new(false));
+        let token_ok = {
+            let rotated = rotated.clone();
+            move |t: &str| t == "the-token" && !rotated.load(Ordering::SeqCst)
+        };
+        let (feed, sessions, id, mut body) = open(Duration::from_secs(60), token_ok).await;
+        rotated.store(true, Ordering::SeqCst);
+        feed.consume(&line("after-rotation"), 0);
+        let rest = rest(&mut body).await;
+        assert!(!rest.contains("after-rotation"), "{rest}");
+        // The session ended with it, as a request would have ended it.
+        assert!(sessions.get(&id).is_none());
+    }
+
+    #[tokio::test]
+    async fn signing_out_ends_a_stream_without_waiting_for_an_event() {
+        let (feed, sessions, id, mut body) = open(Duration::from_secs(60), |_| true).await;
+        sessions.close(&id);
+        feed.consume(&line("after-sign-out"), 0);
+        let rest = rest(&mut body).await;
+        assert!(!rest.contains("after-sign-out"), "{rest}");
+        assert!(rest.contains("event: ended"), "{rest}");
     }
 }
