@@ -214,12 +214,18 @@ mod tests {
         Some(String::from_utf8_lossy(frame.data_ref().expect("data")).into_owned())
     }
 
-    /// Everything until the stream's end (a stream that never ends fails the test).
+    /// Everything until the stream's end (a stream that does not end, keepalives and all,
+    /// fails the test).
     async fn rest(body: &mut Body) -> String {
         let mut all = String::new();
-        while let Some(f) = next(body).await {
-            all.push_str(&f);
-        }
+        let read = async {
+            while let Some(f) = next(body).await {
+                all.push_str(&f);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the stream ends");
         all
     }
 
