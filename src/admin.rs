@@ -2,7 +2,9 @@
 //! (`/deny`, [`deny`]) and `POST /explain`, on an address of its own so that none of it is reachable through the
 //! proxy listener. Health, readiness and metrics are open; every endpoint that changes state
 //! or reveals decisions needs the admin bearer token ([`auth`]), and is disabled when none is
-//! configured. Bind it to loopback or a cluster-internal address all the same.
+//! configured. A failed authentication is audited and slows later attempts from its source,
+//! never locking the right token out ([`throttle`]). Bind it to loopback or a cluster-internal
+//! address all the same.
 //!
 //! Bounded like the proxy listener, more tightly: HTTP/1 only, `[admin] max_connections`,
 //! small request heads, a deadline from accept to the first request head and an idle

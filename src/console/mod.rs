@@ -245,7 +245,15 @@ impl Console {
             t => crate::admin::AdminToken::from_config(&state.admin).verify(state.env(), t),
         };
         if let Err(refused) = checked {
-            throttle::failed(state, &self.throttle, source, Via::Console, &method, &path, refused);
+            throttle::failed(
+                state,
+                &self.throttle,
+                source,
+                Via::Console,
+                &method,
+                &path,
+                refused,
+            );
             return html(
                 StatusCode::UNAUTHORIZED,
                 pages::login(Some("That is not the admin token.")),

@@ -241,7 +241,9 @@ mod tests {
         let guard = Guard::new(sessions.clone(), id.clone(), token_ok);
         let mut body = events(&feed, EventsQuery::default(), guard).into_body();
         feed.consume(&line("before"), 0);
-        assert!(next(&mut body).await.is_some_and(|f| f.contains("\"before\"")));
+        assert!(next(&mut body)
+            .await
+            .is_some_and(|f| f.contains("\"before\"")));
         (feed, sessions, id, body)
     }
 
@@ -254,7 +256,10 @@ mod tests {
         feed.consume(&line("after-expiry"), 0);
         let rest = rest(&mut body).await;
         assert!(!rest.contains("after-expiry"), "{rest}");
-        assert!(rest.ends_with("event: ended\ndata: sign in again\n\n"), "{rest}");
+        assert!(
+            rest.ends_with("event: ended\ndata: sign in again\n\n"),
+            "{rest}"
+        );
     }
 
     #[tokio::test]

@@ -148,7 +148,11 @@ fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
 
 /// Signs in with `token`; the session id and the CSRF token of its forms.
 async fn sign_in(addr: SocketAddr, token: &str) -> (String, String) {
-    let answer = raw(addr, &post(addr, "/ui/login", None, &format!("token={token}"))).await;
+    let answer = raw(
+        addr,
+        &post(addr, "/ui/login", None, &format!("token={token}")),
+    )
+    .await;
     assert_eq!(status(&answer), 303, "{answer}");
     let id = header(&answer, "set-cookie")
         .and_then(|c| c.split(';').next())
@@ -218,7 +222,11 @@ async fn the_live_stream_ends_at_sign_out_and_sends_nothing_after() {
     w.decision("before-sign-out").await;
     stream.until("before-sign-out").await;
 
-    let logout = raw(a, &post(a, "/ui/logout", Some(&session), &format!("csrf={csrf}"))).await;
+    let logout = raw(
+        a,
+        &post(a, "/ui/logout", Some(&session), &format!("csrf={csrf}")),
+    )
+    .await;
     assert_eq!(status(&logout), 303, "{logout}");
     w.decision("after-sign-out").await;
     let rest = stream.rest().await;
@@ -258,7 +266,11 @@ async fn wrong_admin_tokens_are_audited_slowed_and_never_lock_the_right_one_out(
         assert_eq!(status(&answer), 401, "{answer}");
     }
     let answer = raw(a, &get(a, "/deny", None, Some(ADMIN_TOKEN))).await;
-    assert_eq!(status(&answer), 200, "the right token still gets in: {answer}");
+    assert_eq!(
+        status(&answer),
+        200,
+        "the right token still gets in: {answer}"
+    );
     for i in 0..WRONG {
         let form = format!("token=wrong-guess-{i}");
         let answer = raw(a, &post(a, "/ui/login", None, &form)).await;
@@ -268,7 +280,12 @@ async fn wrong_admin_tokens_are_audited_slowed_and_never_lock_the_right_one_out(
     sign_in(a, ADMIN_TOKEN).await;
     // Another source on the loopback network is a source of its own.
     let other: SocketAddr = "127.0.0.2:0".parse().expect("addr");
-    let answer = raw_from(Some(other), a, &get(a, "/deny", None, Some("wrong-guess-x"))).await;
+    let answer = raw_from(
+        Some(other),
+        a,
+        &get(a, "/deny", None, Some("wrong-guess-x")),
+    )
+    .await;
     assert_eq!(status(&answer), 401, "{answer}");
 
     let events = w.events("admin_auth_failed", 2 * WRONG + 1).await;
