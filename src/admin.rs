@@ -2,7 +2,9 @@
 //! (`/deny`, [`deny`]) and `POST /explain`, on an address of its own so that none of it is reachable through the
 //! proxy listener. Health, readiness and metrics are open; every endpoint that changes state
 //! or reveals decisions needs the admin bearer token ([`auth`]), and is disabled when none is
-//! configured. Bind it to loopback or a cluster-internal address all the same.
+//! configured. A failed authentication is audited and slows later attempts from its source,
+//! never locking the right token out ([`throttle`]). Bind it to loopback or a cluster-internal
+//! address all the same.
 //!
 //! Bounded like the proxy listener, more tightly: HTTP/1 only, `[admin] max_connections`,
 //! small request heads, a deadline from accept to the first request head and an idle
@@ -21,7 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -30,8 +32,10 @@ use crate::server::State;
 
 pub mod auth;
 mod deny;
+pub(crate) mod throttle;
 
 pub use auth::{AdminToken, Refused};
+use throttle::{Throttle, Via};
 
 /// Time allowed from accept to a complete request head.
 const FIRST_REQUEST: Duration = Duration::from_secs(5);
@@ -52,7 +56,10 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
         tracing::info!(%addr, "admin listening");
     }
     let permits = Arc::new(Semaphore::new(state.admin.max_connections.max(1)));
-    let console = crate::console::Console::new(&state);
+    // One throttle for the bearer API and the console's sign-in form: guessing through one
+    // does not start afresh on the other.
+    let throttle = Arc::new(Throttle::default());
+    let console = crate::console::Console::new(&state, throttle.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -61,7 +68,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -72,17 +79,20 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let hosts = Arc::new(Hosts::new(local, &state.admin.allowed_hosts));
-        let (state, console) = (state.clone(), console.clone());
+        let conn = Arc::new(Conn {
+            state: state.clone(),
+            throttle: throttle.clone(),
+            console: console.clone(),
+            hosts: Hosts::new(local, &state.admin.allowed_hosts),
+            source: peer.ip(),
+        });
         let builder = builder.clone();
         tokio::spawn(async move {
             let activity = Activity::new();
             let svc = Tracked::new(
                 tower::service_fn(move |req: Request<Incoming>| {
-                    let (state, hosts, console) = (state.clone(), hosts.clone(), console.clone());
-                    async move {
-                        Ok::<_, Infallible>(guarded(&state, &hosts, console.as_deref(), req).await)
-                    }
+                    let conn = conn.clone();
+                    async move { Ok::<_, Infallible>(guarded(&conn, req).await) }
                 }),
                 activity.clone(),
             );
@@ -97,6 +107,17 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
             drop(permit);
         });
     }
+}
+
+/// What the requests of one admin connection share.
+struct Conn {
+    state: Arc<State>,
+    /// Failed authentications by source, shared by every connection.
+    throttle: Arc<Throttle>,
+    console: Option<Arc<crate::console::Console>>,
+    hosts: Hosts,
+    /// The peer's address: whose failed authentications slow whose attempts.
+    source: IpAddr,
 }
 
 /// The `Host` values a connection may name: the address it arrived on, `localhost` on
@@ -139,13 +160,9 @@ impl Hosts {
 }
 
 /// Refuses requests that a browser was made to send (see the module documentation).
-async fn guarded(
-    state: &State,
-    hosts: &Hosts,
-    console: Option<&crate::console::Console>,
-    req: Request<Incoming>,
-) -> Response<crate::console::Body> {
+async fn guarded(conn: &Conn, req: Request<Incoming>) -> Response<crate::console::Body> {
     use http_body_util::BodyExt;
+    let hosts = &conn.hosts;
     let header = |name| {
         req.headers()
             .get(name)
@@ -161,33 +178,51 @@ async fn guarded(
         return text(StatusCode::FORBIDDEN, "forbidden\n").map(BodyExt::boxed);
     }
     let path = req.uri().path();
+    let console = conn.console.as_ref();
     if let Some(console) = console.filter(|_| path == "/ui" || path.starts_with("/ui/")) {
-        return console.handle(state, req).await;
+        return console.handle(&conn.state, conn.source, req).await;
     }
-    route(state, req).await.map(BodyExt::boxed)
+    route(conn, req).await.map(BodyExt::boxed)
 }
 
-/// Whether the request carries the admin token: `Ok`, or the answer to send instead.
+/// Whether the request carries the admin token: `Ok`, or the answer to send instead. A
+/// source with recent failures waits first ([`throttle`]); a failure is audited.
 #[allow(clippy::result_large_err)]
-fn authorized(state: &State, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
-    state
-        .admin_token
-        .check(state.env(), req.headers())
-        .map_err(|refused| {
-            tracing::warn!(method = %req.method(), path = req.uri().path(),
-                reason = refused.message(), "admin request refused");
+async fn authorized(conn: &Conn, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+    let state = &conn.state;
+    conn.throttle.wait(conn.source).await;
+    match state.admin_token.check(state.env(), req.headers()) {
+        Ok(()) => {
+            conn.throttle.succeeded(conn.source);
+            Ok(())
+        }
+        Err(refused) => {
             crate::metrics::admin_refused();
-            json_response(refused.status(), &json!({"error": refused.message()}))
-        })
+            throttle::failed(
+                state,
+                &conn.throttle,
+                conn.source,
+                Via::Api,
+                req.method(),
+                req.uri().path(),
+                refused,
+            );
+            Err(json_response(
+                refused.status(),
+                &json!({"error": refused.message()}),
+            ))
+        }
+    }
 }
 
-async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(conn: &Conn, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let state = &*conn.state;
     let open = matches!(
         (req.method(), req.uri().path()),
         (&Method::GET, "/healthz" | "/readyz" | "/metrics")
     );
     if !open {
-        if let Err(refusal) = authorized(state, &req) {
+        if let Err(refusal) = authorized(conn, &req).await {
             return refusal;
         }
     }
@@ -249,16 +284,6 @@ async fn explain(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
     let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
         return bad("`request` has no valid method");
     };
-    let Some(path) = state.config_path() else {
-        return json_response(
-            StatusCode::CONFLICT,
-            &json!({"error": "the gateway was not started from a config file"}),
-        );
-    };
-    let config = match crate::config::Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return bad(&e.to_string()),
-    };
     let request = crate::explain::ExplainRequest {
         method,
         target: target.trim().to_owned(),
@@ -269,11 +294,41 @@ async fn explain(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
         },
         live: v["live"].as_bool().unwrap_or(false),
     };
-    let kill_switch = state.current.load().kill_switch.clone();
-    match crate::explain::explain_with(&config, state.env(), &request, Some(kill_switch)).await {
+    match dry_run(state, &request).await {
         Ok(e) => json_response(StatusCode::OK, &json!(e)),
-        Err(e) => bad(&e.to_string()),
+        Err(DryRunError::NotFromFile) => json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": DryRunError::NotFromFile.to_string()}),
+        ),
+        Err(e @ DryRunError::Invalid(_)) => bad(&e.to_string()),
     }
+}
+
+/// Why [`dry_run`] made no explanation.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DryRunError {
+    #[error("the gateway was not started from a config file")]
+    NotFromFile,
+    /// The configuration file does not load or build.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The dry run of `POST /explain` and of the console's explain page: `request` against the
+/// configuration file the gateway runs (read again, so a policy can be tried by editing the
+/// file before `POST /reload`) and the running gateway's kill switch. One function, so the
+/// two answers cannot differ.
+pub(crate) async fn dry_run(
+    state: &State,
+    request: &crate::explain::ExplainRequest,
+) -> Result<crate::explain::Explanation, DryRunError> {
+    let path = state.config_path().ok_or(DryRunError::NotFromFile)?;
+    let config =
+        crate::config::Config::load(path).map_err(|e| DryRunError::Invalid(e.to_string()))?;
+    let kill_switch = state.current.load().kill_switch.clone();
+    crate::explain::explain_with(&config, state.env(), request, Some(kill_switch))
+        .await
+        .map_err(|e| DryRunError::Invalid(e.to_string()))
 }
 
 /// Ready when keys are loaded and Composio answered recently (or answers a probe now).

@@ -212,6 +212,13 @@ pub(crate) fn admin_refused() {
     metrics::counter!("entitygate_admin_refused_total").increment(1);
 }
 
+/// An admin authentication failed (`via`: `api` or `console`; `reason`: `missing` or
+/// `wrong`).
+pub(crate) fn admin_auth_failed(via: &'static str, reason: &'static str) {
+    metrics::counter!("entitygate_admin_auth_failures_total", "via" => via, "reason" => reason)
+        .increment(1);
+}
+
 /// A request was refused by a kill-switch rule.
 pub(crate) fn kill_switch_refused() {
     metrics::counter!("entitygate_kill_switch_refusals_total").increment(1);

@@ -48,6 +48,15 @@ impl Refused {
         }
     }
 
+    /// The reason as a label (metrics, audit events).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Missing => "missing",
+            Self::Wrong => "wrong",
+        }
+    }
+
     /// A one-line explanation for the operator.
     pub fn message(self) -> &'static str {
         match self {

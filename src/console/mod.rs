@@ -3,7 +3,10 @@
 //! - Access: the admin token ([`crate::admin::auth`]) is typed once into the login form;
 //!   the browser then holds only a random session id in an `HttpOnly`, `SameSite=Strict`
 //!   cookie ([`session`]). Every `POST` carries the session's CSRF token. Without an admin
-//!   token configured there is no console (the routes answer 404).
+//!   token configured there is no console (the routes answer 404). A wrong token at sign-in
+//!   is audited and slows that source's next attempts, as on the bearer API
+//!   ([`crate::admin::throttle`]); it never locks anyone out. The live stream re-checks its
+//!   session before every frame and ends with it ([`sse`]).
 //! - Output: pages are rendered with maud, which escapes every interpolated value; the live
 //!   feed sends JSON that the console's script puts into the page with `textContent` only.
 //!   Every answer carries a strict `Content-Security-Policy` (`script-src 'self'`, no inline
@@ -17,6 +20,7 @@ mod session;
 mod sse;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +33,7 @@ use serde::Deserialize;
 
 pub use feed::{Decision, Feed, Filter};
 
+use crate::admin::throttle::{self, Throttle, Via};
 use crate::server::State;
 use session::Sessions;
 
@@ -67,8 +72,11 @@ const MAX_FORM: usize = 256 * 1024;
 /// The console of one admin listener.
 #[derive(Debug)]
 pub(crate) struct Console {
-    sessions: Sessions,
+    /// Shared with the live streams, which re-check their session in it.
+    sessions: Arc<Sessions>,
     idle: Duration,
+    /// The admin listener's failed-authentication table (the bearer API's too).
+    throttle: Arc<Throttle>,
 }
 
 /// A signed-in request's context for the pages.
@@ -79,16 +87,17 @@ pub(crate) struct Ctx<'a> {
 
 impl Console {
     /// The console, when enabled and an admin token is configured; starts the feed.
-    pub(crate) fn new(state: &State) -> Option<Arc<Self>> {
+    pub(crate) fn new(state: &State, throttle: Arc<Throttle>) -> Option<Arc<Self>> {
         let cfg = &state.admin.console;
         if !cfg.enabled || !admin_token_configured(state) {
             return None;
         }
         state.current.load().audit.feed().start(cfg.recent);
-        let idle = Duration::from_secs(cfg.session_idle_secs.max(60));
+        let idle = idle_timeout(cfg);
         Some(Arc::new(Self {
-            sessions: Sessions::new(idle),
+            sessions: Arc::new(Sessions::new(idle)),
             idle,
+            throttle,
         }))
     }
 
@@ -99,14 +108,24 @@ impl Console {
             .is_ok()
     }
 
-    /// Answers one `/ui` request.
-    pub(crate) async fn handle(&self, state: &State, req: Request<Incoming>) -> Response<Body> {
-        let mut resp = self.route(state, req).await;
+    /// Answers one `/ui` request from `source`.
+    pub(crate) async fn handle(
+        &self,
+        state: &Arc<State>,
+        source: IpAddr,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let mut resp = self.route(state, source, req).await;
         secure_headers(resp.headers_mut());
         resp
     }
 
-    async fn route(&self, state: &State, req: Request<Incoming>) -> Response<Body> {
+    async fn route(
+        &self,
+        state: &Arc<State>,
+        source: IpAddr,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         match (&method, path.as_str()) {
@@ -117,7 +136,7 @@ impl Console {
                 return asset(pages::APP_CSS, "text/css; charset=utf-8")
             }
             (&Method::GET, "/ui/login") => return html(StatusCode::OK, pages::login(None)),
-            (&Method::POST, "/ui/login") => return self.login(state, req).await,
+            (&Method::POST, "/ui/login") => return self.login(state, source, req).await,
             _ => {}
         }
         // Everything else needs a session whose admin token is still the admin token.
@@ -181,7 +200,10 @@ impl Console {
             }
             "/ui/live/events" => {
                 let q = parse_query::<sse::EventsQuery>(&query);
-                sse::events(&feed, q)
+                let Some(id) = id else {
+                    return not_found();
+                };
+                sse::events(&feed, q, self.guard(state, id))
             }
             "/ui/decision" => {
                 let q = parse_query::<IdQuery>(&query);
@@ -199,32 +221,57 @@ impl Console {
         }
     }
 
-    async fn login(&self, state: &State, req: Request<Incoming>) -> Response<Body> {
-        if !self.sessions.may_try() {
-            return html(
-                StatusCode::TOO_MANY_REQUESTS,
-                pages::login(Some("Too many failed sign-ins: wait a minute.")),
-            );
-        }
+    /// What a live stream of session `id` asks before each frame ([`sse::Guard::new`]),
+    /// with the admin token as it is now.
+    fn guard(&self, state: &Arc<State>, id: String) -> sse::Guard {
+        let state = state.clone();
+        sse::Guard::new(self.sessions.clone(), id, move |token| {
+            Self::token_ok(&state, token)
+        })
+    }
+
+    /// `POST /ui/login`: a source with recent failed authentications waits first; a wrong
+    /// token is audited and counted against its source, never refused for the ones before.
+    async fn login(&self, state: &State, source: IpAddr, req: Request<Incoming>) -> Response<Body> {
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let form = match read_form(req).await {
             Ok(f) => f,
             Err(r) => return r,
         };
+        self.throttle.wait(source).await;
         let token = form.get("token").map(|t| t.trim()).unwrap_or_default();
-        if token.is_empty() || !Self::token_ok(state, token) {
-            self.sessions.failed();
-            tracing::warn!("console sign-in with a wrong admin token");
+        let checked = match token {
+            "" => Err(crate::admin::Refused::Missing),
+            t => crate::admin::AdminToken::from_config(&state.admin).verify(state.env(), t),
+        };
+        if let Err(refused) = checked {
+            throttle::failed(
+                state,
+                &self.throttle,
+                source,
+                Via::Console,
+                &method,
+                &path,
+                refused,
+            );
             return html(
                 StatusCode::UNAUTHORIZED,
                 pages::login(Some("That is not the admin token.")),
             );
         }
+        self.throttle.succeeded(source);
         let id = self.sessions.open(token);
         tracing::info!("console sign-in");
         let mut r = redirect("/ui/live");
         set_cookie(&mut r, &session::set_cookie(&id, self.idle));
         r
     }
+}
+
+/// How long an unused session lasts: `session_idle_secs`, at least a minute (a shorter one
+/// would end sessions between two clicks).
+fn idle_timeout(cfg: &ConsoleConfig) -> Duration {
+    Duration::from_secs(cfg.session_idle_secs.max(60))
 }
 
 fn admin_token_configured(state: &State) -> bool {
@@ -461,4 +508,22 @@ fn secure_headers(h: &mut http::HeaderMap) {
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_lasts_at_least_a_minute_unused() {
+        let idle = |secs| {
+            idle_timeout(&ConsoleConfig {
+                session_idle_secs: secs,
+                ..ConsoleConfig::default()
+            })
+        };
+        assert_eq!(idle(0), Duration::from_secs(60));
+        assert_eq!(idle(1), Duration::from_secs(60));
+        assert_eq!(idle(1800), Duration::from_secs(1800));
+    }
 }

@@ -460,8 +460,8 @@ pub(crate) fn policy(ctx: &Ctx<'_>, result: Option<(ExplainForm, Markup)>) -> Ma
     )
 }
 
-/// `POST /ui/policy/explain`: the dry run of [`crate::explain::explain`] against the
-/// configuration file the gateway runs (read again, as `POST /explain` does).
+/// `POST /ui/policy/explain`: the dry run of `POST /explain` ([`crate::admin::dry_run`]:
+/// the configuration file the gateway runs, read again, and the running kill switch).
 pub(crate) async fn explain(ctx: &Ctx<'_>, form: &Form) -> Markup {
     let echo = ExplainForm {
         request: form.get("request").cloned().unwrap_or_default(),
@@ -501,11 +501,6 @@ async fn run_explain(
             Some(b.as_bytes().to_vec())
         }
     };
-    let path = ctx
-        .state
-        .config_path()
-        .ok_or("The gateway was not started from a configuration file.")?;
-    let config = crate::config::Config::load(path).map_err(|e| e.to_string())?;
     let request = crate::explain::ExplainRequest {
         method,
         target: target.trim().to_owned(),
@@ -513,7 +508,7 @@ async fn run_explain(
         body,
         live,
     };
-    crate::explain::explain(&config, ctx.state.env(), &request)
+    crate::admin::dry_run(ctx.state, &request)
         .await
         .map_err(|e| e.to_string())
 }

@@ -6,10 +6,16 @@
 //! its source) ends every session at once. Sessions also end after an idle period, at a hard
 //! maximum age, and at logout. The table is bounded: the least recently seen session makes
 //! room for a new login.
+//!
+//! Each session owns a close signal ([`Sessions::closed`]): whatever removes it from the
+//! table (logout, a rotated token, expiry once noticed, eviction) ends the live streams
+//! opened with it at once.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 /// The session cookie's name.
 pub(crate) const COOKIE: &str = "eg_console";
@@ -17,9 +23,6 @@ pub(crate) const COOKIE: &str = "eg_console";
 const MAX_SESSIONS: usize = 64;
 /// A session ends this long after login, however active.
 const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
-/// Failed logins allowed per [`FAILURE_WINDOW`] before logins are refused for its rest.
-const MAX_FAILURES: u32 = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// One signed-in browser.
 #[derive(Clone)]
@@ -38,12 +41,20 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// The session table and the login throttle.
+/// The session table.
 #[derive(Debug)]
 pub(crate) struct Sessions {
     idle: Duration,
-    table: Mutex<HashMap<String, Session>>,
-    failures: Mutex<(Instant, u32)>,
+    table: Mutex<HashMap<String, Slot>>,
+}
+
+/// A session in the table, with its close signal.
+#[derive(Debug)]
+struct Slot {
+    session: Session,
+    /// Never sent on: dropped with the slot, which every [`watch::Receiver`] from
+    /// [`Sessions::closed`] sees as its end.
+    closed: watch::Sender<()>,
 }
 
 /// 244 random bits as 64 hex digits: two v4 UUIDs from uuid's `fast-rng` generator (rand's
@@ -71,7 +82,6 @@ impl Sessions {
         Self {
             idle,
             table: Mutex::new(HashMap::new()),
-            failures: Mutex::new((Instant::now(), 0)),
         }
     }
 
@@ -80,35 +90,65 @@ impl Sessions {
         let id = random_token();
         let now = Instant::now();
         let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        t.retain(|_, s| !expired(s, now, self.idle));
+        t.retain(|_, s| !expired(&s.session, now, self.idle));
         if t.len() >= MAX_SESSIONS {
-            if let Some(oldest) = t.iter().min_by_key(|(_, s)| s.seen).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = t
+                .iter()
+                .min_by_key(|(_, s)| s.session.seen)
+                .map(|(k, _)| k.clone())
+            {
                 t.remove(&oldest);
             }
         }
         t.insert(
             id.clone(),
-            Session {
-                csrf: random_token(),
-                token: token.to_owned(),
-                created: now,
-                seen: now,
+            Slot {
+                session: Session {
+                    csrf: random_token(),
+                    token: token.to_owned(),
+                    created: now,
+                    seen: now,
+                },
+                closed: watch::Sender::new(()),
             },
         );
         id
     }
 
-    /// The live session `id` names, marked as seen.
+    /// The live session `id` names, marked as seen (a request from its browser).
     pub(crate) fn get(&self, id: &str) -> Option<Session> {
+        self.live(id, true)
+    }
+
+    /// The live session `id` names, *not* marked as seen: an open live stream re-checks its
+    /// session with this, and must not keep it from expiring when idle.
+    pub(crate) fn peek(&self, id: &str) -> Option<Session> {
+        self.live(id, false)
+    }
+
+    fn live(&self, id: &str, seen: bool) -> Option<Session> {
         let now = Instant::now();
         let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let s = t.get_mut(id)?;
-        if expired(s, now, self.idle) {
+        if expired(&s.session, now, self.idle) {
             t.remove(id);
             return None;
         }
-        s.seen = now;
-        Some(s.clone())
+        if seen {
+            s.session.seen = now;
+        }
+        Some(s.session.clone())
+    }
+
+    /// The close signal of session `id`: `changed()` fails once the session is gone from
+    /// the table (at once if it already is).
+    pub(crate) fn closed(&self, id: &str) -> watch::Receiver<()> {
+        let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        match t.get(id) {
+            Some(s) => s.closed.subscribe(),
+            // A receiver whose sender is gone: closed from the start.
+            None => watch::channel(()).1,
+        }
     }
 
     /// Ends session `id`.
@@ -117,21 +157,6 @@ impl Sessions {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
-    }
-
-    /// Whether another login attempt may be checked now.
-    pub(crate) fn may_try(&self) -> bool {
-        let f = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        f.0.elapsed() >= FAILURE_WINDOW || f.1 < MAX_FAILURES
-    }
-
-    /// Counts a failed login.
-    pub(crate) fn failed(&self) {
-        let mut f = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if f.0.elapsed() >= FAILURE_WINDOW {
-            *f = (Instant::now(), 0);
-        }
-        f.1 += 1;
     }
 }
 
@@ -197,14 +222,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn logins_are_throttled_after_failures() {
+    #[tokio::test]
+    async fn closing_a_session_signals_its_streams_and_peeking_does_not_keep_it() {
         let s = Sessions::new(Duration::from_secs(60));
-        for _ in 0..MAX_FAILURES {
-            assert!(s.may_try());
-            s.failed();
-        }
-        assert!(!s.may_try());
+        let id = s.open("t");
+        let mut a = s.closed(&id);
+        let mut b = s.closed(&id);
+        assert!(a.has_changed().is_ok(), "open while the session is");
+        s.close(&id);
+        assert!(a.changed().await.is_err() && b.changed().await.is_err());
+        assert!(s.closed("no-such-session").changed().await.is_err());
+        // Peeking (what a live stream does) leaves the session's last use where it was, so
+        // an open stream does not keep an idle session alive; a request moves it.
+        let id = s.open("t");
+        let seen = |s: &Sessions| {
+            let t = s.table.lock().unwrap_or_else(PoisonError::into_inner);
+            t.get(&id).map(|slot| slot.session.seen)
+        };
+        let opened = seen(&s);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(s.peek(&id).is_some());
+        assert_eq!(seen(&s), opened);
+        assert!(s.get(&id).is_some());
+        assert!(seen(&s) > opened);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod admin_console;
 mod carriers;
 mod cli;
 mod controls;

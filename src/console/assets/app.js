@@ -59,6 +59,12 @@
   source.onmessage = function (e) {
     try { add(JSON.parse(e.data)); } catch (err) { /* a malformed event is skipped */ }
   };
+  // The session ended (sign-out, expiry, a new admin token): reconnecting would be refused.
+  source.addEventListener("ended", function () {
+    source.close();
+    status.textContent = "ended: sign in again";
+    status.className = "refused";
+  });
   source.addEventListener("lagged", function (e) {
     status.textContent = "live (skipped " + e.data + " decisions: too fast to show)";
   });
