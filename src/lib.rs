@@ -79,8 +79,6 @@ pub mod proxy;
 pub mod revocation;
 pub mod rewrite;
 pub mod routes;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 pub mod secrets;
 pub mod server;
 pub mod shared;
@@ -88,6 +86,10 @@ pub mod tls;
 pub mod toolpolicy;
 pub mod trace;
 pub mod upstream;
+
+/// The fake Composio, crate `entitygate-sandbox` (crates/sandbox), under its old path.
+#[cfg(feature = "sandbox")]
+pub use entitygate_sandbox as sandbox;
 
 pub use config::Config;
 pub use error::Error;

@@ -457,16 +457,20 @@ pub(crate) fn paginate<T>(
     })
 }
 
-// === time ===
+// === time and names ===
 
-pub(crate) use crate::clock::{now_rfc3339, rfc3339};
+pub(crate) use crate::clock::{now_rfc3339, now_secs, rfc3339};
 
-/// Seconds since the epoch.
-pub(crate) fn now_secs() -> u64 {
-    crate::clock::unix_now()
-}
-
-/// `github_app` → `Github App`.
+/// `github_app` -> `Github App` (how Composio names a toolkit it has no name for).
 pub(crate) fn title_case(slug: &str) -> String {
-    crate::connections::display_name(slug)
+    slug.split(['_', '-'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -30,6 +30,7 @@
 //! - `http`: the per-request context and reply type;
 //! - `demo`: the demo data set.
 
+mod clock;
 mod demo;
 mod exec;
 mod http;
