@@ -57,13 +57,12 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod cli;
 pub mod clock;
 pub mod config;
 mod conn;
 pub mod connections;
 pub mod console;
-#[cfg(feature = "sandbox")]
-pub mod demo;
 pub mod error;
 pub mod expiry;
 pub mod explain;
