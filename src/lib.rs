@@ -20,6 +20,8 @@
 //! - [`audit`]: one structured event per decision, hash-chained; [`clock`]: Unix and RFC 3339
 //!   time; [`trace`]: W3C trace context across the hop and OpenTelemetry export.
 //! - [`explain`]: a dry run of one request through the real flow (`entitygate explain`).
+//! - [`cli`]: the subcommands' arguments, printing and exit statuses (`audit-log verify`,
+//!   `audit`, `explain`, `deny`, `demo`); the work stays in the modules they front.
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits; [`console`]: the security team's web console on the admin
 //!   listener (`/ui`).
@@ -36,9 +38,10 @@
 //! - [`logging`]: the log set-up of the binary.
 //! - [`shared`]: several replicas as one gateway on Redis (`[shared]`): global rate limits,
 //!   the invalidation bus, cross-replica single-flight, the audit job's lease and dedup.
-//! - `sandbox`, `demo` (cargo feature `sandbox`, on by default): a faithful fake Composio and
-//!   the demo that runs against it. An embedder builds without them with
-//!   `default-features = false`.
+//! - `sandbox`, `cli::demo` (cargo feature `sandbox`, on by default): a faithful fake Composio
+//!   and the demo that runs against it. The sandbox is its own crate (`crates/sandbox`,
+//!   `entitygate-sandbox`, re-exported here), depending on nothing of this one; an embedder
+//!   builds without either with `default-features = false` and never compiles it.
 //!
 //! # Embedding
 //! ```no_run

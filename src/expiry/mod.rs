@@ -9,7 +9,8 @@
 //!   across restarts by a small embedded store ([`dedup`]).
 //! - [`inbound`]: Composio's own `composio.connected_account.expired` webhook, verified
 //!   Standard-Webhooks style, acted on at once.
-//! - [`cli`] (`entitygate audit`) and [`spawn_schedule`] (`[audit_job] every_secs` in `serve`).
+//! - [`audit_once`] (`entitygate audit`, see [`crate::cli::expiry`]) and [`spawn_schedule`]
+//!   (`[audit_job] every_secs` in `serve`).
 
 pub mod dedup;
 pub mod inbound;
