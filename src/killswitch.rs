@@ -33,8 +33,6 @@ use tokio::sync::broadcast;
 use crate::error::Error;
 use crate::toolpolicy::glob_matches;
 
-pub mod cli;
-
 /// Rule id -> the rule as JSON.
 const RULES: TableDefinition<'_, &str, &str> = TableDefinition::new("deny_rules");
 

@@ -20,6 +20,8 @@
 //! - [`audit`]: one structured event per decision, hash-chained; [`clock`]: Unix and RFC 3339
 //!   time; [`trace`]: W3C trace context across the hop and OpenTelemetry export.
 //! - [`explain`]: a dry run of one request through the real flow (`entitygate explain`).
+//! - [`cli`]: the subcommands' arguments, printing and exit statuses (`audit-log verify`,
+//!   `audit`, `explain`, `deny`, `demo`); the work stays in the modules they front.
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits; [`console`]: the security team's web console on the admin
 //!   listener (`/ui`).
@@ -36,9 +38,10 @@
 //! - [`logging`]: the log set-up of the binary.
 //! - [`shared`]: several replicas as one gateway on Redis (`[shared]`): global rate limits,
 //!   the invalidation bus, cross-replica single-flight, the audit job's lease and dedup.
-//! - `sandbox`, `demo` (cargo feature `sandbox`, on by default): a faithful fake Composio and
-//!   the demo that runs against it. An embedder builds without them with
-//!   `default-features = false`.
+//! - `sandbox`, `cli::demo` (cargo feature `sandbox`, on by default): a faithful fake Composio
+//!   and the demo that runs against it. The sandbox is its own crate (`crates/sandbox`,
+//!   `entitygate-sandbox`, re-exported here), depending on nothing of this one; an embedder
+//!   builds without either with `default-features = false` and never compiles it.
 //!
 //! # Embedding
 //! ```no_run
@@ -57,13 +60,12 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod cli;
 pub mod clock;
 pub mod config;
 mod conn;
 pub mod connections;
 pub mod console;
-#[cfg(feature = "sandbox")]
-pub mod demo;
 pub mod error;
 pub mod expiry;
 pub mod explain;
@@ -79,8 +81,6 @@ pub mod proxy;
 pub mod revocation;
 pub mod rewrite;
 pub mod routes;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 pub mod secrets;
 pub mod server;
 pub mod shared;
@@ -88,6 +88,10 @@ pub mod tls;
 pub mod toolpolicy;
 pub mod trace;
 pub mod upstream;
+
+/// The fake Composio, crate `entitygate-sandbox` (crates/sandbox), under its old path.
+#[cfg(feature = "sandbox")]
+pub use entitygate_sandbox as sandbox;
 
 pub use config::Config;
 pub use error::Error;

@@ -29,14 +29,14 @@ enum Command {
     },
     /// Run the gateway against a built-in sandbox Composio, with two demo users.
     #[cfg(feature = "sandbox")]
-    Demo(entitygate::demo::DemoArgs),
+    Demo(entitygate::cli::demo::DemoArgs),
     /// Dry-run one request against a configuration: identity, route, invocations, the rule
     /// deciding each, the body after pinning; nothing is forwarded.
-    Explain(entitygate::explain::ExplainArgs),
+    Explain(entitygate::cli::explain::ExplainArgs),
     /// The kill switch of a running gateway, through its admin listener: add, list and
     /// lift deny rules. The admin token comes from $ENTITYGATE_ADMIN_TOKEN (--token-env) or
     /// --token-file.
-    Deny(entitygate::killswitch::cli::DenyArgs),
+    Deny(entitygate::cli::killswitch::DenyArgs),
     /// Tools for the decision log (`[audit] path`).
     AuditLog {
         #[command(subcommand)]
@@ -54,7 +54,7 @@ enum Command {
 enum AuditLogCommand {
     /// Check the hash chain (and HMACs) of audit log files, oldest first; exits non-zero at
     /// the first line that breaks it.
-    Verify(entitygate::audit::VerifyArgs),
+    Verify(entitygate::cli::audit::VerifyArgs),
 }
 
 /// `EX_USAGE`: the configuration is unusable.
@@ -113,13 +113,13 @@ async fn main() -> ExitCode {
             }
         }
         #[cfg(feature = "sandbox")]
-        Command::Demo(args) => entitygate::demo::run(args).await,
-        Command::Explain(args) => entitygate::explain::cli(&args).await,
-        Command::Deny(args) => entitygate::killswitch::cli::run(&args).await,
+        Command::Demo(args) => entitygate::cli::demo::run(args).await,
+        Command::Explain(args) => entitygate::cli::explain::run(&args).await,
+        Command::Deny(args) => entitygate::cli::killswitch::run(&args).await,
         Command::AuditLog {
             command: AuditLogCommand::Verify(args),
-        } => entitygate::audit::verify_cli(&args),
-        Command::Audit { config } => entitygate::expiry::cli(&config).await,
+        } => entitygate::cli::audit::verify(&args),
+        Command::Audit { config } => entitygate::cli::expiry::run(&config).await,
     }
 }
 

@@ -6,7 +6,7 @@ use http_body_util::Full;
 use hyper::Response;
 use serde_json::{json, Value};
 
-use super::Recorded;
+use crate::model::Recorded;
 
 /// Which API family a path belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,7 @@ impl Ctx {
             && matches!(segs.as_slice(), [m, id] if m == "mcp" && id != "servers");
         if api == Api::Other || api_server_post {
             let all: Vec<String> = trimmed.split('/').skip(1).map(percent_decode).collect();
-            if super::mcp::is_endpoint(&all) {
+            if is_endpoint(&all) {
                 api = Api::Mcp;
                 segs = all;
             }
@@ -302,7 +302,7 @@ impl Ctx {
         )
     }
 
-    /// The reply for an injected [`super::Fault::Status`].
+    /// The reply for an injected [`crate::Fault::Status`].
     pub(crate) fn injected_status(&self, status: u16) -> Reply {
         self.error(
             status,
@@ -408,5 +408,35 @@ impl Reply {
             headers.insert("x-request-id", v);
         }
         resp
+    }
+}
+
+// === MCP endpoints ===
+
+/// Whether the path segments name an MCP endpoint.
+pub(crate) fn is_endpoint(segs: &[String]) -> bool {
+    endpoint(segs).is_some()
+}
+
+/// The two kinds of hosted MCP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndpointKind {
+    /// A tool-router session's (`/tool_router/{id}/mcp`).
+    Session,
+    /// A hosted MCP server's (`/v3/mcp/{id}`).
+    Server,
+}
+
+/// The MCP endpoint the path segments name, and its session or server id.
+pub(crate) fn endpoint(segs: &[String]) -> Option<(EndpointKind, &str)> {
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match s.as_slice() {
+        ["tool_router", "v3", id, "mcp"] | ["tool_router", id, "mcp"] => {
+            Some((EndpointKind::Session, id))
+        }
+        ["v3", "mcp", id] | ["v3", "mcp", id, "mcp"] | ["api", "v3" | "v3.1", "mcp", id] => {
+            Some((EndpointKind::Server, id))
+        }
+        _ => None,
     }
 }

@@ -3,11 +3,11 @@
 
 use serde_json::{json, Value};
 
-use super::exec::{self, field, present, Who};
-use super::http::{Api, Ctx, Reply};
-use super::shapes;
-use super::store::{now_rfc3339, AccountFilter, AuthConfigRec, Store};
-use super::v3::{account_not_found, tool_not_found, Outcome};
+use crate::answers::{account_not_found, tool_not_found, Outcome};
+use crate::exec::{self, field, present, Who};
+use crate::http::{Api, Ctx, Reply};
+use crate::shapes;
+use crate::store::{now_rfc3339, AccountFilter, AuthConfigRec, Store};
 
 /// v1 page size when `pageSize` is absent.
 const DEFAULT_PAGE_SIZE: usize = 20;

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use super::store::{AccountRec, AuthConfigRec, ToolkitRec, TriggerRec, TriggerTypeRec};
-use super::{Recorded, Tool};
+use crate::model::{Recorded, Tool};
+use crate::store::{AccountRec, AuthConfigRec, ToolkitRec, TriggerRec, TriggerTypeRec};
 
 /// The tool version the catalogue reports as current.
 pub(crate) const TOOL_VERSION: &str = "20250909_00";
@@ -233,7 +233,7 @@ fn output_parameters() -> Value {
 }
 
 fn tool_display_name(slug: &str) -> String {
-    super::store::title_case(&slug.to_ascii_lowercase())
+    crate::store::title_case(&slug.to_ascii_lowercase())
 }
 
 /// A v3 tool (`GET /tools/{slug}` and list items).
@@ -314,7 +314,7 @@ pub(crate) fn toolkit_v3(tk: &ToolkitRec, tools: usize, triggers: usize, full: b
             "categories": [{
                 "id": tk.category,
                 "slug": tk.category,
-                "name": super::store::title_case(&tk.category),
+                "name": crate::store::title_case(&tk.category),
             }],
             "tools_count": tools,
             "triggers_count": triggers,
@@ -505,7 +505,7 @@ pub(crate) fn trigger_instance_v3(t: &TriggerRec) -> Value {
     })
 }
 
-/// The [`super::Fault::EchoHeaders`] body.
+/// The [`crate::Fault::EchoHeaders`] body.
 pub(crate) fn echo(r: &Recorded) -> Value {
     let mut headers = serde_json::Map::new();
     for (n, v) in &r.headers {

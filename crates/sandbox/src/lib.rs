@@ -21,20 +21,44 @@
 //! 1813 toolkit not enabled in the session, 10000 + status for an injected [`Fault::Status`].
 //!
 //! # Layout
-//! - this file: the handle, the data types, recording, faults and the server loop;
+//! - this file: the handle ([`Sandbox`]), recording, faults, credentials and the server loop;
+//! - `model`: the data types tests use ([`Account`], [`Tool`], [`Recorded`], [`Fault`]);
+//!   `clock`: Unix and RFC 3339 time;
 //! - `store`: the state and its queries (filters, cursor pagination);
 //! - `shapes`: the JSON renderings of accounts, tools, toolkits, apps, actions;
+//! - `http`: the per-request context and reply type, and which paths are MCP endpoints;
+//! - `exec`: which account a tool runs with, and what a run answers;
+//! - `answers`: the v3 answers several API families give (listings, not-found, links);
 //! - `v3`: `/api/v3` and `/api/v3.1`; `session`: their tool-router sessions;
-//!   `legacy`: `/api/v1` and `/api/v2`; `exec`: which account a tool runs with;
+//!   `legacy`: `/api/v1` and `/api/v2`;
 //! - `mcp`: the hosted MCP endpoints (Streamable HTTP, both protocol generations);
-//! - `http`: the per-request context and reply type;
 //! - `demo`: the demo data set.
+//!
+//! # Who imports whom
+//! Imports point one way, down this list; a module may use any module on a line above its
+//! own and none on its own line or below:
+//! 1. `clock`
+//! 2. `model`
+//! 3. `store`
+//! 4. `shapes`, `http`, `demo`
+//! 5. `exec`, `answers`
+//! 6. `session`
+//! 7. `v3`, `legacy`, `mcp`
+//! 8. this file.
+//!
+//! `mcp` reaches the store and its own state through `mcp::Host`, which the handle owns and
+//! passes in, never through the handle; the handle's MCP methods live here.
+//!
+//! The crate depends on nothing of `entitygate`: it checks the gateway from the outside.
 
+mod answers;
+mod clock;
 mod demo;
 mod exec;
 mod http;
 mod legacy;
 mod mcp;
+mod model;
 mod session;
 mod shapes;
 pub(crate) mod store;
@@ -49,7 +73,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,9 +89,11 @@ use tokio::sync::watch;
 
 use self::http::{Ctx, Reply};
 use self::mcp::SandboxBody;
+use self::model::lock;
 use self::store::Store;
 
 pub use self::mcp::{McpAnswer, McpConfig, McpStats, LEGACY_VERSIONS, MODERN_VERSION};
+pub use self::model::{Account, Fault, Recorded, Tool};
 /// `GET` here answers what reached the sandbox (newest last), without any credential: the
 /// sandbox's own introspection, for `entitygate demo`. The gateway never routes it.
 pub const REQUEST_LOG_PATH: &str = "/_sandbox/requests";
@@ -87,8 +113,9 @@ struct Inner {
     api_key: String,
     /// The project keys accepted instead of `api_key`, once a rotation set them.
     accepted_keys: Mutex<Option<Vec<String>>>,
-    /// Accounts, tools, sessions, triggers: everything the API reads and writes.
-    store: Mutex<Store>,
+    /// The store (accounts, tools, sessions, triggers: everything the API reads and writes)
+    /// and the hosted MCP endpoints' sessions, settings and counters.
+    host: Arc<mcp::Host>,
     /// Every request that reached the sandbox, in arrival order (the newest `record_limit`).
     log: Mutex<VecDeque<Recorded>>,
     /// How many recorded requests are kept; unlimited unless set (long-running demos).
@@ -100,8 +127,6 @@ struct Inner {
     generation: watch::Sender<u64>,
     /// Source of `x-request-id` values when the caller sent none.
     request_seq: AtomicU64,
-    /// The hosted MCP endpoints' sessions, settings and counters.
-    mcp: Mutex<mcp::State>,
     /// Log every recorded request (`entitygate demo --verbose`).
     verbose: AtomicBool,
 }
@@ -110,74 +135,6 @@ impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox").finish_non_exhaustive()
     }
-}
-
-/// One connected account, as the sandbox stores it (`ca_...` ids are used on every API
-/// version; Composio's v1 UUIDs are not modelled).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    /// The account id (`ca_...`).
-    pub id: String,
-    /// The owning user (Composio "entity").
-    pub user_id: String,
-    /// Lower-case toolkit slug.
-    pub toolkit: String,
-    /// `INITIALIZING`, `INITIATED`, `ACTIVE`, `FAILED`, `EXPIRED`, `INACTIVE` or `REVOKED`.
-    pub status: String,
-    /// Disabled accounts keep their status but cannot run tools.
-    pub is_disabled: bool,
-    /// The auth config (`ac_...`) the account was created from.
-    pub auth_config_id: String,
-    /// RFC 3339 creation time.
-    pub created_at: String,
-    /// Why the status is what it is, when Composio says so.
-    pub status_reason: Option<String>,
-}
-
-/// One tool (action) of the catalogue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tool {
-    /// Upper-case tool slug.
-    pub slug: String,
-    /// Lower-case slug of the owning toolkit (not necessarily the slug's prefix).
-    pub toolkit: String,
-    /// Runs without any connected account.
-    pub no_auth: bool,
-}
-
-/// One request as it reached the sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recorded {
-    /// `GET`, `POST`, ...
-    pub method: String,
-    /// The path, without the query.
-    pub path: String,
-    /// The raw query string, if any.
-    pub query: Option<String>,
-    /// Every header, names lower-case, in arrival order.
-    pub headers: Vec<(String, String)>,
-    /// The raw body.
-    pub body: Bytes,
-}
-
-/// A misbehaviour to inject, for fail-closed tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// Behave normally (also clears a fault).
-    None,
-    /// Answer every request with this status, in Composio's error envelope.
-    Status(u16),
-    /// Wait this long, then answer normally.
-    Delay(Duration),
-    /// Answer 200 with a body that is not JSON.
-    Garbage,
-    /// Close the connection without answering (on HTTP/2: reset the stream).
-    Reset,
-    /// Answer 200 JSON echoing the method, path, query, every header and the body.
-    EchoHeaders,
-    /// Answer with this status and this JSON body, as given (a provider's failure relayed
-    /// by Composio, a JSON-RPC answer of a hosted MCP endpoint).
-    Json(u16, serde_json::Value),
 }
 
 /// The error a service returns to make hyper drop the connection unanswered.
@@ -191,94 +148,6 @@ impl std::fmt::Display for InjectedReset {
 }
 
 impl std::error::Error for InjectedReset {}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-// === impl Account ===
-
-impl Account {
-    /// An account with the toolkit's default auth config (`ac_<toolkit>`), enabled, created
-    /// now.
-    pub fn new(id: &str, user_id: &str, toolkit: &str, status: &str) -> Self {
-        let toolkit = toolkit.to_ascii_lowercase();
-        Self {
-            id: id.to_owned(),
-            user_id: user_id.to_owned(),
-            auth_config_id: format!("ac_{toolkit}"),
-            toolkit,
-            status: status.to_ascii_uppercase(),
-            is_disabled: false,
-            created_at: store::now_rfc3339(),
-            status_reason: None,
-        }
-    }
-
-    /// Whether the account may run tools: `ACTIVE` and not disabled.
-    pub fn is_usable(&self) -> bool {
-        self.status == "ACTIVE" && !self.is_disabled
-    }
-}
-
-// === impl Tool ===
-
-impl Tool {
-    /// A tool of `toolkit`.
-    pub fn new(slug: &str, toolkit: &str, no_auth: bool) -> Self {
-        Self {
-            slug: slug.to_ascii_uppercase(),
-            toolkit: toolkit.to_ascii_lowercase(),
-            no_auth,
-        }
-    }
-}
-
-// === impl Recorded ===
-
-impl Recorded {
-    /// The body as JSON, if it is JSON.
-    pub fn json(&self) -> Option<serde_json::Value> {
-        serde_json::from_slice(&self.body).ok()
-    }
-
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every value of header `name` (case-insensitive).
-    pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The decoded query pairs, in order.
-    pub fn query_pairs(&self) -> Vec<(String, String)> {
-        self.query
-            .as_deref()
-            .map(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The first value of query parameter `key`.
-    pub fn query_param(&self, key: &str) -> Option<String> {
-        self.query_pairs()
-            .into_iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-    }
-}
 
 // === impl Sandbox ===
 
@@ -301,13 +170,15 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 api_key: api_key.to_owned(),
                 accepted_keys: Mutex::new(None),
-                store: Mutex::new(store),
+                host: Arc::new(mcp::Host {
+                    store: Mutex::new(store),
+                    state: Mutex::new(mcp::State::default()),
+                }),
                 log: Mutex::new(VecDeque::new()),
                 record_limit: AtomicUsize::new(usize::MAX),
                 faults: Mutex::new(HashMap::new()),
                 generation,
                 request_seq: AtomicU64::new(1),
-                mcp: Mutex::new(mcp::State::default()),
                 verbose: AtomicBool::new(false),
             }),
         }
@@ -438,13 +309,13 @@ impl Sandbox {
     /// Adds (or replaces, by id) a connected account; its toolkit and auth config are created
     /// if unknown.
     pub fn add_account(&self, a: Account) {
-        lock(&self.inner.store).add_account(a);
+        lock(&self.inner.host.store).add_account(a);
     }
 
     /// Adds `users` users named `{prefix}{n}` (n from 0), each with one `ACTIVE` account per
     /// toolkit in `toolkits`, ids `ca_{prefix}{n}_{toolkit}`. Returns the number of accounts.
     pub fn add_bulk_accounts(&self, prefix: &str, users: usize, toolkits: &[&str]) -> usize {
-        let mut store = lock(&self.inner.store);
+        let mut store = lock(&self.inner.host.store);
         let mut n = 0;
         for u in 0..users {
             let user = format!("{prefix}{u}");
@@ -463,12 +334,12 @@ impl Sandbox {
 
     /// Sets an account's status (upper-cased). Returns whether the account exists.
     pub fn set_account_status(&self, id: &str, status: &str) -> bool {
-        lock(&self.inner.store).set_status(id, status, None)
+        lock(&self.inner.host.store).set_status(id, status, None)
     }
 
     /// Enables or disables an account. Returns whether the account exists.
     pub fn set_account_disabled(&self, id: &str, disabled: bool) -> bool {
-        lock(&self.inner.store).set_disabled(id, disabled)
+        lock(&self.inner.host.store).set_disabled(id, disabled)
     }
 
     /// Fault injection: the provider revoked (`true`) or restored the token of account `id`.
@@ -476,7 +347,7 @@ impl Sandbox {
     /// as a failed tool result (v3.x and v1/v2 execute, sessions and their MCP tools/call).
     /// Returns whether the account exists.
     pub fn set_revoked_at_provider(&self, id: &str, revoked: bool) -> bool {
-        let mut store = lock(&self.inner.store);
+        let mut store = lock(&self.inner.host.store);
         if store.account(id).is_none() {
             return false;
         }
@@ -490,38 +361,38 @@ impl Sandbox {
 
     /// Removes an account. Returns whether it existed.
     pub fn remove_account(&self, id: &str) -> bool {
-        lock(&self.inner.store).remove_account(id)
+        lock(&self.inner.host.store).remove_account(id)
     }
 
     /// One account by id.
     pub fn account(&self, id: &str) -> Option<Account> {
-        lock(&self.inner.store).account(id).cloned()
+        lock(&self.inner.host.store).account(id).cloned()
     }
 
     /// Every account, oldest first.
     pub fn accounts(&self) -> Vec<Account> {
-        lock(&self.inner.store).all_accounts()
+        lock(&self.inner.host.store).all_accounts()
     }
 
     /// Adds (or replaces) a tool; its toolkit is created if unknown.
     pub fn add_tool(&self, t: Tool) {
-        lock(&self.inner.store).add_tool(t);
+        lock(&self.inner.host.store).add_tool(t);
     }
 
     /// Adds an action only the old API knows: `GET /api/v2/actions/{action}` and v1/v2
     /// execute find it, `GET /api/v3.1/tools/{slug}` answers 404.
     pub fn add_legacy_action(&self, t: Tool) {
-        lock(&self.inner.store).add_legacy_action(t);
+        lock(&self.inner.host.store).add_legacy_action(t);
     }
 
     /// The user a tool-router session was created for.
     pub fn session_user(&self, session_id: &str) -> Option<String> {
-        lock(&self.inner.store).session_user(session_id)
+        lock(&self.inner.host.store).session_user(session_id)
     }
 
     /// Creates a tool-router session for `user_id` with the given id.
     pub fn add_session(&self, session_id: &str, user_id: &str) {
-        lock(&self.inner.store).add_session(session_id, user_id);
+        lock(&self.inner.host.store).add_session(session_id, user_id);
     }
 
     // --- recording ---
@@ -682,7 +553,7 @@ impl Sandbox {
                     .into_response(&ctx.request_id)
                     .map(BodyExt::boxed_unsync);
             }
-            return mcp::serve(self, ctx).await;
+            return mcp::serve(&self.inner.host, ctx).await;
         }
         self.answer(ctx)
             .into_response(&ctx.request_id)
@@ -732,7 +603,7 @@ impl Sandbox {
         if let Err(reason) = self.check_credentials(ctx) {
             return unauthorized(ctx, reason);
         }
-        let mut store = lock(&self.inner.store);
+        let mut store = lock(&self.inner.host.store);
         match ctx.api {
             http::Api::V3 | http::Api::V31 => v3::route(ctx, &mut store),
             http::Api::V1 | http::Api::V2 => legacy::route(ctx, &mut store),
@@ -759,6 +630,26 @@ impl Sandbox {
             [_] => Err("Invalid API key"),
             _ => Err("More than one credential was presented"),
         }
+    }
+}
+
+// === impl Sandbox (MCP) ===
+
+impl Sandbox {
+    /// Sets how the hosted MCP endpoints answer (see [`McpConfig`]).
+    pub fn set_mcp_config(&self, config: McpConfig) {
+        lock(&self.inner.host.state).set_config(config);
+    }
+
+    /// What the hosted MCP endpoints have seen.
+    pub fn mcp_stats(&self) -> McpStats {
+        lock(&self.inner.host.state).stats()
+    }
+
+    /// Adds (or replaces) a hosted MCP server serving `toolkits` (all their tools, or only
+    /// `allowed_tools` when not empty); its URL is `/v3/mcp/{id}`.
+    pub fn add_mcp_server(&self, id: &str, name: &str, toolkits: &[&str], allowed_tools: &[&str]) {
+        lock(&self.inner.host.store).add_mcp_server(id, name, toolkits, allowed_tools);
     }
 }
 

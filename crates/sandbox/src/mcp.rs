@@ -6,7 +6,7 @@
 //! - `/tool_router/{session_id}/mcp` (also `/tool_router/v3/{session_id}/mcp`): a tool-router
 //!   session. `tools/list` shows the meta tools, then the session's `config.preload.tools`;
 //!   `tools/call` runs any tool the session enables, as the session's user, through
-//!   [`super::session::run_tool`], the code behind `POST .../session/{id}/execute`.
+//!   [`crate::session::run_tool`], the code behind `POST .../session/{id}/execute`.
 //! - `/v3/mcp/{server_id}` (also `/v3/mcp/{server_id}/mcp`, and `POST /api/{v3}/mcp/{server_id}`
 //!   whose GET and DELETE stay the REST configuration routes) with `user_id` and/or
 //!   `connected_account_id` in the query (as `mcp/servers/generate` hands them out): the
@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -57,11 +57,12 @@ use hyper::Response;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
-use super::exec::{self, Who};
-use super::http::Ctx;
-use super::shapes::{self, TOOL_VERSION};
-use super::store::Store;
-use super::{lock, session, Sandbox, Tool};
+use crate::exec::{self, Who};
+use crate::http::{endpoint, Ctx, EndpointKind};
+use crate::model::{lock, Tool};
+use crate::session;
+use crate::shapes::{self, TOOL_VERSION};
+use crate::store::{self, Store};
 
 /// The body of every sandbox response: a full buffer or an SSE stream.
 pub(crate) type SandboxBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -97,7 +98,7 @@ pub enum McpAnswer {
     Sse,
 }
 
-/// The MCP endpoints' behaviour, see [`Sandbox::set_mcp_config`].
+/// The MCP endpoints' behaviour, see [`crate::Sandbox::set_mcp_config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McpConfig {
     /// The answer mode when the request does not pick one.
@@ -132,6 +133,15 @@ pub struct McpStats {
     pub tool_calls: usize,
 }
 
+/// What the MCP endpoints reach of the sandbox: the store they share with the REST API, and
+/// their own state. The handle ([`crate::Sandbox`]) owns one and passes it in, so this module
+/// never needs the handle itself.
+#[derive(Debug, Default)]
+pub(crate) struct Host {
+    pub(crate) store: Mutex<Store>,
+    pub(crate) state: Mutex<State>,
+}
+
 /// The MCP part of the sandbox's state.
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -157,32 +167,10 @@ struct Counters {
     tool_calls: AtomicUsize,
 }
 
-/// Whether the path segments name an MCP endpoint.
-pub(crate) fn is_endpoint(segs: &[String]) -> bool {
-    endpoint(segs).is_some()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Session,
-    Server,
-}
-
-fn endpoint(segs: &[String]) -> Option<(Kind, &str)> {
-    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
-    match s.as_slice() {
-        ["tool_router", "v3", id, "mcp"] | ["tool_router", id, "mcp"] => Some((Kind::Session, id)),
-        ["v3", "mcp", id] | ["v3", "mcp", id, "mcp"] | ["api", "v3" | "v3.1", "mcp", id] => {
-            Some((Kind::Server, id))
-        }
-        _ => None,
-    }
-}
-
 /// Who an endpoint acts for, resolved per request from the store.
 #[derive(Debug, Clone)]
 enum Target {
-    Session(super::store::SessionRec),
+    Session(store::SessionRec),
     Server {
         tools: Vec<Tool>,
         server: String,
@@ -385,52 +373,27 @@ impl Drop for CancelGuard {
     }
 }
 
-// === impl Sandbox (MCP) ===
+// === impl State ===
 
-impl Sandbox {
-    /// Sets how the hosted MCP endpoints answer (see [`McpConfig`]).
-    pub fn set_mcp_config(&self, config: McpConfig) {
-        lock(&self.inner.mcp).config = config;
+impl State {
+    /// Sets how the endpoints answer from now on.
+    pub(crate) fn set_config(&mut self, config: McpConfig) {
+        self.config = config;
     }
 
-    /// What the hosted MCP endpoints have seen.
-    pub fn mcp_stats(&self) -> McpStats {
-        let state = lock(&self.inner.mcp);
+    /// What the endpoints have seen so far.
+    pub(crate) fn stats(&self) -> McpStats {
         McpStats {
-            sessions: state.sessions.len(),
-            open_streams: state.counters.open_streams.load(Ordering::Relaxed),
-            cancelled: state.counters.cancelled.load(Ordering::Relaxed),
-            tool_calls: state.counters.tool_calls.load(Ordering::Relaxed),
+            sessions: self.sessions.len(),
+            open_streams: self.counters.open_streams.load(Ordering::Relaxed),
+            cancelled: self.counters.cancelled.load(Ordering::Relaxed),
+            tool_calls: self.counters.tool_calls.load(Ordering::Relaxed),
         }
-    }
-
-    /// Adds (or replaces) a hosted MCP server serving `toolkits` (all their tools, or only
-    /// `allowed_tools` when not empty); its URL is `/v3/mcp/{id}`.
-    pub fn add_mcp_server(&self, id: &str, name: &str, toolkits: &[&str], allowed_tools: &[&str]) {
-        let mut store = lock(&self.inner.store);
-        for tk in toolkits {
-            store.ensure_toolkit(tk);
-        }
-        store.mcp_servers.insert(
-            id.to_owned(),
-            super::store::McpServerRec {
-                id: id.to_owned(),
-                name: name.to_owned(),
-                toolkits: toolkits.iter().map(|t| t.to_ascii_lowercase()).collect(),
-                auth_config_ids: toolkits.iter().map(|t| format!("ac_{t}")).collect(),
-                allowed_tools: allowed_tools
-                    .iter()
-                    .map(|t| t.to_ascii_uppercase())
-                    .collect(),
-                created_at: super::store::now_rfc3339(),
-                instances: Vec::new(),
-            },
-        );
     }
 }
 
 /// Serves one request to an MCP endpoint (credentials already checked).
-pub(crate) async fn serve(sb: &Sandbox, ctx: &Ctx) -> Response<SandboxBody> {
+pub(crate) async fn serve(sb: &Arc<Host>, ctx: &Ctx) -> Response<SandboxBody> {
     let answer = match ctx.method.as_str() {
         "POST" => post(sb, ctx).await,
         "GET" => get(sb, ctx),
@@ -456,13 +419,13 @@ fn one_header<'c>(ctx: &'c Ctx, name: &str) -> Result<Option<&'c str>, Answer> {
 }
 
 /// Resolves the endpoint to its session or server and identity.
-fn target(sb: &Sandbox, ctx: &Ctx) -> Result<Target, Answer> {
+fn target(sb: &Arc<Host>, ctx: &Ctx) -> Result<Target, Answer> {
     let Some((kind, id)) = endpoint(&ctx.segs) else {
         return Err(Answer::rpc(404, RPC_SERVER_ERROR, "Not found"));
     };
-    let store = lock(&sb.inner.store);
+    let store = lock(&sb.store);
     match kind {
-        Kind::Session => store
+        EndpointKind::Session => store
             .session(id)
             .cloned()
             .map(Target::Session)
@@ -477,7 +440,7 @@ fn target(sb: &Sandbox, ctx: &Ctx) -> Result<Target, Answer> {
                     ),
                 )
             }),
-        Kind::Server => {
+        EndpointKind::Server => {
             let Some(server) = store.mcp_servers.get(id) else {
                 return Err(Answer::rpc(
                     404,
@@ -505,7 +468,7 @@ fn target(sb: &Sandbox, ctx: &Ctx) -> Result<Target, Answer> {
     }
 }
 
-fn server_tools(s: &Store, server: &super::store::McpServerRec) -> Vec<Tool> {
+fn server_tools(s: &Store, server: &store::McpServerRec) -> Vec<Tool> {
     s.tools
         .values()
         .filter(|t| server.toolkits.iter().any(|tk| tk == &t.toolkit))
@@ -571,13 +534,13 @@ enum Era {
     Stateless,
 }
 
-async fn post(sb: &Sandbox, ctx: &Ctx) -> Answer {
+async fn post(sb: &Arc<Host>, ctx: &Ctx) -> Answer {
     match post_inner(sb, ctx).await {
         Ok(a) | Err(a) => a,
     }
 }
 
-async fn post_inner(sb: &Sandbox, ctx: &Ctx) -> Result<Answer, Answer> {
+async fn post_inner(sb: &Arc<Host>, ctx: &Ctx) -> Result<Answer, Answer> {
     if !is_json_content_type(ctx) {
         return Err(Answer::rpc(
             415,
@@ -585,7 +548,7 @@ async fn post_inner(sb: &Sandbox, ctx: &Ctx) -> Result<Answer, Answer> {
             "Unsupported Media Type: Content-Type must be application/json",
         ));
     }
-    let config = lock(&sb.inner.mcp).config.clone();
+    let config = lock(&sb.state).config.clone();
     let mode = answer_mode(ctx, &config).ok_or_else(|| {
         Answer::rpc(
             406,
@@ -660,7 +623,7 @@ fn unsupported_version(v: &str) -> Answer {
 }
 
 /// The negotiated version of the request's stateful session.
-fn session_version(sb: &Sandbox, ctx: &Ctx, target: &Target) -> Result<String, Answer> {
+fn session_version(sb: &Arc<Host>, ctx: &Ctx, target: &Target) -> Result<String, Answer> {
     let Some(sid) = one_header(ctx, "mcp-session-id")? else {
         return Err(Answer::rpc(
             400,
@@ -668,7 +631,7 @@ fn session_version(sb: &Sandbox, ctx: &Ctx, target: &Target) -> Result<String, A
             "Bad Request: Mcp-Session-Id header is required",
         ));
     };
-    let state = lock(&sb.inner.mcp);
+    let state = lock(&sb.state);
     match state.sessions.get(sid) {
         Some(s) if s.binding == target.binding() => Ok(s.version.clone()),
         _ => Err(Answer::rpc(404, RPC_SESSION_NOT_FOUND, "Session not found")),
@@ -778,7 +741,7 @@ fn stateless_check(
 }
 
 fn initialize(
-    sb: &Sandbox,
+    sb: &Arc<Host>,
     msg: &Value,
     target: &Target,
     mode: McpAnswer,
@@ -797,7 +760,7 @@ fn initialize(
     };
     let sid = format!("mcp-{}", uuid::Uuid::new_v4().simple());
     let (ended, _) = watch::channel(false);
-    lock(&sb.inner.mcp).sessions.insert(
+    lock(&sb.state).sessions.insert(
         sid.clone(),
         McpSession {
             binding: target.binding(),
@@ -844,7 +807,7 @@ fn requested_delay(m: &Value) -> Option<Duration> {
 /// Answers the messages of one POST: 202 when none is a request; otherwise the responses,
 /// after the longest requested delay, streamed when the mode is SSE.
 async fn respond(
-    sb: &Sandbox,
+    sb: &Arc<Host>,
     ctx: &Ctx,
     era: Era,
     mode: McpAnswer,
@@ -860,7 +823,7 @@ async fn respond(
         return Answer::empty(202);
     }
     let delay = messages.iter().filter_map(requested_delay).max();
-    let counters = Arc::clone(&lock(&sb.inner.mcp).counters);
+    let counters = Arc::clone(&lock(&sb.state).counters);
     match (delay, mode) {
         (None, _) => finish(sb, ctx, era, mode, &messages, batch),
         (Some(d), McpAnswer::Json) => {
@@ -874,7 +837,7 @@ async fn respond(
         }
         (Some(d), McpAnswer::Sse) => {
             let (tx, body) = StreamBody::new(&counters);
-            let (sb, ctx) = (sb.clone(), ctx.clone());
+            let (sb, ctx) = (Arc::clone(sb), ctx.clone());
             tokio::spawn(async move {
                 for m in &messages {
                     let token = m
@@ -918,7 +881,7 @@ async fn respond(
 }
 
 fn finish(
-    sb: &Sandbox,
+    sb: &Arc<Host>,
     ctx: &Ctx,
     era: Era,
     mode: McpAnswer,
@@ -950,7 +913,7 @@ fn finish(
 }
 
 /// The responses to the requests among `messages` (notifications get none).
-fn run_all(sb: &Sandbox, ctx: &Ctx, era: Era, messages: &[Value]) -> Vec<Value> {
+fn run_all(sb: &Arc<Host>, ctx: &Ctx, era: Era, messages: &[Value]) -> Vec<Value> {
     messages
         .iter()
         .filter(|m| m.get("method").is_some() && m.get("id").is_some())
@@ -976,7 +939,7 @@ fn run_all(sb: &Sandbox, ctx: &Ctx, era: Era, messages: &[Value]) -> Vec<Value> 
 
 type RpcResult = Result<Value, (i64, String)>;
 
-fn dispatch(sb: &Sandbox, ctx: &Ctx, era: Era, m: &Value) -> RpcResult {
+fn dispatch(sb: &Arc<Host>, ctx: &Ctx, era: Era, m: &Value) -> RpcResult {
     let method = m.get("method").and_then(Value::as_str).unwrap_or_default();
     let params = m.get("params").cloned().unwrap_or_else(|| json!({}));
     if !params.is_object() {
@@ -1011,7 +974,7 @@ fn dispatch(sb: &Sandbox, ctx: &Ctx, era: Era, m: &Value) -> RpcResult {
 }
 
 fn tool_json(t: &Tool) -> Value {
-    let title = super::store::title_case(&t.slug.to_ascii_lowercase());
+    let title = store::title_case(&t.slug.to_ascii_lowercase());
     json!({
         "name": t.slug,
         "title": title,
@@ -1020,10 +983,10 @@ fn tool_json(t: &Tool) -> Value {
     })
 }
 
-fn list_tools(sb: &Sandbox, target: &Target) -> Vec<Value> {
+fn list_tools(sb: &Arc<Host>, target: &Target) -> Vec<Value> {
     match target {
         Target::Session(session) => {
-            let store = lock(&sb.inner.store);
+            let store = lock(&sb.store);
             session::mcp_tools(&store, session)
                 .iter()
                 .map(tool_json)
@@ -1033,7 +996,7 @@ fn list_tools(sb: &Sandbox, target: &Target) -> Vec<Value> {
     }
 }
 
-fn call_tool(sb: &Sandbox, ctx: &Ctx, target: &Target, params: &Value) -> RpcResult {
+fn call_tool(sb: &Arc<Host>, ctx: &Ctx, target: &Target, params: &Value) -> RpcResult {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return Err((
             RPC_INVALID_PARAMS,
@@ -1051,11 +1014,11 @@ fn call_tool(sb: &Sandbox, ctx: &Ctx, target: &Target, params: &Value) -> RpcRes
         }
     };
     let unknown = || (RPC_INVALID_PARAMS, format!("Unknown tool: {name}"));
-    lock(&sb.inner.mcp)
+    lock(&sb.state)
         .counters
         .tool_calls
         .fetch_add(1, Ordering::Relaxed);
-    let mut store = lock(&sb.inner.store);
+    let mut store = lock(&sb.store);
     let outcome = match target {
         Target::Session(session) => {
             if store.tool(name).is_none() {
@@ -1112,7 +1075,7 @@ fn call_tool(sb: &Sandbox, ctx: &Ctx, target: &Target, params: &Value) -> RpcRes
     })
 }
 
-fn get(sb: &Sandbox, ctx: &Ctx) -> Answer {
+fn get(sb: &Arc<Host>, ctx: &Ctx) -> Answer {
     let sid = match one_header(ctx, "mcp-session-id") {
         Ok(Some(sid)) => sid,
         Ok(None) => {
@@ -1133,7 +1096,7 @@ fn get(sb: &Sandbox, ctx: &Ctx) -> Answer {
         Ok(t) => t,
         Err(a) => return a,
     };
-    let state = lock(&sb.inner.mcp);
+    let state = lock(&sb.state);
     let Some(session) = state
         .sessions
         .get(sid)
@@ -1169,7 +1132,7 @@ fn get(sb: &Sandbox, ctx: &Ctx) -> Answer {
     }
 }
 
-fn delete(sb: &Sandbox, ctx: &Ctx) -> Answer {
+fn delete(sb: &Arc<Host>, ctx: &Ctx) -> Answer {
     let sid = match one_header(ctx, "mcp-session-id") {
         Ok(Some(sid)) => sid,
         Ok(None) => {
@@ -1182,7 +1145,7 @@ fn delete(sb: &Sandbox, ctx: &Ctx) -> Answer {
         Ok(t) => t,
         Err(a) => return a,
     };
-    let mut state = lock(&sb.inner.mcp);
+    let mut state = lock(&sb.state);
     match state.sessions.get(sid) {
         Some(s) if s.binding == target.binding() => {
             if let Some(s) = state.sessions.remove(sid) {

@@ -1,4 +1,4 @@
-//! The demo data set of [`super::Sandbox::with_demo_data`].
+//! The demo data set of [`crate::Sandbox::with_demo_data`].
 //!
 //! | user | github | slack | gmail | notion |
 //! | --- | --- | --- | --- | --- |
@@ -16,10 +16,10 @@
 
 use serde_json::json;
 
-use super::store::{
+use crate::model::{Account, Tool};
+use crate::store::{
     self, AuthConfigRec, McpServerRec, SessionRec, Store, ToolkitRec, TriggerRec, TriggerTypeRec,
 };
-use super::{Account, Tool};
 
 /// Creation time of the n-th demo record (fixed, so listings are reproducible).
 fn at(n: u64) -> String {

@@ -3,9 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::http::{Ctx, Reply};
-use super::store::Store;
-use super::{Account, Tool};
+use crate::http::{Ctx, Reply};
+use crate::model::{Account, Tool};
+use crate::store::Store;
 
 /// How a call names its account and user.
 #[derive(Debug, Clone, Copy, Default)]

@@ -880,12 +880,12 @@ async fn serves_h2c_and_tls() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), ::http::Version::HTTP_2);
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/dev");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../certs/dev");
     let tls_addr = sb
         .start_tls(&dir.join("server.crt"), &dir.join("server.key"))
         .await
         .unwrap();
-    let tls = crate::tls::client_config(Some(&dir.join("ca.crt")), "test").unwrap();
+    let tls = client_tls(&dir.join("ca.crt"));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
@@ -919,7 +919,7 @@ async fn serves_h2c_and_tls() {
 /// exactly 200 for the old SDK's v1/v2 calls.
 #[tokio::test]
 async fn every_captured_sdk_request_gets_a_faithful_answer() {
-    let captures = include_str!("../../tests/sdk/composio-wire-captures.jsonl");
+    let captures = include_str!("../../../tests/sdk/composio-wire-captures.jsonl");
     let mut n = 0;
     for line in captures.lines().filter(|l| !l.trim().is_empty()) {
         let cap: Value = serde_json::from_str(line).unwrap();
@@ -979,4 +979,22 @@ async fn every_captured_sdk_request_gets_a_faithful_answer() {
         n += 1;
     }
     assert_eq!(n, 53);
+}
+
+/// A rustls client trusting only the dev CA (`certs/dev/ca.crt`), on the ring provider the
+/// sandbox's server side uses.
+fn client_tls(ca: &std::path::Path) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth()
 }

@@ -3,12 +3,12 @@
 
 use serde_json::{json, Map, Value};
 
-use super::exec::{self, field, Who};
-use super::http::{Ctx, Reply};
-use super::shapes::{self, TOOL_VERSION};
-use super::store::{now_rfc3339, now_secs, SessionRec, Store};
-use super::v3::{self, list_reply, paginate_vec, Outcome};
-use super::Account;
+use crate::answers::{self, list_reply, paginate_vec, Outcome};
+use crate::exec::{self, field, Who};
+use crate::http::{Ctx, Reply};
+use crate::model::{Account, Tool};
+use crate::shapes::{self, TOOL_VERSION};
+use crate::store::{now_rfc3339, now_secs, SessionRec, Store};
 
 /// The meta tools every session offers.
 const ROUTER_TOOLS: &[&str] = &[
@@ -95,7 +95,7 @@ fn pinned_accounts(ctx: &Ctx, s: &Store, v: &Value, user: &str) -> Result<Value,
         for id in &ids {
             let a = s
                 .account(id)
-                .ok_or_else(|| v3::account_not_found(ctx, id))?;
+                .ok_or_else(|| answers::account_not_found(ctx, id))?;
             if a.user_id != user {
                 return Err(ctx.wrong_owner(id, user));
             }
@@ -249,7 +249,7 @@ fn session_account(
                         && s.account_rec(&a.id).and_then(|r| r.alias.as_deref()) == Some(want)
                 })
             })
-            .ok_or_else(|| v3::account_not_found(ctx, want))
+            .ok_or_else(|| answers::account_not_found(ctx, want))
     });
     let pinned = session.config["connected_accounts"][toolkit]
         .as_array()
@@ -302,7 +302,7 @@ pub(crate) fn run_tool(
     let tool = s
         .tool(slug)
         .cloned()
-        .ok_or_else(|| v3::tool_not_found(ctx, slug))?;
+        .ok_or_else(|| answers::tool_not_found(ctx, slug))?;
     if !toolkit_enabled(session, &tool.toolkit) {
         return Err(not_enabled(ctx, session, &tool.toolkit));
     }
@@ -338,13 +338,13 @@ pub(crate) fn run_tool(
 
 /// The tools a session's MCP endpoint lists: the meta tools, then the preloaded ones
 /// (`config.preload.tools`) the session enables.
-pub(crate) fn mcp_tools(s: &Store, session: &SessionRec) -> Vec<super::Tool> {
-    let mut out: Vec<super::Tool> = ROUTER_TOOLS
+pub(crate) fn mcp_tools(s: &Store, session: &SessionRec) -> Vec<Tool> {
+    let mut out: Vec<Tool> = ROUTER_TOOLS
         .iter()
         .map(|slug| {
             s.tool(slug)
                 .cloned()
-                .unwrap_or_else(|| super::Tool::new(slug, "composio", true))
+                .unwrap_or_else(|| Tool::new(slug, "composio", true))
         })
         .collect();
     let preload = session.config["preload"]["tools"].as_array();
@@ -502,7 +502,7 @@ fn link(ctx: &Ctx, s: &mut Store, session: &SessionRec) -> Outcome {
     let id = s
         .create_account(&session.user_id, &ac, "INITIATED")
         .ok_or_else(|| ctx.validation("auth config vanished"))?;
-    Ok(Reply::ok(v3::link_reply(s, &id)))
+    Ok(Reply::ok(answers::link_reply(s, &id)))
 }
 
 fn search(ctx: &Ctx, s: &Store, session: &SessionRec) -> Outcome {

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::{Account, Tool};
+use crate::model::{Account, Tool};
 
 /// Everything the fake API reads and writes.
 #[derive(Debug, Default)]
@@ -170,6 +170,35 @@ impl Store {
 
     pub(crate) fn add_toolkit(&mut self, tk: ToolkitRec) {
         self.toolkits.insert(tk.slug.clone(), tk);
+    }
+
+    /// Adds (or replaces) a hosted MCP server serving `toolkits` (created if unknown), all
+    /// their tools or only `allowed_tools` when not empty.
+    pub(crate) fn add_mcp_server(
+        &mut self,
+        id: &str,
+        name: &str,
+        toolkits: &[&str],
+        allowed_tools: &[&str],
+    ) {
+        for tk in toolkits {
+            self.ensure_toolkit(tk);
+        }
+        self.mcp_servers.insert(
+            id.to_owned(),
+            McpServerRec {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                toolkits: toolkits.iter().map(|t| t.to_ascii_lowercase()).collect(),
+                auth_config_ids: toolkits.iter().map(|t| format!("ac_{t}")).collect(),
+                allowed_tools: allowed_tools
+                    .iter()
+                    .map(|t| t.to_ascii_uppercase())
+                    .collect(),
+                created_at: now_rfc3339(),
+                instances: Vec::new(),
+            },
+        );
     }
 
     /// The toolkit, created with defaults when unknown.
@@ -457,16 +486,20 @@ pub(crate) fn paginate<T>(
     })
 }
 
-// === time ===
+// === time and names ===
 
-pub(crate) use crate::clock::{now_rfc3339, rfc3339};
+pub(crate) use crate::clock::{now_rfc3339, now_secs, rfc3339};
 
-/// Seconds since the epoch.
-pub(crate) fn now_secs() -> u64 {
-    crate::clock::unix_now()
-}
-
-/// `github_app` → `Github App`.
+/// `github_app` -> `Github App` (how Composio names a toolkit it has no name for).
 pub(crate) fn title_case(slug: &str) -> String {
-    crate::connections::display_name(slug)
+    slug.split(['_', '-'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

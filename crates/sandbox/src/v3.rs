@@ -3,19 +3,15 @@
 
 use serde_json::{json, Value};
 
-use super::exec::{self, field, present, Who};
-use super::http::{Api, Ctx, Reply};
-use super::session;
-use super::shapes::{self, TOOL_VERSION};
-use super::store::{
-    self, now_rfc3339, now_secs, AccountFilter, AuthConfigRec, Page, Store, TriggerRec,
+use crate::answers::{
+    account_not_found, limit, link_reply, list_reply, paginate_vec, tool_not_found, Outcome,
+    DEFAULT_LIMIT,
 };
-
-/// A handler's outcome: `Err` carries an error reply, so `?` works on validation.
-pub(crate) type Outcome = Result<Reply, Reply>;
-
-/// Default page size of the v3 listings.
-const DEFAULT_LIMIT: usize = 20;
+use crate::exec::{self, field, present, Who};
+use crate::http::{Api, Ctx, Reply};
+use crate::session;
+use crate::shapes::{self, TOOL_VERSION};
+use crate::store::{self, now_rfc3339, AccountFilter, AuthConfigRec, Store, TriggerRec};
 
 pub(crate) fn route(ctx: &Ctx, s: &mut Store) -> Reply {
     let outcome = match ctx.segs.first().map(String::as_str) {
@@ -34,35 +30,6 @@ pub(crate) fn route(ctx: &Ctx, s: &mut Store) -> Reply {
 }
 
 // --- helpers ---
-
-/// `limit` (default 20).
-pub(crate) fn limit(ctx: &Ctx, default: usize) -> Result<usize, Reply> {
-    match ctx.q("limit") {
-        None => Ok(default),
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(ctx.validation(&format!("limit must be a positive integer, got {l:?}"))),
-        },
-    }
-}
-
-/// The `{items, next_cursor, total_pages, current_page, total_items}` envelope.
-pub(crate) fn list_reply<T>(page: Page<T>, f: impl Fn(T) -> Value) -> Reply {
-    Reply::ok(json!({
-        "items": page.items.into_iter().map(f).collect::<Vec<_>>(),
-        "next_cursor": page.next_cursor,
-        "total_pages": page.total_pages,
-        "current_page": page.current_page,
-        "total_items": page.total_items,
-    }))
-}
-
-/// Paginates `items` in their given order.
-pub(crate) fn paginate_vec<T>(ctx: &Ctx, items: Vec<T>) -> Result<Page<T>, Reply> {
-    let limit = limit(ctx, DEFAULT_LIMIT)?;
-    let keyed = (1u64..).zip(items).collect();
-    store::paginate(keyed, ctx.q("cursor"), limit, false).map_err(|e| ctx.validation(&e))
-}
 
 /// The tool version a request means: `version`, else `toolkit_versions[toolkit]` (or a plain
 /// `toolkit_versions`), else the API's default.
@@ -120,10 +87,6 @@ fn tools(ctx: &Ctx, s: &mut Store) -> Outcome {
         ));
     }
     Err(ctx.not_found_route())
-}
-
-pub(crate) fn tool_not_found(ctx: &Ctx, slug: &str) -> Reply {
-    ctx.not_found("Tool_ToolNotFound", &format!("Tool {slug} not found"))
 }
 
 fn list_tools(ctx: &Ctx, s: &Store) -> Outcome {
@@ -421,13 +384,6 @@ fn accounts(ctx: &Ctx, s: &mut Store) -> Outcome {
     Err(ctx.not_found_route())
 }
 
-pub(crate) fn account_not_found(ctx: &Ctx, id: &str) -> Reply {
-    ctx.not_found(
-        "ConnectedAccount_NotFound",
-        &format!("Connected account {id} not found"),
-    )
-}
-
 fn account_json(s: &Store, id: &str, full: bool) -> Value {
     s.account_rec(id).map_or(Value::Null, |rec| {
         shapes::account_v3(
@@ -523,17 +479,6 @@ fn create_account(ctx: &Ctx, s: &mut Store) -> Outcome {
         "redirect_uri": redirect,
         "deprecated": {"uuid": shapes::uuid_like(&id), "authConfigUuid": shapes::uuid_like(&ac_id)},
     })))
-}
-
-/// A hosted-link answer for a new `INITIATED` account.
-pub(crate) fn link_reply(s: &mut Store, account_id: &str) -> Value {
-    let token = s.new_id("lk");
-    json!({
-        "link_token": token,
-        "redirect_url": format!("https://connect.composio.dev/link/{token}"),
-        "expires_at": store::rfc3339(now_secs() + 600, 0),
-        "connected_account_id": account_id,
-    })
 }
 
 fn link_account(ctx: &Ctx, s: &mut Store) -> Outcome {
