@@ -92,7 +92,7 @@ impl Broken {
         }
     }
 
-    fn mark(&self, subject: &Arc<str>, toolkit: &str, account: &str) {
+    pub(crate) fn mark(&self, subject: &Arc<str>, toolkit: &str, account: &str) {
         self.marks.insert(
             (subject.clone(), toolkit.to_owned()),
             Mark {

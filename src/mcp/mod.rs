@@ -414,7 +414,7 @@ async fn post(
                     own.session(s);
                 }
                 let started = Instant::now();
-                let r = decide_call(ctx, shared, msg, target, &mut own).await;
+                let r = decide_call(ctx, msg, target, &mut own).await;
                 match &r {
                     Ok(_) => own.allow(),
                     Err(e) => own.refuse(e),
@@ -427,7 +427,7 @@ async fn post(
                 );
                 r
             } else {
-                decide_call(ctx, shared, msg, target, audit).await
+                decide_call(ctx, msg, target, audit).await
             };
             let decided = match decided {
                 Ok(accounts) => accounts,
@@ -475,7 +475,6 @@ async fn post(
 /// One `tools/call`: its invocations, then the one decision.
 async fn decide_call(
     ctx: &Ctx<'_>,
-    shared: &Arc<Shared>,
     msg: &jsonrpc::Message,
     target: &Target,
     audit: &mut Audit,
@@ -489,7 +488,7 @@ async fn decide_call(
     let arguments = params.get("arguments").filter(|a| !a.is_null());
     let account = call_account(target.account.as_deref(), arguments)?;
     let invocations = crate::invocation::from_tool_call(name, arguments, account.as_deref())?;
-    let verdict = crate::invocation::decide(shared, ctx.identity, &invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
     Ok(verdict.accounts)
 }
 

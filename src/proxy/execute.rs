@@ -32,7 +32,7 @@ pub(super) async fn execute(
     ctx.pin(&mut obj, canonical, audit)?;
     let account = invocation::named_account(&obj)?;
     let invocations = invocation::from_body(tool, &obj, account.as_deref())?;
-    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
     audit.tool_of_request(tool);
     if api == Api::Legacy {
         forward_decided_app(ctx, tool, &mut obj).await?;
@@ -97,7 +97,7 @@ pub(super) async fn proxy_execute(
         Error::BodyInvalid("proxy execute needs the user's connected_account_id".into())
     })?;
     let invocations = [Invocation::proxy(None, Some(&id))];
-    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
     let resp = ctx
         .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)
         .await?;

@@ -111,6 +111,17 @@ impl Shared {
     pub fn keys_ready(&self) -> bool {
         self.auth.ready()
     }
+
+    /// The narrow handle [`crate::invocation::decide`] reads: these rules, nothing else.
+    pub(crate) fn decider(&self) -> crate::invocation::Decider<'_> {
+        crate::invocation::Decider {
+            tool_policy: &self.tool_policy,
+            kill_switch: &self.kill_switch,
+            connections: &self.connections,
+            broken: &self.broken,
+            allow_proxy_execute: self.policy.allow_proxy_execute,
+        }
+    }
 }
 
 /// The proxy as a tower/hyper service.
@@ -376,6 +387,8 @@ pub(crate) struct Ctx<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct DryRun {
     pub(crate) forwarded: std::sync::Mutex<Option<Forwarded>>,
+    /// The decision's trace of every invocation it decided, in order.
+    pub(crate) decided: std::sync::Mutex<Vec<crate::invocation::Traced>>,
 }
 
 /// The request a dry run stopped before sending.
@@ -405,6 +418,25 @@ pub(crate) async fn dry_run(
 impl Ctx<'_> {
     pub(crate) fn subject(&self) -> &str {
         &self.identity.subject
+    }
+
+    /// The one decision on a carrier's invocations ([`crate::invocation::decide`]), its trace
+    /// rendered into the audit event (and kept for a dry run's explanation).
+    pub(crate) async fn decide(
+        &self,
+        invocations: &[crate::invocation::Invocation],
+        audit: &mut Audit,
+    ) -> Result<crate::invocation::Verdict, Error> {
+        let decided =
+            crate::invocation::decide(&self.shared.decider(), self.identity, invocations).await;
+        decided.record(audit);
+        if let Some(dry) = self.dry_run {
+            dry.decided
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(decided.trace);
+        }
+        decided.outcome
     }
 
     /// The one request-body reader of every carrier (REST handlers, sessions, every MCP

@@ -165,7 +165,7 @@ async fn gate_execute(
     for slug in &slugs {
         invocations.extend(invocation::from_body(slug, obj, account.as_deref())?);
     }
-    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
     audit.tool_of_request(&slugs[0]);
     Ok(verdict.accounts)
 }
@@ -185,7 +185,7 @@ async fn gate_proxy_execute(
     };
     let account = invocation::named_account(obj)?;
     let invocations = [Invocation::proxy(Some(toolkit), account.as_deref())];
-    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
     Ok(verdict.accounts)
 }
 
