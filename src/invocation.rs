@@ -604,11 +604,6 @@ impl Traced {
         r
     }
 
-    /// Whether the invocation passed every step it took.
-    pub(crate) fn allowed(&self) -> bool {
-        self.refusal.is_none()
-    }
-
     /// The rules consulted, in order (the last one decided).
     pub(crate) fn rules(&self) -> impl Iterator<Item = &Arc<str>> {
         self.steps.iter().filter_map(|t| match &t.step {

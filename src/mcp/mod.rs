@@ -23,7 +23,7 @@
 //!    passes through: the older stateful transport);
 //! 4. the answer is inspected: JSON answers whole, event streams event by event ([`sse`]);
 //!    each `tools/call` answer goes through the after-execution step by its JSON-RPC id
-//!    ([`Calls`], [`crate::revocation::after_execution`]);
+//!    ([`Calls`], [`crate::proxy::after::after_execution`]);
 //!    `tools/list` results keep only what the tool policy lets the caller run; the key is
 //!    redacted; a stream has its own idle timeout and ends upstream when the client leaves.
 //!
@@ -713,7 +713,7 @@ async fn relay(
 
 /// The `tools/call`s one POST forwarded, each with the (toolkit, account) pairs it was decided
 /// on, by JSON-RPC id: every answer is read against its own call
-/// ([`crate::revocation::after_execution`]), so a batch's dead connection is attributed to
+/// ([`crate::proxy::after::after_execution`]), so a batch's dead connection is attributed to
 /// the call whose answer shows it.
 #[derive(Debug, Default)]
 pub(crate) struct Calls {
@@ -783,7 +783,7 @@ impl Calls {
                 continue;
             }
             let decided = self.of(m.get("id"));
-            crate::revocation::after_execution(
+            crate::proxy::after::after_execution(
                 shared,
                 subject,
                 &decided,
@@ -794,7 +794,7 @@ impl Calls {
 
     /// Judges every call by the status of an answer to the whole POST.
     fn after_status(&self, shared: &Shared, subject: &Arc<str>, status: StatusCode) {
-        crate::revocation::after_execution(
+        crate::proxy::after::after_execution(
             shared,
             subject,
             &self.all(),

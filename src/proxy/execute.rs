@@ -41,7 +41,7 @@ pub(super) async fn execute(
     let resp = ctx
         .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)
         .await?;
-    crate::revocation::relay_execution(ctx, resp, &verdict.accounts).await
+    super::after::relay_execution(ctx, resp, &verdict.accounts).await
 }
 
 /// The old API's `appName` is the caller's hint; what is forwarded names the app the decision
@@ -102,5 +102,5 @@ pub(super) async fn proxy_execute(
         .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)
         .await?;
     // The account's toolkit was decided: its answer is read like any execution's.
-    crate::revocation::relay_execution(ctx, resp, &verdict.accounts).await
+    super::after::relay_execution(ctx, resp, &verdict.accounts).await
 }

@@ -97,7 +97,7 @@ pub(super) async fn owned(
     let query = scoped_query(ctx, None, audit)?;
     let method = &ctx.parts.method;
     // What an execution was decided on, for the step after it
-    // ([`crate::revocation::after_execution`]).
+    // ([`super::after::after_execution`]).
     let mut decided = Vec::new();
     let body = if *method == Method::POST || *method == Method::PATCH {
         let mut obj = ctx.json_body(body, true).await?;
@@ -137,7 +137,7 @@ pub(super) async fn owned(
         return ctx.relay_mcp_urls(resp).await;
     }
     if !decided.is_empty() {
-        return crate::revocation::relay_execution(ctx, resp, &decided).await;
+        return super::after::relay_execution(ctx, resp, &decided).await;
     }
     ctx.relay(resp)
 }
