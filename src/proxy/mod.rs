@@ -15,6 +15,7 @@
 mod accounts;
 pub(crate) mod after;
 mod execute;
+pub(crate) mod mcp;
 mod sessions;
 pub(crate) mod toolgate;
 
@@ -78,8 +79,8 @@ pub struct Shared {
     pub(crate) mcp: crate::config::McpConfig,
     /// `[auth] issuer`, published as the MCP authorization server by default.
     pub(crate) issuer: Option<String>,
-    /// The front door's sessions ([`crate::mcp::front_door`]).
-    pub(crate) front_door: crate::mcp::front_door::Sessions,
+    /// The front door's sessions ([`mcp::front_door`]).
+    pub(crate) front_door: mcp::front_door::Sessions,
     /// The OTLP span exporter (`[telemetry] otlp_endpoint`), when configured.
     pub(crate) telemetry: Option<Arc<crate::trace::Telemetry>>,
     /// The fleet's shared state on Redis (`[shared]`); `None` on a single node.
@@ -181,8 +182,8 @@ where
     // when its next request on that connection fails. Saying `Connection: close` makes it
     // reconnect instead.
     // A 401 on an MCP endpoint names the RFC 9728 metadata (MCP authorization).
-    let www_authenticate = crate::mcp::is_mcp_path(req.uri().path())
-        .then(|| crate::mcp::www_authenticate(shared, req.uri(), req.headers()))
+    let www_authenticate = mcp::is_mcp_path(req.uri().path())
+        .then(|| mcp::www_authenticate(shared, req.uri(), req.headers()))
         .flatten();
     let close_on_refusal = req.version() < Version::HTTP_2
         && (req.headers().contains_key(header::TRANSFER_ENCODING)
@@ -297,7 +298,7 @@ where
         return Err(Error::RequestTargetInvalid);
     }
     let path = crate::path::check(parts.uri.path())?;
-    if let Some(resp) = crate::mcp::before_auth(shared, &parts, path)? {
+    if let Some(resp) = mcp::before_auth(shared, &parts, path)? {
         return Ok(resp);
     }
     let token = crate::auth::token_from_headers(&parts.headers)?;
@@ -355,7 +356,7 @@ where
         Policy::McpGenerate => accounts::mcp_generate(&ctx, body, audit).await,
         Policy::SessionCreate => sessions::create(&ctx, body, audit).await,
         Policy::OwnedSession(call) => sessions::owned(&ctx, body, call, audit).await,
-        Policy::Mcp(target) => crate::mcp::handle(&ctx, shared, body, target, audit).await,
+        Policy::Mcp(target) => mcp::handle(&ctx, shared, body, target, audit).await,
     }
 }
 
@@ -629,7 +630,7 @@ impl Ctx<'_> {
     fn relay_head(&self, head: &mut http::HeaderMap) -> Result<(), Error> {
         refuse_encoded(head)?;
         headers::clean_response_headers(head, &self.shared.secret);
-        crate::mcp::rewrite_location_for(self.shared, self.parts, self.subject(), head);
+        mcp::rewrite_location_for(self.shared, self.parts, self.subject(), head);
         Ok(())
     }
 
@@ -651,7 +652,7 @@ impl Ctx<'_> {
     }
 
     /// Relays an answer that may carry Composio MCP URLs, with them moved onto the gateway
-    /// ([`crate::mcp::rewrite`]); the answer is read whole (it is a small JSON object).
+    /// ([`mcp::rewrite`]); the answer is read whole (it is a small JSON object).
     pub(crate) async fn relay_mcp_urls(
         &self,
         resp: Response<Incoming>,
@@ -663,7 +664,7 @@ impl Ctx<'_> {
             .await
             .map_err(|_| Error::UpstreamUnavailable)?
             .to_bytes();
-        let out = crate::mcp::rewrite_answer(self.shared, self.parts, self.subject(), bytes)?;
+        let out = mcp::rewrite_answer(self.shared, self.parts, self.subject(), bytes)?;
         let body = Redact::new(Full::new(out), self.shared.secret.clone()).boxed();
         Ok(Response::from_parts(parts, body))
     }
