@@ -39,7 +39,9 @@ use crate::connections::{Account, Connections, ToolInfo};
 use crate::error::Error;
 use crate::killswitch::KillSwitch;
 use crate::revocation::Broken;
-use crate::rewrite::{folded_eq, is_identity_key, JsonObject, Raw};
+use crate::rewrite::{
+    folded_eq, is_account_key, is_account_list_key, is_identity_key, JsonObject, Raw,
+};
 use crate::toolpolicy::{self, Decision, ToolPolicy, PROXY_EXECUTE};
 
 /// The meta tool that runs several tools in one call (`arguments.tools[]`).
@@ -71,16 +73,19 @@ const TOOLKIT_KEYS: &[&str] = &[
     "appname",
     "appnames",
 ];
-/// Folded names of a connected-account id, in a carrier body or in arguments (`account` is a
-/// session's and a multi-execute item's spelling).
-const ACCOUNT_KEYS: &[&str] = &[
-    "account",
-    "accountid",
-    "connectedaccountid",
-    "connectedauthid",
-];
-/// Folded names that could name accounts in an unknown tool's arguments.
-const ACCOUNTS_KEYS: &[&str] = &["accounts", "connectedaccounts", "connectedaccountids"];
+/// Folded names of a connected-account id besides the carriers' one list
+/// ([`is_account_key`]): a session's and a multi-execute item's spelling.
+const SESSION_ACCOUNT_KEYS: &[&str] = &["account", "accountid"];
+
+/// Whether `k` names one connected account, in a carrier body or in arguments.
+fn names_account(k: &str) -> bool {
+    is_account_key(k) || SESSION_ACCOUNT_KEYS.iter().any(|f| folded_eq(k, f))
+}
+
+/// Whether `k` could name accounts in an unknown tool's arguments.
+fn names_accounts(k: &str) -> bool {
+    names_account(k) || is_account_list_key(k) || folded_eq(k, "accounts")
+}
 
 /// What an invocation does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,7 +244,7 @@ fn parse_raw(raw: Raw<'_>) -> Result<Value, Error> {
 pub(crate) fn named_account(obj: &JsonObject) -> Result<Option<String>, Error> {
     let mut found: Option<String> = None;
     for (k, v) in obj.iter() {
-        if !ACCOUNT_KEYS.iter().any(|f| folded_eq(k, f)) {
+        if !names_account(k) {
             continue;
         }
         let Ok(id) = serde_json::from_str::<Option<String>>(v.get()) else {
@@ -254,7 +259,7 @@ pub(crate) fn named_account(obj: &JsonObject) -> Result<Option<String>, Error> {
 fn map_account(m: &Map<String, Value>) -> Result<Option<String>, Error> {
     let mut found: Option<String> = None;
     for (k, v) in m {
-        if !ACCOUNT_KEYS.iter().any(|f| folded_eq(k, f)) {
+        if !names_account(k) {
             continue;
         }
         match v {
@@ -465,11 +470,8 @@ fn names_target(m: &Map<String, Value>, depth: usize) -> bool {
         return true;
     }
     m.iter().any(|(k, v)| {
-        TOOLKIT_KEYS
-            .iter()
-            .chain(ACCOUNT_KEYS)
-            .chain(ACCOUNTS_KEYS)
-            .any(|f| folded_eq(k, f))
+        TOOLKIT_KEYS.iter().any(|f| folded_eq(k, f))
+            || names_accounts(k)
             || value_names_target(v, depth + 1)
     })
 }
