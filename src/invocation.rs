@@ -734,7 +734,11 @@ async fn decide_one(
 
     // 1. Code-tool ban, by name, before anything is looked up.
     if inv.kind == Kind::Code || toolpolicy::is_code_tool(&inv.tool) {
-        let (rule, r) = ruled(policy, policy.decide(claims, META_TOOLKIT, &inv.tool), &inv.tool);
+        let (rule, r) = ruled(
+            policy,
+            policy.decide(claims, META_TOOLKIT, &inv.tool),
+            &inv.tool,
+        );
         t.step(Step::CodeToolBan(rule), r)?;
     }
 

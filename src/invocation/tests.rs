@@ -404,7 +404,9 @@ async fn decide_takes_every_step_in_order_over_a_table_of_cases() {
     let rig = Rig::start().await;
     // The broken mark of alice's github connection (Composio showed it dead).
     rig.broken.mark(&Arc::from("alice"), "github", "ca_github");
-    let default = rig.policy.label(rig.policy.decide(&Map::new(), "gmail", "X").by);
+    let default = rig
+        .policy
+        .label(rig.policy.decide(&Map::new(), "gmail", "X").by);
     let default = default.to_string();
     let not_owned = Error::ConnectedAccountNotOwned.slug();
     let cases = vec![
@@ -507,7 +509,12 @@ async fn decide_takes_every_step_in_order_over_a_table_of_cases() {
         ),
     ];
     for c in cases {
-        let decided = decide(&rig.decider(c.allow_proxy_execute), &alice(), &c.invocations).await;
+        let decided = decide(
+            &rig.decider(c.allow_proxy_execute),
+            &alice(),
+            &c.invocations,
+        )
+        .await;
         let last = decided.trace.last().expect("a trace");
         let taken = last.steps.last().expect("a step");
         // The code-tool ban is decided by whatever rule the policy reports; only its kind is
@@ -520,7 +527,11 @@ async fn decide_takes_every_step_in_order_over_a_table_of_cases() {
         assert!(same_step, "{}: ended at {:?}", c.name, last.steps);
         match (c.refused, &decided.outcome) {
             (None, Ok(_)) => {
-                assert!(taken.passed && last.refusal.is_none(), "{}: {last:?}", c.name);
+                assert!(
+                    taken.passed && last.refusal.is_none(),
+                    "{}: {last:?}",
+                    c.name
+                );
                 assert_eq!(decided.trace.len(), c.invocations.len(), "{}", c.name);
             }
             (Some(slug), Err(e)) => {
@@ -528,7 +539,11 @@ async fn decide_takes_every_step_in_order_over_a_table_of_cases() {
                 assert!(!taken.passed, "{}: the refusing step is the last", c.name);
                 assert_eq!(last.refusal.as_deref(), Some(e.to_string().as_str()));
                 // Every step before the refusing one passed.
-                assert!(last.steps.iter().rev().skip(1).all(|t| t.passed), "{}", c.name);
+                assert!(
+                    last.steps.iter().rev().skip(1).all(|t| t.passed),
+                    "{}",
+                    c.name
+                );
             }
             (want, got) => panic!("{}: wanted {want:?}, got {got:?}", c.name),
         }
@@ -559,7 +574,11 @@ async fn the_trace_says_what_was_asked_and_what_is_forwarded() {
     assert_eq!(gmail.forwarded_account.as_deref(), Some("ca_gmail"));
     assert!(gmail.rule.is_some());
     assert_eq!(
-        gmail.steps.iter().map(|t| t.step.name()).collect::<Vec<_>>(),
+        gmail
+            .steps
+            .iter()
+            .map(|t| t.step.name())
+            .collect::<Vec<_>>(),
         [
             "kill switch (tool)",
             "toolkit",

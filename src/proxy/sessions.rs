@@ -74,7 +74,12 @@ async fn relay_remembering(
             _ => {}
         }
     }
-    crate::proxy::mcp::rewrite_location_for(ctx.shared, ctx.parts, ctx.subject(), &mut parts.headers);
+    crate::proxy::mcp::rewrite_location_for(
+        ctx.shared,
+        ctx.parts,
+        ctx.subject(),
+        &mut parts.headers,
+    );
     // `mcp.url` points at Composio: the client gets the gateway's instead.
     let bytes = crate::proxy::mcp::rewrite_answer(ctx.shared, ctx.parts, ctx.subject(), bytes)?;
     let body = Redact::new(Full::new(bytes), ctx.shared.secret.clone()).boxed();

@@ -284,7 +284,12 @@ mod tests {
         assert!(!tool_visible(&p, &claims, "notion", "NOTION_CREATE_PAGE"));
         // A listing that files a meta tool under a denied toolkit does not hide it: the
         // decision runs it as Composio's (MCP has always judged it so; REST listings did not).
-        assert!(tool_visible(&p, &claims, "notion", "COMPOSIO_MULTI_EXECUTE_TOOL"));
+        assert!(tool_visible(
+            &p,
+            &claims,
+            "notion",
+            "COMPOSIO_MULTI_EXECUTE_TOOL"
+        ));
         for listed in ["composio", "", "gmail"] {
             assert!(
                 !tool_visible(&p, &claims, listed, "COMPOSIO_REMOTE_WORKBENCH"),
