@@ -28,6 +28,12 @@
 //! The toolkit of a tool or trigger is always Composio's (its metadata, cached), never the
 //! caller's; only proxies and connection management state their toolkit, which is what they
 //! act on.
+//!
+//! [`decide`] reads only a [`Decider`] (the tool policy, the kill switch, the connection
+//! cache, the broken marks and the proxy switch), so it runs and is tested on its own, and it
+//! returns its trace: one [`Traced`] record per invocation (each [`Step`] taken with its
+//! outcome, the rule that decided, the reason of a refusal, the account used) that the audit
+//! event and `entitygate explain` render.
 
 use std::sync::Arc;
 
