@@ -148,7 +148,7 @@ pub struct Config {
     /// The expired-connections audit job and Composio's expiry webhook (issue 7).
     #[serde(default)]
     pub audit_job: Option<AuditJobConfig>,
-    /// MCP through the gateway ([`crate::mcp`]).
+    /// MCP through the gateway ([`crate::proxy::mcp`]).
     #[serde(default)]
     pub mcp: McpConfig,
     /// OpenTelemetry export of the gateway's spans.

@@ -8,8 +8,10 @@
 //! read-only with `--live`; without it, Composio is not contacted, each such answer is assumed
 //! favourable and listed as a requirement, so the explanation shows what the call needs.
 //!
-//! The facts come from the audit record the decision writes ([`crate::audit::Audit`]), kept
-//! in order for the dry run: the explanation cannot drift from what the gateway decides.
+//! The invocations come from the decision's own trace ([`crate::invocation::Traced`]), and
+//! the request's other facts (route, identity pinning) from the audit record it writes
+//! ([`crate::audit::Audit`]), kept in order for the dry run: the explanation cannot drift
+//! from what the gateway decides.
 
 use std::sync::Arc;
 
@@ -192,7 +194,7 @@ fn collect_identity(v: &Value, at: &mut String, f: &mut dyn FnMut(&str, &Value))
     }
 }
 
-/// One invocation as the decision saw it.
+/// One invocation as the decision saw it: its trace ([`crate::invocation::Traced`]).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct InvocationOut {
     /// The tool (or trigger type, or `PROXY_EXECUTE`).
@@ -203,45 +205,33 @@ pub struct InvocationOut {
     pub connected_account_id: Option<String>,
     /// The tool-policy rules consulted, in order (the last one decided).
     pub rules: Vec<String>,
+    /// Each step of the decision taken, in order, with its outcome (`passed`, `refused`).
+    pub steps: Vec<(String, String)>,
+    /// Why it was refused; `None` when allowed.
+    pub refusal: Option<String>,
+    /// The account the connection gate found usable, when it looked one up.
+    pub forwarded_account: Option<String>,
 }
 
-/// Groups the decision's journal into invocations: a tool, then what was found about it.
-fn invocations(steps: &[(String, String)]) -> Vec<InvocationOut> {
-    let mut out: Vec<InvocationOut> = Vec::new();
-    for (what, value) in steps {
-        match what.as_str() {
-            "tool" => {
-                // The handler names the tool before the decision does: one invocation.
-                match out.last_mut() {
-                    Some(last) if last.toolkit.is_none() && last.rules.is_empty() => {
-                        last.tool = value.clone();
-                    }
-                    _ => out.push(InvocationOut {
-                        tool: value.clone(),
-                        ..InvocationOut::default()
-                    }),
-                }
-            }
-            "toolkit" => {
-                if let Some(last) = out.last_mut() {
-                    last.toolkit = Some(value.clone());
-                }
-            }
-            "connected_account_id" => {
-                if let Some(last) = out.last_mut() {
-                    last.connected_account_id = Some(value.clone());
-                }
-            }
-            "rule" => {
-                if let Some(last) = out.last_mut() {
-                    last.rules.push(value.clone());
-                }
-            }
-            _ => {}
+impl InvocationOut {
+    fn from_trace(t: &crate::invocation::Traced) -> Self {
+        Self {
+            tool: t.tool.clone(),
+            toolkit: t.toolkit.clone(),
+            connected_account_id: t.account.clone(),
+            rules: t.rules().map(|r| r.to_string()).collect(),
+            steps: t
+                .steps
+                .iter()
+                .map(|s| {
+                    let outcome = if s.passed { "passed" } else { "refused" };
+                    (s.step.name().to_owned(), outcome.to_owned())
+                })
+                .collect(),
+            refusal: t.refusal.clone(),
+            forwarded_account: t.forwarded_account.clone(),
         }
     }
-    out.retain(|i| i.toolkit.is_some() || !i.rules.is_empty());
-    out
 }
 
 /// The request that would be sent.
@@ -354,6 +344,13 @@ pub async fn explain_with(
             Some(e.to_string()),
         ),
     };
+    let invocations = dry
+        .decided
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(InvocationOut::from_trace)
+        .collect();
     let steps: Vec<(String, String)> = audit
         .journal()
         .iter()
@@ -394,7 +391,7 @@ pub async fn explain_with(
         claims: identity.map(|i| Value::Object((*i.claims).clone())),
         route: find("route"),
         policy: find("policy"),
-        invocations: invocations(&steps),
+        invocations,
         steps,
         decision,
         code,
@@ -452,6 +449,9 @@ impl Explanation {
                 }
                 if let Some(rule) = inv.rules.last() {
                     let _ = write!(s, ": rule {rule}");
+                }
+                if let Some(why) = &inv.refusal {
+                    let _ = write!(s, ": refused: {why}");
                 }
                 let _ = writeln!(s);
             }

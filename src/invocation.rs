@@ -28,16 +28,27 @@
 //! The toolkit of a tool or trigger is always Composio's (its metadata, cached), never the
 //! caller's; only proxies and connection management state their toolkit, which is what they
 //! act on.
+//!
+//! [`decide`] reads only a [`Decider`] (the tool policy, the kill switch, the connection
+//! cache, the broken marks and the proxy switch), so it runs and is tested on its own, and it
+//! returns its trace: one [`Traced`] record per invocation (each [`Step`] taken with its
+//! outcome, the rule that decided, the reason of a refusal, the account used) that the audit
+//! event and `entitygate explain` render.
+
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use crate::audit::Audit;
 use crate::auth::Identity;
-use crate::connections::{Account, ToolInfo};
+use crate::connections::{Account, Connections, ToolInfo};
 use crate::error::Error;
-use crate::proxy::Shared;
-use crate::rewrite::{folded_eq, is_identity_key, JsonObject, Raw};
-use crate::toolpolicy::{self, Decision, PROXY_EXECUTE};
+use crate::killswitch::KillSwitch;
+use crate::revocation::Broken;
+use crate::rewrite::{
+    folded_eq, is_account_key, is_account_list_key, is_identity_key, JsonObject, Raw,
+};
+use crate::toolpolicy::{self, Decision, ToolPolicy, PROXY_EXECUTE};
 
 /// The meta tool that runs several tools in one call (`arguments.tools[]`).
 pub(crate) const MULTI_EXECUTE: &str = "COMPOSIO_MULTI_EXECUTE_TOOL";
@@ -68,16 +79,19 @@ const TOOLKIT_KEYS: &[&str] = &[
     "appname",
     "appnames",
 ];
-/// Folded names of a connected-account id, in a carrier body or in arguments (`account` is a
-/// session's and a multi-execute item's spelling).
-const ACCOUNT_KEYS: &[&str] = &[
-    "account",
-    "accountid",
-    "connectedaccountid",
-    "connectedauthid",
-];
-/// Folded names that could name accounts in an unknown tool's arguments.
-const ACCOUNTS_KEYS: &[&str] = &["accounts", "connectedaccounts", "connectedaccountids"];
+/// Folded names of a connected-account id besides the carriers' one list
+/// ([`is_account_key`]): a session's and a multi-execute item's spelling.
+const SESSION_ACCOUNT_KEYS: &[&str] = &["account", "accountid"];
+
+/// Whether `k` names one connected account, in a carrier body or in arguments.
+fn names_account(k: &str) -> bool {
+    is_account_key(k) || SESSION_ACCOUNT_KEYS.iter().any(|f| folded_eq(k, f))
+}
+
+/// Whether `k` could name accounts in an unknown tool's arguments.
+fn names_accounts(k: &str) -> bool {
+    names_account(k) || is_account_list_key(k) || folded_eq(k, "accounts")
+}
 
 /// What an invocation does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +250,7 @@ fn parse_raw(raw: Raw<'_>) -> Result<Value, Error> {
 pub(crate) fn named_account(obj: &JsonObject) -> Result<Option<String>, Error> {
     let mut found: Option<String> = None;
     for (k, v) in obj.iter() {
-        if !ACCOUNT_KEYS.iter().any(|f| folded_eq(k, f)) {
+        if !names_account(k) {
             continue;
         }
         let Ok(id) = serde_json::from_str::<Option<String>>(v.get()) else {
@@ -251,7 +265,7 @@ pub(crate) fn named_account(obj: &JsonObject) -> Result<Option<String>, Error> {
 fn map_account(m: &Map<String, Value>) -> Result<Option<String>, Error> {
     let mut found: Option<String> = None;
     for (k, v) in m {
-        if !ACCOUNT_KEYS.iter().any(|f| folded_eq(k, f)) {
+        if !names_account(k) {
             continue;
         }
         match v {
@@ -462,11 +476,8 @@ fn names_target(m: &Map<String, Value>, depth: usize) -> bool {
         return true;
     }
     m.iter().any(|(k, v)| {
-        TOOLKIT_KEYS
-            .iter()
-            .chain(ACCOUNT_KEYS)
-            .chain(ACCOUNTS_KEYS)
-            .any(|f| folded_eq(k, f))
+        TOOLKIT_KEYS.iter().any(|f| folded_eq(k, f))
+            || names_accounts(k)
             || value_names_target(v, depth + 1)
     })
 }
@@ -481,142 +492,351 @@ fn value_names_target(v: &Value, depth: usize) -> bool {
 
 // --- the one decision ---
 
-/// The one decision, applied to every invocation in one fixed order: code-tool ban, tool
-/// policy, account ownership and toolkit match, proxy switch (`allow_proxy_execute`),
-/// connection gate. The first refusal wins; nothing is forwarded unless every invocation is
-/// allowed.
-///
-/// # Errors
-/// The refusal ([`Error::ToolNotAllowed`], [`Error::ToolNotFound`],
-/// [`Error::ConnectedAccountNotOwned`], [`Error::OperationDisabled`], [`Error::Gate`], ...);
-/// lookups that fail as 503.
-pub(crate) async fn decide(
-    shared: &Shared,
-    identity: &Identity,
-    invocations: &[Invocation],
-    audit: &mut Audit,
-) -> Result<Verdict, Error> {
-    let mut verdict = Verdict::default();
-    for inv in invocations {
-        if let Some((tk, account)) = decide_one(shared, identity, inv, audit).await? {
-            if !verdict.toolkits.contains(&tk) {
-                verdict.toolkits.push(tk.clone());
-                verdict.accounts.push((tk, account));
+/// Exactly what [`decide`] reads, and nothing else (the carrier builds it from its rules:
+/// `proxy::Shared::decider`), so the decision can be run and tested on its own.
+#[derive(Clone, Copy)]
+pub(crate) struct Decider<'a> {
+    /// The compiled tool policy (`[[policy.rules]]`).
+    pub(crate) tool_policy: &'a ToolPolicy,
+    /// Operators' deny rules (tool globs and toolkits).
+    pub(crate) kill_switch: &'a KillSwitch,
+    /// Tool metadata, account ownership and connection status.
+    pub(crate) connections: &'a Connections,
+    /// Connections Composio's answers showed dead.
+    pub(crate) broken: &'a Broken,
+    /// `[policy] allow_proxy_execute`.
+    pub(crate) allow_proxy_execute: bool,
+}
+
+/// A step of [`decide`], in its order (module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// 0. The kill switch's tool-glob rules, by slug.
+    KillSwitchTool,
+    /// The named account is not Composio's shared instant account.
+    NamedAccount,
+    /// 1. The code-tool ban, decided by this tool-policy rule.
+    CodeToolBan(Arc<str>),
+    /// What the invocation acts on: Composio's toolkit of a tool or trigger, the carrier's for
+    /// a proxy or connection management, or the named account's.
+    Toolkit,
+    /// 0. The kill switch's toolkit rules.
+    KillSwitchToolkit,
+    /// 2. The tool policy, decided by this rule.
+    Policy(Arc<str>),
+    /// 3. Account ownership and toolkit match.
+    Ownership,
+    /// 4. The proxy switch (`allow_proxy_execute`).
+    ProxySwitch,
+    /// 5. A connection Composio's last answer showed dead.
+    BrokenMark,
+    /// 5. The connection gate.
+    ConnectionGate,
+}
+
+impl Step {
+    /// The step's name, as `explain` and logs show it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::KillSwitchTool => "kill switch (tool)",
+            Self::NamedAccount => "named account",
+            Self::CodeToolBan(_) => "code-tool ban",
+            Self::Toolkit => "toolkit",
+            Self::KillSwitchToolkit => "kill switch (toolkit)",
+            Self::Policy(_) => "tool policy",
+            Self::Ownership => "account ownership",
+            Self::ProxySwitch => "proxy switch",
+            Self::BrokenMark => "broken connection",
+            Self::ConnectionGate => "connection gate",
+        }
+    }
+}
+
+/// One step taken, and whether the invocation passed it (the last step of a refused
+/// invocation is the one that refused it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Taken {
+    pub(crate) step: Step,
+    pub(crate) passed: bool,
+}
+
+/// The decision's record of one invocation: what was asked, each step taken with its outcome,
+/// the rule that decided, the reason of a refusal and what is forwarded. The audit event
+/// ([`Traced::record`]) and `entitygate explain` render it; nothing rebuilds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Traced {
+    /// What the invocation does.
+    pub(crate) kind: Kind,
+    /// The tool asked for (or trigger type, or `PROXY_EXECUTE`).
+    pub(crate) tool: String,
+    /// The toolkit decided on, once known.
+    pub(crate) toolkit: Option<String>,
+    /// The connected account the invocation names.
+    pub(crate) account: Option<String>,
+    /// The steps taken, in order.
+    pub(crate) steps: Vec<Taken>,
+    /// The tool-policy rule that decided (the last one consulted).
+    pub(crate) rule: Option<Arc<str>>,
+    /// Why it was refused; `None` when allowed.
+    pub(crate) refusal: Option<String>,
+    /// The account the connection gate saw usable (what Composio will use), when it looked.
+    pub(crate) forwarded_account: Option<String>,
+}
+
+impl Traced {
+    fn new(inv: &Invocation) -> Self {
+        Self {
+            kind: inv.kind.clone(),
+            tool: inv.tool.clone(),
+            toolkit: inv.toolkit.clone(),
+            account: inv.account.clone(),
+            steps: Vec::new(),
+            rule: None,
+            refusal: None,
+            forwarded_account: None,
+        }
+    }
+
+    /// Records `step` with the outcome of `r`; a refusal's reason is kept.
+    fn step<T>(&mut self, step: Step, r: Result<T, Error>) -> Result<T, Error> {
+        if let Step::CodeToolBan(rule) | Step::Policy(rule) = &step {
+            self.rule = Some(rule.clone());
+        }
+        if let Err(e) = &r {
+            self.refusal = Some(e.to_string());
+        }
+        self.steps.push(Taken {
+            step,
+            passed: r.is_ok(),
+        });
+        r
+    }
+
+    /// The rules consulted, in order (the last one decided).
+    pub(crate) fn rules(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.steps.iter().filter_map(|t| match &t.step {
+            Step::CodeToolBan(r) | Step::Policy(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    /// Renders the record into the request's audit event, fact by fact in the order the
+    /// steps learnt them: the tool, the named account, the rules, the toolkit.
+    pub(crate) fn record(&self, audit: &mut Audit) {
+        audit.tool(&self.tool);
+        for taken in &self.steps {
+            match &taken.step {
+                Step::NamedAccount => {
+                    if let Some(id) = &self.account {
+                        audit.account(id);
+                    }
+                }
+                Step::CodeToolBan(rule) | Step::Policy(rule) => audit.rule(rule),
+                Step::Toolkit if taken.passed => {
+                    if let Some(tk) = &self.toolkit {
+                        audit.toolkit(tk);
+                    }
+                }
+                _ => {}
             }
         }
     }
-    Ok(verdict)
 }
 
-fn record(shared: &Shared, d: Decision, what: &str, audit: &mut Audit) -> Result<(), Error> {
-    let policy = &shared.tool_policy;
-    audit.rule(policy.label(d.by));
-    if d.allowed {
-        Ok(())
-    } else {
-        tracing::info!(tool = what, rule = %policy.label(d.by), "tool policy refused");
-        Err(policy.refusal(what, d))
+/// What [`decide`] returns: its record of every invocation it decided (in order, the refused
+/// one last) and the outcome.
+#[derive(Debug)]
+pub(crate) struct Decided {
+    pub(crate) trace: Vec<Traced>,
+    pub(crate) outcome: Result<Verdict, Error>,
+}
+
+impl Decided {
+    /// Renders the trace into the audit event ([`Traced::record`]).
+    pub(crate) fn record(&self, audit: &mut Audit) {
+        for t in &self.trace {
+            t.record(audit);
+        }
     }
 }
 
-/// Decides one invocation; returns the toolkit whose connection it uses, if any, with the
-/// account the gate saw usable.
+/// The one decision, applied to every invocation in one fixed order: code-tool ban, tool
+/// policy, account ownership and toolkit match, proxy switch (`allow_proxy_execute`),
+/// connection gate. The first refusal wins; nothing is forwarded unless every invocation is
+/// allowed. Returns the outcome with its trace.
+///
+/// The outcome's refusal is [`Error::ToolNotAllowed`], [`Error::ToolNotFound`],
+/// [`Error::ConnectedAccountNotOwned`], [`Error::OperationDisabled`], [`Error::Gate`], ...;
+/// lookups that fail as 503.
+pub(crate) async fn decide(
+    decider: &Decider<'_>,
+    identity: &Identity,
+    invocations: &[Invocation],
+) -> Decided {
+    let mut verdict = Verdict::default();
+    let mut trace = Vec::with_capacity(invocations.len());
+    for inv in invocations {
+        let mut t = Traced::new(inv);
+        let one = decide_one(decider, identity, inv, &mut t).await;
+        if let (Ok(Some(used)), Some(tk)) = (&one, &t.toolkit) {
+            t.forwarded_account.clone_from(used);
+            if !verdict.toolkits.contains(tk) {
+                verdict.toolkits.push(tk.clone());
+                verdict.accounts.push((tk.clone(), used.clone()));
+            }
+        }
+        trace.push(t);
+        if let Err(e) = one {
+            return Decided {
+                trace,
+                outcome: Err(e),
+            };
+        }
+    }
+    Decided {
+        trace,
+        outcome: Ok(verdict),
+    }
+}
+
+/// A tool-policy decision as a step's outcome.
+fn ruled(policy: &ToolPolicy, d: Decision, what: &str) -> (Arc<str>, Result<(), Error>) {
+    let rule = policy.label(d.by);
+    let r = if d.allowed {
+        Ok(())
+    } else {
+        tracing::info!(tool = what, rule = %rule, "tool policy refused");
+        Err(policy.refusal(what, d))
+    };
+    (rule.clone(), r)
+}
+
+/// Decides one invocation into `t`. `Ok(Some(used))`: it uses a connection of `t.toolkit`
+/// (with the account the gate saw usable, if it looked); `Ok(None)`: no connection
+/// (connecting a toolkit).
 async fn decide_one(
-    shared: &Shared,
+    d: &Decider<'_>,
     identity: &Identity,
     inv: &Invocation,
-    audit: &mut Audit,
-) -> Result<Option<(String, Option<String>)>, Error> {
-    let policy = &shared.tool_policy;
+    t: &mut Traced,
+) -> Result<Option<Option<String>>, Error> {
+    let policy = d.tool_policy;
     let claims = &identity.claims;
     let subject = &identity.subject;
-    let conns = &shared.connections;
-    audit.tool(&inv.tool);
+    let conns = d.connections;
     // 0. The kill switch's tool rules, before anything is looked up.
-    shared.kill_switch.check_tool(&inv.tool)?;
+    t.step(Step::KillSwitchTool, d.kill_switch.check_tool(&inv.tool))?;
     if let Some(id) = &inv.account {
-        audit.account(id);
-        if id.eq_ignore_ascii_case(INSTANT_ACCOUNT) {
-            return Err(Error::ConnectedAccountNotOwned);
-        }
+        let instant = id.eq_ignore_ascii_case(INSTANT_ACCOUNT);
+        t.step(
+            Step::NamedAccount,
+            if instant {
+                Err(Error::ConnectedAccountNotOwned)
+            } else {
+                Ok(())
+            },
+        )?;
     }
 
     // 1. Code-tool ban, by name, before anything is looked up.
     if inv.kind == Kind::Code || toolpolicy::is_code_tool(&inv.tool) {
-        let d = policy.decide(claims, META_TOOLKIT, &inv.tool);
-        record(shared, d, &inv.tool, audit)?;
+        let (rule, r) = ruled(
+            policy,
+            policy.decide(claims, META_TOOLKIT, &inv.tool),
+            &inv.tool,
+        );
+        t.step(Step::CodeToolBan(rule), r)?;
     }
 
     // What the invocation acts on: Composio's word for tools and triggers; the carrier's for
     // proxies and connection management (or the named account's toolkit).
     let mut owned: Option<Account> = None;
-    let info = match inv.kind {
-        Kind::Tool | Kind::Code => conns.tool(&inv.tool).await?,
-        Kind::Trigger => conns.trigger(&inv.tool).await?,
+    let looked_up = match inv.kind {
+        Kind::Tool | Kind::Code => conns.tool(&inv.tool).await,
+        Kind::Trigger => conns.trigger(&inv.tool).await,
         Kind::Proxy | Kind::ManageConnections => match &inv.toolkit {
-            Some(tk) => ToolInfo::for_toolkit(tk),
-            None => {
-                let id = inv.account.as_deref().ok_or_else(|| {
-                    Error::BodyInvalid(
-                        "proxy execution needs the user's connected_account_id".into(),
-                    )
-                })?;
-                let a = conns
-                    .owned_account(subject, id)
-                    .await?
-                    .ok_or(Error::ConnectedAccountNotOwned)?;
-                let info = ToolInfo::for_toolkit(&a.toolkit);
-                owned = Some(a);
-                info
-            }
+            Some(tk) => Ok(ToolInfo::for_toolkit(tk)),
+            None => match inv.account.as_deref() {
+                None => Err(Error::BodyInvalid(
+                    "proxy execution needs the user's connected_account_id".into(),
+                )),
+                Some(id) => match conns.owned_account(subject, id).await {
+                    Ok(Some(a)) => {
+                        let info = ToolInfo::for_toolkit(&a.toolkit);
+                        owned = Some(a);
+                        Ok(info)
+                    }
+                    Ok(None) => Err(Error::ConnectedAccountNotOwned),
+                    Err(e) => Err(e),
+                },
+            },
         },
     };
-    audit.toolkit(&info.toolkit);
+    if let Ok(info) = &looked_up {
+        t.toolkit = Some(info.toolkit.clone());
+    }
+    let info = t.step(Step::Toolkit, looked_up)?;
     // The kill switch's toolkit rules, on Composio's toolkit of the tool.
-    shared.kill_switch.check_toolkit(&info.toolkit)?;
+    t.step(
+        Step::KillSwitchToolkit,
+        d.kill_switch.check_toolkit(&info.toolkit),
+    )?;
 
     // 2. Tool policy.
-    match inv.kind {
-        Kind::Tool | Kind::Code | Kind::Trigger => {
-            let d = policy.decide(claims, &info.toolkit, &inv.tool);
-            record(shared, d, &inv.tool, audit)?;
-        }
+    let (rule, r) = match inv.kind {
+        Kind::Tool | Kind::Code | Kind::Trigger => ruled(
+            policy,
+            policy.decide(claims, &info.toolkit, &inv.tool),
+            &inv.tool,
+        ),
         Kind::Proxy => {
-            let d = policy.decide(claims, &info.toolkit, PROXY_EXECUTE);
-            let what = if d.allowed {
+            let dec = policy.decide(claims, &info.toolkit, PROXY_EXECUTE);
+            let what = if dec.allowed {
                 PROXY_EXECUTE.to_owned()
             } else {
                 format!("{PROXY_EXECUTE} ({})", info.toolkit)
             };
-            record(shared, d, &what, audit)?;
+            ruled(policy, dec, &what)
         }
-        Kind::ManageConnections => {
-            let d = policy.decide_toolkit(claims, &info.toolkit);
-            record(shared, d, &info.toolkit, audit)?;
-        }
-    }
+        Kind::ManageConnections => ruled(
+            policy,
+            policy.decide_toolkit(claims, &info.toolkit),
+            &info.toolkit,
+        ),
+    };
+    t.step(Step::Policy(rule), r)?;
 
     // 3. Account ownership and toolkit match.
     if let Some(id) = &inv.account {
         let a = match owned.take() {
-            Some(a) => a,
-            None => conns
-                .owned_account(subject, id)
-                .await?
-                .ok_or(Error::ConnectedAccountNotOwned)?,
+            Some(a) => Ok(a),
+            None => match conns.owned_account(subject, id).await {
+                Ok(Some(a)) => Ok(a),
+                Ok(None) => Err(Error::ConnectedAccountNotOwned),
+                Err(e) => Err(e),
+            },
         };
-        if !a.toolkit.eq_ignore_ascii_case(&info.toolkit) {
-            return Err(Error::BodyInvalid(format!(
-                "connected account {id} is an account of {}, not of {}",
-                a.toolkit, info.toolkit
-            )));
-        }
-        owned = Some(a);
+        let a = a.and_then(|a| {
+            if a.toolkit.eq_ignore_ascii_case(&info.toolkit) {
+                Ok(a)
+            } else {
+                Err(Error::BodyInvalid(format!(
+                    "connected account {id} is an account of {}, not of {}",
+                    a.toolkit, info.toolkit
+                )))
+            }
+        });
+        owned = Some(t.step(Step::Ownership, a)?);
     }
 
     // 4. Proxy switch.
-    if inv.kind == Kind::Proxy && !shared.policy.allow_proxy_execute {
-        return Err(Error::OperationDisabled("proxy_execute"));
+    if inv.kind == Kind::Proxy {
+        let r = if d.allow_proxy_execute {
+            Ok(())
+        } else {
+            Err(Error::OperationDisabled("proxy_execute"))
+        };
+        t.step(Step::ProxySwitch, r)?;
     }
 
     // 5. Connection gate.
@@ -626,28 +846,38 @@ async fn decide_one(
     // A connection Composio's last answer showed dead is refused before Composio is asked.
     let gated = conns.gating() || inv.kind == Kind::Proxy;
     if gated && !info.no_auth {
-        if let Some(refusal) = shared.broken.refusal(conns, subject, &info) {
-            return Err(refusal);
-        }
+        let r = match d.broken.refusal(conns, subject, &info) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        };
+        t.step(Step::BrokenMark, r)?;
     }
     let used = match owned {
         Some(a) => {
             // A raw proxy request never runs with an unusable account, gating on or off.
-            if gated && !info.no_auth && !a.usable() {
-                return Err(conns.refusal(&info, std::slice::from_ref(&a)));
+            if gated && !info.no_auth {
+                let r = if a.usable() {
+                    Ok(())
+                } else {
+                    Err(conns.refusal(&info, std::slice::from_ref(&a)))
+                };
+                t.step(Step::ConnectionGate, r)?;
             }
             Some(a.id)
         }
         None if conns.gating() && !info.no_auth => {
-            let accounts = conns.accounts(subject, &info.toolkit).await?;
-            let Some(a) = accounts.iter().find(|a| a.usable()) else {
-                return Err(conns.refusal(&info, &accounts));
+            let r = match conns.accounts(subject, &info.toolkit).await {
+                Ok(accounts) => match accounts.iter().find(|a| a.usable()) {
+                    Some(a) => Ok(a.id.clone()),
+                    None => Err(conns.refusal(&info, &accounts)),
+                },
+                Err(e) => Err(e),
             };
-            Some(a.id.clone())
+            Some(t.step(Step::ConnectionGate, r)?)
         }
         None => None,
     };
-    Ok(Some((info.toolkit, used)))
+    Ok(Some(used))
 }
 
 #[cfg(test)]

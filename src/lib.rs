@@ -25,7 +25,7 @@
 //! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
 //!   per-subject rate limits; [`console`]: the security team's web console on the admin
 //!   listener (`/ui`).
-//! - `mcp`: MCP through the gateway (Streamable HTTP, JSON-RPC inspected both ways, the
+//! - `proxy::mcp`: MCP through the gateway (Streamable HTTP, JSON-RPC inspected both ways, the
 //!   front door, RFC 9728 metadata, MCP URLs in answers moved onto `public_url`).
 //! - [`killswitch`]: operators' deny rules (subject, jti, all, toolkit, tool glob), applied
 //!   without a reload and kept in the embedded store (`[state] path`).
@@ -74,7 +74,6 @@ pub(crate) mod invocation;
 pub mod killswitch;
 pub mod limits;
 pub mod logging;
-pub(crate) mod mcp;
 pub mod metrics;
 pub mod path;
 pub mod proxy;

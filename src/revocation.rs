@@ -1,4 +1,4 @@
-//! The step after every execution ([`after_execution`]), whatever carried it: REST execute
+//! The step after every execution ([`Revoker::after_execution`]), whatever carried it: REST execute
 //! (v1/v2/v3), session `execute`/`execute_meta`/`proxy_execute`, proxy executions, MCP
 //! `tools/call` alone or in a batch. When Composio refuses an execution, the cached status of
 //! every toolkit the call was decided on is forgotten (the next call looks it up again).
@@ -27,24 +27,25 @@
 //! A mark lasts until the subject changes a connection through the gateway (creates,
 //! refreshes, deletes one) or `HOLD` passes, so that a reconnection made elsewhere is
 //! picked up by a fresh status lookup.
+//!
+//! This module owns the judgement and the marks, from narrow handles ([`Revoker`]: the
+//! connection cache, the marks, the audit sink, the expiry notifier); relaying the answer to
+//! the caller is the proxy's (`proxy::after`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use http::{Response, StatusCode};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Incoming;
+use http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::connections::{Account, ToolInfo};
+use crate::connections::{Account, Connections, ToolInfo};
 use crate::error::Error;
-use crate::proxy::Shared;
 
 /// How long a broken mark refuses without asking Composio.
 pub const HOLD: Duration = Duration::from_secs(15 * 60);
 /// Largest execution answer inspected (larger ones are relayed without a look).
-const MAX_INSPECTED: u64 = 1024 * 1024;
+pub(crate) const MAX_INSPECTED: u64 = 1024 * 1024;
 
 /// One broken connection.
 #[derive(Debug, Clone)]
@@ -92,7 +93,7 @@ impl Broken {
         }
     }
 
-    fn mark(&self, subject: &Arc<str>, toolkit: &str, account: &str) {
+    pub(crate) fn mark(&self, subject: &Arc<str>, toolkit: &str, account: &str) {
         self.marks.insert(
             (subject.clone(), toolkit.to_owned()),
             Mark {
@@ -235,123 +236,103 @@ pub(crate) enum Answer<'a> {
     ToolCall(&'a Value),
 }
 
-/// The one step after every execution, whatever carried it (REST execute, sessions, proxy
-/// executions, MCP `tools/call` alone or in a batch), given the (toolkit, account) pairs the
-/// decision allowed and Composio's answer:
-/// - Composio refused (a non-success status, a JSON-RPC error, a tool result with
-///   `isError`) or showed a dead connection: the cached status of every decided toolkit is
-///   forgotten, so the next call looks it up again;
-/// - a dead connection ([`dead_connection`]) is acted on ([`broken`]) when the answer can be
-///   attributed: exactly one toolkit was decided. An answer about several toolkits does not
-///   say whose connection died; forgetting them all is the safe part of the step.
-pub(crate) fn after_execution(
-    shared: &Shared,
-    subject: &Arc<str>,
-    decided: &[(String, Option<String>)],
-    answer: Answer<'_>,
-) {
-    if decided.is_empty() {
-        return;
-    }
-    let (refused, dead) = match answer {
-        Answer::Http(status, body) => (
-            !status.is_success(),
-            body.and_then(|b| dead_connection(status, b)),
-        ),
-        Answer::ToolCall(message) => {
-            let result = message.get("result");
-            let refused = message.get("error").is_some()
-                || result.and_then(|r| r.get("isError")) == Some(&Value::Bool(true));
-            (refused, result.and_then(dead_in_tool_result))
-        }
-    };
-    if !refused && dead.is_none() {
-        return;
-    }
-    for (toolkit, _) in decided {
-        shared.connections.invalidate(subject, toolkit);
-    }
-    match (dead, decided) {
-        (Some(dead), [(toolkit, account)]) => {
-            broken(shared, subject, toolkit, account.as_deref(), dead);
-        }
-        (Some((_, reason)), _) => {
-            tracing::info!(subject = %subject, reason, toolkits = decided.len(),
-                "an answer about several toolkits shows a dead connection; their cached \
-                 statuses are forgotten");
-        }
-        (None, _) => {}
-    }
+/// What the step after an execution acts on: exactly these handles (the carrier builds them
+/// from its rules: `proxy::Shared::revoker`).
+#[derive(Clone, Copy)]
+pub(crate) struct Revoker<'a> {
+    /// The connection cache whose entries are forgotten.
+    pub(crate) connections: &'a Connections,
+    /// The broken marks.
+    pub(crate) broken: &'a Broken,
+    /// Where `connection_broken` events go.
+    pub(crate) audit: &'a crate::audit::Sink,
+    /// The expiry notifier (`[audit_job]`), when configured.
+    pub(crate) expiry: Option<&'a Arc<crate::expiry::Expiry>>,
 }
 
-/// Relays an HTTP execution's answer after [`after_execution`] has looked at it (read whole
-/// when small enough; a larger one is judged by its status alone). The answer itself is
-/// relayed unchanged: this call already failed; the next one is refused.
-pub(crate) async fn relay_execution(
-    ctx: &crate::proxy::Ctx<'_>,
-    resp: Response<Incoming>,
-    decided: &[(String, Option<String>)],
-) -> Result<Response<crate::body::ResponseBody>, Error> {
-    let subject = &ctx.identity.subject;
-    let small = http_body::Body::size_hint(resp.body())
-        .exact()
-        .is_some_and(|n| n <= MAX_INSPECTED);
-    if decided.is_empty() || !small {
-        after_execution(
-            ctx.shared,
-            subject,
-            decided,
-            Answer::Http(resp.status(), None),
-        );
-        return ctx.relay(resp);
-    }
-    let (parts, body) = resp.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map_err(|_| Error::UpstreamUnavailable)?
-        .to_bytes();
-    after_execution(
-        ctx.shared,
-        subject,
-        decided,
-        Answer::Http(parts.status, Some(&bytes)),
-    );
-    let resp = Response::from_parts(parts, Full::new(bytes));
-    ctx.relay_body(resp)
-}
-
-/// Acts on a dead connection (module docs, steps 1 to 4).
-pub(crate) fn broken(
-    shared: &Shared,
-    subject: &Arc<str>,
-    toolkit: &str,
-    account: Option<&str>,
-    (status, reason): (&'static str, &'static str),
-) {
-    let account = account.map_or_else(|| format!("(any {toolkit} account)"), str::to_owned);
-    shared.connections.invalidate(subject, toolkit);
-    shared.broken.mark(subject, toolkit, &account);
-    crate::metrics::connection_broken();
-    tracing::warn!(subject = %subject, toolkit, account, reason,
-        "Composio's answer shows a dead connection; the user must reconnect");
-    shared.audit.record(
-        "connection_broken",
-        json!({"subject": &**subject, "toolkit": toolkit,
-            "connected_account_id": account, "status": status, "reason": reason}),
-    );
-    if let Some(job) = shared.expiry.clone() {
-        let finding = crate::expiry::Finding {
-            user_id: subject.to_string(),
-            toolkit: toolkit.to_owned(),
-            connected_account_id: account,
-            status: status.into(),
-            status_reason: Some(reason.to_owned()),
-            since: Some(crate::clock::now_rfc3339()),
+impl Revoker<'_> {
+    /// The one step after every execution, whatever carried it (REST execute, sessions, proxy
+    /// executions, MCP `tools/call` alone or in a batch), given the (toolkit, account) pairs
+    /// the decision allowed and Composio's answer:
+    /// - Composio refused (a non-success status, a JSON-RPC error, a tool result with
+    ///   `isError`) or showed a dead connection: the cached status of every decided toolkit is
+    ///   forgotten, so the next call looks it up again;
+    /// - a dead connection ([`dead_connection`]) is acted on ([`Revoker::broken`]) when the
+    ///   answer can be attributed: exactly one toolkit was decided. An answer about several
+    ///   toolkits does not say whose connection died; forgetting them all is the safe part of
+    ///   the step.
+    pub(crate) fn after_execution(
+        &self,
+        subject: &Arc<str>,
+        decided: &[(String, Option<String>)],
+        answer: Answer<'_>,
+    ) {
+        if decided.is_empty() {
+            return;
+        }
+        let (refused, dead) = match answer {
+            Answer::Http(status, body) => (
+                !status.is_success(),
+                body.and_then(|b| dead_connection(status, b)),
+            ),
+            Answer::ToolCall(message) => {
+                let result = message.get("result");
+                let refused = message.get("error").is_some()
+                    || result.and_then(|r| r.get("isError")) == Some(&Value::Bool(true));
+                (refused, result.and_then(dead_in_tool_result))
+            }
         };
-        tokio::spawn(async move {
-            job.notify(std::slice::from_ref(&finding)).await;
-        });
+        if !refused && dead.is_none() {
+            return;
+        }
+        for (toolkit, _) in decided {
+            self.connections.invalidate(subject, toolkit);
+        }
+        match (dead, decided) {
+            (Some(dead), [(toolkit, account)]) => {
+                self.broken(subject, toolkit, account.as_deref(), dead);
+            }
+            (Some((_, reason)), _) => {
+                tracing::info!(subject = %subject, reason, toolkits = decided.len(),
+                    "an answer about several toolkits shows a dead connection; their cached \
+                     statuses are forgotten");
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Acts on a dead connection (module docs, steps 1 to 4).
+    pub(crate) fn broken(
+        &self,
+        subject: &Arc<str>,
+        toolkit: &str,
+        account: Option<&str>,
+        (status, reason): (&'static str, &'static str),
+    ) {
+        let account = account.map_or_else(|| format!("(any {toolkit} account)"), str::to_owned);
+        self.connections.invalidate(subject, toolkit);
+        self.broken.mark(subject, toolkit, &account);
+        crate::metrics::connection_broken();
+        tracing::warn!(subject = %subject, toolkit, account, reason,
+            "Composio's answer shows a dead connection; the user must reconnect");
+        self.audit.record(
+            "connection_broken",
+            json!({"subject": &**subject, "toolkit": toolkit,
+                "connected_account_id": account, "status": status, "reason": reason}),
+        );
+        if let Some(job) = self.expiry.cloned() {
+            let finding = crate::expiry::Finding {
+                user_id: subject.to_string(),
+                toolkit: toolkit.to_owned(),
+                connected_account_id: account,
+                status: status.into(),
+                status_reason: Some(reason.to_owned()),
+                since: Some(crate::clock::now_rfc3339()),
+            };
+            tokio::spawn(async move {
+                job.notify(std::slice::from_ref(&finding)).await;
+            });
+        }
     }
 }
 

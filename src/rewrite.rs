@@ -38,8 +38,12 @@ const IDENTITY_KEYS: &[&str] = &[
 /// Folded names that carry caller-supplied credentials on execution routes.
 const CUSTOM_AUTH_KEYS: &[&str] = &["customauthparams", "customconnectiondata", "authconfig"];
 
-/// Folded names of a single connected-account id.
+/// Folded names of a single connected-account id: the one list every carrier reads (a REST
+/// body, a session call, MCP arguments and server URLs; `account` of a session call is
+/// `invocation`'s own addition).
 const ACCOUNT_KEYS: &[&str] = &["connectedaccountid", "connectedauthid"];
+/// Folded names of a list of connected-account ids.
+const ACCOUNT_LIST_KEYS: &[&str] = &["connectedaccountids", "connectedaccounts"];
 
 /// `name` lower-cased with every byte that is not an ASCII letter or digit removed, compared
 /// without allocating. Dropping all punctuation (not just `_` and `-`) also catches the
@@ -66,6 +70,18 @@ fn folded_in(name: &str, set: &[&str]) -> bool {
 /// Whether `name` is any spelling of a user-identity field.
 pub fn is_identity_key(name: &str) -> bool {
     folded_in(name, IDENTITY_KEYS)
+}
+
+/// Whether `name` is any spelling of one connected-account id (`connected_account_id`,
+/// `connectedAccountId`, the old `connectedAuthId`).
+pub fn is_account_key(name: &str) -> bool {
+    folded_in(name, ACCOUNT_KEYS)
+}
+
+/// Whether `name` is any spelling of a list of connected-account ids
+/// (`connected_account_ids`, `connectedAccounts`).
+pub fn is_account_list_key(name: &str) -> bool {
+    folded_in(name, ACCOUNT_LIST_KEYS)
 }
 
 /// Shape limits of a strictly parsed body (`[limits] max_json_keys_per_object` and

@@ -58,7 +58,7 @@ pub enum Policy {
     Neutral,
     /// Answered by the gateway itself: the old SDK's key check, which must not see the key.
     ClientInfo,
-    /// MCP over Streamable HTTP: JSON-RPC inspected message by message ([`crate::mcp`]).
+    /// MCP over Streamable HTTP: JSON-RPC inspected message by message ([`crate::proxy::mcp`]).
     Mcp(McpTarget),
     /// A presigned upload URL for a tool's file input (project storage, not a user's data):
     /// the JSON body is forwarded with any user id removed.

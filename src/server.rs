@@ -215,7 +215,7 @@ pub(crate) async fn build_shared(
             .map(|u| u.trim_end_matches('/').to_owned()),
         mcp: config.mcp.clone(),
         issuer: config.auth.issuer.clone(),
-        front_door: crate::mcp::front_door::Sessions::default(),
+        front_door: crate::proxy::mcp::front_door::Sessions::default(),
         cluster,
     };
     Ok((shared, tasks))
@@ -536,7 +536,7 @@ impl Gateway {
         state.start_schedule();
         tokio::pin!(shutdown);
         let local = listener.local_addr()?;
-        // MCP URLs derived from `Host` may name only this port (crate::mcp::public_base).
+        // MCP URLs derived from `Host` may name only this port (crate::proxy::mcp::public_base).
         state
             .current
             .load()

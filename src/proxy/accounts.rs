@@ -146,7 +146,7 @@ pub(super) async fn trigger_upsert(
     require_owned(ctx, &obj.account_ids()?, audit).await?;
     let account = invocation::named_account(&obj)?;
     let invocations = [Invocation::trigger(slug, account.as_deref())];
-    invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    ctx.decide(&invocations, audit).await?;
     ctx.pass(query.as_deref(), &obj, TimeoutClass::Default, audit)
         .await
 }

@@ -32,7 +32,7 @@ pub(super) async fn execute(
     ctx.pin(&mut obj, canonical, audit)?;
     let account = invocation::named_account(&obj)?;
     let invocations = invocation::from_body(tool, &obj, account.as_deref())?;
-    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
     audit.tool_of_request(tool);
     if api == Api::Legacy {
         forward_decided_app(ctx, tool, &mut obj).await?;
@@ -41,7 +41,7 @@ pub(super) async fn execute(
     let resp = ctx
         .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)
         .await?;
-    crate::revocation::relay_execution(ctx, resp, &verdict.accounts).await
+    super::after::relay_execution(ctx, resp, &verdict.accounts).await
 }
 
 /// The old API's `appName` is the caller's hint; what is forwarded names the app the decision
@@ -97,10 +97,10 @@ pub(super) async fn proxy_execute(
         Error::BodyInvalid("proxy execute needs the user's connected_account_id".into())
     })?;
     let invocations = [Invocation::proxy(None, Some(&id))];
-    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
     let resp = ctx
         .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)
         .await?;
     // The account's toolkit was decided: its answer is read like any execution's.
-    crate::revocation::relay_execution(ctx, resp, &verdict.accounts).await
+    super::after::relay_execution(ctx, resp, &verdict.accounts).await
 }

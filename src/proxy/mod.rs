@@ -13,7 +13,9 @@
 //! 7. one audit event per decision ([`crate::audit`]).
 
 mod accounts;
+pub(crate) mod after;
 mod execute;
+pub(crate) mod mcp;
 mod sessions;
 pub(crate) mod toolgate;
 
@@ -77,8 +79,8 @@ pub struct Shared {
     pub(crate) mcp: crate::config::McpConfig,
     /// `[auth] issuer`, published as the MCP authorization server by default.
     pub(crate) issuer: Option<String>,
-    /// The front door's sessions ([`crate::mcp::front_door`]).
-    pub(crate) front_door: crate::mcp::front_door::Sessions,
+    /// The front door's sessions ([`mcp::front_door`]).
+    pub(crate) front_door: mcp::front_door::Sessions,
     /// The OTLP span exporter (`[telemetry] otlp_endpoint`), when configured.
     pub(crate) telemetry: Option<Arc<crate::trace::Telemetry>>,
     /// The fleet's shared state on Redis (`[shared]`); `None` on a single node.
@@ -110,6 +112,17 @@ impl Shared {
     /// Whether verification keys are loaded.
     pub fn keys_ready(&self) -> bool {
         self.auth.ready()
+    }
+
+    /// The narrow handle [`crate::invocation::decide`] reads: these rules, nothing else.
+    pub(crate) fn decider(&self) -> crate::invocation::Decider<'_> {
+        crate::invocation::Decider {
+            tool_policy: &self.tool_policy,
+            kill_switch: &self.kill_switch,
+            connections: &self.connections,
+            broken: &self.broken,
+            allow_proxy_execute: self.policy.allow_proxy_execute,
+        }
     }
 }
 
@@ -169,8 +182,8 @@ where
     // when its next request on that connection fails. Saying `Connection: close` makes it
     // reconnect instead.
     // A 401 on an MCP endpoint names the RFC 9728 metadata (MCP authorization).
-    let www_authenticate = crate::mcp::is_mcp_path(req.uri().path())
-        .then(|| crate::mcp::www_authenticate(shared, req.uri(), req.headers()))
+    let www_authenticate = mcp::is_mcp_path(req.uri().path())
+        .then(|| mcp::www_authenticate(shared, req.uri(), req.headers()))
         .flatten();
     let close_on_refusal = req.version() < Version::HTTP_2
         && (req.headers().contains_key(header::TRANSFER_ENCODING)
@@ -285,7 +298,7 @@ where
         return Err(Error::RequestTargetInvalid);
     }
     let path = crate::path::check(parts.uri.path())?;
-    if let Some(resp) = crate::mcp::before_auth(shared, &parts, path)? {
+    if let Some(resp) = mcp::before_auth(shared, &parts, path)? {
         return Ok(resp);
     }
     let token = crate::auth::token_from_headers(&parts.headers)?;
@@ -343,7 +356,7 @@ where
         Policy::McpGenerate => accounts::mcp_generate(&ctx, body, audit).await,
         Policy::SessionCreate => sessions::create(&ctx, body, audit).await,
         Policy::OwnedSession(call) => sessions::owned(&ctx, body, call, audit).await,
-        Policy::Mcp(target) => crate::mcp::handle(&ctx, shared, body, target, audit).await,
+        Policy::Mcp(target) => mcp::handle(&ctx, shared, body, target, audit).await,
     }
 }
 
@@ -376,6 +389,8 @@ pub(crate) struct Ctx<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct DryRun {
     pub(crate) forwarded: std::sync::Mutex<Option<Forwarded>>,
+    /// The decision's trace of every invocation it decided, in order.
+    pub(crate) decided: std::sync::Mutex<Vec<crate::invocation::Traced>>,
 }
 
 /// The request a dry run stopped before sending.
@@ -405,6 +420,25 @@ pub(crate) async fn dry_run(
 impl Ctx<'_> {
     pub(crate) fn subject(&self) -> &str {
         &self.identity.subject
+    }
+
+    /// The one decision on a carrier's invocations ([`crate::invocation::decide`]), its trace
+    /// rendered into the audit event (and kept for a dry run's explanation).
+    pub(crate) async fn decide(
+        &self,
+        invocations: &[crate::invocation::Invocation],
+        audit: &mut Audit,
+    ) -> Result<crate::invocation::Verdict, Error> {
+        let decided =
+            crate::invocation::decide(&self.shared.decider(), self.identity, invocations).await;
+        decided.record(audit);
+        if let Some(dry) = self.dry_run {
+            dry.decided
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(decided.trace);
+        }
+        decided.outcome
     }
 
     /// The one request-body reader of every carrier (REST handlers, sessions, every MCP
@@ -596,7 +630,7 @@ impl Ctx<'_> {
     fn relay_head(&self, head: &mut http::HeaderMap) -> Result<(), Error> {
         refuse_encoded(head)?;
         headers::clean_response_headers(head, &self.shared.secret);
-        crate::mcp::rewrite_location_for(self.shared, self.parts, self.subject(), head);
+        mcp::rewrite_location_for(self.shared, self.parts, self.subject(), head);
         Ok(())
     }
 
@@ -618,7 +652,7 @@ impl Ctx<'_> {
     }
 
     /// Relays an answer that may carry Composio MCP URLs, with them moved onto the gateway
-    /// ([`crate::mcp::rewrite`]); the answer is read whole (it is a small JSON object).
+    /// ([`mcp::rewrite`]); the answer is read whole (it is a small JSON object).
     pub(crate) async fn relay_mcp_urls(
         &self,
         resp: Response<Incoming>,
@@ -630,7 +664,7 @@ impl Ctx<'_> {
             .await
             .map_err(|_| Error::UpstreamUnavailable)?
             .to_bytes();
-        let out = crate::mcp::rewrite_answer(self.shared, self.parts, self.subject(), bytes)?;
+        let out = mcp::rewrite_answer(self.shared, self.parts, self.subject(), bytes)?;
         let body = Redact::new(Full::new(out), self.shared.secret.clone()).boxed();
         Ok(Response::from_parts(parts, body))
     }

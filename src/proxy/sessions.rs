@@ -74,9 +74,14 @@ async fn relay_remembering(
             _ => {}
         }
     }
-    crate::mcp::rewrite_location_for(ctx.shared, ctx.parts, ctx.subject(), &mut parts.headers);
+    crate::proxy::mcp::rewrite_location_for(
+        ctx.shared,
+        ctx.parts,
+        ctx.subject(),
+        &mut parts.headers,
+    );
     // `mcp.url` points at Composio: the client gets the gateway's instead.
-    let bytes = crate::mcp::rewrite_answer(ctx.shared, ctx.parts, ctx.subject(), bytes)?;
+    let bytes = crate::proxy::mcp::rewrite_answer(ctx.shared, ctx.parts, ctx.subject(), bytes)?;
     let body = Redact::new(Full::new(bytes), ctx.shared.secret.clone()).boxed();
     Ok(Response::from_parts(parts, body))
 }
@@ -97,7 +102,7 @@ pub(super) async fn owned(
     let query = scoped_query(ctx, None, audit)?;
     let method = &ctx.parts.method;
     // What an execution was decided on, for the step after it
-    // ([`crate::revocation::after_execution`]).
+    // ([`super::after::after_execution`]).
     let mut decided = Vec::new();
     let body = if *method == Method::POST || *method == Method::PATCH {
         let mut obj = ctx.json_body(body, true).await?;
@@ -137,7 +142,7 @@ pub(super) async fn owned(
         return ctx.relay_mcp_urls(resp).await;
     }
     if !decided.is_empty() {
-        return crate::revocation::relay_execution(ctx, resp, &decided).await;
+        return super::after::relay_execution(ctx, resp, &decided).await;
     }
     ctx.relay(resp)
 }
@@ -165,7 +170,7 @@ async fn gate_execute(
     for slug in &slugs {
         invocations.extend(invocation::from_body(slug, obj, account.as_deref())?);
     }
-    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
     audit.tool_of_request(&slugs[0]);
     Ok(verdict.accounts)
 }
@@ -185,7 +190,7 @@ async fn gate_proxy_execute(
     };
     let account = invocation::named_account(obj)?;
     let invocations = [Invocation::proxy(Some(toolkit), account.as_deref())];
-    let verdict = invocation::decide(ctx.shared, ctx.identity, &invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
     Ok(verdict.accounts)
 }
 

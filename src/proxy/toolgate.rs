@@ -1,17 +1,58 @@
 //! The tool policy ([`crate::toolpolicy`]) applied to what is not an invocation: a session's
-//! toolkit allow-list and catalogue listings. Executions, whatever carries them, are decided
-//! by [`crate::invocation::decide`].
+//! toolkit allow-list and catalogue listings, with the one tool-visibility rule
+//! ([`tool_visible`]) of every listing (REST tool listings and MCP `tools/list`). Executions,
+//! whatever carries them, are decided by [`crate::invocation::decide`].
 
 use http::Response;
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use super::Ctx;
+use super::{Ctx, Shared};
 use crate::audit::Audit;
 use crate::body::ResponseBody;
 use crate::error::Error;
 use crate::rewrite::{JsonObject, Raw};
-use crate::toolpolicy::{self, Decision, Permitted};
+use crate::toolpolicy::{self, Decision, Permitted, ToolPolicy};
+
+/// The toolkit of Composio's own tools.
+const META_TOOLKIT: &str = "composio";
+
+/// The one tool-visibility rule of every listing (REST tool listings, MCP `tools/list`): a
+/// caller is offered `slug` of `toolkit` only when the policy would let it run the tool, so a
+/// model is never offered a tool it cannot call. Composio's own tools (code-running and
+/// dispatching meta tools) are of toolkit `composio` whatever the listing says, as the
+/// decision has them.
+pub(crate) fn tool_visible(
+    policy: &ToolPolicy,
+    claims: &serde_json::Map<String, Value>,
+    toolkit: &str,
+    slug: &str,
+) -> bool {
+    let own = toolpolicy::is_code_tool(slug) || toolpolicy::is_meta_tool(slug);
+    let toolkit = if own { META_TOOLKIT } else { toolkit };
+    policy.decide(claims, toolkit, slug).allowed
+}
+
+/// [`tool_visible`] for a listing that does not say the toolkit (MCP `tools/list`): the
+/// toolkit is Composio's, looked up only when the policy could refuse the tool; a tool whose
+/// toolkit cannot be learnt is hidden (fail closed).
+pub(crate) async fn tool_visible_unlisted(
+    shared: &Shared,
+    claims: &serde_json::Map<String, Value>,
+    slug: &str,
+) -> bool {
+    let policy = &shared.tool_policy;
+    if toolpolicy::is_code_tool(slug) || toolpolicy::is_meta_tool(slug) {
+        return tool_visible(policy, claims, META_TOOLKIT, slug);
+    }
+    if !policy.restricts(claims) {
+        return true;
+    }
+    match shared.connections.tool(slug).await {
+        Ok(info) => tool_visible(policy, claims, &info.toolkit, slug),
+        Err(_) => false,
+    }
+}
 
 fn record(ctx: &Ctx<'_>, d: Decision, what: &str, audit: &mut Audit) -> Result<(), Error> {
     let policy = &ctx.shared.tool_policy;
@@ -160,7 +201,7 @@ pub(super) async fn relay_listing(
     let policy = &ctx.shared.tool_policy;
     let claims = &*ctx.identity.claims;
     let restricts = policy.restricts(claims);
-    let keep_tool = |toolkit: &str, slug: &str| policy.decide(claims, toolkit, slug).allowed;
+    let keep_tool = |toolkit: &str, slug: &str| tool_visible(policy, claims, toolkit, slug);
     match ctx.matched.route.pattern {
         // Tool listings always: the code-running meta tools are refused by default.
         "/api/{v3}/tools" | "/api/v2/actions" => {
@@ -221,4 +262,45 @@ fn retain_items(v: &mut Value, keep: impl Fn(&Value) -> bool) {
         _ => return,
     };
     items.retain(|i| keep(i));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(toml: &str) -> ToolPolicy {
+        let cfg: crate::config::PolicyConfig = toml::from_str(toml).expect("policy");
+        ToolPolicy::compile(&cfg).expect("compiles").0
+    }
+
+    /// REST listings and MCP `tools/list` share one rule: what the decision would refuse is
+    /// not offered, and Composio's own tools are judged as Composio's whatever the listing
+    /// says their toolkit is.
+    #[test]
+    fn a_listing_offers_exactly_what_the_decision_allows() {
+        let p = policy("[[rules]]\nname = \"no notion\"\ndeny_toolkits = [\"notion\"]\n");
+        let claims = serde_json::Map::new();
+        assert!(tool_visible(&p, &claims, "gmail", "GMAIL_SEND_EMAIL"));
+        assert!(!tool_visible(&p, &claims, "notion", "NOTION_CREATE_PAGE"));
+        // A listing that files a meta tool under a denied toolkit does not hide it: the
+        // decision runs it as Composio's (MCP has always judged it so; REST listings did not).
+        assert!(tool_visible(
+            &p,
+            &claims,
+            "notion",
+            "COMPOSIO_MULTI_EXECUTE_TOOL"
+        ));
+        for listed in ["composio", "", "gmail"] {
+            assert!(
+                !tool_visible(&p, &claims, listed, "COMPOSIO_REMOTE_WORKBENCH"),
+                "{listed}"
+            );
+            assert_eq!(
+                tool_visible(&p, &claims, listed, "COMPOSIO_MULTI_EXECUTE_TOOL"),
+                p.decide(&claims, META_TOOLKIT, "COMPOSIO_MULTI_EXECUTE_TOOL")
+                    .allowed,
+                "{listed}"
+            );
+        }
+    }
 }

@@ -376,3 +376,63 @@ async fn explain_names_the_forged_user_and_each_step_once() {
     assert!(dry(&h, &cases()[0], false).await.identity.is_none());
     h.shutdown().await;
 }
+
+/// Issue 26: explain's invocations are the decision's own trace, not a story rebuilt from the
+/// audit journal: each invocation with its steps and the reason of its refusal, including one
+/// refused before anything was looked up (the kill switch's tool rule), of which the journal
+/// held no toolkit and no rule.
+#[tokio::test]
+async fn explain_shows_each_invocation_as_the_decision_traced_it() {
+    use entitygate::killswitch::{KillSwitch, Rule};
+    let h = Harness::with_config(RULES).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ks = KillSwitch::in_memory();
+    let rule = json!({"tool": "COMPOSIO_REMOTE_*", "reason": "incident"});
+    ks.replace_all(vec![Rule::from_request(&rule, now).unwrap()])
+        .await
+        .unwrap();
+    let config = Config::from_toml(&config_toml(h.upstream_addr(), RULES)).unwrap();
+    let nested = &cases()[4];
+    let e = entitygate::explain::explain_with(
+        &config,
+        &env(),
+        &ExplainRequest {
+            method: Method::POST,
+            target: nested.path.to_owned(),
+            token: nested.token.clone(),
+            body: Some(nested.body.to_string().into_bytes()),
+            live: false,
+        },
+        Some(std::sync::Arc::new(ks)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(e.decision, "denied_by_kill_switch", "{e:#?}");
+    let tools: Vec<&str> = e.invocations.iter().map(|i| i.tool.as_str()).collect();
+    assert_eq!(
+        tools,
+        [
+            "COMPOSIO_MULTI_EXECUTE_TOOL",
+            "GITHUB_CREATE_ISSUE",
+            "COMPOSIO_REMOTE_WORKBENCH"
+        ],
+        "{e:#?}"
+    );
+    assert!(e.invocations[..2].iter().all(|i| i.refusal.is_none()));
+    assert_eq!(e.invocations[1].toolkit.as_deref(), Some("github"));
+    let refused = &e.invocations[2];
+    assert_eq!(
+        refused.steps,
+        vec![("kill switch (tool)".to_owned(), "refused".to_owned())]
+    );
+    assert!(refused.refusal.is_some(), "{refused:#?}");
+    assert!(
+        e.to_text().contains("COMPOSIO_REMOTE_WORKBENCH: refused"),
+        "{}",
+        e.to_text()
+    );
+    h.shutdown().await;
+}

@@ -23,7 +23,7 @@
 //!    passes through: the older stateful transport);
 //! 4. the answer is inspected: JSON answers whole, event streams event by event ([`sse`]);
 //!    each `tools/call` answer goes through the after-execution step by its JSON-RPC id
-//!    ([`Calls`], [`crate::revocation::after_execution`]);
+//!    ([`Calls`], [`crate::proxy::after::after_execution`]);
 //!    `tools/list` results keep only what the tool policy lets the caller run; the key is
 //!    redacted; a stream has its own idle timeout and ends upstream when the client leaves.
 //!
@@ -54,7 +54,7 @@ use crate::body::{Redact, RequestBody, ResponseBody};
 use crate::error::Error;
 use crate::headers;
 use crate::proxy::{Ctx, Shared};
-use crate::rewrite::{folded_eq, is_identity_key};
+use crate::rewrite::{folded_eq, is_account_key, is_account_list_key, is_identity_key};
 use crate::routes::McpTarget;
 use crate::upstream::TimeoutClass;
 
@@ -320,10 +320,11 @@ async fn resolve(ctx: &Ctx<'_>, target: McpTarget, audit: &mut Audit) -> Result<
             let mut accounts = Vec::new();
             for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
                 let base = k.split(['[', '.']).next().unwrap_or(&k);
-                if base.len() != k.len() && (is_identity_key(base) || is_account_key(base)) {
+                let names_account = |k: &str| is_account_key(k) || is_account_list_key(k);
+                if base.len() != k.len() && (is_identity_key(base) || names_account(base)) {
                     return Err(Error::QueryNotAllowed(k.chars().take(64).collect()));
                 }
-                if is_account_key(&k) && !accounts.contains(&v.to_string()) {
+                if names_account(&k) && !accounts.contains(&v.to_string()) {
                     accounts.push(v.into_owned());
                 }
             }
@@ -356,10 +357,6 @@ async fn resolve(ctx: &Ctx<'_>, target: McpTarget, audit: &mut Audit) -> Result<
             })
         }
     }
-}
-
-fn is_account_key(k: &str) -> bool {
-    folded_eq(k, "connectedaccountid") || folded_eq(k, "connectedaccountids")
 }
 
 /// A POSTed JSON-RPC body: parsed, decided message by message, the allowed part forwarded.
@@ -414,7 +411,7 @@ async fn post(
                     own.session(s);
                 }
                 let started = Instant::now();
-                let r = decide_call(ctx, shared, msg, target, &mut own).await;
+                let r = decide_call(ctx, msg, target, &mut own).await;
                 match &r {
                     Ok(_) => own.allow(),
                     Err(e) => own.refuse(e),
@@ -427,7 +424,7 @@ async fn post(
                 );
                 r
             } else {
-                decide_call(ctx, shared, msg, target, audit).await
+                decide_call(ctx, msg, target, audit).await
             };
             let decided = match decided {
                 Ok(accounts) => accounts,
@@ -475,7 +472,6 @@ async fn post(
 /// One `tools/call`: its invocations, then the one decision.
 async fn decide_call(
     ctx: &Ctx<'_>,
-    shared: &Arc<Shared>,
     msg: &jsonrpc::Message,
     target: &Target,
     audit: &mut Audit,
@@ -489,7 +485,7 @@ async fn decide_call(
     let arguments = params.get("arguments").filter(|a| !a.is_null());
     let account = call_account(target.account.as_deref(), arguments)?;
     let invocations = crate::invocation::from_tool_call(name, arguments, account.as_deref())?;
-    let verdict = crate::invocation::decide(shared, ctx.identity, &invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
     Ok(verdict.accounts)
 }
 
@@ -502,7 +498,7 @@ fn call_account(pinned: Option<&str>, arguments: Option<&Value>) -> Result<Optio
         return Ok(found);
     };
     for (k, v) in args {
-        if !(folded_eq(k, "connectedaccountid") || folded_eq(k, "connectedauthid")) {
+        if !is_account_key(k) {
             continue;
         }
         let id = match v {
@@ -714,7 +710,7 @@ async fn relay(
 
 /// The `tools/call`s one POST forwarded, each with the (toolkit, account) pairs it was decided
 /// on, by JSON-RPC id: every answer is read against its own call
-/// ([`crate::revocation::after_execution`]), so a batch's dead connection is attributed to
+/// ([`crate::proxy::after::after_execution`]), so a batch's dead connection is attributed to
 /// the call whose answer shows it.
 #[derive(Debug, Default)]
 pub(crate) struct Calls {
@@ -784,7 +780,7 @@ impl Calls {
                 continue;
             }
             let decided = self.of(m.get("id"));
-            crate::revocation::after_execution(
+            crate::proxy::after::after_execution(
                 shared,
                 subject,
                 &decided,
@@ -795,7 +791,7 @@ impl Calls {
 
     /// Judges every call by the status of an answer to the whole POST.
     fn after_status(&self, shared: &Shared, subject: &Arc<str>, status: StatusCode) {
-        crate::revocation::after_execution(
+        crate::proxy::after::after_execution(
             shared,
             subject,
             &self.all(),
@@ -842,7 +838,10 @@ pub(crate) async fn filter_tools(shared: &Shared, identity: &Identity, v: &mut V
         let mut keep = Vec::with_capacity(tools.len());
         for t in tools.iter() {
             let ok = match t.get("name").and_then(Value::as_str) {
-                Some(name) => tool_allowed(shared, identity, name).await,
+                Some(name) => {
+                    crate::proxy::toolgate::tool_visible_unlisted(shared, &identity.claims, name)
+                        .await
+                }
                 None => false,
             };
             keep.push(ok);
@@ -856,21 +855,6 @@ pub(crate) async fn filter_tools(shared: &Shared, identity: &Identity, v: &mut V
         tracing::debug!(subject = %identity.subject, removed, "MCP tools/list filtered");
     }
     removed
-}
-
-async fn tool_allowed(shared: &Shared, identity: &Identity, name: &str) -> bool {
-    let policy = &shared.tool_policy;
-    let claims = &identity.claims;
-    if crate::toolpolicy::is_code_tool(name) || crate::toolpolicy::is_meta_tool(name) {
-        return policy.decide(claims, "composio", name).allowed;
-    }
-    if !policy.restricts(claims) {
-        return true;
-    }
-    match shared.connections.tool(name).await {
-        Ok(info) => policy.decide(claims, &info.toolkit, name).allowed,
-        Err(_) => false,
-    }
 }
 
 /// A redirect from Composio to one of its MCP URLs points at the gateway instead.
@@ -923,4 +907,36 @@ fn media_type(h: &HeaderMap) -> String {
         .and_then(|v| v.split(';').next())
         .map(|m| m.trim().to_ascii_lowercase())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::rewrite::JsonObject;
+
+    /// One list of account-id spellings: an MCP call's arguments, a REST body and the
+    /// invocation extraction read the same names, and the same non-names.
+    #[test]
+    fn every_carrier_reads_the_same_account_spellings() {
+        for (key, names) in [
+            ("connected_account_id", true),
+            ("connectedAccountId", true),
+            ("connectedAuthId", true),
+            ("CONNECTED-ACCOUNT-ID", true),
+            ("connected_account", false),
+            ("user_id", false),
+        ] {
+            let args = json!({ key: "ca_1" });
+            let mcp = call_account(None, Some(&args)).expect("readable");
+            let body = JsonObject::parse(args.to_string().as_bytes()).expect("json");
+            let rest = body.account_ids().expect("readable");
+            let invocation = crate::invocation::named_account(&body).expect("readable");
+            assert_eq!(mcp.is_some(), names, "mcp: {key}");
+            assert_eq!(!rest.is_empty(), names, "rest: {key}");
+            assert_eq!(invocation.is_some(), names, "invocation: {key}");
+            assert_eq!(crate::rewrite::is_account_key(key), names, "{key}");
+        }
+    }
 }
