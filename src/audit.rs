@@ -21,7 +21,45 @@ use http::{HeaderValue, Method, StatusCode};
 
 pub use chain::{seal, verify, Break, Head, HmacKey, Report, GENESIS};
 
+use crate::config::{AuditConfig, ConfigError, Env};
 use crate::error::Error;
+
+impl HmacKey {
+    /// The key `[audit]` names, when it names one. Loading it is the audit sink's business:
+    /// the config only says where the key lives.
+    ///
+    /// # Errors
+    /// Both sources set, the variable unset, the file unreadable, or the key too short.
+    pub fn from_config(cfg: &AuditConfig, env: &dyn Env) -> Result<Option<Self>, ConfigError> {
+        match (&cfg.hmac_key_env, &cfg.hmac_key_file) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                "audit.hmac_key_env",
+                "set hmac_key_env or hmac_key_file, not both",
+            )),
+            (Some(var), None) => {
+                let value = env.var(var).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "audit.hmac_key_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                Self::new(value.as_bytes())
+                    .map(Some)
+                    .map_err(|e| ConfigError::invalid("audit.hmac_key_env", e))
+            }
+            (None, Some(path)) => {
+                Self::from_file(path)
+                    .map(Some)
+                    .map_err(|reason| ConfigError::File {
+                        key: "audit.hmac_key_file".into(),
+                        path: path.clone(),
+                        reason,
+                    })
+            }
+        }
+    }
+}
 
 /// Longest query string recorded (the rest is cut, marked with `…`).
 pub const MAX_QUERY: usize = 2048;

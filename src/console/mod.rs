@@ -29,33 +29,14 @@ use serde::Deserialize;
 
 pub use feed::{Decision, Feed, Filter};
 
+/// `[admin.console]` is part of the config contract; the old path keeps working.
+pub use crate::config::ConsoleConfig;
+
 use crate::server::State;
 use session::Sessions;
 
 /// The body of every admin answer (the live feed streams).
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
-
-/// `[admin.console]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsoleConfig {
-    /// Serve the console under `/ui` (it also needs an admin token).
-    pub enabled: bool,
-    /// Decisions kept in memory for the Live decisions page (the ring's size).
-    pub recent: usize,
-    /// A session unused for this long ends.
-    pub session_idle_secs: u64,
-}
-
-impl Default for ConsoleConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            recent: 2000,
-            session_idle_secs: 1800,
-        }
-    }
-}
 
 /// The `Content-Security-Policy` of every console answer.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \

@@ -891,7 +891,11 @@ pub async fn audit_once(
 /// otherwise, 64 for an unusable configuration.
 pub async fn cli(config_path: &Path) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let config = match Config::load(config_path) {
+    // The same refusals as `check-config`: `Config::load` checks the structure only, and a
+    // file whose policy does not compile is no configuration to audit under.
+    let config = match Config::load(config_path)
+        .and_then(|c| crate::toolpolicy::check(&c).map(|()| c))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("entitygate: {e}");
