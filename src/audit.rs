@@ -11,6 +11,7 @@
 //! (`api_key`, `token`, `secret`, ...) replaced by `[REDACTED]`.
 
 mod chain;
+pub mod feed;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -114,8 +115,8 @@ pub struct Sink {
     tx: mpsc::SyncSender<Msg>,
     path: Option<PathBuf>,
     key: Option<HmacKey>,
-    /// A copy of every line for the console ([`crate::console`]), off until it starts.
-    feed: std::sync::Arc<crate::console::Feed>,
+    /// A copy of every line for the console ([`feed`]), off until it starts.
+    feed: std::sync::Arc<feed::Feed>,
 }
 
 // === impl Sink ===
@@ -141,7 +142,7 @@ impl Sink {
     }
 
     /// The console's copy of the decisions.
-    pub fn feed(&self) -> &std::sync::Arc<crate::console::Feed> {
+    pub fn feed(&self) -> &std::sync::Arc<feed::Feed> {
         &self.feed
     }
 

@@ -11,7 +11,6 @@
 //! - Data: the decisions come from [`feed`], a bounded copy of the audit trail; the rest is
 //!   read from the running gateway's state (policy, caches, readiness, connections).
 
-pub mod feed;
 mod pages;
 mod session;
 mod sse;
@@ -27,7 +26,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-pub use feed::{Decision, Feed, Filter};
+pub use crate::audit::feed::{self, Decision, Feed, Filter};
 
 /// `[admin.console]` is part of the config contract; the old path keeps working.
 pub use crate::config::ConsoleConfig;
