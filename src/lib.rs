@@ -57,6 +57,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod client;
 pub mod clock;
 pub mod config;
 mod conn;
