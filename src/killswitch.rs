@@ -34,6 +34,7 @@ use crate::error::Error;
 use crate::toolpolicy::glob_matches;
 
 pub mod cli;
+pub(crate) mod shared;
 
 /// Rule id -> the rule as JSON.
 const RULES: TableDefinition<'_, &str, &str> = TableDefinition::new("deny_rules");
@@ -281,6 +282,8 @@ pub struct KillSwitch {
     writing: tokio::sync::Mutex<()>,
     /// Rules dropped because their expiry passed, not yet handed to [`KillSwitch::lapsed`].
     lapsed: std::sync::Mutex<Vec<Rule>>,
+    /// The cluster these rules are synced with ([`shared::attach`]); dangling when none.
+    fleet: std::sync::Mutex<std::sync::Weak<crate::shared::Cluster>>,
 }
 
 impl std::fmt::Debug for KillSwitch {
@@ -340,6 +343,7 @@ impl KillSwitch {
             changes: broadcast::channel(256).0,
             writing: tokio::sync::Mutex::new(()),
             lapsed: std::sync::Mutex::new(Vec::new()),
+            fleet: std::sync::Mutex::new(std::sync::Weak::new()),
         }
     }
 

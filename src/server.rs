@@ -180,7 +180,7 @@ pub(crate) async fn build_shared(
         _ => Arc::new(open_kill_switch(config)?),
     };
     if let Some(c) = &cluster {
-        crate::shared::deny::attach(c, &kill_switch);
+        crate::killswitch::shared::attach(c, &kill_switch);
     }
     let shared = Shared {
         kill_switch,
