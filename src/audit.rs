@@ -841,6 +841,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_key_named_by_audit_config_is_loaded_or_refused_naming_the_key() {
+        let env: std::collections::HashMap<String, String> = [
+            ("LONG".to_owned(), "k".repeat(32)),
+            ("SHORT".to_owned(), "k".repeat(8)),
+        ]
+        .into();
+        let cfg = |var: Option<&str>, file: Option<&str>| AuditConfig {
+            hmac_key_env: var.map(str::to_owned),
+            hmac_key_file: file.map(PathBuf::from),
+            ..AuditConfig::default()
+        };
+        let key = |c: AuditConfig| HmacKey::from_config(&c, &env);
+        assert!(key(cfg(None, None)).unwrap().is_none());
+        assert!(key(cfg(Some("LONG"), None)).unwrap().is_some());
+        let invalid = |r: Result<Option<HmacKey>, ConfigError>| match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a refusal, got {:?}", other.map(|k| k.is_some())),
+        };
+        assert_eq!(invalid(key(cfg(Some("LONG"), Some("k")))), "audit.hmac_key_env");
+        assert_eq!(invalid(key(cfg(Some("UNSET"), None))), "audit.hmac_key_env");
+        assert_eq!(invalid(key(cfg(Some("SHORT"), None))), "audit.hmac_key_env");
+        match key(cfg(None, Some("/nonexistent/entitygate-audit.key"))) {
+            Err(ConfigError::File { key, .. }) => assert_eq!(key, "audit.hmac_key_file"),
+            other => panic!("expected a file error, got {:?}", other.map(|k| k.is_some())),
+        }
+    }
+
+    #[test]
     fn queries_are_recorded_with_identities_and_without_secrets() {
         assert_eq!(
             recorded_query("user_id%5B0%5D=bob&limit=5&api_key=sk_live_x&Token=t&x"),
