@@ -859,12 +859,18 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("expected a refusal, got {:?}", other.map(|k| k.is_some())),
         };
-        assert_eq!(invalid(key(cfg(Some("LONG"), Some("k")))), "audit.hmac_key_env");
+        assert_eq!(
+            invalid(key(cfg(Some("LONG"), Some("k")))),
+            "audit.hmac_key_env"
+        );
         assert_eq!(invalid(key(cfg(Some("UNSET"), None))), "audit.hmac_key_env");
         assert_eq!(invalid(key(cfg(Some("SHORT"), None))), "audit.hmac_key_env");
         match key(cfg(None, Some("/nonexistent/entitygate-audit.key"))) {
             Err(ConfigError::File { key, .. }) => assert_eq!(key, "audit.hmac_key_file"),
-            other => panic!("expected a file error, got {:?}", other.map(|k| k.is_some())),
+            other => panic!(
+                "expected a file error, got {:?}",
+                other.map(|k| k.is_some())
+            ),
         }
     }
 

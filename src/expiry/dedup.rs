@@ -22,10 +22,10 @@ const NOTIFIED: TableDefinition<'_, &str, u64> = TableDefinition::new("notified"
 /// Composio `webhook-id` -> unix seconds when it was first accepted.
 const SEEN_WEBHOOKS: TableDefinition<'_, &str, u64> = TableDefinition::new("seen_webhooks");
 
+use crate::shared::lease::prunable;
 /// The dedup rules and their error are shared with the Redis mirror, which lives below this
 /// module ([`crate::shared::lease`]); the old path keeps working.
 pub use crate::shared::lease::StoreError;
-use crate::shared::lease::prunable;
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new(e.to_string())

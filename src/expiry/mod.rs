@@ -893,15 +893,14 @@ pub async fn cli(config_path: &Path) -> std::process::ExitCode {
     use std::process::ExitCode;
     // The same refusals as `check-config`: `Config::load` checks the structure only, and a
     // file whose policy does not compile is no configuration to audit under.
-    let config = match Config::load(config_path)
-        .and_then(|c| crate::toolpolicy::check(&c).map(|()| c))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("entitygate: {e}");
-            return ExitCode::from(64);
-        }
-    };
+    let config =
+        match Config::load(config_path).and_then(|c| crate::toolpolicy::check(&c).map(|()| c)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("entitygate: {e}");
+                return ExitCode::from(64);
+            }
+        };
     // Warnings only by default: stderr also carries the progress indicator and the summary.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -192,9 +192,7 @@ impl Cluster {
         let all: Vec<(String, u64)> = conn.hgetall(&hash).await.map_err(|e| err(&e))?;
         let gone: Vec<String> = all
             .into_iter()
-            .filter(|(k, t)| {
-                prunable(k, *t, present, scan_started_ms, now_ms, window_ms)
-            })
+            .filter(|(k, t)| prunable(k, *t, present, scan_started_ms, now_ms, window_ms))
             .map(|(k, _)| k)
             .collect();
         if gone.is_empty() {
