@@ -11,6 +11,7 @@
 //! (`api_key`, `token`, `secret`, ...) replaced by `[REDACTED]`.
 
 mod chain;
+pub mod feed;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,45 @@ use http::{HeaderValue, Method, StatusCode};
 
 pub use chain::{seal, verify, Break, Head, HmacKey, Report, GENESIS};
 
+use crate::config::{AuditConfig, ConfigError, Env};
 use crate::error::Error;
+
+impl HmacKey {
+    /// The key `[audit]` names, when it names one. Loading it is the audit sink's business:
+    /// the config only says where the key lives.
+    ///
+    /// # Errors
+    /// Both sources set, the variable unset, the file unreadable, or the key too short.
+    pub fn from_config(cfg: &AuditConfig, env: &dyn Env) -> Result<Option<Self>, ConfigError> {
+        match (&cfg.hmac_key_env, &cfg.hmac_key_file) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                "audit.hmac_key_env",
+                "set hmac_key_env or hmac_key_file, not both",
+            )),
+            (Some(var), None) => {
+                let value = env.var(var).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "audit.hmac_key_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                Self::new(value.as_bytes())
+                    .map(Some)
+                    .map_err(|e| ConfigError::invalid("audit.hmac_key_env", e))
+            }
+            (None, Some(path)) => {
+                Self::from_file(path)
+                    .map(Some)
+                    .map_err(|reason| ConfigError::File {
+                        key: "audit.hmac_key_file".into(),
+                        path: path.clone(),
+                        reason,
+                    })
+            }
+        }
+    }
+}
 
 /// Longest query string recorded (the rest is cut, marked with `…`).
 pub const MAX_QUERY: usize = 2048;
@@ -76,8 +115,8 @@ pub struct Sink {
     tx: mpsc::SyncSender<Msg>,
     path: Option<PathBuf>,
     key: Option<HmacKey>,
-    /// A copy of every line for the console ([`crate::console`]), off until it starts.
-    feed: std::sync::Arc<crate::console::Feed>,
+    /// A copy of every line for the console ([`feed`]), off until it starts.
+    feed: std::sync::Arc<feed::Feed>,
 }
 
 // === impl Sink ===
@@ -103,7 +142,7 @@ impl Sink {
     }
 
     /// The console's copy of the decisions.
-    pub fn feed(&self) -> &std::sync::Arc<crate::console::Feed> {
+    pub fn feed(&self) -> &std::sync::Arc<feed::Feed> {
         &self.feed
     }
 
@@ -800,6 +839,40 @@ fn recorded_query(query: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_named_by_audit_config_is_loaded_or_refused_naming_the_key() {
+        let env: std::collections::HashMap<String, String> = [
+            ("LONG".to_owned(), "k".repeat(32)),
+            ("SHORT".to_owned(), "k".repeat(8)),
+        ]
+        .into();
+        let cfg = |var: Option<&str>, file: Option<&str>| AuditConfig {
+            hmac_key_env: var.map(str::to_owned),
+            hmac_key_file: file.map(PathBuf::from),
+            ..AuditConfig::default()
+        };
+        let key = |c: AuditConfig| HmacKey::from_config(&c, &env);
+        assert!(key(cfg(None, None)).unwrap().is_none());
+        assert!(key(cfg(Some("LONG"), None)).unwrap().is_some());
+        let invalid = |r: Result<Option<HmacKey>, ConfigError>| match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a refusal, got {:?}", other.map(|k| k.is_some())),
+        };
+        assert_eq!(
+            invalid(key(cfg(Some("LONG"), Some("k")))),
+            "audit.hmac_key_env"
+        );
+        assert_eq!(invalid(key(cfg(Some("UNSET"), None))), "audit.hmac_key_env");
+        assert_eq!(invalid(key(cfg(Some("SHORT"), None))), "audit.hmac_key_env");
+        match key(cfg(None, Some("/nonexistent/entitygate-audit.key"))) {
+            Err(ConfigError::File { key, .. }) => assert_eq!(key, "audit.hmac_key_file"),
+            other => panic!(
+                "expected a file error, got {:?}",
+                other.map(|k| k.is_some())
+            ),
+        }
+    }
 
     #[test]
     fn queries_are_recorded_with_identities_and_without_secrets() {

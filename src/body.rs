@@ -74,6 +74,12 @@ pub async fn read_limited(
     Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
+/// Whether `haystack` contains `needle` (an empty needle never matches). Redaction owns
+/// this search; `headers` reaches it through [`Keys::found_in`].
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && memchr::memmem::find(haystack, needle).is_some()
+}
+
 /// What replaces the key wherever it appears in a response body.
 const REDACTED: &[u8] = b"[REDACTED]";
 
@@ -101,7 +107,7 @@ impl Keys {
 
     /// Whether any key occurs in `haystack`.
     pub fn found_in(&self, haystack: &[u8]) -> bool {
-        self.0.iter().any(|k| crate::headers::contains(haystack, k))
+        self.0.iter().any(|k| contains(haystack, k))
     }
 
     /// `data` with every occurrence of every key replaced by `[REDACTED]`.
@@ -197,7 +203,7 @@ where
 
 fn redact_in_place(buf: &mut BytesMut, keys: &Keys) {
     for secret in keys.0.iter() {
-        if !crate::headers::contains(buf, secret) {
+        if !contains(buf, secret) {
             continue;
         }
         let mut out = BytesMut::with_capacity(buf.len());

@@ -703,7 +703,7 @@ pub struct AdminConfig {
     pub max_connections: usize,
     /// `[admin.console]`: the web console under `/ui` ([`crate::console`]).
     #[serde(default)]
-    pub console: crate::console::ConsoleConfig,
+    pub console: ConsoleConfig,
     /// Extra `Host` values the admin endpoints answer to (`name` or `name:port`), besides the
     /// address a connection arrived on (and `localhost` on loopback). Anything else, and any
     /// `Origin` that is not one of them, is refused (DNS rebinding, cross-site requests).
@@ -720,6 +720,28 @@ pub struct AdminConfig {
     pub explain_token_env: Option<String>,
 }
 
+/// `[admin.console]`: the security console ([`crate::console`] serves it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console under `/ui` (it also needs an admin token).
+    pub enabled: bool,
+    /// Decisions kept in memory for the Live decisions page (the ring's size).
+    pub recent: usize,
+    /// A session unused for this long ends.
+    pub session_idle_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            recent: 2000,
+            session_idle_secs: 1800,
+        }
+    }
+}
+
 /// `[audit]`: the decision trail.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -730,42 +752,6 @@ pub struct AuditConfig {
     pub hmac_key_env: Option<String>,
     /// A file holding that key instead (a trailing newline is not part of it).
     pub hmac_key_file: Option<PathBuf>,
-}
-
-impl AuditConfig {
-    /// The HMAC key, when one is configured.
-    ///
-    /// # Errors
-    /// Both sources set, the variable unset, the file unreadable, or the key too short.
-    pub fn hmac_key(&self, env: &dyn Env) -> Result<Option<crate::audit::HmacKey>, ConfigError> {
-        match (&self.hmac_key_env, &self.hmac_key_file) {
-            (None, None) => Ok(None),
-            (Some(_), Some(_)) => Err(ConfigError::invalid(
-                "audit.hmac_key_env",
-                "set hmac_key_env or hmac_key_file, not both",
-            )),
-            (Some(var), None) => {
-                let value = env.var(var).ok_or_else(|| {
-                    ConfigError::invalid(
-                        "audit.hmac_key_env",
-                        format!("environment variable {var} is not set"),
-                    )
-                })?;
-                crate::audit::HmacKey::new(value.as_bytes())
-                    .map(Some)
-                    .map_err(|e| ConfigError::invalid("audit.hmac_key_env", e))
-            }
-            (None, Some(path)) => {
-                crate::audit::HmacKey::from_file(path)
-                    .map(Some)
-                    .map_err(|reason| ConfigError::File {
-                        key: "audit.hmac_key_file".into(),
-                        path: path.clone(),
-                        reason,
-                    })
-            }
-        }
-    }
 }
 
 /// Log output format.
@@ -926,7 +912,9 @@ impl Config {
     }
 
     /// Checks values that parse but make no sense. Secrets and files are checked when the
-    /// components that use them are built.
+    /// components that use them are built, and so is the tool policy: this module compiles
+    /// nothing, so [`crate::toolpolicy::check`] is this plus the policy compile (what
+    /// `check-config` and start-up refuse before any listener is bound).
     ///
     /// # Errors
     /// The first problem found, naming its key.
@@ -1007,7 +995,6 @@ impl Config {
         if self.policy.max_body_bytes == 0 {
             return Err(ConfigError::invalid("policy.max_body_bytes", "must be > 0"));
         }
-        crate::toolpolicy::ToolPolicy::compile(&self.policy)?;
         if self.connections.max_entries == 0 {
             return Err(ConfigError::invalid(
                 "connections.max_entries",

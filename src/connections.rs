@@ -126,6 +126,19 @@ pub struct Stats {
     pub stale: AtomicU64,
 }
 
+impl From<&Stats> for crate::metrics::CacheCounts {
+    fn from(s: &Stats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        Self {
+            hits: s.hits.load(Relaxed),
+            misses: s.misses.load(Relaxed),
+            coalesced: s.coalesced.load(Relaxed),
+            evictions: s.evictions.load(Relaxed),
+            stale: s.stale.load(Relaxed),
+        }
+    }
+}
+
 type Accounts = Arc<[Account]>;
 type StatusKey = (Arc<str>, String);
 

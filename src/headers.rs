@@ -103,11 +103,6 @@ pub fn clean_response_headers(headers: &mut HeaderMap, secret: &crate::body::Key
     }
 }
 
-/// Whether `haystack` contains `needle` (an empty needle never matches).
-pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && memchr::memmem::find(haystack, needle).is_some()
-}
-
 /// The request id to use: the caller's if it is short and plain, else a fresh one.
 pub fn request_id(incoming: &HeaderMap) -> HeaderValue {
     if let Some(v) = incoming.get("x-request-id") {

@@ -33,6 +33,8 @@ use tokio::sync::broadcast;
 use crate::error::Error;
 use crate::toolpolicy::glob_matches;
 
+pub(crate) mod shared;
+
 /// Rule id -> the rule as JSON.
 const RULES: TableDefinition<'_, &str, &str> = TableDefinition::new("deny_rules");
 
@@ -279,6 +281,8 @@ pub struct KillSwitch {
     writing: tokio::sync::Mutex<()>,
     /// Rules dropped because their expiry passed, not yet handed to [`KillSwitch::lapsed`].
     lapsed: std::sync::Mutex<Vec<Rule>>,
+    /// The cluster these rules are synced with ([`shared::attach`]); dangling when none.
+    fleet: std::sync::Mutex<std::sync::Weak<crate::shared::Cluster>>,
 }
 
 impl std::fmt::Debug for KillSwitch {
@@ -338,6 +342,7 @@ impl KillSwitch {
             changes: broadcast::channel(256).0,
             writing: tokio::sync::Mutex::new(()),
             lapsed: std::sync::Mutex::new(Vec::new()),
+            fleet: std::sync::Mutex::new(std::sync::Weak::new()),
         }
     }
 

@@ -61,6 +61,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 mod conn;

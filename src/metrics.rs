@@ -12,8 +12,6 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::connections::Stats;
-
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the recorder (once per process). `None` when another recorder was installed first.
@@ -182,24 +180,34 @@ pub(crate) fn audit_last_seq(seq: u64) {
     metrics::gauge!("entitygate_audit_last_seq").set(seq as f64);
 }
 
+/// The connection cache's counters at one moment, for [`render`]. The cache fills it in
+/// (`connections::Stats` converts into it), so this module knows no cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Answers served from cache.
+    pub hits: u64,
+    /// Lookups sent upstream.
+    pub misses: u64,
+    /// Requests that waited on another request's lookup.
+    pub coalesced: u64,
+    /// Entries evicted to respect the bound.
+    pub evictions: u64,
+    /// Stale answers served during an outage.
+    pub stale: u64,
+}
+
 /// Renders the exposition text, with the connection cache's counters copied in.
-pub fn render(stats: &Stats) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
+pub fn render(cache: impl Into<CacheCounts>) -> String {
+    let c = cache.into();
     let pairs = [
-        ("entitygate_connection_cache_hits_total", &stats.hits),
-        ("entitygate_connection_cache_misses_total", &stats.misses),
-        (
-            "entitygate_connection_cache_coalesced_total",
-            &stats.coalesced,
-        ),
-        (
-            "entitygate_connection_cache_evictions_total",
-            &stats.evictions,
-        ),
-        ("entitygate_connection_cache_stale_total", &stats.stale),
+        ("entitygate_connection_cache_hits_total", c.hits),
+        ("entitygate_connection_cache_misses_total", c.misses),
+        ("entitygate_connection_cache_coalesced_total", c.coalesced),
+        ("entitygate_connection_cache_evictions_total", c.evictions),
+        ("entitygate_connection_cache_stale_total", c.stale),
     ];
     for (name, value) in pairs {
-        metrics::counter!(name).absolute(value.load(Relaxed));
+        metrics::counter!(name).absolute(value);
     }
     // Shown from the first scrape (as 0), not only after the first drop: a dashboard panel
     // over it reads "none dropped" rather than "no data".

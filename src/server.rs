@@ -119,7 +119,7 @@ pub(crate) async fn build_shared(
             config.connections.clone(),
         )),
     };
-    let audit_key = config.audit.hmac_key(env)?;
+    let audit_key = crate::audit::HmacKey::from_config(&config.audit, env)?;
     let audit = match previous {
         // The same file: the running writer keeps it (and reopens it once the reload is in).
         Some(p) if p.audit.path() == config.audit.path.as_deref() => p.audit.with_key(audit_key),
@@ -180,7 +180,7 @@ pub(crate) async fn build_shared(
         _ => Arc::new(open_kill_switch(config)?),
     };
     if let Some(c) = &cluster {
-        crate::shared::deny::attach(c, &kill_switch);
+        crate::killswitch::shared::attach(c, &kill_switch);
     }
     let shared = Shared {
         kill_switch,

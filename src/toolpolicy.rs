@@ -59,7 +59,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Number, Value};
 
-use crate::config::{ConfigError, PolicyConfig, PolicyDefault, RuleConfig, WhenConfig};
+use crate::config::{Config, ConfigError, PolicyConfig, PolicyDefault, RuleConfig, WhenConfig};
 use crate::error::Error;
 
 /// Meta tools that search, describe, dispatch or connect: not subject to rules themselves.
@@ -168,6 +168,18 @@ enum Op {
 struct Glob {
     /// The pattern split on `*` (one part: no `*`).
     parts: Vec<Box<str>>,
+}
+
+/// Everything a configuration is refused for before anything is built: the structural
+/// checks of [`Config::validate`], then the policy compile. `config` is a leaf that compiles
+/// nothing, so the compile lives here, where the rules are; start-up and reload compile the
+/// policy again when they build the rules, and `entitygate audit` calls this.
+///
+/// # Errors
+/// The first problem found, naming its key.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    config.validate()?;
+    ToolPolicy::compile(&config.policy).map(|_| ())
 }
 
 // === impl ToolPolicy ===

@@ -449,7 +449,7 @@ impl Telemetry {
         } else {
             endpoint.clone()
         };
-        let client = crate::upstream::build_client(&UpstreamConfig {
+        let client = crate::client::build_client(&UpstreamConfig {
             ca_file: config.ca_file.clone(),
             ..UpstreamConfig::default()
         })?;
@@ -522,7 +522,7 @@ impl Drop for Telemetry {
 /// The OTLP exporter's HTTP client: the gateway's own hyper + rustls stack, driven on the
 /// exporter's runtime whatever thread the batch processor calls it from.
 struct OtlpClient {
-    client: crate::upstream::HttpClient,
+    client: crate::client::HttpClient,
     runtime: tokio::runtime::Handle,
     timeout: Duration,
 }

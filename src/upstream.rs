@@ -11,42 +11,17 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::clock::unix_now;
 use crate::config::{ConfigError, Env, UpstreamConfig};
 use crate::error::Error;
 
-/// The pooled HTTP(S) client used for Composio and for the JWKS endpoint.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// The client lives in [`crate::client`] (the OTLP exporter builds one too); the old paths
+/// keep working.
+pub use crate::client::{build_client, HttpClient};
 
 /// Largest lookup response the gateway reads for its own decisions.
 const MAX_LOOKUP_BODY: usize = 8 * 1024 * 1024;
-
-/// Builds the shared client: webpki roots plus `ca_file`, HTTP/1.1 and HTTP/2 by ALPN.
-///
-/// # Errors
-/// When `ca_file` cannot be loaded.
-pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ConfigError> {
-    let tls = crate::tls::client_config(cfg.ca_file.as_deref(), "upstream.ca_file")?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(https))
-}
 
 /// Marks a response obtained with the previous key (`[upstream] previous_api_key_*`).
 #[derive(Debug, Clone, Copy)]

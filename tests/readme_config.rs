@@ -85,7 +85,7 @@ fn every_configuration_in_the_readme_is_accepted() {
     for (line, block) in &blocks {
         match accept(block) {
             Ok(c) => {
-                if let Err(e) = c.validate() {
+                if let Err(e) = entitygate::toolpolicy::check(&c) {
                     failures.push(format!("README.md:{line}: valid keys, invalid config: {e}"));
                 }
             }

@@ -14,13 +14,16 @@ use crate::expiry::{audit_once, AuditError, Progress};
 /// on stderr. Exit 0 when the scan completed and every due notification was delivered, 1
 /// otherwise, 64 for an unusable configuration.
 pub async fn run(config_path: &Path) -> ExitCode {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("entitygate: {e}");
-            return ExitCode::from(64);
-        }
-    };
+    // The same refusals as `check-config`: `Config::load` checks the structure only, and a
+    // file whose policy does not compile is no configuration to audit under.
+    let config =
+        match Config::load(config_path).and_then(|c| crate::toolpolicy::check(&c).map(|()| c)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("entitygate: {e}");
+                return ExitCode::from(64);
+            }
+        };
     // Warnings only by default: stderr also carries the progress indicator and the summary.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

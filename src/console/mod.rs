@@ -14,7 +14,6 @@
 //! - Data: the decisions come from [`feed`], a bounded copy of the audit trail; the rest is
 //!   read from the running gateway's state (policy, caches, readiness, connections).
 
-pub mod feed;
 mod pages;
 mod session;
 mod sse;
@@ -31,7 +30,10 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-pub use feed::{Decision, Feed, Filter};
+pub use crate::audit::feed::{self, Decision, Feed, Filter};
+
+/// `[admin.console]` is part of the config contract; the old path keeps working.
+pub use crate::config::ConsoleConfig;
 
 use crate::admin::throttle::{self, Throttle, Via};
 use crate::server::State;
@@ -39,28 +41,6 @@ use session::Sessions;
 
 /// The body of every admin answer (the live feed streams).
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
-
-/// `[admin.console]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsoleConfig {
-    /// Serve the console under `/ui` (it also needs an admin token).
-    pub enabled: bool,
-    /// Decisions kept in memory for the Live decisions page (the ring's size).
-    pub recent: usize,
-    /// A session unused for this long ends.
-    pub session_idle_secs: u64,
-}
-
-impl Default for ConsoleConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            recent: 2000,
-            session_idle_secs: 1800,
-        }
-    }
-}
 
 /// The `Content-Security-Policy` of every console answer.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \

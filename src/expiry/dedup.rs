@@ -22,19 +22,13 @@ const NOTIFIED: TableDefinition<'_, &str, u64> = TableDefinition::new("notified"
 /// Composio `webhook-id` -> unix seconds when it was first accepted.
 const SEEN_WEBHOOKS: TableDefinition<'_, &str, u64> = TableDefinition::new("seen_webhooks");
 
-/// A failure of the state store.
-#[derive(Debug, thiserror::Error)]
-#[error("state store: {0}")]
-pub struct StoreError(String);
-
-impl StoreError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
-    }
-}
+use crate::shared::lease::prunable;
+/// The dedup rules and their error are shared with the Redis mirror, which lives below this
+/// module ([`crate::shared::lease`]); the old path keeps working.
+pub use crate::shared::lease::StoreError;
 
 fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::new(e.to_string())
 }
 
 /// The key of one notified connection.
@@ -61,12 +55,12 @@ impl StateStore {
     /// When the file cannot be created or read, is not a redb file, or another process holds it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError(format!(
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::new(format!(
                 "{} is in use by another process (a running gateway?); give this run its own \
                  audit_job.state_path",
                 path.display()
             )),
-            other => StoreError(format!("{}: {other}", path.display())),
+            other => StoreError::new(format!("{}: {other}", path.display())),
         })?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(NOTIFIED).map_err(err)?;
@@ -210,25 +204,6 @@ impl StateStore {
         }
         txn.commit().map_err(err)
     }
-}
-
-/// Whether a notification record (`user\0account`, notified at `t` ms) is dropped by a
-/// prune: past the renotify window, or recorded before this scan for a connection the scan
-/// no longer found. One rule for the embedded store and the Redis one.
-pub(crate) fn prunable(
-    key: &str,
-    t: u64,
-    present: &HashSet<(String, String)>,
-    scan_started_ms: u64,
-    now_ms: u64,
-    window_ms: u64,
-) -> bool {
-    let expired = now_ms.saturating_sub(t) >= window_ms;
-    let gone = t < scan_started_ms
-        && key
-            .split_once('\0')
-            .is_some_and(|(u, a)| !present.contains(&(u.to_owned(), a.to_owned())));
-    expired || gone
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use std::time::Duration;
 use redis::AsyncCommands as _;
 
 use super::Cluster;
-use crate::expiry::dedup::StoreError;
 
 const LEASE: &str = "audit_job";
 
@@ -43,6 +42,36 @@ return 0
 
 static TAKE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TAKE_OR_RENEW));
 static GIVE_BACK: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELEASE));
+
+/// A failure of the state store: the embedded one ([`crate::expiry::dedup`]) or this one.
+#[derive(Debug, thiserror::Error)]
+#[error("state store: {0}")]
+pub struct StoreError(String);
+
+impl StoreError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// Whether a notification record (`user\0account`, notified at `t` ms) is dropped by a
+/// prune: past the renotify window, or recorded before this scan for a connection the scan
+/// no longer found. One rule for the embedded store and the Redis one.
+pub(crate) fn prunable(
+    key: &str,
+    t: u64,
+    present: &HashSet<(String, String)>,
+    scan_started_ms: u64,
+    now_ms: u64,
+    window_ms: u64,
+) -> bool {
+    let expired = now_ms.saturating_sub(t) >= window_ms;
+    let gone = t < scan_started_ms
+        && key
+            .split_once('\0')
+            .is_some_and(|(u, a)| !present.contains(&(u.to_owned(), a.to_owned())));
+    expired || gone
+}
 
 fn err(e: &redis::RedisError) -> StoreError {
     StoreError::new(format!("shared state (Redis): {e}"))
@@ -163,9 +192,7 @@ impl Cluster {
         let all: Vec<(String, u64)> = conn.hgetall(&hash).await.map_err(|e| err(&e))?;
         let gone: Vec<String> = all
             .into_iter()
-            .filter(|(k, t)| {
-                crate::expiry::dedup::prunable(k, *t, present, scan_started_ms, now_ms, window_ms)
-            })
+            .filter(|(k, t)| prunable(k, *t, present, scan_started_ms, now_ms, window_ms))
             .map(|(k, _)| k)
             .collect();
         if gone.is_empty() {

@@ -12,8 +12,8 @@
 //!   answer handed over in Redis for `status_share_ms`). Redis down: the replica asks
 //!   Composio itself, as in single-node mode.
 //! - [`lease`]: the audit job's lease, and the notification and webhook dedup.
-//! - [`deny`]: the kill switch's deny rules, the same on every replica; an outage keeps the
-//!   last known set.
+//! - the kill switch's deny rules, the same on every replica (an outage keeps the last known
+//!   set): the kill switch syncs them itself over a [`Cluster`] ([`crate::killswitch`]).
 //!
 //! Nothing on the request path waits for Redis longer than `timeout_ms`: a timeout or error
 //! marks Redis down, and until the prober sees it answer again requests do not try it.
@@ -21,7 +21,6 @@
 //! single-node behaviour, which is itself fail-closed.
 
 pub mod bus;
-pub(crate) mod deny;
 pub mod flight;
 pub mod lease;
 pub mod ratelimit;
@@ -56,9 +55,9 @@ pub struct Cluster {
     lease_held: AtomicBool,
     /// Requests decided by the local limiter because Redis was not available.
     pub(crate) fallbacks: AtomicU64,
+    /// Tasks that end with this cluster: its own, and those others run over it
+    /// ([`Cluster::own_task`]).
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// The kill switch whose rules are shared ([`deny`]).
-    deny_attached: Mutex<Option<Weak<crate::killswitch::KillSwitch>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -133,7 +132,6 @@ impl Cluster {
             lease_held: AtomicBool::new(false),
             fallbacks: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
-            deny_attached: Mutex::new(None),
         });
         let probe = tokio::spawn(probe(Arc::downgrade(&cluster)));
         let subscriber = tokio::spawn(bus::subscribe(Arc::downgrade(&cluster)));
@@ -192,6 +190,15 @@ impl Cluster {
     /// Sends `msg` to every other replica (queued while Redis is down).
     pub fn broadcast(&self, msg: Message) {
         self.bus.send(msg);
+    }
+
+    /// Ties `task` to this cluster: it is aborted when the cluster is dropped (a sync another
+    /// module runs over Redis, such as the kill switch's deny rules).
+    pub(crate) fn own_task(&self, task: tokio::task::JoinHandle<()>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
     }
 
     /// A key under the configured prefix.

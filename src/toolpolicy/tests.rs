@@ -18,7 +18,7 @@ fn compile_err(toml: &str) -> String {
         Ok(c) => {
             let direct = ToolPolicy::compile(&c.policy).unwrap_err().to_string();
             // `check-config` and reload refuse it too.
-            assert_eq!(c.validate().unwrap_err().to_string(), direct);
+            assert_eq!(check(&c).unwrap_err().to_string(), direct);
             direct
         }
     }

@@ -602,6 +602,45 @@ fn check_config_refuses_a_bad_config_with_exit_64() {
     );
 }
 
+/// `Config::validate` is structural only (the config module compiles nothing): a policy that
+/// does not compile must still stop `check-config` (and so start-up) with exit 64.
+#[test]
+fn check_config_refuses_a_policy_that_does_not_compile() {
+    let dir = std::env::temp_dir().join(format!("eg-check-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad-policy.toml");
+    // Nothing listens on port 1: an audit that got past the policy would fail reaching it
+    // (exit 1), not refuse the file (exit 64).
+    let extra = format!(
+        "[audit_job]\nstate_path = {:?}\n\
+         [[policy.rules]]\nwhen = {{ claim = \"plan\", equals = \"free\" }}\n",
+        dir.join("state").display().to_string()
+    );
+    std::fs::write(&bad, config_toml("127.0.0.1:1".parse().unwrap(), &extra)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_entitygate"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .env("JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("COMPOSIO_API_KEY", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("policy.rules[0]"), "{err}");
+    // `entitygate audit` refuses the same file before it asks Composio anything.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_entitygate"))
+        .args(["audit", "--config"])
+        .arg(&bad)
+        .env("JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("COMPOSIO_API_KEY", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("policy.rules[0]"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn file_upload_requests_pass_without_any_user_id() {
     let h = Harness::start().await;

@@ -1,4 +1,5 @@
-//! The console's view of recent decisions: a copy of each audit line, handed from the request
+//! The console's view of recent decisions, owned by the audit sink that feeds it (the console
+//! reads it through `console::Feed`): a copy of each audit line, handed from the request
 //! path to one consumer task over a bounded channel, kept in a ring of bounded size, counted
 //! into per-minute refusal buckets for the last hour, and broadcast to the live pages. The
 //! consumer only skims a line for its decision and toolkit; a line is read in full when a

@@ -1,4 +1,6 @@
-//! The kill switch's deny rules, shared by the fleet ([`crate::killswitch`]).
+//! The kill switch's deny rules, shared by the fleet over Redis ([`crate::shared`], which
+//! knows no kill switch: this module attaches to it as a [`Listener`], as the connection
+//! cache does).
 //!
 //! Redis holds the fleet's set in a hash, `{prefix}deny` (rule id → rule JSON), and the ids of
 //! lifted rules in a set, `{prefix}deny:lifted` (ids are random and never reused, so a
@@ -14,13 +16,13 @@
 //! stale read.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, Notify};
 
-use super::{Cluster, Listener, Message};
-use crate::killswitch::{Change, KillSwitch, Rule};
+use super::{Change, KillSwitch, Rule};
+use crate::shared::{Cluster, Listener, Message};
 
 /// Wakes the sync task when another replica changed the rules or the bus resubscribed.
 struct Wake(Notify);
@@ -37,20 +39,15 @@ impl Listener for Wake {
     }
 }
 
-/// Shares `ks` through `cluster`: once per kill switch (a reload that keeps it does nothing).
+/// Shares `ks` through `cluster`: once per (kill switch, cluster); a reload that keeps both
+/// does nothing.
 pub(crate) fn attach(cluster: &Arc<Cluster>, ks: &Arc<KillSwitch>) {
     {
-        let mut current = cluster
-            .deny_attached
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current
-            .as_ref()
-            .is_some_and(|w| w.as_ptr() == Arc::as_ptr(ks))
-        {
+        let mut current = ks.fleet.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ptr() == Arc::as_ptr(cluster) {
             return;
         }
-        *current = Some(Arc::downgrade(ks));
+        *current = Arc::downgrade(cluster);
     }
     // Subscribed before anything else can change the rules: no local change is missed.
     let changes = ks.subscribe();
@@ -63,11 +60,7 @@ pub(crate) fn attach(cluster: &Arc<Cluster>, ks: &Arc<KillSwitch>) {
         changes,
         wake,
     ));
-    cluster
-        .tasks
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(task);
+    cluster.own_task(task);
 }
 
 async fn sync(
@@ -83,7 +76,7 @@ async fn sync(
         let (Some(c), Some(k)) = (cluster.upgrade(), ks.upgrade()) else {
             return;
         };
-        let retry = Duration::from_millis(c.cfg.probe_interval_ms);
+        let retry = Duration::from_millis(c.config().probe_interval_ms);
         if !pending.is_empty() && write(&c, &pending).await {
             pending.clear();
             c.broadcast(Message::DenyRulesChanged);
@@ -133,7 +126,7 @@ async fn write(c: &Cluster, pending: &[Change]) -> bool {
         }
     }
     let mut conn = c.conn();
-    let limit = Duration::from_millis(c.cfg.connect_timeout_ms.max(c.cfg.timeout_ms));
+    let limit = Duration::from_millis(c.config().connect_timeout_ms.max(c.config().timeout_ms));
     let ok = matches!(
         tokio::time::timeout(limit, pipe.query_async::<()>(&mut conn)).await,
         Ok(Ok(()))
@@ -152,7 +145,7 @@ async fn write(c: &Cluster, pending: &[Change]) -> bool {
 async fn pull(c: &Cluster, ks: &KillSwitch) -> bool {
     let (rules_key, lifted_key) = deny_keys(c);
     let mut conn = c.conn();
-    let limit = Duration::from_millis(c.cfg.connect_timeout_ms.max(c.cfg.timeout_ms));
+    let limit = Duration::from_millis(c.config().connect_timeout_ms.max(c.config().timeout_ms));
     let mut read = redis::pipe();
     read.hgetall(&rules_key).smembers(&lifted_key);
     let Ok(Ok((stored, lifted))) = tokio::time::timeout(
