@@ -13,6 +13,7 @@
 //! 7. one audit event per decision ([`crate::audit`]).
 
 mod accounts;
+pub(crate) mod build;
 mod execute;
 mod sessions;
 pub(crate) mod toolgate;
