@@ -51,7 +51,8 @@ pub struct RunningGateway {
 
 /// What outlives a reload: the current rules, and how to make new ones.
 pub(crate) struct State {
-    pub(crate) current: ArcSwap<Shared>,
+    /// The rules in force, shared with the proxy service (which only loads them).
+    pub(crate) current: Arc<ArcSwap<Shared>>,
     env: Arc<dyn Env>,
     config_path: Option<PathBuf>,
     pub(crate) admin: AdminConfig,
@@ -98,7 +99,7 @@ impl GatewayBuilder {
         crate::metrics::install();
         let (shared, tasks) = build_shared(&config, env.as_ref(), None).await?;
         let state = Arc::new(State {
-            current: ArcSwap::from_pointee(shared),
+            current: Arc::new(ArcSwap::from_pointee(shared)),
             env,
             config_path,
             admin: config.admin.clone(),
@@ -254,7 +255,7 @@ impl Gateway {
 
     /// The proxy service, for embedding in another server.
     pub fn service(&self) -> Proxy {
-        Proxy::new(self.state.clone())
+        Proxy::new(self.state.current.clone())
     }
 
     /// Binds `addr` (and the admin address, if configured) and serves in the background until
@@ -317,7 +318,7 @@ impl Gateway {
         // Connections watch this to finish what is in flight and close.
         let (stop, stopping) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let service = Proxy::new(state.clone());
+        let service = Proxy::new(state.current.clone());
         let admin_task = admin.map(|l| tokio::spawn(crate::admin::serve(l, state.clone())));
         let secrets_task = tokio::spawn(crate::secrets::watch(state.clone()));
         let lapse_task = tokio::spawn(audit_lapsed_rules(state.clone()));
