@@ -66,6 +66,7 @@ pub mod config;
 mod conn;
 pub mod connections;
 pub mod console;
+mod control;
 pub mod error;
 pub mod expiry;
 pub mod explain;

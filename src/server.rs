@@ -24,6 +24,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::{AdminConfig, Config, ConfigError, Env, LimitsConfig, ProcessEnv};
 use crate::conn::Deadlines;
+use crate::control::{Control, Reloading};
 use crate::proxy::build::build_shared;
 use crate::proxy::{Proxy, Shared};
 
@@ -49,15 +50,14 @@ pub struct RunningGateway {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// What outlives a reload: the current rules, and how to make new ones.
+/// What outlives a reload: the current rules, and how to make new ones. The admin side sees
+/// it only as its [`Control`] handle.
 pub(crate) struct State {
     /// The rules in force, shared with the proxy service (which only loads them).
-    pub(crate) current: Arc<ArcSwap<Shared>>,
+    current: Arc<ArcSwap<Shared>>,
     env: Arc<dyn Env>,
     config_path: Option<PathBuf>,
-    pub(crate) admin: AdminConfig,
-    /// The bearer token of the state-changing admin endpoints.
-    pub(crate) admin_token: crate::admin::AdminToken,
+    admin: AdminConfig,
     limits: LimitsConfig,
     /// Background tasks of the current rules (JWKS refresh), aborted when they are replaced.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -66,9 +66,9 @@ pub(crate) struct State {
     /// Serialises reloads.
     reloading: tokio::sync::Mutex<()>,
     /// The configuration in force (the secret-file watcher rebuilds from it).
-    pub(crate) applied: Mutex<Config>,
+    applied: Mutex<Config>,
     /// Why the last reload prompted by a changed secret file failed, while it stands.
-    pub(crate) secrets_error: Mutex<Option<String>>,
+    secrets_error: Mutex<Option<String>>,
 }
 
 // === impl GatewayBuilder ===
@@ -103,7 +103,6 @@ impl GatewayBuilder {
             env,
             config_path,
             admin: config.admin.clone(),
-            admin_token: crate::admin::AdminToken::from_config(&config.admin),
             limits: config.limits.clone(),
             tasks: Mutex::new(tasks.unwrap_or_default()),
             schedule: Mutex::new(None),
@@ -177,16 +176,6 @@ impl State {
         Ok(())
     }
 
-    /// Where secrets come from.
-    pub(crate) fn env(&self) -> &dyn Env {
-        self.env.as_ref()
-    }
-
-    /// The config file the gateway was started from, if any.
-    pub(crate) fn config_path(&self) -> Option<&std::path::Path> {
-        self.config_path.as_deref()
-    }
-
     /// Reads the config file again and swaps it in.
     pub(crate) async fn reload(&self) -> Result<(), ConfigError> {
         let path = self.config_path.as_ref().ok_or_else(|| {
@@ -232,6 +221,55 @@ impl State {
         {
             t.abort();
         }
+    }
+}
+
+// === impl Control for State ===
+
+impl Control for State {
+    fn rules(&self) -> &ArcSwap<Shared> {
+        &self.current
+    }
+
+    fn env(&self) -> &dyn Env {
+        self.env.as_ref()
+    }
+
+    fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
+    }
+
+    fn admin(&self) -> &AdminConfig {
+        &self.admin
+    }
+
+    fn applied(&self) -> Config {
+        self.applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn secrets_error(&self) -> Option<String> {
+        self.secrets_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn secrets_failed(&self, error: String) {
+        *self
+            .secrets_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+
+    fn reload(&self) -> Reloading<'_> {
+        Box::pin(State::reload(self))
+    }
+
+    fn reload_with<'a>(&'a self, config: &'a Config) -> Reloading<'a> {
+        Box::pin(State::reload_with(self, config))
     }
 }
 
