@@ -31,6 +31,7 @@ use crate::conn::{Activity, Deadlines, Tracked, Watched};
 use crate::control::Control;
 
 pub mod auth;
+pub mod console;
 mod deny;
 pub(crate) mod throttle;
 
@@ -62,7 +63,7 @@ pub(crate) async fn serve(listener: TcpListener, control: Arc<dyn Control>) {
     // One throttle for the bearer API and the console's sign-in form: guessing through one
     // does not start afresh on the other.
     let throttle = Arc::new(Throttle::default());
-    let console = crate::console::Console::new(control.as_ref(), throttle.clone());
+    let console = console::Console::new(control.as_ref(), throttle.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -120,7 +121,7 @@ struct Conn {
     token: AdminToken,
     /// Failed authentications by source, shared by every connection.
     throttle: Arc<Throttle>,
-    console: Option<Arc<crate::console::Console>>,
+    console: Option<Arc<console::Console>>,
     hosts: Hosts,
     /// The peer's address: whose failed authentications slow whose attempts.
     source: IpAddr,
@@ -166,7 +167,7 @@ impl Hosts {
 }
 
 /// Refuses requests that a browser was made to send (see the module documentation).
-async fn guarded(conn: &Conn, req: Request<Incoming>) -> Response<crate::console::Body> {
+async fn guarded(conn: &Conn, req: Request<Incoming>) -> Response<console::Body> {
     use http_body_util::BodyExt;
     let hosts = &conn.hosts;
     let header = |name| {
