@@ -28,9 +28,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::conn::{Activity, Deadlines, Tracked, Watched};
-use crate::server::State;
+use crate::control::Control;
 
 pub mod auth;
+pub mod console;
 mod deny;
 pub(crate) mod throttle;
 
@@ -51,15 +52,18 @@ const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
 
 /// Serves the admin endpoints on `listener` until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
+pub(crate) async fn serve(listener: TcpListener, control: Arc<dyn Control>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin listening");
     }
-    let permits = Arc::new(Semaphore::new(state.admin.max_connections.max(1)));
+    let permits = Arc::new(Semaphore::new(control.admin().max_connections.max(1)));
+    // `[admin]` is fixed at start (a reload does not change it), and so is where its token
+    // is read from; the token itself is read on every check.
+    let token = AdminToken::from_config(control.admin());
     // One throttle for the bearer API and the console's sign-in form: guessing through one
     // does not start afresh on the other.
     let throttle = Arc::new(Throttle::default());
-    let console = crate::console::Console::new(&state, throttle.clone());
+    let console = console::Console::new(control.as_ref(), throttle.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -80,10 +84,11 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
             continue;
         };
         let conn = Arc::new(Conn {
-            state: state.clone(),
+            control: control.clone(),
+            token: token.clone(),
             throttle: throttle.clone(),
             console: console.clone(),
-            hosts: Hosts::new(local, &state.admin.allowed_hosts),
+            hosts: Hosts::new(local, &control.admin().allowed_hosts),
             source: peer.ip(),
         });
         let builder = builder.clone();
@@ -111,10 +116,12 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>) {
 
 /// What the requests of one admin connection share.
 struct Conn {
-    state: Arc<State>,
+    control: Arc<dyn Control>,
+    /// The bearer token of the state-changing admin endpoints.
+    token: AdminToken,
     /// Failed authentications by source, shared by every connection.
     throttle: Arc<Throttle>,
-    console: Option<Arc<crate::console::Console>>,
+    console: Option<Arc<console::Console>>,
     hosts: Hosts,
     /// The peer's address: whose failed authentications slow whose attempts.
     source: IpAddr,
@@ -160,7 +167,7 @@ impl Hosts {
 }
 
 /// Refuses requests that a browser was made to send (see the module documentation).
-async fn guarded(conn: &Conn, req: Request<Incoming>) -> Response<crate::console::Body> {
+async fn guarded(conn: &Conn, req: Request<Incoming>) -> Response<console::Body> {
     use http_body_util::BodyExt;
     let hosts = &conn.hosts;
     let header = |name| {
@@ -180,7 +187,7 @@ async fn guarded(conn: &Conn, req: Request<Incoming>) -> Response<crate::console
     let path = req.uri().path();
     let console = conn.console.as_ref();
     if let Some(console) = console.filter(|_| path == "/ui" || path.starts_with("/ui/")) {
-        return console.handle(&conn.state, conn.source, req).await;
+        return console.handle(&conn.control, conn.source, req).await;
     }
     route(conn, req).await.map(BodyExt::boxed)
 }
@@ -189,9 +196,9 @@ async fn guarded(conn: &Conn, req: Request<Incoming>) -> Response<crate::console
 /// source with recent failures waits first ([`throttle`]); a failure is audited.
 #[allow(clippy::result_large_err)]
 async fn authorized(conn: &Conn, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
-    let state = &conn.state;
+    let control = &*conn.control;
     conn.throttle.wait(conn.source).await;
-    match state.admin_token.check(state.env(), req.headers()) {
+    match conn.token.check(control.env(), req.headers()) {
         Ok(()) => {
             conn.throttle.succeeded(conn.source);
             Ok(())
@@ -199,7 +206,7 @@ async fn authorized(conn: &Conn, req: &Request<Incoming>) -> Result<(), Response
         Err(refused) => {
             crate::metrics::admin_refused();
             throttle::failed(
-                state,
+                &control.rules().load().audit,
                 &conn.throttle,
                 conn.source,
                 Via::Api,
@@ -216,7 +223,7 @@ async fn authorized(conn: &Conn, req: &Request<Incoming>) -> Result<(), Response
 }
 
 async fn route(conn: &Conn, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let state = &*conn.state;
+    let control = &*conn.control;
     let open = matches!(
         (req.method(), req.uri().path()),
         (&Method::GET, "/healthz" | "/readyz" | "/metrics")
@@ -228,9 +235,9 @@ async fn route(conn: &Conn, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => ready(state).await,
+        (&Method::GET, "/readyz") => ready(control).await,
         (&Method::GET, "/metrics") => {
-            let shared = state.current.load();
+            let shared = control.rules().load();
             let mut r = text(
                 StatusCode::OK,
                 crate::metrics::render(shared.connections().stats()),
@@ -241,15 +248,15 @@ async fn route(conn: &Conn, req: Request<Incoming>) -> Response<Full<Bytes>> {
             );
             r
         }
-        (&Method::POST, "/reload") => match state.reload().await {
+        (&Method::POST, "/reload") => match control.reload().await {
             Ok(()) => json_response(StatusCode::OK, &json!({"reloaded": true})),
             Err(e) => json_response(
                 StatusCode::BAD_REQUEST,
                 &json!({"reloaded": false, "error": e.to_string()}),
             ),
         },
-        (&Method::POST, "/explain") => explain(state, req).await,
-        (_, p) if p == "/deny" || p.starts_with("/deny/") => deny::handle(state, req)
+        (&Method::POST, "/explain") => explain(control, req).await,
+        (_, p) if p == "/deny" || p.starts_with("/deny/") => deny::handle(control, req)
             .await
             .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -263,7 +270,7 @@ const MAX_EXPLAIN_BODY: usize = 1 << 20;
 /// `{"token": JWT, "request": "POST /api/...", "body": {...}, "live": false}`: the dry run of
 /// `entitygate explain` against the configuration file the gateway runs (read again, so a
 /// policy can be tried by editing the file before `POST /reload`).
-async fn explain(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn explain(control: &dyn Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt as _;
     let bad = |why: &str| json_response(StatusCode::BAD_REQUEST, &json!({"error": why}));
     let Ok(body) = http_body_util::Limited::new(req.into_body(), MAX_EXPLAIN_BODY)
@@ -294,7 +301,7 @@ async fn explain(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
         },
         live: v["live"].as_bool().unwrap_or(false),
     };
-    match dry_run(state, &request).await {
+    match dry_run(control, &request).await {
         Ok(e) => json_response(StatusCode::OK, &json!(e)),
         Err(DryRunError::NotFromFile) => json_response(
             StatusCode::CONFLICT,
@@ -319,23 +326,23 @@ pub(crate) enum DryRunError {
 /// file before `POST /reload`) and the running gateway's kill switch. One function, so the
 /// two answers cannot differ.
 pub(crate) async fn dry_run(
-    state: &State,
+    control: &dyn Control,
     request: &crate::explain::ExplainRequest,
 ) -> Result<crate::explain::Explanation, DryRunError> {
-    let path = state.config_path().ok_or(DryRunError::NotFromFile)?;
+    let path = control.config_path().ok_or(DryRunError::NotFromFile)?;
     let config =
         crate::config::Config::load(path).map_err(|e| DryRunError::Invalid(e.to_string()))?;
-    let kill_switch = state.current.load().kill_switch.clone();
-    crate::explain::explain_with(&config, state.env(), request, Some(kill_switch))
+    let kill_switch = control.rules().load().kill_switch.clone();
+    crate::explain::explain_with(&config, control.env(), request, Some(kill_switch))
         .await
         .map_err(|e| DryRunError::Invalid(e.to_string()))
 }
 
 /// Ready when keys are loaded and Composio answered recently (or answers a probe now).
-async fn ready(state: &State) -> Response<Full<Bytes>> {
-    let shared = state.current.load_full();
+async fn ready(control: &dyn Control) -> Response<Full<Bytes>> {
+    let shared = control.rules().load_full();
     let keys = shared.keys_ready();
-    let window = Duration::from_secs(state.admin.ready_window_secs);
+    let window = Duration::from_secs(control.admin().ready_window_secs);
     let upstream = shared.upstream.reachable(window).await;
     let status = if keys && upstream {
         StatusCode::OK
@@ -343,11 +350,7 @@ async fn ready(state: &State) -> Response<Full<Bytes>> {
         StatusCode::SERVICE_UNAVAILABLE
     };
     // A secret file that failed to load leaves the previous secrets in use: ready, but said.
-    let secrets_error = state
-        .secrets_error
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let secrets_error = control.secrets_error();
     let mut body = json!({"ready": keys && upstream, "keys_loaded": keys,
         "upstream_reachable": upstream, "secrets_error": secrets_error});
     if let Some(cluster) = &shared.cluster {

@@ -290,7 +290,7 @@ pub async fn explain_with(
     // The running gateway holds the store; the caller lends its rules (`explain_with`).
     config.state.path = None;
     let config = &config;
-    let (mut shared, tasks) = crate::server::build_shared(config, env, None).await?;
+    let (mut shared, tasks) = crate::proxy::build::build_shared(config, env, None).await?;
     for t in tasks.into_iter().flatten() {
         t.abort();
     }

@@ -66,7 +66,7 @@ pub mod clock;
 pub mod config;
 mod conn;
 pub mod connections;
-pub mod console;
+mod control;
 pub mod error;
 pub mod expiry;
 pub mod explain;
@@ -92,6 +92,10 @@ pub mod upstream;
 /// The fake Composio, crate `entitygate-sandbox` (crates/sandbox), under its old path.
 #[cfg(feature = "sandbox")]
 pub use entitygate_sandbox as sandbox;
+
+/// The console is served by the admin listener and lives under it ([`admin::console`]); its
+/// old path keeps working.
+pub use admin::console;
 
 pub use config::Config;
 pub use error::Error;

@@ -19,11 +19,11 @@
 //! shown by `/readyz` until a later change loads.
 
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::server::State;
+use crate::control::Control;
 
 /// The secret files a configuration reads.
 pub fn files_of(config: &Config) -> Vec<PathBuf> {
@@ -103,16 +103,11 @@ impl Settling {
 
 /// Polls the secret files of the configuration in force and reloads when they change and
 /// have settled (module docs). Runs until aborted (the server aborts it when it stops).
-pub(crate) async fn watch(state: Arc<State>) {
+pub(crate) async fn watch(control: Arc<dyn Control>) {
     let mut files = Settling::default();
     loop {
-        let (config, poll) = {
-            let c = state.applied.lock().unwrap_or_else(PoisonError::into_inner);
-            (
-                c.clone(),
-                Duration::from_millis(c.upstream.secret_poll_ms.max(50)),
-            )
-        };
+        let config = control.applied();
+        let poll = Duration::from_millis(config.upstream.secret_poll_ms.max(50));
         let paths = files_of(&config);
         if paths.is_empty() {
             files = Settling::default();
@@ -122,16 +117,13 @@ pub(crate) async fn watch(state: Arc<State>) {
         let now = read_fingerprint(&paths).await;
         if let Step::Reload(settled) = files.poll(&paths, now) {
             tracing::info!("a secret file changed and settled; rebuilding the rules");
-            match state.reload_with(&config).await {
+            match control.reload_with(&config).await {
                 Ok(()) => crate::metrics::secret_reload(true),
                 Err(e) => {
                     crate::metrics::secret_reload(false);
                     tracing::error!(error = %e,
                         "a changed secret file did not load; the secrets in use stay");
-                    *state
-                        .secrets_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+                    control.secrets_failed(e.to_string());
                 }
             }
             files.rebuilt(&paths, settled, read_fingerprint(&paths).await);

@@ -194,12 +194,56 @@ fn paths(code: &str, module: &str) -> Vec<Vec<String>> {
     out
 }
 
-/// The longest known module that `path` starts with.
-fn resolve(path: &[String], known: &BTreeSet<String>) -> Option<String> {
+/// The longest known module that `path` starts with, after the crate root's re-exports
+/// (`pub use admin::console;` makes `crate::console::X` an import of `admin::console`).
+fn resolve(
+    path: &[String],
+    known: &BTreeSet<String>,
+    aliases: &BTreeMap<String, Vec<String>>,
+) -> Option<String> {
+    let mut path = path.to_vec();
+    if let Some(real) = path.first().and_then(|head| aliases.get(head)) {
+        path.splice(0..1, real.iter().cloned());
+    }
     (1..=path.len())
         .rev()
         .map(|n| path[..n].join("::"))
         .find(|m| known.contains(m))
+}
+
+/// The crate root's `pub use a::b::c;` lines: `c` -> `[a, b, c]` (groups: each member).
+fn root_aliases(root: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut aliases = BTreeMap::new();
+    let Ok(lib) = std::fs::read_to_string(root.join("lib.rs")) else {
+        return aliases;
+    };
+    for stmt in code_only(&lib).split(';') {
+        let Some(used) = stmt.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let used = used.trim();
+        let (base, members): (&str, Vec<&str>) = match used.split_once("::{") {
+            Some((base, group)) => (base, group.trim_end_matches('}').split(',').collect()),
+            None => match used.rsplit_once("::") {
+                Some((base, last)) => (base, vec![last]),
+                None => continue,
+            },
+        };
+        for m in members {
+            let m = m.trim();
+            let (name, alias) = match m.split_once(" as ") {
+                Some((n, a)) => (n.trim(), a.trim()),
+                None => (m, m),
+            };
+            if alias.is_empty() {
+                continue;
+            }
+            let mut real: Vec<String> = base.split("::").map(|x| x.trim().to_owned()).collect();
+            real.push(name.to_owned());
+            aliases.insert(alias.to_owned(), real);
+        }
+    }
+    aliases
 }
 
 /// `ARCHITECTURE.md`'s layer table: module (top-level name) -> layer number.
@@ -242,6 +286,7 @@ struct Graph {
 fn graph(root: &Path) -> Graph {
     let mods = modules(root);
     let known: BTreeSet<String> = mods.iter().map(|m| m.name.clone()).collect();
+    let aliases = root_aliases(root);
     let mut edges = BTreeMap::new();
     for m in &mods {
         if is_test_file(&m.name) {
@@ -250,7 +295,7 @@ fn graph(root: &Path) -> Graph {
         let code = code_only(&m.text);
         let mut deps = BTreeSet::new();
         for p in paths(&code, &m.name) {
-            if let Some(target) = resolve(&p, &known) {
+            if let Some(target) = resolve(&p, &known, &aliases) {
                 // A module's own children are part of it.
                 let own_child = target.starts_with(&format!("{}::", m.name));
                 if target != m.name && !own_child && !is_test_file(&target) {
@@ -431,5 +476,9 @@ fn the_checker_finds_a_circle_and_reads_groups_and_super() {
     std::fs::write(dir.join("b/mod.rs"), "mod y;\nuse crate::a;\n").expect("write");
     let found = circles(&graph(&dir));
     assert_eq!(found, vec![vec!["a".to_owned(), "b".to_owned()]]);
+    // A re-export at the root hides no edge: `crate::yy` is `b::y`.
+    std::fs::write(dir.join("lib.rs"), "mod a;\nmod b;\npub use b::y as yy;\n").expect("write");
+    std::fs::write(dir.join("d.rs"), "use crate::yy::Z;\n").expect("write");
+    assert!(graph(&dir).edges["d"].contains("b::y"));
     let _ = std::fs::remove_dir_all(&dir);
 }

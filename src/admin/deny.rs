@@ -13,21 +13,24 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::json_response;
+use crate::control::Control;
 use crate::killswitch::Rule;
-use crate::server::State;
 
 /// Largest `POST /deny` body read.
 const MAX_BODY: usize = 16 * 1024;
 
 /// Answers a `/deny` request, or `None` when the path is not one of them.
-pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+pub(super) async fn handle(
+    control: &dyn Control,
+    req: Request<Incoming>,
+) -> Option<Response<Full<Bytes>>> {
     let path = req.uri().path();
     let id = match path.strip_prefix("/deny") {
         Some("") => None,
         Some(rest) => Some(rest.strip_prefix('/')?.to_owned()),
         None => return None,
     };
-    let shared = state.current.load_full();
+    let shared = control.rules().load_full();
     let ks = &shared.kill_switch;
     Some(match (req.method().clone(), id) {
         (Method::GET, None) => json_response(

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::Refused;
-use crate::server::State;
+use crate::audit::Sink;
 
 /// Failures a source may make before its attempts are slowed (typos happen).
 const FREE: u32 = 3;
@@ -139,7 +139,7 @@ fn key(ip: IpAddr) -> IpAddr {
 /// as `admin_auth_failed` and counted in `entitygate_admin_auth_failures_total`. The presented
 /// token is never written anywhere.
 pub(crate) fn failed(
-    state: &State,
+    audit: &Sink,
     throttle: &Throttle,
     source: IpAddr,
     via: Via,
@@ -156,7 +156,7 @@ pub(crate) fn failed(
     tracing::warn!(%source, via = via.as_str(), %method, path, reason = reason.slug(),
         "admin authentication failed");
     crate::metrics::admin_auth_failed(via.as_str(), reason.slug());
-    state.current.load().audit.record(
+    audit.record(
         "admin_auth_failed",
         json!({
             "source": source.to_string(),

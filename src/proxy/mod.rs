@@ -14,6 +14,7 @@
 
 mod accounts;
 pub(crate) mod after;
+pub(crate) mod build;
 mod execute;
 pub(crate) mod mcp;
 mod sessions;
@@ -41,7 +42,6 @@ use crate::headers;
 use crate::limits::RateLimiter;
 use crate::rewrite::{self, JsonObject};
 use crate::routes::{self, Matched, Policy};
-use crate::server::State;
 use crate::upstream::{TimeoutClass, Upstream};
 
 /// Everything a request needs, shared by all connections. Swapped whole on reload.
@@ -129,12 +129,13 @@ impl Shared {
 /// The proxy as a tower/hyper service.
 #[derive(Clone)]
 pub struct Proxy {
-    state: Arc<State>,
+    /// The rules in force, which a reload swaps; the server owns them, the proxy only reads.
+    rules: Arc<arc_swap::ArcSwap<Shared>>,
 }
 
 impl Proxy {
-    pub(crate) fn new(state: Arc<State>) -> Self {
-        Self { state }
+    pub(crate) fn new(rules: Arc<arc_swap::ArcSwap<Shared>>) -> Self {
+        Self { rules }
     }
 }
 
@@ -153,7 +154,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // A snapshot of the rules for the whole request: a reload never changes them midway.
-        let shared = self.state.current.load_full();
+        let shared = self.rules.load_full();
         Box::pin(async move { Ok(handle(&shared, req).await) })
     }
 }

@@ -36,7 +36,7 @@ pub use crate::audit::feed::{self, Decision, Feed, Filter};
 pub use crate::config::ConsoleConfig;
 
 use crate::admin::throttle::{self, Throttle, Via};
-use crate::server::State;
+use crate::control::Control;
 use session::Sessions;
 
 /// The body of every admin answer (the live feed streams).
@@ -61,18 +61,18 @@ pub(crate) struct Console {
 
 /// A signed-in request's context for the pages.
 pub(crate) struct Ctx<'a> {
-    pub(crate) state: &'a State,
+    pub(crate) control: &'a dyn Control,
     pub(crate) csrf: String,
 }
 
 impl Console {
     /// The console, when enabled and an admin token is configured; starts the feed.
-    pub(crate) fn new(state: &State, throttle: Arc<Throttle>) -> Option<Arc<Self>> {
-        let cfg = &state.admin.console;
-        if !cfg.enabled || !admin_token_configured(state) {
+    pub(crate) fn new(control: &dyn Control, throttle: Arc<Throttle>) -> Option<Arc<Self>> {
+        let cfg = &control.admin().console;
+        if !cfg.enabled || !admin_token_configured(control) {
             return None;
         }
-        state.current.load().audit.feed().start(cfg.recent);
+        control.rules().load().audit.feed().start(cfg.recent);
         let idle = idle_timeout(cfg);
         Some(Arc::new(Self {
             sessions: Arc::new(Sessions::new(idle)),
@@ -82,27 +82,27 @@ impl Console {
     }
 
     /// Whether `presented` is the admin token now.
-    fn token_ok(state: &State, presented: &str) -> bool {
-        crate::admin::AdminToken::from_config(&state.admin)
-            .verify(state.env(), presented)
+    fn token_ok(control: &dyn Control, presented: &str) -> bool {
+        crate::admin::AdminToken::from_config(control.admin())
+            .verify(control.env(), presented)
             .is_ok()
     }
 
     /// Answers one `/ui` request from `source`.
     pub(crate) async fn handle(
         &self,
-        state: &Arc<State>,
+        control: &Arc<dyn Control>,
         source: IpAddr,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let mut resp = self.route(state, source, req).await;
+        let mut resp = self.route(control, source, req).await;
         secure_headers(resp.headers_mut());
         resp
     }
 
     async fn route(
         &self,
-        state: &Arc<State>,
+        control: &Arc<dyn Control>,
         source: IpAddr,
         req: Request<Incoming>,
     ) -> Response<Body> {
@@ -116,13 +116,13 @@ impl Console {
                 return asset(pages::APP_CSS, "text/css; charset=utf-8")
             }
             (&Method::GET, "/ui/login") => return html(StatusCode::OK, pages::login(None)),
-            (&Method::POST, "/ui/login") => return self.login(state, source, req).await,
+            (&Method::POST, "/ui/login") => return self.login(control.as_ref(), source, req).await,
             _ => {}
         }
         // Everything else needs a session whose admin token is still the admin token.
         let id = session::cookie(req.headers());
         let session = id.as_deref().and_then(|id| self.sessions.get(id));
-        let Some(session) = session.filter(|s| Self::token_ok(state, &s.token)) else {
+        let Some(session) = session.filter(|s| Self::token_ok(control.as_ref(), &s.token)) else {
             if let Some(id) = &id {
                 self.sessions.close(id);
             }
@@ -137,7 +137,7 @@ impl Console {
         };
         let query = req.uri().query().unwrap_or_default().to_owned();
         let ctx = Ctx {
-            state,
+            control: control.as_ref(),
             csrf: session.csrf.clone(),
         };
         if method == Method::POST {
@@ -171,7 +171,7 @@ impl Console {
         if method != Method::GET {
             return not_found();
         }
-        let feed = state.current.load().audit.feed().clone();
+        let feed = control.rules().load().audit.feed().clone();
         match path.as_str() {
             "/ui" | "/ui/" => redirect("/ui/live"),
             "/ui/live" => {
@@ -183,7 +183,7 @@ impl Console {
                 let Some(id) = id else {
                     return not_found();
                 };
-                sse::events(&feed, q, self.guard(state, id))
+                sse::events(&feed, q, self.guard(control, id))
             }
             "/ui/decision" => {
                 let q = parse_query::<IdQuery>(&query);
@@ -203,16 +203,21 @@ impl Console {
 
     /// What a live stream of session `id` asks before each frame ([`sse::Guard::new`]),
     /// with the admin token as it is now.
-    fn guard(&self, state: &Arc<State>, id: String) -> sse::Guard {
-        let state = state.clone();
+    fn guard(&self, control: &Arc<dyn Control>, id: String) -> sse::Guard {
+        let control = control.clone();
         sse::Guard::new(self.sessions.clone(), id, move |token| {
-            Self::token_ok(&state, token)
+            Self::token_ok(control.as_ref(), token)
         })
     }
 
     /// `POST /ui/login`: a source with recent failed authentications waits first; a wrong
     /// token is audited and counted against its source, never refused for the ones before.
-    async fn login(&self, state: &State, source: IpAddr, req: Request<Incoming>) -> Response<Body> {
+    async fn login(
+        &self,
+        control: &dyn Control,
+        source: IpAddr,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let form = match read_form(req).await {
             Ok(f) => f,
@@ -222,11 +227,11 @@ impl Console {
         let token = form.get("token").map(|t| t.trim()).unwrap_or_default();
         let checked = match token {
             "" => Err(crate::admin::Refused::Missing),
-            t => crate::admin::AdminToken::from_config(&state.admin).verify(state.env(), t),
+            t => crate::admin::AdminToken::from_config(control.admin()).verify(control.env(), t),
         };
         if let Err(refused) = checked {
             throttle::failed(
-                state,
+                &control.rules().load().audit,
                 &self.throttle,
                 source,
                 Via::Console,
@@ -254,8 +259,8 @@ fn idle_timeout(cfg: &ConsoleConfig) -> Duration {
     Duration::from_secs(cfg.session_idle_secs.max(60))
 }
 
-fn admin_token_configured(state: &State) -> bool {
-    crate::admin::AdminToken::from_config(&state.admin).configured()
+fn admin_token_configured(control: &dyn Control) -> bool {
+    crate::admin::AdminToken::from_config(control.admin()).configured()
 }
 
 /// Where a kill-switch form sends the browser back to: the User page it came from, or the
@@ -313,7 +318,7 @@ async fn deny_add(ctx: &Ctx<'_>, form: &Form) -> Response<Body> {
         Ok(r) => r,
         Err(why) => return html(StatusCode::BAD_REQUEST, pages::killswitch(ctx, Some(&why))),
     };
-    let shared = ctx.state.current.load_full();
+    let shared = ctx.control.rules().load_full();
     if let Err(e) = shared.kill_switch.add(rule.clone()).await {
         tracing::error!(error = %e, "kill switch: deny rule not stored");
         return html(
@@ -330,7 +335,7 @@ async fn deny_add(ctx: &Ctx<'_>, form: &Form) -> Response<Body> {
 /// `POST /ui/killswitch/lift`: lifts rule `id`.
 async fn deny_lift(ctx: &Ctx<'_>, form: &Form) -> Response<Body> {
     let id = form.get("id").map(|v| v.trim()).unwrap_or_default();
-    let shared = ctx.state.current.load_full();
+    let shared = ctx.control.rules().load_full();
     match shared.kill_switch.remove(id).await {
         Ok(Some(rule)) => {
             tracing::warn!(id = %rule.id, rule = %rule.describe(),

@@ -290,7 +290,7 @@ pub(crate) fn refusals(ctx: &Ctx<'_>, feed: &Feed) -> Markup {
 
 pub(crate) async fn user(ctx: &Ctx<'_>, feed: &Feed, subject: &str) -> Markup {
     let subject = subject.trim();
-    let shared = ctx.state.current.load_full();
+    let shared = ctx.control.rules().load_full();
     let accounts = if subject.is_empty() {
         None
     } else {
@@ -387,7 +387,7 @@ pub(crate) struct ExplainForm {
 }
 
 pub(crate) fn policy(ctx: &Ctx<'_>, result: Option<(ExplainForm, Markup)>) -> Markup {
-    let shared = ctx.state.current.load_full();
+    let shared = ctx.control.rules().load_full();
     let p = &shared.policy;
     let (form, result) = result.unwrap_or_default();
     let request = if form.request.is_empty() {
@@ -508,16 +508,16 @@ async fn run_explain(
         body,
         live,
     };
-    crate::admin::dry_run(ctx.state, &request)
+    crate::admin::dry_run(ctx.control, &request)
         .await
         .map_err(|e| e.to_string())
 }
 
 pub(crate) async fn health(ctx: &Ctx<'_>, feed: &Feed) -> Markup {
-    let state = ctx.state;
-    let shared = state.current.load_full();
+    let control = ctx.control;
+    let shared = control.rules().load_full();
     let keys = shared.keys_ready();
-    let window = std::time::Duration::from_secs(state.admin.ready_window_secs);
+    let window = std::time::Duration::from_secs(control.admin().ready_window_secs);
     let upstream = shared.upstream.reachable(window).await;
     let (tokens, token_bytes) = shared.auth.cache_usage();
     let jwks = shared.auth.jwks_status();
@@ -566,7 +566,7 @@ pub(crate) async fn health(ctx: &Ctx<'_>, feed: &Feed) -> Markup {
                 } }
                 div.card { h2 { "Audit and configuration" } dl.kv {
                     dt { "Audit log" } dd.mono { (shared.audit.path().map_or_else(|| "stdout".to_owned(), |p| p.display().to_string())) }
-                    dt { "Configuration file" } dd.mono { (state.config_path().map_or_else(|| "(built in-process)".to_owned(), |p| p.display().to_string())) }
+                    dt { "Configuration file" } dd.mono { (control.config_path().map_or_else(|| "(built in-process)".to_owned(), |p| p.display().to_string())) }
                     dt { "Shared state (Redis), replicas" } dd { "not configured: this replica decides alone" }
                 } }
             }
@@ -618,7 +618,7 @@ fn rule_table(ctx: &Ctx<'_>, rules: &[crate::killswitch::Rule], back_to: Option<
 }
 
 pub(crate) fn killswitch(ctx: &Ctx<'_>, error: Option<&str>) -> Markup {
-    let shared = ctx.state.current.load_full();
+    let shared = ctx.control.rules().load_full();
     let now = crate::clock::unix_now();
     let rules: Vec<_> = shared
         .kill_switch
