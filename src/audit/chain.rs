@@ -658,5 +658,4 @@ impl Walk<'_> {
 }
 
 #[cfg(test)]
-#[path = "chain_tests.rs"]
 mod tests;
