@@ -2,46 +2,41 @@
 //! verified identity.
 //!
 //! # Layout
-//! - [`config`]: the TOML contract and its validation.
-//! - [`error`]: every refusal as one enum, mapped to Composio's error envelope.
-//! - [`auth`]: JWT verification (static keys, JWKS) and the verified-token cache.
-//! - [`path`], [`routes`]: strict path checking and the route table (deny by default).
-//! - [`rewrite`]: strict JSON parsing and identity pinning in bodies and queries.
-//! - [`headers`], [`body`]: what crosses the gateway, and key redaction on the way back.
-//! - [`connections`]: connection-status gating with a coalescing cache.
-//! - [`toolpolicy`]: which callers may run which toolkits and tools, from their claims.
-//! - `invocation`: every carrier of a tool call extracted into invocations, and the one
-//!   decision on them (code-tool ban, policy, account, proxy switch, connection gate).
-//! - [`proxy`]: the request flow, one handler module per route family.
-//! - [`upstream`], [`tls`]: the pooled rustls client to Composio, which alone injects the key.
-//! - [`server`]: the [`Gateway`] builder, accept loop and graceful shutdown; `accept`: one
-//!   connection from accept to close (TLS, protocol, HTTP/1 parked between requests);
-//!   `conn`: the per-connection deadlines (first request head, later heads, keep-alive).
-//! - [`audit`]: one structured event per decision, hash-chained; [`clock`]: Unix and RFC 3339
-//!   time; [`trace`]: W3C trace context across the hop and OpenTelemetry export.
-//! - [`explain`]: a dry run of one request through the real flow (`entitygate explain`).
-//! - [`cli`]: the subcommands' arguments, printing and exit statuses (`audit-log verify`,
-//!   `audit`, `explain`, `deny`, `demo`); the work stays in the modules they front.
-//! - [`admin`], [`metrics`], [`limits`]: health, readiness, Prometheus metrics, reload, and
-//!   per-subject rate limits; [`console`]: the security team's web console on the admin
-//!   listener (`/ui`).
-//! - `proxy::mcp`: MCP through the gateway (Streamable HTTP, JSON-RPC inspected both ways, the
-//!   front door, RFC 9728 metadata, MCP URLs in answers moved onto `public_url`).
-//! - [`killswitch`]: operators' deny rules (subject, jti, all, toolkit, tool glob), applied
-//!   without a reload and kept in the embedded store (`[state] path`).
-//! - [`revocation`]: a dead connection seen in Composio's answer to an execution refuses
-//!   the user's next call before Composio is asked, and is reported.
-//! - [`secrets`]: secret files (upstream key, HMAC secrets) watched and rotated without a
-//!   restart.
-//! - [`expiry`]: the audit job that finds broken connections, notifies the app, and takes
-//!   Composio's expiry webhook.
-//! - [`logging`]: the log set-up of the binary.
-//! - [`shared`]: several replicas as one gateway on Redis (`[shared]`): global rate limits,
-//!   the invalidation bus, cross-replica single-flight, the audit job's lease and dedup.
-//! - `sandbox`, `cli::demo` (cargo feature `sandbox`, on by default): a faithful fake Composio
-//!   and the demo that runs against it. The sandbox is its own crate (`crates/sandbox`,
-//!   `entitygate-sandbox`, re-exported here), depending on nothing of this one; an embedder
-//!   builds without either with `default-features = false` and never compiles it.
+//! By layer, lowest first (`ARCHITECTURE.md` has the table; `tests/layers.rs` fails the build
+//! on an import into a higher layer or any import circle):
+//! 0. Foundation: [`error`] (every refusal as one enum, in Composio's error envelope),
+//!    [`clock`], [`path`] and [`routes`] (strict paths, the route table: deny by default),
+//!    [`rewrite`] (strict JSON and identity pinning in bodies and queries), [`headers`] and
+//!    [`body`] (what crosses the gateway, one body reader's limits, key redaction on the way
+//!    back), `conn` (per-connection deadlines), [`metrics`], [`limits`].
+//! 1. Contract: [`config`] (the TOML contract, structural validation only), [`logging`],
+//!    [`tls`] and [`client`] (rustls configurations, the pooled HTTP client).
+//! 2. Services: [`trace`] (W3C trace context, OTLP export), [`upstream`] (Composio, which
+//!    alone gets the key), [`auth`] (JWT verification, JWKS, the token cache), [`toolpolicy`],
+//!    [`killswitch`] (deny rules, kept in the embedded store), [`audit`] (one hash-chained
+//!    event per decision, and the console's live feed), [`shared`] (Redis for a fleet; knows
+//!    no domain type: the kill switch and the caches attach to it as listeners).
+//! 3. State: [`connections`] (connection status and tool metadata, coalesced and cached),
+//!    [`expiry`] (the audit job, Composio's expiry webhook), [`revocation`] (dead connections
+//!    learnt from answers, refused before Composio is asked).
+//! 4. Decision: `invocation`: every carrier's tool call as invocations, and the one ordered
+//!    `decide` over a narrow `Decider`, returning its trace.
+//! 5. Carriers: [`proxy`] (the request pipeline: one body reader, one upstream request, one
+//!    after-execution step; one handler module per route family; `proxy::mcp`, MCP as a
+//!    carrier; `proxy::build`, the rules snapshot built from a config), `accept` (one
+//!    connection from accept to close).
+//! 6. Control: `control` (the handle the admin side gets instead of the server), [`admin`]
+//!    (health, readiness, metrics, reload, the kill switch API, and [`console`], the security
+//!    team's web console under `/ui`), [`secrets`] (secret files rotated without a restart),
+//!    [`explain`] (a dry run through the real flow).
+//! 7. Assembly: [`server`], the [`Gateway`] builder, listeners, tasks, graceful shutdown.
+//! 8. Entry points: [`cli`] (the subcommands' arguments, printing and exit statuses) and
+//!    `cli::demo`.
+//!
+//! `sandbox` (cargo feature `sandbox`, on by default) is the fake Composio the tests and the
+//! demo run against: its own crate (`crates/sandbox`, `entitygate-sandbox`, re-exported here)
+//! depending on nothing of this one; an embedder builds with `default-features = false` and
+//! never compiles it.
 //!
 //! # Embedding
 //! ```no_run
