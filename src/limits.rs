@@ -2,11 +2,13 @@
 //! requests in flight (concurrency), both in concurrent maps.
 //!
 //! They only ever slow a subject down; they never decide access. Each replica keeps its own:
-//! with `[shared]` the rate is decided on Redis for the whole fleet ([`crate::shared`]) and
+//! with `[shared]` the rate is decided on Redis for the whole fleet ([`global`]) and
 //! this limiter is the fallback while Redis is away; the concurrency cap stays per replica. The concurrency cap exists so that one user whose requests are slow (a body
 //! sent byte by byte, a heavy body to parse, a slow tool) cannot hold every in-flight slot of
 //! the gateway: past `[limits] max_in_flight_per_subject`, that user alone is told 429 with
 //! `Retry-After`, while everyone else is still served.
+
+pub mod global;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -316,7 +316,7 @@ where
         .kill_switch
         .check_identity(&identity.subject, identity.jti().as_deref())?;
     trace.deciding();
-    crate::shared::ratelimit::check(
+    crate::limits::global::check(
         shared.cluster.as_deref(),
         &shared.limiter,
         &identity.subject,

@@ -2,8 +2,9 @@
 //! `[shared]` is configured. Absent, nothing here runs and every replica decides alone.
 //!
 //! What is shared, and how a replica behaves when Redis is not there:
-//! - [`ratelimit`]: the per-subject rate limit, one atomic GCRA script per decision. Redis
-//!   down or slow: the replica's own limiter (per-replica limits), never none.
+//! - the per-subject rate limit ([`crate::limits::global`]), one atomic GCRA script per
+//!   decision, run through [`Cluster`]. Redis down or slow: the replica's own limiter
+//!   (per-replica limits), never none.
 //! - [`bus`]: invalidations on pub/sub (a (subject, toolkit) status, a subject, a tool,
 //!   everything, deny rules changed). A replica whose subscription dropped forgets every
 //!   cached answer when it is back, since it may have missed messages; a publish that failed
@@ -23,7 +24,6 @@
 pub mod bus;
 pub mod flight;
 pub mod lease;
-pub mod ratelimit;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};

@@ -1,4 +1,5 @@
-//! The global per-subject rate limit: GCRA (the generic cell rate algorithm) in one Lua
+//! The global per-subject rate limit, on the fleet's Redis ([`crate::shared`], which knows
+//! nothing of rate limits: this module brings its script and asks it to run it): GCRA (the generic cell rate algorithm) in one Lua
 //! script, so each decision is one atomic round trip with no read-modify-write race between
 //! replicas. Redis keeps one number per subject (its theoretical arrival time), expiring
 //! when the subject's bucket would be full again.
@@ -10,9 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
 use crate::error::Error;
-use crate::limits::RateLimiter;
+use crate::shared::Cluster;
 
-use super::Cluster;
+use super::RateLimiter;
 
 /// `KEYS[1]`: the subject's key. `ARGV[1]`: emission interval (µs per request), `ARGV[2]`:
 /// burst tolerance (interval × burst, µs). Returns `{1, 0}` when allowed, `{0, µs to wait}`.
