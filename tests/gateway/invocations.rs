@@ -481,3 +481,42 @@ async fn legacy_execute_takes_the_toolkit_from_composio_never_from_app_name() {
     );
     h.shutdown().await;
 }
+
+/// The code tools are refused by name, before anything is looked up: no metadata request for
+/// the tool reaches Composio, on a direct call or nested in a meta tool. (Without the early
+/// ban the decision would look the tool up at Composio first, then refuse it by policy.)
+#[tokio::test]
+async fn code_tools_are_refused_before_any_lookup() {
+    let h = Harness::start().await;
+    h.sandbox.clear();
+    let r = post(
+        &h,
+        "/api/v3.1/tools/execute/COMPOSIO_REMOTE_WORKBENCH",
+        "alice",
+        json!({"arguments": {"code": "print(1)"}}),
+    )
+    .await;
+    refused(&r, "tool_not_allowed", "direct");
+    h.assert_nothing_forwarded();
+    let r = post(
+        &h,
+        "/api/v3.1/tools/execute/COMPOSIO_MULTI_EXECUTE_TOOL",
+        "alice",
+        json!({"arguments": multi(json!([
+            {"tool_slug": "COMPOSIO_REMOTE_BASH_TOOL", "arguments": {"command": "id"}},
+        ]))}),
+    )
+    .await;
+    refused(&r, "tool_not_allowed", "nested");
+    assert!(
+        h.upstream("/api/v3")
+            .iter()
+            .all(|r| !r.path.contains("REMOTE_BASH") && !r.path.contains("REMOTE_WORKBENCH")),
+        "a code tool was looked up: {:?}",
+        h.upstream("/api")
+            .iter()
+            .map(|r| &r.path)
+            .collect::<Vec<_>>()
+    );
+    h.shutdown().await;
+}
