@@ -540,19 +540,36 @@ impl Ctx<'_> {
             pq.push('?');
             pq.push_str(q);
         }
+        self.forward_to(pq, body.map(Bytes::from), |_| Ok(()), class, audit)
+            .await
+    }
+
+    /// The one upstream request of every carrier: `path_and_query` on Composio with the
+    /// caller's method, the allowlisted headers (then `add_headers`, a carrier's own additions:
+    /// MCP's), `body` as JSON, the real key (added by [`crate::upstream`]), the trace context;
+    /// or, in a dry run, what would have been sent.
+    pub(crate) async fn forward_to(
+        &self,
+        pq: String,
+        body: Option<Bytes>,
+        add_headers: impl FnOnce(&mut http::HeaderMap) -> Result<(), Error>,
+        class: TimeoutClass,
+        audit: &mut Audit,
+    ) -> Result<Response<Incoming>, Error> {
         let mut req = Request::builder()
             .method(self.parts.method.clone())
             .uri(self.shared.upstream.uri(&pq)?)
             .body(Full::new(Bytes::new()))
             .map_err(|_| Error::Internal)?;
-        *req.headers_mut() =
-            headers::upstream_request_headers(&self.parts.headers, self.request_id);
+        let mut out = headers::upstream_request_headers(&self.parts.headers, self.request_id);
+        add_headers(&mut out)?;
+        *req.headers_mut() = out;
         if let Some(body) = body {
             req.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            *req.body_mut() = Full::new(Bytes::from(body));
+            *req.body_mut() = Full::new(body);
         } else {
             req.headers_mut().remove(header::CONTENT_TYPE);
         }

@@ -43,8 +43,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
@@ -552,7 +552,8 @@ fn json_response(v: &Value) -> Response<ResponseBody> {
     resp
 }
 
-/// Sends the request to Composio's endpoint with the real key and the MCP headers only.
+/// Sends the request to Composio's endpoint through the one upstream request
+/// ([`Ctx::forward_to`]), with the MCP headers added and the session id unbound.
 async fn forward(
     ctx: &Ctx<'_>,
     target: &Target,
@@ -565,48 +566,28 @@ async fn forward(
         pq.push('?');
         pq.push_str(q);
     }
-    let mut req = Request::builder()
-        .method(ctx.parts.method.clone())
-        .uri(ctx.shared.upstream.uri(&pq)?)
-        .body(Full::new(Bytes::new()))
-        .map_err(|_| Error::Internal)?;
-    let mut out = headers::upstream_request_headers(&ctx.parts.headers, ctx.request_id);
-    copy_mcp_headers(&ctx.parts.headers, &mut out);
-    if let Some(given) = out.get(MCP_SESSION_ID) {
-        // Only an id issued to this subject goes upstream, as Composio's own id.
-        let upstream_id = given
-            .to_str()
-            .ok()
-            .and_then(|id| session_id::unbind(ctx.shared.secret.current(), ctx.subject(), id))
-            .and_then(|id| HeaderValue::from_str(id).ok());
-        match upstream_id {
-            Some(v) => {
-                out.insert(MCP_SESSION_ID, v);
-            }
-            None => {
-                tracing::warn!("MCP session id not issued to this subject; refused");
-                return Err(Error::NotFound);
+    let mcp_headers = |out: &mut HeaderMap| {
+        copy_mcp_headers(&ctx.parts.headers, out);
+        if let Some(given) = out.get(MCP_SESSION_ID) {
+            // Only an id issued to this subject goes upstream, as Composio's own id.
+            let upstream_id = given
+                .to_str()
+                .ok()
+                .and_then(|id| session_id::unbind(ctx.shared.secret.current(), ctx.subject(), id))
+                .and_then(|id| HeaderValue::from_str(id).ok());
+            match upstream_id {
+                Some(v) => {
+                    out.insert(MCP_SESSION_ID, v);
+                }
+                None => {
+                    tracing::warn!("MCP session id not issued to this subject; refused");
+                    return Err(Error::NotFound);
+                }
             }
         }
-    }
-    match body {
-        Some(b) => {
-            out.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            *req.body_mut() = Full::new(b);
-        }
-        None => {
-            out.remove(header::CONTENT_TYPE);
-        }
-    }
-    *req.headers_mut() = out;
-    let started = Instant::now();
-    let resp = ctx.shared.upstream.send(req, class).await?;
-    crate::metrics::upstream(started.elapsed());
-    audit.upstream(resp.status());
-    Ok(resp)
+        Ok(())
+    };
+    ctx.forward_to(pq, body, mcp_headers, class, audit).await
 }
 
 /// Composio's `Mcp-Session-Id` in an answer becomes one bound to `subject`

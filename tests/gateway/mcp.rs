@@ -1168,3 +1168,34 @@ async fn a_session_id_works_only_for_the_subject_it_was_issued_to() {
     let last = mcp_requests(&h, path).pop().unwrap();
     assert_eq!(last.header("mcp-session-id"), Some(upstream_sid));
 }
+
+/// MCP goes upstream through the one upstream request every carrier uses: the caller's trace
+/// reaches Composio's MCP endpoint as it reaches a REST execution (the MCP path used to
+/// build its own request and dropped it).
+#[tokio::test]
+async fn the_callers_trace_reaches_composios_mcp_endpoint() {
+    let h = Harness::start().await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller = format!("00-{trace}-00f067aa0ba902b7-01");
+    let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+        "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": STATELESS}}});
+    let r = post_raw(
+        &h,
+        "/v3/mcp/mcp_1",
+        Some(&token("alice")),
+        &[
+            ("mcp-protocol-version", STATELESS),
+            ("mcp-method", "tools/list"),
+            ("traceparent", caller.as_str()),
+        ],
+        &msg.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let sent = mcp_requests(&h, "/v3/mcp");
+    assert_eq!(sent.len(), 1);
+    let tp = sent[0].header("traceparent").unwrap_or_default().to_owned();
+    assert!(tp.starts_with(&format!("00-{trace}-")), "{tp}");
+    assert!(!tp.contains("00f067aa0ba902b7"), "the gateway's span: {tp}");
+    h.shutdown().await;
+}
