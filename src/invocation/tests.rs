@@ -273,328 +273,335 @@ fn a_body_names_at_most_one_account_in_any_spelling() {
 
 // --- the decision, step by step ---
 
-/// What the table's decisions run against: the sandbox holds the tools and accounts.
-struct Rig {
-    sandbox: crate::sandbox::Sandbox,
-    policy: ToolPolicy,
-    kill_switch: KillSwitch,
-    connections: Connections,
-    broken: Broken,
-}
+/// The decision over a table of cases needs the sandbox (Composio's side of the lookups).
+#[cfg(feature = "sandbox")]
+mod table {
+    use super::*;
 
-impl Rig {
-    async fn start() -> Self {
-        use crate::sandbox::{Account as SbAccount, Sandbox, Tool};
-        let sandbox = Sandbox::new("sk_decide");
-        for (slug, toolkit, no_auth) in [
-            ("GMAIL_SEND_EMAIL", "gmail", false),
-            ("GMAIL_DELETE_EMAIL", "gmail", false),
-            ("SLACK_SEND_MESSAGE", "slack", false),
-            ("LINEAR_CREATE_ISSUE", "linear", false),
-            ("NOTION_CREATE_PAGE", "notion", false),
-            ("COMPOSIO_REMOTE_WORKBENCH", "composio", true),
-        ] {
-            sandbox.add_tool(Tool::new(slug, toolkit, no_auth));
-        }
-        for (id, user, toolkit, status) in [
-            ("ca_gmail", "alice", "gmail", "ACTIVE"),
-            ("ca_slack", "alice", "slack", "EXPIRED"),
-            ("ca_github", "alice", "github", "ACTIVE"),
-            ("ca_bob", "bob", "gmail", "ACTIVE"),
-        ] {
-            sandbox.add_account(SbAccount::new(id, user, toolkit, status));
-        }
-        let addr = sandbox.start().await.expect("sandbox");
-        let cfg = crate::config::UpstreamConfig {
-            base_url: format!("http://{addr}"),
-            ..crate::config::UpstreamConfig::default()
-        };
-        let env: std::collections::HashMap<String, String> =
-            [("COMPOSIO_API_KEY".to_owned(), "sk_decide".to_owned())].into();
-        let client = crate::upstream::build_client(&cfg).expect("client");
-        let upstream = crate::upstream::Upstream::new(&cfg, &env, client).expect("upstream");
-        let connections = Connections::new(upstream, crate::config::ConnectionsConfig::default());
-        let policy: crate::config::PolicyConfig = toml::from_str(
-            r#"
+    /// What the table's decisions run against: the sandbox holds the tools and accounts.
+    struct Rig {
+        sandbox: crate::sandbox::Sandbox,
+        policy: ToolPolicy,
+        kill_switch: KillSwitch,
+        connections: Connections,
+        broken: Broken,
+    }
+
+    impl Rig {
+        async fn start() -> Self {
+            use crate::sandbox::{Account as SbAccount, Sandbox, Tool};
+            let sandbox = Sandbox::new("sk_decide");
+            for (slug, toolkit, no_auth) in [
+                ("GMAIL_SEND_EMAIL", "gmail", false),
+                ("GMAIL_DELETE_EMAIL", "gmail", false),
+                ("SLACK_SEND_MESSAGE", "slack", false),
+                ("LINEAR_CREATE_ISSUE", "linear", false),
+                ("NOTION_CREATE_PAGE", "notion", false),
+                ("COMPOSIO_REMOTE_WORKBENCH", "composio", true),
+            ] {
+                sandbox.add_tool(Tool::new(slug, toolkit, no_auth));
+            }
+            for (id, user, toolkit, status) in [
+                ("ca_gmail", "alice", "gmail", "ACTIVE"),
+                ("ca_slack", "alice", "slack", "EXPIRED"),
+                ("ca_github", "alice", "github", "ACTIVE"),
+                ("ca_bob", "bob", "gmail", "ACTIVE"),
+            ] {
+                sandbox.add_account(SbAccount::new(id, user, toolkit, status));
+            }
+            let addr = sandbox.start().await.expect("sandbox");
+            let cfg = crate::config::UpstreamConfig {
+                base_url: format!("http://{addr}"),
+                ..crate::config::UpstreamConfig::default()
+            };
+            let env: std::collections::HashMap<String, String> =
+                [("COMPOSIO_API_KEY".to_owned(), "sk_decide".to_owned())].into();
+            let client = crate::upstream::build_client(&cfg).expect("client");
+            let upstream = crate::upstream::Upstream::new(&cfg, &env, client).expect("upstream");
+            let connections =
+                Connections::new(upstream, crate::config::ConnectionsConfig::default());
+            let policy: crate::config::PolicyConfig = toml::from_str(
+                r#"
             [[rules]]
             name = "no notion"
             deny_toolkits = ["notion"]
             "#,
-        )
-        .expect("policy");
-        let (policy, _) = ToolPolicy::compile(&policy).expect("compiles");
-        let kill_switch = KillSwitch::in_memory();
-        let now = crate::clock::unix_now();
-        let rules = [
-            serde_json::json!({"tool": "GMAIL_DELETE_*", "reason": "incident"}),
-            serde_json::json!({"toolkit": "linear", "reason": "incident"}),
-        ]
-        .iter()
-        .map(|b| crate::killswitch::Rule::from_request(b, now).expect("rule"))
-        .collect();
-        kill_switch.replace_all(rules).await.expect("rules");
-        Self {
-            sandbox,
-            policy,
-            kill_switch,
-            connections,
-            broken: Broken::default(),
-        }
-    }
-
-    fn decider(&self, allow_proxy_execute: bool) -> Decider<'_> {
-        Decider {
-            tool_policy: &self.policy,
-            kill_switch: &self.kill_switch,
-            connections: &self.connections,
-            broken: &self.broken,
-            allow_proxy_execute,
-        }
-    }
-}
-
-fn alice() -> Identity {
-    Identity {
-        subject: Arc::from("alice"),
-        claims: Arc::new(Map::new()),
-        expires_at: 0,
-    }
-}
-
-fn manage(toolkit: &str) -> Invocation {
-    Invocation {
-        kind: Kind::ManageConnections,
-        tool: MANAGE_CONNECTIONS.to_owned(),
-        toolkit: Some(toolkit.to_owned()),
-        account: None,
-    }
-}
-
-/// One row: what is decided, with the proxy switch on or off, and where it ends: `Ok` with the
-/// last step taken (`None`: no step after the policy's), or the refusing step and the slug.
-struct Case {
-    name: &'static str,
-    invocations: Vec<Invocation>,
-    allow_proxy_execute: bool,
-    last_step: Option<Step>,
-    refused: Option<&'static str>,
-}
-
-fn case(
-    name: &'static str,
-    invocations: Vec<Invocation>,
-    last_step: Option<Step>,
-    refused: Option<&'static str>,
-) -> Case {
-    Case {
-        name,
-        invocations,
-        allow_proxy_execute: true,
-        last_step,
-        refused,
-    }
-}
-
-fn policy_step(label: &str) -> Step {
-    Step::Policy(Arc::from(label))
-}
-
-#[tokio::test]
-async fn decide_takes_every_step_in_order_over_a_table_of_cases() {
-    let rig = Rig::start().await;
-    // The broken mark of alice's github connection (Composio showed it dead).
-    rig.broken.mark(&Arc::from("alice"), "github", "ca_github");
-    let default = rig
-        .policy
-        .label(rig.policy.decide(&Map::new(), "gmail", "X").by);
-    let default = default.to_string();
-    let not_owned = Error::ConnectedAccountNotOwned.slug();
-    let cases = vec![
-        case(
-            "an allowed tool passes the connection gate",
-            vec![tool("GMAIL_SEND_EMAIL", None)],
-            Some(Step::ConnectionGate),
-            None,
-        ),
-        case(
-            "the kill switch's tool glob refuses before anything is looked up",
-            vec![tool("GMAIL_DELETE_EMAIL", None)],
-            Some(Step::KillSwitchTool),
-            Some("denied_by_kill_switch"),
-        ),
-        case(
-            "the kill switch's toolkit rule refuses on Composio's toolkit",
-            vec![tool("LINEAR_CREATE_ISSUE", None)],
-            Some(Step::KillSwitchToolkit),
-            Some("denied_by_kill_switch"),
-        ),
-        case(
-            "a code tool needs an explicit allow_tools rule",
-            vec![tool("COMPOSIO_REMOTE_WORKBENCH", None)],
-            Some(Step::CodeToolBan(Arc::from(""))),
-            Some("tool_not_allowed"),
-        ),
-        case(
-            "the tool policy's deny rule refuses",
-            vec![tool("NOTION_CREATE_PAGE", None)],
-            Some(policy_step("policy.rules[0] \"no notion\"")),
-            Some("tool_not_allowed"),
-        ),
-        case(
-            "an account of another user is refused",
-            vec![tool("GMAIL_SEND_EMAIL", Some("ca_bob"))],
-            Some(Step::Ownership),
-            Some(not_owned),
-        ),
-        case(
-            "an account of another toolkit is refused",
-            vec![tool("GMAIL_SEND_EMAIL", Some("ca_github"))],
-            Some(Step::Ownership),
-            Some(Error::BodyInvalid(String::new()).slug()),
-        ),
-        case(
-            "Composio's instant account is never the subject's",
-            vec![tool("GMAIL_SEND_EMAIL", Some("INSTANT_ACCOUNT"))],
-            Some(Step::NamedAccount),
-            Some(not_owned),
-        ),
-        case(
-            "the subject's own account passes ownership and the gate",
-            vec![tool("GMAIL_SEND_EMAIL", Some("ca_gmail"))],
-            Some(Step::ConnectionGate),
-            None,
-        ),
-        Case {
-            allow_proxy_execute: false,
-            ..case(
-                "the proxy switch refuses a proxy execution",
-                vec![Invocation::proxy(Some("gmail"), None)],
-                Some(Step::ProxySwitch),
-                Some(Error::OperationDisabled("proxy_execute").slug()),
             )
-        },
-        case(
-            "with the switch on, a proxy of a usable connection passes",
-            vec![Invocation::proxy(None, Some("ca_gmail"))],
-            Some(Step::ConnectionGate),
-            None,
-        ),
-        case(
-            "a connection Composio showed dead is refused before it is looked up",
-            vec![Invocation::proxy(Some("github"), None)],
-            Some(Step::BrokenMark),
-            Some("connection_expired"),
-        ),
-        case(
-            "the connection gate refuses an expired connection",
-            vec![tool("SLACK_SEND_MESSAGE", None)],
-            Some(Step::ConnectionGate),
-            Some("connection_expired"),
-        ),
-        case(
-            "connecting a toolkit is a toolkit-level question and needs no connection",
-            vec![manage("slack")],
-            Some(policy_step(&default)),
-            None,
-        ),
-        case(
-            "the first refusal wins and nothing after it is decided",
-            vec![
-                tool("GMAIL_SEND_EMAIL", None),
-                tool("NOTION_CREATE_PAGE", None),
-                tool("SLACK_SEND_MESSAGE", None),
-            ],
-            Some(policy_step("policy.rules[0] \"no notion\"")),
-            Some("tool_not_allowed"),
-        ),
-    ];
-    for c in cases {
-        let decided = decide(
-            &rig.decider(c.allow_proxy_execute),
-            &alice(),
-            &c.invocations,
-        )
-        .await;
-        let last = decided.trace.last().expect("a trace");
-        let taken = last.steps.last().expect("a step");
-        // The code-tool ban is decided by whatever rule the policy reports; only its kind is
-        // the table's.
-        let same_step = match (&c.last_step, &taken.step) {
-            (Some(Step::CodeToolBan(_)), Step::CodeToolBan(_)) => true,
-            (Some(want), got) => want == got,
-            (None, _) => true,
-        };
-        assert!(same_step, "{}: ended at {:?}", c.name, last.steps);
-        match (c.refused, &decided.outcome) {
-            (None, Ok(_)) => {
-                assert!(
-                    taken.passed && last.refusal.is_none(),
-                    "{}: {last:?}",
-                    c.name
-                );
-                assert_eq!(decided.trace.len(), c.invocations.len(), "{}", c.name);
+            .expect("policy");
+            let (policy, _) = ToolPolicy::compile(&policy).expect("compiles");
+            let kill_switch = KillSwitch::in_memory();
+            let now = crate::clock::unix_now();
+            let rules = [
+                serde_json::json!({"tool": "GMAIL_DELETE_*", "reason": "incident"}),
+                serde_json::json!({"toolkit": "linear", "reason": "incident"}),
+            ]
+            .iter()
+            .map(|b| crate::killswitch::Rule::from_request(b, now).expect("rule"))
+            .collect();
+            kill_switch.replace_all(rules).await.expect("rules");
+            Self {
+                sandbox,
+                policy,
+                kill_switch,
+                connections,
+                broken: Broken::default(),
             }
-            (Some(slug), Err(e)) => {
-                assert_eq!(e.slug(), slug, "{}: {e}", c.name);
-                assert!(!taken.passed, "{}: the refusing step is the last", c.name);
-                assert_eq!(last.refusal.as_deref(), Some(e.to_string().as_str()));
-                // Every step before the refusing one passed.
-                assert!(
-                    last.steps.iter().rev().skip(1).all(|t| t.passed),
-                    "{}",
-                    c.name
-                );
+        }
+
+        fn decider(&self, allow_proxy_execute: bool) -> Decider<'_> {
+            Decider {
+                tool_policy: &self.policy,
+                kill_switch: &self.kill_switch,
+                connections: &self.connections,
+                broken: &self.broken,
+                allow_proxy_execute,
             }
-            (want, got) => panic!("{}: wanted {want:?}, got {got:?}", c.name),
         }
     }
-    // Nothing was asked of Composio for the invocations the kill switch refused by slug.
-    assert!(rig
-        .sandbox
-        .requests()
-        .iter()
-        .all(|r| !r.path.contains("GMAIL_DELETE_EMAIL")));
-}
 
-#[tokio::test]
-async fn the_trace_says_what_was_asked_and_what_is_forwarded() {
-    let rig = Rig::start().await;
-    let invocations = [tool("GMAIL_SEND_EMAIL", None), manage("slack")];
-    let decided = decide(&rig.decider(false), &alice(), &invocations).await;
-    let verdict = decided.outcome.as_ref().expect("allowed");
-    // The verdict holds the connection used, not connecting a toolkit.
-    assert_eq!(verdict.toolkits, vec!["gmail".to_owned()]);
-    assert_eq!(
-        verdict.accounts,
-        vec![("gmail".to_owned(), Some("ca_gmail".to_owned()))]
-    );
-    let gmail = &decided.trace[0];
-    assert_eq!(gmail.tool, "GMAIL_SEND_EMAIL");
-    assert_eq!(gmail.toolkit.as_deref(), Some("gmail"));
-    assert_eq!(gmail.forwarded_account.as_deref(), Some("ca_gmail"));
-    assert!(gmail.rule.is_some());
-    assert_eq!(
-        gmail
-            .steps
+    fn alice() -> Identity {
+        Identity {
+            subject: Arc::from("alice"),
+            claims: Arc::new(Map::new()),
+            expires_at: 0,
+        }
+    }
+
+    fn manage(toolkit: &str) -> Invocation {
+        Invocation {
+            kind: Kind::ManageConnections,
+            tool: MANAGE_CONNECTIONS.to_owned(),
+            toolkit: Some(toolkit.to_owned()),
+            account: None,
+        }
+    }
+
+    /// One row: what is decided, with the proxy switch on or off, and where it ends: `Ok` with the
+    /// last step taken (`None`: no step after the policy's), or the refusing step and the slug.
+    struct Case {
+        name: &'static str,
+        invocations: Vec<Invocation>,
+        allow_proxy_execute: bool,
+        last_step: Option<Step>,
+        refused: Option<&'static str>,
+    }
+
+    fn case(
+        name: &'static str,
+        invocations: Vec<Invocation>,
+        last_step: Option<Step>,
+        refused: Option<&'static str>,
+    ) -> Case {
+        Case {
+            name,
+            invocations,
+            allow_proxy_execute: true,
+            last_step,
+            refused,
+        }
+    }
+
+    fn policy_step(label: &str) -> Step {
+        Step::Policy(Arc::from(label))
+    }
+
+    #[tokio::test]
+    async fn decide_takes_every_step_in_order_over_a_table_of_cases() {
+        let rig = Rig::start().await;
+        // The broken mark of alice's github connection (Composio showed it dead).
+        rig.broken.mark(&Arc::from("alice"), "github", "ca_github");
+        let default = rig
+            .policy
+            .label(rig.policy.decide(&Map::new(), "gmail", "X").by);
+        let default = default.to_string();
+        let not_owned = Error::ConnectedAccountNotOwned.slug();
+        let cases = vec![
+            case(
+                "an allowed tool passes the connection gate",
+                vec![tool("GMAIL_SEND_EMAIL", None)],
+                Some(Step::ConnectionGate),
+                None,
+            ),
+            case(
+                "the kill switch's tool glob refuses before anything is looked up",
+                vec![tool("GMAIL_DELETE_EMAIL", None)],
+                Some(Step::KillSwitchTool),
+                Some("denied_by_kill_switch"),
+            ),
+            case(
+                "the kill switch's toolkit rule refuses on Composio's toolkit",
+                vec![tool("LINEAR_CREATE_ISSUE", None)],
+                Some(Step::KillSwitchToolkit),
+                Some("denied_by_kill_switch"),
+            ),
+            case(
+                "a code tool needs an explicit allow_tools rule",
+                vec![tool("COMPOSIO_REMOTE_WORKBENCH", None)],
+                Some(Step::CodeToolBan(Arc::from(""))),
+                Some("tool_not_allowed"),
+            ),
+            case(
+                "the tool policy's deny rule refuses",
+                vec![tool("NOTION_CREATE_PAGE", None)],
+                Some(policy_step("policy.rules[0] \"no notion\"")),
+                Some("tool_not_allowed"),
+            ),
+            case(
+                "an account of another user is refused",
+                vec![tool("GMAIL_SEND_EMAIL", Some("ca_bob"))],
+                Some(Step::Ownership),
+                Some(not_owned),
+            ),
+            case(
+                "an account of another toolkit is refused",
+                vec![tool("GMAIL_SEND_EMAIL", Some("ca_github"))],
+                Some(Step::Ownership),
+                Some(Error::BodyInvalid(String::new()).slug()),
+            ),
+            case(
+                "Composio's instant account is never the subject's",
+                vec![tool("GMAIL_SEND_EMAIL", Some("INSTANT_ACCOUNT"))],
+                Some(Step::NamedAccount),
+                Some(not_owned),
+            ),
+            case(
+                "the subject's own account passes ownership and the gate",
+                vec![tool("GMAIL_SEND_EMAIL", Some("ca_gmail"))],
+                Some(Step::ConnectionGate),
+                None,
+            ),
+            Case {
+                allow_proxy_execute: false,
+                ..case(
+                    "the proxy switch refuses a proxy execution",
+                    vec![Invocation::proxy(Some("gmail"), None)],
+                    Some(Step::ProxySwitch),
+                    Some(Error::OperationDisabled("proxy_execute").slug()),
+                )
+            },
+            case(
+                "with the switch on, a proxy of a usable connection passes",
+                vec![Invocation::proxy(None, Some("ca_gmail"))],
+                Some(Step::ConnectionGate),
+                None,
+            ),
+            case(
+                "a connection Composio showed dead is refused before it is looked up",
+                vec![Invocation::proxy(Some("github"), None)],
+                Some(Step::BrokenMark),
+                Some("connection_expired"),
+            ),
+            case(
+                "the connection gate refuses an expired connection",
+                vec![tool("SLACK_SEND_MESSAGE", None)],
+                Some(Step::ConnectionGate),
+                Some("connection_expired"),
+            ),
+            case(
+                "connecting a toolkit is a toolkit-level question and needs no connection",
+                vec![manage("slack")],
+                Some(policy_step(&default)),
+                None,
+            ),
+            case(
+                "the first refusal wins and nothing after it is decided",
+                vec![
+                    tool("GMAIL_SEND_EMAIL", None),
+                    tool("NOTION_CREATE_PAGE", None),
+                    tool("SLACK_SEND_MESSAGE", None),
+                ],
+                Some(policy_step("policy.rules[0] \"no notion\"")),
+                Some("tool_not_allowed"),
+            ),
+        ];
+        for c in cases {
+            let decided = decide(
+                &rig.decider(c.allow_proxy_execute),
+                &alice(),
+                &c.invocations,
+            )
+            .await;
+            let last = decided.trace.last().expect("a trace");
+            let taken = last.steps.last().expect("a step");
+            // The code-tool ban is decided by whatever rule the policy reports; only its kind is
+            // the table's.
+            let same_step = match (&c.last_step, &taken.step) {
+                (Some(Step::CodeToolBan(_)), Step::CodeToolBan(_)) => true,
+                (Some(want), got) => want == got,
+                (None, _) => true,
+            };
+            assert!(same_step, "{}: ended at {:?}", c.name, last.steps);
+            match (c.refused, &decided.outcome) {
+                (None, Ok(_)) => {
+                    assert!(
+                        taken.passed && last.refusal.is_none(),
+                        "{}: {last:?}",
+                        c.name
+                    );
+                    assert_eq!(decided.trace.len(), c.invocations.len(), "{}", c.name);
+                }
+                (Some(slug), Err(e)) => {
+                    assert_eq!(e.slug(), slug, "{}: {e}", c.name);
+                    assert!(!taken.passed, "{}: the refusing step is the last", c.name);
+                    assert_eq!(last.refusal.as_deref(), Some(e.to_string().as_str()));
+                    // Every step before the refusing one passed.
+                    assert!(
+                        last.steps.iter().rev().skip(1).all(|t| t.passed),
+                        "{}",
+                        c.name
+                    );
+                }
+                (want, got) => panic!("{}: wanted {want:?}, got {got:?}", c.name),
+            }
+        }
+        // Nothing was asked of Composio for the invocations the kill switch refused by slug.
+        assert!(rig
+            .sandbox
+            .requests()
             .iter()
-            .map(|t| t.step.name())
-            .collect::<Vec<_>>(),
-        [
-            "kill switch (tool)",
-            "toolkit",
-            "kill switch (toolkit)",
-            "tool policy",
-            "broken connection",
-            "connection gate"
-        ]
-    );
-    // The audit event is rendered from the trace: tool, toolkit and rule.
-    let mut audit = Audit::new(&http::Method::POST, "/x");
-    audit.keep_journal();
-    decided.record(&mut audit);
-    let journal: Vec<&str> = audit.journal().iter().map(|(k, _)| *k).collect();
-    assert_eq!(
-        journal,
-        ["tool", "toolkit", "rule", "tool", "toolkit", "rule"]
-    );
+            .all(|r| !r.path.contains("GMAIL_DELETE_EMAIL")));
+    }
+
+    #[tokio::test]
+    async fn the_trace_says_what_was_asked_and_what_is_forwarded() {
+        let rig = Rig::start().await;
+        let invocations = [tool("GMAIL_SEND_EMAIL", None), manage("slack")];
+        let decided = decide(&rig.decider(false), &alice(), &invocations).await;
+        let verdict = decided.outcome.as_ref().expect("allowed");
+        // The verdict holds the connection used, not connecting a toolkit.
+        assert_eq!(verdict.toolkits, vec!["gmail".to_owned()]);
+        assert_eq!(
+            verdict.accounts,
+            vec![("gmail".to_owned(), Some("ca_gmail".to_owned()))]
+        );
+        let gmail = &decided.trace[0];
+        assert_eq!(gmail.tool, "GMAIL_SEND_EMAIL");
+        assert_eq!(gmail.toolkit.as_deref(), Some("gmail"));
+        assert_eq!(gmail.forwarded_account.as_deref(), Some("ca_gmail"));
+        assert!(gmail.rule.is_some());
+        assert_eq!(
+            gmail
+                .steps
+                .iter()
+                .map(|t| t.step.name())
+                .collect::<Vec<_>>(),
+            [
+                "kill switch (tool)",
+                "toolkit",
+                "kill switch (toolkit)",
+                "tool policy",
+                "broken connection",
+                "connection gate"
+            ]
+        );
+        // The audit event is rendered from the trace: tool, toolkit and rule.
+        let mut audit = Audit::new(&http::Method::POST, "/x");
+        audit.keep_journal();
+        decided.record(&mut audit);
+        let journal: Vec<&str> = audit.journal().iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            journal,
+            ["tool", "toolkit", "rule", "tool", "toolkit", "rule"]
+        );
+    }
 }
