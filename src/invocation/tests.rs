@@ -289,6 +289,11 @@ mod table {
 
     impl Rig {
         async fn start() -> Self {
+            Self::with_gate(true).await
+        }
+
+        /// The rig with `[connections] gate` on or off.
+        async fn with_gate(gate: bool) -> Self {
             use crate::sandbox::{Account as SbAccount, Sandbox, Tool};
             let sandbox = Sandbox::new("sk_decide");
             for (slug, toolkit, no_auth) in [
@@ -297,6 +302,7 @@ mod table {
                 ("SLACK_SEND_MESSAGE", "slack", false),
                 ("LINEAR_CREATE_ISSUE", "linear", false),
                 ("NOTION_CREATE_PAGE", "notion", false),
+                ("GITHUB_CREATE_ISSUE", "github", false),
                 ("COMPOSIO_REMOTE_WORKBENCH", "composio", true),
             ] {
                 sandbox.add_tool(Tool::new(slug, toolkit, no_auth));
@@ -318,8 +324,13 @@ mod table {
                 [("COMPOSIO_API_KEY".to_owned(), "sk_decide".to_owned())].into();
             let client = crate::upstream::build_client(&cfg).expect("client");
             let upstream = crate::upstream::Upstream::new(&cfg, &env, client).expect("upstream");
-            let connections =
-                Connections::new(upstream, crate::config::ConnectionsConfig::default());
+            let connections = Connections::new(
+                upstream,
+                crate::config::ConnectionsConfig {
+                    gate,
+                    ..crate::config::ConnectionsConfig::default()
+                },
+            );
             let policy: crate::config::PolicyConfig = toml::from_str(
                 r#"
             [[rules]]
@@ -602,6 +613,41 @@ mod table {
         assert_eq!(
             journal,
             ["tool", "toolkit", "rule", "tool", "toolkit", "rule"]
+        );
+    }
+
+    /// With `[connections] gate = false` tool calls are not gated (neither by status nor by a
+    /// broken mark), but a raw proxy request still never runs with an unusable or dead
+    /// connection. (Both were found unguarded by a mutation check.)
+    #[tokio::test]
+    async fn with_the_gate_off_only_proxies_are_gated() {
+        let rig = Rig::with_gate(false).await;
+        rig.broken.mark(&Arc::from("alice"), "github", "ca_github");
+        let run = |invocations: Vec<Invocation>| {
+            let rig = &rig;
+            async move {
+                decide(&rig.decider(true), &alice(), &invocations)
+                    .await
+                    .outcome
+                    .map(|_| ())
+                    .map_err(|e| e.slug())
+            }
+        };
+        // Tools: not gated, an expired connection or a broken mark notwithstanding.
+        assert_eq!(run(vec![tool("SLACK_SEND_MESSAGE", None)]).await, Ok(()));
+        assert_eq!(run(vec![tool("GITHUB_CREATE_ISSUE", None)]).await, Ok(()));
+        // Proxies: an expired account, or a connection Composio showed dead, is refused.
+        assert_eq!(
+            run(vec![Invocation::proxy(None, Some("ca_slack"))]).await,
+            Err("connection_expired")
+        );
+        assert_eq!(
+            run(vec![Invocation::proxy(Some("github"), None)]).await,
+            Err("connection_expired")
+        );
+        assert_eq!(
+            run(vec![Invocation::proxy(None, Some("ca_gmail"))]).await,
+            Ok(())
         );
     }
 }
