@@ -529,10 +529,19 @@ async fn reload_keeps_rate_limits_and_verified_tokens() {
     let extra = "[limits]\nper_subject_rps = 0.01\nburst = 1";
     let h = Harness::with_config(extra).await;
     let gw = h.gateway.as_ref().unwrap();
-    legit(&h).await;
-    let limited = h
-        .execute("alice", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
-        .await;
+    // One token for every request: a token minted per request (its `exp` in whole seconds)
+    // is a second cache entry whenever the two fall on either side of a second.
+    let t = support::token("alice");
+    let execute = || {
+        h.send(
+            Method::POST,
+            "/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE",
+            Some(&t),
+            Some(json!({"arguments": {}})),
+        )
+    };
+    assert_eq!(execute().await.status, StatusCode::OK);
+    let limited = execute().await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     let cached = gw.token_cache_usage();
     assert_eq!(cached.0, 1);
@@ -546,9 +555,7 @@ async fn reload_keeps_rate_limits_and_verified_tokens() {
         cached,
         "the verified-token cache survives"
     );
-    let still = h
-        .execute("alice", "GITHUB_CREATE_ISSUE", json!({"arguments": {}}))
-        .await;
+    let still = execute().await;
     assert_eq!(
         still.status,
         StatusCode::TOO_MANY_REQUESTS,
