@@ -303,10 +303,6 @@ async fn explain(control: &dyn Control, req: Request<Incoming>) -> Response<Full
     };
     match dry_run(control, &request).await {
         Ok(e) => json_response(StatusCode::OK, &json!(e)),
-        Err(DryRunError::NotFromFile) => json_response(
-            StatusCode::CONFLICT,
-            &json!({"error": DryRunError::NotFromFile.to_string()}),
-        ),
         Err(e @ DryRunError::Invalid(_)) => bad(&e.to_string()),
     }
 }
@@ -314,8 +310,6 @@ async fn explain(control: &dyn Control, req: Request<Incoming>) -> Response<Full
 /// Why [`dry_run`] made no explanation.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DryRunError {
-    #[error("the gateway was not started from a config file")]
-    NotFromFile,
     /// The configuration file does not load or build.
     #[error("{0}")]
     Invalid(String),
@@ -323,15 +317,19 @@ pub(crate) enum DryRunError {
 
 /// The dry run of `POST /explain` and of the console's explain page: `request` against the
 /// configuration file the gateway runs (read again, so a policy can be tried by editing the
-/// file before `POST /reload`) and the running gateway's kill switch. One function, so the
-/// two answers cannot differ.
+/// file before `POST /reload`; without a file, the configuration in force) and the running
+/// gateway's kill switch. One function, so the two answers cannot differ.
 pub(crate) async fn dry_run(
     control: &dyn Control,
     request: &crate::explain::ExplainRequest,
 ) -> Result<crate::explain::Explanation, DryRunError> {
-    let path = control.config_path().ok_or(DryRunError::NotFromFile)?;
-    let config =
-        crate::config::Config::load(path).map_err(|e| DryRunError::Invalid(e.to_string()))?;
+    // A gateway built in-process (no file) explains against the configuration in force.
+    let config = match control.config_path() {
+        Some(path) => {
+            crate::config::Config::load(path).map_err(|e| DryRunError::Invalid(e.to_string()))?
+        }
+        None => control.applied(),
+    };
     let kill_switch = control.rules().load().kill_switch.clone();
     crate::explain::explain_with(&config, control.env(), request, Some(kill_switch))
         .await

@@ -436,3 +436,29 @@ async fn explain_shows_each_invocation_as_the_decision_traced_it() {
     );
     h.shutdown().await;
 }
+
+/// A gateway built in-process (no configuration file) explains against the configuration in
+/// force instead of answering 409 (a status the SDKs retry, for a refusal that never changes).
+#[tokio::test]
+async fn without_a_config_file_the_admin_explains_against_the_rules_in_force() {
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"ADMIN_TOKEN\"\n";
+    let h = Harness::with_config(&format!("{RULES}\n{admin}")).await;
+    let free = token_with(json!({
+        "sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "plan": "free",
+        "exp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600
+    }));
+    let r = h
+        .admin(
+            Method::POST,
+            "/explain",
+            Some(ADMIN_TOKEN),
+            Some(json!({"token": free,
+                "request": "POST /api/v3.1/tools/execute/GITHUB_CREATE_ISSUE",
+                "body": {"arguments": {}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["decision"], "tool_not_allowed", "{}", r.text());
+    h.assert_nothing_forwarded();
+    h.shutdown().await;
+}
