@@ -231,3 +231,39 @@ proptest::proptest! {
         }
     }
 }
+
+/// A mark refuses for `HOLD`, then stops and is dropped, so that a reconnection made outside
+/// the gateway is seen by a fresh lookup. (A mutation check found nothing tested the end.)
+#[test]
+fn a_broken_mark_refuses_for_its_hold_and_then_is_dropped() {
+    let cfg = crate::config::UpstreamConfig {
+        base_url: "http://127.0.0.1:9".into(),
+        ..crate::config::UpstreamConfig::default()
+    };
+    let env: std::collections::HashMap<String, String> =
+        [("COMPOSIO_API_KEY".to_owned(), "sk_test".to_owned())].into();
+    let client = crate::upstream::build_client(&cfg).expect("client");
+    let upstream = crate::upstream::Upstream::new(&cfg, &env, client).expect("upstream");
+    let conns =
+        crate::connections::Connections::new(upstream, crate::config::ConnectionsConfig::default());
+    let alice: Arc<str> = Arc::from("alice");
+    let github = ToolInfo::for_toolkit("github");
+    let broken = Broken::default();
+    broken.mark(&alice, "github", "ca_1");
+    let refusal = broken
+        .refusal(&conns, &alice, &github)
+        .expect("refused while held");
+    assert_eq!(refusal.slug(), "connection_expired");
+    assert!(broken
+        .refusal(&conns, &alice, &ToolInfo::for_toolkit("slack"))
+        .is_none());
+    // The same mark, older than the hold.
+    let key = (alice.clone(), "github".to_owned());
+    if let Some(mut m) = broken.marks.get_mut(&key) {
+        m.at = Instant::now()
+            .checked_sub(HOLD + Duration::from_secs(1))
+            .expect("the clock is past the hold");
+    }
+    assert!(broken.refusal(&conns, &alice, &github).is_none());
+    assert!(broken.marks.is_empty(), "an expired mark is dropped");
+}

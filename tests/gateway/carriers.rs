@@ -527,3 +527,66 @@ async fn a_tool_whose_metadata_lookup_fails_is_removed_from_a_restricted_callers
     assert!(!names.iter().any(|n| n.starts_with("GMAIL_")), "{names:?}");
     h.shutdown().await;
 }
+
+/// The code tools are listed only to callers a rule lets run them, whether the policy
+/// otherwise restricts the caller or not: an unrestricted caller's `tools/list` never offers
+/// `COMPOSIO_REMOTE_WORKBENCH` (a mutation check found that listing it to unrestricted callers
+/// passed every test).
+#[tokio::test]
+async fn an_unrestricted_callers_list_offers_no_code_tool() {
+    let code_sandbox = || {
+        let sandbox = entitygate::sandbox::Sandbox::with_demo_data(API_KEY);
+        sandbox.add_tool(entitygate::sandbox::Tool::new(
+            "COMPOSIO_REMOTE_WORKBENCH",
+            "composio",
+            true,
+        ));
+        sandbox.add_mcp_server("mcp_code", "code", &["composio", "github"], &[]);
+        sandbox
+    };
+    // No rules at all: nothing restricts the caller, and still no code tool.
+    let h = Harness::with(code_sandbox(), "").await;
+    let names = code_list(&h, token("alice")).await;
+    assert!(names.iter().any(|n| n.starts_with("GITHUB_")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n == "COMPOSIO_REMOTE_WORKBENCH"),
+        "a code tool offered to an unrestricted caller: {names:?}"
+    );
+    h.shutdown().await;
+    // A rule's allow_tools lists it to the callers it applies to.
+    let h = Harness::with(
+        code_sandbox(),
+        "[[policy.rules]]\nname = \"coders\"\nwhen = { claim = \"role\", equals = \"coder\" }\nallow_tools = [\"COMPOSIO_REMOTE_WORKBENCH\"]\n",
+    )
+    .await;
+    let coder = token_with(json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE,
+        "role": "coder", "exp": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600}));
+    let names = code_list(&h, coder).await;
+    assert!(
+        names.iter().any(|n| n == "COMPOSIO_REMOTE_WORKBENCH"),
+        "a rule's allow_tools lists it: {names:?}"
+    );
+    h.shutdown().await;
+}
+
+/// The tool names of `tools/list` on `mcp_code`, as the holder of `user_token`.
+async fn code_list(h: &Harness, user_token: String) -> Vec<String> {
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+        "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+    let req = Request::post(h.url("/v3/mcp/mcp_code"))
+        .header("x-api-key", user_token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .body(Full::new(Bytes::from(list.to_string())))
+        .unwrap();
+    let r = h.raw(req).await;
+    answer_to(&r, 1)["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.text()))
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect()
+}
