@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use entitygate::sandbox::Sandbox;
 use entitygate::{Config, Gateway, RunningGateway};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+#[path = "console/http.rs"]
+mod http_raw;
+use http_raw::*;
 
 const API_KEY: &str = "sk_test_REAL_COMPOSIO_KEY_0123456789abcdef";
 const SECRET: &str = "test-only-hs256-secret-0123456789abcdef0123456789";
@@ -111,76 +113,11 @@ fn token(sub: &str) -> String {
     .expect("token")
 }
 
-/// One raw HTTP/1.1 exchange (what a browser without the cookie or the CSRF token sends).
-async fn raw(addr: SocketAddr, request: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connects");
-    s.write_all(request.as_bytes()).await.expect("writes");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> String {
-    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: eg_console={c}\r\n"));
-    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Connection: close\r\n\r\n")
-}
-
-fn post(addr: SocketAddr, path: &str, cookie: Option<&str>, form: &str) -> String {
-    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: eg_console={c}\r\n"));
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-        form.len()
-    )
-}
-
-fn status(answer: &str) -> u16 {
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
-    let head = answer.split("\r\n\r\n").next()?;
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// Signs in over HTTP; returns the session id and the page's CSRF token.
-async fn sign_in(addr: SocketAddr) -> (String, String) {
-    let form = format!("token={ADMIN_TOKEN}");
-    let answer = raw(addr, &post(addr, "/ui/login", None, &form)).await;
-    assert_eq!(status(&answer), 303, "{answer}");
-    let cookie = header(&answer, "set-cookie").expect("a session cookie");
-    for part in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
-        assert!(cookie.contains(part), "{cookie}");
-    }
-    let id = cookie
-        .split(';')
-        .next()
-        .and_then(|kv| kv.strip_prefix("eg_console="))
-        .expect("cookie value")
-        .to_owned();
-    let page = raw(addr, &get(addr, "/ui/policy", Some(&id))).await;
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a CSRF field")
-        .to_owned();
-    (id, csrf)
-}
-
 #[tokio::test]
 async fn without_an_admin_token_there_is_no_console() {
     let w = start("").await;
     for path in ["/ui/login", "/ui/live"] {
-        let answer = raw(w.admin, &get(w.admin, path, None)).await;
+        let answer = raw(w.admin, &get(w.admin, path, None, None)).await;
         assert!(matches!(status(&answer), 403 | 404), "{answer}");
         assert!(!answer.contains("<form"), "{answer}");
     }
@@ -194,12 +131,15 @@ async fn the_console_needs_the_token_a_session_and_the_csrf_token() {
     let w = start("token_env = \"ADMIN_TOKEN\"").await;
     let a = w.admin;
     // Without a session: pages send to the login page, the feed and forms are refused.
-    let answer = raw(a, &get(a, "/ui/live", None)).await;
+    let answer = raw(a, &get(a, "/ui/live", None, None)).await;
     assert_eq!(status(&answer), 303);
     assert_eq!(header(&answer, "location"), Some("/ui/login"));
-    assert_eq!(status(&raw(a, &get(a, "/ui/live/events", None)).await), 401);
     assert_eq!(
-        status(&raw(a, &get(a, "/ui/live", Some("forged-session-id"))).await),
+        status(&raw(a, &get(a, "/ui/live/events", None, None)).await),
+        401
+    );
+    assert_eq!(
+        status(&raw(a, &get(a, "/ui/live", Some("forged-session-id"), None)).await),
         303
     );
     // A wrong token opens nothing.
@@ -210,9 +150,9 @@ async fn the_console_needs_the_token_a_session_and_the_csrf_token() {
     let csp = header(&answer, "content-security-policy").expect("a CSP");
     assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
 
-    let (session, csrf) = sign_in(a).await;
+    let (session, csrf) = sign_in(a, ADMIN_TOKEN).await;
     assert_eq!(
-        status(&raw(a, &get(a, "/ui/live", Some(&session))).await),
+        status(&raw(a, &get(a, "/ui/live", Some(&session), None)).await),
         200
     );
     // A form without its CSRF token (or with another) is refused; with it, it runs.
@@ -257,7 +197,7 @@ async fn the_console_needs_the_token_a_session_and_the_csrf_token() {
         303
     );
     assert_eq!(
-        status(&raw(a, &get(a, "/ui/live", Some(&session))).await),
+        status(&raw(a, &get(a, "/ui/live", Some(&session), None)).await),
         303
     );
     w.gateway.shutdown().await;
@@ -277,7 +217,7 @@ async fn markup_from_requests_is_escaped_on_every_page() {
     );
     let answer = raw(proxy, &call).await;
     assert!(status(&answer) >= 400, "{answer}");
-    let (session, _) = sign_in(a).await;
+    let (session, _) = sign_in(a, ADMIN_TOKEN).await;
     let mut pages = vec!["/ui/live".to_owned(), "/ui/refusals".to_owned()];
     pages.push(format!(
         "/ui/user?subject={}",
@@ -286,7 +226,7 @@ async fn markup_from_requests_is_escaped_on_every_page() {
     // The decision reaches the feed within moments.
     let mut live = String::new();
     for _ in 0..50 {
-        live = raw(a, &get(a, "/ui/live", Some(&session))).await;
+        live = raw(a, &get(a, "/ui/live", Some(&session), None)).await;
         if live.contains("&lt;script&gt;") {
             break;
         }
@@ -301,7 +241,7 @@ async fn markup_from_requests_is_escaped_on_every_page() {
         "the tool is shown as text"
     );
     for page in pages {
-        let html = raw(a, &get(a, &page, Some(&session))).await;
+        let html = raw(a, &get(a, &page, Some(&session), None)).await;
         assert_eq!(status(&html), 200, "{page}");
         let body = html.split("\r\n\r\n").nth(1).unwrap_or_default();
         assert!(!body.contains("<script>document"), "{page}: {body}");
@@ -407,7 +347,7 @@ async fn the_grafana_dashboard_queries_only_metrics_that_exist() {
         );
         raw(proxy, &call).await;
     }
-    let metrics = raw(w.admin, &get(w.admin, "/metrics", None)).await;
+    let metrics = raw(w.admin, &get(w.admin, "/metrics", None, None)).await;
     assert_eq!(status(&metrics), 200);
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/entitygate-dashboard.json");

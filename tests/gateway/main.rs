@@ -5,6 +5,10 @@
 
 mod support;
 
+/// Raw HTTP to the console, shared with `tests/console.rs`.
+#[path = "../console/http.rs"]
+mod console_http;
+
 mod admin_console;
 mod carriers;
 mod cli;
