@@ -225,7 +225,7 @@ pub(crate) fn dead_in_tool_result(result: &Value) -> Option<(&'static str, &'sta
 
 /// What an execution was decided on: each toolkit once, with the account the decision saw
 /// usable (when it looked one up).
-pub(crate) type Decided = Vec<(String, Option<String>)>;
+pub(crate) type DecidedAccounts = Vec<(String, Option<String>)>;
 
 /// Composio's answer to an execution, as a carrier holds it.
 #[derive(Debug, Clone, Copy)]

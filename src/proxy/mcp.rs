@@ -696,7 +696,7 @@ async fn relay(
 #[derive(Debug, Default)]
 pub(crate) struct Calls {
     /// Calls with their ids (`None`: a call sent as a notification, never answered).
-    calls: Vec<(Option<Value>, crate::revocation::Decided)>,
+    calls: Vec<(Option<Value>, crate::revocation::DecidedAccounts)>,
     /// Ids of the other requests forwarded (`ping`, `tools/list`): their answers are not
     /// executions.
     others: Vec<Value>,
