@@ -280,19 +280,26 @@ async fn free_text_naming_401_unauthorized_never_revokes_over_rest_or_mcp() {
 
 // --- 11: one step after every execution ---
 
+/// A gateway on which `carrier` has run SLACK once (the status cached), with the MCP session
+/// the batch carrier needs.
+async fn ran_once(carrier: Carrier) -> (Harness, String) {
+    let h = harness("").await;
+    let sid = if carrier == Carrier::McpBatch {
+        mcp_session(&h).await
+    } else {
+        String::new()
+    };
+    let r = run(&h, carrier, &sid, 1).await;
+    assert!(slack_ran(&r, carrier, 1), "{carrier:?}: {}", r.text());
+    (h, sid)
+}
+
 /// Composio refusing an execution makes the next call, on any carrier, look the connection
 /// status up again.
 #[tokio::test]
 async fn a_refused_execution_makes_every_carrier_look_the_status_up_again() {
     for carrier in ALL {
-        let h = harness("").await;
-        let sid = if carrier == Carrier::McpBatch {
-            mcp_session(&h).await
-        } else {
-            String::new()
-        };
-        let r = run(&h, carrier, &sid, 1).await;
-        assert!(slack_ran(&r, carrier, 1), "{carrier:?}: {}", r.text());
+        let (h, sid) = ran_once(carrier).await;
         h.sandbox
             .set_fault_for(&carrier.upstream(), Fault::Status(500));
         let r = run(&h, carrier, &sid, 2).await;
@@ -320,14 +327,7 @@ async fn a_refused_execution_makes_every_carrier_look_the_status_up_again() {
 #[tokio::test]
 async fn a_dead_connection_in_any_carriers_answer_refuses_the_next_call() {
     for carrier in ALL {
-        let h = harness("").await;
-        let sid = if carrier == Carrier::McpBatch {
-            mcp_session(&h).await
-        } else {
-            String::new()
-        };
-        let r = run(&h, carrier, &sid, 1).await;
-        assert!(slack_ran(&r, carrier, 1), "{carrier:?}: {}", r.text());
+        let (h, sid) = ran_once(carrier).await;
         h.sandbox.set_account_status("ca_alice_slack", "EXPIRED");
         // Composio's own refusal (1803) reaches the caller as it answered.
         let r = run(&h, carrier, &sid, 2).await;
