@@ -160,6 +160,79 @@ pub struct Config {
     /// The embedded store (the kill switch's rules).
     #[serde(default)]
     pub state: StateConfig,
+    /// The tool-definition lock ([`crate::toollock`]); absent: no lock.
+    #[serde(default)]
+    pub tools_lock: Option<ToolsLockConfig>,
+}
+
+/// `[tools_lock]`: the reviewed tool definitions and pinned toolkit versions
+/// ([`crate::toollock`]).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsLockConfig {
+    /// The lock file (`entitygate tools lock` writes it), relative to the config file.
+    pub path: PathBuf,
+    /// A definition that differs from the lock: refused (dropped from listings, executions
+    /// refused) or only reported.
+    #[serde(default)]
+    pub on_drift: OnDrift,
+    /// A tool of a locked toolkit that the lock does not have.
+    #[serde(default)]
+    pub on_unlisted: OnUnlisted,
+    /// Flag hidden characters and injection markers in descriptions.
+    #[serde(default = "default_true")]
+    pub scan: bool,
+    /// Seconds between two scheduled comparisons of the lock with Composio (0: never).
+    #[serde(default = "default_lock_check_secs")]
+    pub check_interval_secs: u64,
+    /// A caller's execute `version` (or `toolkit_versions`) other than the locked one.
+    #[serde(default)]
+    pub on_version_mismatch: OnVersionMismatch,
+    /// Hosts (and their subdomains) the scan accepts in description URLs besides
+    /// `composio.dev` and hosts named after the toolkit.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+fn default_lock_check_secs() -> u64 {
+    900
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[tools_lock] on_drift`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDrift {
+    /// Dropped from listings, executions refused (`tool_definition_changed`).
+    #[default]
+    Refuse,
+    /// Logged, counted and audited; still served.
+    Warn,
+}
+
+/// `[tools_lock] on_unlisted`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnlisted {
+    /// Treated as drift.
+    #[default]
+    Refuse,
+    /// Served (and still reported).
+    Allow,
+}
+
+/// `[tools_lock] on_version_mismatch`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnVersionMismatch {
+    /// Refused (`tool_version_not_allowed`).
+    #[default]
+    Refuse,
+    /// Rewritten to the locked version (logged).
+    Rewrite,
 }
 
 /// `[shared]`: the Redis (or Valkey) that several replicas share rate limits, invalidations,
@@ -888,6 +961,9 @@ impl Config {
         }
         if let Some(p) = &mut self.state.path {
             fix(p);
+        }
+        if let Some(lock) = &mut self.tools_lock {
+            fix(&mut lock.path);
         }
         if let Some(p) = &mut self.admin.token_file {
             fix(p);

@@ -145,6 +145,28 @@ pub enum Error {
         rule: String,
     },
 
+    /// The tool's definition is not the one the tool lock holds (changed upstream, flagged by
+    /// the scan, or a tool of a locked toolkit the lock does not have).
+    #[error("the definition of tool `{tool}` is not the reviewed one in the tool lock (locked {}, seen {})", .locked.as_deref().unwrap_or("none: not in the lock"), .seen.as_deref().unwrap_or("unknown"))]
+    ToolDefinitionChanged {
+        /// The tool slug.
+        tool: String,
+        /// The locked definition's SHA-256; `None`: the lock does not have the tool.
+        locked: Option<String>,
+        /// The seen definition's SHA-256, when known.
+        seen: Option<String>,
+    },
+    /// The caller asked for another version of a locked toolkit than the locked one.
+    #[error("tool `{tool}` is locked at version {locked}, not {asked}")]
+    ToolVersionNotAllowed {
+        /// The tool slug (or toolkit, for `toolkit_versions`).
+        tool: String,
+        /// The locked version.
+        locked: String,
+        /// The version asked for.
+        asked: String,
+    },
+
     /// An operator's deny rule (the kill switch) refuses this request.
     #[error("suspended by the gateway's operators (deny rule {rule}): {reason}")]
     DeniedByKillSwitch {
@@ -241,6 +263,8 @@ impl Error {
             Self::CustomAuthNotAllowed(_) => "custom_auth_not_allowed",
             Self::SharedAccountsNotAllowed => "shared_accounts_not_allowed",
             Self::ToolNotAllowed { .. } => "tool_not_allowed",
+            Self::ToolDefinitionChanged { .. } => "tool_definition_changed",
+            Self::ToolVersionNotAllowed { .. } => "tool_version_not_allowed",
             Self::DeniedByKillSwitch { .. } => "denied_by_kill_switch",
             Self::ConnectedAccountNotOwned => "connected_account_not_owned",
             Self::NotFound => "not_found",
@@ -297,6 +321,8 @@ impl Error {
             Self::CustomAuthNotAllowed(_) => 9141,
             Self::SharedAccountsNotAllowed => 9142,
             Self::ToolNotAllowed { .. } => 9143,
+            Self::ToolDefinitionChanged { .. } => 9145,
+            Self::ToolVersionNotAllowed { .. } => 9146,
             Self::DeniedByKillSwitch { .. } => 9144,
             Self::ConnectedAccountNotOwned => 1812,
             Self::NotFound => 9150,
@@ -336,6 +362,8 @@ impl Error {
             | Self::CustomAuthNotAllowed(_)
             | Self::SharedAccountsNotAllowed
             | Self::ToolNotAllowed { .. }
+            | Self::ToolDefinitionChanged { .. }
+            | Self::ToolVersionNotAllowed { .. }
             | Self::DeniedByKillSwitch { .. }
             | Self::ConnectedAccountNotOwned => StatusCode::FORBIDDEN,
             Self::PathNotCanonical
@@ -416,6 +444,13 @@ impl Error {
             Self::ToolNotAllowed { .. } => {
                 "This user may not run this tool; use another tool or ask the gateway operator."
             }
+            Self::ToolDefinitionChanged { .. } => {
+                "The tool changed since its security review: ask the gateway operator to review \
+                 the diff (`entitygate tools diff`) and accept it."
+            }
+            Self::ToolVersionNotAllowed { .. } => {
+                "Omit the version (or send the locked one): the gateway runs the reviewed version."
+            }
             Self::DeniedByKillSwitch { .. } => {
                 "The gateway's operators suspended this; contact them (retrying will not help)."
             }
@@ -467,6 +502,21 @@ impl Error {
         if let Self::ToolNotAllowed { tool, rule } = self {
             inner["tool"] = json!(tool);
             inner["rule"] = json!(rule);
+        }
+        if let Self::ToolDefinitionChanged { tool, locked, seen } = self {
+            inner["tool"] = json!(tool);
+            inner["locked_hash"] = json!(locked);
+            inner["seen_hash"] = json!(seen);
+        }
+        if let Self::ToolVersionNotAllowed {
+            tool,
+            locked,
+            asked,
+        } = self
+        {
+            inner["tool"] = json!(tool);
+            inner["locked_version"] = json!(locked);
+            inner["version"] = json!(asked);
         }
         json!({ "error": inner })
     }

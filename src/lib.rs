@@ -15,7 +15,8 @@
 //!    alone gets the key), [`auth`] (JWT verification, JWKS, the token cache), [`toolpolicy`],
 //!    [`killswitch`] (deny rules, kept in the embedded store), [`audit`] (one hash-chained
 //!    event per decision, and the console's live feed), [`shared`] (Redis for a fleet; knows
-//!    no domain type: the kill switch and the caches attach to it as listeners).
+//!    no domain type: the kill switch and the caches attach to it as listeners), [`toollock`]
+//!    (the reviewed tool definitions, pinned versions, the poisoning scan).
 //! 3. State: [`connections`] (connection status and tool metadata, coalesced and cached),
 //!    [`expiry`] (the audit job, Composio's expiry webhook), [`revocation`] (dead connections
 //!    learnt from answers, refused before Composio is asked).
@@ -80,6 +81,7 @@ pub mod secrets;
 pub mod server;
 pub mod shared;
 pub mod tls;
+pub mod toollock;
 pub mod toolpolicy;
 pub mod trace;
 pub mod upstream;

@@ -147,6 +147,12 @@ pub(crate) fn jwks_fetch(ok: bool) {
     }
 }
 
+/// A tool definition was found to differ from the tool lock (`changed`, `unlisted`,
+/// `flagged`), once per tool and version.
+pub(crate) fn tool_drift(kind: &'static str) {
+    metrics::counter!("entitygate_tool_drift_total", "kind" => kind).increment(1);
+}
+
 /// A configuration reload was attempted.
 pub(crate) fn reload(ok: bool) {
     let outcome = if ok { "ok" } else { "rejected" };
