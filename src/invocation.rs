@@ -20,6 +20,9 @@
 //! 2. the tool policy (a trigger type counts as a tool of its toolkit; a proxy execution is
 //!    the pseudo-tool `PROXY_EXECUTE` of its toolkit; connecting a toolkit is a toolkit-level
 //!    question);
+//! 2b. the tool lock ([`crate::toollock`]): a tool whose definition drifted from the reviewed
+//!    one, or a tool of a locked toolkit that the lock does not have, is refused (no hashing
+//!    here: the verdicts were made when definitions passed a listing or the scheduled check);
 //! 3. account ownership (Composio must list the named account for the subject) and toolkit
 //!    match (a named account of another toolkit than the tool's is refused);
 //! 4. the proxy switch (`policy.allow_proxy_execute`);
@@ -506,6 +509,8 @@ pub(crate) struct Decider<'a> {
     pub(crate) broken: &'a Broken,
     /// `[policy] allow_proxy_execute`.
     pub(crate) allow_proxy_execute: bool,
+    /// The tool-definition lock (`[tools_lock]`), when configured.
+    pub(crate) tool_lock: Option<&'a crate::toollock::ToolLock>,
 }
 
 /// A step of [`decide`], in its order (module docs).
@@ -524,6 +529,8 @@ pub(crate) enum Step {
     KillSwitchToolkit,
     /// 2. The tool policy, decided by this rule.
     Policy(Arc<str>),
+    /// 2b. The tool lock: the definition is the reviewed one.
+    ToolLock,
     /// 3. Account ownership and toolkit match.
     Ownership,
     /// 4. The proxy switch (`allow_proxy_execute`).
@@ -544,6 +551,7 @@ impl Step {
             Self::Toolkit => "toolkit",
             Self::KillSwitchToolkit => "kill switch (toolkit)",
             Self::Policy(_) => "tool policy",
+            Self::ToolLock => "tool lock",
             Self::Ownership => "account ownership",
             Self::ProxySwitch => "proxy switch",
             Self::BrokenMark => "broken connection",
@@ -711,6 +719,26 @@ fn ruled(policy: &ToolPolicy, d: Decision, what: &str) -> (Arc<str>, Result<(), 
     (rule.clone(), r)
 }
 
+/// 2b. The tool lock, on tools (code tools included) of a locked toolkit: a self-contained
+/// step, after the tool policy, recorded in the trace.
+fn tool_lock_step(
+    d: &Decider<'_>,
+    inv: &Invocation,
+    toolkit: &str,
+    t: &mut Traced,
+) -> Result<(), Error> {
+    let Some(lock) = d.tool_lock else {
+        return Ok(());
+    };
+    if !matches!(inv.kind, Kind::Tool | Kind::Code) {
+        return Ok(());
+    }
+    if !lock.locks_toolkit(toolkit) && lock.toolkit_of(&inv.tool).is_none() {
+        return Ok(());
+    }
+    t.step(Step::ToolLock, lock.check_execution(&inv.tool, toolkit))
+}
+
 /// Decides one invocation into `t`. `Ok(Some(used))`: it uses a connection of `t.toolkit`
 /// (with the account the gate saw usable, if it looked); `Ok(None)`: no connection
 /// (connecting a toolkit).
@@ -805,6 +833,7 @@ async fn decide_one(
         ),
     };
     t.step(Step::Policy(rule), r)?;
+    tool_lock_step(d, inv, &info.toolkit, t)?;
 
     // 3. Account ownership and toolkit match.
     if let Some(id) = &inv.account {

@@ -92,6 +92,8 @@ pub struct Shared {
     /// SHA-256 of the upstream key: the caches that hold an [`Upstream`] are rebuilt when the
     /// key file rotates.
     pub(crate) key_digest: [u8; 32],
+    /// The tool-definition lock (`[tools_lock]`); kept across reloads that do not change it.
+    pub(crate) tool_lock: Option<Arc<crate::toollock::ToolLock>>,
 }
 
 impl Shared {
@@ -122,6 +124,7 @@ impl Shared {
             connections: &self.connections,
             broken: &self.broken,
             allow_proxy_execute: self.policy.allow_proxy_execute,
+            tool_lock: self.tool_lock.as_deref(),
         }
     }
 }

@@ -284,6 +284,18 @@ impl JsonObject {
         }
     }
 
+    /// Removes every key whose folded name is `folded` and sets `key` (exact spelling) to
+    /// `value`; answers the raw values removed, so the caller can judge what was asked.
+    pub fn replace_folded(&mut self, folded: &str, key: &str, value: Box<RawValue>) -> Vec<String> {
+        let taken = self.take_where(|k| folded_eq(k, folded));
+        let old = taken
+            .iter()
+            .map(|(_, v)| self.raw(v).get().to_owned())
+            .collect();
+        self.entries.push((key.to_owned(), Slot::Owned(value)));
+        old
+    }
+
     /// Sets `key` to a JSON string.
     pub fn set_str(&mut self, key: &str, value: &str) -> Result<(), Error> {
         let raw = serde_json::value::to_raw_value(value).map_err(|_| Error::Internal)?;

@@ -770,6 +770,20 @@ impl ToolLock {
         clean || self.settings.on_drift == OnDrift::Warn
     }
 
+    /// The refusal for `slug` after [`ToolLock::observe`] withheld it: its drift, or the tool
+    /// is not in the lock.
+    pub fn refusal_for(&self, slug: &str) -> Error {
+        let upper = slug.to_ascii_uppercase();
+        match lock(&self.drift).get(&upper) {
+            Some(d) => d.refusal(),
+            None => Error::ToolDefinitionChanged {
+                tool: upper,
+                locked: self.locked(slug).map(|t| t.sha256.clone()),
+                seen: None,
+            },
+        }
+    }
+
     /// Records drift learnt from another replica (no audit event: the finder wrote it).
     pub fn learn(&self, drift: Drift) {
         let relevant = match (self.locked(&drift.tool), &drift.locked_hash) {

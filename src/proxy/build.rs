@@ -126,7 +126,9 @@ pub(crate) async fn build_shared(
     if let Some(c) = &cluster {
         crate::killswitch::shared::attach(c, &kill_switch);
     }
+    let tool_lock = build_tool_lock(config, previous, &audit)?;
     let shared = Shared {
+        tool_lock,
         kill_switch,
         key_digest,
         broken: previous.map_or_else(Default::default, |p| p.broken.clone()),
@@ -183,6 +185,56 @@ fn shared_cluster(
         }
         (None, Some(cfg)) => crate::shared::Cluster::start(cfg, env).map(Some),
         (None, None) => Ok(None),
+    }
+}
+
+/// The tool lock of `[tools_lock]`: the running one when neither the settings nor the file
+/// changed (it keeps the drift it found); else the file read again, keeping the drift that
+/// still holds against it. A missing, corrupt or badly edited file fails the build (so a
+/// reload is refused and the running lock stays).
+fn build_tool_lock(
+    config: &Config,
+    previous: Option<&Shared>,
+    audit: &crate::audit::Sink,
+) -> Result<Option<Arc<crate::toollock::ToolLock>>, ConfigError> {
+    let Some(settings) = &config.tools_lock else {
+        return Ok(None);
+    };
+    let running = previous.and_then(|p| p.tool_lock.as_ref());
+    if let Some(lock) = running.filter(|l| l.same_as(settings)) {
+        lock.set_sink(Arc::new(AuditDrift(audit.clone())));
+        return Ok(Some(lock.clone()));
+    }
+    let lock = crate::toollock::ToolLock::load(settings).map_err(|e| ConfigError::File {
+        key: "tools_lock.path".into(),
+        path: settings.path.clone(),
+        reason: e.to_string(),
+    })?;
+    if let Some(old) = running {
+        lock.inherit(old);
+    }
+    lock.set_sink(Arc::new(AuditDrift(audit.clone())));
+    Ok(Some(Arc::new(lock)))
+}
+
+/// Drift goes into the audit chain, once per tool and version.
+struct AuditDrift(crate::audit::Sink);
+
+impl crate::toollock::DriftSink for AuditDrift {
+    fn found(&self, d: &crate::toollock::Drift) {
+        self.0.record(
+            "tool_drift",
+            serde_json::json!({
+                "tool": d.tool,
+                "toolkit": d.toolkit,
+                "version": d.version,
+                "kind": d.kind(),
+                "locked_hash": d.locked_hash,
+                "seen_hash": d.seen_hash,
+                "findings": d.findings,
+                "carrier": d.carrier,
+            }),
+        );
     }
 }
 

@@ -37,11 +37,63 @@ pub(super) async fn execute(
     if api == Api::Legacy {
         forward_decided_app(ctx, tool, &mut obj).await?;
     }
+    pin_version(ctx, tool, &mut obj, true).await?;
 
     let resp = ctx
         .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)
         .await?;
     super::after::relay_execution(ctx, resp, &verdict.accounts).await
+}
+
+/// An execution of a tool of a locked toolkit runs at the locked toolkit version
+/// ([`crate::toollock::ToolLock::pin`]): the body's `version` (any spelling) is set to it,
+/// whatever the caller sent; a caller's other concrete version is refused or rewritten per
+/// `[tools_lock] on_version_mismatch`. With `add = false` (a session's execute, whose
+/// session was pinned when it was created) only a version the caller sent is pinned.
+pub(crate) async fn pin_version(
+    ctx: &Ctx<'_>,
+    tool: &str,
+    obj: &mut JsonObject,
+    add: bool,
+) -> Result<(), Error> {
+    let Some(lock) = ctx.shared.tool_lock.as_deref() else {
+        return Ok(());
+    };
+    let toolkit = match lock.toolkit_of(tool) {
+        Some(tk) => tk.to_owned(),
+        None if crate::toolpolicy::is_meta_tool(tool) || crate::toolpolicy::is_code_tool(tool) => {
+            "composio".to_owned()
+        }
+        None => ctx.shared.connections.tool(tool).await?.toolkit,
+    };
+    if !lock.locks_toolkit(&toolkit) {
+        return Ok(());
+    }
+    let mut asked: Vec<Option<String>> = Vec::new();
+    for (k, v) in obj.iter() {
+        if folded_eq(k, "version") {
+            match serde_json::from_str::<Option<String>>(v.get()) {
+                Ok(a) => asked.push(a),
+                Err(_) => return Err(Error::BodyInvalid(format!("`{k}` must be a string"))),
+            }
+        }
+    }
+    if asked.is_empty() && !add {
+        return Ok(());
+    }
+    let mut pinned = None;
+    for a in asked
+        .iter()
+        .map(Option::as_deref)
+        .chain(std::iter::once(None))
+    {
+        pinned = lock.pin(tool, &toolkit, a)?;
+    }
+    if let Some(version) = pinned {
+        let raw = serde_json::value::to_raw_value(&version).map_err(|_| Error::Internal)?;
+        obj.replace_folded("version", "version", raw);
+    }
+    Ok(())
 }
 
 /// The old API's `appName` is the caller's hint; what is forwarded names the app the decision

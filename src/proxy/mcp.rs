@@ -822,6 +822,12 @@ pub(crate) async fn filter_tools(shared: &Shared, identity: &Identity, v: &mut V
                 Some(name) => {
                     crate::proxy::toolgate::tool_visible_unlisted(shared, &identity.claims, name)
                         .await
+                        && match crate::toollock::View::mcp(t) {
+                            Some(view) => {
+                                crate::proxy::toolgate::definition_passes(shared, view).await
+                            }
+                            None => false,
+                        }
                 }
                 None => false,
             };

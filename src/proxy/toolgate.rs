@@ -12,6 +12,7 @@ use crate::audit::Audit;
 use crate::body::ResponseBody;
 use crate::error::Error;
 use crate::rewrite::{JsonObject, Raw};
+use crate::toollock::{ToolLock, View};
 use crate::toolpolicy::{self, Decision, Permitted, ToolPolicy};
 
 /// The toolkit of Composio's own tools.
@@ -51,6 +52,39 @@ pub(crate) async fn tool_visible_unlisted(
     match shared.connections.tool(slug).await {
         Ok(info) => tool_visible(policy, claims, &info.toolkit, slug),
         Err(_) => false,
+    }
+}
+
+/// The tool lock's verdict on one definition a listing carries ([`crate::toollock`]): `true`
+/// to offer it. Every listing carrier (REST v3 and v2, session tool lists and searches, MCP
+/// `tools/list`) asks here, beside [`tool_visible`]. A view that does not say its toolkit and
+/// whose tool is not locked gets Composio's (cached), so a tool of a locked toolkit that the
+/// lock does not have is caught on MCP too.
+pub(crate) async fn definition_passes(shared: &Shared, mut view: View) -> bool {
+    let Some(lock) = shared.tool_lock.as_deref() else {
+        return true;
+    };
+    if view.toolkit.is_none() && lock.toolkit_of(&view.slug).is_none() {
+        view.toolkit =
+            if toolpolicy::is_code_tool(&view.slug) || toolpolicy::is_meta_tool(&view.slug) {
+                Some(META_TOOLKIT.to_owned())
+            } else {
+                shared
+                    .connections
+                    .tool(&view.slug)
+                    .await
+                    .ok()
+                    .map(|i| i.toolkit)
+            };
+    }
+    lock.observe(&view)
+}
+
+/// [`definition_passes`] for a view that says its toolkit (REST listings): no lookup.
+fn listed_passes(lock: Option<&ToolLock>, view: Option<View>) -> bool {
+    match (lock, view) {
+        (Some(lock), Some(view)) => lock.observe(&view),
+        _ => true,
     }
 }
 
@@ -202,23 +236,34 @@ pub(super) async fn relay_listing(
     let claims = &*ctx.identity.claims;
     let restricts = policy.restricts(claims);
     let keep_tool = |toolkit: &str, slug: &str| tool_visible(policy, claims, toolkit, slug);
+    let lock = ctx.shared.tool_lock.as_deref();
     match ctx.matched.route.pattern {
-        // Tool listings always: the code-running meta tools are refused by default.
+        // Tool listings always: the code-running meta tools are refused by default; a
+        // definition that is not the locked one is left out.
         "/api/{v3}/tools" | "/api/v2/actions" => {
-            let (slug_key, toolkit_of): (&str, fn(&Value) -> Option<&str>) =
-                if ctx.matched.route.pattern == "/api/v2/actions" {
-                    ("name", |i| i["appName"].as_str())
-                } else {
-                    ("slug", |i| i["toolkit"]["slug"].as_str())
-                };
+            let v2 = ctx.matched.route.pattern == "/api/v2/actions";
+            let (slug_key, toolkit_of): (&str, fn(&Value) -> Option<&str>) = if v2 {
+                ("name", |i| i["appName"].as_str())
+            } else {
+                ("slug", |i| i["toolkit"]["slug"].as_str())
+            };
             ctx.relay_filtered(resp, |v| {
                 retain_items(v, |item| match item[slug_key].as_str() {
-                    Some(slug) => keep_tool(toolkit_of(item).unwrap_or_default(), slug),
+                    Some(slug) => {
+                        keep_tool(toolkit_of(item).unwrap_or_default(), slug)
+                            && listed_passes(lock, view_of(item, v2, "rest"))
+                    }
                     None => true,
                 });
                 0
             })
             .await
+        }
+        // One definition: refused as a whole when it is not the locked one (the SDKs read it
+        // right before every execution).
+        "/api/{v3}/tools/{tool_slug}" | "/api/v2/actions/{action}" if lock.is_some() => {
+            let v2 = ctx.matched.route.pattern == "/api/v2/actions/{action}";
+            relay_definition(ctx, resp, v2).await
         }
         "/api/{v3}/tools/enum" => {
             ctx.relay_filtered(resp, |v| {
@@ -249,6 +294,87 @@ pub(super) async fn relay_listing(
         "/api/{v3}/mcp/{id}" => ctx.relay_mcp_urls(resp).await,
         _ => ctx.relay(resp),
     }
+}
+
+fn view_of(item: &Value, v2: bool, carrier: &'static str) -> Option<View> {
+    if v2 {
+        View::v2(item)
+    } else {
+        View::v3(item, carrier)
+    }
+}
+
+/// Relays one tool definition (`GET /tools/{slug}`, `/actions/{action}`), refused with
+/// [`Error::ToolDefinitionChanged`] when the lock does not let it pass.
+async fn relay_definition(
+    ctx: &Ctx<'_>,
+    resp: Response<Incoming>,
+    v2: bool,
+) -> Result<Response<ResponseBody>, Error> {
+    let Some(lock) = ctx.shared.tool_lock.as_deref() else {
+        return ctx.relay(resp);
+    };
+    let mut refused = None;
+    let out = ctx
+        .relay_filtered(resp, |v| {
+            if let Some(view) = view_of(v, v2, "rest") {
+                if !lock.observe(&view) {
+                    refused = Some(lock.refusal_for(&view.slug));
+                }
+            }
+            0
+        })
+        .await?;
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// A session's tool list (`GET .../session/{id}/tools`, v3 tools) or search answer
+/// (`POST .../session/{id}/search`: `tool_schemas` by slug, slugs in `results`): the tools
+/// whose definition the lock does not let pass are left out.
+pub(crate) async fn relay_session_listing(
+    ctx: &Ctx<'_>,
+    resp: Response<Incoming>,
+) -> Result<Response<ResponseBody>, Error> {
+    let Some(lock) = ctx.shared.tool_lock.as_deref() else {
+        return ctx.relay(resp);
+    };
+    ctx.relay_filtered(resp, |v| {
+        retain_items(v, |item| {
+            listed_passes(Some(lock), View::v3(item, "session"))
+        });
+        let mut dropped: Vec<String> = Vec::new();
+        if let Some(Value::Object(schemas)) = v.get_mut("tool_schemas") {
+            schemas.retain(|slug, item| {
+                let mut view = View::session_search(item);
+                if let Some(view) = &mut view {
+                    view.slug.clone_from(slug);
+                }
+                let ok = listed_passes(Some(lock), view);
+                if !ok {
+                    dropped.push(slug.clone());
+                }
+                ok
+            });
+        }
+        if !dropped.is_empty() {
+            if let Some(Value::Array(results)) = v.get_mut("results") {
+                for r in results {
+                    for key in ["primary_tool_slugs", "related_tool_slugs"] {
+                        if let Some(Value::Array(slugs)) = r.get_mut(key) {
+                            slugs.retain(|s| {
+                                s.as_str().is_none_or(|s| !dropped.iter().any(|d| d == s))
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        0
+    })
+    .await
 }
 
 /// Keeps the items of `{"items": [...]}` (or of a bare array) for which `keep` holds.
