@@ -6,6 +6,7 @@
 //! - [`expiry`]: `audit` (one scan for broken connections, [`crate::expiry`]);
 //! - [`explain`]: `explain` (a dry run, [`crate::explain`]);
 //! - [`killswitch`]: `deny add|list|remove` (through a running gateway's admin listener);
+//! - [`tools`]: `tools lock|diff` (the tool-definition lock, [`crate::toollock`]);
 //! - `demo` (cargo feature `sandbox`): `demo`, the gateway in front of the fake Composio.
 
 pub mod audit;
@@ -14,3 +15,4 @@ pub mod demo;
 pub mod expiry;
 pub mod explain;
 pub mod killswitch;
+pub mod tools;

@@ -76,6 +76,10 @@ pub struct ToolInfo {
     pub toolkit_name: String,
     /// The tool needs no connected account.
     pub no_auth: bool,
+    /// The definition Composio answered (`GET /tools/{slug}`) with its hash, computed once
+    /// when it was read, for the tool lock's verdict ([`crate::toollock`]); `None` when it
+    /// was not read from there.
+    pub definition: Option<Arc<crate::toollock::Hashed>>,
 }
 
 impl ToolInfo {
@@ -87,6 +91,7 @@ impl ToolInfo {
             toolkit_name: display_name(&toolkit),
             toolkit,
             no_auth: false,
+            definition: None,
         }
     }
 }
@@ -194,6 +199,7 @@ impl Assume {
             // Composio's own tools need no connection.
             no_auth: toolkit == "composio",
             toolkit,
+            definition: None,
         }
     }
 
@@ -316,6 +322,7 @@ impl Connections {
                     toolkit_name: display_name(&prefix),
                     toolkit: prefix,
                     no_auth: false,
+                    definition: None,
                 })
             }
             Err(e) => Err(e),
@@ -337,7 +344,10 @@ impl Connections {
             tracing::warn!(%status, tool = %slug, "tool lookup answered an error");
             return Err(Error::ConnectionStatusUnavailable);
         }
-        toolkit_of(&v, v["no_auth"].as_bool().unwrap_or(false)).map(Some)
+        let mut info = toolkit_of(&v, v["no_auth"].as_bool().unwrap_or(false))?;
+        // Hashed here, once per cache fill (a definition read), never per execution.
+        info.definition = crate::toollock::Hashed::of_v3(&v).map(Arc::new);
+        Ok(Some(info))
     }
 
     /// `GET /api/v2/actions/{action}`: the old API's metadata of an action unknown to v3.1
@@ -366,6 +376,7 @@ impl Connections {
             toolkit_name: display_name(&toolkit),
             toolkit,
             no_auth: v["no_auth"].as_bool().unwrap_or(false),
+            definition: None,
         }))
     }
 
@@ -780,6 +791,7 @@ fn toolkit_of(v: &serde_json::Value, no_auth: bool) -> Result<ToolInfo, Error> {
         toolkit,
         toolkit_name,
         no_auth,
+        definition: None,
     })
 }
 

@@ -725,6 +725,7 @@ fn tool_lock_step(
     d: &Decider<'_>,
     inv: &Invocation,
     toolkit: &str,
+    definition: Option<&Arc<crate::toollock::Hashed>>,
     t: &mut Traced,
 ) -> Result<(), Error> {
     let Some(lock) = d.tool_lock else {
@@ -735,6 +736,12 @@ fn tool_lock_step(
     }
     if !lock.locks_toolkit(toolkit) && lock.toolkit_of(&inv.tool).is_none() {
         return Ok(());
+    }
+    // The definition Composio answered when the tool's toolkit was looked up (hashed then,
+    // once per cache fill) is judged like a listing's, so a drift is caught even when no
+    // listing showed it first.
+    if let Some(h) = &definition {
+        lock.observe_hashed(h);
     }
     t.step(Step::ToolLock, lock.check_execution(&inv.tool, toolkit))
 }
@@ -833,7 +840,7 @@ async fn decide_one(
         ),
     };
     t.step(Step::Policy(rule), r)?;
-    tool_lock_step(d, inv, &info.toolkit, t)?;
+    tool_lock_step(d, inv, &info.toolkit, info.definition.as_ref(), t)?;
 
     // 3. Account ownership and toolkit match.
     if let Some(id) = &inv.account {

@@ -37,6 +37,9 @@ enum Command {
     /// lift deny rules. The admin token comes from $ENTITYGATE_ADMIN_TOKEN (--token-env) or
     /// --token-file.
     Deny(entitygate::cli::killswitch::DenyArgs),
+    /// The tool-definition lock (`[tools_lock]`): `lock` reads the reviewed toolkits'
+    /// definitions from Composio and writes the lock; `diff` prints the drift (exit 1).
+    Tools(entitygate::cli::tools::ToolsArgs),
     /// Tools for the decision log (`[audit] path`).
     AuditLog {
         #[command(subcommand)]
@@ -120,6 +123,7 @@ async fn main() -> ExitCode {
             command: AuditLogCommand::Verify(args),
         } => entitygate::cli::audit::verify(&args),
         Command::Audit { config } => entitygate::cli::expiry::run(&config).await,
+        Command::Tools(args) => entitygate::cli::tools::run(&args).await,
     }
 }
 

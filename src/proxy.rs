@@ -763,6 +763,7 @@ async fn neutral(ctx: &Ctx<'_>, audit: &mut Audit) -> Result<Response<ResponseBo
     let canonical = (ctx.path.starts_with("/api/v3") && rewrite::query_has_identity(query))
         .then_some("user_id");
     let (query, _) = rewrite::scope_query(query, canonical, ctx.subject(), false)?;
+    let query = toolgate::pin_listing_versions(ctx, query);
     let resp = ctx
         .forward(query.as_deref(), None, TimeoutClass::Default, audit)
         .await?;

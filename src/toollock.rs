@@ -326,7 +326,7 @@ pub fn digest(sorted: &Value) -> String {
 // --- views ---
 
 /// A carrier's view of one tool definition, in the canonical field names.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
     /// Tool slug.
     pub slug: String,
@@ -457,6 +457,25 @@ impl View {
             }
         }
         sorted(&out)
+    }
+}
+
+/// A whole v3 definition with its hash, computed once when it was read (the connection
+/// cache's `GET /tools/{slug}`), so that an execution's verdict needs no hashing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hashed {
+    /// The view.
+    pub view: View,
+    /// [`digest`] of its canonical definition.
+    pub hash: String,
+}
+
+impl Hashed {
+    /// A Composio v3 tool object, hashed.
+    pub fn of_v3(item: &Value) -> Option<Self> {
+        let view = View::v3(item, "lookup")?;
+        let hash = digest(&view.over(&Value::Null));
+        Some(Self { view, hash })
     }
 }
 
@@ -725,6 +744,38 @@ impl ToolLock {
         };
         let seen = view.over(&locked.definition);
         let hash = digest(&seen);
+        self.judge(view, locked, seen, hash)
+    }
+
+    /// [`ToolLock::observe`] of a definition hashed when it was read ([`Hashed`]): the
+    /// execution step's check of the definition Composio answered for the tool's metadata.
+    /// A definition of another version than the locked one is not what runs (executions are
+    /// pinned): no verdict.
+    pub fn observe_hashed(&self, h: &Hashed) -> bool {
+        let Some(locked) = self.locked(&h.view.slug) else {
+            return self.observe(&h.view);
+        };
+        if h.view
+            .version
+            .as_deref()
+            .is_some_and(|v| self.version_of(&locked.toolkit).is_some_and(|l| l != v))
+        {
+            return true;
+        }
+        let key = (
+            h.view.slug.to_ascii_uppercase(),
+            h.view.version.clone().unwrap_or_default(),
+            h.hash.clone(),
+        );
+        if let Some(v) = lock(&self.verdicts).get(&key).copied() {
+            let clean = v && !self.unaccepted.contains_key(&key.0);
+            return clean || self.settings.on_drift == OnDrift::Warn;
+        }
+        let seen = h.view.over(&locked.definition);
+        self.judge(&h.view, locked, seen, h.hash.clone())
+    }
+
+    fn judge(&self, view: &View, locked: &LockedTool, seen: Value, hash: String) -> bool {
         let key = (
             view.slug.to_ascii_uppercase(),
             view.version.clone().unwrap_or_default(),

@@ -296,6 +296,34 @@ pub(super) async fn relay_listing(
     }
 }
 
+/// A v3 tool listing (`GET /tools`, `/tools/{slug}`) under a tool lock lists the locked
+/// toolkits at their locked versions (`toolkit_versions[tk]=version`, the caller's own
+/// `toolkit_versions` and `version` replaced), so that a model is shown the definitions of the
+/// version that runs.
+pub(super) fn pin_listing_versions(ctx: &Ctx<'_>, query: Option<String>) -> Option<String> {
+    let Some(lock) = ctx.shared.tool_lock.as_deref() else {
+        return query;
+    };
+    if !matches!(
+        ctx.matched.route.pattern,
+        "/api/{v3}/tools" | "/api/{v3}/tools/{tool_slug}"
+    ) || lock.versions().next().is_none()
+    {
+        return query;
+    }
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
+        if k == "version" || k.starts_with("toolkit_versions") {
+            continue;
+        }
+        out.append_pair(&k, &v);
+    }
+    for (tk, version) in lock.versions() {
+        out.append_pair(&format!("toolkit_versions[{tk}]"), version);
+    }
+    Some(out.finish())
+}
+
 fn view_of(item: &Value, v2: bool, carrier: &'static str) -> Option<View> {
     if v2 {
         View::v2(item)

@@ -312,7 +312,13 @@ fn actions(ctx: &Ctx, s: &mut Store) -> Outcome {
                     .as_ref()
                     .is_none_or(|a| a.iter().any(|x| x.eq_ignore_ascii_case(&t.slug)))
             })
-            .map(shapes::action_v2)
+            .map(|t| {
+                shapes::patched(
+                    shapes::action_v2(t),
+                    s.definition_patches.get(&t.slug),
+                    shapes::Shape::V2,
+                )
+            })
             .collect();
         return Ok(Reply::ok(
             json!({"items": items, "page": 1, "totalPages": 1}),
@@ -324,7 +330,11 @@ fn actions(ctx: &Ctx, s: &mut Store) -> Outcome {
     if ctx.api == Api::V2 {
         if let Some(v) = ctx.at("GET", &["actions", "*"]) {
             let tool = s.action(v[0]).ok_or_else(|| tool_not_found(ctx, v[0]))?;
-            return Ok(Reply::ok(shapes::action_v2(tool)));
+            return Ok(Reply::ok(shapes::patched(
+                shapes::action_v2(tool),
+                s.definition_patches.get(&tool.slug),
+                shapes::Shape::V2,
+            )));
         }
     }
     if let Some(v) = ctx.at("POST", &["actions", "*", "execute"]) {

@@ -973,26 +973,30 @@ fn dispatch(sb: &Arc<Host>, ctx: &Ctx, era: Era, m: &Value) -> RpcResult {
     }
 }
 
-fn tool_json(t: &Tool) -> Value {
+/// An MCP tool: the same description and input schema as the REST definition (Composio's
+/// MCP servers list the tools' own definitions), with any definition patch laid over it.
+fn tool_json(store: &crate::store::Store, t: &Tool) -> Value {
     let title = store::title_case(&t.slug.to_ascii_lowercase());
-    json!({
-        "name": t.slug,
-        "title": title,
-        "description": format!("{title} ({} toolkit, Composio sandbox)", t.toolkit),
-        "inputSchema": shapes::input_parameters(&t.slug),
-    })
+    shapes::patched(
+        json!({
+            "name": t.slug,
+            "title": title,
+            "description": shapes::tool_description(t),
+            "inputSchema": shapes::input_parameters(&t.slug),
+        }),
+        store.definition_patches.get(&t.slug),
+        shapes::Shape::Mcp,
+    )
 }
 
 fn list_tools(sb: &Arc<Host>, target: &Target) -> Vec<Value> {
+    let store = lock(&sb.store);
     match target {
-        Target::Session(session) => {
-            let store = lock(&sb.store);
-            session::mcp_tools(&store, session)
-                .iter()
-                .map(tool_json)
-                .collect()
-        }
-        Target::Server { tools, .. } => tools.iter().map(tool_json).collect(),
+        Target::Session(session) => session::mcp_tools(&store, session)
+            .iter()
+            .map(|t| tool_json(&store, t))
+            .collect(),
+        Target::Server { tools, .. } => tools.iter().map(|t| tool_json(&store, t)).collect(),
     }
 }
 

@@ -544,7 +544,11 @@ fn search(ctx: &Ctx, s: &Store, session: &SessionRec) -> Outcome {
             for t in &hits {
                 schemas.insert(
                     t.slug.clone(),
-                    json!({"tool_slug": t.slug, "toolkit": t.toolkit, "description": t.slug, "input_schema": shapes::input_parameters(&t.slug)}),
+                    shapes::patched(
+                        json!({"tool_slug": t.slug, "toolkit": t.toolkit, "description": shapes::tool_description(t), "input_schema": shapes::input_parameters(&t.slug)}),
+                        s.definition_patches.get(&t.slug),
+                        shapes::Shape::Search,
+                    ),
                 );
                 if !toolkits_seen.contains(&t.toolkit) {
                     toolkits_seen.push(t.toolkit.clone());
@@ -595,7 +599,11 @@ fn tools(ctx: &Ctx, s: &Store, session: &SessionRec) -> Outcome {
         .collect();
     let page = paginate_vec(ctx, items)?;
     Ok(list_reply(page, |t| {
-        shapes::tool_v3(t, s.toolkits.get(&t.toolkit), TOOL_VERSION)
+        shapes::patched(
+            shapes::tool_v3(t, s.toolkits.get(&t.toolkit), TOOL_VERSION),
+            s.definition_patches.get(&t.slug),
+            shapes::Shape::V3,
+        )
     }))
 }
 

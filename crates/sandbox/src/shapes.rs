@@ -236,13 +236,61 @@ fn tool_display_name(slug: &str) -> String {
     crate::store::title_case(&slug.to_ascii_lowercase())
 }
 
+/// A tool's description, the same on every API and in MCP (as Composio's is).
+pub(crate) fn tool_description(t: &Tool) -> String {
+    format!(
+        "{} (sandbox tool of {}).",
+        tool_display_name(&t.slug),
+        t.toolkit
+    )
+}
+
+/// Where a rendering keeps each field of a v3 definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `GET /tools`, `/tools/{slug}`, a session's tool list.
+    V3,
+    /// A v2 action.
+    V2,
+    /// An MCP tool.
+    Mcp,
+    /// A session search's `tool_schemas` entry.
+    Search,
+}
+
+/// Lays a definition patch (v3 field names, [`crate::Sandbox::set_tool_definition`]) over a
+/// rendering of the tool in `shape`.
+pub(crate) fn patched(mut v: Value, patch: Option<&Value>, shape: Shape) -> Value {
+    let Some(Value::Object(patch)) = patch else {
+        return v;
+    };
+    for (k, val) in patch {
+        let key = match (shape, k.as_str()) {
+            (Shape::V3, k) => k,
+            (_, "description") => "description",
+            (Shape::V2, "input_parameters") => "parameters",
+            (Shape::V2, "output_parameters") => "response",
+            (Shape::V2, "name") => "display_name",
+            (Shape::Mcp, "input_parameters") => "inputSchema",
+            (Shape::Mcp, "output_parameters") => "outputSchema",
+            (Shape::Mcp, "name") => "title",
+            (Shape::Search, "input_parameters") => "input_schema",
+            _ => continue,
+        };
+        if let Value::Object(m) = &mut v {
+            m.insert(key.to_owned(), val.clone());
+        }
+    }
+    v
+}
+
 /// A v3 tool (`GET /tools/{slug}` and list items).
 pub(crate) fn tool_v3(t: &Tool, tk: Option<&ToolkitRec>, version: &str) -> Value {
     let tk_name = tk.map_or_else(|| t.toolkit.clone(), |k| k.name.clone());
     json!({
         "slug": t.slug,
         "name": tool_display_name(&t.slug),
-        "description": format!("{} (sandbox tool of {}).", tool_display_name(&t.slug), t.toolkit),
+        "description": tool_description(t),
         "human_description": null,
         "toolkit": { "slug": t.toolkit, "name": tk_name, "logo": logo(&t.toolkit) },
         "input_parameters": input_parameters(&t.slug),
@@ -273,7 +321,7 @@ pub(crate) fn action_v2(t: &Tool) -> Value {
     json!({
         "name": t.slug,
         "display_name": tool_display_name(&t.slug),
-        "description": format!("{} (sandbox tool of {}).", tool_display_name(&t.slug), t.toolkit),
+        "description": tool_description(t),
         "parameters": params,
         "response": output_parameters(),
         "appName": t.toolkit,

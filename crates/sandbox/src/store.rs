@@ -31,6 +31,10 @@ pub(crate) struct Store {
     /// Accounts whose token the provider revoked: still `ACTIVE` here, as at Composio, but
     /// every tool run with them fails with the provider's 401.
     pub(crate) revoked_at_provider: std::collections::HashSet<String>,
+    /// Changes to tools' definitions (a test's or the demo's "rug pull"), by upper-case slug:
+    /// an object of v3 fields (`description`, `input_parameters`, ...) laid over every
+    /// rendering of the tool (v3, v2, MCP, session search).
+    pub(crate) definition_patches: HashMap<String, serde_json::Value>,
 }
 
 /// An account and the fields only the API shows.

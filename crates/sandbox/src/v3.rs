@@ -63,10 +63,10 @@ fn tools(ctx: &Ctx, s: &mut Store) -> Outcome {
     if let Some(v) = ctx.at("GET", &["tools", "*"]) {
         let tool = s.tool(v[0]).ok_or_else(|| tool_not_found(ctx, v[0]))?;
         let version = requested_version(ctx, None, &tool.toolkit);
-        return Ok(Reply::ok(shapes::tool_v3(
-            tool,
-            s.toolkits.get(&tool.toolkit),
-            &version,
+        return Ok(Reply::ok(shapes::patched(
+            shapes::tool_v3(tool, s.toolkits.get(&tool.toolkit), &version),
+            s.definition_patches.get(&tool.slug),
+            shapes::Shape::V3,
         )));
     }
     if ctx.at("POST", &["tools", "execute", "proxy"]).is_some() {
@@ -111,7 +111,11 @@ fn list_tools(ctx: &Ctx, s: &Store) -> Outcome {
     let page = paginate_vec(ctx, items)?;
     Ok(list_reply(page, |t| {
         let version = requested_version(ctx, None, &t.toolkit);
-        shapes::tool_v3(t, s.toolkits.get(&t.toolkit), &version)
+        shapes::patched(
+            shapes::tool_v3(t, s.toolkits.get(&t.toolkit), &version),
+            s.definition_patches.get(&t.slug),
+            shapes::Shape::V3,
+        )
     }))
 }
 
