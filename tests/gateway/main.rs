@@ -25,3 +25,4 @@ mod ops;
 mod policy;
 mod surface;
 mod tls;
+mod toollock;
