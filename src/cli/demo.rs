@@ -95,13 +95,16 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             d.join("server.key")
         )
     });
+    // The demo's files (its config, the sandbox's project key, the tool lock) live in a
+    // directory of their own, so `entitygate tools diff|lock --config` works on them.
+    let dir = std::env::temp_dir().join(format!("entitygate-demo-{}", std::process::id()));
     let toml = format!(
         r#"
 listen = "{listen}"
 {tls}
 [upstream]
 base_url = "http://{upstream}"
-api_key_env = "COMPOSIO_API_KEY"
+api_key_file = "composio.key"
 [auth]
 issuer = "https://demo.entitygate.localhost/"
 audience = "entitygate"
@@ -110,11 +113,17 @@ alg = "HS256"
 secret_env = "ENTITYGATE_JWT_SECRET"
 [mcp]
 front_door = true
+[tools_lock]
+path = "tools.lock.json"
 "#,
         listen = args.listen,
         tls = tls.unwrap_or_default(),
     );
-    let config = match Config::from_toml(&toml) {
+    let config_path = dir.join("entitygate.toml");
+    let config = match write_demo_files(&dir, &toml, &api_key)
+        .and_then(|()| lock_demo_toolkits(&sandbox, &dir.join("tools.lock.json")))
+        .and_then(|()| Config::load(&config_path).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("entitygate demo: {e}");
@@ -126,7 +135,12 @@ front_door = true
         ("ENTITYGATE_JWT_SECRET".to_owned(), secret.clone()),
     ]
     .into();
-    let gateway = match crate::Gateway::builder(config).env(env).build().await {
+    let gateway = match crate::Gateway::builder(config)
+        .env(env)
+        .config_path(&config_path)
+        .build()
+        .await
+    {
         Ok(g) => g,
         Err(e) => {
             eprintln!("entitygate demo: {e}");
@@ -159,6 +173,7 @@ front_door = true
         })
         .collect();
     print_banner(addr, upstream, tls_dir.as_deref(), &tokens);
+    print_lock_banner(&format!("http://{addr}"), upstream, &config_path);
     let stop = async move {
         match args.for_secs {
             Some(s) => tokio::select! {
@@ -177,6 +192,50 @@ front_door = true
             ExitCode::FAILURE
         }
     }
+}
+
+/// The toolkits the demo's security team "reviewed": locked when the demo starts.
+const DEMO_LOCKED: &[&str] = &["github", "hackernews"];
+
+fn write_demo_files(dir: &Path, toml: &str, api_key: &str) -> Result<(), String> {
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("{}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    write("entitygate.toml", toml)?;
+    write("composio.key", api_key)
+}
+
+/// Locks [`DEMO_LOCKED`] as the sandbox serves them now (what `entitygate tools lock` would
+/// write; read from the sandbox directly, before the gateway exists).
+fn lock_demo_toolkits(sandbox: &Sandbox, path: &Path) -> Result<(), String> {
+    let mut lock = crate::toollock::LockFile::new();
+    for tk in DEMO_LOCKED {
+        for t in sandbox.tool_definitions(tk) {
+            let version = t["version"].as_str().unwrap_or("latest").to_owned();
+            lock.insert(&t, tk, &version, Vec::new());
+        }
+    }
+    lock.save(path).map_err(|e| e.to_string())
+}
+
+fn print_lock_banner(base: &str, upstream: SocketAddr, config: &Path) {
+    let poison = crate::sandbox::POISON_PATH;
+    let pid = std::process::id();
+    let config = config.display();
+    say_line!(
+        r#"Tool lock: github and hackernews were locked at start ({config} -> tools.lock.json).
+
+# 9. A rug pull: the sandbox "poisons" one tool upstream (an injected instruction in hidden
+#    Unicode, a new bcc parameter). The gateway drops it from listings and refuses to run it:
+curl -s -X POST http://{upstream}{poison}HACKERNEWS_GET_FRONTPAGE
+curl -s {base}/api/v3.1/tools/execute/HACKERNEWS_GET_FRONTPAGE -H "x-api-key: $ALICE_TOKEN"   -H 'content-type: application/json' -d '{{"arguments":{{}}}}'
+#    Review the diff (exit 1 while there is drift), accept the tool, reload the gateway:
+entitygate tools diff --config {config}
+entitygate tools lock --config {config} --accept HACKERNEWS_GET_FRONTPAGE && kill -HUP {pid}
+#    (or restore it upstream: curl -s -X DELETE http://{upstream}{poison}HACKERNEWS_GET_FRONTPAGE)
+"#
+    );
 }
 
 /// The directory holding `server.crt` and `server.key`, absolute: `dir` as given (relative to

@@ -563,3 +563,101 @@ async fn a_missing_lock_fails_the_start_naming_the_file() {
     assert!(e.contains(&missing.display().to_string()), "{e}");
     sandbox.stop();
 }
+
+/// `entitygate tools lock|diff` as a scheduled job or CI runs it: the real binary.
+async fn tools(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let config = config.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_entitygate"))
+            .arg("tools")
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .env("COMPOSIO_API_KEY", API_KEY)
+            .env("JWT_SECRET", SECRET)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn tools_lock_and_diff_exit_codes() {
+    let sandbox = Sandbox::with_demo_data(API_KEY);
+    let upstream = sandbox.start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("eg-tools-cli-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("entitygate.toml");
+    // The lock path is relative to the config file.
+    std::fs::write(
+        &config,
+        config_toml(upstream, "[tools_lock]\npath = \"tools.lock.json\"\n"),
+    )
+    .unwrap();
+    let lock = dir.join("tools.lock.json");
+
+    // No lock yet: `diff` cannot read it.
+    let (code, _, err) = tools(&config, &["diff"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("tools.lock.json"), "{err}");
+
+    let (code, out, err) = tools(&config, &["lock", "--toolkits", "hackernews,github"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let written = LockFile::load(&lock).unwrap();
+    assert_eq!(written.toolkits["hackernews"].version, VERSION);
+    assert!(written.tools.contains_key(TOOL) && written.tools.contains_key("GITHUB_CREATE_ISSUE"));
+    // Only reads reached Composio.
+    assert!(sandbox.requests().iter().all(|r| r.method == "GET"));
+
+    let (code, out, _) = tools(&config, &["diff"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no drift"), "{out}");
+
+    // A rug pull: `diff` shows what changed and exits 1.
+    sandbox.poison_tool(TOOL);
+    let (code, out, _) = tools(&config, &["diff"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("~ {TOOL} (changed)")), "{out}");
+    assert!(
+        out.contains("description:") && out.contains("parameter added: bcc"),
+        "{out}"
+    );
+    // Hidden characters are shown, not hidden.
+    assert!(out.contains("\\u{E0061}"), "{out}");
+    assert!(
+        out.contains("tag character") && out.contains("<important>"),
+        "{out}"
+    );
+
+    // Re-locking refuses the flagged tool (nothing written); accepting it updates that tool.
+    let before = std::fs::read_to_string(&lock).unwrap();
+    let (code, out, err) = tools(&config, &["lock"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(TOOL) && err.contains("--accept"), "{err}");
+    assert!(out.contains("parameter added: bcc"), "{out}");
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), before);
+    let (code, out, err) = tools(&config, &["lock", "--accept", TOOL]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let accepted = LockFile::load(&lock).unwrap();
+    assert!(!accepted.tools[TOOL].accepted_findings.is_empty());
+    assert_eq!(
+        accepted.tools["GITHUB_CREATE_ISSUE"],
+        written.tools["GITHUB_CREATE_ISSUE"]
+    );
+    let (code, out, _) = tools(&config, &["diff"]).await;
+    assert_eq!(code, 0, "{out}");
+
+    // A config without [tools_lock] is a usage error.
+    std::fs::write(&config, config_toml(upstream, "")).unwrap();
+    let (code, _, err) = tools(&config, &["diff"]).await;
+    assert_eq!(code, 64, "{err}");
+    sandbox.stop();
+}

@@ -385,6 +385,24 @@ impl Sandbox {
         lock(&self.inner.host.store).add_tool(t);
     }
 
+    /// The v3 tool objects of `toolkit` as `GET /api/v3.1/tools?toolkit_slug=` serves them
+    /// now (definition patches included), for a demo that locks them before anything runs.
+    pub fn tool_definitions(&self, toolkit: &str) -> Vec<serde_json::Value> {
+        let store = lock(&self.inner.host.store);
+        store
+            .tools
+            .values()
+            .filter(|t| t.toolkit.eq_ignore_ascii_case(toolkit))
+            .map(|t| {
+                shapes::patched(
+                    shapes::tool_v3(t, store.toolkits.get(&t.toolkit), shapes::TOOL_VERSION),
+                    store.definition_patches.get(&t.slug),
+                    shapes::Shape::V3,
+                )
+            })
+            .collect()
+    }
+
     /// Changes a tool's definition as Composio would after an update: `patch` is an object of
     /// v3 fields (`name`, `description`, `input_parameters`, `output_parameters`) laid over
     /// every rendering of the tool (v3 and v2 listings and reads, a session's tool list and
