@@ -167,6 +167,8 @@ async fn lock(
     let old = existing.clone().unwrap_or_default();
     let mut new;
     let mut flagged: Vec<(String, Vec<String>)> = Vec::new();
+    // What Composio answered, flagged tools included: the diff a reviewer reads.
+    let mut read: BTreeMap<String, Value> = BTreeMap::new();
     if let (Some(existing), false) = (&existing, accept.is_empty()) {
         // Only the accepted tools change: each read again at its toolkit's locked version.
         new = existing.clone();
@@ -227,6 +229,7 @@ async fn lock(
                 };
                 let found = findings(t, tk, settings);
                 let definition = toollock::canonical(t);
+                read.insert(slug.clone(), definition.clone());
                 let reviewed = old.tools.get(&slug).is_some_and(|l| {
                     l.definition == definition
                         && found.iter().all(|f| l.accepted_findings.contains(f))
@@ -239,7 +242,9 @@ async fn lock(
             }
         }
     }
-    let changes = diff(&definitions(&old), &definitions(&new));
+    let mut shown = definitions(&new);
+    shown.extend(read);
+    let changes = diff(&definitions(&old), &shown);
     if existing.is_some() {
         if changes.is_empty() {
             println!("no change to the locked definitions");
