@@ -731,7 +731,7 @@ impl crate::shared::Listener for Connections {
             Message::Subject { subject } => self.forget_subject(subject),
             Message::Tool { slug } => self.forget_tool(slug),
             Message::Everything => self.forget_everything(),
-            Message::DenyRulesChanged => {}
+            Message::DenyRulesChanged | Message::Note { .. } => {}
         }
     }
 

@@ -523,6 +523,27 @@ impl Drift {
         }
     }
 
+    /// What changed, one line each, as `entitygate tools diff` prints it (findings included).
+    pub fn changes(&self) -> Vec<String> {
+        let mut out = match &self.locked {
+            Some(l) => diff::what_changed(l, &self.seen),
+            None => vec!["not in the lock (a tool of a locked toolkit)".to_owned()],
+        };
+        out.extend(self.findings.iter().map(|f| format!("flagged: {f}")));
+        out
+    }
+
+    /// A definition as a reviewer reads it: pretty JSON, hidden characters made visible.
+    pub fn pretty(v: &Value) -> String {
+        let s = serde_json::to_string_pretty(v).unwrap_or_default();
+        s.chars()
+            .map(|c| match scan::hidden_kind(c) {
+                Some(_) => format!("\\u{{{:X}}}", u32::from(c)),
+                None => c.to_string(),
+            })
+            .collect()
+    }
+
     /// The refusal of this tool's executions.
     pub fn refusal(&self) -> Error {
         Error::ToolDefinitionChanged {
@@ -554,6 +575,40 @@ pub struct ToolLock {
     /// (tool, version) pairs already audited.
     reported: Mutex<HashSet<(String, String)>>,
     sink: Mutex<Option<std::sync::Arc<dyn DriftSink>>>,
+    /// The Composio client the scheduled check reads with (the newest build's: a rotated key
+    /// is picked up).
+    upstream: Mutex<Option<Upstream>>,
+    /// The scheduled check ([`ToolLock::start_schedule`]), aborted when the lock is dropped.
+    schedule: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for ToolLock {
+    fn drop(&mut self) {
+        if let Some(t) = lock(&self.schedule).take() {
+            t.abort();
+        }
+    }
+}
+
+/// The bus topic of drift shared between replicas.
+pub const DRIFT_TOPIC: &str = "tool_drift";
+
+/// The first scheduled check waits this long after the lock is built (a `check-config` or a
+/// dry run never reads Composio), then runs every `check_interval_secs`.
+const FIRST_CHECK_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl crate::shared::Listener for ToolLock {
+    fn apply(&self, msg: &crate::shared::Message) {
+        if let crate::shared::Message::Note { topic, payload } = msg {
+            if topic == DRIFT_TOPIC {
+                if let Ok(d) = serde_json::from_str::<Drift>(payload) {
+                    self.learn(d);
+                }
+            }
+        }
+    }
+
+    fn resync(&self) {}
 }
 
 impl std::fmt::Debug for ToolLock {
@@ -603,6 +658,8 @@ impl ToolLock {
             verdicts: Mutex::default(),
             reported: Mutex::default(),
             sink: Mutex::default(),
+            upstream: Mutex::default(),
+            schedule: Mutex::default(),
         };
         // A locked definition the scan flags and nobody accepted is drift from the start.
         let flagged: Vec<(String, Vec<String>)> = lock
@@ -658,6 +715,30 @@ impl ToolLock {
             }
         }
         *lock(&self.sink) = lock(&previous.sink).clone();
+    }
+
+    /// Starts the scheduled check (once per lock; `check_interval_secs = 0`: never): every
+    /// interval, the locked toolkits are read from Composio at their locked versions
+    /// ([`check_now`]), so drift is found when no agent lists tools. In a fleet only the
+    /// holder of the audit job's lease checks (the others learn its drift from the bus).
+    /// `upstream` replaces the client of an earlier call.
+    pub fn start_schedule(
+        self: &std::sync::Arc<Self>,
+        upstream: Upstream,
+        cluster: Option<std::sync::Arc<crate::shared::Cluster>>,
+    ) {
+        *lock(&self.upstream) = Some(upstream);
+        let every = self.settings.check_interval_secs;
+        let mut task = lock(&self.schedule);
+        if every == 0 || task.is_some() {
+            return;
+        }
+        let weak = std::sync::Arc::downgrade(self);
+        *task = Some(tokio::spawn(scheduled(
+            weak,
+            std::time::Duration::from_secs(every),
+            cluster,
+        )));
     }
 
     /// Sets who hears of new drift (the audit sink, the fleet).
@@ -1090,6 +1171,36 @@ pub async fn fetch_toolkits(up: &Upstream) -> Result<Vec<String>, Error> {
         }
     }
     Err(Error::UpstreamUnavailable)
+}
+
+async fn scheduled(
+    weak: std::sync::Weak<ToolLock>,
+    every: std::time::Duration,
+    cluster: Option<std::sync::Arc<crate::shared::Cluster>>,
+) {
+    tokio::time::sleep(FIRST_CHECK_DELAY).await;
+    loop {
+        if let Some(c) = &cluster {
+            // The audit job's leader checks; another replica tries again within a lease time.
+            if !c.take_lease().await {
+                let retry = std::time::Duration::from_secs(c.config().lease_secs) / 3;
+                tokio::time::sleep(retry.min(every)).await;
+                continue;
+            }
+        }
+        let Some(tl) = weak.upgrade() else {
+            return;
+        };
+        let up = lock(&tl.upstream).clone();
+        if let Some(up) = up {
+            match check_now(&tl, &up).await {
+                Ok(n) => tracing::debug!(definitions = n, "tool lock: scheduled check done"),
+                Err(e) => tracing::warn!(error = %e, "tool lock: scheduled check failed"),
+            }
+        }
+        drop(tl);
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// The scheduled check: reads every locked toolkit at its locked version and passes each

@@ -196,6 +196,7 @@ impl Console {
             }
             "/ui/policy" => html(StatusCode::OK, pages::policy(&ctx, None)),
             "/ui/killswitch" => html(StatusCode::OK, pages::killswitch(&ctx, None)),
+            "/ui/drift" => html(StatusCode::OK, pages::drift(&ctx)),
             "/ui/health" => html(StatusCode::OK, pages::health(&ctx, &feed).await),
             _ => not_found(),
         }

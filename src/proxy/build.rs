@@ -126,7 +126,10 @@ pub(crate) async fn build_shared(
     if let Some(c) = &cluster {
         crate::killswitch::shared::attach(c, &kill_switch);
     }
-    let tool_lock = build_tool_lock(config, previous, &audit)?;
+    let tool_lock = build_tool_lock(config, previous, &audit, cluster.as_ref())?;
+    if let Some(lock) = &tool_lock {
+        lock.start_schedule(upstream.clone(), cluster.clone());
+    }
     let shared = Shared {
         tool_lock,
         kill_switch,
@@ -196,13 +199,18 @@ fn build_tool_lock(
     config: &Config,
     previous: Option<&Shared>,
     audit: &crate::audit::Sink,
+    cluster: Option<&Arc<crate::shared::Cluster>>,
 ) -> Result<Option<Arc<crate::toollock::ToolLock>>, ConfigError> {
     let Some(settings) = &config.tools_lock else {
         return Ok(None);
     };
+    let sink = Arc::new(DriftFound {
+        audit: audit.clone(),
+        cluster: cluster.cloned(),
+    });
     let running = previous.and_then(|p| p.tool_lock.as_ref());
     if let Some(lock) = running.filter(|l| l.same_as(settings)) {
-        lock.set_sink(Arc::new(AuditDrift(audit.clone())));
+        lock.set_sink(sink);
         return Ok(Some(lock.clone()));
     }
     let lock = crate::toollock::ToolLock::load(settings).map_err(|e| ConfigError::File {
@@ -213,16 +221,25 @@ fn build_tool_lock(
     if let Some(old) = running {
         lock.inherit(old);
     }
-    lock.set_sink(Arc::new(AuditDrift(audit.clone())));
-    Ok(Some(Arc::new(lock)))
+    lock.set_sink(sink);
+    let lock = Arc::new(lock);
+    if let Some(c) = cluster {
+        // Drift another replica found (its scheduled check, its listings) is learnt here.
+        let listener: std::sync::Weak<dyn crate::shared::Listener> = Arc::downgrade(&lock) as _;
+        c.listen(listener);
+    }
+    Ok(Some(lock))
 }
 
-/// Drift goes into the audit chain, once per tool and version.
-struct AuditDrift(crate::audit::Sink);
+/// Drift goes into the audit chain, once per tool and version, and to the other replicas.
+struct DriftFound {
+    audit: crate::audit::Sink,
+    cluster: Option<Arc<crate::shared::Cluster>>,
+}
 
-impl crate::toollock::DriftSink for AuditDrift {
+impl crate::toollock::DriftSink for DriftFound {
     fn found(&self, d: &crate::toollock::Drift) {
-        self.0.record(
+        self.audit.record(
             "tool_drift",
             serde_json::json!({
                 "tool": d.tool,
@@ -235,6 +252,12 @@ impl crate::toollock::DriftSink for AuditDrift {
                 "carrier": d.carrier,
             }),
         );
+        if let (Some(c), Ok(payload)) = (&self.cluster, serde_json::to_string(d)) {
+            c.broadcast(crate::shared::Message::Note {
+                topic: crate::toollock::DRIFT_TOPIC.to_owned(),
+                payload,
+            });
+        }
     }
 }
 

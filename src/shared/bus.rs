@@ -50,6 +50,14 @@ pub enum Message {
     Everything,
     /// The kill switch's deny rules changed in Redis: read them again.
     DenyRulesChanged,
+    /// A note for whichever listener knows `topic` (the tool lock's drift); the bus does not
+    /// read `payload`.
+    Note {
+        /// What the note is about.
+        topic: String,
+        /// Its content, as the listener that knows the topic wrote it.
+        payload: String,
+    },
 }
 
 impl Message {

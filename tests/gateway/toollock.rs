@@ -661,3 +661,69 @@ async fn tools_lock_and_diff_exit_codes() {
     assert_eq!(code, 64, "{err}");
     sandbox.stop();
 }
+
+/// The tool's metadata (with the reviewed definition) is cached by a first execution; the
+/// definition then changes upstream and no agent lists tools: the scheduled check finds it.
+#[tokio::test]
+async fn the_scheduled_check_finds_drift_no_listing_showed() {
+    let path = lock_file(|_| {}).await;
+    let h = Harness::with_config(&format!(
+        "[tools_lock]\npath = {:?}\ncheck_interval_secs = 1\n",
+        path.display().to_string()
+    ))
+    .await;
+    let run = || h.execute("alice", TOOL, json!({"arguments": {}}));
+    assert_eq!(run().await.status, StatusCode::OK);
+    h.sandbox.poison_tool(TOOL);
+    let mut refused = None;
+    for _ in 0..100 {
+        let r = run().await;
+        if r.status != StatusCode::OK {
+            refused = Some(r.slug());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(refused.as_deref(), Some("tool_definition_changed"));
+    // It read the locked toolkit at its locked version, and only read.
+    let read = h.upstream("/api/v3.1/tools");
+    assert!(read.iter().any(|r| r.method == "GET"
+        && r.query
+            .as_deref()
+            .is_some_and(|q| q.contains("toolkit_slug=hackernews")
+                && q.contains("toolkit_versions%5Bhackernews%5D=20250909_00"))));
+    h.sandbox.clear();
+    assert_eq!(run().await.slug(), "tool_definition_changed");
+    assert_eq!(executions(&h), Vec::<String>::new());
+}
+
+/// The console's "Tool drift" page: the drift, what changed, and the two definitions side by
+/// side with the hidden characters shown.
+#[tokio::test]
+async fn the_console_shows_the_drift_side_by_side() {
+    use crate::console_http::{get as page_get, raw as page_raw, sign_in, status};
+    let path = lock_file(|_| {}).await;
+    let h = Harness::with_config(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"ADMIN_TOKEN\"\n{}",
+        lock_config(&path, "")
+    ))
+    .await;
+    let admin = h.gateway.as_ref().unwrap().admin_addr().unwrap();
+    let (session, _) = sign_in(admin, ADMIN_TOKEN).await;
+    let page = page_raw(admin, &page_get(admin, "/ui/drift", Some(&session), None)).await;
+    assert_eq!(status(&page), 200, "{page}");
+    assert!(page.contains("id=\"drift-none\""), "{page}");
+
+    h.sandbox.poison_tool(TOOL);
+    let _ = get(&h, "/api/v3.1/tools?toolkit_slug=hackernews").await;
+    let page = page_raw(admin, &page_get(admin, "/ui/drift", Some(&session), None)).await;
+    assert!(page.contains(TOOL) && page.contains("changed"), "{page}");
+    assert!(page.contains("parameter added: bcc"), "{page}");
+    assert!(page.contains("Locked (reviewed)") && page.contains("Seen (Composio now)"));
+    // The hidden instruction is visible, and escaped (no markup from Composio).
+    assert!(page.contains("\\u{E0061}"), "{page}");
+    assert!(
+        page.contains("&lt;IMPORTANT&gt;") && !page.contains("<IMPORTANT>"),
+        "{page}"
+    );
+}

@@ -33,6 +33,7 @@ fn layout(ctx: &Ctx<'_>, title: &str, here: &str, body: Markup) -> Markup {
         ("/ui/user", "User"),
         ("/ui/killswitch", "Kill switch"),
         ("/ui/policy", "Policy"),
+        ("/ui/drift", "Tool drift"),
         ("/ui/health", "Health"),
     ];
     html! {
@@ -615,6 +616,58 @@ fn rule_table(ctx: &Ctx<'_>, rules: &[crate::killswitch::Rule], back_to: Option<
             }
         }
     }
+}
+
+/// "Tool drift": every definition the tool lock found different from the reviewed one (or a
+/// tool of a locked toolkit the lock does not have), with what changed and the locked and
+/// seen definitions side by side; hidden characters are shown as `\u{E0041}`.
+pub(crate) fn drift(ctx: &Ctx<'_>) -> Markup {
+    let shared = ctx.control.rules().load_full();
+    let lock = shared.tool_lock.as_deref();
+    let drift = lock
+        .map(crate::toollock::ToolLock::drift)
+        .unwrap_or_default();
+    let config = ctx
+        .control
+        .config_path()
+        .map_or_else(|| "FILE".to_owned(), |p| p.display().to_string());
+    layout(
+        ctx,
+        "Tool drift",
+        "/ui/drift",
+        html! {
+            h1 { "Tool drift" }
+            @match lock {
+                None => p.muted #drift-off { "No tool lock is configured ([tools_lock])." }
+                Some(l) => p.muted {
+                    (l.file().tools.len()) " tools of " (l.file().toolkits.len())
+                    " toolkits locked in " span.mono { (l.settings().path.display()) }
+                    "; a drifted tool is "
+                    (match l.settings().on_drift { crate::config::OnDrift::Refuse => "refused", crate::config::OnDrift::Warn => "served (warn)" })
+                    ". Accept a change after review with "
+                    span.mono { "entitygate tools lock --config " (config) " --accept TOOL" }
+                    ", then reload."
+                }
+            }
+            @if lock.is_some() && drift.is_empty() { p #drift-none { "No drift: every definition seen is the reviewed one." } }
+            @for d in &drift {
+                div.card.drift {
+                    h2 { span.mono { (d.tool) } " · " (d.kind())
+                        @if let Some(tk) = &d.toolkit { " · " (tk) }
+                        @if let Some(v) = &d.version { " · " (v) } }
+                    p.muted { "first seen on " (d.carrier) " · locked "
+                        span.mono { (d.locked_hash.as_deref().unwrap_or("none")) }
+                        " · seen " span.mono { (d.seen_hash) } }
+                    ul { @for c in d.changes() { li.mono { (c) } } }
+                    div.sidebyside {
+                        div { h3 { "Locked (reviewed)" }
+                            pre { (d.locked.as_ref().map_or_else(|| "(not in the lock)".to_owned(), crate::toollock::Drift::pretty)) } }
+                        div { h3 { "Seen (Composio now)" } pre { (crate::toollock::Drift::pretty(&d.seen)) } }
+                    }
+                }
+            }
+        },
+    )
 }
 
 pub(crate) fn killswitch(ctx: &Ctx<'_>, error: Option<&str>) -> Markup {
