@@ -19,10 +19,9 @@
 //! 1. the code-tool ban (a code-running meta tool needs an explicit `allow_tools` rule);
 //! 2. the tool policy (a trigger type counts as a tool of its toolkit; a proxy execution is
 //!    the pseudo-tool `PROXY_EXECUTE` of its toolkit; connecting a toolkit is a toolkit-level
-//!    question);
-//! 2b. the tool lock ([`crate::toollock`]): a tool whose definition drifted from the reviewed
-//!    one, or a tool of a locked toolkit that the lock does not have, is refused (no hashing
-//!    here: the verdicts were made when definitions passed a listing or the scheduled check);
+//!    question); then the tool lock ([`crate::toollock`], "2b"): a tool whose definition
+//!    drifted from the reviewed one, or a tool of a locked toolkit that the lock does not
+//!    have, is refused (no hashing here: verdicts are made when definitions are read);
 //! 3. account ownership (Composio must list the named account for the subject) and toolkit
 //!    match (a named account of another toolkit than the tool's is refused);
 //! 4. the proxy switch (`policy.allow_proxy_execute`);

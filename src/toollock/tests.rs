@@ -116,7 +116,7 @@ fn the_locked_definition_is_served_and_a_changed_one_is_drift_on_every_view() {
     assert!(lock.drift().is_empty());
 
     // A new parameter, seen over MCP.
-    let mut poisoned = mcp.clone();
+    let mut poisoned = mcp;
     poisoned["inputSchema"]["properties"]["bcc"] = json!({"type": "string"});
     assert!(!lock.observe(&View::mcp(&poisoned).unwrap()));
     let drift = lock.drift();
