@@ -566,6 +566,16 @@ mod tests {
             Error::TokenMissing,
             Error::RouteNotAllowed,
             Error::IdentityMismatch,
+            Error::ToolDefinitionChanged {
+                tool: "T".into(),
+                locked: None,
+                seen: None,
+            },
+            Error::ToolVersionNotAllowed {
+                tool: "T".into(),
+                locked: "1".into(),
+                asked: "2".into(),
+            },
             Error::PayloadTooLarge,
             Error::DuplicateKey("user_id".into()),
             Error::TooManyKeys(10),
