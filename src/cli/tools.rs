@@ -105,7 +105,8 @@ fn setup(path: &Path) -> Result<(Config, ToolsLockConfig, Upstream), String> {
 }
 
 /// The toolkits `lock` reads by default: those of Composio's catalogue the policy lets a
-/// caller without claims run something in, and every toolkit a rule allows by name.
+/// caller without claims run something in (but `composio`, the meta tools), and every toolkit
+/// a rule allows by name.
 async fn default_toolkits(config: &Config, up: &Upstream) -> Result<Vec<String>, String> {
     let (policy, _) =
         crate::toolpolicy::ToolPolicy::compile(&config.policy).map_err(|e| e.to_string())?;
@@ -115,6 +116,9 @@ async fn default_toolkits(config: &Config, up: &Upstream) -> Result<Vec<String>,
         .map_err(|e| format!("cannot list Composio's toolkits: {e}"))?
         .into_iter()
         .filter(|tk| policy.decide_toolkit(&claims, tk).allowed)
+        // Composio's own meta tools dispatch to other tools, each decided and checked on its
+        // own; they are locked only when named with --toolkits.
+        .filter(|tk| tk != "composio")
         .collect();
     for rule in &config.policy.rules {
         for tk in &rule.allow_toolkits {
