@@ -146,7 +146,28 @@ pub(super) async fn trigger_upsert(
     require_owned(ctx, &obj.account_ids()?, audit).await?;
     let account = invocation::named_account(&obj)?;
     let invocations = [Invocation::trigger(slug, account.as_deref())];
-    ctx.decide(&invocations, audit).await?;
+    let verdict = ctx.decide(&invocations, audit).await?;
+    // A trigger of a locked toolkit subscribes at the locked version, like an execution.
+    if let (Some(lock), Some(tk)) = (ctx.shared.tool_lock.as_deref(), verdict.toolkits.first()) {
+        if lock.locks_toolkit(tk) {
+            super::sessions::pin_toolkit_versions(ctx, &mut obj)?;
+            let mut asked = None;
+            for (k, v) in obj.iter() {
+                if folded_eq(k, "version") {
+                    asked = Some(
+                        serde_json::from_str::<Option<String>>(v.get())
+                            .map_err(|_| Error::BodyInvalid(format!("`{k}` must be a string")))?,
+                    );
+                }
+            }
+            if let Some(asked) = asked {
+                if let Some(v) = lock.pin(slug, tk, asked.as_deref())? {
+                    let raw = serde_json::value::to_raw_value(&v).map_err(|_| Error::Internal)?;
+                    obj.replace_folded("version", "version", raw);
+                }
+            }
+        }
+    }
     ctx.pass(query.as_deref(), &obj, TimeoutClass::Default, audit)
         .await
 }

@@ -186,12 +186,13 @@ async fn gate_execute(
     Ok(verdict.accounts)
 }
 
-/// A session created through the gateway runs every locked toolkit at its locked version:
+/// A session created through the gateway (and a trigger subscribed through it) runs every
+/// locked toolkit at its locked version:
 /// `toolkit_versions` gets each locked toolkit's version (the caller's entries for other
 /// toolkits are kept; a caller's other concrete version of a locked toolkit is refused or
 /// rewritten per `[tools_lock] on_version_mismatch`). Executions in the session, MCP
 /// included, run at the versions the session was created with.
-fn pin_toolkit_versions(ctx: &Ctx<'_>, obj: &mut JsonObject) -> Result<(), Error> {
+pub(super) fn pin_toolkit_versions(ctx: &Ctx<'_>, obj: &mut JsonObject) -> Result<(), Error> {
     let Some(lock) = ctx.shared.tool_lock.as_deref() else {
         return Ok(());
     };

@@ -727,3 +727,43 @@ async fn the_console_shows_the_drift_side_by_side() {
         "{page}"
     );
 }
+
+/// A trigger of a locked toolkit subscribes at the locked version (`toolkit_versions`, and a
+/// `version` the caller sent); another one is refused and nothing is subscribed.
+#[tokio::test]
+async fn a_trigger_of_a_locked_toolkit_subscribes_at_the_locked_version() {
+    let sb = Sandbox::with_demo_data(API_KEY);
+    let mut lock = LockFile::new();
+    for t in sb.tool_definitions("github") {
+        lock.insert(&t, "github", VERSION, Vec::new());
+    }
+    let path = std::env::temp_dir().join(format!("entitygate-test-lock-{}.json", uuid_like()));
+    lock.save(&path).unwrap();
+    sb.add_account(entitygate::sandbox::Account::new(
+        "ca_alice_gh",
+        "alice",
+        "github",
+        "ACTIVE",
+    ));
+    let h = Harness::with(sb, &lock_config(&path, "")).await;
+    let upsert = "/api/v3.1/trigger_instances/GITHUB_COMMIT_EVENT/upsert";
+    let r = post(
+        &h,
+        upsert,
+        json!({"trigger_config": {"owner": "a", "repo": "b"}, "version": "latest"}),
+    )
+    .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let sent: Value = serde_json::from_slice(&h.upstream(upsert)[0].body).unwrap();
+    assert_eq!(sent["toolkit_versions"]["github"], VERSION, "{sent}");
+    assert_eq!(sent["version"], VERSION, "{sent}");
+    h.sandbox.clear();
+    let r = post(
+        &h,
+        upsert,
+        json!({"trigger_config": {}, "toolkit_versions": {"github": "20240101_00"}}),
+    )
+    .await;
+    assert_eq!(r.slug(), "tool_version_not_allowed", "{}", r.text());
+    assert!(h.upstream(upsert).is_empty());
+}
