@@ -150,7 +150,7 @@ pub(super) async fn trigger_upsert(
     // A trigger of a locked toolkit subscribes at the locked version, like an execution.
     if let (Some(lock), Some(tk)) = (ctx.shared.tool_lock.as_deref(), verdict.toolkits.first()) {
         if lock.locks_toolkit(tk) {
-            super::sessions::pin_toolkit_versions(ctx, &mut obj)?;
+            super::toolgate::pin_toolkit_versions(ctx, &mut obj)?;
             let mut asked = None;
             for (k, v) in obj.iter() {
                 if folded_eq(k, "version") {

@@ -38,7 +38,7 @@ pub(super) async fn create(
     ctx.on_mismatch(nested, audit)?;
     require_owned(ctx, &pinned_accounts(&obj)?, audit).await?;
     super::toolgate::session_toolkits(ctx, &mut obj, true, audit).await?;
-    pin_toolkit_versions(ctx, &mut obj)?;
+    super::toolgate::pin_toolkit_versions(ctx, &mut obj)?;
     let resp = ctx
         .forward_json(query.as_deref(), &obj, TimeoutClass::Default, audit)
         .await?;
@@ -184,56 +184,6 @@ async fn gate_execute(
         super::execute::pin_version(ctx, slug, obj, false).await?;
     }
     Ok(verdict.accounts)
-}
-
-/// A session created through the gateway (and a trigger subscribed through it) runs every
-/// locked toolkit at its locked version:
-/// `toolkit_versions` gets each locked toolkit's version (the caller's entries for other
-/// toolkits are kept; a caller's other concrete version of a locked toolkit is refused or
-/// rewritten per `[tools_lock] on_version_mismatch`). Executions in the session, MCP
-/// included, run at the versions the session was created with.
-pub(super) fn pin_toolkit_versions(ctx: &Ctx<'_>, obj: &mut JsonObject) -> Result<(), Error> {
-    let Some(lock) = ctx.shared.tool_lock.as_deref() else {
-        return Ok(());
-    };
-    let mut versions = serde_json::Map::new();
-    let mut global: Option<String> = None;
-    for (k, raw) in obj.iter() {
-        if !folded_eq(k, "toolkitversions") {
-            continue;
-        }
-        let invalid = || Error::BodyInvalid(format!("`{k}` must be a version or a map of them"));
-        match serde_json::from_str::<Value>(raw.get()).map_err(|_| invalid())? {
-            Value::Null => {}
-            Value::String(s) => global = Some(s),
-            Value::Object(m) => {
-                for (tk, v) in m {
-                    let Value::String(v) = v else {
-                        return Err(invalid());
-                    };
-                    versions.insert(tk.to_ascii_lowercase(), Value::String(v));
-                }
-            }
-            _ => return Err(invalid()),
-        }
-    }
-    for (tk, _) in lock.versions() {
-        let asked = versions
-            .get(tk)
-            .and_then(Value::as_str)
-            .or(global.as_deref())
-            .map(str::to_owned);
-        if let Some(v) = lock.pin(tk, tk, asked.as_deref())? {
-            versions.insert(tk.to_owned(), Value::String(v));
-        }
-    }
-    if versions.is_empty() {
-        return Ok(());
-    }
-    let raw =
-        serde_json::value::to_raw_value(&Value::Object(versions)).map_err(|_| Error::Internal)?;
-    obj.replace_folded("toolkitversions", "toolkit_versions", raw);
-    Ok(())
 }
 
 /// `proxy_execute`: a proxy execution of `toolkit_slug` (with the named account, if any);

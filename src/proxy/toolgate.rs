@@ -11,7 +11,7 @@ use super::{Ctx, Shared};
 use crate::audit::Audit;
 use crate::body::ResponseBody;
 use crate::error::Error;
-use crate::rewrite::{JsonObject, Raw};
+use crate::rewrite::{folded_eq, JsonObject, Raw};
 use crate::toollock::{ToolLock, View};
 use crate::toolpolicy::{self, Decision, Permitted, ToolPolicy};
 
@@ -403,6 +403,56 @@ pub(crate) async fn relay_session_listing(
         0
     })
     .await
+}
+
+/// A session created through the gateway (and a trigger subscribed through it) runs every
+/// locked toolkit at its locked version:
+/// `toolkit_versions` gets each locked toolkit's version (the caller's entries for other
+/// toolkits are kept; a caller's other concrete version of a locked toolkit is refused or
+/// rewritten per `[tools_lock] on_version_mismatch`). Executions in the session, MCP
+/// included, run at the versions the session was created with.
+pub(super) fn pin_toolkit_versions(ctx: &Ctx<'_>, obj: &mut JsonObject) -> Result<(), Error> {
+    let Some(lock) = ctx.shared.tool_lock.as_deref() else {
+        return Ok(());
+    };
+    let mut versions = serde_json::Map::new();
+    let mut global: Option<String> = None;
+    for (k, raw) in obj.iter() {
+        if !folded_eq(k, "toolkitversions") {
+            continue;
+        }
+        let invalid = || Error::BodyInvalid(format!("`{k}` must be a version or a map of them"));
+        match serde_json::from_str::<Value>(raw.get()).map_err(|_| invalid())? {
+            Value::Null => {}
+            Value::String(s) => global = Some(s),
+            Value::Object(m) => {
+                for (tk, v) in m {
+                    let Value::String(v) = v else {
+                        return Err(invalid());
+                    };
+                    versions.insert(tk.to_ascii_lowercase(), Value::String(v));
+                }
+            }
+            _ => return Err(invalid()),
+        }
+    }
+    for (tk, _) in lock.versions() {
+        let asked = versions
+            .get(tk)
+            .and_then(Value::as_str)
+            .or(global.as_deref())
+            .map(str::to_owned);
+        if let Some(v) = lock.pin(tk, tk, asked.as_deref())? {
+            versions.insert(tk.to_owned(), Value::String(v));
+        }
+    }
+    if versions.is_empty() {
+        return Ok(());
+    }
+    let raw =
+        serde_json::value::to_raw_value(&Value::Object(versions)).map_err(|_| Error::Internal)?;
+    obj.replace_folded("toolkitversions", "toolkit_versions", raw);
+    Ok(())
 }
 
 /// Keeps the items of `{"items": [...]}` (or of a bare array) for which `keep` holds.
