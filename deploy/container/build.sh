@@ -25,7 +25,7 @@ RUSTFLAGS="-C target-feature=+crt-static" \
 bin="$target_dir/$triple/release/entitygate"
 
 # A dynamic binary would start nowhere in a scratch image: refuse it here.
-if readelf -l "$bin" | grep -q 'Requesting program interpreter'; then
+if readelf -l "$bin" | grep 'Requesting program interpreter' >/dev/null; then  # no -q: pipefail
     echo "build.sh: $bin is dynamically linked" >&2
     exit 1
 fi
