@@ -5,6 +5,7 @@
 //! - [`audit`]: `audit-log verify` (the decision log's hash chain, [`crate::audit`]);
 //! - [`expiry`]: `audit` (one scan for broken connections, [`crate::expiry`]);
 //! - [`explain`]: `explain` (a dry run, [`crate::explain`]);
+//! - [`keyscope`]: `check-config --live`'s read-only probes of the Composio key's permissions;
 //! - [`killswitch`]: `deny add|list|remove` (through a running gateway's admin listener);
 //! - [`tools`]: `tools lock|diff` (the tool-definition lock, [`crate::toollock`]);
 //! - `demo` (cargo feature `sandbox`): `demo`, the gateway in front of the fake Composio.
@@ -14,5 +15,6 @@ pub mod audit;
 pub mod demo;
 pub mod expiry;
 pub mod explain;
+pub mod keyscope;
 pub mod killswitch;
 pub mod tools;

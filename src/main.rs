@@ -26,6 +26,10 @@ enum Command {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Also ask Composio, read-only, whether it refuses the key for something the
+        /// configuration needs (a scoped project key without a permission it uses).
+        #[arg(long)]
+        live: bool,
     },
     /// Run the gateway against a built-in sandbox Composio, with two demo users.
     #[cfg(feature = "sandbox")]
@@ -102,14 +106,20 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, live } => {
             let checked = match entitygate::Config::load(&config) {
-                Ok(c) => entitygate::Gateway::builder(c).build().await.map(|_| ()),
+                Ok(c) => entitygate::Gateway::builder(c.clone())
+                    .build()
+                    .await
+                    .map(|_| c),
                 Err(e) => Err(e),
             };
             match checked {
-                Ok(()) => {
+                Ok(c) => {
                     println!("{}: ok", config.display());
+                    if live {
+                        return check_key(&c).await;
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => config_error(&e),
@@ -126,6 +136,40 @@ async fn main() -> ExitCode {
         Command::Tools(args) => entitygate::cli::tools::run(&args).await,
     }
 }
+
+/// `check-config --live`, the key's permissions: 64 when Composio refuses the key for
+/// something the configuration needs, 69 (`EX_UNAVAILABLE`) when it could not be asked.
+async fn check_key(config: &entitygate::Config) -> ExitCode {
+    use entitygate::cli::keyscope::{self, Outcome};
+    let findings = match keyscope::check(config, &entitygate::config::ProcessEnv).await {
+        Ok(f) => f,
+        Err(e) => return config_error(&e),
+    };
+    for f in &findings {
+        println!("{}", keyscope::report_line(f));
+    }
+    println!(
+        "live: not probed (a read cannot show them): {}",
+        keyscope::WRITES_NOT_PROBED
+    );
+    if findings
+        .iter()
+        .any(|f| matches!(f.outcome, Outcome::Refused(_)))
+    {
+        eprintln!("entitygate: Composio refuses the key for something this configuration needs");
+        ExitCode::from(EXIT_CONFIG)
+    } else if findings
+        .iter()
+        .any(|f| matches!(f.outcome, Outcome::Unknown(_)))
+    {
+        ExitCode::from(EXIT_UNAVAILABLE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `EX_UNAVAILABLE`: Composio could not be asked.
+const EXIT_UNAVAILABLE: u8 = 69;
 
 fn config_error(e: &entitygate::config::ConfigError) -> ExitCode {
     eprintln!("entitygate: {e}");

@@ -1,4 +1,5 @@
-//! The `entitygate serve` binary: SIGHUP reloads the file, SIGTERM drains in-flight requests.
+//! The `entitygate` binary: SIGHUP reloads the file, SIGTERM drains in-flight requests,
+//! `check-config --live` reports a key Composio refuses for something the file needs.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -259,5 +260,58 @@ async fn demo_runs_from_any_directory_and_shows_what_reached_the_sandbox() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(stderr.contains("reached the sandbox"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `check-config --live` against a sandbox whose key is scoped: the status says whether the
+/// key can do what the file needs, and the report names the refused permission.
+#[tokio::test]
+async fn check_config_live_reports_a_scoped_key() {
+    let sandbox = Sandbox::with_demo_data(API_KEY);
+    let upstream = sandbox.start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("eg-cli-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("entitygate.toml");
+    std::fs::write(
+        &path,
+        config(upstream, free_port(), free_port(), "rewrite").replace(
+            "[audit]\npath = \"audit.jsonl\"\n",
+            "[audit_job]\nevery_secs = 3600\nstate_path = \"audit-job.redb\"\n",
+        ),
+    )
+    .unwrap();
+    // tokio's Command: the sandbox answers on this test's own runtime meanwhile.
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_entitygate"))
+            .args(["check-config", "--live", "--config"])
+            .arg(&path)
+            .env("COMPOSIO_API_KEY", API_KEY)
+            .env("JWT_SECRET", SECRET)
+            .output()
+    };
+
+    let full = run().await.unwrap();
+    let out = String::from_utf8_lossy(&full.stdout).into_owned();
+    assert_eq!(full.status.code(), Some(0), "{out}");
+    assert!(out.contains("live: Connected accounts: read: ok"), "{out}");
+    assert!(out.contains("not probed"), "{out}");
+
+    // A key without "Connected accounts": the gateway could not gate, nor run the audit job.
+    sandbox.set_key_refused_for(API_KEY, &["/api/v3.1/connected_accounts"]);
+    let scoped = run().await.unwrap();
+    let out = String::from_utf8_lossy(&scoped.stdout).into_owned();
+    assert_eq!(scoped.status.code(), Some(64), "{out}");
+    let refused: Vec<&str> = out.lines().filter(|l| l.contains("REFUSED")).collect();
+    assert_eq!(refused.len(), 2, "{out}");
+    assert!(
+        refused
+            .iter()
+            .all(|l| l.contains("Connected accounts: read")),
+        "{out}"
+    );
+    assert!(refused.iter().any(|l| l.contains("audit job")), "{out}");
+    // Only reads reached Composio.
+    assert!(sandbox.requests().iter().all(|r| r.method == "GET"));
+    sandbox.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

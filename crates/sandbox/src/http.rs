@@ -34,6 +34,8 @@ pub(crate) struct Ctx {
     pub(crate) method: String,
     /// Decoded path segments after `/api/<version>/`.
     pub(crate) segs: Vec<String>,
+    /// The request's path as sent (a scoped key's refusals match on it).
+    pub(crate) path: String,
     pub(crate) request_id: String,
     /// `scheme://host` the request was addressed to: hosted URLs in responses (MCP) point
     /// there, as Composio's point at Composio.
@@ -103,6 +105,7 @@ impl Ctx {
             api,
             method: r.method.to_ascii_uppercase(),
             segs,
+            path: r.path.clone(),
             request_id,
             origin,
             query: r.query_pairs(),

@@ -119,6 +119,8 @@ struct Inner {
     api_key: String,
     /// The project keys accepted instead of `api_key`, once a rotation set them.
     accepted_keys: Mutex<Option<Vec<String>>>,
+    /// Scoped project keys: for a key, the path prefixes it is refused for.
+    refused_scopes: Mutex<HashMap<String, Vec<String>>>,
     /// The store (accounts, tools, sessions, triggers: everything the API reads and writes)
     /// and the hosted MCP endpoints' sessions, settings and counters.
     host: Arc<mcp::Host>,
@@ -176,6 +178,7 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 api_key: api_key.to_owned(),
                 accepted_keys: Mutex::new(None),
+                refused_scopes: Mutex::new(HashMap::new()),
                 host: Arc::new(mcp::Host {
                     store: Mutex::new(store),
                     state: Mutex::new(mcp::State::default()),
@@ -199,6 +202,15 @@ impl Sandbox {
     /// rotation window, then only the new one; an empty list revokes every key).
     pub fn set_accepted_keys(&self, keys: &[&str]) {
         *lock(&self.inner.accepted_keys) = Some(keys.iter().map(|k| (*k).to_owned()).collect());
+    }
+
+    /// Makes `key` (an accepted one) a scoped project key: refused on every path that starts
+    /// with one of `path_prefixes` (e.g. `/api/v3.1/connected_accounts` for a key without
+    /// "Connected accounts" read), with the generic 401 `Invalid API key` Composio answers a
+    /// scoped-key denial with. An empty list gives the key its full access back.
+    pub fn set_key_refused_for(&self, key: &str, path_prefixes: &[&str]) {
+        let prefixes = path_prefixes.iter().map(|p| (*p).to_owned()).collect();
+        lock(&self.inner.refused_scopes).insert(key.to_owned(), prefixes);
     }
 
     // --- server ---
@@ -708,7 +720,16 @@ impl Sandbox {
         }
         match ctx.headers("x-api-key").as_slice() {
             [] => Err("API key is missing"),
-            [key] if self.accepts(key) => Ok(()),
+            [key] if self.accepts(key) => {
+                let refused = lock(&self.inner.refused_scopes)
+                    .get(*key)
+                    .is_some_and(|p| p.iter().any(|p| ctx.path.starts_with(p.as_str())));
+                if refused {
+                    Err("Invalid API key")
+                } else {
+                    Ok(())
+                }
+            }
             [_] => Err("Invalid API key"),
             _ => Err("More than one credential was presented"),
         }

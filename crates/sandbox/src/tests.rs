@@ -156,6 +156,32 @@ async fn exactly_one_credential_is_accepted() {
     sb.stop();
 }
 
+#[tokio::test]
+async fn a_scoped_key_is_refused_outside_its_scope_only() {
+    let sb = Sandbox::with_demo_data(KEY);
+    let api = Api::start(&sb).await;
+    sb.set_key_refused_for(KEY, &["/api/v3.1/connected_accounts", "/api/v3.1/mcp"]);
+    for path in [
+        "/api/v3.1/connected_accounts?limit=1",
+        "/api/v3.1/connected_accounts/ca_1",
+        "/api/v3.1/mcp/servers",
+    ] {
+        let a = api.call("GET", path, None).await;
+        assert_eq!(a.status, 401, "{path}");
+        assert_envelope(&a.json(), 401, 10401);
+    }
+    // Outside the refused areas the same key works, v3 paths included (a prefix is exact).
+    for path in [
+        "/api/v3.1/tools?limit=1",
+        "/api/v3/connected_accounts?limit=1",
+    ] {
+        assert_eq!(api.get(path).await.0, 200, "{path}");
+    }
+    sb.set_key_refused_for(KEY, &[]);
+    assert_eq!(api.get("/api/v3.1/connected_accounts?limit=1").await.0, 200);
+    sb.stop();
+}
+
 // --- pagination and filters ---
 
 #[tokio::test]
