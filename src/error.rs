@@ -154,6 +154,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// The call waits for a named operator's approval; request `id` was stored.
+    #[error("{message} Approval {id} is pending: an operator must approve this exact call (follow it at {follow}); then make the same call again, once.")]
+    ApprovalRequired {
+        /// The request's id.
+        id: String,
+        /// The rule's message.
+        message: String,
+        /// Where approvers follow it (the console).
+        follow: String,
+    },
+    /// An operator denied this exact call.
+    #[error("an operator denied this call (approval {id}): {reason}")]
+    ApprovalDenied {
+        /// The request's id.
+        id: String,
+        /// The operator's reason.
+        reason: String,
+    },
+    /// The subject already has this many approval requests pending; nothing was stored.
+    #[error("too many approval requests pending for this user (at most {0})")]
+    ApprovalsPending(usize),
+
     // --- ownership and gating ---
     /// A connected account that is not the subject's was named.
     #[error("the connected account does not belong to this user")]
@@ -199,6 +221,9 @@ pub enum Error {
     /// The system clock is unusable.
     #[error("the gateway's clock is unusable")]
     ClockUnavailable,
+    /// The approvals store (Redis with `[shared]`) could not be asked: the call is refused.
+    #[error("the approvals store is unavailable")]
+    ApprovalsUnavailable,
     /// An internal invariant failed; the request is refused.
     #[error("internal gateway error")]
     Internal,
@@ -242,6 +267,10 @@ impl Error {
             Self::SharedAccountsNotAllowed => "shared_accounts_not_allowed",
             Self::ToolNotAllowed { .. } => "tool_not_allowed",
             Self::DeniedByKillSwitch { .. } => "denied_by_kill_switch",
+            Self::ApprovalRequired { .. } => "approval_required",
+            Self::ApprovalDenied { .. } => "approval_denied",
+            Self::ApprovalsPending(_) => "too_many_pending_approvals",
+            Self::ApprovalsUnavailable => "approvals_unavailable",
             Self::ConnectedAccountNotOwned => "connected_account_not_owned",
             Self::NotFound => "not_found",
             Self::Gate(g) => match g.kind {
@@ -298,6 +327,10 @@ impl Error {
             Self::SharedAccountsNotAllowed => 9142,
             Self::ToolNotAllowed { .. } => 9143,
             Self::DeniedByKillSwitch { .. } => 9144,
+            Self::ApprovalRequired { .. } => 9145,
+            Self::ApprovalDenied { .. } => 9146,
+            Self::ApprovalsPending(_) => 9163,
+            Self::ApprovalsUnavailable => 9195,
             Self::ConnectedAccountNotOwned => 1812,
             Self::NotFound => 9150,
             Self::Gate(_) => 1803,
@@ -337,6 +370,8 @@ impl Error {
             | Self::SharedAccountsNotAllowed
             | Self::ToolNotAllowed { .. }
             | Self::DeniedByKillSwitch { .. }
+            | Self::ApprovalRequired { .. }
+            | Self::ApprovalDenied { .. }
             | Self::ConnectedAccountNotOwned => StatusCode::FORBIDDEN,
             Self::PathNotCanonical
             | Self::RequestTargetInvalid
@@ -354,10 +389,13 @@ impl Error {
             }
             Self::NotFound | Self::ToolNotFound(_) => StatusCode::NOT_FOUND,
             // Transient, not deterministic: it clears when the user's own requests finish.
-            Self::RateLimited(_) | Self::SubjectBusy => StatusCode::TOO_MANY_REQUESTS,
-            Self::ConnectionStatusUnavailable | Self::KeysUnavailable | Self::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
+            Self::RateLimited(_) | Self::SubjectBusy | Self::ApprovalsPending(_) => {
+                StatusCode::TOO_MANY_REQUESTS
             }
+            Self::ConnectionStatusUnavailable
+            | Self::KeysUnavailable
+            | Self::Overloaded
+            | Self::ApprovalsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ClockUnavailable | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -432,6 +470,15 @@ impl Error {
                 }
             },
             Self::ToolNotFound(_) => "Check the tool slug.",
+            Self::ApprovalRequired { .. } => {
+                "Tell the user the call waits for an operator's approval; once approved, make the same call again (same arguments, once)."
+            }
+            Self::ApprovalDenied { .. } => {
+                "An operator refused this exact call; do not retry it. Ask the operators if it must run."
+            }
+            Self::ApprovalsPending(_) => {
+                "Wait until operators answer this user's pending approval requests (or they expire)."
+            }
             Self::RateLimited(_) => "Slow down: retry after the time in Retry-After.",
             Self::SubjectBusy => {
                 "Wait for this user's other requests to finish: retry after Retry-After."
@@ -440,7 +487,8 @@ impl Error {
             Self::ConnectionStatusUnavailable
             | Self::KeysUnavailable
             | Self::UpstreamUnavailable
-            | Self::UpstreamTimeout => "A transient fault: retry shortly.",
+            | Self::UpstreamTimeout
+            | Self::ApprovalsUnavailable => "A transient fault: retry shortly.",
             Self::ClockUnavailable | Self::Internal => "Report this to the gateway operator.",
         }
     }
@@ -463,6 +511,17 @@ impl Error {
         if let Self::Gate(g) = self {
             inner["toolkit"] = json!(g.toolkit);
             inner["connection_status"] = json!(g.connection_status);
+        }
+        match self {
+            Self::ApprovalRequired { id, follow, .. } => {
+                inner["approval_id"] = json!(id);
+                inner["approval_url"] = json!(follow);
+            }
+            Self::ApprovalDenied { id, reason } => {
+                inner["approval_id"] = json!(id);
+                inner["reason"] = json!(reason);
+            }
+            _ => {}
         }
         if let Self::ToolNotAllowed { tool, rule } = self {
             inner["tool"] = json!(tool);
@@ -488,11 +547,16 @@ impl Error {
             Self::SubjectBusy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            Self::ApprovalsPending(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
             _ => {}
         }
         // The SDKs honour this hint; deterministic refusals must not be retried.
-        let transient = matches!(self, Self::RateLimited(_) | Self::SubjectBusy)
-            || self.status().is_server_error();
+        let transient = matches!(
+            self,
+            Self::RateLimited(_) | Self::SubjectBusy | Self::ApprovalsPending(_)
+        ) || self.status().is_server_error();
         if !transient {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
@@ -523,6 +587,15 @@ mod tests {
             Error::BodyReadTimeout,
             Error::ConnectedAccountNotOwned,
             Error::NotFound,
+            Error::ApprovalRequired {
+                id: "apr_1".into(),
+                message: "m".into(),
+                follow: "u".into(),
+            },
+            Error::ApprovalDenied {
+                id: "apr_1".into(),
+                reason: "r".into(),
+            },
             Error::Gate(Box::new(GateRefusal {
                 kind: GateKind::Expired,
                 toolkit: "slack".into(),

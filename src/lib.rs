@@ -18,7 +18,8 @@
 //!    no domain type: the kill switch and the caches attach to it as listeners).
 //! 3. State: [`connections`] (connection status and tool metadata, coalesced and cached),
 //!    [`expiry`] (the audit job, Composio's expiry webhook), [`revocation`] (dead connections
-//!    learnt from answers, refused before Composio is asked).
+//!    learnt from answers, refused before Composio is asked), [`approvals`] (calls that wait
+//!    for a named operator's yes, bound to the exact call; their store, local or on Redis).
 //! 4. Decision: `invocation`: every carrier's tool call as invocations, and the one ordered
 //!    `decide` over a narrow `Decider`, returning its trace.
 //! 5. Carriers: [`proxy`] (the request pipeline: one body reader, one upstream request, one
@@ -52,6 +53,7 @@
 
 mod accept;
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod body;

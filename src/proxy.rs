@@ -87,6 +87,10 @@ pub struct Shared {
     pub(crate) cluster: Option<Arc<crate::shared::Cluster>>,
     /// Operators' deny rules; kept across reloads (same `[state] path`).
     pub(crate) kill_switch: Arc<crate::killswitch::KillSwitch>,
+    /// Approval requests and grants; kept across reloads (same store).
+    pub(crate) approvals: Arc<crate::approvals::Store>,
+    /// `[[policy.approvals]]` and `[approvals]` of this configuration.
+    pub(crate) approval_rules: Arc<crate::approvals::Rules>,
     /// Connections Composio's answers showed dead ([`crate::revocation`]); kept across reloads.
     pub(crate) broken: Arc<crate::revocation::Broken>,
     /// SHA-256 of the upstream key: the caches that hold an [`Upstream`] are rebuilt when the

@@ -79,7 +79,7 @@ pub(crate) async fn build_shared(
     let expiry = match &config.audit_job {
         None => None,
         Some(job) => {
-            let next = crate::expiry::Expiry::new(job, upstream.clone(), client, env)?;
+            let next = crate::expiry::Expiry::new(job, upstream.clone(), client.clone(), env)?;
             // The running job is kept only when it would ask Composio the same way (same
             // cache, same key); its open store is handed over in any case (one lock per file).
             let old = previous.and_then(|p| p.expiry.as_ref().map(|e| (p, e)));
@@ -126,8 +126,12 @@ pub(crate) async fn build_shared(
     if let Some(c) = &cluster {
         crate::killswitch::shared::attach(c, &kill_switch);
     }
+    let approvals = approvals_store(&cluster, &kill_switch, previous)?;
+    let approval_rules = Arc::new(crate::approvals::Rules::compile(config, env, client)?);
     let shared = Shared {
         kill_switch,
+        approvals,
+        approval_rules,
         key_digest,
         broken: previous.map_or_else(Default::default, |p| p.broken.clone()),
         listen_port: previous.map_or_else(Default::default, |p| p.listen_port.clone()),
@@ -184,6 +188,38 @@ fn shared_cluster(
         (None, Some(cfg)) => crate::shared::Cluster::start(cfg, env).map(Some),
         (None, None) => Ok(None),
     }
+}
+
+/// The approvals store: the fleet's Redis with `[shared]`, else the kill switch's `[state]`
+/// file (in memory without one). Kept when what it is kept in is.
+fn approvals_store(
+    cluster: &Option<Arc<crate::shared::Cluster>>,
+    kill_switch: &Arc<crate::killswitch::KillSwitch>,
+    previous: Option<&Shared>,
+) -> Result<Arc<crate::approvals::Store>, ConfigError> {
+    use crate::approvals::Store;
+    if let Some(p) = previous {
+        let same = match cluster {
+            Some(_) => p.approvals.is_shared(),
+            None => !p.approvals.is_shared() && Arc::ptr_eq(&p.kill_switch, kill_switch),
+        };
+        if same {
+            return Ok(p.approvals.clone());
+        }
+    }
+    let clock: Arc<dyn crate::clock::Clock> = match previous {
+        Some(p) => p.approvals.clock(),
+        None => Arc::new(crate::clock::SystemClock),
+    };
+    let store = match cluster {
+        Some(c) => Store::fleet(c.clone(), clock),
+        None => Store::local(kill_switch.database(), clock).map_err(|e| ConfigError::File {
+            key: "state.path".into(),
+            path: kill_switch.path().map(Into::into).unwrap_or_default(),
+            reason: e.to_string(),
+        })?,
+    };
+    Ok(Arc::new(store))
 }
 
 /// The kill switch of `[state] path` (in memory without one).
