@@ -63,6 +63,8 @@ pub(crate) struct Console {
 pub(crate) struct Ctx<'a> {
     pub(crate) control: &'a dyn Control,
     pub(crate) csrf: String,
+    /// Who signed in: the shared admin token, or a named operator.
+    pub(crate) actor: crate::admin::Actor,
 }
 
 impl Console {
@@ -122,7 +124,13 @@ impl Console {
         // Everything else needs a session whose admin token is still the admin token.
         let id = session::cookie(req.headers());
         let session = id.as_deref().and_then(|id| self.sessions.get(id));
-        let Some(session) = session.filter(|s| Self::token_ok(control.as_ref(), &s.token)) else {
+        let signed_in = session.and_then(|s| {
+            let actor = crate::admin::AdminToken::from_config(control.admin())
+                .verify(control.env(), &s.token)
+                .ok()?;
+            Some((s, actor))
+        });
+        let Some((session, actor)) = signed_in else {
             if let Some(id) = &id {
                 self.sessions.close(id);
             }
@@ -139,6 +147,7 @@ impl Console {
         let ctx = Ctx {
             control: control.as_ref(),
             csrf: session.csrf.clone(),
+            actor,
         };
         if method == Method::POST {
             let form = match read_form(req).await {
