@@ -31,7 +31,7 @@
 
 pub(crate) mod fleet;
 pub(crate) mod local;
-pub(crate) mod notify;
+pub mod notify;
 
 use std::sync::Arc;
 

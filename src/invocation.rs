@@ -23,7 +23,11 @@
 //! 3. account ownership (Composio must list the named account for the subject) and toolkit
 //!    match (a named account of another toolkit than the tool's is refused);
 //! 4. the proxy switch (`policy.allow_proxy_execute`);
-//! 5. the connection gate (a usable connection of the toolkit, or the named account usable).
+//! 5. the connection gate (a usable connection of the toolkit, or the named account usable);
+//! 6. approvals, last, once every invocation passed all of the above (a call refused anyway
+//!    never creates a request): an invocation a `[[policy.approvals]]` rule covers passes only
+//!    with a grant for its exact call, which it uses up ([`crate::approvals`]). With several
+//!    such invocations in one request, every grant is checked before any is used.
 //!
 //! The toolkit of a tool or trigger is always Composio's (its metadata, cached), never the
 //! caller's; only proxies and connection management state their toolkit, which is what they
@@ -112,7 +116,7 @@ pub(crate) enum Kind {
 }
 
 /// One thing a request asks Composio to do with a user's credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Invocation {
     /// What it does.
     pub(crate) kind: Kind,
@@ -122,9 +126,20 @@ pub(crate) struct Invocation {
     pub(crate) toolkit: Option<String>,
     /// A connected account id named for this invocation.
     pub(crate) account: Option<String>,
+    /// Its own arguments as the carrier holds them (a nested item: the item's; a proxy: the
+    /// proxy request); what an approval binds to.
+    pub(crate) arguments: Option<Arc<Value>>,
+    /// An item of a meta tool (`COMPOSIO_MULTI_EXECUTE_TOOL`), not the carrier's own call.
+    pub(crate) nested: bool,
 }
 
 impl Invocation {
+    /// The same invocation with its arguments.
+    pub(crate) fn with_arguments(mut self, arguments: Option<&Value>) -> Self {
+        self.arguments = arguments.filter(|a| !a.is_null()).cloned().map(Arc::new);
+        self
+    }
+
     /// A tool call (or a code tool), toolkit from Composio.
     fn tool(tool: &str, account: Option<&str>) -> Self {
         let kind = if toolpolicy::is_code_tool(tool) {
@@ -137,6 +152,8 @@ impl Invocation {
             tool: tool.to_owned(),
             toolkit: None,
             account: account.map(str::to_owned),
+            arguments: None,
+            nested: false,
         }
     }
 
@@ -147,6 +164,8 @@ impl Invocation {
             tool: PROXY_EXECUTE.to_owned(),
             toolkit: toolkit.map(str::to_ascii_lowercase),
             account: account.map(str::to_owned),
+            arguments: None,
+            nested: false,
         }
     }
 
@@ -157,6 +176,8 @@ impl Invocation {
             tool: slug.to_owned(),
             toolkit: None,
             account: account.map(str::to_owned),
+            arguments: None,
+            nested: false,
         }
     }
 }
@@ -214,9 +235,7 @@ pub(crate) fn from_body(
     account: Option<&str>,
 ) -> Result<Vec<Invocation>, Error> {
     let raw = body_arguments(obj)?;
-    if !reads_arguments(tool) {
-        return from_tool_call(tool, None, account);
-    }
+    // Parsed for every tool: an approval binds to an ordinary tool's arguments too.
     let arguments = raw.map(parse_raw).transpose()?;
     from_tool_call(tool, arguments.as_ref(), account)
 }
@@ -331,12 +350,17 @@ fn extract(
     if tool.is_empty() {
         return Err(Error::BodyInvalid("a tool call needs a tool slug".into()));
     }
+    let nested = depth > 1;
+    let this = |inv: Invocation| Invocation {
+        nested,
+        ..inv.with_arguments(arguments)
+    };
     if !reads_arguments(tool) {
-        out.push(Invocation::tool(tool, account));
+        out.push(this(Invocation::tool(tool, account)));
         return Ok(());
     }
     if tool.eq_ignore_ascii_case(MULTI_EXECUTE) {
-        out.push(Invocation::tool(tool, account));
+        out.push(this(Invocation::tool(tool, account)));
         let m = meta_arguments(tool, arguments)?;
         let items = match m.get("tools") {
             Some(Value::Array(a)) => a,
@@ -389,7 +413,7 @@ fn extract(
         return Ok(());
     }
     if tool.eq_ignore_ascii_case(MANAGE_CONNECTIONS) {
-        out.push(Invocation::tool(tool, account));
+        out.push(this(Invocation::tool(tool, account)));
         let m = meta_arguments(tool, arguments)?;
         for (k, v) in m {
             if !TOOLKIT_KEYS.iter().any(|f| folded_eq(k, f)) {
@@ -410,6 +434,8 @@ fn extract(
                     tool: MANAGE_CONNECTIONS.to_owned(),
                     toolkit: Some(tk.to_ascii_lowercase()),
                     account: None,
+                    arguments: None,
+                    nested: depth > 1,
                 });
             }
         }
@@ -441,7 +467,7 @@ fn extract(
         if toolkit.is_none() && account.is_none() {
             return Err(invalid(tool, "a proxy execution needs its `toolkit_slug`"));
         }
-        out.push(Invocation::proxy(toolkit, account.as_deref()));
+        out.push(this(Invocation::proxy(toolkit, account.as_deref())));
         return Ok(());
     }
     let known = toolpolicy::META_TOOLS
@@ -466,7 +492,7 @@ fn extract(
             Some(_) => return Err(invalid(tool, "`arguments` must be an object")),
         }
     }
-    out.push(Invocation::tool(tool, account));
+    out.push(this(Invocation::tool(tool, account)));
     Ok(())
 }
 
@@ -506,6 +532,27 @@ pub(crate) struct Decider<'a> {
     pub(crate) broken: &'a Broken,
     /// `[policy] allow_proxy_execute`.
     pub(crate) allow_proxy_execute: bool,
+    /// The approval step's handles; `None`: no approval is asked (no rules, or a caller that
+    /// only reads the decision).
+    pub(crate) approvals: Option<Approver<'a>>,
+}
+
+/// What the approval step reads and writes ([`crate::approvals`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Approver<'a> {
+    /// `[[policy.approvals]]` and `[approvals]`.
+    pub(crate) rules: &'a crate::approvals::Rules,
+    /// The requests and grants.
+    pub(crate) store: &'a crate::approvals::Store,
+    /// Where approval events go (hash-chained).
+    pub(crate) audit: &'a crate::audit::Sink,
+    /// How the request arrived: `rest`, `legacy`, `session`, `mcp`, `proxy`, `trigger` (an
+    /// item of a multi-execute is `multi`).
+    pub(crate) carrier: &'a str,
+    /// The request's W3C trace id.
+    pub(crate) trace_id: Option<&'a str>,
+    /// A dry run (`explain`): nothing is stored or used.
+    pub(crate) dry_run: bool,
 }
 
 /// A step of [`decide`], in its order (module docs).
@@ -532,6 +579,8 @@ pub(crate) enum Step {
     BrokenMark,
     /// 5. The connection gate.
     ConnectionGate,
+    /// 6. Approval, asked by this `[[policy.approvals]]` rule.
+    Approval(Arc<str>),
 }
 
 impl Step {
@@ -548,6 +597,7 @@ impl Step {
             Self::ProxySwitch => "proxy switch",
             Self::BrokenMark => "broken connection",
             Self::ConnectionGate => "connection gate",
+            Self::Approval(_) => "approval",
         }
     }
 }
@@ -693,10 +743,100 @@ pub(crate) async fn decide(
             };
         }
     }
+    if let Some(a) = &decider.approvals {
+        if let Err(e) = approve(a, identity, invocations, &mut trace).await {
+            return Decided {
+                trace,
+                outcome: Err(e),
+            };
+        }
+    }
     Decided {
         trace,
         outcome: Ok(verdict),
     }
+}
+
+/// 6. Approvals, for invocations every other step allowed (module docs). `trace[i]` is the
+/// record of `invocations[i]`.
+async fn approve(
+    a: &Approver<'_>,
+    identity: &Identity,
+    invocations: &[Invocation],
+    trace: &mut [Traced],
+) -> Result<(), Error> {
+    use crate::approvals::{self, Call, Live};
+    if a.rules.is_empty() {
+        return Ok(());
+    }
+    let mut asking = Vec::new();
+    for (i, inv) in invocations.iter().enumerate() {
+        let Some(t) = trace.get(i) else {
+            continue;
+        };
+        let toolkit = t.toolkit.as_deref();
+        if let Some(rule) = a.rules.covering(&inv.tool, toolkit).next() {
+            let call = Call {
+                subject: &identity.subject,
+                tool: &inv.tool,
+                toolkit,
+                account: inv.account.as_deref(),
+                carrier: if inv.nested { "multi" } else { a.carrier },
+                arguments: inv.arguments.as_deref(),
+                trace_id: a.trace_id,
+            };
+            asking.push((i, rule, call));
+        }
+    }
+    if asking.is_empty() {
+        return Ok(());
+    }
+    let mut outcomes = Vec::with_capacity(asking.len());
+    if a.dry_run {
+        for (i, rule, call) in &asking {
+            outcomes.push((
+                *i,
+                rule.name.clone(),
+                approvals::explain(a.store, a.rules, rule, call).await,
+            ));
+        }
+    } else {
+        // Several grants in one request: all are checked before any is used, so a call
+        // refused for one missing approval does not spend the others.
+        let mut granted = vec![true; asking.len()];
+        if asking.len() > 1 {
+            let now = a.store.now();
+            for (n, (_, _, call)) in asking.iter().enumerate() {
+                let key = approvals::binding_key(
+                    call.subject,
+                    call.tool,
+                    call.account,
+                    &approvals::argument_hash(call.arguments),
+                );
+                granted[n] = match a.store.peek(&key).await {
+                    Ok(found) => found.is_some_and(|r| r.live(now) == Live::Granted),
+                    Err(_) => return Err(Error::ApprovalsUnavailable),
+                };
+            }
+        }
+        let all = granted.iter().all(|g| *g);
+        for (n, (i, rule, call)) in asking.iter().enumerate() {
+            if !all && granted[n] {
+                continue;
+            }
+            let r = approvals::ask(a.store, a.rules, rule, call, a.audit).await;
+            outcomes.push((*i, rule.name.clone(), r.map(|_| ())));
+        }
+    }
+    let mut first = None;
+    for (i, rule, r) in outcomes {
+        if let Some(t) = trace.get_mut(i) {
+            if let Err(e) = t.step(Step::Approval(rule), r) {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// A tool-policy decision as a step's outcome.

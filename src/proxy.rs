@@ -126,6 +126,7 @@ impl Shared {
             connections: &self.connections,
             broken: &self.broken,
             allow_proxy_execute: self.policy.allow_proxy_execute,
+            approvals: None,
         }
     }
 }
@@ -427,6 +428,20 @@ impl Ctx<'_> {
         &self.identity.subject
     }
 
+    /// How this request carries its tool calls, as approvals (and constraints) name it.
+    pub(crate) fn carrier(&self) -> &'static str {
+        use crate::routes::{Api, Policy};
+        match self.matched.policy() {
+            Policy::Execute(Api::V3) => "rest",
+            Policy::Execute(Api::Legacy) => "legacy",
+            Policy::ProxyExecute(_) => "proxy",
+            Policy::OwnedSession(_) => "session",
+            Policy::Mcp(_) => "mcp",
+            Policy::TriggerUpsert => "trigger",
+            _ => "other",
+        }
+    }
+
     /// The one decision on a carrier's invocations ([`crate::invocation::decide`]), its trace
     /// rendered into the audit event (and kept for a dry run's explanation).
     pub(crate) async fn decide(
@@ -434,8 +449,19 @@ impl Ctx<'_> {
         invocations: &[crate::invocation::Invocation],
         audit: &mut Audit,
     ) -> Result<crate::invocation::Verdict, Error> {
-        let decided =
-            crate::invocation::decide(&self.shared.decider(), self.identity, invocations).await;
+        let trace_id = self.trace.trace_id();
+        let mut decider = self.shared.decider();
+        if !self.shared.approval_rules.is_empty() {
+            decider.approvals = Some(crate::invocation::Approver {
+                rules: &self.shared.approval_rules,
+                store: &self.shared.approvals,
+                audit: &self.shared.audit,
+                carrier: self.carrier(),
+                trace_id: Some(&trace_id),
+                dry_run: self.dry_run.is_some(),
+            });
+        }
+        let decided = crate::invocation::decide(&decider, self.identity, invocations).await;
         decided.record(audit);
         if let Some(dry) = self.dry_run {
             dry.decided

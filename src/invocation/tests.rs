@@ -7,8 +7,40 @@ use serde_json::{json, Value};
 
 use super::*;
 
+/// The extraction, without the arguments each invocation carries (tested on their own).
 fn call(tool: &str, args: Value, account: Option<&str>) -> Result<Vec<Invocation>, Error> {
-    from_tool_call(tool, Some(&args), account)
+    from_tool_call(tool, Some(&args), account).map(|v| v.into_iter().map(bare).collect())
+}
+
+fn bare(inv: Invocation) -> Invocation {
+    Invocation {
+        arguments: None,
+        nested: false,
+        ..inv
+    }
+}
+
+#[test]
+fn every_invocation_carries_its_own_arguments_and_whether_it_is_nested() {
+    let got = from_tool_call(
+        MULTI_EXECUTE,
+        Some(&json!({"tools": [
+            {"tool_slug": "GMAIL_SEND_EMAIL", "arguments": {"to": "a@x.io"}},
+            {"tool_slug": "SLACK_SEND_MESSAGE"},
+        ]})),
+        None,
+    )
+    .unwrap();
+    assert!(!got[0].nested && got[1].nested && got[2].nested);
+    assert_eq!(got[1].arguments.as_deref(), Some(&json!({"to": "a@x.io"})));
+    assert_eq!(got[2].arguments, None);
+    let obj = JsonObject::parse(br#"{"arguments": {"b": 2, "a": 1}}"#).unwrap();
+    let direct = from_body("GMAIL_SEND_EMAIL", &obj, None).unwrap();
+    assert_eq!(
+        direct[0].arguments.as_deref(),
+        Some(&json!({"a": 1, "b": 2}))
+    );
+    assert!(!direct[0].nested);
 }
 
 fn tool(slug: &str, account: Option<&str>) -> Invocation {
@@ -25,7 +57,11 @@ fn an_ordinary_tool_is_one_invocation_and_its_arguments_are_not_read() {
     .unwrap();
     assert_eq!(got, vec![tool("GMAIL_SEND_EMAIL", Some("ca_1"))]);
     assert_eq!(
-        from_tool_call("GMAIL_SEND_EMAIL", None, None).unwrap(),
+        from_tool_call("GMAIL_SEND_EMAIL", None, None)
+            .unwrap()
+            .into_iter()
+            .map(bare)
+            .collect::<Vec<_>>(),
         vec![tool("GMAIL_SEND_EMAIL", None)]
     );
 }
@@ -76,7 +112,9 @@ fn multi_execute_yields_itself_and_every_inner_tool_with_its_own_account() {
                 kind: Kind::Code,
                 tool: "COMPOSIO_REMOTE_WORKBENCH".into(),
                 toolkit: None,
-                account: None
+                account: None,
+                arguments: None,
+                nested: false,
             },
             tool("GMAIL_SEND_EMAIL", Some("ca_g")),
             tool("SLACK_SEND_MESSAGE", Some("ca_s")),
@@ -366,6 +404,7 @@ mod table {
                 connections: &self.connections,
                 broken: &self.broken,
                 allow_proxy_execute,
+                approvals: None,
             }
         }
     }
@@ -384,6 +423,8 @@ mod table {
             tool: MANAGE_CONNECTIONS.to_owned(),
             toolkit: Some(toolkit.to_owned()),
             account: None,
+            arguments: None,
+            nested: false,
         }
     }
 

@@ -96,7 +96,7 @@ pub(super) async fn proxy_execute(
     let id = invocation::named_account(&obj)?.ok_or_else(|| {
         Error::BodyInvalid("proxy execute needs the user's connected_account_id".into())
     })?;
-    let invocations = [Invocation::proxy(None, Some(&id))];
+    let invocations = [Invocation::proxy(None, Some(&id)).with_arguments(Some(&obj.to_value()))];
     let verdict = ctx.decide(&invocations, audit).await?;
     let resp = ctx
         .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)

@@ -189,7 +189,9 @@ async fn gate_proxy_execute(
         ));
     };
     let account = invocation::named_account(obj)?;
-    let invocations = [Invocation::proxy(Some(toolkit), account.as_deref())];
+    let invocations =
+        [Invocation::proxy(Some(toolkit), account.as_deref())
+            .with_arguments(Some(&obj.to_value()))];
     let verdict = ctx.decide(&invocations, audit).await?;
     Ok(verdict.accounts)
 }
