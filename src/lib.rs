@@ -13,6 +13,7 @@
 //!    [`tls`] and [`client`] (rustls configurations, the pooled HTTP client).
 //! 2. Services: [`trace`] (W3C trace context, OTLP export), [`upstream`] (Composio, which
 //!    alone gets the key), [`auth`] (JWT verification, JWKS, the token cache), [`toolpolicy`],
+//!    `constraints` (CEL over a tool call's arguments: compile, bind, evaluate with a bound),
 //!    [`killswitch`] (deny rules, kept in the embedded store), [`audit`] (one hash-chained
 //!    event per decision, and the console's live feed), [`shared`] (Redis for a fleet; knows
 //!    no domain type: the kill switch and the caches attach to it as listeners).
@@ -63,6 +64,7 @@ pub mod clock;
 pub mod config;
 mod conn;
 pub mod connections;
+pub(crate) mod constraints;
 mod control;
 pub mod error;
 pub mod expiry;
