@@ -63,9 +63,27 @@ pub(crate) struct Rule {
     toolkits: Vec<String>,
     /// What the agent reads while the call waits.
     pub(crate) message: Arc<str>,
+    /// The CEL `if` (the variables of constraints); `None`: always.
+    condition: Option<crate::constraints::Expr>,
 }
 
 impl Rule {
+    /// Whether the rule asks for this call: its `if` holds, or fails to evaluate (fail
+    /// closed: a condition that cannot be read is no reason to skip an approval).
+    pub(crate) fn asks<'v>(&self, vars: impl FnOnce() -> &'v crate::constraints::Vars) -> bool {
+        let Some(cond) = &self.condition else {
+            return true;
+        };
+        match cond.eval(vars()) {
+            Ok(holds) => holds,
+            Err(e) => {
+                tracing::warn!(rule = %self.name, error = %e,
+                    "approval `if` did not evaluate; the call needs approval");
+                true
+            }
+        }
+    }
+
     /// Whether the rule covers `tool` of `toolkit` (before its `if`).
     fn covers(&self, tool: &str, toolkit: Option<&str>) -> bool {
         self.tools.iter().any(|g| glob_matches(g, tool))
@@ -98,11 +116,16 @@ impl Rules {
         env: &dyn Env,
         client: crate::upstream::HttpClient,
     ) -> Result<Self, ConfigError> {
-        let rules = config
-            .policy
-            .approvals
-            .iter()
-            .map(|r| Rule {
+        let mut rules = Vec::with_capacity(config.policy.approvals.len());
+        for (i, r) in config.policy.approvals.iter().enumerate() {
+            let condition = match &r.condition {
+                Some(src) => Some(crate::constraints::compile(src).map_err(|e| {
+                    ConfigError::invalid(format!("policy.approvals[{i}].if"), e.to_string())
+                })?),
+                None => None,
+            };
+            rules.push(Rule {
+                condition,
                 name: Arc::from(r.name.trim()),
                 tools: r
                     .tools
@@ -119,8 +142,8 @@ impl Rules {
                         .as_deref()
                         .unwrap_or("This call needs an operator's approval."),
                 ),
-            })
-            .collect();
+            });
+        }
         let version = {
             let digest = Sha256::digest(format!("{:?}", config.policy).as_bytes());
             hex(&digest[..6])

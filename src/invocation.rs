@@ -546,9 +546,8 @@ pub(crate) struct Approver<'a> {
     pub(crate) store: &'a crate::approvals::Store,
     /// Where approval events go (hash-chained).
     pub(crate) audit: &'a crate::audit::Sink,
-    /// How the request arrived: `rest`, `legacy`, `session`, `mcp`, `proxy`, `trigger` (an
-    /// item of a multi-execute is `multi`).
-    pub(crate) carrier: &'a str,
+    /// How the request arrived (an item of a multi-execute is `multi`).
+    pub(crate) carrier: crate::constraints::Carrier,
     /// The request's W3C trace id.
     pub(crate) trace_id: Option<&'a str>,
     /// A dry run (`explain`): nothing is stored or used.
@@ -775,13 +774,36 @@ async fn approve(
             continue;
         };
         let toolkit = t.toolkit.as_deref();
-        if let Some(rule) = a.rules.covering(&inv.tool, toolkit).next() {
+        let carrier = if inv.nested {
+            crate::constraints::Carrier::Multi
+        } else {
+            a.carrier
+        };
+        let scope = crate::constraints::Scope {
+            subject: &identity.subject,
+            claims: &identity.claims,
+            tool: &inv.tool,
+            toolkit,
+            account: inv.account.as_deref(),
+            carrier,
+            args: inv.arguments.as_deref(),
+            proxy: (inv.kind == Kind::Proxy)
+                .then_some(inv.arguments.as_deref())
+                .flatten(),
+        };
+        // Bound once per invocation, and only when a covering rule has an `if`.
+        let vars = std::cell::OnceCell::new();
+        let found = a
+            .rules
+            .covering(&inv.tool, toolkit)
+            .find(|rule| rule.asks(|| vars.get_or_init(|| scope.bind())));
+        if let Some(rule) = found {
             let call = Call {
                 subject: &identity.subject,
                 tool: &inv.tool,
                 toolkit,
                 account: inv.account.as_deref(),
-                carrier: if inv.nested { "multi" } else { a.carrier },
+                carrier: carrier.as_str(),
                 arguments: inv.arguments.as_deref(),
                 trace_id: a.trace_id,
             };

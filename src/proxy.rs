@@ -429,16 +429,17 @@ impl Ctx<'_> {
     }
 
     /// How this request carries its tool calls, as approvals (and constraints) name it.
-    pub(crate) fn carrier(&self) -> &'static str {
+    pub(crate) fn carrier(&self) -> crate::constraints::Carrier {
+        use crate::constraints::Carrier;
         use crate::routes::{Api, Policy};
         match self.matched.policy() {
-            Policy::Execute(Api::V3) => "rest",
-            Policy::Execute(Api::Legacy) => "legacy",
-            Policy::ProxyExecute(_) => "proxy",
-            Policy::OwnedSession(_) => "session",
-            Policy::Mcp(_) => "mcp",
-            Policy::TriggerUpsert => "trigger",
-            _ => "other",
+            Policy::Execute(Api::Legacy) => Carrier::Legacy,
+            Policy::ProxyExecute(_) => Carrier::Proxy,
+            Policy::OwnedSession(_) => Carrier::Session,
+            Policy::Mcp(_) => Carrier::Mcp,
+            Policy::TriggerUpsert => Carrier::Trigger,
+            // v3 execute, and no other route decides invocations.
+            _ => Carrier::Rest,
         }
     }
 

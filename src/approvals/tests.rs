@@ -406,3 +406,52 @@ fn the_notification_carries_slack_text_and_no_arguments() {
     // Nor the audit fields.
     assert!(!req.audit_fields().to_string().contains("secret@evil.io"));
 }
+
+#[test]
+fn the_if_decides_with_the_variables_of_constraints_and_fails_closed() {
+    let r = rules(
+        r#"[[policy.approvals]]
+name = "outside"
+tools = ["OUTLOOK_SEND"]
+if = '!args.recipient_email.endsWith("@acme.com")'
+"#,
+    );
+    let rule = r.covering("OUTLOOK_SEND", None).next().unwrap();
+    let claims = Map::new();
+    let asks = |args: Value| {
+        let scope = crate::constraints::Scope {
+            subject: "alice",
+            claims: &claims,
+            tool: "OUTLOOK_SEND",
+            toolkit: None,
+            account: None,
+            carrier: crate::constraints::Carrier::Rest,
+            args: Some(&args),
+            proxy: None,
+        };
+        let vars = scope.bind();
+        rule.asks(|| &vars)
+    };
+    assert!(asks(json!({"recipient_email": "eve@evil.io"})));
+    assert!(!asks(json!({"recipient_email": "bob@acme.com"})));
+    // Missing or mistyped: the condition cannot be read, so approval is asked.
+    assert!(asks(json!({})));
+    assert!(asks(json!({"recipient_email": ["bob@acme.com"]})));
+    // A bad expression is a configuration error naming the rule's key.
+    let bad = Config::from_toml(
+        r#"
+[[auth.keys]]
+alg = "HS256"
+secret_env = "S"
+[[policy.approvals]]
+name = "x"
+tools = ["A"]
+if = 'args.to.endsWith('
+"#,
+    )
+    .unwrap();
+    let env: std::collections::HashMap<String, String> = Default::default();
+    let client = crate::client::build_client(&crate::config::UpstreamConfig::default()).unwrap();
+    let e = Rules::compile(&bad, &env, client).unwrap_err().to_string();
+    assert!(e.contains("policy.approvals[0].if"), "{e}");
+}
