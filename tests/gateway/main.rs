@@ -10,6 +10,7 @@ mod support;
 mod console_http;
 
 mod admin_console;
+mod approvals;
 mod carriers;
 mod cli;
 mod controls;
