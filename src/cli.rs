@@ -2,12 +2,14 @@
 //! the code that runs them, printing and choosing an exit status. The work itself stays in
 //! the library modules they front; nothing in those modules parses arguments or prints.
 //!
+//! - [`approvals`]: `approvals list|approve|deny` (through a running gateway's admin listener);
 //! - [`audit`]: `audit-log verify` (the decision log's hash chain, [`crate::audit`]);
 //! - [`expiry`]: `audit` (one scan for broken connections, [`crate::expiry`]);
 //! - [`explain`]: `explain` (a dry run, [`crate::explain`]);
 //! - [`killswitch`]: `deny add|list|remove` (through a running gateway's admin listener);
 //! - `demo` (cargo feature `sandbox`): `demo`, the gateway in front of the fake Composio.
 
+pub mod approvals;
 pub mod audit;
 #[cfg(feature = "sandbox")]
 pub mod demo;

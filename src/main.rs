@@ -37,6 +37,10 @@ enum Command {
     /// lift deny rules. The admin token comes from $ENTITYGATE_ADMIN_TOKEN (--token-env) or
     /// --token-file.
     Deny(entitygate::cli::killswitch::DenyArgs),
+    /// Approval requests of a running gateway, through its admin listener: list them, approve
+    /// or deny one as a named operator (token from $ENTITYGATE_ADMIN_TOKEN (--token-env) or
+    /// --token-file).
+    Approvals(entitygate::cli::approvals::ApprovalsArgs),
     /// Tools for the decision log (`[audit] path`).
     AuditLog {
         #[command(subcommand)]
@@ -116,6 +120,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => entitygate::cli::demo::run(args).await,
         Command::Explain(args) => entitygate::cli::explain::run(&args).await,
         Command::Deny(args) => entitygate::cli::killswitch::run(&args).await,
+        Command::Approvals(args) => entitygate::cli::approvals::run(&args).await,
         Command::AuditLog {
             command: AuditLogCommand::Verify(args),
         } => entitygate::cli::audit::verify(&args),

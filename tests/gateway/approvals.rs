@@ -621,3 +621,119 @@ async fn each_new_request_is_notified_signed_with_slack_text() {
     assert!(v["text"].as_str().unwrap().contains("SLACK_SEND_MESSAGE"));
     assert!(!String::from_utf8_lossy(raw).contains("secret plans"));
 }
+
+#[tokio::test]
+async fn the_cli_lists_approves_and_denies_as_an_operator() {
+    let h = gateway("").await;
+    let id = approval_id(
+        &h.execute(
+            "alice",
+            "SLACK_SEND_MESSAGE",
+            send_message("#general", "cli"),
+        )
+        .await,
+    );
+    let admin = format!(
+        "http://{}",
+        h.gateway.as_ref().unwrap().admin_addr().unwrap()
+    );
+    let run = |args: Vec<String>, token: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_entitygate"))
+                .arg("approvals")
+                .args(args)
+                .env("ENTITYGATE_ADMIN_TOKEN", token)
+                .output()
+                .unwrap()
+        })
+    };
+    let listed = run(
+        vec![
+            "list".into(),
+            "--status".into(),
+            "pending".into(),
+            "--admin".into(),
+            admin.clone(),
+        ],
+        ADMIN_TOKEN,
+    )
+    .await
+    .unwrap();
+    assert!(listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
+    // The shared token cannot approve: exit 1, nothing granted.
+    let refused = run(
+        vec![
+            "approve".into(),
+            id.clone(),
+            "--admin".into(),
+            admin.clone(),
+        ],
+        ADMIN_TOKEN,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let approved = run(
+        vec![
+            "approve".into(),
+            id.clone(),
+            "--reason".into(),
+            "reviewed".into(),
+            "--admin".into(),
+            admin.clone(),
+        ],
+        DANA_TOKEN,
+    )
+    .await
+    .unwrap();
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    assert!(String::from_utf8_lossy(&approved.stdout).contains("\"approver\":\"dana\""));
+    let passed = h
+        .execute(
+            "alice",
+            "SLACK_SEND_MESSAGE",
+            send_message("#general", "cli"),
+        )
+        .await;
+    assert_eq!(passed.status, StatusCode::OK);
+    // Deny needs a reason (clap: usage error).
+    let other = approval_id(
+        &h.execute(
+            "alice",
+            "SLACK_SEND_MESSAGE",
+            send_message("#general", "cli2"),
+        )
+        .await,
+    );
+    let no_reason = run(
+        vec![
+            "deny".into(),
+            other.clone(),
+            "--admin".into(),
+            admin.clone(),
+        ],
+        ERIN_TOKEN,
+    )
+    .await
+    .unwrap();
+    assert!(!no_reason.status.success());
+    let denied = run(
+        vec![
+            "deny".into(),
+            other,
+            "--reason".into(),
+            "no".into(),
+            "--admin".into(),
+            admin,
+        ],
+        ERIN_TOKEN,
+    )
+    .await
+    .unwrap();
+    assert!(denied.status.success());
+}
