@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use crate::conn::{Activity, Deadlines, Tracked, Watched};
 use crate::control::Control;
 
-mod approvals;
+pub(crate) mod approvals;
 pub mod auth;
 pub mod console;
 mod deny;
