@@ -740,7 +740,11 @@ pub(crate) async fn ask(
     }
     match outcome.asked {
         Asked::Granted(r) => {
-            record(audit, "approval_used", &r);
+            let mut fields = r.audit_fields();
+            // The call that spent the grant (its decision line carries the same trace id).
+            fields["used_trace_id"] = json!(call.trace_id);
+            crate::metrics::approval("used");
+            audit.record("approval_used", fields);
             Ok(r)
         }
         Asked::Pending { request, created } => {

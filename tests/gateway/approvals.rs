@@ -237,6 +237,12 @@ async fn an_approved_call_passes_once_and_the_audit_trail_proves_it() {
     assert_eq!(granted[0]["approver"], "dana");
     assert_eq!(granted[0]["reason"], "launch announced in standup");
     assert_eq!(used[0]["approval_id"], id);
+    // The decision line of the call that spent the grant carries its trace id.
+    let used_by = used[0]["used_trace_id"].as_str().unwrap();
+    let allowed = std::fs::read_to_string(&audit).unwrap();
+    assert!(allowed.lines().any(|l| l.contains("\"decision\":\"allow\"")
+        && l.contains(used_by)
+        && l.contains("SLACK_SEND_MESSAGE")));
     let hash = requested[0]["args_sha256"].as_str().unwrap();
     assert_eq!(hash.len(), 64);
     assert_eq!(used[0]["args_sha256"], hash);
