@@ -323,6 +323,10 @@ mod table {
         kill_switch: KillSwitch,
         connections: Connections,
         broken: Broken,
+        /// Mail to `@evil.io` needs approval (`[[policy.approvals]]`), and its store.
+        approval_rules: crate::approvals::Rules,
+        approvals: crate::approvals::Store,
+        audit: crate::audit::Sink,
     }
 
     impl Rig {
@@ -388,12 +392,41 @@ mod table {
             .map(|b| crate::killswitch::Rule::from_request(b, now).expect("rule"))
             .collect();
             kill_switch.replace_all(rules).await.expect("rules");
+            let approval_config = crate::config::Config::from_toml(
+                r#"
+            [[auth.keys]]
+            alg = "HS256"
+            secret_env = "S"
+            [[policy.approvals]]
+            name = "outside mail"
+            tools = ["GMAIL_SEND_EMAIL"]
+            if = '"to" in args && args.to.endsWith("@evil.io")'
+            "#,
+            )
+            .expect("approvals");
+            let approval_rules = crate::approvals::Rules::compile(
+                &approval_config,
+                &env,
+                crate::upstream::build_client(&cfg).expect("client"),
+            )
+            .expect("rules compile");
+            let audit_path = std::env::temp_dir().join(format!(
+                "eg-decide-audit-{}.jsonl",
+                uuid::Uuid::new_v4().simple()
+            ));
             Self {
                 sandbox,
                 policy,
                 kill_switch,
                 connections,
                 broken: Broken::default(),
+                approval_rules,
+                approvals: crate::approvals::Store::local(
+                    None,
+                    Arc::new(crate::clock::SystemClock),
+                )
+                .expect("store"),
+                audit: crate::audit::Sink::open(Some(&audit_path), None).expect("audit"),
             }
         }
 
@@ -404,9 +437,20 @@ mod table {
                 connections: &self.connections,
                 broken: &self.broken,
                 allow_proxy_execute,
-                approvals: None,
+                approvals: Some(Approver {
+                    rules: &self.approval_rules,
+                    store: &self.approvals,
+                    audit: &self.audit,
+                    carrier: crate::constraints::Carrier::Rest,
+                    trace_id: None,
+                    dry_run: false,
+                }),
             }
         }
+    }
+
+    fn mail_to(to: &str, account: Option<&str>) -> Invocation {
+        tool("GMAIL_SEND_EMAIL", account).with_arguments(Some(&json!({ "to": to })))
     }
 
     fn alice() -> Identity {
@@ -556,6 +600,24 @@ mod table {
                 None,
             ),
             case(
+                "a call an approval rule covers is refused last, after the connection gate",
+                vec![mail_to("eve@evil.io", None)],
+                Some(Step::Approval(Arc::from("outside mail"))),
+                Some("approval_required"),
+            ),
+            case(
+                "a call the rule's `if` leaves out passes the gate and asks nothing",
+                vec![mail_to("bob@acme.com", None)],
+                Some(Step::ConnectionGate),
+                None,
+            ),
+            case(
+                "a call refused before the last step never asks for approval",
+                vec![mail_to("eve@evil.io", Some("ca_bob"))],
+                Some(Step::Ownership),
+                Some(not_owned),
+            ),
+            case(
                 "the first refusal wins and nothing after it is decided",
                 vec![
                     tool("GMAIL_SEND_EMAIL", None),
@@ -606,6 +668,10 @@ mod table {
                 (want, got) => panic!("{}: wanted {want:?}, got {got:?}", c.name),
             }
         }
+        // One approval request, by the covered call only (none by the call refused earlier).
+        let stored = rig.approvals.list().await.expect("listed");
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!(stored[0].account, None);
         // Nothing was asked of Composio for the invocations the kill switch refused by slug.
         assert!(rig
             .sandbox
