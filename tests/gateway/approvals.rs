@@ -743,3 +743,100 @@ async fn the_cli_lists_approves_and_denies_as_an_operator() {
     .unwrap();
     assert!(denied.status.success());
 }
+
+#[tokio::test]
+async fn requests_and_grants_expire_by_the_gateways_clock() {
+    use entitygate::clock::ManualClock;
+    let audit = audit_path();
+    let h = gateway("").await;
+    let clock = Arc::new(ManualClock::new(now()));
+    let extra = format!(
+        "[approvals]\nrequest_ttl_secs = 60\ngrant_ttl_secs = 30\n[audit]\npath = {:?}\n",
+        audit.display().to_string()
+    );
+    // The same sandbox, a gateway whose approvals age by `clock` (no sleeping).
+    let mut h = h;
+    h.gateway.take().unwrap().shutdown().await;
+    let config = entitygate::Config::from_toml(&config_toml(
+        h.upstream_addr(),
+        &format!("{OPERATORS}{OUTSIDE}{extra}"),
+    ))
+    .unwrap();
+    let running = entitygate::Gateway::builder(config)
+        .env(env())
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap()
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    h.addr = running.local_addr();
+    h.gateway = Some(running);
+    let body = send_message("#general", "soon");
+    let first = approval_id(&h.execute("alice", "SLACK_SEND_MESSAGE", body.clone()).await);
+    clock.advance(60);
+    // Unanswered past its TTL: too late to approve, and the call asks anew.
+    assert_eq!(
+        decide(&h, DANA_TOKEN, &first, "approve", "late")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    let second = approval_id(&h.execute("alice", "SLACK_SEND_MESSAGE", body.clone()).await);
+    assert_ne!(second, first);
+    // Approved, then unused past the grant's TTL: gone.
+    assert_eq!(
+        decide(&h, DANA_TOKEN, &second, "approve", "ok")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    clock.advance(30);
+    let third = approval_id(&h.execute("alice", "SLACK_SEND_MESSAGE", body).await);
+    assert_ne!(third, second);
+    assert_eq!(executions(&h), 0);
+    let expired = wait_for_audit(&audit, "approval_expired", 2).await;
+    let ids: Vec<_> = expired.iter().map(|e| e["approval_id"].clone()).collect();
+    assert!(
+        ids.contains(&json!(first)) && ids.contains(&json!(second)),
+        "{ids:?}"
+    );
+    h.shutdown().await;
+    let _ = std::fs::remove_file(&audit);
+}
+
+#[tokio::test]
+async fn explain_says_a_call_needs_approval_and_stores_nothing() {
+    let h = gateway("").await;
+    let config = entitygate::Config::from_toml(&config_toml(
+        h.upstream_addr(),
+        &format!("{OPERATORS}{OUTSIDE}"),
+    ))
+    .unwrap();
+    let e = entitygate::explain::explain(
+        &config,
+        &env(),
+        &entitygate::explain::ExplainRequest {
+            method: Method::POST,
+            target: "/api/v3.1/tools/execute/SLACK_SEND_MESSAGE".into(),
+            token: token("alice"),
+            body: Some(send_message("#general", "dry").to_string().into_bytes()),
+            live: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(e.decision, "approval_required", "{e:#?}");
+    let steps = &e.invocations[0].steps;
+    assert_eq!(
+        steps.last(),
+        Some(&("approval".to_owned(), "refused".to_owned())),
+        "{steps:?}"
+    );
+    // The running gateway's store has no request from the dry run.
+    let listed = h
+        .admin(Method::GET, "/approvals", Some(ERIN_TOKEN), None)
+        .await;
+    assert_eq!(listed.json()["approvals"], json!([]));
+}
