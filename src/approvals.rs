@@ -758,7 +758,7 @@ pub(crate) async fn ask(
         }
         Asked::Denied(r) => Err(Error::ApprovalDenied {
             id: r.id.clone(),
-            reason: r.reason.clone().unwrap_or_default(),
+            reason: r.reason.unwrap_or_default(),
         }),
         Asked::Full => Err(Error::ApprovalsPending(
             rules.settings.max_pending_per_subject,
@@ -798,7 +798,7 @@ pub(crate) async fn explain(
             Live::Pending => Err(required(rules, &r)),
             Live::Denied => Err(Error::ApprovalDenied {
                 id: r.id.clone(),
-                reason: r.reason.clone().unwrap_or_default(),
+                reason: r.reason.unwrap_or_default(),
             }),
             Live::Over(_) => Err(dry_required(rules, rule)),
         },

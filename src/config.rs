@@ -1281,13 +1281,13 @@ impl Config {
             let name = r.name.trim();
             if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
                 return Err(ConfigError::invalid(
-                    &format!("{key}.name"),
+                    format!("{key}.name"),
                     "must be 1 to 200 printable characters",
                 ));
             }
             if !names.insert(name.to_owned()) {
                 return Err(ConfigError::invalid(
-                    &format!("{key}.name"),
+                    format!("{key}.name"),
                     format!("`{name}` names two approval rules"),
                 ));
             }
@@ -1317,13 +1317,13 @@ impl Config {
             let name = op.name.trim();
             if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
                 return Err(ConfigError::invalid(
-                    &format!("{key}.name"),
+                    format!("{key}.name"),
                     "must be 1 to 100 printable characters",
                 ));
             }
             if !names.insert(name.to_ascii_lowercase()) {
                 return Err(ConfigError::invalid(
-                    &format!("{key}.name"),
+                    format!("{key}.name"),
                     format!("`{name}` names two operators"),
                 ));
             }
@@ -1347,7 +1347,7 @@ impl Config {
                 ));
             }
             if op.subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
-                return Err(ConfigError::invalid(&format!("{key}.subject"), "is empty"));
+                return Err(ConfigError::invalid(format!("{key}.subject"), "is empty"));
             }
         }
         Ok(())

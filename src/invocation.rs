@@ -756,8 +756,8 @@ pub(crate) async fn decide(
     }
 }
 
-/// 6. Approvals, for invocations every other step allowed (module docs). `trace[i]` is the
-/// record of `invocations[i]`.
+/// Step 6, approvals, for invocations every other step allowed (module docs); `trace[i]` is
+/// the record of `invocations[i]`.
 async fn approve(
     a: &Approver<'_>,
     identity: &Identity,

@@ -459,7 +459,7 @@ async fn audit_lapsed_rules(state: Arc<State>) {
             shared.audit.record("deny_expired", rule.audit_fields());
         }
         n += 1;
-        if n % APPROVALS_SWEEP_TICKS == 0 {
+        if n.is_multiple_of(APPROVALS_SWEEP_TICKS) {
             sweep_approvals(&shared).await;
         }
     }
