@@ -145,6 +145,16 @@ pub enum Error {
         rule: String,
     },
 
+    /// A constraint on the tool's arguments (`[[policy.constraints]]`) does not hold for this
+    /// call: false, an evaluation error or a cost overrun (fail closed).
+    #[error("{message} (constraint `{constraint}`)")]
+    ArgumentsNotAllowed {
+        /// The constraint's name.
+        constraint: String,
+        /// The constraint's `message`, for the model and the user.
+        message: String,
+    },
+
     /// An operator's deny rule (the kill switch) refuses this request.
     #[error("suspended by the gateway's operators (deny rule {rule}): {reason}")]
     DeniedByKillSwitch {
@@ -241,6 +251,7 @@ impl Error {
             Self::CustomAuthNotAllowed(_) => "custom_auth_not_allowed",
             Self::SharedAccountsNotAllowed => "shared_accounts_not_allowed",
             Self::ToolNotAllowed { .. } => "tool_not_allowed",
+            Self::ArgumentsNotAllowed { .. } => "arguments_not_allowed",
             Self::DeniedByKillSwitch { .. } => "denied_by_kill_switch",
             Self::ConnectedAccountNotOwned => "connected_account_not_owned",
             Self::NotFound => "not_found",
@@ -297,6 +308,7 @@ impl Error {
             Self::CustomAuthNotAllowed(_) => 9141,
             Self::SharedAccountsNotAllowed => 9142,
             Self::ToolNotAllowed { .. } => 9143,
+            Self::ArgumentsNotAllowed { .. } => 9145,
             Self::DeniedByKillSwitch { .. } => 9144,
             Self::ConnectedAccountNotOwned => 1812,
             Self::NotFound => 9150,
@@ -336,6 +348,7 @@ impl Error {
             | Self::CustomAuthNotAllowed(_)
             | Self::SharedAccountsNotAllowed
             | Self::ToolNotAllowed { .. }
+            | Self::ArgumentsNotAllowed { .. }
             | Self::DeniedByKillSwitch { .. }
             | Self::ConnectedAccountNotOwned => StatusCode::FORBIDDEN,
             Self::PathNotCanonical
@@ -416,6 +429,9 @@ impl Error {
             Self::ToolNotAllowed { .. } => {
                 "This user may not run this tool; use another tool or ask the gateway operator."
             }
+            Self::ArgumentsNotAllowed { .. } => {
+                "Change the call's arguments so that they meet the constraint named in the message."
+            }
             Self::DeniedByKillSwitch { .. } => {
                 "The gateway's operators suspended this; contact them (retrying will not help)."
             }
@@ -463,6 +479,9 @@ impl Error {
         if let Self::Gate(g) = self {
             inner["toolkit"] = json!(g.toolkit);
             inner["connection_status"] = json!(g.connection_status);
+        }
+        if let Self::ArgumentsNotAllowed { constraint, .. } = self {
+            inner["constraint"] = json!(constraint);
         }
         if let Self::ToolNotAllowed { tool, rule } = self {
             inner["tool"] = json!(tool);

@@ -51,6 +51,8 @@ pub struct Shared {
     pub(crate) policy: PolicyConfig,
     /// The compiled tool policy (`[[policy.rules]]`).
     pub(crate) tool_policy: crate::toolpolicy::ToolPolicy,
+    /// The compiled `[[policy.constraints]]`.
+    pub(crate) constraints: crate::constraints::Constraints,
     pub(crate) connections: Arc<Connections>,
     /// The upstream keys redacted from every answer (current, and previous while rotating).
     pub(crate) secret: crate::body::Keys,
@@ -122,6 +124,7 @@ impl Shared {
             connections: &self.connections,
             broken: &self.broken,
             allow_proxy_execute: self.policy.allow_proxy_execute,
+            constraints: &self.constraints,
         }
     }
 }
