@@ -11,6 +11,7 @@ mod console_http;
 
 mod admin_console;
 mod carriers;
+mod constraints;
 mod cli;
 mod controls;
 mod core;
