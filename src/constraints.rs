@@ -342,7 +342,16 @@ impl Walk<'_> {
         let Some((variable, fields, optional)) = self.path(e) else {
             return false;
         };
-        let (line, column) = self.position(e.id);
+        // Where the path starts (its variable), not where its last `.` is.
+        let mut root = e;
+        loop {
+            match &root.expr {
+                Node::Select(s) => root = &s.operand,
+                Node::Call(c) if c.func_name == "_?._" && !c.args.is_empty() => root = &c.args[0],
+                _ => break,
+            }
+        }
+        let (line, column) = self.position(root.id);
         self.references.push(Reference {
             variable,
             fields,
@@ -480,6 +489,7 @@ impl Walk<'_> {
 
 impl Expr {
     /// The expression as written.
+    #[allow(dead_code)] // part of the API approvals (issue 28) build on
     pub(crate) fn source(&self) -> &str {
         &self.source
     }
@@ -490,6 +500,7 @@ impl Expr {
     }
 
     /// Whether the expression reads `variable` at all.
+    #[allow(dead_code)] // part of the API approvals (issue 28) build on
     pub(crate) fn reads(&self, variable: &str) -> bool {
         self.references.iter().any(|r| r.variable == variable)
     }

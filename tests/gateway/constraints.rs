@@ -34,7 +34,7 @@ message = "GitHub calls may only touch repositories of the acme organisation."
 
 [[policy.constraints]]
 name = "slack channels of the user"
-tools = ["SLACK_*"]
+tools = ["SLACK_SEND_MESSAGE"]
 require = 'args.channel in claims.channels'
 message = "You may only post to your own Slack channels."
 
@@ -486,4 +486,148 @@ async fn allowed_by_a_rule_still_constrained_and_audited_by_name_only() {
     assert_eq!(v["constraint"], "mail stays inside acme", "{line}");
     assert!(!text.contains("secret-person"), "{text}");
     let _ = std::fs::remove_file(&audit);
+}
+
+/// A reload compiles every expression: a broken one (syntax, unknown variable, a constraint
+/// naming no tool) is refused with the constraint's name and position, and the constraints
+/// in force stay; a good reload swaps them.
+#[tokio::test]
+async fn a_reload_with_a_broken_expression_keeps_the_constraints_in_force() {
+    let h = harness().await;
+    let gw = h.gateway.as_ref().unwrap();
+    let config = |extra: &str| {
+        entitygate::Config::from_toml(&config_toml(h.upstream_addr(), extra)).unwrap()
+    };
+    let path = "/api/v3.1/tools/execute/GMAIL_SEND_EMAIL";
+    let bad_mail = || json!({"arguments": mail("eve@evil.io", &[])});
+    for (broken, says) in [
+        (
+            "[[policy.constraints]]\nname = \"typo\"\ntools = [\"GMAIL_*\"]\nrequire = 'args.recipient_email.endsWith(\"@acme.com\"'\n",
+            "line 1, column",
+        ),
+        (
+            "[[policy.constraints]]\nname = \"typo\"\ntools = [\"GMAIL_*\"]\nrequire = '''\nargs.to == \"x\"\n  && arg.cc == []'''\n",
+            "line 2, column 6: unknown variable `arg`",
+        ),
+        (
+            "[[policy.constraints]]\nname = \"typo\"\nrequire = 'true'\n",
+            "names no tool",
+        ),
+    ] {
+        let e = gw.reload_with(&config(broken)).await.unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("policy.constraints[0]"), "{e}");
+        assert!(e.contains(says), "{e}");
+        assert!(e.contains("typo") || says == "names no tool", "{e}");
+        h.sandbox.clear();
+        let r = post(&h, path, bad_mail()).await;
+        assert_refused(&h, &r, "mail stays inside acme");
+    }
+    // Without constraints the same call goes through.
+    gw.reload_with(&config("")).await.unwrap();
+    h.sandbox.clear();
+    post(&h, path, bad_mail()).await;
+    assert!(forwarded(&h));
+    h.shutdown().await;
+}
+
+fn check_config(extra: &str, upstream: std::net::SocketAddr, live: bool) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("eg-check-constraints-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(&file, config_toml(upstream, extra)).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_entitygate"));
+    cmd.args(["check-config", "--config"]).arg(&file);
+    if live {
+        cmd.arg("--live");
+    }
+    let out = cmd
+        .env("JWT_SECRET", SECRET)
+        .env("COMPOSIO_API_KEY", API_KEY)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `check-config` reports every broken constraint with its name and position; `--live` reads
+/// the tools' input schemas from Composio (the sandbox here) and catches a wrong field name
+/// with a "did you mean" and a string method on an array parameter. The README's examples
+/// pass both.
+#[tokio::test]
+async fn check_config_catches_broken_constraints_and_live_wrong_fields() {
+    let sb = Sandbox::with_demo_data(API_KEY);
+    let upstream = sb.start().await.unwrap();
+    let run = |extra: String, live: bool| {
+        tokio::task::spawn_blocking(move || check_config(&extra, upstream, live))
+    };
+    let (code, out) = run(EXAMPLES.to_owned(), true).await.unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    // The GitHub example reaches a tool without `owner`: said, as a warning.
+    assert!(
+        out.contains("warning: policy.constraints[1] `github stays in our org`, line 1, column 1: `args.owner` on GITHUB_GET_THE_AUTHENTICATED_USER: no such parameter"),
+        "{out}"
+    );
+    let broken = r#"
+[[policy.constraints]]
+name = "syntax"
+tools = ["GMAIL_SEND_EMAIL"]
+require = 'args.recipient_email.endsWith("@acme.com"'
+
+[[policy.constraints]]
+name = "unknown variable"
+tools = ["GMAIL_SEND_EMAIL"]
+when = 'claim.plan == "free"'
+require = 'true'
+
+[[policy.constraints]]
+name = "no tool"
+require = 'true'
+"#;
+    let (code, out) = run(broken.to_owned(), false).await.unwrap();
+    assert_eq!(code, Some(64), "{out}");
+    for want in [
+        "policy.constraints[0].require",
+        "constraint `syntax`: line 1, column",
+        "policy.constraints[1].when",
+        "constraint `unknown variable`: line 1, column 1: unknown variable `claim`",
+        "constraint `no tool` names no tool",
+    ] {
+        assert!(out.contains(want), "{want} in {out}");
+    }
+    let wrong = r#"
+[[policy.constraints]]
+name = "mail"
+tools = ["GMAIL_SEND_EMAIL"]
+require = '''args.recipient.endsWith("@acme.com")
+  && args.cc.endsWith("@acme.com")'''
+
+[[policy.constraints]]
+name = "github"
+tools = ["GITHUB_CREATE_*"]
+require = 'args.ownr == "acme"'
+"#;
+    // Offline the file is valid: only Composio knows the parameters.
+    let (code, out) = run(wrong.to_owned(), false).await.unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(wrong.to_owned(), true).await.unwrap();
+    assert_eq!(code, Some(64), "{out}");
+    for want in [
+        "`mail`, line 1, column 1: `args.recipient` on GMAIL_SEND_EMAIL: no such parameter; did you mean `recipient_email`?",
+        "`mail`, line 2, column 6: `args.cc` on GMAIL_SEND_EMAIL: `endsWith` is a string method but `cc` is of type array",
+        "`args.ownr` on GITHUB_CREATE_ISSUE: no such parameter; did you mean `owner`?",
+        "`args.ownr` on GITHUB_CREATE_AN_ISSUE: no such parameter; did you mean `owner`?",
+    ] {
+        assert!(out.contains(want), "{want} in {out}");
+    }
+    // Only reads: nothing but GETs reached Composio.
+    assert!(sb.requests().iter().all(|r| r.method == "GET"));
+    sb.stop();
 }
