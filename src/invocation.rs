@@ -20,6 +20,9 @@
 //! 2. the tool policy (a trigger type counts as a tool of its toolkit; a proxy execution is
 //!    the pseudo-tool `PROXY_EXECUTE` of its toolkit; connecting a toolkit is a toolkit-level
 //!    question);
+//!    2b. the constraints on arguments ([`crate::constraints`]): every one that applies to
+//!    the tool (by glob, or by Composio's toolkit) must hold on the invocation's arguments,
+//!    which a carrier keeps only when one may apply ([`Extract`]);
 //! 3. account ownership (Composio must list the named account for the subject) and toolkit
 //!    match (a named account of another toolkit than the tool's is refused);
 //! 4. the proxy switch (`policy.allow_proxy_execute`);
@@ -314,7 +317,8 @@ pub(crate) fn reads_arguments(tool: &str) -> bool {
 }
 
 /// [`from_tool_call`] for a carrier body: the tool's arguments are its `arguments` or (old
-/// API) `input` field, in any spelling; both at once are ambiguous and refused.
+/// API) `input` field, in any spelling; both at once are ambiguous and refused. An ordinary
+/// tool's are parsed only when a constraint may apply to it.
 ///
 /// # Errors
 /// As [`from_tool_call`]; also unreadable arguments and several argument fields.
@@ -809,7 +813,7 @@ impl Decided {
 }
 
 /// The one decision, applied to every invocation in one fixed order: code-tool ban, tool
-/// policy, account ownership and toolkit match, proxy switch (`allow_proxy_execute`),
+/// policy, constraints on arguments, account ownership and toolkit match, proxy switch (`allow_proxy_execute`),
 /// connection gate. The first refusal wins; nothing is forwarded unless every invocation is
 /// allowed. Returns the outcome with its trace.
 ///

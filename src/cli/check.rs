@@ -131,9 +131,8 @@ fn denied_to_everyone(config: &Config, c: &ConstraintConfig) -> Option<String> {
     let none_allowed = all_exact
         && c.tools.iter().all(|t| tool_denied(t))
         && c.toolkits.iter().all(|t| t != "*" && toolkit_denied(t));
-    none_allowed.then(|| {
-        "names only tools the policy denies to every caller: it never applies".to_owned()
-    })
+    none_allowed
+        .then(|| "names only tools the policy denies to every caller: it never applies".to_owned())
 }
 
 /// What the live checks read: the configuration and a read-only client to Composio.
@@ -269,10 +268,7 @@ pub(crate) async fn constraint_schemas(ctx: &LiveContext<'_>, out: &mut Vec<Find
 /// `GET /api/v3.1/tools/{slug}`: its `input_parameters`, `None` when Composio has no such
 /// tool.
 async fn fetch_tool(upstream: &Upstream, slug: &str) -> Result<Option<Value>, String> {
-    if !slug
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
+    if !slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Ok(None);
     }
     let (status, v) = upstream
@@ -303,10 +299,7 @@ async fn list_tools(upstream: &Upstream, toolkit: &str) -> Result<Vec<(String, V
         }
         for item in v["items"].as_array().into_iter().flatten() {
             if let Some(slug) = item["slug"].as_str() {
-                out.push((
-                    slug.to_ascii_uppercase(),
-                    item["input_parameters"].clone(),
-                ));
+                out.push((slug.to_ascii_uppercase(), item["input_parameters"].clone()));
             }
         }
         match v["next_cursor"].as_str() {
@@ -340,14 +333,16 @@ pub(crate) fn check_reference(r: &Reference, schema: &Value) -> Option<String> {
     }
     let ty = prop.get("type").and_then(Value::as_str)?;
     match &r.usage {
-        Usage::Method(m) if STRING_METHODS.contains(&m.as_str()) && ty != "string" => Some(format!(
-            "`{m}` is a string method but `{param}` is of type {ty}{}",
-            if ty == "array" {
-                format!(" (check every item: `{}.all(x, x.{m}(...))`)", r.path())
-            } else {
-                String::new()
-            }
-        )),
+        Usage::Method(m) if STRING_METHODS.contains(&m.as_str()) && ty != "string" => {
+            Some(format!(
+                "`{m}` is a string method but `{param}` is of type {ty}{}",
+                if ty == "array" {
+                    format!(" (check every item: `{}.all(x, x.{m}(...))`)", r.path())
+                } else {
+                    String::new()
+                }
+            ))
+        }
         Usage::Iterated if ty != "array" && ty != "object" => Some(format!(
             "iterated by a macro (`all`, `exists`, ...) but `{param}` is of type {ty}"
         )),
@@ -415,7 +410,10 @@ mod tests {
     #[test]
     fn visible_type_mismatches_are_reported() {
         let p = problems(r#"args.cc.endsWith("@acme.com")"#);
-        assert!(p[0].contains("string method") && p[0].contains("type array"), "{p:?}");
+        assert!(
+            p[0].contains("string method") && p[0].contains("type array"),
+            "{p:?}"
+        );
         assert!(p[0].contains("args.cc.all(x, x.endsWith(...))"), "{p:?}");
         let p = problems(r#"args.recipient_email.all(a, a == "x")"#);
         assert!(p[0].contains("iterated"), "{p:?}");

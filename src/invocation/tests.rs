@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use super::*;
 
 /// No constraint configured: no arguments kept.
-static NO_CONSTRAINTS: std::sync::LazyLock<Constraints> = std::sync::LazyLock::new(Constraints::default);
+static NO_CONSTRAINTS: std::sync::LazyLock<Constraints> =
+    std::sync::LazyLock::new(Constraints::default);
 
 /// The extraction as a REST carrier with no constraints, the carrier left out of the
 /// comparison (the tests of the constraints' carriers and arguments are below).
@@ -21,7 +22,11 @@ fn from_tool_call(
     super::from_tool_call(&x, tool, args, account).map(rest)
 }
 
-fn from_body(tool: &str, obj: &JsonObject, account: Option<&str>) -> Result<Vec<Invocation>, Error> {
+fn from_body(
+    tool: &str,
+    obj: &JsonObject,
+    account: Option<&str>,
+) -> Result<Vec<Invocation>, Error> {
     let x = Extract::new(&NO_CONSTRAINTS, Carrier::Rest);
     super::from_body(&x, tool, obj, account).map(rest)
 }

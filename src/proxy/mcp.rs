@@ -484,12 +484,9 @@ async fn decide_call(
     audit.tool(name);
     let arguments = params.get("arguments").filter(|a| !a.is_null());
     let account = call_account(target.account.as_deref(), arguments)?;
-    let x = crate::invocation::Extract::new(
-        &ctx.shared.constraints,
-        crate::constraints::Carrier::Mcp,
-    );
-    let invocations =
-        crate::invocation::from_tool_call(&x, name, arguments, account.as_deref())?;
+    let x =
+        crate::invocation::Extract::new(&ctx.shared.constraints, crate::constraints::Carrier::Mcp);
+    let invocations = crate::invocation::from_tool_call(&x, name, arguments, account.as_deref())?;
     let verdict = ctx.decide(&invocations, audit).await?;
     Ok(verdict.accounts)
 }

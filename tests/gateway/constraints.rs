@@ -63,8 +63,10 @@ async fn harness() -> Harness {
 }
 
 fn dave() -> String {
-    token_with(json!({"sub": "dave", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600,
-        "channels": ["C_DAVE", "C_TEAM"]}))
+    token_with(
+        json!({"sub": "dave", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600,
+        "channels": ["C_DAVE", "C_TEAM"]}),
+    )
 }
 
 async fn post(h: &Harness, path: &str, body: Value) -> Reply {
@@ -211,7 +213,12 @@ async fn github_org_and_slack_channels_from_a_claim() {
     )
     .await;
     assert!(forwarded(&h), "{}", r.text());
-    for channel in [json!("C_OTHER"), json!("c_team"), json!(["C_TEAM"]), Value::Null] {
+    for channel in [
+        json!("C_OTHER"),
+        json!("c_team"),
+        json!(["C_TEAM"]),
+        Value::Null,
+    ] {
         h.sandbox.clear();
         let r = post(
             &h,
@@ -394,8 +401,7 @@ async fn mcp_tool_calls_on_every_endpoint_and_in_batches() {
         ] {
             h.sandbox.clear();
             let mut msg = rpc(1, "GMAIL_SEND_EMAIL", args);
-            msg["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] =
-                json!("2026-07-28");
+            msg["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2026-07-28");
             let r = mcp(&h, path, &stateless("GMAIL_SEND_EMAIL"), &msg).await;
             assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
             let a = answer(&r, 1);
@@ -422,7 +428,11 @@ async fn mcp_tool_calls_on_every_endpoint_and_in_batches() {
     h.sandbox.clear();
     let batch = json!([
         rpc(2, "GMAIL_SEND_EMAIL", mail("bob@acme.com", &[])),
-        rpc(3, "GMAIL_SEND_EMAIL", mail("bob@acme.com", &["eve@evil.io"])),
+        rpc(
+            3,
+            "GMAIL_SEND_EMAIL",
+            mail("bob@acme.com", &["eve@evil.io"])
+        ),
     ]);
     let r = mcp(
         &h,
@@ -630,4 +640,82 @@ require = 'args.ownr == "acme"'
     // Only reads: nothing but GETs reached Composio.
     assert!(sb.requests().iter().all(|r| r.method == "GET"));
     sb.stop();
+}
+
+/// `explain` (the CLI's, POST /explain's and the console's dry run) shows each applying
+/// constraint with its result and the argument values it read; an evaluation error says why.
+#[tokio::test]
+async fn explain_shows_each_constraint_its_result_and_what_it_read() {
+    use entitygate::explain::{explain, ExplainRequest};
+    let h = harness().await;
+    let config = entitygate::Config::from_toml(&config_toml(h.upstream_addr(), EXAMPLES)).unwrap();
+    let ask = |args: Value| ExplainRequest {
+        method: Method::POST,
+        target: "/api/v3.1/tools/execute/GMAIL_SEND_EMAIL".into(),
+        token: dave(),
+        body: Some(json!({"arguments": args}).to_string().into_bytes()),
+        live: false,
+    };
+    let e = explain(&config, &env(), &ask(mail("eve@acme.com.evil.io", &[])))
+        .await
+        .unwrap();
+    assert_eq!(e.decision, "arguments_not_allowed", "{e:#?}");
+    let c = &e.invocations[0].constraints[0];
+    assert_eq!(c.name, "mail stays inside acme");
+    assert_eq!(c.result, "refused");
+    assert_eq!(
+        c.read,
+        vec![
+            (
+                "args.recipient_email".to_owned(),
+                json!("eve@acme.com.evil.io")
+            ),
+            ("args.cc".to_owned(), json!([])),
+            ("args.bcc".to_owned(), Value::Null),
+        ]
+    );
+    let text = e.to_text();
+    assert!(
+        text.contains("constraint \"mail stays inside acme\": refused"),
+        "{text}"
+    );
+    assert!(
+        text.contains("args.recipient_email = \"eve@acme.com.evil.io\""),
+        "{text}"
+    );
+    assert!(
+        e.steps
+            .iter()
+            .any(|(k, v)| k == "constraint" && v == "mail stays inside acme: refused"),
+        "{:?}",
+        e.steps
+    );
+    // A missing field: the evaluation error is shown.
+    let e = explain(&config, &env(), &ask(json!({"body": "x"})))
+        .await
+        .unwrap();
+    let c = &e.invocations[0].constraints[0];
+    assert!(
+        c.error
+            .as_deref()
+            .is_some_and(|m| m.contains("recipient_email")),
+        "{c:#?}"
+    );
+    // Held: shown as held, the call allowed.
+    let e = explain(&config, &env(), &ask(mail("bob@acme.com", &[])))
+        .await
+        .unwrap();
+    assert_eq!(e.invocations[0].constraints[0].result, "held", "{e:#?}");
+    h.shutdown().await;
+}
+
+/// The README's "Constraints on arguments" example is exactly what these tests run.
+#[test]
+fn the_readme_examples_are_the_ones_tested() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Constraints on arguments").unwrap()..];
+    let block = &section[section.find("```toml\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    assert_eq!(block.trim(), EXAMPLES.trim());
 }

@@ -113,10 +113,16 @@ impl Case {
         }
         let require = "require = 'args.x == \"ok\"'\n";
         match self.constraint {
-            1 => p += &format!("[[policy.constraints]]\nname = \"c\"\ntools = [\"{tool}\"]\n{require}"),
+            1 => {
+                p += &format!(
+                    "[[policy.constraints]]\nname = \"c\"\ntools = [\"{tool}\"]\n{require}"
+                )
+            }
             // (A toolkit constraint on `composio` would apply to the multi-execute itself.)
             2 if toolkit != "composio" => {
-                p += &format!("[[policy.constraints]]\nname = \"c\"\ntoolkits = [\"{toolkit}\"]\n{require}")
+                p += &format!(
+                    "[[policy.constraints]]\nname = \"c\"\ntoolkits = [\"{toolkit}\"]\n{require}"
+                )
             }
             2 | 3 => {
                 p += &format!(

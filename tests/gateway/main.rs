@@ -11,8 +11,8 @@ mod console_http;
 
 mod admin_console;
 mod carriers;
-mod constraints;
 mod cli;
+mod constraints;
 mod controls;
 mod core;
 mod equivalence;

@@ -160,7 +160,8 @@ pub(crate) fn input_parameters(slug: &str) -> Value {
     // lists them, so that a gateway's checks against schemas meet what production has.
     let string = |d: &str| json!({"type": "string", "description": d});
     let strings = |d: &str| json!({"type": "array", "items": {"type": "string"}, "description": d});
-    let boolean = |d: &str, default: bool| json!({"type": "boolean", "description": d, "default": default});
+    let boolean =
+        |d: &str, default: bool| json!({"type": "boolean", "description": d, "default": default});
     let integer = |d: &str| json!({"type": "integer", "description": d});
     let (props, required): (Value, &[&str]) = match slug {
         "GITHUB_CREATE_ISSUE" | "GITHUB_CREATE_AN_ISSUE" => (
@@ -279,10 +280,9 @@ pub(crate) fn input_parameters(slug: &str) -> Value {
             }),
             &[],
         ),
-        "COMPOSIO_SEARCH_DUCK_DUCK_GO_SEARCH" => (
-            json!({"query": string("The search query.")}),
-            &["query"],
-        ),
+        "COMPOSIO_SEARCH_DUCK_DUCK_GO_SEARCH" => {
+            (json!({"query": string("The search query.")}), &["query"])
+        }
         "TEXT_TO_PDF_CONVERT_TEXT_TO_PDF" => (
             json!({"text": string("The text to convert to a PDF.")}),
             &["text"],
