@@ -1,7 +1,7 @@
 //! Carrier equivalence (issue 12): for generated tools, toolkits, rules, claims, connection
 //! statuses and account owners, one invocation gets one decision through every carrier that
 //! can express it — direct v3, v2 legacy `input`, nested in a multi-execute on v3 and on v2,
-//! and through a session's `execute` (direct and nested). A decision is what the gateway did:
+//! through a session's `execute` (direct and nested), and as an MCP `tools/call`. A decision is what the gateway did:
 //! forwarded the execution, or refused it with a slug. The invocation's arguments and a
 //! constraint on them (issue 27: by tool, by toolkit, with a `when` on the claims) are part
 //! of the case: every carrier reaches the same constraint check.
@@ -246,6 +246,50 @@ impl Case {
     }
 }
 
+/// The same invocation as an MCP `tools/call` on the session's endpoint (the account, if any,
+/// named in the arguments): forwarded, or the gateway's refusal (a tool result with
+/// `isError`, or a JSON-RPC error for a transient one) as `status slug`.
+async fn mcp_decision(h: &Harness, case: &Case, token: &str) -> String {
+    let tool = case.tool().0;
+    let mut args = case.args();
+    if let Some(a) = case.account() {
+        args["connected_account_id"] = json!(a);
+    }
+    let msg = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": tool, "arguments": args,
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+    let req = http::Request::post(h.url(&format!("/tool_router/{SESSION}/mcp")))
+        .header("x-api-key", token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            msg.to_string(),
+        )))
+        .unwrap();
+    h.sandbox.clear();
+    let r = h.raw(req).await;
+    if h.sandbox.requests().iter().any(|r| r.method == "POST") {
+        return "forwarded".to_owned();
+    }
+    let text = r.text();
+    let answer: Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .chain(std::iter::once(text.as_str()))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v["id"] == 7)
+        .unwrap_or(Value::Null);
+    let e = if answer["result"]["isError"] == true {
+        &answer["result"]["structuredContent"]["error"]
+    } else {
+        &answer["error"]["data"]["error"]
+    };
+    format!("{} {}", e["status"], e["slug"].as_str().unwrap_or(""))
+}
+
 async fn decisions(case: &Case) -> Vec<(&'static str, String)> {
     let h = Harness::with(case.sandbox(), &case.policy()).await;
     let token = case.token();
@@ -262,6 +306,7 @@ async fn decisions(case: &Case) -> Vec<(&'static str, String)> {
         };
         out.push((name, decision));
     }
+    out.push(("mcp", mcp_decision(&h, case, &token).await));
     h.shutdown().await;
     out
 }
