@@ -408,6 +408,45 @@ mod tests {
     }
 
     #[test]
+    fn offline_reports_every_broken_constraint_and_one_that_never_applies() {
+        let config = Config::from_toml(
+            r#"
+[upstream]
+base_url = "http://127.0.0.1:9"
+[[auth.keys]]
+alg = "HS256"
+secret_env = "S"
+[policy]
+allow_proxy_execute = false
+[[policy.rules]]
+deny_toolkits = ["notion"]
+[[policy.constraints]]
+name = "a"
+tools = ["GMAIL_SEND_EMAIL"]
+require = 'args.x =='
+[[policy.constraints]]
+name = "b"
+toolkits = ["gmail"]
+require = 'nope'
+[[policy.constraints]]
+name = "never"
+tools = ["NOTION_CREATE_PAGE", "PROXY_EXECUTE"]
+toolkits = ["notion"]
+require = 'true'
+"#,
+        )
+        .expect("parses");
+        let f = offline(&config);
+        assert_eq!(f.len(), 3, "{f:?}");
+        assert!(f[0].error && f[0].text.contains("policy.constraints[0].require"));
+        assert!(f[1].error && f[1].text.contains("policy.constraints[1].require"));
+        assert!(f[1].text.contains("unknown variable `nope`"), "{f:?}");
+        assert!(
+            !f[2].error && f[2].text.contains("`never`") && f[2].text.contains("never applies")
+        );
+    }
+
+    #[test]
     fn visible_type_mismatches_are_reported() {
         let p = problems(r#"args.cc.endsWith("@acme.com")"#);
         assert!(
