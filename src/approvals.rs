@@ -168,6 +168,29 @@ impl Rules {
         })
     }
 
+    /// The top-level claims the rules' `if` read (so the verified identity keeps them);
+    /// `None`: all of them (an `if` reads `claims` as a whole, or by a computed key).
+    pub(crate) fn claims_read(&self) -> Option<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for cond in self.rules.iter().filter_map(|r| r.condition.as_ref()) {
+            for r in cond.references().iter().filter(|r| r.variable == "claims") {
+                let first = r.fields.first()?;
+                if !out.contains(first) {
+                    out.push(first.clone());
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether a carrier must keep `tool`'s arguments: some rule may cover it (by glob, or
+    /// by toolkit, which is not known before the decision looks it up).
+    pub(crate) fn wants(&self, tool: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| !r.toolkits.is_empty() || r.tools.iter().any(|g| glob_matches(g, tool)))
+    }
+
     /// Whether no rule is configured (the step is skipped without a look).
     pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()

@@ -642,6 +642,10 @@ pub struct PolicyConfig {
     /// Tool policy: rules on claims, evaluated in order ([`crate::toolpolicy`]).
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Constraints on tool arguments, in CEL ([`crate::constraints`]); every one that applies
+    /// to an allowed invocation must hold.
+    #[serde(default)]
+    pub constraints: Vec<ConstraintConfig>,
     /// Calls that wait for a named operator's approval ([`crate::approvals`]).
     #[serde(default)]
     pub approvals: Vec<ApprovalRuleConfig>,
@@ -663,6 +667,28 @@ pub struct ApprovalRuleConfig {
     #[serde(rename = "if")]
     pub condition: Option<String>,
     /// What the agent (and the user) reads while the call waits.
+    pub message: Option<String>,
+}
+
+/// `[[policy.constraints]]`: a CEL condition on the arguments of the tools it names
+/// ([`crate::constraints`] documents the variables and the semantics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstraintConfig {
+    /// Names the constraint in refusals, `explain` and the audit trail (unique).
+    pub name: String,
+    /// Tool slug globs it applies to (as in rules).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Toolkits it applies to (every tool of them, and proxy executions through them).
+    #[serde(default)]
+    pub toolkits: Vec<String>,
+    /// CEL over the caller and the call: the constraint applies only when it holds; absent:
+    /// always.
+    pub when: Option<String>,
+    /// CEL that must hold, or the call is refused.
+    pub require: String,
+    /// What a refusal says to the model and the user.
     pub message: Option<String>,
 }
 
@@ -1557,6 +1583,7 @@ impl Default for PolicyConfig {
             scope_prefix: default_scope_prefix(),
             rules: Vec::new(),
             approvals: Vec::new(),
+            constraints: Vec::new(),
         }
     }
 }

@@ -25,10 +25,6 @@
 //! when a `+` may concatenate inside a macro) bounds the work. [`Expr::eval`] refuses without
 //! evaluating when that estimate is over [`MAX_COST`].
 
-// The decision, `explain` and check-config use it from the next commits on; until then only
-// the tests do.
-#![allow(dead_code)]
-
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -36,6 +32,10 @@ use cel::common::ast::{EntryExpr, Expr as Node, LiteralValue};
 use cel::objects::{Key, Map as CelMap};
 use cel::{Context, Env, IdedExpr, Program, Value as Cel};
 use serde_json::{Map, Value};
+
+use crate::config::{ConfigError, ConstraintConfig};
+use crate::error::Error;
+use crate::toolpolicy;
 
 /// The variables an expression may read.
 pub(crate) const VARIABLES: &[&str] = &[
@@ -342,7 +342,16 @@ impl Walk<'_> {
         let Some((variable, fields, optional)) = self.path(e) else {
             return false;
         };
-        let (line, column) = self.position(e.id);
+        // Where the path starts (its variable), not where its last `.` is.
+        let mut root = e;
+        loop {
+            match &root.expr {
+                Node::Select(s) => root = &s.operand,
+                Node::Call(c) if c.func_name == "_?._" && !c.args.is_empty() => root = &c.args[0],
+                _ => break,
+            }
+        }
+        let (line, column) = self.position(root.id);
         self.references.push(Reference {
             variable,
             fields,
@@ -480,6 +489,7 @@ impl Walk<'_> {
 
 impl Expr {
     /// The expression as written.
+    #[allow(dead_code)] // part of the API approvals (issue 28) build on
     pub(crate) fn source(&self) -> &str {
         &self.source
     }
@@ -490,6 +500,7 @@ impl Expr {
     }
 
     /// Whether the expression reads `variable` at all.
+    #[allow(dead_code)] // part of the API approvals (issue 28) build on
     pub(crate) fn reads(&self, variable: &str) -> bool {
         self.references.iter().any(|r| r.variable == variable)
     }
@@ -726,6 +737,215 @@ fn follow_map<'v>(m: &'v Map<String, Value>, fields: &[String]) -> Option<&'v Va
     match fields.split_first() {
         None => None,
         Some((f, rest)) => follow(m.get(f)?, rest),
+    }
+}
+
+// --- the compiled `[[policy.constraints]]` ---
+
+/// The refusal message when a constraint has none.
+const DEFAULT_MESSAGE: &str = "The arguments of this call are not allowed by the gateway's policy.";
+
+/// One compiled `[[policy.constraints]]`.
+#[derive(Debug)]
+pub(crate) struct Constraint {
+    pub(crate) name: Arc<str>,
+    /// Tool globs, split at their `*`s ([`toolpolicy::glob_matches`]).
+    tools: Vec<Vec<Box<str>>>,
+    /// Toolkit slugs, lower-case (`*`: every toolkit).
+    toolkits: Vec<String>,
+    pub(crate) when: Option<Expr>,
+    pub(crate) require: Expr,
+    pub(crate) message: Arc<str>,
+}
+
+impl Constraint {
+    /// Whether it applies to `tool` of `toolkit` (Composio's, lower-case).
+    pub(crate) fn applies(&self, tool: &str, toolkit: &str) -> bool {
+        self.tools.iter().any(|g| toolpolicy::glob_matches(g, tool))
+            || self
+                .toolkits
+                .iter()
+                .any(|t| t == "*" || t.eq_ignore_ascii_case(toolkit))
+    }
+
+    /// Whether it may apply to `tool` before its toolkit is known: a tool glob matches, the
+    /// slug starts with `<TOOLKIT>_` of one of its toolkits (Composio's slugs do), or it is a
+    /// proxy execution (of any toolkit, until the account is looked up).
+    fn may_apply(&self, tool: &str) -> bool {
+        self.tools.iter().any(|g| toolpolicy::glob_matches(g, tool))
+            || !self.toolkits.is_empty() && tool == toolpolicy::PROXY_EXECUTE
+            || self.toolkits.iter().any(|t| {
+                t == "*"
+                    || tool.len() > t.len()
+                        && tool.as_bytes()[t.len()] == b'_'
+                        && tool.as_bytes()[..t.len()].eq_ignore_ascii_case(t.as_bytes())
+            })
+    }
+
+    /// The refusal for this constraint.
+    pub(crate) fn refusal(&self) -> Error {
+        Error::ArgumentsNotAllowed {
+            constraint: self.name.to_string(),
+            message: self.message.to_string(),
+        }
+    }
+
+    /// Evaluates `when` then `require` on `vars`: `Ok(true)` when it does not apply or holds.
+    ///
+    /// # Errors
+    /// As [`Expr::eval`], of either expression.
+    pub(crate) fn check(&self, vars: &Vars) -> Result<bool, EvalError> {
+        if let Some(w) = &self.when {
+            if !w.eval(vars)? {
+                return Ok(true);
+            }
+        }
+        self.require.eval(vars)
+    }
+
+    /// The tool globs as written (for check-config).
+    pub(crate) fn tool_patterns(&self) -> impl Iterator<Item = String> + '_ {
+        self.tools.iter().map(|parts| parts.join("*"))
+    }
+
+    /// The toolkits as written, lower-case.
+    pub(crate) fn toolkits(&self) -> &[String] {
+        &self.toolkits
+    }
+}
+
+/// Every `[[policy.constraints]]`, compiled, in the rules snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct Constraints {
+    list: Vec<Constraint>,
+}
+
+impl Constraints {
+    /// Compiles `[[policy.constraints]]`: every expression, every glob; names unique; each
+    /// names at least one tool or toolkit.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key, the constraint and (for CEL) the position.
+    pub(crate) fn compile(list: &[ConstraintConfig]) -> Result<Self, ConfigError> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, c) in list.iter().enumerate() {
+            let key = format!("policy.constraints[{i}]");
+            if c.name.trim().is_empty() {
+                return Err(ConfigError::invalid(format!("{key}.name"), "is empty"));
+            }
+            if out.iter().any(|o: &Constraint| *o.name == *c.name) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    format!("`{}` names another constraint too", c.name),
+                ));
+            }
+            if c.tools.is_empty() && c.toolkits.is_empty() {
+                return Err(ConfigError::invalid(
+                    &key,
+                    format!(
+                        "constraint `{}` names no tool: give `tools` (globs) or `toolkits`",
+                        c.name
+                    ),
+                ));
+            }
+            let mut tools = Vec::with_capacity(c.tools.len());
+            for p in &c.tools {
+                if p.is_empty()
+                    || !p
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '*')
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.tools"),
+                        format!("`{p}` can never match a tool slug (letters, digits, `_`, `*`)"),
+                    ));
+                }
+                tools.push(p.split('*').map(Box::from).collect());
+            }
+            let mut toolkits = Vec::with_capacity(c.toolkits.len());
+            for t in &c.toolkits {
+                if t.is_empty()
+                    || t != "*"
+                        && !t
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.toolkits"),
+                        format!("`{t}` is not a toolkit slug"),
+                    ));
+                }
+                toolkits.push(t.to_ascii_lowercase());
+            }
+            let expr = |field: &str, src: &str| {
+                compile(src).map_err(|e| {
+                    ConfigError::invalid(
+                        format!("{key}.{field}"),
+                        format!("constraint `{}`: {e}", c.name),
+                    )
+                })
+            };
+            let when = c.when.as_deref().map(|w| expr("when", w)).transpose()?;
+            let require = expr("require", &c.require)?;
+            out.push(Constraint {
+                name: c.name.as_str().into(),
+                tools,
+                toolkits,
+                when,
+                require,
+                message: c.message.as_deref().unwrap_or(DEFAULT_MESSAGE).into(),
+            });
+        }
+        Ok(Self { list: out })
+    }
+
+    /// Whether none is configured.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Every constraint, in order.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Constraint> {
+        self.list.iter()
+    }
+
+    /// The one named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Constraint> {
+        self.list.iter().find(|c| &*c.name == name)
+    }
+
+    /// Whether a carrier must keep `tool`'s arguments for the decision: some constraint may
+    /// apply to it. No allocation; `false` at once when none is configured.
+    pub(crate) fn wants(&self, tool: &str) -> bool {
+        self.list.iter().any(|c| c.may_apply(tool))
+    }
+
+    /// The ones that apply to `tool` of `toolkit`, in order.
+    pub(crate) fn applying<'a>(
+        &'a self,
+        tool: &'a str,
+        toolkit: &'a str,
+    ) -> impl Iterator<Item = &'a Constraint> + 'a {
+        self.list.iter().filter(move |c| c.applies(tool, toolkit))
+    }
+
+    /// The top-level claims the expressions read; `None`: all of them (an expression reads
+    /// `claims` as a whole, or by a computed key).
+    pub(crate) fn claims_read(&self) -> Option<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        let exprs = self
+            .list
+            .iter()
+            .flat_map(|c| c.when.iter().chain(std::iter::once(&c.require)));
+        for e in exprs {
+            for r in e.references().iter().filter(|r| r.variable == "claims") {
+                let first = r.fields.first()?;
+                if !out.contains(first) {
+                    out.push(first.clone());
+                }
+            }
+        }
+        Some(out)
     }
 }
 

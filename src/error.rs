@@ -145,6 +145,16 @@ pub enum Error {
         rule: String,
     },
 
+    /// A constraint on the tool's arguments (`[[policy.constraints]]`) does not hold for this
+    /// call: false, an evaluation error or a cost overrun (fail closed).
+    #[error("{message} (constraint `{constraint}`)")]
+    ArgumentsNotAllowed {
+        /// The constraint's name.
+        constraint: String,
+        /// The constraint's `message`, for the model and the user.
+        message: String,
+    },
+
     /// An operator's deny rule (the kill switch) refuses this request.
     #[error("suspended by the gateway's operators (deny rule {rule}): {reason}")]
     DeniedByKillSwitch {
@@ -266,6 +276,7 @@ impl Error {
             Self::CustomAuthNotAllowed(_) => "custom_auth_not_allowed",
             Self::SharedAccountsNotAllowed => "shared_accounts_not_allowed",
             Self::ToolNotAllowed { .. } => "tool_not_allowed",
+            Self::ArgumentsNotAllowed { .. } => "arguments_not_allowed",
             Self::DeniedByKillSwitch { .. } => "denied_by_kill_switch",
             Self::ApprovalRequired { .. } => "approval_required",
             Self::ApprovalDenied { .. } => "approval_denied",
@@ -326,9 +337,10 @@ impl Error {
             Self::CustomAuthNotAllowed(_) => 9141,
             Self::SharedAccountsNotAllowed => 9142,
             Self::ToolNotAllowed { .. } => 9143,
+            Self::ArgumentsNotAllowed { .. } => 9145,
             Self::DeniedByKillSwitch { .. } => 9144,
-            Self::ApprovalRequired { .. } => 9145,
-            Self::ApprovalDenied { .. } => 9146,
+            Self::ApprovalRequired { .. } => 9147,
+            Self::ApprovalDenied { .. } => 9148,
             Self::ApprovalsPending(_) => 9163,
             Self::ApprovalsUnavailable => 9195,
             Self::ConnectedAccountNotOwned => 1812,
@@ -369,6 +381,7 @@ impl Error {
             | Self::CustomAuthNotAllowed(_)
             | Self::SharedAccountsNotAllowed
             | Self::ToolNotAllowed { .. }
+            | Self::ArgumentsNotAllowed { .. }
             | Self::DeniedByKillSwitch { .. }
             | Self::ApprovalRequired { .. }
             | Self::ApprovalDenied { .. }
@@ -454,6 +467,9 @@ impl Error {
             Self::ToolNotAllowed { .. } => {
                 "This user may not run this tool; use another tool or ask the gateway operator."
             }
+            Self::ArgumentsNotAllowed { .. } => {
+                "Change the call's arguments so that they meet the constraint named in the message."
+            }
             Self::DeniedByKillSwitch { .. } => {
                 "The gateway's operators suspended this; contact them (retrying will not help)."
             }
@@ -522,6 +538,9 @@ impl Error {
                 inner["reason"] = json!(reason);
             }
             _ => {}
+        }
+        if let Self::ArgumentsNotAllowed { constraint, .. } = self {
+            inner["constraint"] = json!(constraint);
         }
         if let Self::ToolNotAllowed { tool, rule } = self {
             inner["tool"] = json!(tool);

@@ -20,6 +20,9 @@
 //! 2. the tool policy (a trigger type counts as a tool of its toolkit; a proxy execution is
 //!    the pseudo-tool `PROXY_EXECUTE` of its toolkit; connecting a toolkit is a toolkit-level
 //!    question);
+//!    2b. the constraints on arguments ([`crate::constraints`]): every one that applies to
+//!    the tool (by glob, or by Composio's toolkit) must hold on the invocation's arguments,
+//!    which a carrier keeps only when one may apply ([`Extract`]);
 //! 3. account ownership (Composio must list the named account for the subject) and toolkit
 //!    match (a named account of another toolkit than the tool's is refused);
 //! 4. the proxy switch (`policy.allow_proxy_execute`);
@@ -46,6 +49,7 @@ use serde_json::{Map, Value};
 use crate::audit::Audit;
 use crate::auth::Identity;
 use crate::connections::{Account, Connections, ToolInfo};
+use crate::constraints::{Carrier, Constraints, Scope};
 use crate::error::Error;
 use crate::killswitch::KillSwitch;
 use crate::revocation::Broken;
@@ -126,20 +130,124 @@ pub(crate) struct Invocation {
     pub(crate) toolkit: Option<String>,
     /// A connected account id named for this invocation.
     pub(crate) account: Option<String>,
-    /// Its own arguments as the carrier holds them (a nested item: the item's; a proxy: the
-    /// proxy request); what an approval binds to.
-    pub(crate) arguments: Option<Arc<Value>>,
-    /// An item of a meta tool (`COMPOSIO_MULTI_EXECUTE_TOOL`), not the carrier's own call.
-    pub(crate) nested: bool,
+    /// How it reached the gateway (the constraints' `carrier`).
+    pub(crate) carrier: Carrier,
+    /// Its arguments as Composio receives them (`{}` when none; a trigger's config; a proxy's
+    /// request), kept only when a constraint may apply to the tool ([`Constraints::wants`]):
+    /// `None` when not kept.
+    pub(crate) args: Option<Arc<Value>>,
+    /// A proxy execution's request (`method`, `endpoint`, `parameters`, `body`), when kept.
+    pub(crate) proxy: Option<Arc<Value>>,
+}
+
+/// What an extraction needs besides the call: which tools' arguments to keep (those a
+/// constraint may apply to) and the carrier.
+#[derive(Clone, Copy)]
+pub(crate) struct Extract<'a> {
+    pub(crate) constraints: &'a Constraints,
+    pub(crate) carrier: Carrier,
+    /// `[[policy.approvals]]`: a covered call's arguments are what its grant binds to, so
+    /// they are kept for it too.
+    pub(crate) approvals: Option<&'a crate::approvals::Rules>,
+}
+
+impl<'a> Extract<'a> {
+    pub(crate) fn new(constraints: &'a Constraints, carrier: Carrier) -> Self {
+        Self {
+            constraints,
+            carrier,
+            approvals: None,
+        }
+    }
+
+    /// The same, keeping the arguments of the tools approval rules may cover as well.
+    pub(crate) fn approving(self, rules: &'a crate::approvals::Rules) -> Self {
+        Self {
+            approvals: Some(rules),
+            ..self
+        }
+    }
+
+    /// Whether `tool`'s arguments are kept: a constraint or an approval rule may apply to it.
+    fn wants(&self, tool: &str) -> bool {
+        self.constraints.wants(tool) || self.approvals.is_some_and(|a| a.wants(tool))
+    }
+
+    /// The arguments of `tool` to keep, if a constraint may apply to it (`{}` for none).
+    fn keep(&self, tool: &str, arguments: Option<&Value>) -> Option<Arc<Value>> {
+        if !self.wants(tool) {
+            return None;
+        }
+        Some(Arc::new(match arguments {
+            Some(v) if !v.is_null() => v.clone(),
+            _ => Value::Object(Map::new()),
+        }))
+    }
+
+    /// The same from a carrier body's raw field.
+    fn keep_raw(&self, tool: &str, raw: Option<Raw<'_>>) -> Result<Option<Arc<Value>>, Error> {
+        if !self.wants(tool) {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(match raw {
+            Some(r) => parse_raw(r)?,
+            None => Value::Object(Map::new()),
+        })))
+    }
+
+    /// A proxy invocation through `toolkit` (or the account's) with its request `req` (the
+    /// body as Composio receives it), kept when a constraint may apply to proxies.
+    pub(crate) fn proxy(
+        &self,
+        toolkit: Option<&str>,
+        account: Option<&str>,
+        req: impl FnOnce() -> Result<Value, Error>,
+    ) -> Result<Invocation, Error> {
+        let mut inv = Invocation::proxy(toolkit, account);
+        inv.carrier = self.carrier;
+        if self.wants(PROXY_EXECUTE) {
+            let req = Arc::new(req()?);
+            inv.args = Some(req.clone());
+            inv.proxy = Some(req);
+        }
+        Ok(inv)
+    }
+
+    /// A trigger subscription of `slug` with its config (read only when a constraint may
+    /// apply to it).
+    pub(crate) fn trigger(
+        &self,
+        slug: &str,
+        account: Option<&str>,
+        config: impl FnOnce() -> Result<Value, Error>,
+    ) -> Result<Invocation, Error> {
+        let mut inv = Invocation::trigger(slug, account);
+        inv.carrier = self.carrier;
+        if self.wants(slug) {
+            inv.args = Some(Arc::new(config()?));
+        }
+        Ok(inv)
+    }
+}
+
+/// A carrier body as a JSON object value (a proxy's request as Composio receives it).
+pub(crate) fn body_value(obj: &JsonObject) -> Result<Value, Error> {
+    let mut m = Map::new();
+    for (k, v) in obj.iter() {
+        m.insert(k.to_owned(), parse_raw(v)?);
+    }
+    Ok(Value::Object(m))
+}
+
+/// A trigger upsert's config (`trigger_config`, any spelling; `{}` without one).
+pub(crate) fn trigger_config(obj: &JsonObject) -> Result<Value, Error> {
+    match obj.get_folded("triggerconfig") {
+        Some(raw) if raw.get() != "null" => parse_raw(raw),
+        _ => Ok(Value::Object(Map::new())),
+    }
 }
 
 impl Invocation {
-    /// The same invocation with its arguments.
-    pub(crate) fn with_arguments(mut self, arguments: Option<&Value>) -> Self {
-        self.arguments = arguments.filter(|a| !a.is_null()).cloned().map(Arc::new);
-        self
-    }
-
     /// A tool call (or a code tool), toolkit from Composio.
     fn tool(tool: &str, account: Option<&str>) -> Self {
         let kind = if toolpolicy::is_code_tool(tool) {
@@ -152,8 +260,9 @@ impl Invocation {
             tool: tool.to_owned(),
             toolkit: None,
             account: account.map(str::to_owned),
-            arguments: None,
-            nested: false,
+            carrier: Carrier::Rest,
+            args: None,
+            proxy: None,
         }
     }
 
@@ -164,8 +273,9 @@ impl Invocation {
             tool: PROXY_EXECUTE.to_owned(),
             toolkit: toolkit.map(str::to_ascii_lowercase),
             account: account.map(str::to_owned),
-            arguments: None,
-            nested: false,
+            carrier: Carrier::Proxy,
+            args: None,
+            proxy: None,
         }
     }
 
@@ -176,8 +286,9 @@ impl Invocation {
             tool: slug.to_owned(),
             toolkit: None,
             account: account.map(str::to_owned),
-            arguments: None,
-            nested: false,
+            carrier: Carrier::Trigger,
+            args: None,
+            proxy: None,
         }
     }
 }
@@ -200,18 +311,20 @@ pub(crate) struct Verdict {
 /// understand (fail closed).
 ///
 /// `account` is the account the carrier names for this call. The arguments of an ordinary
-/// tool are not read (they do not change what is decided); those of Composio's own tools are.
+/// tool are read only when a constraint may apply to it (then kept in the invocation); those
+/// of Composio's own tools are always read.
 ///
 /// # Errors
 /// [`Error::BodyInvalid`] for an unreadable meta-tool call, too deep a nesting, or an unknown
 /// `COMPOSIO_*` tool that names a toolkit or an account.
 pub(crate) fn from_tool_call(
+    x: &Extract<'_>,
     tool: &str,
     arguments: Option<&Value>,
     account: Option<&str>,
 ) -> Result<Vec<Invocation>, Error> {
     let mut out = Vec::new();
-    extract(tool, arguments, account, 1, &mut out)?;
+    extract(x, tool, arguments, account, 1, &mut out)?;
     Ok(out)
 }
 
@@ -225,19 +338,27 @@ pub(crate) fn reads_arguments(tool: &str) -> bool {
 }
 
 /// [`from_tool_call`] for a carrier body: the tool's arguments are its `arguments` or (old
-/// API) `input` field, in any spelling; both at once are ambiguous and refused.
+/// API) `input` field, in any spelling; both at once are ambiguous and refused. An ordinary
+/// tool's are parsed only when a constraint may apply to it.
 ///
 /// # Errors
 /// As [`from_tool_call`]; also unreadable arguments and several argument fields.
 pub(crate) fn from_body(
+    x: &Extract<'_>,
     tool: &str,
     obj: &JsonObject,
     account: Option<&str>,
 ) -> Result<Vec<Invocation>, Error> {
     let raw = body_arguments(obj)?;
-    // Parsed for every tool: an approval binds to an ordinary tool's arguments too.
+    if !reads_arguments(tool) {
+        let mut out = from_tool_call(x, tool, None, account)?;
+        if let Some(inv) = out.first_mut() {
+            inv.args = x.keep_raw(tool, raw)?;
+        }
+        return Ok(out);
+    }
     let arguments = raw.map(parse_raw).transpose()?;
-    from_tool_call(tool, arguments.as_ref(), account)
+    from_tool_call(x, tool, arguments.as_ref(), account)
 }
 
 /// The raw `arguments` (or `input`) of a carrier body, `null` counting as absent.
@@ -338,29 +459,31 @@ fn nested_account(outer: Option<&str>, inner: Option<String>) -> Result<Option<S
 }
 
 fn extract(
+    x: &Extract<'_>,
     tool: &str,
     arguments: Option<&Value>,
     account: Option<&str>,
     depth: usize,
     out: &mut Vec<Invocation>,
 ) -> Result<(), Error> {
+    let push = |out: &mut Vec<Invocation>, tool: &str, account: Option<&str>| {
+        let mut inv = Invocation::tool(tool, account);
+        inv.carrier = x.carrier;
+        inv.args = x.keep(tool, arguments);
+        out.push(inv);
+    };
     if depth > MAX_DEPTH {
         return Err(invalid(tool, "meta tools nested too deeply"));
     }
     if tool.is_empty() {
         return Err(Error::BodyInvalid("a tool call needs a tool slug".into()));
     }
-    let nested = depth > 1;
-    let this = |inv: Invocation| Invocation {
-        nested,
-        ..inv.with_arguments(arguments)
-    };
     if !reads_arguments(tool) {
-        out.push(this(Invocation::tool(tool, account)));
+        push(out, tool, account);
         return Ok(());
     }
     if tool.eq_ignore_ascii_case(MULTI_EXECUTE) {
-        out.push(this(Invocation::tool(tool, account)));
+        push(out, tool, account);
         let m = meta_arguments(tool, arguments)?;
         let items = match m.get("tools") {
             Some(Value::Array(a)) => a,
@@ -408,12 +531,16 @@ fn extract(
             // An item's account is its own; the enclosing call's is not inherited (it was
             // decided for the meta tool itself).
             let inner = map_account(item)?;
-            extract(slug, args, inner.as_deref(), depth + 1, out)?;
+            let item_x = Extract {
+                carrier: Carrier::Multi,
+                ..*x
+            };
+            extract(&item_x, slug, args, inner.as_deref(), depth + 1, out)?;
         }
         return Ok(());
     }
     if tool.eq_ignore_ascii_case(MANAGE_CONNECTIONS) {
-        out.push(this(Invocation::tool(tool, account)));
+        push(out, tool, account);
         let m = meta_arguments(tool, arguments)?;
         for (k, v) in m {
             if !TOOLKIT_KEYS.iter().any(|f| folded_eq(k, f)) {
@@ -434,8 +561,9 @@ fn extract(
                     tool: MANAGE_CONNECTIONS.to_owned(),
                     toolkit: Some(tk.to_ascii_lowercase()),
                     account: None,
-                    arguments: None,
-                    nested: depth > 1,
+                    carrier: x.carrier,
+                    args: None,
+                    proxy: None,
                 });
             }
         }
@@ -467,7 +595,8 @@ fn extract(
         if toolkit.is_none() && account.is_none() {
             return Err(invalid(tool, "a proxy execution needs its `toolkit_slug`"));
         }
-        out.push(this(Invocation::proxy(toolkit, account.as_deref())));
+        // Its arguments are the proxy request (`endpoint`, `method`, `parameters`, `body`).
+        out.push(x.proxy(toolkit, account.as_deref(), || Ok(Value::Object(m.clone())))?);
         return Ok(());
     }
     let known = toolpolicy::META_TOOLS
@@ -492,7 +621,7 @@ fn extract(
             Some(_) => return Err(invalid(tool, "`arguments` must be an object")),
         }
     }
-    out.push(this(Invocation::tool(tool, account)));
+    push(out, tool, account);
     Ok(())
 }
 
@@ -532,6 +661,8 @@ pub(crate) struct Decider<'a> {
     pub(crate) broken: &'a Broken,
     /// `[policy] allow_proxy_execute`.
     pub(crate) allow_proxy_execute: bool,
+    /// The compiled `[[policy.constraints]]`.
+    pub(crate) constraints: &'a Constraints,
     /// The approval step's handles; `None`: no approval is asked (no rules, or a caller that
     /// only reads the decision).
     pub(crate) approvals: Option<Approver<'a>>,
@@ -546,8 +677,6 @@ pub(crate) struct Approver<'a> {
     pub(crate) store: &'a crate::approvals::Store,
     /// Where approval events go (hash-chained).
     pub(crate) audit: &'a crate::audit::Sink,
-    /// How the request arrived (an item of a multi-execute is `multi`).
-    pub(crate) carrier: crate::constraints::Carrier,
     /// The request's W3C trace id.
     pub(crate) trace_id: Option<&'a str>,
     /// A dry run (`explain`): nothing is stored or used.
@@ -570,6 +699,8 @@ pub(crate) enum Step {
     KillSwitchToolkit,
     /// 2. The tool policy, decided by this rule.
     Policy(Arc<str>),
+    /// 2b. A constraint on the arguments (`[[policy.constraints]]`), by name.
+    Constraint(Arc<str>),
     /// 3. Account ownership and toolkit match.
     Ownership,
     /// 4. The proxy switch (`allow_proxy_execute`).
@@ -592,6 +723,7 @@ impl Step {
             Self::Toolkit => "toolkit",
             Self::KillSwitchToolkit => "kill switch (toolkit)",
             Self::Policy(_) => "tool policy",
+            Self::Constraint(_) => "constraint",
             Self::Ownership => "account ownership",
             Self::ProxySwitch => "proxy switch",
             Self::BrokenMark => "broken connection",
@@ -630,6 +762,14 @@ pub(crate) struct Traced {
     pub(crate) refusal: Option<String>,
     /// The account the connection gate saw usable (what Composio will use), when it looked.
     pub(crate) forwarded_account: Option<String>,
+    /// How the invocation arrived, and its arguments and proxy request when kept (for
+    /// `explain` to show what a constraint read; never audited).
+    pub(crate) carrier: Carrier,
+    pub(crate) args: Option<Arc<Value>>,
+    pub(crate) proxy: Option<Arc<Value>>,
+    /// Why a constraint's evaluation failed, when it did (for `explain`; it may quote
+    /// argument values, so it is never audited).
+    pub(crate) constraint_error: Option<String>,
 }
 
 impl Traced {
@@ -643,6 +783,10 @@ impl Traced {
             rule: None,
             refusal: None,
             forwarded_account: None,
+            carrier: inv.carrier,
+            args: inv.args.clone(),
+            proxy: inv.proxy.clone(),
+            constraint_error: None,
         }
     }
 
@@ -681,6 +825,7 @@ impl Traced {
                     }
                 }
                 Step::CodeToolBan(rule) | Step::Policy(rule) => audit.rule(rule),
+                Step::Constraint(name) => audit.constraint(name, taken.passed),
                 Step::Toolkit if taken.passed => {
                     if let Some(tk) = &self.toolkit {
                         audit.toolkit(tk);
@@ -710,7 +855,7 @@ impl Decided {
 }
 
 /// The one decision, applied to every invocation in one fixed order: code-tool ban, tool
-/// policy, account ownership and toolkit match, proxy switch (`allow_proxy_execute`),
+/// policy, constraints on arguments, account ownership and toolkit match, proxy switch (`allow_proxy_execute`),
 /// connection gate. The first refusal wins; nothing is forwarded unless every invocation is
 /// allowed. Returns the outcome with its trace.
 ///
@@ -774,11 +919,7 @@ async fn approve(
             continue;
         };
         let toolkit = t.toolkit.as_deref();
-        let carrier = if inv.nested {
-            crate::constraints::Carrier::Multi
-        } else {
-            a.carrier
-        };
+        let carrier = inv.carrier;
         let scope = crate::constraints::Scope {
             subject: &identity.subject,
             claims: &identity.claims,
@@ -786,10 +927,8 @@ async fn approve(
             toolkit,
             account: inv.account.as_deref(),
             carrier,
-            args: inv.arguments.as_deref(),
-            proxy: (inv.kind == Kind::Proxy)
-                .then_some(inv.arguments.as_deref())
-                .flatten(),
+            args: inv.args.as_deref(),
+            proxy: inv.proxy.as_deref(),
         };
         // Bound once per invocation, and only when a covering rule has an `if`.
         let vars = std::cell::OnceCell::new();
@@ -804,7 +943,7 @@ async fn approve(
                 toolkit,
                 account: inv.account.as_deref(),
                 carrier: carrier.as_str(),
-                arguments: inv.arguments.as_deref(),
+                arguments: inv.args.as_deref(),
                 trace_id: a.trace_id,
             };
             asking.push((i, rule, call));
@@ -968,6 +1107,12 @@ async fn decide_one(
     };
     t.step(Step::Policy(rule), r)?;
 
+    // 2b. Constraints on the arguments: every one that applies must hold (a rule's allow
+    // never skips one). Nothing is bound unless one applies.
+    if inv.kind != Kind::ManageConnections && !d.constraints.is_empty() {
+        check_constraints(d, identity, inv, &info.toolkit, t)?;
+    }
+
     // 3. Account ownership and toolkit match.
     if let Some(id) = &inv.account {
         let a = match owned.take() {
@@ -1040,6 +1185,55 @@ async fn decide_one(
         None => None,
     };
     Ok(Some(used))
+}
+
+/// Step 2b: the constraints that apply to `inv` (of `toolkit`), in order; the first that
+/// does not hold (false, an evaluation error, a cost overrun) refuses.
+fn check_constraints(
+    d: &Decider<'_>,
+    identity: &Identity,
+    inv: &Invocation,
+    toolkit: &str,
+    t: &mut Traced,
+) -> Result<(), Error> {
+    let mut vars = None;
+    for c in d.constraints.applying(&inv.tool, toolkit) {
+        let outcome = match &inv.args {
+            // A constraint applies to a tool whose arguments the carrier did not keep (its
+            // slug does not start with the toolkit's name): refused rather than skipped.
+            None => Err("the call's arguments were not read".to_owned()),
+            Some(args) => {
+                let vars = vars.get_or_insert_with(|| {
+                    Scope {
+                        subject: &identity.subject,
+                        claims: &identity.claims,
+                        tool: &inv.tool,
+                        toolkit: Some(toolkit),
+                        account: inv.account.as_deref(),
+                        carrier: inv.carrier,
+                        args: Some(args),
+                        proxy: inv.proxy.as_deref(),
+                    }
+                    .bind()
+                });
+                c.check(vars).map_err(|e| e.to_string())
+            }
+        };
+        let r = match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(c.refusal()),
+            Err(e) => {
+                // The reason may quote argument values: kept for `explain`, not logged.
+                t.constraint_error = Some(e);
+                Err(c.refusal())
+            }
+        };
+        if r.is_err() {
+            tracing::info!(tool = %inv.tool, constraint = %c.name, "constraint refused");
+        }
+        t.step(Step::Constraint(c.name.clone()), r)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

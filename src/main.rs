@@ -21,11 +21,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a configuration (secrets and key files included) and exit.
+    /// Validate a configuration (secrets and key files included) and exit; report every
+    /// broken constraint on tool arguments.
     CheckConfig {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Also ask Composio (read-only) for the input schema of each tool a constraint
+        /// names, and report parameters the tools do not have and visible type mismatches.
+        #[arg(long)]
+        live: bool,
     },
     /// Run the gateway against a built-in sandbox Composio, with two demo users.
     #[cfg(feature = "sandbox")]
@@ -103,19 +108,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => {
-            let checked = match entitygate::Config::load(&config) {
-                Ok(c) => entitygate::Gateway::builder(c).build().await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match checked {
-                Ok(()) => {
-                    println!("{}: ok", config.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => config_error(&e),
-            }
-        }
+        Command::CheckConfig { config, live } => entitygate::cli::check::run(&config, live).await,
         #[cfg(feature = "sandbox")]
         Command::Demo(args) => entitygate::cli::demo::run(args).await,
         Command::Explain(args) => entitygate::cli::explain::run(&args).await,

@@ -51,6 +51,8 @@ pub struct Shared {
     pub(crate) policy: PolicyConfig,
     /// The compiled tool policy (`[[policy.rules]]`).
     pub(crate) tool_policy: crate::toolpolicy::ToolPolicy,
+    /// The compiled `[[policy.constraints]]`.
+    pub(crate) constraints: crate::constraints::Constraints,
     pub(crate) connections: Arc<Connections>,
     /// The upstream keys redacted from every answer (current, and previous while rotating).
     pub(crate) secret: crate::body::Keys,
@@ -126,6 +128,7 @@ impl Shared {
             connections: &self.connections,
             broken: &self.broken,
             allow_proxy_execute: self.policy.allow_proxy_execute,
+            constraints: &self.constraints,
             approvals: None,
         }
     }
@@ -428,19 +431,14 @@ impl Ctx<'_> {
         &self.identity.subject
     }
 
-    /// How this request carries its tool calls, as approvals (and constraints) name it.
-    pub(crate) fn carrier(&self) -> crate::constraints::Carrier {
-        use crate::constraints::Carrier;
-        use crate::routes::{Api, Policy};
-        match self.matched.policy() {
-            Policy::Execute(Api::Legacy) => Carrier::Legacy,
-            Policy::ProxyExecute(_) => Carrier::Proxy,
-            Policy::OwnedSession(_) => Carrier::Session,
-            Policy::Mcp(_) => Carrier::Mcp,
-            Policy::TriggerUpsert => Carrier::Trigger,
-            // v3 execute, and no other route decides invocations.
-            _ => Carrier::Rest,
-        }
+    /// The extraction of this carrier's invocations: their arguments are kept when a
+    /// constraint or an approval rule may apply ([`crate::invocation::Extract`]).
+    pub(crate) fn extract(
+        &self,
+        carrier: crate::constraints::Carrier,
+    ) -> crate::invocation::Extract<'_> {
+        crate::invocation::Extract::new(&self.shared.constraints, carrier)
+            .approving(&self.shared.approval_rules)
     }
 
     /// The one decision on a carrier's invocations ([`crate::invocation::decide`]), its trace
@@ -457,7 +455,6 @@ impl Ctx<'_> {
                 rules: &self.shared.approval_rules,
                 store: &self.shared.approvals,
                 audit: &self.shared.audit,
-                carrier: self.carrier(),
                 trace_id: Some(&trace_id),
                 dry_run: self.dry_run.is_some(),
             });

@@ -393,11 +393,6 @@ impl JsonObject {
         Ok(out)
     }
 
-    /// The object as a `serde_json` value (what an approval binds a proxy request to).
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.to_vec()).unwrap_or(serde_json::Value::Null)
-    }
-
     /// Serialises back to compact JSON.
     pub fn to_vec(&self) -> Vec<u8> {
         let cap = self

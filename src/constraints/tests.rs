@@ -111,6 +111,8 @@ fn every_variable_is_bound() {
         r#"proxy.method == "GET""#,
         r#"has(args.channel) && !has(args.other)"#,
         r#"args.channel.matches("^C[0-9]+$")"#,
+        // The README's anchored pattern.
+        r#"!"eve@acme.com.evil.io".matches("^[^@]+@acme[.]com$") && "bob@acme.com".matches("^[^@]+@acme[.]com$")"#,
     ] {
         assert_eq!(compile(src).expect(src).eval(&vars), Ok(true), "{src}");
     }

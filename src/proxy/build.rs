@@ -30,10 +30,41 @@ pub(crate) async fn build_shared(
     let client = upstream::build_client(&config.upstream)?;
     let upstream = Upstream::new(&config.upstream, env, client.clone())?;
     let (tool_policy, warnings) = crate::toolpolicy::ToolPolicy::compile(&config.policy)?;
+    let constraints = crate::constraints::Constraints::compile(&config.policy.constraints)?;
     let mut claims = tool_policy.claims_read();
+    // The claims the constraints read are kept too (all of them when one reads `claims` as a
+    // whole).
+    let approval_rules = Arc::new(crate::approvals::Rules::compile(
+        config,
+        env,
+        client.clone(),
+    )?);
+    // And those approvals' `if` reads.
+    let read = constraints
+        .claims_read()
+        .zip(approval_rules.claims_read())
+        .map(|(mut a, b)| {
+            a.extend(b);
+            a
+        });
+    let keep_all_claims = match read {
+        Some(read) => {
+            for c in read {
+                if !claims.contains(&c) {
+                    claims.push(c);
+                }
+            }
+            false
+        }
+        None => true,
+    };
     // The kill switch refuses by token id.
     if !claims.iter().any(|c| c == "jti") {
         claims.push("jti".into());
+    }
+    if keep_all_claims {
+        // (Marks the fingerprint: the same list kept whole is another authenticator.)
+        claims = vec!["*".into()];
     }
     let key_digest: [u8; 32] = {
         use sha2::Digest as _;
@@ -44,9 +75,12 @@ pub(crate) async fn build_shared(
     let (auth, tasks) = match previous {
         Some(p) if p.auth_fingerprint == auth_fingerprint => (p.auth.clone(), None),
         _ => {
-            let auth = Authenticator::new(&config.auth, env, client.clone())
-                .await?
-                .keep_claims(claims);
+            let auth = Authenticator::new(&config.auth, env, client.clone()).await?;
+            let auth = if keep_all_claims {
+                auth
+            } else {
+                auth.keep_claims(claims)
+            };
             let refresh = auth.spawn_refresh();
             (auth, Some(vec![refresh]))
         }
@@ -127,7 +161,6 @@ pub(crate) async fn build_shared(
         crate::killswitch::shared::attach(c, &kill_switch);
     }
     let approvals = approvals_store(&cluster, &kill_switch, previous)?;
-    let approval_rules = Arc::new(crate::approvals::Rules::compile(config, env, client)?);
     let shared = Shared {
         kill_switch,
         approvals,
@@ -145,6 +178,7 @@ pub(crate) async fn build_shared(
         upstream,
         policy: config.policy.clone(),
         tool_policy,
+        constraints,
         limiter,
         in_flight,
         max_in_flight: config.limits.max_in_flight,

@@ -13,6 +13,7 @@ mod admin_console;
 mod approvals;
 mod carriers;
 mod cli;
+mod constraints;
 mod controls;
 mod core;
 mod equivalence;
