@@ -29,7 +29,6 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use cel::common::ast::{EntryExpr, Expr as Node, LiteralValue};
-use cel::objects::{Key, Map as CelMap};
 use cel::{Context, Env, IdedExpr, Program, Value as Cel};
 use serde_json::{Map, Value};
 
@@ -608,46 +607,53 @@ impl fmt::Debug for Vars {
     }
 }
 
-/// Counts while converting JSON to CEL values.
+/// Counts while converting JSON to CEL values (built straight into the interpreter's own
+/// value types: one copy of each string, no intermediate tree).
 #[derive(Default)]
 struct Size {
     values: u64,
     bytes: u64,
 }
 
+type Val = Box<dyn cel::common::value::Val>;
+
 impl Size {
-    fn cel(&mut self, v: &Value) -> Cel {
+    fn cel(&mut self, v: &Value) -> Val {
+        use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelNull, CelUInt};
         self.values += 1;
         match v {
-            Value::Null => Cel::Null,
-            Value::Bool(b) => Cel::Bool(*b),
+            Value::Null => Box::new(CelNull),
+            Value::Bool(b) => Box::new(CelBool::from(*b)),
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
-                    Cel::Int(i)
+                    Box::new(CelInt::from(i))
                 } else if let Some(u) = n.as_u64() {
-                    Cel::UInt(u)
+                    Box::new(CelUInt::from(u))
                 } else {
-                    Cel::Float(n.as_f64().unwrap_or(f64::NAN))
+                    Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
                 }
             }
             Value::String(s) => self.string(s),
-            Value::Array(a) => Cel::List(Arc::new(a.iter().map(|x| self.cel(x)).collect())),
+            Value::Array(a) => Box::new(CelList::from(
+                a.iter().map(|x| self.cel(x)).collect::<Vec<_>>(),
+            )),
             Value::Object(m) => self.map(m),
         }
     }
 
-    fn string(&mut self, s: &str) -> Cel {
+    fn string(&mut self, s: &str) -> Val {
         self.bytes += s.len() as u64;
-        Cel::String(Arc::new(s.to_owned()))
+        Box::new(cel::common::types::CelString::from(s.to_owned()))
     }
 
-    fn map(&mut self, m: &Map<String, Value>) -> Cel {
+    fn map(&mut self, m: &Map<String, Value>) -> Val {
+        use cel::common::types::{CelMap, CelMapKey};
         let mut out = std::collections::HashMap::with_capacity(m.len());
         for (k, v) in m {
             self.bytes += k.len() as u64;
-            out.insert(Key::String(Arc::new(k.clone())), self.cel(v));
+            out.insert(CelMapKey::from(k.clone()), self.cel(v));
         }
-        Cel::Map(CelMap { map: Arc::new(out) })
+        Box::new(CelMap::from(out))
     }
 }
 
@@ -656,8 +662,13 @@ impl Scope<'_> {
     pub(crate) fn bind(&self) -> Vars {
         let mut size = Size::default();
         let mut context = Context::with_env(Arc::clone(env()));
-        let opt = |size: &mut Size, s: Option<&str>| s.map_or(Cel::Null, |s| size.string(s));
-        let vars = [
+        let opt = |size: &mut Size, s: Option<&str>| -> Val {
+            s.map_or_else(
+                || -> Val { Box::new(cel::common::types::CelNull) },
+                |s| size.string(s),
+            )
+        };
+        let vars: [(&str, Val); 8] = [
             ("subject", size.string(self.subject)),
             ("claims", size.map(self.claims)),
             ("tool", size.string(self.tool)),
@@ -665,28 +676,25 @@ impl Scope<'_> {
             ("account", opt(&mut size, self.account)),
             (
                 "carrier",
-                Cel::String(Arc::new(self.carrier.as_str().into())),
+                Box::new(cel::common::types::CelString::from(self.carrier.as_str())),
             ),
             (
                 "args",
-                self.args.map_or_else(
-                    || {
-                        Cel::Map(CelMap {
-                            map: Arc::default(),
-                        })
-                    },
-                    |a| size.cel(a),
+                match self.args {
+                    Some(a) => size.cel(a),
+                    None => size.map(&Map::new()),
+                },
+            ),
+            (
+                "proxy",
+                self.proxy.map_or_else(
+                    || -> Val { Box::new(cel::common::types::CelNull) },
+                    |p| size.cel(p),
                 ),
             ),
-            ("proxy", self.proxy.map_or(Cel::Null, |p| size.cel(p))),
         ];
         for (name, value) in vars {
-            match Box::<dyn cel::common::value::Val>::try_from(value) {
-                Ok(v) => context.add_variable_as_val(name, v),
-                // Plain JSON always converts; were it not to, the variable stays unbound and
-                // an expression reading it fails (refuses).
-                Err(e) => tracing::error!(variable = name, error = %e, "CEL variable not bound"),
-            }
+            context.add_variable_as_val(name, value);
         }
         Vars {
             context,
