@@ -518,6 +518,90 @@ fn kill_switch(c: &mut Criterion) {
     );
 }
 
+/// Constraints on arguments (issue 27): the same refused-at-the-gate GMAIL_SEND_EMAIL execute
+/// (typical mail arguments) through the service with no constraint configured, with 20
+/// constraints for other tools (none applies: nothing may be parsed or bound), and with 20
+/// constraints that all apply and hold (the arguments parsed once, the variables bound once,
+/// 20 `require`s evaluated). The differences are what constraints add per invocation.
+fn constraints(c: &mut Criterion) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::Service;
+
+    const REQUIRES: [&str; 5] = [
+        r#"args.recipient_email.lowerAscii().endsWith("@acme.com")"#,
+        r#"args.?cc.orValue([]).all(a, a.lowerAscii().endsWith("@acme.com"))"#,
+        r#"size(args.body) < 100000"#,
+        r#"!args.subject.lowerAscii().contains("password")"#,
+        r#"args.?bcc.orValue([]).size() == 0 && carrier in ["rest", "mcp"]"#,
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = Sandbox::with_demo_data("sk_bench");
+    let addr = rt.block_on(sandbox.start()).unwrap();
+    let token = token(Algorithm::HS256, "alice");
+    let body = json!({"arguments": {
+        "recipient_email": "bob@acme.com",
+        "cc": ["carol@acme.com", "dan@Acme.com"],
+        "subject": "Quarterly numbers",
+        "body": "Hi Bob, please find the quarterly numbers below. Revenue is up, costs are flat, and the new region is ahead of plan. Let me know if you have questions before Thursday's review. Thanks, Alice",
+        "is_html": false,
+    }});
+    let request = || {
+        http::Request::builder()
+            .method(Method::POST)
+            .uri("/api/v3.1/tools/execute/GMAIL_SEND_EMAIL")
+            .header("x-api-key", &token)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
+            .unwrap()
+    };
+    let twenty = |tool: &dyn Fn(usize) -> String| {
+        (0..20)
+            .map(|i| {
+                format!(
+                    "[[policy.constraints]]\nname = \"c{i}\"\ntools = [\"{}\"]\nrequire = '{}'\n",
+                    tool(i),
+                    REQUIRES[i % REQUIRES.len()]
+                )
+            })
+            .collect::<String>()
+    };
+    let cases = [
+        ("constraints_none_configured", String::new()),
+        (
+            "constraints_20_for_other_tools",
+            twenty(&|i| format!("SLACK_TOOL_{i}")),
+        ),
+        (
+            "constraints_20_applying_and_holding",
+            twenty(&|_| "GMAIL_SEND_EMAIL".to_owned()),
+        ),
+    ];
+    for (name, extra) in cases {
+        let mut cfg = config(&format!("[audit]\npath = \"/dev/null\"\n[policy]\n{extra}"));
+        cfg.upstream.base_url = format!("http://{addr}");
+        let gateway = rt
+            .block_on(entitygate::Gateway::builder(cfg).env(env()).build())
+            .unwrap();
+        let svc = gateway.service();
+        let resp = rt.block_on(svc.clone().call(request())).unwrap();
+        // Every constraint held: refused by the connection gate (alice's Gmail is expired).
+        assert_eq!(resp.status(), http::StatusCode::BAD_REQUEST, "{name}");
+        c.bench_function(name, |b| {
+            b.to_async(&rt).iter_batched(
+                request,
+                |req| {
+                    let mut svc = svc.clone();
+                    async move { svc.call(req).await.unwrap() }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        assert_eq!(sandbox.count("POST", "/"), 0, "nothing was forwarded");
+    }
+    sandbox.stop();
+}
+
 criterion_group!(
     benches,
     routing,
@@ -526,6 +610,7 @@ criterion_group!(
     auth,
     policy,
     carriers,
+    constraints,
     evidence,
     console_feed,
     kill_switch

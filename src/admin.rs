@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /reload`, the kill switch
-//! (`/deny`, [`deny`]) and `POST /explain`, on an address of its own so that none of it is reachable through the
+//! (`/deny`, [`deny`]), approvals (`/approvals`, [`approvals`]) and `POST /explain`, on an address of its own so that none of it is reachable through the
 //! proxy listener. Health, readiness and metrics are open; every endpoint that changes state
 //! or reveals decisions needs the admin bearer token ([`auth`]), and is disabled when none is
 //! configured. A failed authentication is audited and slows later attempts from its source,
@@ -30,12 +30,13 @@ use tokio::sync::Semaphore;
 use crate::conn::{Activity, Deadlines, Tracked, Watched};
 use crate::control::Control;
 
+pub(crate) mod approvals;
 pub mod auth;
 pub mod console;
 mod deny;
 pub(crate) mod throttle;
 
-pub use auth::{AdminToken, Refused};
+pub use auth::{Actor, AdminToken, Refused};
 use throttle::{Throttle, Via};
 
 /// Time allowed from accept to a complete request head.
@@ -195,13 +196,13 @@ async fn guarded(conn: &Conn, req: Request<Incoming>) -> Response<console::Body>
 /// Whether the request carries the admin token: `Ok`, or the answer to send instead. A
 /// source with recent failures waits first ([`throttle`]); a failure is audited.
 #[allow(clippy::result_large_err)]
-async fn authorized(conn: &Conn, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+async fn authorized(conn: &Conn, req: &Request<Incoming>) -> Result<Actor, Response<Full<Bytes>>> {
     let control = &*conn.control;
     conn.throttle.wait(conn.source).await;
     match conn.token.check(control.env(), req.headers()) {
-        Ok(()) => {
+        Ok(actor) => {
             conn.throttle.succeeded(conn.source);
-            Ok(())
+            Ok(actor)
         }
         Err(refused) => {
             crate::metrics::admin_refused();
@@ -228,11 +229,14 @@ async fn route(conn: &Conn, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (req.method(), req.uri().path()),
         (&Method::GET, "/healthz" | "/readyz" | "/metrics")
     );
-    if !open {
-        if let Err(refusal) = authorized(conn, &req).await {
-            return refusal;
+    let actor = if open {
+        Actor::Admin
+    } else {
+        match authorized(conn, &req).await {
+            Ok(actor) => actor,
+            Err(refusal) => return refusal,
         }
-    }
+    };
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => ready(control).await,
@@ -259,6 +263,11 @@ async fn route(conn: &Conn, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (_, p) if p == "/deny" || p.starts_with("/deny/") => deny::handle(control, req)
             .await
             .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
+        (_, p) if p == "/approvals" || p.starts_with("/approvals/") => {
+            approvals::handle(control, &actor, req)
+                .await
+                .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

@@ -519,6 +519,9 @@ struct Line<'a> {
     code: u32,
     identity_rewritten: bool,
     rule: Option<&'a str>,
+    /// The constraint on arguments that refused (its name only, never the values read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    constraint: Option<&'a str>,
     status: u16,
     upstream_status: Option<u16>,
     /// `"previous"` when Composio refused the current key and the previous one was used.
@@ -552,6 +555,7 @@ pub struct Audit {
     upstream_key: Option<&'static str>,
     identity_rewritten: bool,
     rule: Option<std::sync::Arc<str>>,
+    constraint: Option<std::sync::Arc<str>>,
 }
 
 // === impl Audit ===
@@ -682,6 +686,18 @@ impl Audit {
         self.rule = Some(rule.clone());
     }
 
+    /// A constraint on arguments checked (`held`), or the one that refused; only a refusing
+    /// one is kept for the audit line. Never the argument values.
+    pub(crate) fn constraint(&mut self, name: &std::sync::Arc<str>, held: bool) {
+        if self.journal.is_some() {
+            let outcome = if held { "held" } else { "refused" };
+            self.note("constraint", &format!("{name}: {outcome}"));
+        }
+        if !held {
+            self.constraint = Some(name.clone());
+        }
+    }
+
     /// The caller named another user, and the gateway pinned or refused it.
     pub fn mismatch(&mut self) {
         self.note(
@@ -758,6 +774,7 @@ impl Audit {
             code: self.code,
             identity_rewritten: self.identity_rewritten,
             rule: self.rule.as_deref(),
+            constraint: self.constraint.as_deref(),
             status: status.as_u16(),
             upstream_status: self.upstream_status,
             upstream_key: self.upstream_key,

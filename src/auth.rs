@@ -48,7 +48,8 @@ const MAX_SUBJECT_LEN: usize = 256;
 pub struct Identity {
     /// The configured prefix followed by the subject claim.
     pub subject: Arc<str>,
-    /// The claims of the token that decisions read (the tool policy's rules and scopes).
+    /// The claims of the token that decisions read (the tool policy's rules and scopes, the
+    /// constraints on arguments).
     pub claims: Arc<Map<String, Value>>,
     /// The token's `exp`, in Unix seconds.
     pub expires_at: u64,

@@ -1,8 +1,50 @@
 //! Wall-clock helpers shared by the audit trail, the audit job, readiness and the sandbox:
 //! Unix time that never panics on a clock before the epoch (it reads as 0, and callers that
-//! decide on time treat that as an error), and RFC 3339 timestamps without a date crate.
+//! decide on time treat that as an error), RFC 3339 timestamps without a date crate, and
+//! [`Clock`]: the time source that what decides on expiries holds, so tests move time instead
+//! of sleeping.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A source of Unix seconds. The gateway runs on [`SystemClock`]; tests hand a
+/// [`ManualClock`] to what they want to age (approvals' requests and grants).
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Unix seconds now.
+    fn unix_now(&self) -> u64;
+}
+
+/// The system's wall clock ([`unix_now`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix_now(&self) -> u64 {
+        unix_now()
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock reading `at` Unix seconds.
+    pub fn new(at: u64) -> Self {
+        Self(AtomicU64::new(at))
+    }
+
+    /// Moves the clock `secs` forward.
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn unix_now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 /// Unix seconds now (0 if the clock is before the epoch).
 pub fn unix_now() -> u64 {

@@ -157,12 +157,16 @@ pub struct Config {
     /// Several replicas sharing state on Redis ([`crate::shared`]); absent: single node.
     #[serde(default)]
     pub shared: Option<SharedConfig>,
-    /// The embedded store (the kill switch's rules).
+    /// The embedded store (the kill switch's rules, approvals).
     #[serde(default)]
     pub state: StateConfig,
     /// The tool-definition lock ([`crate::toollock`]); absent: no lock.
     #[serde(default)]
     pub tools_lock: Option<ToolsLockConfig>,
+    /// Approvals by a named operator before some calls run (`[[policy.approvals]]` says which;
+    /// [`crate::approvals`]).
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
 }
 
 /// `[tools_lock]`: the reviewed tool definitions and pinned toolkit versions
@@ -233,6 +237,126 @@ pub enum OnVersionMismatch {
     Refuse,
     /// Rewritten to the locked version (logged).
     Rewrite,
+}
+
+/// `[approvals]`: how long requests and grants live, the bound on pending requests, and the
+/// signed notification of each new request.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// A pending request expires unanswered after this long; a denial answers the agent's
+    /// identical calls for as long.
+    #[serde(default = "default_request_ttl_secs")]
+    pub request_ttl_secs: u64,
+    /// An approved call may be made once within this long after the approval.
+    #[serde(default = "default_grant_ttl_secs")]
+    pub grant_ttl_secs: u64,
+    /// Pending requests one subject may have; past it a new one is refused with 429 (nothing
+    /// stored).
+    #[serde(default = "default_max_pending_per_subject")]
+    pub max_pending_per_subject: usize,
+    /// Largest arguments (canonical JSON, bytes) a request may hold: approvers see every byte
+    /// of what they approve, so a larger call is refused rather than shown cut.
+    #[serde(default = "default_max_argument_bytes")]
+    pub max_argument_bytes: usize,
+    /// Where approvers follow a request (`{console_url}/approvals#{id}` is named in the
+    /// refusal); absent: the admin listener's console.
+    pub console_url: Option<String>,
+    /// A signed POST per new request (https, or http on loopback).
+    pub notify_url: Option<String>,
+    /// The environment variable holding the notification's HMAC secret.
+    pub notify_secret_env: Option<String>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            request_ttl_secs: default_request_ttl_secs(),
+            grant_ttl_secs: default_grant_ttl_secs(),
+            max_pending_per_subject: default_max_pending_per_subject(),
+            max_argument_bytes: default_max_argument_bytes(),
+            console_url: None,
+            notify_url: None,
+            notify_secret_env: None,
+        }
+    }
+}
+
+fn default_request_ttl_secs() -> u64 {
+    3600
+}
+fn default_grant_ttl_secs() -> u64 {
+    900
+}
+fn default_max_pending_per_subject() -> usize {
+    20
+}
+fn default_max_argument_bytes() -> usize {
+    64 * 1024
+}
+
+impl ApprovalsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("approvals.request_ttl_secs", self.request_ttl_secs),
+            ("approvals.grant_ttl_secs", self.grant_ttl_secs),
+            (
+                "approvals.max_pending_per_subject",
+                self.max_pending_per_subject as u64,
+            ),
+            (
+                "approvals.max_argument_bytes",
+                self.max_argument_bytes as u64,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, "must be > 0"));
+            }
+        }
+        if let Some(url) = &self.notify_url {
+            check_webhook_url("approvals.notify_url", url)?;
+            if self
+                .notify_secret_env
+                .as_deref()
+                .is_none_or(|v| v.trim().is_empty())
+            {
+                return Err(ConfigError::invalid(
+                    "approvals.notify_secret_env",
+                    "is required when notify_url is set",
+                ));
+            }
+        }
+        if let Some(url) = &self.console_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::invalid(
+                    "approvals.console_url",
+                    "must be an http(s):// URL",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A webhook target: https, or plain http on loopback only, with a host.
+fn check_webhook_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| ConfigError::invalid(key, format!("{e}")))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if is_loopback_host(uri.host().unwrap_or("")) => {}
+        _ => {
+            return Err(ConfigError::invalid(
+                key,
+                "must be https:// (plain http only on loopback)",
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ConfigError::invalid(key, "has no host"));
+    }
+    Ok(())
 }
 
 /// `[shared]`: the Redis (or Valkey) that several replicas share rate limits, invalidations,
@@ -591,6 +715,54 @@ pub struct PolicyConfig {
     /// Tool policy: rules on claims, evaluated in order ([`crate::toolpolicy`]).
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Constraints on tool arguments, in CEL ([`crate::constraints`]); every one that applies
+    /// to an allowed invocation must hold.
+    #[serde(default)]
+    pub constraints: Vec<ConstraintConfig>,
+    /// Calls that wait for a named operator's approval ([`crate::approvals`]).
+    #[serde(default)]
+    pub approvals: Vec<ApprovalRuleConfig>,
+}
+
+/// `[[policy.approvals]]`: calls that need an operator's approval before they run.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRuleConfig {
+    /// Names the rule in the refusal, the request and the audit trail.
+    pub name: String,
+    /// Tool slug globs (`*`, case-insensitive) the rule covers.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Toolkits the rule covers (Composio's toolkit of the tool).
+    #[serde(default)]
+    pub toolkits: Vec<String>,
+    /// A CEL condition over the call (the variables of constraints); absent: always.
+    #[serde(rename = "if")]
+    pub condition: Option<String>,
+    /// What the agent (and the user) reads while the call waits.
+    pub message: Option<String>,
+}
+
+/// `[[policy.constraints]]`: a CEL condition on the arguments of the tools it names
+/// ([`crate::constraints`] documents the variables and the semantics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstraintConfig {
+    /// Names the constraint in refusals, `explain` and the audit trail (unique).
+    pub name: String,
+    /// Tool slug globs it applies to (as in rules).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Toolkits it applies to (every tool of them, and proxy executions through them).
+    #[serde(default)]
+    pub toolkits: Vec<String>,
+    /// CEL over the caller and the call: the constraint applies only when it holds; absent:
+    /// always.
+    pub when: Option<String>,
+    /// CEL that must hold, or the call is refused.
+    pub require: String,
+    /// What a refusal says to the model and the user.
+    pub message: Option<String>,
 }
 
 /// `policy.default`: the tool policy's decision when no rule and no scope decides.
@@ -791,6 +963,25 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
     /// The older name of `token_env` (it used to guard `/explain` only); an alias.
     pub explain_token_env: Option<String>,
+    /// Named people, each with a token of their own: it authenticates the admin API and the
+    /// console as that person, and only an operator can approve a call.
+    #[serde(default)]
+    pub operators: Vec<OperatorConfig>,
+}
+
+/// `[[admin.operators]]`: one named person.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Recorded as the approver.
+    pub name: String,
+    /// The environment variable holding this operator's token.
+    pub token_env: Option<String>,
+    /// A file holding it instead (read on every check).
+    pub token_file: Option<PathBuf>,
+    /// This person's own subject (as the subject claim names it; the gateway's
+    /// `subject_prefix` is applied for the comparison): they can never approve their own calls.
+    pub subject: Option<String>,
 }
 
 /// `[admin.console]`: the security console ([`crate::console`] serves it).
@@ -967,6 +1158,11 @@ impl Config {
         }
         if let Some(p) = &mut self.admin.token_file {
             fix(p);
+        }
+        for op in &mut self.admin.operators {
+            if let Some(p) = &mut op.token_file {
+                fix(p);
+            }
         }
         for p in [
             &mut self.upstream.api_key_file,
@@ -1172,7 +1368,91 @@ impl Config {
         if let Some(shared) = &self.shared {
             shared.validate()?;
         }
+        self.approvals.validate()?;
+        self.validate_approval_rules()?;
+        self.validate_operators()?;
         self.validate_mcp()
+    }
+
+    /// `[[policy.approvals]]`: named, each name once, covering some tool. The `if` is compiled
+    /// with the rest of the policy ([`crate::approvals`]).
+    fn validate_approval_rules(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.policy.approvals.iter().enumerate() {
+            let key = format!("policy.approvals[{i}]");
+            let name = r.name.trim();
+            if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    "must be 1 to 200 printable characters",
+                ));
+            }
+            if !names.insert(name.to_owned()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    format!("`{name}` names two approval rules"),
+                ));
+            }
+            if r.tools.is_empty() && r.toolkits.is_empty() {
+                return Err(ConfigError::invalid(
+                    &key,
+                    "names no tool: set `tools` (globs) or `toolkits`",
+                ));
+            }
+            if r.tools
+                .iter()
+                .chain(&r.toolkits)
+                .any(|t| t.trim().is_empty())
+            {
+                return Err(ConfigError::invalid(&key, "an empty tool or toolkit"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[admin.operators]]`: each named once, with exactly one token source, tokens of
+    /// their own (never the shared admin token's source).
+    fn validate_operators(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, op) in self.admin.operators.iter().enumerate() {
+            let key = format!("admin.operators[{i}]");
+            let name = op.name.trim();
+            if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    "must be 1 to 100 printable characters",
+                ));
+            }
+            if !names.insert(name.to_ascii_lowercase()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    format!("`{name}` names two operators"),
+                ));
+            }
+            if op.token_env.is_some() == op.token_file.is_some() {
+                return Err(ConfigError::invalid(
+                    &key,
+                    "set exactly one of token_env and token_file",
+                ));
+            }
+            let shared_env = self
+                .admin
+                .token_env
+                .as_ref()
+                .or(self.admin.explain_token_env.as_ref());
+            if op.token_env.is_some() && op.token_env.as_ref() == shared_env
+                || op.token_file.is_some() && op.token_file == self.admin.token_file
+            {
+                return Err(ConfigError::invalid(
+                    &key,
+                    "an operator's token must be their own, not the [admin] token",
+                ));
+            }
+            if op.subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                return Err(ConfigError::invalid(format!("{key}.subject"), "is empty"));
+            }
+        }
+        Ok(())
     }
 
     /// `public_url` and `[mcp]`. Without `public_url` the gateway could only hand out MCP URLs
@@ -1378,6 +1658,8 @@ impl Default for PolicyConfig {
             default_decision: PolicyDefault::default(),
             scope_prefix: default_scope_prefix(),
             rules: Vec::new(),
+            approvals: Vec::new(),
+            constraints: Vec::new(),
         }
     }
 }

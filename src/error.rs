@@ -166,6 +166,15 @@ pub enum Error {
         /// The version asked for.
         asked: String,
     },
+    /// A constraint on the tool's arguments (`[[policy.constraints]]`) does not hold for this
+    /// call: false, an evaluation error or a cost overrun (fail closed).
+    #[error("{message} (constraint `{constraint}`)")]
+    ArgumentsNotAllowed {
+        /// The constraint's name.
+        constraint: String,
+        /// The constraint's `message`, for the model and the user.
+        message: String,
+    },
 
     /// An operator's deny rule (the kill switch) refuses this request.
     #[error("suspended by the gateway's operators (deny rule {rule}): {reason}")]
@@ -175,6 +184,28 @@ pub enum Error {
         /// The operator's reason.
         reason: String,
     },
+
+    /// The call waits for a named operator's approval; request `id` was stored.
+    #[error("{message} Approval {id} is pending: an operator must approve this exact call (follow it at {follow}); then make the same call again, once.")]
+    ApprovalRequired {
+        /// The request's id.
+        id: String,
+        /// The rule's message.
+        message: String,
+        /// Where approvers follow it (the console).
+        follow: String,
+    },
+    /// An operator denied this exact call.
+    #[error("an operator denied this call (approval {id}): {reason}")]
+    ApprovalDenied {
+        /// The request's id.
+        id: String,
+        /// The operator's reason.
+        reason: String,
+    },
+    /// The subject already has this many approval requests pending; nothing was stored.
+    #[error("too many approval requests pending for this user (at most {0})")]
+    ApprovalsPending(usize),
 
     // --- ownership and gating ---
     /// A connected account that is not the subject's was named.
@@ -221,6 +252,9 @@ pub enum Error {
     /// The system clock is unusable.
     #[error("the gateway's clock is unusable")]
     ClockUnavailable,
+    /// The approvals store (Redis with `[shared]`) could not be asked: the call is refused.
+    #[error("the approvals store is unavailable")]
+    ApprovalsUnavailable,
     /// An internal invariant failed; the request is refused.
     #[error("internal gateway error")]
     Internal,
@@ -265,7 +299,12 @@ impl Error {
             Self::ToolNotAllowed { .. } => "tool_not_allowed",
             Self::ToolDefinitionChanged { .. } => "tool_definition_changed",
             Self::ToolVersionNotAllowed { .. } => "tool_version_not_allowed",
+            Self::ArgumentsNotAllowed { .. } => "arguments_not_allowed",
             Self::DeniedByKillSwitch { .. } => "denied_by_kill_switch",
+            Self::ApprovalRequired { .. } => "approval_required",
+            Self::ApprovalDenied { .. } => "approval_denied",
+            Self::ApprovalsPending(_) => "too_many_pending_approvals",
+            Self::ApprovalsUnavailable => "approvals_unavailable",
             Self::ConnectedAccountNotOwned => "connected_account_not_owned",
             Self::NotFound => "not_found",
             Self::Gate(g) => match g.kind {
@@ -321,9 +360,14 @@ impl Error {
             Self::CustomAuthNotAllowed(_) => 9141,
             Self::SharedAccountsNotAllowed => 9142,
             Self::ToolNotAllowed { .. } => 9143,
-            Self::ToolDefinitionChanged { .. } => 9145,
+            Self::ToolDefinitionChanged { .. } => 9149,
             Self::ToolVersionNotAllowed { .. } => 9146,
+            Self::ArgumentsNotAllowed { .. } => 9145,
             Self::DeniedByKillSwitch { .. } => 9144,
+            Self::ApprovalRequired { .. } => 9147,
+            Self::ApprovalDenied { .. } => 9148,
+            Self::ApprovalsPending(_) => 9163,
+            Self::ApprovalsUnavailable => 9195,
             Self::ConnectedAccountNotOwned => 1812,
             Self::NotFound => 9150,
             Self::Gate(_) => 1803,
@@ -364,7 +408,10 @@ impl Error {
             | Self::ToolNotAllowed { .. }
             | Self::ToolDefinitionChanged { .. }
             | Self::ToolVersionNotAllowed { .. }
+            | Self::ArgumentsNotAllowed { .. }
             | Self::DeniedByKillSwitch { .. }
+            | Self::ApprovalRequired { .. }
+            | Self::ApprovalDenied { .. }
             | Self::ConnectedAccountNotOwned => StatusCode::FORBIDDEN,
             Self::PathNotCanonical
             | Self::RequestTargetInvalid
@@ -382,10 +429,13 @@ impl Error {
             }
             Self::NotFound | Self::ToolNotFound(_) => StatusCode::NOT_FOUND,
             // Transient, not deterministic: it clears when the user's own requests finish.
-            Self::RateLimited(_) | Self::SubjectBusy => StatusCode::TOO_MANY_REQUESTS,
-            Self::ConnectionStatusUnavailable | Self::KeysUnavailable | Self::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
+            Self::RateLimited(_) | Self::SubjectBusy | Self::ApprovalsPending(_) => {
+                StatusCode::TOO_MANY_REQUESTS
             }
+            Self::ConnectionStatusUnavailable
+            | Self::KeysUnavailable
+            | Self::Overloaded
+            | Self::ApprovalsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ClockUnavailable | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -451,6 +501,9 @@ impl Error {
             Self::ToolVersionNotAllowed { .. } => {
                 "Omit the version (or send the locked one): the gateway runs the reviewed version."
             }
+            Self::ArgumentsNotAllowed { .. } => {
+                "Change the call's arguments so that they meet the constraint named in the message."
+            }
             Self::DeniedByKillSwitch { .. } => {
                 "The gateway's operators suspended this; contact them (retrying will not help)."
             }
@@ -467,6 +520,15 @@ impl Error {
                 }
             },
             Self::ToolNotFound(_) => "Check the tool slug.",
+            Self::ApprovalRequired { .. } => {
+                "Tell the user the call waits for an operator's approval; once approved, make the same call again (same arguments, once)."
+            }
+            Self::ApprovalDenied { .. } => {
+                "An operator refused this exact call; do not retry it. Ask the operators if it must run."
+            }
+            Self::ApprovalsPending(_) => {
+                "Wait until operators answer this user's pending approval requests (or they expire)."
+            }
             Self::RateLimited(_) => "Slow down: retry after the time in Retry-After.",
             Self::SubjectBusy => {
                 "Wait for this user's other requests to finish: retry after Retry-After."
@@ -475,7 +537,8 @@ impl Error {
             Self::ConnectionStatusUnavailable
             | Self::KeysUnavailable
             | Self::UpstreamUnavailable
-            | Self::UpstreamTimeout => "A transient fault: retry shortly.",
+            | Self::UpstreamTimeout
+            | Self::ApprovalsUnavailable => "A transient fault: retry shortly.",
             Self::ClockUnavailable | Self::Internal => "Report this to the gateway operator.",
         }
     }
@@ -499,24 +562,38 @@ impl Error {
             inner["toolkit"] = json!(g.toolkit);
             inner["connection_status"] = json!(g.connection_status);
         }
-        if let Self::ToolNotAllowed { tool, rule } = self {
-            inner["tool"] = json!(tool);
-            inner["rule"] = json!(rule);
-        }
-        if let Self::ToolDefinitionChanged { tool, locked, seen } = self {
-            inner["tool"] = json!(tool);
-            inner["locked_hash"] = json!(locked);
-            inner["seen_hash"] = json!(seen);
-        }
-        if let Self::ToolVersionNotAllowed {
-            tool,
-            locked,
-            asked,
-        } = self
-        {
-            inner["tool"] = json!(tool);
-            inner["locked_version"] = json!(locked);
-            inner["version"] = json!(asked);
+        // Each refusal's own fields, beside the shape every error has.
+        match self {
+            Self::ApprovalRequired { id, follow, .. } => {
+                inner["approval_id"] = json!(id);
+                inner["approval_url"] = json!(follow);
+            }
+            Self::ApprovalDenied { id, reason } => {
+                inner["approval_id"] = json!(id);
+                inner["reason"] = json!(reason);
+            }
+            Self::ArgumentsNotAllowed { constraint, .. } => {
+                inner["constraint"] = json!(constraint);
+            }
+            Self::ToolNotAllowed { tool, rule } => {
+                inner["tool"] = json!(tool);
+                inner["rule"] = json!(rule);
+            }
+            Self::ToolDefinitionChanged { tool, locked, seen } => {
+                inner["tool"] = json!(tool);
+                inner["locked_hash"] = json!(locked);
+                inner["seen_hash"] = json!(seen);
+            }
+            Self::ToolVersionNotAllowed {
+                tool,
+                locked,
+                asked,
+            } => {
+                inner["tool"] = json!(tool);
+                inner["locked_version"] = json!(locked);
+                inner["version"] = json!(asked);
+            }
+            _ => {}
         }
         json!({ "error": inner })
     }
@@ -538,11 +615,16 @@ impl Error {
             Self::SubjectBusy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            Self::ApprovalsPending(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
             _ => {}
         }
         // The SDKs honour this hint; deterministic refusals must not be retried.
-        let transient = matches!(self, Self::RateLimited(_) | Self::SubjectBusy)
-            || self.status().is_server_error();
+        let transient = matches!(
+            self,
+            Self::RateLimited(_) | Self::SubjectBusy | Self::ApprovalsPending(_)
+        ) || self.status().is_server_error();
         if !transient {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
@@ -583,6 +665,15 @@ mod tests {
             Error::BodyReadTimeout,
             Error::ConnectedAccountNotOwned,
             Error::NotFound,
+            Error::ApprovalRequired {
+                id: "apr_1".into(),
+                message: "m".into(),
+                follow: "u".into(),
+            },
+            Error::ApprovalDenied {
+                id: "apr_1".into(),
+                reason: "r".into(),
+            },
             Error::Gate(Box::new(GateRefusal {
                 kind: GateKind::Expired,
                 toolkit: "slack".into(),

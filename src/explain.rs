@@ -211,11 +211,85 @@ pub struct InvocationOut {
     pub refusal: Option<String>,
     /// The account the connection gate found usable, when it looked one up.
     pub forwarded_account: Option<String>,
+    /// Each constraint on arguments that applied, in order, with its result and the values
+    /// it read (shown to the operator here; never audited).
+    pub constraints: Vec<ConstraintOut>,
+}
+
+/// One constraint on arguments checked for an invocation.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConstraintOut {
+    /// The constraint's name.
+    pub name: String,
+    /// `held` or `refused`.
+    pub result: String,
+    /// Why its evaluation failed (a missing field, a wrong type, the cost bound), if it did.
+    pub error: Option<String>,
+    /// The variable paths its expressions read and their values (`null`: absent).
+    pub read: Vec<(String, Value)>,
+}
+
+impl ConstraintOut {
+    fn new(
+        t: &crate::invocation::Traced,
+        c: &crate::constraints::Constraint,
+        passed: bool,
+        identity: Option<&crate::auth::Identity>,
+    ) -> Self {
+        let empty = serde_json::Map::new();
+        let scope = crate::constraints::Scope {
+            subject: identity.map_or("", |i| &i.subject),
+            claims: identity.map_or(&empty, |i| &i.claims),
+            tool: &t.tool,
+            toolkit: t.toolkit.as_deref(),
+            account: t.account.as_deref(),
+            carrier: t.carrier,
+            args: t.args.as_deref(),
+            proxy: t.proxy.as_deref(),
+        };
+        let mut read: Vec<(String, Value)> = Vec::new();
+        for r in c
+            .when
+            .iter()
+            .chain(std::iter::once(&c.require))
+            .flat_map(|e| e.references())
+        {
+            let path = r.path();
+            if !read.iter().any(|(p, _)| *p == path) {
+                read.push((path, scope.lookup(r).unwrap_or(Value::Null)));
+            }
+        }
+        Self {
+            name: c.name.to_string(),
+            result: if passed { "held" } else { "refused" }.to_owned(),
+            error: if passed {
+                None
+            } else {
+                t.constraint_error.clone()
+            },
+            read,
+        }
+    }
 }
 
 impl InvocationOut {
-    fn from_trace(t: &crate::invocation::Traced) -> Self {
+    fn from_trace(
+        t: &crate::invocation::Traced,
+        constraints: &crate::constraints::Constraints,
+        identity: Option<&crate::auth::Identity>,
+    ) -> Self {
+        let constraints = t
+            .steps
+            .iter()
+            .filter_map(|s| match &s.step {
+                crate::invocation::Step::Constraint(name) => constraints
+                    .get(name)
+                    .map(|c| ConstraintOut::new(t, c, s.passed, identity)),
+                _ => None,
+            })
+            .collect();
         Self {
+            constraints,
             tool: t.tool.clone(),
             toolkit: t.toolkit.clone(),
             connected_account_id: t.account.clone(),
@@ -349,7 +423,7 @@ pub async fn explain_with(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
-        .map(InvocationOut::from_trace)
+        .map(|t| InvocationOut::from_trace(t, &shared.constraints, identity.as_ref()))
         .collect();
     let steps: Vec<(String, String)> = audit
         .journal()
@@ -454,6 +528,16 @@ impl Explanation {
                     let _ = write!(s, ": refused: {why}");
                 }
                 let _ = writeln!(s);
+                for c in &inv.constraints {
+                    let _ = write!(s, "      constraint \"{}\": {}", c.name, c.result);
+                    if let Some(e) = &c.error {
+                        let _ = write!(s, " ({e})");
+                    }
+                    let _ = writeln!(s);
+                    for (path, value) in &c.read {
+                        let _ = writeln!(s, "        {path} = {value}");
+                    }
+                }
             }
         }
         let _ = writeln!(s, "kill switch  {}", self.kill_switch);

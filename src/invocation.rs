@@ -22,10 +22,17 @@
 //!    question); then the tool lock ([`crate::toollock`], "2b"): a tool whose definition
 //!    drifted from the reviewed one, or a tool of a locked toolkit that the lock does not
 //!    have, is refused (no hashing here: verdicts are made when definitions are read);
+//!    2c. the constraints on arguments ([`crate::constraints`]): every one that applies to
+//!    the tool (by glob, or by Composio's toolkit) must hold on the invocation's arguments,
+//!    which a carrier keeps only when one may apply ([`Extract`]);
 //! 3. account ownership (Composio must list the named account for the subject) and toolkit
 //!    match (a named account of another toolkit than the tool's is refused);
 //! 4. the proxy switch (`policy.allow_proxy_execute`);
-//! 5. the connection gate (a usable connection of the toolkit, or the named account usable).
+//! 5. the connection gate (a usable connection of the toolkit, or the named account usable);
+//! 6. approvals, last, once every invocation passed all of the above (a call refused anyway
+//!    never creates a request): an invocation a `[[policy.approvals]]` rule covers passes only
+//!    with a grant for its exact call, which it uses up ([`crate::approvals`]). With several
+//!    such invocations in one request, every grant is checked before any is used.
 //!
 //! The toolkit of a tool or trigger is always Composio's (its metadata, cached), never the
 //! caller's; only proxies and connection management state their toolkit, which is what they
@@ -44,6 +51,7 @@ use serde_json::{Map, Value};
 use crate::audit::Audit;
 use crate::auth::Identity;
 use crate::connections::{Account, Connections, ToolInfo};
+use crate::constraints::{Carrier, Constraints, Scope};
 use crate::error::Error;
 use crate::killswitch::KillSwitch;
 use crate::revocation::Broken;
@@ -114,7 +122,7 @@ pub(crate) enum Kind {
 }
 
 /// One thing a request asks Composio to do with a user's credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Invocation {
     /// What it does.
     pub(crate) kind: Kind,
@@ -124,6 +132,121 @@ pub(crate) struct Invocation {
     pub(crate) toolkit: Option<String>,
     /// A connected account id named for this invocation.
     pub(crate) account: Option<String>,
+    /// How it reached the gateway (the constraints' `carrier`).
+    pub(crate) carrier: Carrier,
+    /// Its arguments as Composio receives them (`{}` when none; a trigger's config; a proxy's
+    /// request), kept only when a constraint may apply to the tool ([`Constraints::wants`]):
+    /// `None` when not kept.
+    pub(crate) args: Option<Arc<Value>>,
+    /// A proxy execution's request (`method`, `endpoint`, `parameters`, `body`), when kept.
+    pub(crate) proxy: Option<Arc<Value>>,
+}
+
+/// What an extraction needs besides the call: which tools' arguments to keep (those a
+/// constraint may apply to) and the carrier.
+#[derive(Clone, Copy)]
+pub(crate) struct Extract<'a> {
+    pub(crate) constraints: &'a Constraints,
+    pub(crate) carrier: Carrier,
+    /// `[[policy.approvals]]`: a covered call's arguments are what its grant binds to, so
+    /// they are kept for it too.
+    pub(crate) approvals: Option<&'a crate::approvals::Rules>,
+}
+
+impl<'a> Extract<'a> {
+    pub(crate) fn new(constraints: &'a Constraints, carrier: Carrier) -> Self {
+        Self {
+            constraints,
+            carrier,
+            approvals: None,
+        }
+    }
+
+    /// The same, keeping the arguments of the tools approval rules may cover as well.
+    pub(crate) fn approving(self, rules: &'a crate::approvals::Rules) -> Self {
+        Self {
+            approvals: Some(rules),
+            ..self
+        }
+    }
+
+    /// Whether `tool`'s arguments are kept: a constraint or an approval rule may apply to it.
+    fn wants(&self, tool: &str) -> bool {
+        self.constraints.wants(tool) || self.approvals.is_some_and(|a| a.wants(tool))
+    }
+
+    /// The arguments of `tool` to keep, if a constraint may apply to it (`{}` for none).
+    fn keep(&self, tool: &str, arguments: Option<&Value>) -> Option<Arc<Value>> {
+        if !self.wants(tool) {
+            return None;
+        }
+        Some(Arc::new(match arguments {
+            Some(v) if !v.is_null() => v.clone(),
+            _ => Value::Object(Map::new()),
+        }))
+    }
+
+    /// The same from a carrier body's raw field.
+    fn keep_raw(&self, tool: &str, raw: Option<Raw<'_>>) -> Result<Option<Arc<Value>>, Error> {
+        if !self.wants(tool) {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(match raw {
+            Some(r) => parse_raw(r)?,
+            None => Value::Object(Map::new()),
+        })))
+    }
+
+    /// A proxy invocation through `toolkit` (or the account's) with its request `req` (the
+    /// body as Composio receives it), kept when a constraint may apply to proxies.
+    pub(crate) fn proxy(
+        &self,
+        toolkit: Option<&str>,
+        account: Option<&str>,
+        req: impl FnOnce() -> Result<Value, Error>,
+    ) -> Result<Invocation, Error> {
+        let mut inv = Invocation::proxy(toolkit, account);
+        inv.carrier = self.carrier;
+        if self.wants(PROXY_EXECUTE) {
+            let req = Arc::new(req()?);
+            inv.args = Some(req.clone());
+            inv.proxy = Some(req);
+        }
+        Ok(inv)
+    }
+
+    /// A trigger subscription of `slug` with its config (read only when a constraint may
+    /// apply to it).
+    pub(crate) fn trigger(
+        &self,
+        slug: &str,
+        account: Option<&str>,
+        config: impl FnOnce() -> Result<Value, Error>,
+    ) -> Result<Invocation, Error> {
+        let mut inv = Invocation::trigger(slug, account);
+        inv.carrier = self.carrier;
+        if self.wants(slug) {
+            inv.args = Some(Arc::new(config()?));
+        }
+        Ok(inv)
+    }
+}
+
+/// A carrier body as a JSON object value (a proxy's request as Composio receives it).
+pub(crate) fn body_value(obj: &JsonObject) -> Result<Value, Error> {
+    let mut m = Map::new();
+    for (k, v) in obj.iter() {
+        m.insert(k.to_owned(), parse_raw(v)?);
+    }
+    Ok(Value::Object(m))
+}
+
+/// A trigger upsert's config (`trigger_config`, any spelling; `{}` without one).
+pub(crate) fn trigger_config(obj: &JsonObject) -> Result<Value, Error> {
+    match obj.get_folded("triggerconfig") {
+        Some(raw) if raw.get() != "null" => parse_raw(raw),
+        _ => Ok(Value::Object(Map::new())),
+    }
 }
 
 impl Invocation {
@@ -139,6 +262,9 @@ impl Invocation {
             tool: tool.to_owned(),
             toolkit: None,
             account: account.map(str::to_owned),
+            carrier: Carrier::Rest,
+            args: None,
+            proxy: None,
         }
     }
 
@@ -149,6 +275,9 @@ impl Invocation {
             tool: PROXY_EXECUTE.to_owned(),
             toolkit: toolkit.map(str::to_ascii_lowercase),
             account: account.map(str::to_owned),
+            carrier: Carrier::Proxy,
+            args: None,
+            proxy: None,
         }
     }
 
@@ -159,6 +288,9 @@ impl Invocation {
             tool: slug.to_owned(),
             toolkit: None,
             account: account.map(str::to_owned),
+            carrier: Carrier::Trigger,
+            args: None,
+            proxy: None,
         }
     }
 }
@@ -181,18 +313,20 @@ pub(crate) struct Verdict {
 /// understand (fail closed).
 ///
 /// `account` is the account the carrier names for this call. The arguments of an ordinary
-/// tool are not read (they do not change what is decided); those of Composio's own tools are.
+/// tool are read only when a constraint may apply to it (then kept in the invocation); those
+/// of Composio's own tools are always read.
 ///
 /// # Errors
 /// [`Error::BodyInvalid`] for an unreadable meta-tool call, too deep a nesting, or an unknown
 /// `COMPOSIO_*` tool that names a toolkit or an account.
 pub(crate) fn from_tool_call(
+    x: &Extract<'_>,
     tool: &str,
     arguments: Option<&Value>,
     account: Option<&str>,
 ) -> Result<Vec<Invocation>, Error> {
     let mut out = Vec::new();
-    extract(tool, arguments, account, 1, &mut out)?;
+    extract(x, tool, arguments, account, 1, &mut out)?;
     Ok(out)
 }
 
@@ -206,21 +340,27 @@ pub(crate) fn reads_arguments(tool: &str) -> bool {
 }
 
 /// [`from_tool_call`] for a carrier body: the tool's arguments are its `arguments` or (old
-/// API) `input` field, in any spelling; both at once are ambiguous and refused.
+/// API) `input` field, in any spelling; both at once are ambiguous and refused. An ordinary
+/// tool's are parsed only when a constraint may apply to it.
 ///
 /// # Errors
 /// As [`from_tool_call`]; also unreadable arguments and several argument fields.
 pub(crate) fn from_body(
+    x: &Extract<'_>,
     tool: &str,
     obj: &JsonObject,
     account: Option<&str>,
 ) -> Result<Vec<Invocation>, Error> {
     let raw = body_arguments(obj)?;
     if !reads_arguments(tool) {
-        return from_tool_call(tool, None, account);
+        let mut out = from_tool_call(x, tool, None, account)?;
+        if let Some(inv) = out.first_mut() {
+            inv.args = x.keep_raw(tool, raw)?;
+        }
+        return Ok(out);
     }
     let arguments = raw.map(parse_raw).transpose()?;
-    from_tool_call(tool, arguments.as_ref(), account)
+    from_tool_call(x, tool, arguments.as_ref(), account)
 }
 
 /// The raw `arguments` (or `input`) of a carrier body, `null` counting as absent.
@@ -321,12 +461,19 @@ fn nested_account(outer: Option<&str>, inner: Option<String>) -> Result<Option<S
 }
 
 fn extract(
+    x: &Extract<'_>,
     tool: &str,
     arguments: Option<&Value>,
     account: Option<&str>,
     depth: usize,
     out: &mut Vec<Invocation>,
 ) -> Result<(), Error> {
+    let push = |out: &mut Vec<Invocation>, tool: &str, account: Option<&str>| {
+        let mut inv = Invocation::tool(tool, account);
+        inv.carrier = x.carrier;
+        inv.args = x.keep(tool, arguments);
+        out.push(inv);
+    };
     if depth > MAX_DEPTH {
         return Err(invalid(tool, "meta tools nested too deeply"));
     }
@@ -334,11 +481,11 @@ fn extract(
         return Err(Error::BodyInvalid("a tool call needs a tool slug".into()));
     }
     if !reads_arguments(tool) {
-        out.push(Invocation::tool(tool, account));
+        push(out, tool, account);
         return Ok(());
     }
     if tool.eq_ignore_ascii_case(MULTI_EXECUTE) {
-        out.push(Invocation::tool(tool, account));
+        push(out, tool, account);
         let m = meta_arguments(tool, arguments)?;
         let items = match m.get("tools") {
             Some(Value::Array(a)) => a,
@@ -386,12 +533,16 @@ fn extract(
             // An item's account is its own; the enclosing call's is not inherited (it was
             // decided for the meta tool itself).
             let inner = map_account(item)?;
-            extract(slug, args, inner.as_deref(), depth + 1, out)?;
+            let item_x = Extract {
+                carrier: Carrier::Multi,
+                ..*x
+            };
+            extract(&item_x, slug, args, inner.as_deref(), depth + 1, out)?;
         }
         return Ok(());
     }
     if tool.eq_ignore_ascii_case(MANAGE_CONNECTIONS) {
-        out.push(Invocation::tool(tool, account));
+        push(out, tool, account);
         let m = meta_arguments(tool, arguments)?;
         for (k, v) in m {
             if !TOOLKIT_KEYS.iter().any(|f| folded_eq(k, f)) {
@@ -412,6 +563,9 @@ fn extract(
                     tool: MANAGE_CONNECTIONS.to_owned(),
                     toolkit: Some(tk.to_ascii_lowercase()),
                     account: None,
+                    carrier: x.carrier,
+                    args: None,
+                    proxy: None,
                 });
             }
         }
@@ -443,7 +597,8 @@ fn extract(
         if toolkit.is_none() && account.is_none() {
             return Err(invalid(tool, "a proxy execution needs its `toolkit_slug`"));
         }
-        out.push(Invocation::proxy(toolkit, account.as_deref()));
+        // Its arguments are the proxy request (`endpoint`, `method`, `parameters`, `body`).
+        out.push(x.proxy(toolkit, account.as_deref(), || Ok(Value::Object(m.clone())))?);
         return Ok(());
     }
     let known = toolpolicy::META_TOOLS
@@ -468,7 +623,7 @@ fn extract(
             Some(_) => return Err(invalid(tool, "`arguments` must be an object")),
         }
     }
-    out.push(Invocation::tool(tool, account));
+    push(out, tool, account);
     Ok(())
 }
 
@@ -510,6 +665,26 @@ pub(crate) struct Decider<'a> {
     pub(crate) allow_proxy_execute: bool,
     /// The tool-definition lock (`[tools_lock]`), when configured.
     pub(crate) tool_lock: Option<&'a crate::toollock::ToolLock>,
+    /// The compiled `[[policy.constraints]]`.
+    pub(crate) constraints: &'a Constraints,
+    /// The approval step's handles; `None`: no approval is asked (no rules, or a caller that
+    /// only reads the decision).
+    pub(crate) approvals: Option<Approver<'a>>,
+}
+
+/// What the approval step reads and writes ([`crate::approvals`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Approver<'a> {
+    /// `[[policy.approvals]]` and `[approvals]`.
+    pub(crate) rules: &'a crate::approvals::Rules,
+    /// The requests and grants.
+    pub(crate) store: &'a crate::approvals::Store,
+    /// Where approval events go (hash-chained).
+    pub(crate) audit: &'a crate::audit::Sink,
+    /// The request's W3C trace id.
+    pub(crate) trace_id: Option<&'a str>,
+    /// A dry run (`explain`): nothing is stored or used.
+    pub(crate) dry_run: bool,
 }
 
 /// A step of [`decide`], in its order (module docs).
@@ -530,6 +705,8 @@ pub(crate) enum Step {
     Policy(Arc<str>),
     /// 2b. The tool lock: the definition is the reviewed one.
     ToolLock,
+    /// 2c. A constraint on the arguments (`[[policy.constraints]]`), by name.
+    Constraint(Arc<str>),
     /// 3. Account ownership and toolkit match.
     Ownership,
     /// 4. The proxy switch (`allow_proxy_execute`).
@@ -538,6 +715,8 @@ pub(crate) enum Step {
     BrokenMark,
     /// 5. The connection gate.
     ConnectionGate,
+    /// 6. Approval, asked by this `[[policy.approvals]]` rule.
+    Approval(Arc<str>),
 }
 
 impl Step {
@@ -551,10 +730,12 @@ impl Step {
             Self::KillSwitchToolkit => "kill switch (toolkit)",
             Self::Policy(_) => "tool policy",
             Self::ToolLock => "tool lock",
+            Self::Constraint(_) => "constraint",
             Self::Ownership => "account ownership",
             Self::ProxySwitch => "proxy switch",
             Self::BrokenMark => "broken connection",
             Self::ConnectionGate => "connection gate",
+            Self::Approval(_) => "approval",
         }
     }
 }
@@ -588,6 +769,14 @@ pub(crate) struct Traced {
     pub(crate) refusal: Option<String>,
     /// The account the connection gate saw usable (what Composio will use), when it looked.
     pub(crate) forwarded_account: Option<String>,
+    /// How the invocation arrived, and its arguments and proxy request when kept (for
+    /// `explain` to show what a constraint read; never audited).
+    pub(crate) carrier: Carrier,
+    pub(crate) args: Option<Arc<Value>>,
+    pub(crate) proxy: Option<Arc<Value>>,
+    /// Why a constraint's evaluation failed, when it did (for `explain`; it may quote
+    /// argument values, so it is never audited).
+    pub(crate) constraint_error: Option<String>,
 }
 
 impl Traced {
@@ -601,6 +790,10 @@ impl Traced {
             rule: None,
             refusal: None,
             forwarded_account: None,
+            carrier: inv.carrier,
+            args: inv.args.clone(),
+            proxy: inv.proxy.clone(),
+            constraint_error: None,
         }
     }
 
@@ -639,6 +832,7 @@ impl Traced {
                     }
                 }
                 Step::CodeToolBan(rule) | Step::Policy(rule) => audit.rule(rule),
+                Step::Constraint(name) => audit.constraint(name, taken.passed),
                 Step::Toolkit if taken.passed => {
                     if let Some(tk) = &self.toolkit {
                         audit.toolkit(tk);
@@ -668,7 +862,7 @@ impl Decided {
 }
 
 /// The one decision, applied to every invocation in one fixed order: code-tool ban, tool
-/// policy, account ownership and toolkit match, proxy switch (`allow_proxy_execute`),
+/// policy, constraints on arguments, account ownership and toolkit match, proxy switch (`allow_proxy_execute`),
 /// connection gate. The first refusal wins; nothing is forwarded unless every invocation is
 /// allowed. Returns the outcome with its trace.
 ///
@@ -700,10 +894,117 @@ pub(crate) async fn decide(
             };
         }
     }
+    if let Some(a) = &decider.approvals {
+        if let Err(e) = approve(a, identity, invocations, &mut trace).await {
+            return Decided {
+                trace,
+                outcome: Err(e),
+            };
+        }
+    }
     Decided {
         trace,
         outcome: Ok(verdict),
     }
+}
+
+/// Step 6, approvals, for invocations every other step allowed (module docs); `trace[i]` is
+/// the record of `invocations[i]`.
+async fn approve(
+    a: &Approver<'_>,
+    identity: &Identity,
+    invocations: &[Invocation],
+    trace: &mut [Traced],
+) -> Result<(), Error> {
+    use crate::approvals::{self, Call, Live};
+    if a.rules.is_empty() {
+        return Ok(());
+    }
+    let mut asking = Vec::new();
+    for (i, inv) in invocations.iter().enumerate() {
+        let Some(t) = trace.get(i) else {
+            continue;
+        };
+        let toolkit = t.toolkit.as_deref();
+        let carrier = inv.carrier;
+        let scope = crate::constraints::Scope {
+            subject: &identity.subject,
+            claims: &identity.claims,
+            tool: &inv.tool,
+            toolkit,
+            account: inv.account.as_deref(),
+            carrier,
+            args: inv.args.as_deref(),
+            proxy: inv.proxy.as_deref(),
+        };
+        // Bound once per invocation, and only when a covering rule has an `if`.
+        let vars = std::cell::OnceCell::new();
+        let found = a
+            .rules
+            .covering(&inv.tool, toolkit)
+            .find(|rule| rule.asks(|| vars.get_or_init(|| scope.bind())));
+        if let Some(rule) = found {
+            let call = Call {
+                subject: &identity.subject,
+                tool: &inv.tool,
+                toolkit,
+                account: inv.account.as_deref(),
+                carrier: carrier.as_str(),
+                arguments: inv.args.as_deref(),
+                trace_id: a.trace_id,
+            };
+            asking.push((i, rule, call));
+        }
+    }
+    if asking.is_empty() {
+        return Ok(());
+    }
+    let mut outcomes = Vec::with_capacity(asking.len());
+    if a.dry_run {
+        for (i, rule, call) in &asking {
+            outcomes.push((
+                *i,
+                rule.name.clone(),
+                approvals::explain(a.store, a.rules, rule, call).await,
+            ));
+        }
+    } else {
+        // Several grants in one request: all are checked before any is used, so a call
+        // refused for one missing approval does not spend the others.
+        let mut granted = vec![true; asking.len()];
+        if asking.len() > 1 {
+            let now = a.store.now();
+            for (n, (_, _, call)) in asking.iter().enumerate() {
+                let key = approvals::binding_key(
+                    call.subject,
+                    call.tool,
+                    call.account,
+                    &approvals::argument_hash(call.arguments),
+                );
+                granted[n] = match a.store.peek(&key).await {
+                    Ok(found) => found.is_some_and(|r| r.live(now) == Live::Granted),
+                    Err(_) => return Err(Error::ApprovalsUnavailable),
+                };
+            }
+        }
+        let all = granted.iter().all(|g| *g);
+        for (n, (i, rule, call)) in asking.iter().enumerate() {
+            if !all && granted[n] {
+                continue;
+            }
+            let r = approvals::ask(a.store, a.rules, rule, call, a.audit).await;
+            outcomes.push((*i, rule.name.clone(), r.map(|_| ())));
+        }
+    }
+    let mut first = None;
+    for (i, rule, r) in outcomes {
+        if let Some(t) = trace.get_mut(i) {
+            if let Err(e) = t.step(Step::Approval(rule), r) {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// A tool-policy decision as a step's outcome.
@@ -841,6 +1142,12 @@ async fn decide_one(
     t.step(Step::Policy(rule), r)?;
     tool_lock_step(d, inv, &info.toolkit, info.definition.as_ref(), t)?;
 
+    // 2c. Constraints on the arguments: every one that applies must hold (a rule's allow
+    // never skips one). Nothing is bound unless one applies.
+    if inv.kind != Kind::ManageConnections && !d.constraints.is_empty() {
+        check_constraints(d, identity, inv, &info.toolkit, t)?;
+    }
+
     // 3. Account ownership and toolkit match.
     if let Some(id) = &inv.account {
         let a = match owned.take() {
@@ -913,6 +1220,55 @@ async fn decide_one(
         None => None,
     };
     Ok(Some(used))
+}
+
+/// Step 2c: the constraints that apply to `inv` (of `toolkit`), in order; the first that
+/// does not hold (false, an evaluation error, a cost overrun) refuses.
+fn check_constraints(
+    d: &Decider<'_>,
+    identity: &Identity,
+    inv: &Invocation,
+    toolkit: &str,
+    t: &mut Traced,
+) -> Result<(), Error> {
+    let mut vars = None;
+    for c in d.constraints.applying(&inv.tool, toolkit) {
+        let outcome = match &inv.args {
+            // A constraint applies to a tool whose arguments the carrier did not keep (its
+            // slug does not start with the toolkit's name): refused rather than skipped.
+            None => Err("the call's arguments were not read".to_owned()),
+            Some(args) => {
+                let vars = vars.get_or_insert_with(|| {
+                    Scope {
+                        subject: &identity.subject,
+                        claims: &identity.claims,
+                        tool: &inv.tool,
+                        toolkit: Some(toolkit),
+                        account: inv.account.as_deref(),
+                        carrier: inv.carrier,
+                        args: Some(args),
+                        proxy: inv.proxy.as_deref(),
+                    }
+                    .bind()
+                });
+                c.check(vars).map_err(|e| e.to_string())
+            }
+        };
+        let r = match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(c.refusal()),
+            Err(e) => {
+                // The reason may quote argument values: kept for `explain`, not logged.
+                t.constraint_error = Some(e);
+                Err(c.refusal())
+            }
+        };
+        if r.is_err() {
+            tracing::info!(tool = %inv.tool, constraint = %c.name, "constraint refused");
+        }
+        t.step(Step::Constraint(c.name.clone()), r)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -351,6 +351,12 @@ impl KillSwitch {
         self.path.as_deref()
     }
 
+    /// The open `[state]` database, for other state kept in the same file (approvals): one
+    /// process may open a redb file once.
+    pub fn database(&self) -> Option<Arc<Database>> {
+        self.db.clone()
+    }
+
     // --- the hot path ---
 
     /// Refuses a request by its subject or token (`jti`), or when everything is denied.

@@ -13,13 +13,15 @@
 //!    [`tls`] and [`client`] (rustls configurations, the pooled HTTP client).
 //! 2. Services: [`trace`] (W3C trace context, OTLP export), [`upstream`] (Composio, which
 //!    alone gets the key), [`auth`] (JWT verification, JWKS, the token cache), [`toolpolicy`],
+//!    `constraints` (CEL over a tool call's arguments: compile, bind, evaluate with a bound),
 //!    [`killswitch`] (deny rules, kept in the embedded store), [`audit`] (one hash-chained
 //!    event per decision, and the console's live feed), [`shared`] (Redis for a fleet; knows
 //!    no domain type: the kill switch and the caches attach to it as listeners), [`toollock`]
 //!    (the reviewed tool definitions, pinned versions, the poisoning scan).
 //! 3. State: [`connections`] (connection status and tool metadata, coalesced and cached),
 //!    [`expiry`] (the audit job, Composio's expiry webhook), [`revocation`] (dead connections
-//!    learnt from answers, refused before Composio is asked).
+//!    learnt from answers, refused before Composio is asked), [`approvals`] (calls that wait
+//!    for a named operator's yes, bound to the exact call; their store, local or on Redis).
 //! 4. Decision: `invocation`: every carrier's tool call as invocations, and the one ordered
 //!    `decide` over a narrow `Decider`, returning its trace.
 //! 5. Carriers: [`proxy`] (the request pipeline: one body reader, one upstream request, one
@@ -53,6 +55,7 @@
 
 mod accept;
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod body;
@@ -62,6 +65,7 @@ pub mod clock;
 pub mod config;
 mod conn;
 pub mod connections;
+pub(crate) mod constraints;
 mod control;
 pub mod error;
 pub mod expiry;

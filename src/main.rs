@@ -21,13 +21,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a configuration (secrets and key files included) and exit.
+    /// Validate a configuration (secrets and key files included) and exit; report every
+    /// broken constraint on tool arguments.
     CheckConfig {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Also ask Composio, read-only, whether it refuses the key for something the
-        /// configuration needs (a scoped project key without a permission it uses).
+        /// Also ask Composio (read-only) for the input schema of each tool a constraint
+        /// names, and report parameters the tools do not have and visible type mismatches;
+        /// and whether it refuses the key for something the configuration needs (a scoped
+        /// project key without a permission it uses).
         #[arg(long)]
         live: bool,
     },
@@ -44,6 +47,10 @@ enum Command {
     /// The tool-definition lock (`[tools_lock]`): `lock` reads the reviewed toolkits'
     /// definitions from Composio and writes the lock; `diff` prints the drift (exit 1).
     Tools(entitygate::cli::tools::ToolsArgs),
+    /// Approval requests of a running gateway, through its admin listener: list them, approve
+    /// or deny one as a named operator (token from $ENTITYGATE_ADMIN_TOKEN (--token-env) or
+    /// --token-file).
+    Approvals(entitygate::cli::approvals::ApprovalsArgs),
     /// Tools for the decision log (`[audit] path`).
     AuditLog {
         #[command(subcommand)]
@@ -106,29 +113,12 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config, live } => {
-            let checked = match entitygate::Config::load(&config) {
-                Ok(c) => entitygate::Gateway::builder(c.clone())
-                    .build()
-                    .await
-                    .map(|_| c),
-                Err(e) => Err(e),
-            };
-            match checked {
-                Ok(c) => {
-                    println!("{}: ok", config.display());
-                    if live {
-                        return check_key(&c).await;
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => config_error(&e),
-            }
-        }
+        Command::CheckConfig { config, live } => entitygate::cli::check::run(&config, live).await,
         #[cfg(feature = "sandbox")]
         Command::Demo(args) => entitygate::cli::demo::run(args).await,
         Command::Explain(args) => entitygate::cli::explain::run(&args).await,
         Command::Deny(args) => entitygate::cli::killswitch::run(&args).await,
+        Command::Approvals(args) => entitygate::cli::approvals::run(&args).await,
         Command::AuditLog {
             command: AuditLogCommand::Verify(args),
         } => entitygate::cli::audit::verify(&args),
@@ -136,40 +126,6 @@ async fn main() -> ExitCode {
         Command::Tools(args) => entitygate::cli::tools::run(&args).await,
     }
 }
-
-/// `check-config --live`, the key's permissions: 64 when Composio refuses the key for
-/// something the configuration needs, 69 (`EX_UNAVAILABLE`) when it could not be asked.
-async fn check_key(config: &entitygate::Config) -> ExitCode {
-    use entitygate::cli::keyscope::{self, Outcome};
-    let findings = match keyscope::check(config, &entitygate::config::ProcessEnv).await {
-        Ok(f) => f,
-        Err(e) => return config_error(&e),
-    };
-    for f in &findings {
-        println!("{}", keyscope::report_line(f));
-    }
-    println!(
-        "live: not probed (a read cannot show them): {}",
-        keyscope::WRITES_NOT_PROBED
-    );
-    if findings
-        .iter()
-        .any(|f| matches!(f.outcome, Outcome::Refused(_)))
-    {
-        eprintln!("entitygate: Composio refuses the key for something this configuration needs");
-        ExitCode::from(EXIT_CONFIG)
-    } else if findings
-        .iter()
-        .any(|f| matches!(f.outcome, Outcome::Unknown(_)))
-    {
-        ExitCode::from(EXIT_UNAVAILABLE)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// `EX_UNAVAILABLE`: Composio could not be asked.
-const EXIT_UNAVAILABLE: u8 = 69;
 
 fn config_error(e: &entitygate::config::ConfigError) -> ExitCode {
     eprintln!("entitygate: {e}");

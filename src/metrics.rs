@@ -233,6 +233,17 @@ pub(crate) fn admin_auth_failed(via: &'static str, reason: &'static str) {
         .increment(1);
 }
 
+/// An approval event: `requested`, `granted`, `denied`, `used`, `expired`
+/// (`entitygate_approvals_total{event}`; decided = granted + denied).
+pub(crate) fn approval(event: &'static str) {
+    metrics::counter!("entitygate_approvals_total", "event" => event).increment(1);
+}
+
+/// Approval requests pending now (set by the sweep).
+pub(crate) fn approvals_pending(n: usize) {
+    metrics::gauge!("entitygate_approvals_pending").set(n as f64);
+}
+
 /// A request was refused by a kill-switch rule.
 pub(crate) fn kill_switch_refused() {
     metrics::counter!("entitygate_kill_switch_refusals_total").increment(1);

@@ -51,6 +51,8 @@ pub struct Shared {
     pub(crate) policy: PolicyConfig,
     /// The compiled tool policy (`[[policy.rules]]`).
     pub(crate) tool_policy: crate::toolpolicy::ToolPolicy,
+    /// The compiled `[[policy.constraints]]`.
+    pub(crate) constraints: crate::constraints::Constraints,
     pub(crate) connections: Arc<Connections>,
     /// The upstream keys redacted from every answer (current, and previous while rotating).
     pub(crate) secret: crate::body::Keys,
@@ -87,6 +89,10 @@ pub struct Shared {
     pub(crate) cluster: Option<Arc<crate::shared::Cluster>>,
     /// Operators' deny rules; kept across reloads (same `[state] path`).
     pub(crate) kill_switch: Arc<crate::killswitch::KillSwitch>,
+    /// Approval requests and grants; kept across reloads (same store).
+    pub(crate) approvals: Arc<crate::approvals::Store>,
+    /// `[[policy.approvals]]` and `[approvals]` of this configuration.
+    pub(crate) approval_rules: Arc<crate::approvals::Rules>,
     /// Connections Composio's answers showed dead ([`crate::revocation`]); kept across reloads.
     pub(crate) broken: Arc<crate::revocation::Broken>,
     /// SHA-256 of the upstream key: the caches that hold an [`Upstream`] are rebuilt when the
@@ -125,6 +131,8 @@ impl Shared {
             broken: &self.broken,
             allow_proxy_execute: self.policy.allow_proxy_execute,
             tool_lock: self.tool_lock.as_deref(),
+            constraints: &self.constraints,
+            approvals: None,
         }
     }
 }
@@ -426,6 +434,16 @@ impl Ctx<'_> {
         &self.identity.subject
     }
 
+    /// The extraction of this carrier's invocations: their arguments are kept when a
+    /// constraint or an approval rule may apply ([`crate::invocation::Extract`]).
+    pub(crate) fn extract(
+        &self,
+        carrier: crate::constraints::Carrier,
+    ) -> crate::invocation::Extract<'_> {
+        crate::invocation::Extract::new(&self.shared.constraints, carrier)
+            .approving(&self.shared.approval_rules)
+    }
+
     /// The one decision on a carrier's invocations ([`crate::invocation::decide`]), its trace
     /// rendered into the audit event (and kept for a dry run's explanation).
     pub(crate) async fn decide(
@@ -433,8 +451,18 @@ impl Ctx<'_> {
         invocations: &[crate::invocation::Invocation],
         audit: &mut Audit,
     ) -> Result<crate::invocation::Verdict, Error> {
-        let decided =
-            crate::invocation::decide(&self.shared.decider(), self.identity, invocations).await;
+        let trace_id = self.trace.trace_id();
+        let mut decider = self.shared.decider();
+        if !self.shared.approval_rules.is_empty() {
+            decider.approvals = Some(crate::invocation::Approver {
+                rules: &self.shared.approval_rules,
+                store: &self.shared.approvals,
+                audit: &self.shared.audit,
+                trace_id: Some(&trace_id),
+                dry_run: self.dry_run.is_some(),
+            });
+        }
+        let decided = crate::invocation::decide(&decider, self.identity, invocations).await;
         decided.record(audit);
         if let Some(dry) = self.dry_run {
             dry.decided

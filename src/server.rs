@@ -39,6 +39,7 @@ pub struct GatewayBuilder {
     config: Config,
     env: Arc<dyn Env>,
     config_path: Option<PathBuf>,
+    clock: Option<Arc<dyn crate::clock::Clock>>,
 }
 
 /// A gateway serving in the background (tests, embedders).
@@ -86,6 +87,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// The clock approvals' requests and grants age by (tests move a
+    /// [`crate::clock::ManualClock`] instead of sleeping); the system clock otherwise.
+    pub fn clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Loads keys and certificates and checks every secret.
     ///
     /// # Errors
@@ -95,9 +103,13 @@ impl GatewayBuilder {
             config,
             env,
             config_path,
+            clock,
         } = self;
         crate::metrics::install();
-        let (shared, tasks) = build_shared(&config, env.as_ref(), None).await?;
+        let (mut shared, tasks) = build_shared(&config, env.as_ref(), None).await?;
+        if let Some(clock) = clock {
+            shared.approvals = Arc::new(shared.approvals.with_clock(clock));
+        }
         let state = Arc::new(State {
             current: Arc::new(ArcSwap::from_pointee(shared)),
             env,
@@ -283,6 +295,7 @@ impl Gateway {
             config,
             env: Arc::new(ProcessEnv),
             config_path: None,
+            clock: None,
         }
     }
 
@@ -437,6 +450,7 @@ const LAPSE_CHECK: Duration = Duration::from_secs(1);
 async fn audit_lapsed_rules(state: Arc<State>) {
     let mut tick = tokio::time::interval(LAPSE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
     loop {
         tick.tick().await;
         let shared = state.current.load_full();
@@ -444,6 +458,35 @@ async fn audit_lapsed_rules(state: Arc<State>) {
             tracing::warn!(id = %rule.id, rule = %rule.describe(), "kill switch: deny rule expired");
             shared.audit.record("deny_expired", rule.audit_fields());
         }
+        n += 1;
+        if n.is_multiple_of(APPROVALS_SWEEP_TICKS) {
+            sweep_approvals(&shared).await;
+        }
+    }
+}
+
+/// Approvals are swept every this many lapse checks.
+const APPROVALS_SWEEP_TICKS: u64 = 5;
+
+/// Marks approval requests and grants whose time ended as expired (`approval_expired`, once
+/// fleet-wide), drops old records, and sets the pending gauge.
+async fn sweep_approvals(shared: &crate::proxy::Shared) {
+    let settings = &shared.approval_rules.settings;
+    match shared.approvals.sweep(settings).await {
+        Ok(expired) => {
+            for r in &expired {
+                crate::approvals::record(&shared.audit, "approval_expired", r);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "approvals: sweep failed; retried"),
+    }
+    if let Ok(all) = shared.approvals.list().await {
+        let now = shared.approvals.now();
+        let pending = all
+            .iter()
+            .filter(|r| r.live(now) == crate::approvals::Live::Pending)
+            .count();
+        crate::metrics::approvals_pending(pending);
     }
 }
 

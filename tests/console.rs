@@ -21,6 +21,10 @@ use http_raw::*;
 const API_KEY: &str = "sk_test_REAL_COMPOSIO_KEY_0123456789abcdef";
 const SECRET: &str = "test-only-hs256-secret-0123456789abcdef0123456789";
 const ADMIN_TOKEN: &str = "console-admin-token-0123456789";
+/// A named operator's token (`[[admin.operators]]`): the one who approves.
+const OPERATOR_TOKEN: &str = "console-operator-dana-0123456789";
+/// Markup an agent puts in a call's arguments, which the Approvals page shows.
+const EVIL_ARGUMENT: &str = "<img src=x onerror=\"window.__pwned=1;document.title='pwned'\">";
 const ISSUER: &str = "https://idp.test/";
 const AUDIENCE: &str = "entitygate";
 
@@ -64,12 +68,23 @@ secret_env = "JWT_SECRET"
 [[policy.rules]]
 name = "no-notion"
 deny_toolkits = ["notion"]
+[[policy.approvals]]
+name = "slack messages"
+tools = ["SLACK_SEND_MESSAGE"]
+message = "Slack messages need approval."
 [audit]
 path = {audit:?}
 [admin]
 listen = "127.0.0.1:0"
 {admin_extra}
+{operators}
 "#,
+        // Without any token (the admin token or an operator's) there is no console.
+        operators = if admin_extra.is_empty() {
+            ""
+        } else {
+            "[[admin.operators]]\nname = \"dana\"\ntoken_env = \"OPERATOR_TOKEN\"\n"
+        },
         audit = dir.join("audit.jsonl").display().to_string()
     );
     let path = dir.join("entitygate.toml");
@@ -78,6 +93,7 @@ listen = "127.0.0.1:0"
         ("COMPOSIO_API_KEY".to_owned(), API_KEY.to_owned()),
         ("JWT_SECRET".to_owned(), SECRET.to_owned()),
         ("ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
+        ("OPERATOR_TOKEN".to_owned(), OPERATOR_TOKEN.to_owned()),
     ]
     .into();
     let config = Config::from_toml(&toml).expect("config parses");
@@ -115,6 +131,7 @@ fn token(sub: &str) -> String {
 
 #[tokio::test]
 async fn without_an_admin_token_there_is_no_console() {
+    // No admin token and no operator.
     let w = start("").await;
     for path in ["/ui/login", "/ui/live"] {
         let answer = raw(w.admin, &get(w.admin, path, None, None)).await;
@@ -311,6 +328,8 @@ async fn the_console_in_a_real_browser() {
         .env("CONSOLE_URL", format!("http://{}", w.admin))
         .env("PROXY_URL", format!("http://{}", w.gateway.local_addr()))
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("OPERATOR_TOKEN", OPERATOR_TOKEN)
+        .env("EVIL_ARGUMENT", EVIL_ARGUMENT)
         .env("ALICE_TOKEN", token("alice"))
         .env("EVIL_TOKEN", token(EVIL_SUBJECT))
         .env("EVIL_SUBJECT", EVIL_SUBJECT)

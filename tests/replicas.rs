@@ -951,3 +951,109 @@ async fn tool_drift_found_on_one_replica_is_refused_on_every_replica() {
     fleet.shutdown().await;
     let _ = std::fs::remove_file(&path);
 }
+
+/// An admin call with a named operator's token.
+async fn as_operator(
+    fleet: &Fleet,
+    i: usize,
+    bearer: &str,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let admin = fleet.replicas[i].as_ref().unwrap().admin_addr().unwrap();
+    let req = Request::post(format!("http://{admin}{path}"))
+        .header("authorization", format!("Bearer {bearer}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let (status, _, v) = fleet.request(req).await;
+    (status, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_is_fleet_wide_single_use_and_fails_closed_without_redis() {
+    let Some(mut redis) = Redis::available() else {
+        return;
+    };
+    let approvals = format!(
+        "[[admin.operators]]\nname = \"dana\"\ntoken_env = \"DANA_TOKEN\"\n\
+         [[policy.approvals]]\nname = \"github reads\"\ntools = [\"{TOOL}\"]\n"
+    );
+    let fleet = Fleet::start(sandbox(), &redis, &approvals).await;
+    // Asked on A: one request, the same id on B and C.
+    let (status, _, first) = fleet.execute(0, "alice").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{first}");
+    assert_eq!(first["error"]["slug"], "approval_required");
+    let id = first["error"]["approval_id"].as_str().unwrap().to_owned();
+    for i in [1, 2] {
+        let (_, _, again) = fleet.execute(i, "alice").await;
+        assert_eq!(again["error"]["approval_id"], id.as_str(), "replica {i}");
+    }
+    // Approved on B; identical calls race on all three replicas: exactly one runs.
+    let (status, decided) = as_operator(
+        &fleet,
+        1,
+        support::DANA_TOKEN,
+        &format!("/approvals/{id}/approve"),
+        json!({"reason": "ok"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    let ran = executions(&fleet.sandbox);
+    let fleet = Arc::new(fleet);
+    let mut tasks = Vec::new();
+    for n in 0..12 {
+        let fleet = fleet.clone();
+        tasks.push(tokio::spawn(async move {
+            fleet.execute(n % 3, "alice").await.0
+        }));
+    }
+    let mut passed = 0;
+    for t in tasks {
+        if t.await.unwrap() == StatusCode::OK {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 1);
+    assert_eq!(executions(&fleet.sandbox), ran + 1);
+
+    // A grant approved, then Redis gone: no replica passes on a local view, and approving
+    // answers an error.
+    let (_, _, next) = fleet.execute(2, "alice").await;
+    let next_id = next["error"]["approval_id"].as_str().unwrap().to_owned();
+    let (status, _) = as_operator(
+        &fleet,
+        0,
+        support::DANA_TOKEN,
+        &format!("/approvals/{next_id}/approve"),
+        json!({"reason": "ok"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        let (status, _, body) = fleet.execute(i, "alice").await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replica {i}: {body}"
+        );
+        assert_eq!(body["error"]["slug"], "approvals_unavailable");
+    }
+    let (status, _) = as_operator(
+        &fleet,
+        1,
+        support::DANA_TOKEN,
+        &format!("/approvals/{id}/deny"),
+        json!({"reason": "too late"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        executions(&fleet.sandbox),
+        ran + 1,
+        "nothing ran without Redis"
+    );
+    drop(redis);
+}

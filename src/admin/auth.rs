@@ -1,4 +1,10 @@
-//! Admin authentication: the one bearer token every state-changing admin endpoint requires.
+//! Admin authentication: the bearer token every state-changing admin endpoint requires, and
+//! who it names ([`Actor`]).
+//!
+//! Two kinds of token are accepted: the shared `[admin]` token (the [`Actor::Admin`]), and each
+//! `[[admin.operators]]` entry's own token, which authenticates as that named person
+//! ([`Actor::Operator`]). Both reach every admin endpoint and the console; only an operator may
+//! approve or deny an approval request (a decision must name a person).
 //!
 //! The token comes from `[admin] token_env` (an environment variable) or `[admin] token_file`
 //! (a file, the Kubernetes-secret-volume convention; read on every check, so a rotated file
@@ -22,10 +28,44 @@ enum Source {
     File(PathBuf),
 }
 
-/// The admin token's source, from `[admin]`. Cheap to clone; reads the secret on each check.
+/// The admin token's source, from `[admin]`, and the operators'. Cheap to clone; reads the
+/// secrets on each check.
 #[derive(Debug, Clone, Default)]
 pub struct AdminToken {
     source: Option<Source>,
+    operators: Vec<Operator>,
+}
+
+/// One `[[admin.operators]]` entry.
+#[derive(Debug, Clone)]
+struct Operator {
+    name: String,
+    source: Source,
+    subject: Option<String>,
+}
+
+/// Who an authenticated admin request acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The shared `[admin]` token: everything except deciding approvals.
+    Admin,
+    /// A named operator (`[[admin.operators]]`).
+    Operator {
+        /// Their name, recorded as the approver.
+        name: String,
+        /// Their own subject, if configured (they never approve its calls).
+        subject: Option<String>,
+    },
+}
+
+impl Actor {
+    /// The name recorded for this actor (`admin` for the shared token).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator { name, .. } => name,
+        }
+    }
 }
 
 /// Why a request was not authorised.
@@ -82,17 +122,70 @@ impl AdminToken {
                 .or(admin.explain_token_env.as_ref())
                 .map(|v| Source::Env(v.clone()))
         };
-        Self { source }
+        let operators = admin
+            .operators
+            .iter()
+            .filter_map(|op| {
+                let source = match (&op.token_file, &op.token_env) {
+                    (Some(path), _) => Source::File(path.clone()),
+                    (None, Some(var)) => Source::Env(var.clone()),
+                    (None, None) => return None,
+                };
+                Some(Operator {
+                    name: op.name.trim().to_owned(),
+                    source,
+                    subject: op.subject.as_ref().map(|s| s.trim().to_owned()),
+                })
+            })
+            .collect();
+        Self { source, operators }
     }
 
-    /// Whether a token source is configured at all.
+    /// Whether a token source (the admin token or an operator's) is configured at all.
     pub fn configured(&self) -> bool {
-        self.source.is_some()
+        self.source.is_some() || !self.operators.is_empty()
     }
 
-    /// The current token, if its source is set and non-empty.
+    /// The current admin token, if its source is set and non-empty.
     fn current(&self, env: &dyn Env) -> Option<String> {
-        let token = match self.source.as_ref()? {
+        read(self.source.as_ref()?, env)
+    }
+
+    /// Who `presented` authenticates as: every configured token is compared (in constant
+    /// time each, all of them whatever matched), so the answer time does not tell which.
+    fn who(&self, env: &dyn Env, presented: &str) -> Result<Actor, Refused> {
+        let mut found = None;
+        let mut any = false;
+        if let Some(expected) = self.current(env) {
+            any = true;
+            if constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
+                found = Some(Actor::Admin);
+            }
+        }
+        for op in &self.operators {
+            let Some(expected) = read(&op.source, env) else {
+                continue;
+            };
+            any = true;
+            if constant_time_eq(expected.as_bytes(), presented.as_bytes()) && found.is_none() {
+                found = Some(Actor::Operator {
+                    name: op.name.clone(),
+                    subject: op.subject.clone(),
+                });
+            }
+        }
+        match (found, any) {
+            (Some(actor), _) => Ok(actor),
+            (None, true) => Err(Refused::Wrong),
+            (None, false) => Err(Refused::Disabled),
+        }
+    }
+}
+
+/// A token from its source, if set and non-empty.
+fn read(source: &Source, env: &dyn Env) -> Option<String> {
+    {
+        let token = match source {
             Source::Env(name) => env.var(name)?,
             Source::File(path) => match std::fs::read_to_string(path) {
                 Ok(t) => t,
@@ -106,21 +199,26 @@ impl AdminToken {
         let token = token.trim();
         (!token.is_empty()).then(|| token.to_owned())
     }
+}
 
-    /// Whether `presented` is the admin token (for a login form; headers go through
+impl AdminToken {
+    /// Who `presented` authenticates as (for a login form; headers go through
     /// [`AdminToken::check`]).
-    pub fn verify(&self, env: &dyn Env, presented: &str) -> Result<(), Refused> {
-        let expected = self.current(env).ok_or(Refused::Disabled)?;
-        if constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
-            Ok(())
-        } else {
-            Err(Refused::Wrong)
-        }
+    ///
+    /// # Errors
+    /// [`Refused::Disabled`] without any token configured, else [`Refused::Wrong`].
+    pub fn verify(&self, env: &dyn Env, presented: &str) -> Result<Actor, Refused> {
+        self.who(env, presented)
     }
 
-    /// Whether the request's `Authorization: Bearer` header carries the admin token.
-    pub fn check(&self, env: &dyn Env, headers: &HeaderMap) -> Result<(), Refused> {
-        let expected = self.current(env).ok_or(Refused::Disabled)?;
+    /// Who the request's `Authorization: Bearer` header authenticates as.
+    ///
+    /// # Errors
+    /// [`Refused`]: disabled, missing, or wrong.
+    pub fn check(&self, env: &dyn Env, headers: &HeaderMap) -> Result<Actor, Refused> {
+        if !self.configured() {
+            return Err(Refused::Disabled);
+        }
         let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
             return Err(Refused::Missing);
@@ -130,11 +228,7 @@ impl AdminToken {
             .ok()
             .and_then(bearer)
             .ok_or(Refused::Missing)?;
-        if constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
-            Ok(())
-        } else {
-            Err(Refused::Wrong)
-        }
+        self.who(env, presented)
     }
 }
 
@@ -186,8 +280,14 @@ mod tests {
     fn only_the_exact_token_passes() {
         let env: HashMap<String, String> = [("ADMIN".to_owned(), "s3cret".to_owned())].into();
         let t = token_env();
-        assert_eq!(t.check(&env, &headers(&["Bearer s3cret"])), Ok(()));
-        assert_eq!(t.check(&env, &headers(&["bearer s3cret"])), Ok(()));
+        assert_eq!(
+            t.check(&env, &headers(&["Bearer s3cret"])),
+            Ok(Actor::Admin)
+        );
+        assert_eq!(
+            t.check(&env, &headers(&["bearer s3cret"])),
+            Ok(Actor::Admin)
+        );
         assert_eq!(
             t.check(&env, &headers(&["Bearer s3cre"])),
             Err(Refused::Wrong)
@@ -235,10 +335,10 @@ mod tests {
             ..AdminConfig::default()
         });
         let env: HashMap<String, String> = HashMap::new();
-        assert_eq!(t.verify(&env, "first"), Ok(()));
+        assert_eq!(t.verify(&env, "first"), Ok(Actor::Admin));
         std::fs::write(&path, "second").expect("write");
         assert_eq!(t.verify(&env, "first"), Err(Refused::Wrong));
-        assert_eq!(t.verify(&env, "second"), Ok(()));
+        assert_eq!(t.verify(&env, "second"), Ok(Actor::Admin));
         std::fs::remove_file(&path).expect("remove");
         assert_eq!(t.verify(&env, "second"), Err(Refused::Disabled));
     }
@@ -250,6 +350,39 @@ mod tests {
             explain_token_env: Some("OLD".into()),
             ..AdminConfig::default()
         });
-        assert_eq!(t.verify(&env, "tok"), Ok(()));
+        assert_eq!(t.verify(&env, "tok"), Ok(Actor::Admin));
+    }
+
+    #[test]
+    fn an_operator_token_names_its_person() {
+        let env: HashMap<String, String> = [
+            ("ADMIN".to_owned(), "shared".to_owned()),
+            ("DANA".to_owned(), "dana-token".to_owned()),
+        ]
+        .into();
+        let t = AdminToken::from_config(&AdminConfig {
+            token_env: Some("ADMIN".into()),
+            operators: vec![crate::config::OperatorConfig {
+                name: "dana".into(),
+                token_env: Some("DANA".into()),
+                token_file: None,
+                subject: Some("dana@acme.com".into()),
+            }],
+            ..AdminConfig::default()
+        });
+        assert_eq!(
+            t.check(&env, &headers(&["Bearer dana-token"])),
+            Ok(Actor::Operator {
+                name: "dana".into(),
+                subject: Some("dana@acme.com".into())
+            })
+        );
+        assert_eq!(t.verify(&env, "shared"), Ok(Actor::Admin));
+        assert_eq!(t.verify(&env, "dana-token2"), Err(Refused::Wrong));
+        // Operators alone enable the admin API (as themselves).
+        let only: HashMap<String, String> = [("DANA".to_owned(), "dana-token".to_owned())].into();
+        assert_eq!(t.verify(&only, "shared"), Err(Refused::Wrong));
+        let none: HashMap<String, String> = HashMap::new();
+        assert_eq!(t.verify(&none, "dana-token"), Err(Refused::Disabled));
     }
 }

@@ -63,6 +63,8 @@ pub(crate) struct Console {
 pub(crate) struct Ctx<'a> {
     pub(crate) control: &'a dyn Control,
     pub(crate) csrf: String,
+    /// Who signed in: the shared admin token, or a named operator.
+    pub(crate) actor: crate::admin::Actor,
 }
 
 impl Console {
@@ -122,7 +124,13 @@ impl Console {
         // Everything else needs a session whose admin token is still the admin token.
         let id = session::cookie(req.headers());
         let session = id.as_deref().and_then(|id| self.sessions.get(id));
-        let Some(session) = session.filter(|s| Self::token_ok(control.as_ref(), &s.token)) else {
+        let signed_in = session.and_then(|s| {
+            let actor = crate::admin::AdminToken::from_config(control.admin())
+                .verify(control.env(), &s.token)
+                .ok()?;
+            Some((s, actor))
+        });
+        let Some((session, actor)) = signed_in else {
             if let Some(id) = &id {
                 self.sessions.close(id);
             }
@@ -139,6 +147,7 @@ impl Console {
         let ctx = Ctx {
             control: control.as_ref(),
             csrf: session.csrf.clone(),
+            actor,
         };
         if method == Method::POST {
             let form = match read_form(req).await {
@@ -165,6 +174,7 @@ impl Console {
                 "/ui/policy/explain" => html(StatusCode::OK, pages::explain(&ctx, &form).await),
                 "/ui/killswitch/add" => deny_add(&ctx, &form).await,
                 "/ui/killswitch/lift" => deny_lift(&ctx, &form).await,
+                "/ui/approvals/decide" => approval_decide(&ctx, &form).await,
                 _ => not_found(),
             };
         }
@@ -197,6 +207,7 @@ impl Console {
             "/ui/policy" => html(StatusCode::OK, pages::policy(&ctx, None)),
             "/ui/killswitch" => html(StatusCode::OK, pages::killswitch(&ctx, None)),
             "/ui/drift" => html(StatusCode::OK, pages::drift(&ctx)),
+            "/ui/approvals" => html(StatusCode::OK, pages::approvals(&ctx, &feed, None).await),
             "/ui/health" => html(StatusCode::OK, pages::health(&ctx, &feed).await),
             _ => not_found(),
         }
@@ -273,6 +284,26 @@ fn back(form: &Form) -> String {
             form_urlencoded::byte_serialize(subject.as_bytes()).collect::<String>()
         ),
         _ => "/ui/killswitch".to_owned(),
+    }
+}
+
+/// `POST /ui/approvals/decide`: approve or deny (`verdict`) request `id` with `reason`, as the
+/// API does it (only a named operator, never on their own call, audited with their name); back
+/// to the Approvals page.
+async fn approval_decide(ctx: &Ctx<'_>, form: &Form) -> Response<Body> {
+    let verdict = match form.get("verdict").map(String::as_str) {
+        Some("approve") => crate::approvals::Verdict::Approve,
+        Some("deny") => crate::approvals::Verdict::Deny,
+        _ => return not_found(),
+    };
+    let id = form.get("id").map(String::as_str).unwrap_or_default();
+    let reason = form.get("reason").map(String::as_str).unwrap_or_default();
+    match crate::admin::approvals::decide(ctx.control, &ctx.actor, id, verdict, reason).await {
+        Ok(_) => redirect("/ui/approvals"),
+        Err((status, why)) => {
+            let feed = ctx.control.rules().load().audit.feed().clone();
+            html(status, pages::approvals(ctx, &feed, Some(&why)).await)
+        }
     }
 }
 

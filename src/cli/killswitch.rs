@@ -68,17 +68,8 @@ pub enum DenyCommand {
 /// Runs `entitygate deny`: 0 on success, 1 when the gateway refused or failed, 64 on a
 /// usage error (no token, bad URL).
 pub async fn run(args: &DenyArgs) -> ExitCode {
-    let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|t| t.trim().to_owned())
-            .map_err(|e| format!("cannot read {}: {e}", path.display())),
-        None => std::env::var(&args.token_env)
-            .map(|t| t.trim().to_owned())
-            .map_err(|_| format!("set {} to the admin token", args.token_env)),
-    };
-    let token = match token {
-        Ok(t) if !t.is_empty() => t,
-        Ok(_) => return usage("the admin token is empty"),
+    let token = match read_token(args.token_file.as_deref(), &args.token_env) {
+        Ok(t) => t,
         Err(e) => return usage(&e),
     };
     let (method, path, body) = match &args.command {
@@ -123,7 +114,36 @@ pub async fn run(args: &DenyArgs) -> ExitCode {
             (Method::DELETE, format!("/deny/{id}"), None)
         }
     };
-    let url = format!("{}{path}", args.admin.trim_end_matches('/'));
+    admin_call(&args.admin, &token, method, &path, body, "deny").await
+}
+
+/// The admin token from a file or an environment variable (never the command line).
+pub(crate) fn read_token(file: Option<&std::path::Path>, env: &str) -> Result<String, String> {
+    let token = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => std::env::var(env)
+            .map(|t| t.trim().to_owned())
+            .map_err(|_| format!("set {env} to the admin token"))?,
+    };
+    if token.is_empty() {
+        return Err("the admin token is empty".into());
+    }
+    Ok(token)
+}
+
+/// One admin API call: prints the answer on success (0), the status and answer on stderr
+/// otherwise (1); 64 for an unusable URL. `name` is the subcommand, for messages.
+pub(crate) async fn admin_call(
+    admin: &str,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    name: &str,
+) -> ExitCode {
+    let url = format!("{}{path}", admin.trim_end_matches('/'));
     let mut req = Request::builder()
         .method(method)
         .uri(&url)
@@ -133,7 +153,8 @@ pub async fn run(args: &DenyArgs) -> ExitCode {
     }
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let Ok(req) = req.body(Full::new(Bytes::from(body))) else {
-        return usage(&format!("not a usable URL: {url}"));
+        eprintln!("entitygate {name}: not a usable URL: {url}");
+        return ExitCode::from(64);
     };
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
@@ -155,16 +176,16 @@ pub async fn run(args: &DenyArgs) -> ExitCode {
                 println!("{}", text.trim_end());
                 ExitCode::SUCCESS
             } else {
-                eprintln!("entitygate deny: {status}: {}", text.trim_end());
+                eprintln!("entitygate {name}: {status}: {}", text.trim_end());
                 ExitCode::FAILURE
             }
         }
         Ok(Err(e)) => {
-            eprintln!("entitygate deny: {url}: {e}");
+            eprintln!("entitygate {name}: {url}: {e}");
             ExitCode::FAILURE
         }
         Err(_) => {
-            eprintln!("entitygate deny: {url}: no answer in 30 s");
+            eprintln!("entitygate {name}: {url}: no answer in 30 s");
             ExitCode::FAILURE
         }
     }

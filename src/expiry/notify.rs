@@ -168,6 +168,19 @@ impl Notifier {
                     last: e.to_string(),
                 })?,
             );
+        self.deliver_body(body, &event.user_id).await
+    }
+
+    /// Delivers a JSON `body` (another event type, such as an approval request), signed and
+    /// retried as [`Notifier::deliver`]; `about` names its user in logs.
+    ///
+    /// # Errors
+    /// As [`Notifier::deliver`].
+    pub(crate) async fn deliver_body(
+        &self,
+        body: Bytes,
+        about: &str,
+    ) -> Result<u32, DeliveryError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -189,7 +202,7 @@ impl Notifier {
                     last,
                 });
             }
-            tracing::debug!(user_id = %event.user_id, attempt, %last, "webhook delivery failed; retrying");
+            tracing::debug!(user_id = %about, attempt, %last, "webhook delivery failed; retrying");
             tokio::time::sleep(self.backoff.delay(attempt)).await;
         }
     }

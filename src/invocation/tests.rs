@@ -7,6 +7,41 @@ use serde_json::{json, Value};
 
 use super::*;
 
+/// No constraint configured: no arguments kept.
+static NO_CONSTRAINTS: std::sync::LazyLock<Constraints> =
+    std::sync::LazyLock::new(Constraints::default);
+
+/// The extraction as a REST carrier with no constraints, the carrier left out of the
+/// comparison (the tests of the constraints' carriers and arguments are below).
+fn from_tool_call(
+    tool: &str,
+    args: Option<&Value>,
+    account: Option<&str>,
+) -> Result<Vec<Invocation>, Error> {
+    let x = Extract::new(&NO_CONSTRAINTS, Carrier::Rest);
+    super::from_tool_call(&x, tool, args, account).map(rest)
+}
+
+fn from_body(
+    tool: &str,
+    obj: &JsonObject,
+    account: Option<&str>,
+) -> Result<Vec<Invocation>, Error> {
+    let x = Extract::new(&NO_CONSTRAINTS, Carrier::Rest);
+    super::from_body(&x, tool, obj, account).map(rest)
+}
+
+fn rest(mut v: Vec<Invocation>) -> Vec<Invocation> {
+    for inv in &mut v {
+        inv.carrier = if inv.kind == Kind::Proxy {
+            Carrier::Proxy
+        } else {
+            Carrier::Rest
+        };
+    }
+    v
+}
+
 fn call(tool: &str, args: Value, account: Option<&str>) -> Result<Vec<Invocation>, Error> {
     from_tool_call(tool, Some(&args), account)
 }
@@ -76,7 +111,10 @@ fn multi_execute_yields_itself_and_every_inner_tool_with_its_own_account() {
                 kind: Kind::Code,
                 tool: "COMPOSIO_REMOTE_WORKBENCH".into(),
                 toolkit: None,
-                account: None
+                account: None,
+                carrier: Carrier::Rest,
+                args: None,
+                proxy: None,
             },
             tool("GMAIL_SEND_EMAIL", Some("ca_g")),
             tool("SLACK_SEND_MESSAGE", Some("ca_s")),
@@ -96,13 +134,14 @@ fn meta_tools_recurse_to_the_depth_bound_and_no_further() {
     assert_eq!(got.len(), 2);
     // Past the bound nothing is read: refused.
     let mut out = Vec::new();
-    assert!(extract("GMAIL_SEND_EMAIL", None, None, MAX_DEPTH, &mut out).is_ok());
+    let x = Extract::new(&NO_CONSTRAINTS, Carrier::Rest);
+    assert!(extract(&x, "GMAIL_SEND_EMAIL", None, None, MAX_DEPTH, &mut out).is_ok());
     assert!(matches!(
-        extract("GMAIL_SEND_EMAIL", None, None, MAX_DEPTH + 1, &mut out),
+        extract(&x, "GMAIL_SEND_EMAIL", None, None, MAX_DEPTH + 1, &mut out),
         Err(Error::BodyInvalid(_))
     ));
     let args = json!({"tools": [{"tool_slug": "GMAIL_SEND_EMAIL"}]});
-    assert!(extract(MULTI_EXECUTE, Some(&args), None, MAX_DEPTH, &mut out).is_err());
+    assert!(extract(&x, MULTI_EXECUTE, Some(&args), None, MAX_DEPTH, &mut out).is_err());
     // A multi-execute inside a multi-execute is never guessed at.
     let nested = json!({"tools": [{"tool_slug": MULTI_EXECUTE, "arguments": {"tools": []}}]});
     assert!(matches!(
@@ -286,6 +325,11 @@ mod table {
         connections: Connections,
         broken: Broken,
         tool_lock: crate::toollock::ToolLock,
+        /// Mail to `@evil.io` needs approval (`[[policy.approvals]]`), and its store.
+        approval_rules: crate::approvals::Rules,
+        approvals: crate::approvals::Store,
+        audit: crate::audit::Sink,
+        constraints: Constraints,
     }
 
     /// A lock of toolkit `trello` as the sandbox serves it, holding two of its three tools;
@@ -319,6 +363,7 @@ mod table {
             for (slug, toolkit, no_auth) in [
                 ("GMAIL_SEND_EMAIL", "gmail", false),
                 ("GMAIL_DELETE_EMAIL", "gmail", false),
+                ("GMAIL_REPLY_TO_THREAD", "gmail", false),
                 ("SLACK_SEND_MESSAGE", "slack", false),
                 ("LINEAR_CREATE_ISSUE", "linear", false),
                 ("NOTION_CREATE_PAGE", "notion", false),
@@ -363,6 +408,17 @@ mod table {
             )
             .expect("policy");
             let (policy, _) = ToolPolicy::compile(&policy).expect("compiles");
+            let constraints: crate::config::PolicyConfig = toml::from_str(
+                r#"
+            [[constraints]]
+            name = "mail stays inside acme"
+            tools = ["GMAIL_REPLY_TO_*"]
+            require = 'args.recipient_email.endsWith("@acme.com")'
+            message = "Mail may only go to acme.com addresses."
+            "#,
+            )
+            .expect("constraints");
+            let constraints = Constraints::compile(&constraints.constraints).expect("compiles");
             let kill_switch = KillSwitch::in_memory();
             let now = crate::clock::unix_now();
             let rules = [
@@ -373,6 +429,28 @@ mod table {
             .map(|b| crate::killswitch::Rule::from_request(b, now).expect("rule"))
             .collect();
             kill_switch.replace_all(rules).await.expect("rules");
+            let approval_config = crate::config::Config::from_toml(
+                r#"
+            [[auth.keys]]
+            alg = "HS256"
+            secret_env = "S"
+            [[policy.approvals]]
+            name = "outside mail"
+            tools = ["GMAIL_SEND_EMAIL"]
+            if = '"to" in args && args.to.endsWith("@evil.io")'
+            "#,
+            )
+            .expect("approvals");
+            let approval_rules = crate::approvals::Rules::compile(
+                &approval_config,
+                &env,
+                crate::upstream::build_client(&cfg).expect("client"),
+            )
+            .expect("rules compile");
+            let audit_path = std::env::temp_dir().join(format!(
+                "eg-decide-audit-{}.jsonl",
+                uuid::Uuid::new_v4().simple()
+            ));
             Self {
                 tool_lock: trello_lock(&sandbox),
                 sandbox,
@@ -380,6 +458,14 @@ mod table {
                 kill_switch,
                 connections,
                 broken: Broken::default(),
+                approval_rules,
+                approvals: crate::approvals::Store::local(
+                    None,
+                    Arc::new(crate::clock::SystemClock),
+                )
+                .expect("store"),
+                audit: crate::audit::Sink::open(Some(&audit_path), None).expect("audit"),
+                constraints,
             }
         }
 
@@ -391,8 +477,22 @@ mod table {
                 broken: &self.broken,
                 allow_proxy_execute,
                 tool_lock: Some(&self.tool_lock),
+                approvals: Some(Approver {
+                    rules: &self.approval_rules,
+                    store: &self.approvals,
+                    audit: &self.audit,
+                    trace_id: None,
+                    dry_run: false,
+                }),
+                constraints: &self.constraints,
             }
         }
+    }
+
+    fn mail_to(to: &str, account: Option<&str>) -> Invocation {
+        let mut inv = tool("GMAIL_SEND_EMAIL", account);
+        inv.args = Some(Arc::new(json!({ "to": to })));
+        inv
     }
 
     fn alice() -> Identity {
@@ -409,6 +509,9 @@ mod table {
             tool: MANAGE_CONNECTIONS.to_owned(),
             toolkit: Some(toolkit.to_owned()),
             account: None,
+            carrier: Carrier::Rest,
+            args: None,
+            proxy: None,
         }
     }
 
@@ -439,6 +542,14 @@ mod table {
 
     fn policy_step(label: &str) -> Step {
         Step::Policy(Arc::from(label))
+    }
+
+    /// A reply to `to`, its arguments kept (as a carrier keeps them when a constraint may
+    /// apply).
+    fn reply(to: Option<&str>) -> Invocation {
+        let mut inv = tool("GMAIL_REPLY_TO_THREAD", None);
+        inv.args = to.map(|to| Arc::new(json!({"recipient_email": to, "thread_id": "t1"})));
+        inv
     }
 
     #[tokio::test]
@@ -558,6 +669,24 @@ mod table {
                 None,
             ),
             case(
+                "a call an approval rule covers is refused last, after the connection gate",
+                vec![mail_to("eve@evil.io", None)],
+                Some(Step::Approval(Arc::from("outside mail"))),
+                Some("approval_required"),
+            ),
+            case(
+                "a call the rule's `if` leaves out passes the gate and asks nothing",
+                vec![mail_to("bob@acme.com", None)],
+                Some(Step::ConnectionGate),
+                None,
+            ),
+            case(
+                "a call refused before the last step never asks for approval",
+                vec![mail_to("eve@evil.io", Some("ca_bob"))],
+                Some(Step::Ownership),
+                Some(not_owned),
+            ),
+            case(
                 "the first refusal wins and nothing after it is decided",
                 vec![
                     tool("GMAIL_SEND_EMAIL", None),
@@ -566,6 +695,46 @@ mod table {
                 ],
                 Some(policy_step("policy.rules[0] \"no notion\"")),
                 Some("tool_not_allowed"),
+            ),
+            case(
+                "arguments that meet every applying constraint pass it, then the gate",
+                vec![reply(Some("bob@acme.com"))],
+                Some(Step::ConnectionGate),
+                None,
+            ),
+            case(
+                "arguments that break a constraint are refused at it",
+                vec![reply(Some("eve@acme.com.evil.io"))],
+                Some(Step::Constraint(Arc::from("mail stays inside acme"))),
+                Some("arguments_not_allowed"),
+            ),
+            case(
+                "a constraint that applies to arguments not kept refuses (fail closed)",
+                vec![reply(None)],
+                Some(Step::Constraint(Arc::from("mail stays inside acme"))),
+                Some("arguments_not_allowed"),
+            ),
+            case(
+                "a missing field is an evaluation error: refused",
+                vec![{
+                    let mut inv = reply(None);
+                    inv.args = Some(Arc::new(json!({})));
+                    inv
+                }],
+                Some(Step::Constraint(Arc::from("mail stays inside acme"))),
+                Some("arguments_not_allowed"),
+            ),
+            case(
+                "a constraint is checked after the tool policy: a denied tool never reaches it",
+                vec![reply(Some("eve@evil.io")), tool("NOTION_CREATE_PAGE", None)],
+                Some(Step::Constraint(Arc::from("mail stays inside acme"))),
+                Some("arguments_not_allowed"),
+            ),
+            case(
+                "constraints for other tools cost nothing: a tool none applies to passes",
+                vec![tool("GMAIL_SEND_EMAIL", None)],
+                Some(Step::ConnectionGate),
+                None,
             ),
         ];
         for c in cases {
@@ -608,6 +777,10 @@ mod table {
                 (want, got) => panic!("{}: wanted {want:?}, got {got:?}", c.name),
             }
         }
+        // One approval request, by the covered call only (none by the call refused earlier).
+        let stored = rig.approvals.list().await.expect("listed");
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!(stored[0].account, None);
         // Nothing was asked of Composio for the invocations the kill switch refused by slug.
         assert!(rig
             .sandbox
@@ -693,4 +866,92 @@ mod table {
             Ok(())
         );
     }
+}
+
+/// Arguments are kept only for tools a constraint may apply to, as Composio receives them;
+/// a multi-execute item keeps its own, with carrier `multi`; a proxy tool its request.
+#[test]
+fn arguments_are_kept_only_where_a_constraint_may_apply() {
+    let cfg: crate::config::PolicyConfig = toml::from_str(
+        r#"
+        [[constraints]]
+        name = "mail"
+        tools = ["GMAIL_SEND_EMAIL"]
+        require = "true"
+        [[constraints]]
+        name = "github"
+        toolkits = ["github"]
+        require = "true"
+        "#,
+    )
+    .expect("toml");
+    let constraints = Constraints::compile(&cfg.constraints).expect("compiles");
+    let x = Extract::new(&constraints, Carrier::Mcp);
+    let args = json!({"recipient_email": "a@acme.com"});
+    let got = super::from_tool_call(&x, "GMAIL_SEND_EMAIL", Some(&args), None).expect("ok");
+    assert_eq!(got[0].args.as_deref(), Some(&args));
+    assert_eq!(got[0].carrier, Carrier::Mcp);
+    // No constraint may apply to Slack: nothing kept (nothing copied).
+    let got = super::from_tool_call(&x, "SLACK_SEND_MESSAGE", Some(&args), None).expect("ok");
+    assert_eq!(got[0].args, None);
+    // A toolkit's constraint keeps the arguments of its slugs, and none given is `{}`.
+    let got = super::from_tool_call(&x, "GITHUB_CREATE_ISSUE", None, None).expect("ok");
+    assert_eq!(got[0].args.as_deref(), Some(&json!({})));
+    let multi = json!({"tools": [
+        {"tool_slug": "GMAIL_SEND_EMAIL", "arguments": {"recipient_email": "b@acme.com"}},
+        {"tool_slug": "SLACK_SEND_MESSAGE", "arguments": {"channel": "C1"}},
+    ]});
+    let got = super::from_tool_call(&x, MULTI_EXECUTE, Some(&multi), None).expect("ok");
+    assert_eq!(got[1].carrier, Carrier::Multi);
+    assert_eq!(
+        got[1].args.as_deref(),
+        Some(&json!({"recipient_email": "b@acme.com"}))
+    );
+    assert_eq!(got[2].args, None);
+    // A proxy through any toolkit may be a github one: its request is kept.
+    let req = json!({"toolkit_slug": "github", "method": "GET", "endpoint": "/user"});
+    let got = super::from_tool_call(&x, PROXY_TOOL, Some(&req), None).expect("ok");
+    assert_eq!(got[0].proxy.as_deref(), Some(&req));
+    // A REST body: parsed from its raw `arguments` (or `input`) only when wanted.
+    let obj = JsonObject::parse(br#"{"user_id":"u","input":{"recipient_email":"c@acme.com"}}"#)
+        .expect("json");
+    let x = Extract::new(&constraints, Carrier::Legacy);
+    let got = super::from_body(&x, "GMAIL_SEND_EMAIL", &obj, None).expect("ok");
+    assert_eq!(
+        got[0].args.as_deref(),
+        Some(&json!({"recipient_email": "c@acme.com"}))
+    );
+    assert_eq!(got[0].carrier, Carrier::Legacy);
+}
+
+#[test]
+fn approvals_keep_the_arguments_of_the_tools_they_may_cover() {
+    let cfg = crate::config::Config::from_toml(
+        r#"
+[[auth.keys]]
+alg = "HS256"
+secret_env = "S"
+[[policy.approvals]]
+name = "mail"
+tools = ["GMAIL_*"]
+if = 'claims.plan != "enterprise"'
+"#,
+    )
+    .unwrap();
+    let env: std::collections::HashMap<String, String> = Default::default();
+    let client = crate::client::build_client(&crate::config::UpstreamConfig::default()).unwrap();
+    let rules = crate::approvals::Rules::compile(&cfg, &env, client).unwrap();
+    assert_eq!(rules.claims_read(), Some(vec!["plan".to_owned()]));
+    let x = Extract::new(&NO_CONSTRAINTS, Carrier::Rest).approving(&rules);
+    let args = json!({"to": "a@x.io"});
+    let got = super::from_tool_call(&x, "GMAIL_SEND_EMAIL", Some(&args), None).unwrap();
+    assert_eq!(got[0].args.as_deref(), Some(&args));
+    // A multi-execute item: its own arguments, carrier `multi`.
+    let multi = json!({"tools": [{"tool_slug": "GMAIL_SEND_EMAIL", "arguments": args}]});
+    let got = super::from_tool_call(&x, MULTI_EXECUTE, Some(&multi), None).unwrap();
+    assert_eq!(got[1].args.as_deref(), Some(&args));
+    assert_eq!(got[1].carrier, Carrier::Multi);
+    // A tool no rule covers keeps nothing.
+    let other = super::from_tool_call(&x, "SLACK_SEND_MESSAGE", Some(&args), None).unwrap();
+    assert_eq!(other[0].args, None);
 }

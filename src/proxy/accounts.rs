@@ -21,8 +21,9 @@ use serde_json::Value;
 use super::Ctx;
 use crate::audit::Audit;
 use crate::body::{RequestBody, ResponseBody};
+use crate::constraints::Carrier;
 use crate::error::Error;
-use crate::invocation::{self, Invocation};
+use crate::invocation;
 use crate::rewrite::{self, folded_eq, is_identity_key, query_base_key as base_key, JsonObject};
 use crate::routes::Api;
 use crate::upstream::TimeoutClass;
@@ -145,7 +146,10 @@ pub(super) async fn trigger_upsert(
     // Every id named is the subject's (in any spelling), before asking which one is meant.
     require_owned(ctx, &obj.account_ids()?, audit).await?;
     let account = invocation::named_account(&obj)?;
-    let invocations = [Invocation::trigger(slug, account.as_deref())];
+    let x = ctx.extract(Carrier::Trigger);
+    let invocations = [x.trigger(slug, account.as_deref(), || {
+        invocation::trigger_config(&obj)
+    })?];
     let verdict = ctx.decide(&invocations, audit).await?;
     // A trigger of a locked toolkit subscribes at the locked version, like an execution.
     if let (Some(lock), Some(tk)) = (ctx.shared.tool_lock.as_deref(), verdict.toolkits.first()) {

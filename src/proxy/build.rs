@@ -30,10 +30,41 @@ pub(crate) async fn build_shared(
     let client = upstream::build_client(&config.upstream)?;
     let upstream = Upstream::new(&config.upstream, env, client.clone())?;
     let (tool_policy, warnings) = crate::toolpolicy::ToolPolicy::compile(&config.policy)?;
+    let constraints = crate::constraints::Constraints::compile(&config.policy.constraints)?;
     let mut claims = tool_policy.claims_read();
+    // The claims the constraints read are kept too (all of them when one reads `claims` as a
+    // whole).
+    let approval_rules = Arc::new(crate::approvals::Rules::compile(
+        config,
+        env,
+        client.clone(),
+    )?);
+    // And those approvals' `if` reads.
+    let read = constraints
+        .claims_read()
+        .zip(approval_rules.claims_read())
+        .map(|(mut a, b)| {
+            a.extend(b);
+            a
+        });
+    let keep_all_claims = match read {
+        Some(read) => {
+            for c in read {
+                if !claims.contains(&c) {
+                    claims.push(c);
+                }
+            }
+            false
+        }
+        None => true,
+    };
     // The kill switch refuses by token id.
     if !claims.iter().any(|c| c == "jti") {
         claims.push("jti".into());
+    }
+    if keep_all_claims {
+        // (Marks the fingerprint: the same list kept whole is another authenticator.)
+        claims = vec!["*".into()];
     }
     let key_digest: [u8; 32] = {
         use sha2::Digest as _;
@@ -44,9 +75,12 @@ pub(crate) async fn build_shared(
     let (auth, tasks) = match previous {
         Some(p) if p.auth_fingerprint == auth_fingerprint => (p.auth.clone(), None),
         _ => {
-            let auth = Authenticator::new(&config.auth, env, client.clone())
-                .await?
-                .keep_claims(claims);
+            let auth = Authenticator::new(&config.auth, env, client.clone()).await?;
+            let auth = if keep_all_claims {
+                auth
+            } else {
+                auth.keep_claims(claims)
+            };
             let refresh = auth.spawn_refresh();
             (auth, Some(vec![refresh]))
         }
@@ -79,7 +113,7 @@ pub(crate) async fn build_shared(
     let expiry = match &config.audit_job {
         None => None,
         Some(job) => {
-            let next = crate::expiry::Expiry::new(job, upstream.clone(), client, env)?;
+            let next = crate::expiry::Expiry::new(job, upstream.clone(), client.clone(), env)?;
             // The running job is kept only when it would ask Composio the same way (same
             // cache, same key); its open store is handed over in any case (one lock per file).
             let old = previous.and_then(|p| p.expiry.as_ref().map(|e| (p, e)));
@@ -130,9 +164,12 @@ pub(crate) async fn build_shared(
     if let Some(lock) = &tool_lock {
         lock.start_schedule(upstream.clone(), cluster.clone());
     }
+    let approvals = approvals_store(&cluster, &kill_switch, previous)?;
     let shared = Shared {
         tool_lock,
         kill_switch,
+        approvals,
+        approval_rules,
         key_digest,
         broken: previous.map_or_else(Default::default, |p| p.broken.clone()),
         listen_port: previous.map_or_else(Default::default, |p| p.listen_port.clone()),
@@ -146,6 +183,7 @@ pub(crate) async fn build_shared(
         upstream,
         policy: config.policy.clone(),
         tool_policy,
+        constraints,
         limiter,
         in_flight,
         max_in_flight: config.limits.max_in_flight,
@@ -259,6 +297,38 @@ impl crate::toollock::DriftSink for DriftFound {
             });
         }
     }
+}
+
+/// The approvals store: the fleet's Redis with `[shared]`, else the kill switch's `[state]`
+/// file (in memory without one). Kept when what it is kept in is.
+fn approvals_store(
+    cluster: &Option<Arc<crate::shared::Cluster>>,
+    kill_switch: &Arc<crate::killswitch::KillSwitch>,
+    previous: Option<&Shared>,
+) -> Result<Arc<crate::approvals::Store>, ConfigError> {
+    use crate::approvals::Store;
+    if let Some(p) = previous {
+        let same = match cluster {
+            Some(_) => p.approvals.is_shared(),
+            None => !p.approvals.is_shared() && Arc::ptr_eq(&p.kill_switch, kill_switch),
+        };
+        if same {
+            return Ok(p.approvals.clone());
+        }
+    }
+    let clock: Arc<dyn crate::clock::Clock> = match previous {
+        Some(p) => p.approvals.clock(),
+        None => Arc::new(crate::clock::SystemClock),
+    };
+    let store = match cluster {
+        Some(c) => Store::fleet(c.clone(), clock),
+        None => Store::local(kill_switch.database(), clock).map_err(|e| ConfigError::File {
+            key: "state.path".into(),
+            path: kill_switch.path().map(Into::into).unwrap_or_default(),
+            reason: e.to_string(),
+        })?,
+    };
+    Ok(Arc::new(store))
 }
 
 /// The kill switch of `[state] path` (in memory without one).

@@ -5,8 +5,9 @@ use http::Response;
 use super::Ctx;
 use crate::audit::Audit;
 use crate::body::{RequestBody, ResponseBody};
+use crate::constraints::Carrier;
 use crate::error::Error;
-use crate::invocation::{self, Invocation};
+use crate::invocation;
 use crate::rewrite::{self, folded_eq, JsonObject};
 use crate::routes::Api;
 use crate::upstream::TimeoutClass;
@@ -31,7 +32,12 @@ pub(super) async fn execute(
     };
     ctx.pin(&mut obj, canonical, audit)?;
     let account = invocation::named_account(&obj)?;
-    let invocations = invocation::from_body(tool, &obj, account.as_deref())?;
+    let carrier = match api {
+        Api::V3 => Carrier::Rest,
+        Api::Legacy => Carrier::Legacy,
+    };
+    let x = ctx.extract(carrier);
+    let invocations = invocation::from_body(&x, tool, &obj, account.as_deref())?;
     let verdict = ctx.decide(&invocations, audit).await?;
     audit.tool_of_request(tool);
     if api == Api::Legacy {
@@ -148,7 +154,8 @@ pub(super) async fn proxy_execute(
     let id = invocation::named_account(&obj)?.ok_or_else(|| {
         Error::BodyInvalid("proxy execute needs the user's connected_account_id".into())
     })?;
-    let invocations = [Invocation::proxy(None, Some(&id))];
+    let x = ctx.extract(Carrier::Proxy);
+    let invocations = [x.proxy(None, Some(&id), || invocation::body_value(&obj))?];
     let verdict = ctx.decide(&invocations, audit).await?;
     let resp = ctx
         .forward_json(query.as_deref(), &obj, TimeoutClass::Execute, audit)

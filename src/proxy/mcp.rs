@@ -484,7 +484,8 @@ async fn decide_call(
     audit.tool(name);
     let arguments = params.get("arguments").filter(|a| !a.is_null());
     let account = call_account(target.account.as_deref(), arguments)?;
-    let invocations = crate::invocation::from_tool_call(name, arguments, account.as_deref())?;
+    let x = ctx.extract(crate::constraints::Carrier::Mcp);
+    let invocations = crate::invocation::from_tool_call(&x, name, arguments, account.as_deref())?;
     let verdict = ctx.decide(&invocations, audit).await?;
     Ok(verdict.accounts)
 }

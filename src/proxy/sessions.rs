@@ -16,9 +16,10 @@ use super::accounts::{require_owned, scoped_query};
 use super::Ctx;
 use crate::audit::Audit;
 use crate::body::{Redact, RequestBody, ResponseBody};
+use crate::constraints::Carrier;
 use crate::error::Error;
 use crate::headers;
-use crate::invocation::{self, Invocation};
+use crate::invocation;
 use crate::rewrite::{folded_eq, JsonObject};
 use crate::routes::SessionCall;
 use crate::upstream::TimeoutClass;
@@ -174,9 +175,10 @@ async fn gate_execute(
         return Err(Error::BodyInvalid("`tool_slug` is required".into()));
     }
     let account = invocation::named_account(obj)?;
+    let x = ctx.extract(Carrier::Session);
     let mut invocations = Vec::new();
     for slug in &slugs {
-        invocations.extend(invocation::from_body(slug, obj, account.as_deref())?);
+        invocations.extend(invocation::from_body(&x, slug, obj, account.as_deref())?);
     }
     let verdict = ctx.decide(&invocations, audit).await?;
     audit.tool_of_request(&slugs[0]);
@@ -200,7 +202,10 @@ async fn gate_proxy_execute(
         ));
     };
     let account = invocation::named_account(obj)?;
-    let invocations = [Invocation::proxy(Some(toolkit), account.as_deref())];
+    let x = ctx.extract(Carrier::Session);
+    let invocations = [x.proxy(Some(toolkit), account.as_deref(), || {
+        invocation::body_value(obj)
+    })?];
     let verdict = ctx.decide(&invocations, audit).await?;
     Ok(verdict.accounts)
 }

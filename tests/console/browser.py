@@ -24,6 +24,8 @@ EVIL = os.environ["EVIL_TOKEN"]
 EVIL_SUBJECT = os.environ["EVIL_SUBJECT"]
 EVIL_TOOL = os.environ["EVIL_TOOL"]
 SHOTS = os.environ["SHOTS"]
+OPERATOR = os.environ["OPERATOR_TOKEN"]
+EVIL_ARGUMENT = os.environ["EVIL_ARGUMENT"]
 
 
 def step(msg):
@@ -281,7 +283,49 @@ def scenario(d):
     wait(lambda: d.current_url.endswith("/ui/login"), "login page after logout")
     d.get(f"{CONSOLE}/ui/health")
     wait(lambda: d.current_url.endswith("/ui/login"), "signed out for good")
+
+    approvals(d)
     step("ok")
+
+
+def approvals(d):
+    """An operator approves one call from the Approvals page; the agent's retry passes once."""
+    step("sign in as the operator dana; the Approvals page is live")
+    d.get(f"{CONSOLE}/ui/login")
+    d.find_element(By.ID, "token").send_keys(OPERATOR)
+    d.find_element(By.ID, "signin").click()
+    wait(lambda: d.current_url.endswith("/ui/live"), "signed in as dana")
+    d.get(f"{CONSOLE}/ui/approvals")
+    wait(lambda: d.find_element(By.ID, "approvals-status").text == "live", "the approvals feed connects")
+    assert d.find_element(By.ID, "approvals-operator").text == "dana"
+
+    step("an agent's call with markup in its arguments waits for approval and appears live")
+    body = {"arguments": {"channel": "#general", "text": EVIL_ARGUMENT}}
+    status, _ = call(ALICE, "SLACK_SEND_MESSAGE", body)
+    assert status == 403, status
+    wait(lambda: d.find_elements(By.CSS_SELECTOR, "#approvals-live .approval-new"), "the live notice")
+    not_pwned(d)
+    d.get(f"{CONSOLE}/ui/approvals")
+    card = wait(lambda: d.find_element(By.CSS_SELECTOR, ".approval"), "the pending request")
+    args = card.find_element(By.CSS_SELECTOR, "pre.arguments").text
+    # Shown as the JSON text it is (its quotes escaped), never as markup.
+    assert json.dumps(EVIL_ARGUMENT)[1:-1] in args, args
+    assert not card.find_elements(By.TAG_NAME, "img"), "an argument became markup"
+    not_pwned(d)
+    shot(d, "20-approvals")
+
+    step("approve it with a reason; the retry passes once, the next needs approval again")
+    card.find_element(By.CSS_SELECTOR, "input.approval-reason").send_keys("checked with alice")
+    card.find_element(By.CSS_SELECTOR, "button.approve").click()
+    wait(lambda: "No pending requests." in d.page_source, "the request left the pending list")
+    recent = d.find_element(By.ID, "approvals-recent").text
+    assert "approved" in recent and "dana" in recent and "checked with alice" in recent, recent
+    status, _ = call(ALICE, "SLACK_SEND_MESSAGE", body)
+    assert status == 200, status
+    status, _ = call(ALICE, "SLACK_SEND_MESSAGE", body)
+    assert status == 403, status
+    not_pwned(d)
+    no_csp_violations(d)
 
 
 if __name__ == "__main__":

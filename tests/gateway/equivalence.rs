@@ -1,8 +1,10 @@
 //! Carrier equivalence (issue 12): for generated tools, toolkits, rules, claims, connection
 //! statuses and account owners, one invocation gets one decision through every carrier that
 //! can express it — direct v3, v2 legacy `input`, nested in a multi-execute on v3 and on v2,
-//! and through a session's `execute` (direct and nested). A decision is what the gateway did:
-//! forwarded the execution, or refused it with a slug.
+//! through a session's `execute` (direct and nested), and as an MCP `tools/call`. A decision is what the gateway did:
+//! forwarded the execution, or refused it with a slug. The invocation's arguments and a
+//! constraint on them (issue 27: by tool, by toolkit, with a `when` on the claims) are part
+//! of the case: every carrier reaches the same constraint check.
 
 use entitygate::sandbox::{Account, Sandbox, Tool};
 use http::Method;
@@ -46,6 +48,10 @@ struct Case {
     rule: u8,
     roles: bool,
     scope: u8,
+    /// 0: no constraint; 1: on the tool; 2: on its toolkit; 3: on the tool, for `eng` only.
+    constraint: u8,
+    /// Whether the arguments meet the constraint (`x == "ok"`).
+    ok: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -63,9 +69,10 @@ fn case() -> impl Strategy<Value = Case> {
         0u8..5,
         any::<bool>(),
         0u8..3,
+        (0u8..4, any::<bool>()),
     )
         .prop_map(
-            |(tool, status, named, default_deny, rule, roles, scope)| Case {
+            |(tool, status, named, default_deny, rule, roles, scope, (constraint, ok))| Case {
                 tool,
                 status,
                 named,
@@ -73,6 +80,8 @@ fn case() -> impl Strategy<Value = Case> {
                 rule,
                 roles,
                 scope,
+                constraint,
+                ok,
             },
         )
 }
@@ -102,7 +111,32 @@ impl Case {
             4 => p += "[[policy.rules]]\ndeny_toolkits = [\"slack\"]\n",
             _ => {}
         }
+        let require = "require = 'args.x == \"ok\"'\n";
+        match self.constraint {
+            1 => {
+                p += &format!(
+                    "[[policy.constraints]]\nname = \"c\"\ntools = [\"{tool}\"]\n{require}"
+                )
+            }
+            // (A toolkit constraint on `composio` would apply to the multi-execute itself.)
+            2 if toolkit != "composio" => {
+                p += &format!(
+                    "[[policy.constraints]]\nname = \"c\"\ntoolkits = [\"{toolkit}\"]\n{require}"
+                )
+            }
+            2 | 3 => {
+                p += &format!(
+                    "[[policy.constraints]]\nname = \"c\"\ntools = [\"{tool}\"]\n\
+                     when = 'claims.?roles.orValue([]).exists(r, r == \"eng\")'\n{require}"
+                )
+            }
+            _ => {}
+        }
         p
+    }
+
+    fn args(&self) -> Value {
+        json!({"x": if self.ok { "ok" } else { "not ok" }, "n": 1})
     }
 
     fn token(&self) -> String {
@@ -163,12 +197,13 @@ impl Case {
             }
             v
         };
+        let args = self.args();
         let item_v3 = with(
-            json!({"tool_slug": tool, "arguments": {}}),
+            json!({"tool_slug": tool, "arguments": args}),
             "connected_account_id",
         );
         let item_v2 = with(
-            json!({"tool_slug": tool, "input": {}}),
+            json!({"tool_slug": tool, "input": args}),
             "connectedAccountId",
         );
         let session = format!("/api/v3.1/tool_router/session/{SESSION}/execute");
@@ -176,14 +211,14 @@ impl Case {
             (
                 "v3 direct",
                 format!("/api/v3.1/tools/execute/{tool}"),
-                with(json!({"arguments": {}}), "connected_account_id"),
+                with(json!({"arguments": args}), "connected_account_id"),
             ),
             (
                 "v2 input",
                 format!("/api/v2/actions/{tool}/execute"),
                 // The caller's `appName` lies: it must not matter.
                 with(
-                    json!({"input": {}, "appName": "WEATHER"}),
+                    json!({"input": args, "appName": "WEATHER"}),
                     "connectedAccountId",
                 ),
             ),
@@ -200,7 +235,7 @@ impl Case {
             (
                 "session",
                 session.clone(),
-                with(json!({"tool_slug": tool, "arguments": {}}), "account"),
+                with(json!({"tool_slug": tool, "arguments": args}), "account"),
             ),
             (
                 "session multi",
@@ -209,6 +244,50 @@ impl Case {
             ),
         ]
     }
+}
+
+/// The same invocation as an MCP `tools/call` on the session's endpoint (the account, if any,
+/// named in the arguments): forwarded, or the gateway's refusal (a tool result with
+/// `isError`, or a JSON-RPC error for a transient one) as `status slug`.
+async fn mcp_decision(h: &Harness, case: &Case, token: &str) -> String {
+    let tool = case.tool().0;
+    let mut args = case.args();
+    if let Some(a) = case.account() {
+        args["connected_account_id"] = json!(a);
+    }
+    let msg = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": tool, "arguments": args,
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+    let req = http::Request::post(h.url(&format!("/tool_router/{SESSION}/mcp")))
+        .header("x-api-key", token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            msg.to_string(),
+        )))
+        .unwrap();
+    h.sandbox.clear();
+    let r = h.raw(req).await;
+    if h.sandbox.requests().iter().any(|r| r.method == "POST") {
+        return "forwarded".to_owned();
+    }
+    let text = r.text();
+    let answer: Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .chain(std::iter::once(text.as_str()))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v["id"] == 7)
+        .unwrap_or(Value::Null);
+    let e = if answer["result"]["isError"] == true {
+        &answer["result"]["structuredContent"]["error"]
+    } else {
+        &answer["error"]["data"]["error"]
+    };
+    format!("{} {}", e["status"], e["slug"].as_str().unwrap_or(""))
 }
 
 async fn decisions(case: &Case) -> Vec<(&'static str, String)> {
@@ -227,6 +306,7 @@ async fn decisions(case: &Case) -> Vec<(&'static str, String)> {
         };
         out.push((name, decision));
     }
+    out.push(("mcp", mcp_decision(&h, case, &token).await));
     h.shutdown().await;
     out
 }
@@ -257,6 +337,18 @@ proptest! {
         }
         if case.tool == 3 || case.tool == 4 {
             prop_assert!(refused, "{:?}", case);
+        }
+        let applies = match case.constraint {
+            1 => true,
+            2 => true,
+            3 => case.roles,
+            _ => false,
+        };
+        if applies && !case.ok {
+            prop_assert!(refused, "arguments breaking a constraint were forwarded: {:?}", case);
+        }
+        if first.ends_with("arguments_not_allowed") {
+            prop_assert!(applies && !case.ok, "{:?}", case);
         }
     }
 }

@@ -10,8 +10,10 @@ mod support;
 mod console_http;
 
 mod admin_console;
+mod approvals;
 mod carriers;
 mod cli;
+mod constraints;
 mod controls;
 mod core;
 mod equivalence;

@@ -374,6 +374,7 @@ async fn listings_leave_out_what_the_caller_may_not_run() {
         tools,
         [
             "GMAIL_FETCH_EMAILS",
+            "GMAIL_REPLY_TO_THREAD",
             "GMAIL_SEND_EMAIL",
             "SLACK_SEND_MESSAGE"
         ],

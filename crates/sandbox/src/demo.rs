@@ -98,6 +98,7 @@ const TOOLS: &[(&str, &str, bool)] = &[
     ("SLACK_SEND_MESSAGE", "slack", false),
     ("SLACK_LIST_ALL_CHANNELS", "slack", false),
     ("GMAIL_SEND_EMAIL", "gmail", false),
+    ("GMAIL_REPLY_TO_THREAD", "gmail", false),
     ("GMAIL_FETCH_EMAILS", "gmail", false),
     ("NOTION_CREATE_PAGE", "notion", false),
     ("NOTION_SEARCH_NOTION_PAGE", "notion", false),

@@ -156,57 +156,182 @@ pub(crate) fn uuid_like(id: &str) -> String {
 
 /// The JSON schema of a tool's inputs: known for the demo tools, open otherwise.
 pub(crate) fn input_parameters(slug: &str) -> Value {
+    // The parameters of Composio's real tools (names, types, required), as its tool catalogue
+    // lists them, so that a gateway's checks against schemas meet what production has.
+    let string = |d: &str| json!({"type": "string", "description": d});
+    let strings = |d: &str| json!({"type": "array", "items": {"type": "string"}, "description": d});
+    let boolean =
+        |d: &str, default: bool| json!({"type": "boolean", "description": d, "default": default});
+    let integer = |d: &str| json!({"type": "integer", "description": d});
     let (props, required): (Value, &[&str]) = match slug {
         "GITHUB_CREATE_ISSUE" | "GITHUB_CREATE_AN_ISSUE" => (
             json!({
-                "owner": {"type": "string", "description": "The account owner of the repository."},
-                "repo": {"type": "string", "description": "The name of the repository."},
-                "title": {"type": "string", "description": "The title of the issue."},
-                "body": {"type": "string", "description": "The contents of the issue."},
+                "owner": string("The account owner of the repository. The name is not case sensitive."),
+                "repo": string("The name of the repository without the `.git` extension. The name is not case sensitive."),
+                "title": string("The title of the issue."),
+                "body": string("The contents of the issue."),
+                "assignee": string("Login for the user that this issue should be assigned to (deprecated: use `assignees`)."),
+                "assignees": strings("Logins for Users to assign to this issue."),
+                "labels": strings("Labels to associate with this issue."),
+                "milestone": string("The number of the milestone to associate this issue with."),
             }),
             &["owner", "repo", "title"],
         ),
+        "GITHUB_GET_THE_AUTHENTICATED_USER" => (json!({}), &[]),
+        "GITHUB_STAR_A_REPOSITORY_FOR_THE_AUTHENTICATED_USER" => (
+            json!({
+                "owner": string("The account owner of the repository. The name is not case sensitive."),
+                "repo": string("The name of the repository without the `.git` extension. The name is not case sensitive."),
+            }),
+            &["owner", "repo"],
+        ),
         "SLACK_SEND_MESSAGE" => (
             json!({
-                "channel": {"type": "string", "description": "Channel id or name."},
-                "text": {"type": "string", "description": "Message text."},
+                "channel": string("ID or name of the channel, private group, or IM channel to send the message to."),
+                "text": string("Plain text of the message (a fallback when `blocks` are given)."),
+                "markdown_text": string("The message in Markdown; not together with `text` or `blocks`."),
+                "blocks": string("A JSON-encoded array of structured Block Kit blocks."),
+                "attachments": string("A JSON-encoded array of structured attachments."),
+                "thread_ts": string("Timestamp of the parent message: the message is a reply in its thread."),
+                "reply_broadcast": boolean("With `thread_ts`, also post the reply to the channel.", false),
+                "as_user": boolean("Post as the authenticated user instead of as a bot.", false),
+                "username": string("The bot's user name for this message."),
+                "icon_emoji": string("Emoji to use as the icon for this message."),
+                "icon_url": string("URL of an image to use as the icon for this message."),
+                "link_names": boolean("Find and link user groups and channel names.", false),
+                "mrkdwn": boolean("Whether to interpret Slack markup in `text`.", true),
+                "parse": string("How the message is treated: `none` or `full`."),
+                "unfurl_links": boolean("Enable unfurling of primarily text-based content.", true),
+                "unfurl_media": boolean("Enable unfurling of media content.", true),
             }),
-            &["channel", "text"],
+            &["channel"],
+        ),
+        "SLACK_LIST_ALL_CHANNELS" => (
+            json!({
+                "exclude_archived": boolean("Exclude archived channels.", false),
+                "types": string("Comma-separated channel types: public_channel, private_channel, mpim, im."),
+                "limit": integer("Most channels to return per page (1-1000)."),
+                "cursor": string("Pagination cursor from a previous answer's `next_cursor`."),
+                "team_id": string("Encoded team id to list channels in (org-wide apps)."),
+            }),
+            &[],
         ),
         "GMAIL_SEND_EMAIL" => (
             json!({
-                "recipient_email": {"type": "string", "description": "Recipient address."},
-                "subject": {"type": "string", "description": "Subject line."},
-                "body": {"type": "string", "description": "Message body."},
+                "recipient_email": string("The primary recipient's email address."),
+                "extra_recipients": strings("Additional recipients' email addresses (To)."),
+                "cc": strings("Email addresses to carbon copy."),
+                "bcc": strings("Email addresses to blind carbon copy."),
+                "subject": string("Subject line of the email."),
+                "body": string("Body of the email (plain text, or HTML when `is_html`)."),
+                "is_html": boolean("Whether `body` is HTML.", false),
+                "attachment": {"type": "object", "description": "A file to attach.", "properties": {
+                    "name": {"type": "string"}, "mimetype": {"type": "string"}, "s3key": {"type": "string"}}},
+                "user_id": {"type": "string", "description": "The user's email address, or `me` for the authenticated user.", "default": "me"},
             }),
-            &["recipient_email", "body"],
+            &["body"],
+        ),
+        "GMAIL_REPLY_TO_THREAD" => (
+            json!({
+                "thread_id": string("Id of the thread to reply in."),
+                "message_body": string("Content of the reply (plain text, or HTML when `is_html`)."),
+                "recipient_email": string("The primary recipient's email address."),
+                "extra_recipients": strings("Additional recipients' email addresses (To)."),
+                "cc": strings("Email addresses to carbon copy."),
+                "bcc": strings("Email addresses to blind carbon copy."),
+                "is_html": boolean("Whether `message_body` is HTML.", false),
+                "attachment": {"type": "object", "description": "A file to attach.", "properties": {
+                    "name": {"type": "string"}, "mimetype": {"type": "string"}, "s3key": {"type": "string"}}},
+                "user_id": {"type": "string", "description": "The user's email address, or `me` for the authenticated user.", "default": "me"},
+            }),
+            &["thread_id", "message_body"],
+        ),
+        "GMAIL_FETCH_EMAILS" => (
+            json!({
+                "query": string("A Gmail search query (`from:`, `is:unread`, ...)."),
+                "label_ids": strings("Only messages with all of these label ids."),
+                "max_results": integer("Most messages to return (1-500)."),
+                "page_token": string("Token of the page to fetch, from a previous answer."),
+                "include_payload": boolean("Include the full message payload.", true),
+                "include_spam_trash": boolean("Include messages from SPAM and TRASH.", false),
+                "verbose": boolean("Parse every message fully.", true),
+                "user_id": {"type": "string", "description": "The user's email address, or `me` for the authenticated user.", "default": "me"},
+            }),
+            &[],
         ),
         "NOTION_CREATE_PAGE" => (
             json!({
-                "parent_id": {"type": "string", "description": "Parent page id."},
-                "title": {"type": "string", "description": "Page title."},
+                "parent_id": string("Id of the parent page (or database) of the new page."),
+                "title": string("Title of the new page."),
+                "icon": string("An emoji to use as the page icon."),
+                "cover": string("URL of an image to use as the page cover."),
             }),
             &["parent_id", "title"],
         ),
-        "COMPOSIO_SEARCH_DUCK_DUCK_GO_SEARCH" => (
-            json!({"query": {"type": "string", "description": "Search query."}}),
-            &["query"],
+        "NOTION_SEARCH_NOTION_PAGE" => (
+            json!({
+                "query": string("Text to search page and database titles for."),
+                "filter_value": string("`page` or `database`."),
+                "filter_property": string("The property to filter on (`object`)."),
+                "direction": string("Sort direction: `ascending` or `descending`."),
+                "timestamp": string("Sort timestamp: `last_edited_time`."),
+                "page_size": integer("Most results per page (1-100)."),
+                "start_cursor": string("Cursor of the page to fetch, from a previous answer."),
+            }),
+            &[],
         ),
+        "COMPOSIO_SEARCH_DUCK_DUCK_GO_SEARCH" => {
+            (json!({"query": string("The search query.")}), &["query"])
+        }
         "TEXT_TO_PDF_CONVERT_TEXT_TO_PDF" => (
-            json!({"text": {"type": "string", "description": "Text to convert."}}),
+            json!({"text": string("The text to convert to a PDF.")}),
             &["text"],
         ),
         "HACKERNEWS_GET_FRONTPAGE" => (
             json!({"min_points": {"type": "integer", "description": "Minimum points.", "default": 0}}),
             &[],
         ),
+        "HACKERNEWS_GET_USER" => (
+            json!({"username": string("The Hacker News user name.")}),
+            &["username"],
+        ),
         "COMPOSIO_MULTI_EXECUTE_TOOL" => (
-            json!({"tools": {"type": "array", "description": "Tools to run.", "items": {"type": "object"}}}),
+            json!({
+                "tools": {"type": "array", "description": "The tools to run, each with its `tool_slug` and `arguments`.", "items": {"type": "object", "properties": {
+                    "tool_slug": {"type": "string"}, "arguments": {"type": "object"}}, "required": ["tool_slug", "arguments"]}},
+                "sync_response_to_workbench": boolean("Also save the answers in the remote workbench.", false),
+                "thought": string("Why these tools are run."),
+            }),
             &["tools"],
         ),
         "COMPOSIO_SEARCH_TOOLS" => (
-            json!({"queries": {"type": "array", "description": "Use cases.", "items": {"type": "object"}}}),
+            json!({
+                "queries": {"type": "array", "description": "Use cases to find tools for.", "items": {"type": "object", "properties": {
+                    "use_case": {"type": "string"}, "known_fields": {"type": "string"}}, "required": ["use_case"]}},
+                "session": {"type": "object", "description": "The session to search in (`id`, `generate_id`)."},
+            }),
             &["queries"],
+        ),
+        "COMPOSIO_MANAGE_CONNECTIONS" => (
+            json!({
+                "toolkits": strings("Toolkit slugs to connect or check."),
+                "reinitiate_all": boolean("Start new connections even for toolkits already connected.", false),
+            }),
+            &["toolkits"],
+        ),
+        "COMPOSIO_GET_TOOL_SCHEMAS" => (
+            json!({"tool_slugs": strings("Slugs of the tools whose input schemas to return.")}),
+            &["tool_slugs"],
+        ),
+        "COMPOSIO_PROXY_EXECUTE" => (
+            json!({
+                "toolkit_slug": string("The toolkit whose connected account makes the request."),
+                "endpoint": string("The API path (or full URL) to call."),
+                "method": {"type": "string", "enum": ["GET", "POST", "PUT", "DELETE", "PATCH"], "description": "The HTTP method."},
+                "body": {"type": "object", "description": "The JSON request body."},
+                "parameters": {"type": "array", "description": "Headers and query parameters (`name`, `value`, `type`).", "items": {"type": "object"}},
+            }),
+            &["toolkit_slug", "endpoint", "method"],
         ),
         _ => (json!({}), &[]),
     };

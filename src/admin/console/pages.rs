@@ -32,6 +32,7 @@ fn layout(ctx: &Ctx<'_>, title: &str, here: &str, body: Markup) -> Markup {
         ("/ui/refusals", "Refusals"),
         ("/ui/user", "User"),
         ("/ui/killswitch", "Kill switch"),
+        ("/ui/approvals", "Approvals"),
         ("/ui/policy", "Policy"),
         ("/ui/drift", "Tool drift"),
         ("/ui/health", "Health"),
@@ -708,6 +709,96 @@ pub(crate) fn killswitch(ctx: &Ctx<'_>, error: Option<&str>) -> Markup {
             }
             h2 { "Active rules" }
             (rule_table(ctx, &rules, None))
+        },
+    )
+}
+
+/// The Approvals page: pending requests with their arguments (as text: maud escapes every
+/// value), approve and deny forms with a reason, and the recent decisions. New requests are
+/// announced live from the console's feed (`app.js`, `textContent` only).
+pub(crate) async fn approvals(ctx: &Ctx<'_>, feed: &Feed, note: Option<&str>) -> Markup {
+    use crate::approvals::Live;
+    let shared = ctx.control.rules().load_full();
+    let store = &shared.approvals;
+    let listed = store.list().await;
+    let now = store.now();
+    let operator = match &ctx.actor {
+        crate::admin::Actor::Operator { name, .. } => Some(name.as_str()),
+        crate::admin::Actor::Admin => None,
+    };
+    let (pending, decided): (Vec<_>, Vec<_>) = listed
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .partition(|r| r.live(now) == Live::Pending);
+    let args = |r: &crate::approvals::Request| {
+        serde_json::to_string_pretty(&r.arguments).unwrap_or_default()
+    };
+    layout(
+        ctx,
+        "Approvals",
+        "/ui/approvals",
+        html! {
+            h1 { "Approvals" span #approvals-status.muted data-after=(feed.last_seq()) { "" } }
+            @if let Some(n) = note { div.error #approvals-note { (n) } }
+            @if let Err(e) = &listed { div.error { "The approvals store is unavailable: " (e) } }
+            p.muted {
+                "Calls a " span.mono { "[[policy.approvals]]" } " rule covers wait here. Approving lets the exact call (same user, tool, account and arguments) run once within the grant's time; it forwards nothing by itself. "
+                @match operator {
+                    Some(n) => { "You decide as " strong #approvals-operator { (n) } "." }
+                    None => { "You signed in with the shared admin token: you can read requests, but only a named operator (" span.mono { "[[admin.operators]]" } ") can decide them." }
+                }
+            }
+            div #approvals-live {}
+            h2 { "Pending" }
+            @if pending.is_empty() { p.muted #approvals-empty { "No pending requests." } }
+            @for r in &pending {
+                div.card.approval data-approval=(r.id) {
+                    h3 { span.mono { (r.tool) } " by " span.mono { (r.subject) } }
+                    p {
+                        "Rule " strong { (r.rule) } " · " (r.message)
+                    }
+                    table.facts {
+                        tr { th { "Request" } td.mono { (r.id) } }
+                        tr { th { "Toolkit" } td.mono { (r.toolkit.as_deref().unwrap_or("-")) } }
+                        tr { th { "Account" } td.mono { (r.account.as_deref().unwrap_or("(default)")) } }
+                        tr { th { "Carrier" } td.mono { (r.carrier) } }
+                        tr { th { "Asked" } td { (when(r.created_at)) } }
+                        tr { th { "Expires" } td { (when(r.expires_at)) } }
+                        tr { th { "Arguments SHA-256" } td.mono { (r.args_sha256) } }
+                        tr { th { "Trace" } td.mono { (r.trace_id.as_deref().unwrap_or("-")) } }
+                    }
+                    h4 { "Arguments (" (r.args_bytes) " bytes, shown whole)" }
+                    pre.arguments { (args(r)) }
+                    @if operator.is_some() {
+                        form.filters method="post" action="/ui/approvals/decide" {
+                            input type="hidden" name="csrf" value=(ctx.csrf);
+                            input type="hidden" name="id" value=(r.id);
+                            label { "Reason" input type="text" name="reason" class="approval-reason"; }
+                            button type="submit" name="verdict" value="approve" class="approve" { "Approve" }
+                            button.danger type="submit" name="verdict" value="deny" { "Deny" }
+                        }
+                    }
+                }
+            }
+            h2 { "Recent" }
+            table.rules #approvals-recent {
+                thead { tr { th { "Request" } th { "User" } th { "Tool" } th { "State" } th { "By" } th { "Reason" } th { "Asked" } } }
+                tbody {
+                    @for r in &decided {
+                        tr data-approval=(r.id) {
+                            td.mono { (r.id) }
+                            td.mono { (r.subject) }
+                            td.mono { (r.tool) }
+                            td { (r.status.as_str()) }
+                            td { (r.approver.as_deref().unwrap_or("-")) }
+                            td { (r.reason.as_deref().unwrap_or("")) }
+                            td { (when(r.created_at)) }
+                        }
+                    }
+                    @if decided.is_empty() { tr { td colspan="7" .muted { "None." } } }
+                }
+            }
         },
     )
 }

@@ -21,6 +21,11 @@ use serde_json::{json, Value};
 pub const API_KEY: &str = "sk_test_REAL_COMPOSIO_KEY_0123456789abcdef";
 /// The admin bearer token, in `ADMIN_TOKEN` (`[admin] token_env = "ADMIN_TOKEN"`).
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// Named operators' tokens (`[[admin.operators]]`), in `DANA_TOKEN` and `ERIN_TOKEN`.
+pub const DANA_TOKEN: &str = "operator-dana-token-0123456789";
+pub const ERIN_TOKEN: &str = "operator-erin-token-0123456789";
+/// The approvals notification secret, in `APPROVALS_WEBHOOK_SECRET`.
+pub const APPROVALS_SECRET: &str = "approvals-webhook-secret-for-tests";
 /// HS256 secret of the test IdP.
 pub const SECRET: &str = "test-only-hs256-secret-0123456789abcdef0123456789";
 pub const ISSUER: &str = "https://idp.test/";
@@ -102,6 +107,12 @@ pub fn env() -> HashMap<String, String> {
         ("COMPOSIO_API_KEY".to_owned(), API_KEY.to_owned()),
         ("JWT_SECRET".to_owned(), SECRET.to_owned()),
         ("ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
+        ("DANA_TOKEN".to_owned(), DANA_TOKEN.to_owned()),
+        ("ERIN_TOKEN".to_owned(), ERIN_TOKEN.to_owned()),
+        (
+            "APPROVALS_WEBHOOK_SECRET".to_owned(),
+            APPROVALS_SECRET.to_owned(),
+        ),
     ]
     .into()
 }

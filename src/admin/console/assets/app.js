@@ -1,6 +1,40 @@
 // entitygate console: the only script. Loaded from the binary ('self'); it never builds
 // markup from data: every value goes into the page through textContent.
 "use strict";
+// Approvals page: new requests are announced as they are made (from the decisions feed,
+// filtered to `approval_required`), as text with a link to reload the page; the page itself
+// is never rebuilt from data.
+(function () {
+  var status = document.getElementById("approvals-status");
+  var live = document.getElementById("approvals-live");
+  if (!status || !live) return;
+  var params = new URLSearchParams();
+  params.set("slug", "approval_required");
+  params.set("after", status.getAttribute("data-after") || "0");
+  var source = new EventSource("/ui/live/events?" + params.toString());
+  var seen = Number(status.getAttribute("data-after") || "0");
+  source.onopen = function () { status.textContent = "live"; status.className = "allow"; };
+  source.onerror = function () { status.textContent = "reconnecting…"; status.className = "refused"; };
+  source.onmessage = function (e) {
+    var d;
+    try { d = JSON.parse(e.data); } catch (err) { return; }
+    if (d.seq <= seen) return;
+    seen = d.seq;
+    var p = document.createElement("p");
+    p.className = "notice approval-new";
+    p.textContent = "New: " + (d.subject || "?") + " asked to run " + (d.tool || "?") + " (" + d.time + "). ";
+    var a = document.createElement("a");
+    a.textContent = "Show it";
+    a.href = "/ui/approvals";
+    p.appendChild(a);
+    live.insertBefore(p, live.firstChild);
+  };
+  source.addEventListener("ended", function () {
+    source.close();
+    status.textContent = "ended: sign in again";
+    status.className = "refused";
+  });
+})();
 (function () {
   var table = document.getElementById("live-rows");
   if (!table) return;
