@@ -31,9 +31,11 @@ pub(crate) async fn build_shared(
     let upstream = Upstream::new(&config.upstream, env, client.clone())?;
     let (tool_policy, warnings) = crate::toolpolicy::ToolPolicy::compile(&config.policy)?;
     let mut claims = tool_policy.claims_read();
-    // The kill switch refuses by token id.
-    if !claims.iter().any(|c| c == "jti") {
-        claims.push("jti".into());
+    // The kill switch refuses by token id; the audit names the token by id and issuer.
+    for kept in ["jti", "iss"] {
+        if !claims.iter().any(|c| c == kept) {
+            claims.push(kept.into());
+        }
     }
     let key_digest: [u8; 32] = {
         use sha2::Digest as _;

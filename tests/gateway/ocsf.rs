@@ -263,6 +263,22 @@ async fn every_event_kind_is_schema_valid_ocsf_and_the_file_verifies_as_a_chain(
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
     assert_eq!(pinned["unmapped"]["identity_rewritten"], true);
+    // The check has teeth: a misspelt field, an unknown id, a caption that does not go with
+    // its id, a time as text each fail it.
+    for (field, value) in [
+        ("actr", json!({"user": {"uid": "alice"}})),
+        ("disposition_id", json!(42)),
+        ("severity", json!("High")),
+        ("type_name", json!("API Activity: Read")),
+        ("time", json!("2026-01-01T00:00:00Z")),
+    ] {
+        let mut bad = pinned.clone();
+        bad[field] = value;
+        assert!(!problems(&bad, &captions).is_empty(), "{field} passed");
+    }
+    let mut bad = pinned.clone();
+    bad["actor"]["user"]["uuid"] = json!("alice");
+    assert!(!problems(&bad, &captions).is_empty(), "a nested typo passed");
     let refused = r.lines.iter().find(|l| l["status_code"] == "401").unwrap();
     assert_eq!(refused["disposition_id"], 2);
     assert_eq!(refused["policy"]["name"], refused["status_detail"]);
