@@ -86,20 +86,23 @@ impl Severity {
     }
 }
 
-/// `status_id` values and captions.
+/// `status_id` values and captions. A finding's status is its own (1 is "New" there).
 #[derive(Clone, Copy)]
 enum Status {
-    Unknown = 0,
-    Success = 1,
-    Failure = 2,
+    Unknown,
+    Success,
+    Failure,
+    /// A finding just made (Detection Finding).
+    New,
 }
 
 impl Status {
-    fn caption(self) -> &'static str {
+    fn id_and_caption(self) -> (u64, &'static str) {
         match self {
-            Self::Unknown => "Unknown",
-            Self::Success => "Success",
-            Self::Failure => "Failure",
+            Self::Unknown => (0, "Unknown"),
+            Self::Success => (1, "Success"),
+            Self::Failure => (2, "Failure"),
+            Self::New => (1, "New"),
         }
     }
 }
@@ -227,8 +230,9 @@ fn header(
     );
     o.insert("severity_id".into(), (severity as u64).into());
     o.insert("severity".into(), severity.caption().into());
-    o.insert("status_id".into(), (status as u64).into());
-    o.insert("status".into(), status.caption().into());
+    let (status_id, status) = status.id_and_caption();
+    o.insert("status_id".into(), status_id.into());
+    o.insert("status".into(), status.into());
     o
 }
 
@@ -587,7 +591,7 @@ fn connection_broken(e: &mut Map<String, Value>) -> Map<String, Value> {
 /// Something found to need attention (an expiring or expired connection; a tool whose
 /// definition changed): Detection Finding (2004), Create.
 fn finding(e: &mut Map<String, Value>, what: &str, severity: Severity) -> Map<String, Value> {
-    let mut o = header(&DETECTION_FINDING, (1, "Create"), severity, Status::Success);
+    let mut o = header(&DETECTION_FINDING, (1, "Create"), severity, Status::New);
     let subject = e.get("subject").and_then(Value::as_str).map(str::to_owned);
     let account = e
         .get("connected_account_id")

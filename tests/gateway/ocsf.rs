@@ -29,6 +29,7 @@ const KINDS: &[&str] = &[
     "admin_login",
     "admin_auth_failed",
     "connection_broken",
+    "expiry_finding",
 ];
 
 /// The vendored schema's file for a class.
@@ -121,9 +122,11 @@ async fn run() -> Run {
     let key_file = dir.join("audit.key");
     std::fs::write(&key_file, HMAC_KEY).unwrap();
     let h = Harness::with_config(&format!(
-        "{ADMIN}[audit]\npath = {:?}\nformat = \"ocsf\"\nhmac_key_file = {:?}\n",
+        "{ADMIN}[audit]\npath = {:?}\nformat = \"ocsf\"\nhmac_key_file = {:?}\n\
+         [audit_job]\nevery_secs = 3600\nstate_path = {:?}\n",
         audit.display().to_string(),
         key_file.display().to_string(),
+        dir.join("job.redb").display().to_string(),
     ))
     .await;
     let tok = token_with(json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE,
@@ -189,7 +192,8 @@ async fn run() -> Run {
     )
     .await;
     assert_eq!(status(&answer), 303, "{answer}");
-    // A connection Composio shows dead.
+    // The audit job's first pass (at start) finds alice's EXPIRED gmail and bob's FAILED
+    // slack, among others (the demo data). A connection Composio shows dead:
     h.sandbox.add_session("trs_ocsf_1", "alice");
     assert!(h.sandbox.set_revoked_at_provider("ca_alice_github", true));
     let r = h
@@ -278,7 +282,10 @@ async fn every_event_kind_is_schema_valid_ocsf_and_the_file_verifies_as_a_chain(
     }
     let mut bad = pinned.clone();
     bad["actor"]["user"]["uuid"] = json!("alice");
-    assert!(!problems(&bad, &captions).is_empty(), "a nested typo passed");
+    assert!(
+        !problems(&bad, &captions).is_empty(),
+        "a nested typo passed"
+    );
     let refused = r.lines.iter().find(|l| l["status_code"] == "401").unwrap();
     assert_eq!(refused["disposition_id"], 2);
     assert_eq!(refused["policy"]["name"], refused["status_detail"]);
