@@ -128,7 +128,7 @@ impl Disposition {
 /// The OCSF form of one entitygate event, split for the chain to seal: the event without
 /// `unmapped` (a JSON object) and the members of `unmapped` (a JSON object too, possibly
 /// empty), which the chain closes with its own. `None` when `text` is not a JSON object.
-pub(crate) fn split(text: &str) -> Option<(String, String)> {
+pub fn split(text: &str) -> Option<(String, String)> {
     let Ok(Value::Object(event)) = serde_json::from_str::<Value>(text) else {
         return None;
     };
@@ -167,6 +167,8 @@ pub fn map(mut e: Map<String, Value>) -> Map<String, Value> {
         _ => unknown_kind(&mut e, &kind),
     };
     o.insert("time".into(), time.into());
+    // A null says nothing an absent member does not (`rule`, `session`, `expires_at`...).
+    e.retain(|_, v| !v.is_null());
     let metadata = o
         .entry("metadata")
         .or_insert_with(|| json!({}))
@@ -233,6 +235,8 @@ fn header(
     let (status_id, status) = status.id_and_caption();
     o.insert("status_id".into(), status_id.into());
     o.insert("status".into(), status.into());
+    // Set by `map`; here so that it comes right after the enumerations in every event.
+    o.insert("time".into(), 0.into());
     o
 }
 
@@ -592,25 +596,46 @@ fn connection_broken(e: &mut Map<String, Value>) -> Map<String, Value> {
 /// definition changed): Detection Finding (2004), Create.
 fn finding(e: &mut Map<String, Value>, what: &str, severity: Severity) -> Map<String, Value> {
     let mut o = header(&DETECTION_FINDING, (1, "Create"), severity, Status::New);
-    let subject = e.get("subject").and_then(Value::as_str).map(str::to_owned);
-    let account = e
-        .get("connected_account_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let subject = take_str(e, "subject");
+    let account = take_str(e, "connected_account_id");
+    let toolkit = take_str(e, "toolkit");
+    // The same thing found again has the same uid: a SIEM updates one finding.
     let uid = [Some(what), subject.as_deref(), account.as_deref()]
         .into_iter()
         .flatten()
         .collect::<Vec<_>>()
         .join(":");
-    o.insert(
-        "finding_info".into(),
-        json!({"uid": uid, "title": what.replace('_', " "), "types": [what]}),
-    );
+    let mut info = Map::new();
+    info.insert("uid".into(), uid.into());
+    info.insert("title".into(), what.replace('_', " ").into());
+    info.insert("types".into(), json!([what]));
+    // Composio's status and reason (an expiry finding), in words.
+    let status = e.get("status").and_then(Value::as_str);
+    let reason = e.get("status_reason").and_then(Value::as_str);
+    if let (Some(t), Some(st)) = (&toolkit, status) {
+        let desc = match reason {
+            Some(r) => format!("{t} connection {st}: {r}"),
+            None => format!("{t} connection {st}"),
+        };
+        info.insert("desc".into(), desc.into());
+    }
+    o.insert("finding_info".into(), Value::Object(info));
+    let mut resource = Map::new();
     if let Some(a) = account {
-        o.insert(
-            "resources".into(),
-            json!([{"uid": a, "type": "connected_account"}]),
+        resource.insert("uid".into(), a.into());
+        resource.insert("type".into(), "connected_account".into());
+    }
+    if let Some(t) = toolkit {
+        resource.insert("name".into(), t.into());
+    }
+    if let Some(s) = subject {
+        resource.insert(
+            "owner".into(),
+            json!({"uid": s, "type_id": 1, "type": "User"}),
         );
+    }
+    if !resource.is_empty() {
+        o.insert("resources".into(), json!([resource]));
     }
     o
 }
