@@ -8,7 +8,11 @@
 //! the gateway itself derived or validated are recorded, and the query string as the caller
 //! sent it (identity parameters included: they are the evidence when a query is refused or
 //! rewritten), capped at [`MAX_QUERY`] bytes, with the values of credential-named parameters
-//! (`api_key`, `token`, `secret`, ...) replaced by `[REDACTED]`.
+//! (`api_key`, `token`, `secret`, ...) replaced by `[REDACTED]`. Of the token it records the
+//! `jti` and issuer; of the client its socket address and `User-Agent` (capped).
+//!
+//! Each line is entitygate's own JSON, or with `[audit] format = "ocsf"` the OCSF event
+//! [`ocsf::map`] makes of it on the writer thread; either way the writer chains it ([`chain`]).
 
 mod chain;
 pub mod feed;

@@ -13,6 +13,17 @@
 //! edited, deleted, reordered or inserted breaks the chain where it happened, and without
 //! the key nobody can recompute a chain that still verifies.
 //!
+//! An OCSF line (`[audit] format = "ocsf"`, [`seal_ocsf`]) carries the same four members as
+//! the last ones of its `unmapped` object, itself the line's last member:
+//!
+//! ```text
+//! {...event...,"unmapped":{...,"seq":41,"prev":"<sha256>","hash":"<sha256>","hmac":"<mac>"}}
+//! ```
+//!
+//! and its canonical bytes are the line up to its `hash` member, then `}}`. [`verify`] tells
+//! the formats apart line by line (`seq` first, or `unmapped` last), so a log whose format
+//! changed on a reload verifies across the change.
+//!
 //! Whenever the writer opens a file (start, restart, reload/SIGHUP, rotation detected) it
 //! first writes a `log_opened` record that links to the last line written before, possibly
 //! in another file: the chain runs across restarts and rotated files. A file that ends in

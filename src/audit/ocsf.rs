@@ -150,8 +150,9 @@ pub fn map(mut e: Map<String, Value>) -> Map<String, Value> {
     let mut o = match kind.as_str() {
         "decision" => api_activity(&mut e),
         "log_opened" => event_log(&mut e),
-        "deny_added" => kill_switch(&mut e, (1, "Create")),
-        "deny_removed" | "deny_expired" => kill_switch(&mut e, (4, "Delete")),
+        "deny_added" => kill_switch(&mut e, (1, "Create"), "added"),
+        "deny_removed" => kill_switch(&mut e, (4, "Delete"), "removed"),
+        "deny_expired" => kill_switch(&mut e, (4, "Delete"), "expired"),
         "admin_login" => admin_authentication(&mut e, true),
         "admin_auth_failed" => admin_authentication(&mut e, false),
         "connection_broken" => connection_broken(&mut e),
@@ -478,7 +479,11 @@ fn event_log(e: &mut Map<String, Value>) -> Map<String, Value> {
 
 /// A kill-switch (deny rule) change: Entity Management (3004) of a `deny_rule`, created or
 /// deleted (removed by an operator, or expired).
-fn kill_switch(e: &mut Map<String, Value>, activity: (u64, &str)) -> Map<String, Value> {
+fn kill_switch(
+    e: &mut Map<String, Value>,
+    activity: (u64, &str),
+    what_happened: &str,
+) -> Map<String, Value> {
     let mut o = header(
         &ENTITY_MANAGEMENT,
         activity,
@@ -496,13 +501,9 @@ fn kill_switch(e: &mut Map<String, Value>, activity: (u64, &str)) -> Map<String,
     if let Some(reason) = take_str(e, "reason") {
         o.insert("comment".into(), reason.into());
     }
-    let verb = match activity.0 {
-        1 => "added",
-        _ => "removed",
-    };
     o.insert(
         "message".into(),
-        format!("kill switch rule {verb}: {rule}").into(),
+        format!("kill switch rule {what_happened}: {rule}").into(),
     );
     o
 }

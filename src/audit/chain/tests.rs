@@ -188,7 +188,7 @@ fn an_edited_ocsf_line_is_caught_at_that_line_and_a_moved_chain_member_too() {
             moved.insert(k.clone(), x.clone());
         }
     }
-    let mut edited = lines.clone();
+    let mut edited = lines;
     edited[2] = serde_json::Value::Object(moved).to_string();
     let err = check(&edited, None).unwrap_err();
     assert_eq!(err.line, 3);

@@ -38,7 +38,7 @@ fn a_refused_decision_is_a_blocked_api_activity_with_everything_else_kept_under_
     // No OCSF home: kept, never dropped; and unmapped is the last member (the chain's).
     assert_eq!(o["unmapped"]["code"], 1401);
     assert_eq!(o["unmapped"]["latency_ms"], 0.2);
-    assert_eq!(o.keys().last().map(String::as_str), Some("unmapped"));
+    assert_eq!(o.keys().next_back().map(String::as_str), Some("unmapped"));
 }
 
 #[test]
