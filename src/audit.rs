@@ -666,6 +666,16 @@ impl Audit {
             });
     }
 
+    /// The same caller as `request` (trace, client, token): the record of one item of a batch
+    /// `request` carried.
+    pub(crate) fn same_caller_as(&mut self, request: &Audit) {
+        self.trace_id.clone_from(&request.trace_id);
+        self.source.clone_from(&request.source);
+        self.user_agent.clone_from(&request.user_agent);
+        self.jti.clone_from(&request.jti);
+        self.issuer.clone_from(&request.issuer);
+    }
+
     /// The verified token's `jti` and issuer, for the actor of the event.
     pub fn token(&mut self, jti: Option<&str>, issuer: Option<&str>) {
         self.jti = jti.map(str::to_owned);
