@@ -327,3 +327,114 @@ async fn an_edited_ocsf_event_breaks_the_chain_where_it_was_edited() {
     assert!(brk.reason.contains("deleted"), "{brk}");
     let _ = std::fs::remove_dir_all(&r.dir);
 }
+
+async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("the demo goes on printing")
+        .expect("the demo is running")
+}
+
+/// `entitygate demo --audit-format ocsf`: the demo's decisions (alice's forged call, pinned; a
+/// call without a token, refused) come out on stdout as schema-valid OCSF events that verify
+/// as a chain.
+#[tokio::test]
+async fn the_demos_decisions_come_out_as_ocsf_with_one_flag() {
+    use std::io::BufRead;
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_entitygate"))
+            .args(["demo", "--listen", "127.0.0.1:0", "--for-secs", "60"])
+            .args(["--audit-format", "ocsf"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut banner = String::new();
+    loop {
+        let line = next_line(&mut rx).await;
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Ctrl-C stops the demo") {
+            break;
+        }
+    }
+    let field = |prefix: &str| -> String {
+        let line = banner.lines().find(|l| l.contains(prefix)).unwrap();
+        line[line.find(prefix).unwrap() + prefix.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let gateway = field("gateway ");
+    let alice = field("export ALICE_TOKEN=");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let req = Request::post(format!(
+        "{gateway}/api/v3.1/tools/execute/GITHUB_CREATE_ISSUE"
+    ))
+    .header("x-api-key", &alice)
+    .header("content-type", "application/json")
+    .body(Full::new(Bytes::from(
+        json!({"user_id": "bob", "arguments": {"title": "hi"}}).to_string(),
+    )))
+    .unwrap();
+    assert_eq!(client.request(req).await.unwrap().status(), StatusCode::OK);
+    let req = Request::get(format!("{gateway}/api/v3.1/connected_accounts"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        client.request(req).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // The log's opening, then the two decisions.
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let line = next_line(&mut rx).await;
+        if line.starts_with('{') {
+            events.push(line);
+        }
+    }
+    let captions = read_json(&Path::new(OCSF).join("captions.json"));
+    let parsed: Vec<Value> = events
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for e in &parsed {
+        let p = problems(e, &captions);
+        assert!(p.is_empty(), "{p:#?}\n{e:#}");
+    }
+    assert_eq!(parsed[0]["metadata"]["event_code"], "log_opened");
+    assert_eq!(parsed[1]["actor"]["user"]["uid"], "alice");
+    assert_eq!(parsed[1]["disposition"], "Allowed");
+    assert_eq!(parsed[1]["unmapped"]["identity_rewritten"], true);
+    assert_eq!(parsed[2]["disposition"], "Blocked");
+    let dir = std::env::temp_dir().join(format!("eg-ocsf-demo-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("demo.jsonl");
+    std::fs::write(&file, events.join("\n") + "\n").unwrap();
+    let report = entitygate::audit::verify(std::slice::from_ref(&file), None, None)
+        .unwrap_or_else(|b| panic!("{b}"));
+    assert_eq!(report.lines, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
