@@ -157,15 +157,15 @@ pub fn map(mut e: Map<String, Value>) -> Map<String, Value> {
         "admin_auth_failed" => admin_authentication(&mut e, false),
         "connection_broken" => connection_broken(&mut e),
         "expiry_finding" => finding(&mut e, "connection_needs_attention", Severity::Low),
-        // Approvals (Entity Management of an `approval`) and tool-definition drift (a
-        // Detection Finding): one arm each when they land, e.g.
-        // "approval_requested" => approval(&mut e, (1, "Create")),
-        // "approval_granted" => approval(&mut e, (8, "Enable")),
-        // "approval_denied" => approval(&mut e, (9, "Disable")),
-        // "approval_expired" => approval(&mut e, (11, "Deactivate")),
-        // "approval_used" => approval(&mut e, (3, "Update")),
-        // "tool_definition_drift" => finding(&mut e, "tool_definition_drift", Severity::Medium),
-        _ => unknown_kind(&mut e, &kind),
+        // Approvals and tool-definition drift, for the kinds being added beside this mapping
+        // (their fields: see `approval` and `finding`).
+        "approval_requested" => approval(&mut e, (1, "Create"), "requested"),
+        "approval_granted" => approval(&mut e, (8, "Enable"), "granted"),
+        "approval_denied" => approval(&mut e, (9, "Disable"), "denied"),
+        "approval_expired" => approval(&mut e, (11, "Deactivate"), "expired"),
+        "approval_used" => approval(&mut e, (3, "Update"), "used"),
+        "tool_definition_drift" => finding(&mut e, "tool_definition_drift", Severity::Medium),
+        _ => unknown_kind(&kind),
     };
     o.insert("time".into(), time.into());
     // A null says nothing an absent member does not (`rule`, `session`, `expires_at`...).
@@ -641,10 +641,48 @@ fn finding(e: &mut Map<String, Value>, what: &str, severity: Severity) -> Map<St
     o
 }
 
+/// An approval's life (asked for, granted, denied, lapsed, used): Entity Management (3004) of
+/// an `approval` entity (`approval_id`, the `tool` it is for), by or for the `subject`.
+fn approval(
+    e: &mut Map<String, Value>,
+    activity: (u64, &str),
+    what_happened: &str,
+) -> Map<String, Value> {
+    let severity = match what_happened {
+        "denied" | "expired" => Severity::Low,
+        _ => Severity::Informational,
+    };
+    let mut o = header(&ENTITY_MANAGEMENT, activity, severity, Status::Success);
+    let mut entity = Map::new();
+    if let Some(id) = take_str(e, "approval_id") {
+        entity.insert("uid".into(), id.into());
+    }
+    let tool = take_str(e, "tool").unwrap_or_else(|| "-".into());
+    entity.insert("name".into(), tool.clone().into());
+    entity.insert("type".into(), "approval".into());
+    o.insert("entity".into(), Value::Object(entity));
+    let subject = take_str(e, "subject");
+    if let Some(s) = &subject {
+        o.insert(
+            "actor".into(),
+            json!({"user": {"uid": s, "type_id": 1, "type": "User"}}),
+        );
+    }
+    o.insert(
+        "message".into(),
+        format!(
+            "approval {what_happened}: {tool}{}",
+            subject.map(|s| format!(" for {s}")).unwrap_or_default()
+        )
+        .into(),
+    );
+    o
+}
+
 /// An event kind with no mapping of its own yet: Entity Management, Other, named after the
 /// kind, all its fields under `unmapped`. Never dropped; a test holds every kind the gateway
 /// writes to a class of its own.
-fn unknown_kind(_e: &mut Map<String, Value>, kind: &str) -> Map<String, Value> {
+fn unknown_kind(kind: &str) -> Map<String, Value> {
     let mut o = header(
         &ENTITY_MANAGEMENT,
         (OTHER, "Other"),
