@@ -389,6 +389,14 @@ fn evidence(c: &mut Criterion) {
             seal(&mut head, Some(&key), event, &mut out);
         })
     });
+    // `[audit] format = "ocsf"`: the event mapped to its OCSF class, then sealed (issue 30).
+    c.bench_function("audit_ocsf_map+seal_hmac", |b| {
+        b.iter(|| {
+            out.clear();
+            let (ocsf, unmapped) = entitygate::audit::ocsf::split(event).unwrap();
+            entitygate::audit::seal_ocsf(&mut head, Some(&key), &ocsf, &unmapped, &mut out);
+        })
+    });
     let mut headers = http::HeaderMap::new();
     headers.insert(
         "traceparent",

@@ -59,7 +59,7 @@ pub(crate) async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let activity = Activity::new();
-    let svc = TowerToHyperService::new(Tracked::new(proxy, activity.clone()));
+    let svc = TowerToHyperService::new(Tracked::new(proxy, activity.clone(), Some(peer)));
     let s = &serving;
     let served = async {
         match tls {

@@ -101,6 +101,7 @@ pub(crate) async fn serve(listener: TcpListener, control: Arc<dyn Control>) {
                     async move { Ok::<_, Infallible>(guarded(&conn, req).await) }
                 }),
                 activity.clone(),
+                Some(peer),
             );
             let conn = builder.serve_connection(
                 TokioIo::new(Watched::new(stream, activity.clone())),

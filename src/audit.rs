@@ -8,10 +8,15 @@
 //! the gateway itself derived or validated are recorded, and the query string as the caller
 //! sent it (identity parameters included: they are the evidence when a query is refused or
 //! rewritten), capped at [`MAX_QUERY`] bytes, with the values of credential-named parameters
-//! (`api_key`, `token`, `secret`, ...) replaced by `[REDACTED]`.
+//! (`api_key`, `token`, `secret`, ...) replaced by `[REDACTED]`. Of the token it records the
+//! `jti` and issuer; of the client its socket address and `User-Agent` (capped).
+//!
+//! Each line is entitygate's own JSON, or with `[audit] format = "ocsf"` the OCSF event
+//! [`ocsf::map`] makes of it on the writer thread; either way the writer chains it ([`chain`]).
 
 mod chain;
 pub mod feed;
+pub mod ocsf;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,8 +25,9 @@ use std::time::Duration;
 
 use http::{HeaderValue, Method, StatusCode};
 
-pub use chain::{seal, verify, Break, Head, HmacKey, Report, GENESIS};
+pub use chain::{seal, seal_ocsf, verify, Break, Head, HmacKey, Report, GENESIS};
 
+pub use crate::config::AuditFormat;
 use crate::config::{AuditConfig, ConfigError, Env};
 use crate::error::Error;
 
@@ -65,6 +71,9 @@ impl HmacKey {
 /// Longest query string recorded (the rest is cut, marked with `…`).
 pub const MAX_QUERY: usize = 2048;
 
+/// Longest `User-Agent` recorded (the rest is cut, marked with `…`).
+pub const MAX_USER_AGENT: usize = 256;
+
 /// Folded names of query parameters whose values are never recorded.
 const SECRET_PARAMS: &[&str] = &[
     "apikey",
@@ -101,8 +110,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 enum Msg {
     /// One serialised event (a JSON object, no newline).
     Event(String),
-    /// Reopen the file (SIGHUP, reload), with this key from now on.
-    Reopen(Option<HmacKey>),
+    /// Reopen the file (SIGHUP, reload), with this key and format from now on.
+    Reopen(Option<HmacKey>, AuditFormat),
     /// Answer once everything queued before is written.
     Flush(mpsc::SyncSender<()>),
 }
@@ -115,6 +124,7 @@ pub struct Sink {
     tx: mpsc::SyncSender<Msg>,
     path: Option<PathBuf>,
     key: Option<HmacKey>,
+    format: AuditFormat,
     /// A copy of every line for the console ([`feed`]), off until it starts.
     feed: std::sync::Arc<feed::Feed>,
 }
@@ -128,7 +138,19 @@ impl Sink {
     /// # Errors
     /// When the file cannot be opened or read.
     pub fn open(path: Option<&Path>, key: Option<HmacKey>) -> std::io::Result<Self> {
-        let mut writer = Writer::open(path.map(Path::to_owned), key.clone())?;
+        Self::open_as(path, key, AuditFormat::Entitygate)
+    }
+
+    /// [`Sink::open`], writing each line in `format` (`[audit] format`).
+    ///
+    /// # Errors
+    /// When the file cannot be opened or read.
+    pub fn open_as(
+        path: Option<&Path>,
+        key: Option<HmacKey>,
+        format: AuditFormat,
+    ) -> std::io::Result<Self> {
+        let mut writer = Writer::open(path.map(Path::to_owned), key.clone(), format)?;
         let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
         std::thread::Builder::new()
             .name("entitygate-audit".into())
@@ -137,6 +159,7 @@ impl Sink {
             tx,
             path: path.map(Path::to_owned),
             key,
+            format,
             feed: std::sync::Arc::default(),
         })
     }
@@ -162,10 +185,12 @@ impl Sink {
         self.path.as_deref()
     }
 
-    /// The same sink, authenticating lines with `key` once [`Sink::reopen`] is called.
-    pub(crate) fn with_key(&self, key: Option<HmacKey>) -> Self {
+    /// The same sink, authenticating lines with `key` and writing them in `format` once
+    /// [`Sink::reopen`] is called (a reload: the chain goes on, across a change of format).
+    pub(crate) fn with_settings(&self, key: Option<HmacKey>, format: AuditFormat) -> Self {
         Self {
             key,
+            format,
             ..self.clone()
         }
     }
@@ -173,7 +198,11 @@ impl Sink {
     /// Asks the writer to reopen its file (after `logrotate` moved it, on SIGHUP or reload)
     /// and to start a new file's chain with a `log_opened` record.
     pub fn reopen(&self) {
-        if self.tx.try_send(Msg::Reopen(self.key.clone())).is_err() {
+        if self
+            .tx
+            .try_send(Msg::Reopen(self.key.clone(), self.format))
+            .is_err()
+        {
             crate::metrics::audit_dropped();
         }
     }
@@ -213,6 +242,7 @@ struct Writer {
     path: Option<PathBuf>,
     out: Option<std::fs::File>,
     key: Option<HmacKey>,
+    format: AuditFormat,
     head: chain::Head,
     /// Bytes in the file as far as this writer knows: less on disk means `copytruncate`.
     written: u64,
@@ -231,11 +261,16 @@ struct Writer {
 }
 
 impl Writer {
-    fn open(path: Option<PathBuf>, key: Option<HmacKey>) -> std::io::Result<Self> {
+    fn open(
+        path: Option<PathBuf>,
+        key: Option<HmacKey>,
+        format: AuditFormat,
+    ) -> std::io::Result<Self> {
         let mut w = Self {
             path,
             out: None,
             key,
+            format,
             head: chain::Head::default(),
             written: 0,
             file_id: None,
@@ -319,7 +354,27 @@ impl Writer {
             record["crash_damage"] = serde_json::json!({"offset": d.offset, "bytes": d.bytes});
         }
         let text = record.to_string();
-        chain::seal(&mut self.head, self.key.as_ref(), &text, &mut self.batch);
+        self.seal(&text);
+    }
+
+    /// Chains one event (a JSON object) into the batch, in the configured format.
+    fn seal(&mut self, event: &str) {
+        let ocsf = match self.format {
+            AuditFormat::Ocsf => ocsf::split(event),
+            AuditFormat::Entitygate => None,
+        };
+        match ocsf {
+            Some((event, unmapped)) => chain::seal_ocsf(
+                &mut self.head,
+                self.key.as_ref(),
+                &event,
+                &unmapped,
+                &mut self.batch,
+            ),
+            // (OCSF: an event that is not a JSON object, which the gateway never writes, is
+            // still chained as it is rather than lost.)
+            None => chain::seal(&mut self.head, self.key.as_ref(), event, &mut self.batch),
+        }
     }
 
     fn run(&mut self, rx: &mpsc::Receiver<Msg>) {
@@ -340,10 +395,10 @@ impl Writer {
             for msg in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                 match msg {
                     Msg::Event(e) => self.events.push(e),
-                    Msg::Reopen(key) => {
+                    Msg::Reopen(key, format) => {
                         // Lines queued before the reopen belong to the file before it.
                         self.seal_events();
-                        reopen = Some(key);
+                        reopen = Some((key, format));
                     }
                     Msg::Flush(ack) => acks.push(ack),
                 }
@@ -356,8 +411,9 @@ impl Writer {
             }
             self.seal_events();
             self.write_batch();
-            if let Some(key) = reopen {
+            if let Some((key, format)) = reopen {
                 self.key = key;
+                self.format = format;
                 self.reopen("reopen");
                 self.write_batch();
             }
@@ -401,9 +457,12 @@ impl Writer {
                 self.opened(reason);
             }
         }
-        for e in self.events.drain(..) {
-            chain::seal(&mut self.head, self.key.as_ref(), &e, &mut self.batch);
+        // Taken and given back, so the vector keeps its room from one batch to the next.
+        let mut events = std::mem::take(&mut self.events);
+        for e in events.drain(..) {
+            self.seal(&e);
         }
+        self.events = events;
     }
 
     /// Notices a file moved away (`logrotate`'s default `create`) or truncated in place
@@ -506,9 +565,19 @@ struct Line<'a> {
     request_id: &'a str,
     trace_id: Option<&'a str>,
     subject: Option<&'a str>,
+    /// The token's `jti` and issuer (never the token itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
     method: &'a str,
     path: Option<&'a str>,
     query: Option<&'a str>,
+    /// The peer's address (`ip:port`), as the gateway's socket saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
     route: &'a str,
     policy: &'a str,
     tool: Option<&'a str>,
@@ -542,6 +611,10 @@ pub struct Audit {
     route: &'static str,
     policy: &'static str,
     subject: Option<String>,
+    jti: Option<String>,
+    issuer: Option<String>,
+    source: Option<String>,
+    user_agent: Option<String>,
     tool: Option<String>,
     toolkit: Option<String>,
     account: Option<String>,
@@ -578,6 +651,39 @@ impl Audit {
     /// The query string as sent (see the module docs for what is cut and redacted).
     pub fn query(&mut self, query: Option<&str>) {
         self.query = query.filter(|q| !q.is_empty()).map(recorded_query);
+    }
+
+    /// Where the request came from: the peer's socket address, and its `User-Agent` (visible
+    /// ASCII only, cut at [`MAX_USER_AGENT`] bytes: the client chooses it).
+    pub fn client(
+        &mut self,
+        source: Option<std::net::SocketAddr>,
+        user_agent: Option<&HeaderValue>,
+    ) {
+        self.source = source.map(|a| a.to_string());
+        self.user_agent = user_agent
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(|v| match v.get(..MAX_USER_AGENT) {
+                Some(cut) if cut.len() < v.len() => format!("{cut}…"),
+                _ => v.to_owned(),
+            });
+    }
+
+    /// The same caller as `request` (trace, client, token): the record of one item of a batch
+    /// `request` carried.
+    pub(crate) fn same_caller_as(&mut self, request: &Audit) {
+        self.trace_id.clone_from(&request.trace_id);
+        self.source.clone_from(&request.source);
+        self.user_agent.clone_from(&request.user_agent);
+        self.jti.clone_from(&request.jti);
+        self.issuer.clone_from(&request.issuer);
+    }
+
+    /// The verified token's `jti` and issuer, for the actor of the event.
+    pub fn token(&mut self, jti: Option<&str>, issuer: Option<&str>) {
+        self.jti = jti.map(str::to_owned);
+        self.issuer = issuer.map(str::to_owned);
     }
 
     /// Keeps every fact recorded from now on, in order (for a dry run).
@@ -761,9 +867,13 @@ impl Audit {
             request_id,
             trace_id: self.trace_id.as_deref(),
             subject: self.subject.as_deref(),
+            jti: self.jti.as_deref(),
+            issuer: self.issuer.as_deref(),
             method: self.method.as_str(),
             path: self.path.as_deref(),
             query: self.query.as_deref(),
+            source: self.source.as_deref(),
+            user_agent: self.user_agent.as_deref(),
             route: self.route,
             policy: self.policy,
             tool: self.tool.as_deref(),

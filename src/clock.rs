@@ -127,6 +127,42 @@ fn civil(secs: u64) -> Option<(i64, i64, i64, u64)> {
     Some((year, month, day, secs % 86_400))
 }
 
+/// Unix milliseconds of a timestamp in the form [`Rfc3339`] writes
+/// (`YYYY-MM-DDTHH:MM:SS.mmmZ`, the milliseconds optional); `None` for anything else.
+pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let digits = b.get(from..to)?;
+        digits.iter().try_fold(0i64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let seps = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if !seps.iter().all(|&(i, c)| b.get(i) == Some(&c)) {
+        return None;
+    }
+    let millis = match (b.get(19), b.len()) {
+        (Some(b'Z'), 20) => 0,
+        (Some(b'.'), 24) if b[23] == b'Z' => num(20, 23)?,
+        _ => return None,
+    };
+    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hh, mm, ss) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Howard Hinnant's `days_from_civil`, the inverse of [`civil`].
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs * 1000 + millis).ok()
+}
+
 impl std::fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.digits() {
@@ -161,9 +197,42 @@ mod tests {
         assert_eq!(rfc3339(1_767_312_345, 120), "2026-01-02T00:05:45.120Z");
     }
 
+    #[test]
+    fn parses_only_the_form_it_writes() {
+        assert_eq!(
+            parse_rfc3339_ms("2026-01-01T00:00:00.005Z"),
+            Some(1_767_225_600_005)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-01-01T00:00:00Z"),
+            Some(1_767_225_600_000)
+        );
+        for bad in [
+            "",
+            "2026-01-01 00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T00:00:00+01:00",
+            "2026-01-01T00:00:00.5Z",
+            "２026-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
+    }
+
     proptest::proptest! {
         /// The digit writer agrees with the same fields formatted by `format!`
         /// for any instant from 1970 to the end of 9999.
+        #[test]
+        fn what_is_written_parses_back_to_the_same_millisecond(
+            secs in 0u64..=253_402_300_799, millis in 0u32..1000,
+        ) {
+            let text = rfc3339(secs, millis);
+            proptest::prop_assert_eq!(
+                parse_rfc3339_ms(&text),
+                Some(secs * 1000 + u64::from(millis))
+            );
+        }
+
         #[test]
         fn digits_match_formatted_fields(secs in 0u64..=253_402_300_799, millis in 0u32..1000) {
             let (year, month, day, rem) = civil(secs).unwrap();

@@ -1016,6 +1016,21 @@ pub struct AuditConfig {
     pub hmac_key_env: Option<String>,
     /// A file holding that key instead (a trailing newline is not part of it).
     pub hmac_key_file: Option<PathBuf>,
+    /// The shape of each line: entitygate's own JSON (the default) or OCSF events.
+    #[serde(default)]
+    pub format: AuditFormat,
+}
+
+/// `[audit] format`: how each chained line is shaped. The chain (seq, prev, hash, HMAC) is
+/// the same in both; `entitygate audit-log verify` reads either, and a mix of both.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFormat {
+    /// entitygate's own flat JSON lines.
+    #[default]
+    Entitygate,
+    /// OCSF events (the version the README names), the chain under `unmapped`.
+    Ocsf,
 }
 
 /// Log output format.

@@ -281,16 +281,30 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// A service whose requests are counted in an [`Activity`].
+/// The address of the connection's peer, put in each request's extensions (the audit's
+/// source address).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
+
+/// A service whose requests are counted in an [`Activity`], and carry their [`Peer`].
 #[derive(Clone)]
 pub(crate) struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl<S> Tracked<S> {
-    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+    pub(crate) fn new(
+        inner: S,
+        activity: Arc<Activity>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Self {
+        Self {
+            inner,
+            activity,
+            peer,
+        }
     }
 }
 
@@ -308,7 +322,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(Peer(peer));
+        }
         let guard = self.activity.begin(&req);
         let http10 = req.version() == http::Version::HTTP_10;
         let fut = self.inner.call(req);

@@ -796,20 +796,22 @@ impl StoreError {
 
 /// Starts the scheduled scan of a gateway whose config has `[audit_job] every_secs > 0`:
 /// the first pass at once, then one every `every_secs` (a pass that overruns delays the next).
-/// Each pass drops the gateway's cached answers for the affected (user, toolkit) pairs. A
-/// reload that replaces the job or the cache aborts this task and starts another.
+/// Each pass drops the gateway's cached answers for the affected (user, toolkit) pairs and
+/// writes each finding into the audit trail (`expiry_finding`). A reload that replaces the
+/// job or the cache aborts this task and starts another.
 pub(crate) fn spawn_schedule(
     job: &Arc<Expiry>,
     connections: &Arc<Connections>,
+    audit: &crate::audit::Sink,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let every = job.cfg.every_secs;
     if every == 0 {
         return None;
     }
-    let (job, connections) = (job.clone(), connections.clone());
+    let (job, connections, audit) = (job.clone(), connections.clone(), audit.clone());
     Some(tokio::spawn(async move {
         let Some(cluster) = job.cluster().cloned() else {
-            return run_schedule(&job, &connections, every).await;
+            return run_schedule(&job, &connections, &audit, every).await;
         };
         // A fleet runs one schedule: the lease holder's. Another replica takes over within
         // the lease time when the holder dies; one that loses the lease stops mid-pass.
@@ -821,14 +823,19 @@ pub(crate) fn spawn_schedule(
             tracing::info!("audit job lease taken; this replica runs the schedule");
             tokio::select! {
                 () = cluster.lease_lost() => {}
-                () = run_schedule(&job, &connections, every) => {}
+                () = run_schedule(&job, &connections, &audit, every) => {}
             }
         }
     }))
 }
 
 /// The schedule itself: a pass at once, then one every `every` seconds.
-async fn run_schedule(job: &Arc<Expiry>, connections: &Arc<Connections>, every: u64) {
+async fn run_schedule(
+    job: &Arc<Expiry>,
+    connections: &Arc<Connections>,
+    audit: &crate::audit::Sink,
+    every: u64,
+) {
     {
         let mut ticks = tokio::time::interval(Duration::from_secs(every));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -839,6 +846,21 @@ async fn run_schedule(job: &Arc<Expiry>, connections: &Arc<Connections>, every: 
                 Ok(report) => {
                     for line in report.summary().lines() {
                         tracing::info!("{line}");
+                    }
+                    // Evidence of what was found, whether or not anyone was notified (a
+                    // finding still there at the next pass is written again: it still is).
+                    for f in &report.findings {
+                        audit.record(
+                            "expiry_finding",
+                            serde_json::json!({
+                                "subject": f.user_id,
+                                "toolkit": f.toolkit,
+                                "connected_account_id": f.connected_account_id,
+                                "status": f.status,
+                                "status_reason": f.status_reason,
+                                "since": f.since,
+                            }),
+                        );
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "scheduled audit scan failed"),

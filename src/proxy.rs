@@ -187,6 +187,10 @@ where
         trace,
     };
     record.audit.query(req.uri().query());
+    record.audit.client(
+        req.extensions().get::<crate::conn::Peer>().map(|p| p.0),
+        req.headers().get(header::USER_AGENT),
+    );
     record.audit.trace(record.trace.trace_id());
     // A refusal may be answered before the request body was read (shape, token, route).
     // hyper then closes the connection after the answer, which a keep-alive HTTP/1 client
@@ -323,6 +327,13 @@ where
         verified?
     };
     audit.subject(&identity.subject);
+    audit.token(
+        identity.jti().as_deref(),
+        identity
+            .claims
+            .get("iss")
+            .and_then(serde_json::Value::as_str),
+    );
     shared
         .kill_switch
         .check_identity(&identity.subject, identity.jti().as_deref())?;

@@ -153,6 +153,9 @@ impl State {
             _ => true,
         };
         let reopen = previous.audit.path() == shared.audit.path();
+        // The schedule writes its findings to the audit sink it was given: a new file means a
+        // new sink, and the schedule must write there.
+        let restart_schedule = restart_schedule || (!reopen && shared.expiry.is_some());
         let shared = Arc::new(shared);
         self.current.store(shared.clone());
         *self.applied.lock().unwrap_or_else(PoisonError::into_inner) = config.clone();
@@ -178,10 +181,9 @@ impl State {
             // Only a serving gateway runs the schedule.
             if let Some(old) = schedule.take() {
                 old.abort();
-                *schedule = shared
-                    .expiry
-                    .as_ref()
-                    .and_then(|job| crate::expiry::spawn_schedule(job, &shared.connections));
+                *schedule = shared.expiry.as_ref().and_then(|job| {
+                    crate::expiry::spawn_schedule(job, &shared.connections, &shared.audit)
+                });
             }
         }
         tracing::info!("configuration reloaded");
@@ -210,7 +212,7 @@ impl State {
         let task = shared
             .expiry
             .as_ref()
-            .and_then(|job| crate::expiry::spawn_schedule(job, &shared.connections))
+            .and_then(|job| crate::expiry::spawn_schedule(job, &shared.connections, &shared.audit))
             // A placeholder keeps "serving" visible to reloads that add a job later.
             .unwrap_or_else(|| tokio::spawn(async {}));
         *self.schedule.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);

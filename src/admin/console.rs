@@ -259,6 +259,16 @@ impl Console {
         self.throttle.succeeded(source);
         let id = self.sessions.open(token);
         tracing::info!("console sign-in");
+        // The one admin sign-in there is (the admin API takes the token on every request).
+        control.rules().load().audit.record(
+            "admin_login",
+            serde_json::json!({
+                "source": source.to_string(),
+                "via": "console",
+                "method": method.as_str(),
+                "path": path,
+            }),
+        );
         let mut r = redirect("/ui/live");
         set_cookie(&mut r, &session::set_cookie(&id, self.idle));
         r

@@ -13,6 +13,17 @@
 //! edited, deleted, reordered or inserted breaks the chain where it happened, and without
 //! the key nobody can recompute a chain that still verifies.
 //!
+//! An OCSF line (`[audit] format = "ocsf"`, [`seal_ocsf`]) carries the same four members as
+//! the last ones of its `unmapped` object, itself the line's last member:
+//!
+//! ```text
+//! {...event...,"unmapped":{...,"seq":41,"prev":"<sha256>","hash":"<sha256>","hmac":"<mac>"}}
+//! ```
+//!
+//! and its canonical bytes are the line up to its `hash` member, then `}}`. [`verify`] tells
+//! the formats apart line by line (`seq` first, or `unmapped` last), so a log whose format
+//! changed on a reload verifies across the change.
+//!
 //! Whenever the writer opens a file (start, restart, reload/SIGHUP, rotation detected) it
 //! first writes a `log_opened` record that links to the last line written before, possibly
 //! in another file: the chain runs across restarts and rotated files. A file that ends in
@@ -140,6 +151,63 @@ pub fn seal(head: &mut Head, key: Option<&HmacKey>, event: &str, out: &mut Vec<u
     head.last_hash = hash;
 }
 
+/// Appends the chained form of an OCSF event to `out`, newline included, and advances `head`:
+/// `event` is the event without `unmapped` (a JSON object), `unmapped` the members that go
+/// there (a JSON object, possibly empty). The chain's members close `unmapped`:
+///
+/// ```text
+/// {...event...,"unmapped":{...,"seq":41,"prev":"<sha256>","hash":"<sha256>","hmac":"<mac>"}}
+/// ```
+///
+/// The canonical bytes are the line without its `hash` and `hmac` members, as in [`seal`].
+pub fn seal_ocsf(
+    head: &mut Head,
+    key: Option<&HmacKey>,
+    event: &str,
+    unmapped: &str,
+    out: &mut Vec<u8>,
+) {
+    let inner = |s: &str| -> String {
+        s.trim()
+            .strip_prefix('{')
+            .and_then(|s| s.strip_suffix('}'))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (event, unmapped) = (inner(event), inner(unmapped));
+    let start = out.len();
+    out.push(b'{');
+    if !event.is_empty() {
+        out.extend_from_slice(event.as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"unmapped\":{");
+    if !unmapped.is_empty() {
+        out.extend_from_slice(unmapped.as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"seq\":");
+    let _ = write!(out, "{}", head.next_seq);
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(head.last_hash.as_bytes());
+    out.extend_from_slice(b"\"}}");
+    let digest: [u8; 32] = Sha256::digest(&out[start..]).into();
+    let mac = key.map(|k| k.mac(&digest));
+    out.truncate(out.len() - 2);
+    let hash = hex(&digest);
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(hash.as_bytes());
+    out.push(b'"');
+    if let Some(mac) = mac {
+        out.extend_from_slice(b",\"hmac\":\"");
+        out.extend_from_slice(hex(&mac).as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"}}\n");
+    head.next_seq += 1;
+    head.last_hash = hash;
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -164,14 +232,62 @@ struct Parsed<'a> {
     opened: bool,
 }
 
-/// Splits a line (no newline) into its canonical bytes and chain fields.
+/// Splits a line (no newline) into its canonical bytes and chain fields, in either format:
+/// entitygate's (`seq` and `prev` first, `hash` and `hmac` last) or OCSF (all four ending
+/// `unmapped`, the last member).
 fn parse(line: &str) -> Result<Parsed<'_>, String> {
     let value: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("not a JSON object ({e})"))?;
     let obj = value.as_object().ok_or("not a JSON object")?;
+    let opened = obj
+        .get("event")
+        .or_else(|| value.pointer("/metadata/event_code"))
+        .and_then(serde_json::Value::as_str)
+        == Some("log_opened");
+    let parsed = if obj.keys().next().map(String::as_str) == Some("seq") {
+        parse_members(line, obj, 1)
+    } else {
+        let (last, unmapped) = obj.iter().next_back().ok_or("an empty object")?;
+        let unmapped = unmapped
+            .as_object()
+            .filter(|_| last == "unmapped")
+            .ok_or("neither an entitygate line (seq first) nor an OCSF one (unmapped last)")?;
+        parse_members(line, unmapped, 2)
+    };
+    parsed.map(|p| Parsed { opened, ..p })
+}
+
+/// Reads the chain members of `obj` (the line itself, or its `unmapped`), whose text ends
+/// the line followed by `closing` closing braces.
+fn parse_members<'a>(
+    line: &'a str,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    closing: usize,
+) -> Result<Parsed<'a>, String> {
     let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-    if keys.first() != Some(&"seq") || keys.get(1) != Some(&"prev") {
-        return Err("does not start with seq and prev".into());
+    let has_hmac = keys.last() == Some(&"hmac");
+    let hash_at = if has_hmac {
+        keys.len().checked_sub(2)
+    } else {
+        keys.len().checked_sub(1)
+    };
+    let Some(hash_at) = hash_at.filter(|&i| keys.get(i) == Some(&"hash")) else {
+        return Err("does not end with its hash".into());
+    };
+    // entitygate's lines start with seq and prev; OCSF's have them just before the hash.
+    let (seq_at, prev_at) = if closing == 1 {
+        (Some(0), Some(1))
+    } else {
+        (hash_at.checked_sub(2), hash_at.checked_sub(1))
+    };
+    if seq_at.and_then(|i| keys.get(i)) != Some(&"seq")
+        || prev_at.and_then(|i| keys.get(i)) != Some(&"prev")
+    {
+        return Err(if closing == 1 {
+            "does not start with seq and prev".into()
+        } else {
+            "unmapped does not end with seq, prev and hash".into()
+        });
     }
     let seq = obj
         .get("seq")
@@ -183,18 +299,9 @@ fn parse(line: &str) -> Result<Parsed<'_>, String> {
         .filter(|p| is_hex64(p))
         .ok_or("prev is not a SHA-256")?
         .to_owned();
-    let has_hmac = keys.last() == Some(&"hmac");
-    let hash_at = if has_hmac {
-        keys.len().checked_sub(2)
-    } else {
-        keys.len().checked_sub(1)
-    };
-    if hash_at.and_then(|i| keys.get(i)) != Some(&"hash") {
-        return Err("does not end with its hash".into());
-    }
     // The members are at the end of the text too (serde_json would have accepted spaces or
     // escapes): take them by position and check they are exactly what the writer writes.
-    let suffix = HASH_MEMBER + if has_hmac { HMAC_MEMBER } else { 0 } + 1;
+    let suffix = HASH_MEMBER + if has_hmac { HMAC_MEMBER } else { 0 } + closing;
     let cut = line
         .len()
         .checked_sub(suffix)
@@ -217,20 +324,20 @@ fn parse(line: &str) -> Result<Parsed<'_>, String> {
     } else {
         None
     };
-    if !tail.ends_with("\"}") {
+    let braces = &"}}"[..closing];
+    if tail.get(tail.len() - closing - 1..) != Some(&format!("\"{braces}")) {
         return Err("hash member is not in canonical form".into());
     }
-    let mut canonical = Vec::with_capacity(cut + 1);
+    let mut canonical = Vec::with_capacity(cut + closing);
     canonical.extend_from_slice(&line.as_bytes()[..cut]);
-    canonical.push(b'}');
-    let opened = obj.get("event").and_then(serde_json::Value::as_str) == Some("log_opened");
+    canonical.extend_from_slice(braces.as_bytes());
     Ok(Parsed {
         seq,
         prev,
         hash,
         hmac,
         canonical,
-        opened,
+        opened: false,
     })
 }
 
@@ -477,8 +584,12 @@ fn records_damage(next: &RawLine, offset: u64, bytes: usize) -> bool {
     let Ok(v) = serde_json::from_slice::<Value>(&next.bytes) else {
         return false;
     };
-    let damage = v.get("crash_damage");
-    v.get("event").and_then(Value::as_str) == Some("log_opened")
+    let (kind, damage) = match v.get("unmapped") {
+        // OCSF: the kind in metadata.event_code, the damage kept under unmapped.
+        Some(u) => (v.pointer("/metadata/event_code"), u.get("crash_damage")),
+        None => (v.get("event"), v.get("crash_damage")),
+    };
+    kind.and_then(Value::as_str) == Some("log_opened")
         && damage.and_then(|d| d.get("offset")).and_then(Value::as_u64) == Some(offset)
         && damage.and_then(|d| d.get("bytes")).and_then(Value::as_u64) == Some(bytes as u64)
 }

@@ -37,6 +37,10 @@ pub struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub for_secs: Option<u64>,
+    /// The audit events printed below the banner: entitygate's JSON lines, or OCSF events
+    /// (`[audit] format`).
+    #[arg(long, value_parser = ["entitygate", "ocsf"], default_value = "entitygate")]
+    pub audit_format: String,
 }
 
 /// Mints an HS256 demo token for `user`, valid for `ttl_secs`.
@@ -115,9 +119,12 @@ secret_env = "ENTITYGATE_JWT_SECRET"
 front_door = true
 [tools_lock]
 path = "tools.lock.json"
+[audit]
+format = "{audit_format}"
 "#,
         listen = args.listen,
         tls = tls.unwrap_or_default(),
+        audit_format = args.audit_format,
     );
     let config_path = dir.join("entitygate.toml");
     let config = match write_demo_files(&dir, &toml, &api_key)

@@ -58,9 +58,11 @@ pub(crate) async fn build_shared(
         }
         None => true,
     };
-    // The kill switch refuses by token id.
-    if !claims.iter().any(|c| c == "jti") {
-        claims.push("jti".into());
+    // The kill switch refuses by token id; the audit names the token by id and issuer.
+    for kept in ["jti", "iss"] {
+        if !claims.iter().any(|c| c == kept) {
+            claims.push(kept.into());
+        }
     }
     if keep_all_claims {
         // (Marks the fingerprint: the same list kept whole is another authenticator.)
@@ -100,15 +102,21 @@ pub(crate) async fn build_shared(
     let audit_key = crate::audit::HmacKey::from_config(&config.audit, env)?;
     let audit = match previous {
         // The same file: the running writer keeps it (and reopens it once the reload is in).
-        Some(p) if p.audit.path() == config.audit.path.as_deref() => p.audit.with_key(audit_key),
-        _ => crate::audit::Sink::open(config.audit.path.as_deref(), audit_key)
-            .map_err(|e| ConfigError::File {
-                key: "audit.path".into(),
-                path: config.audit.path.clone().unwrap_or_default(),
-                reason: e.to_string(),
-            })?
-            // The console keeps watching the same feed.
-            .sharing_feed(previous.map(|p| &p.audit)),
+        Some(p) if p.audit.path() == config.audit.path.as_deref() => {
+            p.audit.with_settings(audit_key, config.audit.format)
+        }
+        _ => crate::audit::Sink::open_as(
+            config.audit.path.as_deref(),
+            audit_key,
+            config.audit.format,
+        )
+        .map_err(|e| ConfigError::File {
+            key: "audit.path".into(),
+            path: config.audit.path.clone().unwrap_or_default(),
+            reason: e.to_string(),
+        })?
+        // The console keeps watching the same feed.
+        .sharing_feed(previous.map(|p| &p.audit)),
     };
     let expiry = match &config.audit_job {
         None => None,

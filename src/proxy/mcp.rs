@@ -405,6 +405,7 @@ async fn post(
         if msg.method() == Some("tools/call") {
             let decided = if posted.batch {
                 let mut own = Audit::new(&ctx.parts.method, ctx.path);
+                own.same_caller_as(audit);
                 own.subject(ctx.subject());
                 own.route(ctx.matched.route.pattern, "mcp_tool_call");
                 if let Some(s) = audit.session_id() {

@@ -407,6 +407,45 @@ fn verify_with(files: &[&Path], key: bool, args: &[&str]) -> (bool, String) {
 
 #[tokio::test]
 async fn the_binary_chains_its_log_across_a_restart_and_a_rotation_and_verify_catches_an_edit() {
+    chains_across_a_restart_and_a_rotation(false).await;
+}
+
+/// The same with `[audit] format = "ocsf"` (issue 30): the chain's members end `unmapped`.
+#[tokio::test]
+async fn the_binary_chains_its_ocsf_log_across_a_restart_and_a_rotation_and_verify_catches_an_edit()
+{
+    chains_across_a_restart_and_a_rotation(true).await;
+}
+
+async fn chains_across_a_restart_and_a_rotation(ocsf: bool) {
+    // Where each fact is in either format.
+    let kind = |l: &Value| {
+        if ocsf {
+            l["metadata"]["event_code"].clone()
+        } else {
+            l["event"].clone()
+        }
+    };
+    let reason = |l: &Value| {
+        if ocsf {
+            l["unmapped"]["reason"].clone()
+        } else {
+            l["reason"].clone()
+        }
+    };
+    let request_id = |l: &Value| {
+        if ocsf {
+            l["metadata"]["uid"].clone()
+        } else {
+            l["request_id"].clone()
+        }
+    };
+    let (subject, forged) = if ocsf {
+        ("\"uid\":\"alice\"", "\"uid\":\"carol\"")
+    } else {
+        ("\"subject\":\"alice\"", "\"subject\":\"carol\"")
+    };
+    let format = if ocsf { "format = \"ocsf\"\n" } else { "" };
     let sandbox = Sandbox::with_demo_data(API_KEY);
     let upstream = sandbox.start().await.unwrap();
     let dir = std::env::temp_dir().join(format!("eg-chain-{}", uuid_like()));
@@ -416,7 +455,7 @@ async fn the_binary_chains_its_log_across_a_restart_and_a_rotation_and_verify_ca
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\n[upstream]\nbase_url = \"http://{upstream}\"\n[auth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n[[auth.keys]]\nalg = \"HS256\"\nsecret_env = \"JWT_SECRET\"\n[audit]\npath = \"audit.jsonl\"\nhmac_key_env = \"AUDIT_HMAC_KEY\"\n"
+            "listen = \"127.0.0.1:{port}\"\n[upstream]\nbase_url = \"http://{upstream}\"\n[auth]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n[[auth.keys]]\nalg = \"HS256\"\nsecret_env = \"JWT_SECRET\"\n[audit]\npath = \"audit.jsonl\"\nhmac_key_env = \"AUDIT_HMAC_KEY\"\n{format}"
         ),
     )
     .unwrap();
@@ -461,14 +500,17 @@ async fn the_binary_chains_its_log_across_a_restart_and_a_rotation_and_verify_ca
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines[0]["event"], "log_opened");
-    let reasons: Vec<&str> = lines
+    assert_eq!(kind(&lines[0]), "log_opened");
+    let reasons: Vec<Value> = lines
         .iter()
-        .filter(|l| l["event"] == "log_opened")
-        .map(|l| l["reason"].as_str().unwrap())
+        .filter(|l| kind(l) == "log_opened")
+        .map(reason)
         .collect();
-    assert!(reasons.contains(&"restart"), "{reasons:?}");
-    assert!(lines.iter().any(|l| l["request_id"] == "after-restart"));
+    assert!(reasons.contains(&"restart".into()), "{reasons:?}");
+    assert!(lines.iter().any(|l| request_id(l) == "after-restart"));
+    if ocsf {
+        assert!(lines.iter().all(|l| l["metadata"]["version"] == "1.8.0"));
+    }
     // The rotated file alone verifies; the two in the wrong order do not.
     assert!(verify(&[&rotated], true).0);
     let (ok, out) = verify(&[&log, &rotated], true);
@@ -484,7 +526,8 @@ async fn the_binary_chains_its_log_across_a_restart_and_a_rotation_and_verify_ca
         .lines()
         .map(|l| {
             if l.contains("\"before-1\"") {
-                l.replace("\"subject\":\"alice\"", "\"subject\":\"carol\"")
+                assert!(l.contains(subject), "{l}");
+                l.replace(subject, forged)
             } else {
                 l.to_owned()
             }

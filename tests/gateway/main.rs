@@ -23,6 +23,7 @@ mod gating;
 mod invocations;
 mod matrix;
 mod mcp;
+mod ocsf;
 mod ops;
 mod policy;
 mod surface;

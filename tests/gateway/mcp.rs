@@ -545,9 +545,12 @@ async fn headers_that_disagree_with_the_body_are_refused_with_32020() {
 
 #[tokio::test]
 async fn batches_only_where_the_protocol_allows_and_each_element_decided() {
-    let h =
-        Harness::with_config("[[policy.rules]]\nname = \"no-mail\"\ndeny_toolkits = [\"gmail\"]\n")
-            .await;
+    let audit = std::env::temp_dir().join(format!("eg-mcp-batch-{}.jsonl", uuid_like()));
+    let h = Harness::with_config(&format!(
+        "[[policy.rules]]\nname = \"no-mail\"\ndeny_toolkits = [\"gmail\"]\n[audit]\npath = {:?}\n",
+        audit.display().to_string()
+    ))
+    .await;
     let t = token("alice");
     let sid = initialize(&h, "/v3/mcp/mcp_1", "alice", "2025-03-26").await;
     let batch = json!([
@@ -590,6 +593,35 @@ async fn batches_only_where_the_protocol_allows_and_each_element_decided() {
         .find(|a| a["id"] == 2)
         .unwrap_or_else(|| panic!("{answers}"));
     assert_eq!(refused["result"]["isError"], true);
+    // The element's own audit line names the same caller as its request's (issue 30).
+    let mut element = None;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        element = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["policy"] == "mcp_tool_call");
+        if element.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let element = element.expect("the refused element is audited");
+    assert_eq!(element["decision"], "tool_not_allowed", "{element}");
+    assert_eq!(element["issuer"], ISSUER, "{element}");
+    assert!(
+        element["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{element}"
+    );
+    assert_eq!(
+        element["trace_id"].as_str().map(str::len),
+        Some(32),
+        "{element}"
+    );
+    let _ = std::fs::remove_file(&audit);
 }
 
 #[tokio::test]

@@ -43,6 +43,47 @@ fn lines_from(head: &mut Head, key: Option<&HmacKey>, events: &[String]) -> Vec<
         .collect()
 }
 
+/// The same, each event in its OCSF form (`[audit] format = "ocsf"`), as the writer seals it.
+fn ocsf_lines_from(head: &mut Head, key: Option<&HmacKey>, events: &[String]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let (event, unmapped) = crate::audit::ocsf::split(e).unwrap();
+            let mut out = Vec::new();
+            seal_ocsf(head, key, &event, &unmapped, &mut out);
+            let mut s = String::from_utf8(out).unwrap();
+            s.pop();
+            s
+        })
+        .collect()
+}
+
+fn lines_as(ocsf: bool, head: &mut Head, key: Option<&HmacKey>, events: &[String]) -> Vec<String> {
+    if ocsf {
+        ocsf_lines_from(head, key, events)
+    } else {
+        lines_from(head, key, events)
+    }
+}
+
+fn log_as(ocsf: bool, n: usize, key: Option<&HmacKey>) -> Vec<String> {
+    lines_as(ocsf, &mut Head::default(), key, &events(n))
+}
+
+/// Where the chain stands after `line`, in either format.
+fn head_after(line: &str) -> Head {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let c = if v.get("unmapped").is_some() {
+        &v["unmapped"]
+    } else {
+        &v
+    };
+    Head {
+        next_seq: c["seq"].as_u64().unwrap() + 1,
+        last_hash: c["hash"].as_str().unwrap().to_owned(),
+    }
+}
+
 fn events(n: usize) -> Vec<String> {
     let mut v =
         vec![r#"{"time":"2026-01-01T00:00:00Z","event":"log_opened","reason":"start"}"#.to_owned()];
@@ -101,6 +142,57 @@ fn the_line_format_is_the_event_with_seq_prev_hash_and_hmac_around_it() {
     let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(first["prev"], GENESIS);
     assert_eq!(v["prev"], first["hash"]);
+}
+
+#[test]
+fn the_ocsf_line_is_the_event_with_the_chain_closing_unmapped() {
+    let lines = log_as(true, 1, Some(&key()));
+    let v: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys.first().unwrap(), "class_uid");
+    assert_eq!(keys.last().unwrap(), "unmapped");
+    let u: Vec<_> = v["unmapped"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(&u[u.len() - 4..], ["seq", "prev", "hash", "hmac"]);
+    assert_eq!(v["metadata"]["uid"], "r1");
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["metadata"]["event_code"], "log_opened");
+    assert_eq!(first["unmapped"]["prev"], GENESIS);
+    assert_eq!(v["unmapped"]["prev"], first["unmapped"]["hash"]);
+    let r = check(&lines, Some(&key())).unwrap();
+    assert_eq!((r.lines, r.hmac_checked), (2, true));
+}
+
+#[test]
+fn a_log_whose_format_changed_on_reload_verifies_across_the_change() {
+    let mut head = Head::default();
+    let mut lines = lines_from(&mut head, Some(&key()), &events(3));
+    lines.extend(ocsf_lines_from(&mut head, Some(&key()), &events(3)));
+    lines.extend(lines_from(&mut head, Some(&key()), &[event(9)]));
+    assert_eq!(check(&lines, Some(&key())).unwrap().lines, 9);
+    lines[6] = lines[6].replace("alice", "mallory");
+    assert_eq!(broken_at(&lines, Some(&key())), 7);
+}
+
+#[test]
+fn an_edited_ocsf_line_is_caught_at_that_line_and_a_moved_chain_member_too() {
+    let mut lines = log_as(true, 10, None);
+    lines[4] = lines[4].replace("alice", "mallory");
+    assert_eq!(broken_at(&lines, None), 5);
+    // The chain members anywhere but at the end of unmapped: not a line the writer writes.
+    let lines = log_as(true, 3, None);
+    let v: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+    let mut moved = serde_json::Map::new();
+    moved.insert("unmapped".into(), v["unmapped"].clone());
+    for (k, x) in v.as_object().unwrap() {
+        if k != "unmapped" {
+            moved.insert(k.clone(), x.clone());
+        }
+    }
+    let mut edited = lines;
+    edited[2] = serde_json::Value::Object(moved).to_string();
+    let err = check(&edited, None).unwrap_err();
+    assert_eq!(err.line, 3);
+    assert!(err.reason.contains("not a chained audit line"), "{err}");
 }
 
 #[test]
@@ -199,6 +291,22 @@ fn a_recomputed_chain_passes_the_hashes_but_not_the_hmac() {
     // Recomputed with a guessed key: caught at the same line.
     let wrong = HmacKey::new(b"another key that is long enough to be accepted!").unwrap();
     let forged = recomputed(&lines, 4, Some(&wrong));
+    let err = check(&forged, Some(&key())).unwrap_err();
+    assert_eq!(err.line, 5);
+    assert!(err.reason.contains("HMAC"), "{err}");
+}
+
+#[test]
+fn a_recomputed_ocsf_chain_passes_the_hashes_but_not_the_hmac() {
+    let lines = log_as(true, 10, Some(&key()));
+    let mut head = head_after(&lines[3]);
+    let rest: Vec<String> = (4..=10)
+        .map(|i| event(i).replace("alice", if i == 4 { "mallory" } else { "alice" }))
+        .collect();
+    let mut forged = lines[..4].to_vec();
+    forged.extend(ocsf_lines_from(&mut head, None, &rest));
+    assert_ne!(forged[4], lines[4]);
+    check(&forged, None).unwrap();
     let err = check(&forged, Some(&key())).unwrap_err();
     assert_eq!(err.line, 5);
     assert!(err.reason.contains("HMAC"), "{err}");
@@ -358,6 +466,31 @@ fn crash_damage_named_by_the_next_log_opened_is_reported_and_skipped() {
     edited[8] = edited[8].replace("alice", "mallory");
     assert_eq!(broken_at(&edited, Some(&key())), 9);
     assert_eq!(broken_at(&edited, None), 9);
+}
+
+#[test]
+fn ocsf_crash_damage_named_by_the_next_log_opened_is_skipped_and_only_that() {
+    let crashed = |damage: &dyn Fn(u64, u64) -> Option<(u64, u64)>| {
+        let mut head = Head::default();
+        let mut lines = ocsf_lines_from(&mut head, Some(&key()), &events(4));
+        let partial =
+            ocsf_lines_from(&mut head.clone(), Some(&key()), &[event(5)])[0][..40].to_owned();
+        let at = offsets(&lines).last().unwrap() + lines.last().unwrap().len() as u64 + 1;
+        lines.push(partial.clone());
+        let record = restart_record(damage(at, partial.len() as u64));
+        lines.extend(ocsf_lines_from(
+            &mut head,
+            Some(&key()),
+            &[record, event(6), event(7)],
+        ));
+        lines
+    };
+    let lines = crashed(&|o, b| Some((o, b)));
+    let r = check(&lines, Some(&key())).unwrap();
+    assert_eq!(r.lines, 8, "every line but the damaged one");
+    assert!(r.notes.iter().any(|n| n.contains(":6, 40 bytes")), "{r:?}");
+    let err = check(&crashed(&|o, b| Some((o + 1, b))), Some(&key())).unwrap_err();
+    assert_eq!(err.line, 6, "{err}");
 }
 
 #[test]
@@ -553,14 +686,20 @@ proptest! {
     /// happened (0-based `k` is 1-based line `k + 1`). Deleting the last line is the one
     /// change a chain cannot see (anchor the last hash elsewhere), so it is not generated.
     #[test]
-    fn any_single_change_is_caught_at_its_line(n in 2usize..40, k in 0usize..40, t in tamper(), keyed: bool) {
+    fn any_single_change_is_caught_at_its_line(
+        n in 2usize..40, k in 0usize..40, t in tamper(), keyed: bool, ocsf: bool,
+    ) {
         let key = key();
         let key = keyed.then_some(&key);
-        let mut lines = log(n, key);
+        let mut lines = log_as(ocsf, n, key);
         let k = k % lines.len();
         let expected = match &t {
             Tamper::Edit => {
-                lines[k] = lines[k].replacen("\"time\":\"2026", "\"time\":\"2025", 1);
+                lines[k] = if ocsf {
+                    lines[k].replacen("\"version\":\"1.8.0\"", "\"version\":\"1.8.1\"", 1)
+                } else {
+                    lines[k].replacen("\"time\":\"2026", "\"time\":\"2025", 1)
+                };
                 k
             }
             Tamper::Delete => {
@@ -583,16 +722,12 @@ proptest! {
             Tamper::InsertForged => {
                 // A line with the right seq and prev, hashed correctly (without the key).
                 if k == 0 {
-                    lines.insert(0, log(0, None).remove(0));
+                    lines.insert(0, log_as(ocsf, 0, None).remove(0));
                     // A forged start: only the HMAC or the next line's link can tell.
                     if key.is_some() { 0 } else { 1 }
                 } else {
-                    let prev: serde_json::Value = serde_json::from_str(&lines[k - 1]).unwrap();
-                    let mut head = Head {
-                        next_seq: prev["seq"].as_u64().unwrap() + 1,
-                        last_hash: prev["hash"].as_str().unwrap().to_owned(),
-                    };
-                    let forged = lines_from(&mut head, None, &[event(77)]);
+                    let mut head = head_after(&lines[k - 1]);
+                    let forged = lines_as(ocsf, &mut head, None, &[event(77)]);
                     lines.insert(k, forged[0].clone());
                     if key.is_some() { k } else { k + 1 }
                 }
