@@ -157,14 +157,13 @@ pub fn map(mut e: Map<String, Value>) -> Map<String, Value> {
         "admin_auth_failed" => admin_authentication(&mut e, false),
         "connection_broken" => connection_broken(&mut e),
         "expiry_finding" => finding(&mut e, "connection_needs_attention", Severity::Low),
-        // Approvals and tool-definition drift, for the kinds being added beside this mapping
-        // (their fields: see `approval` and `finding`).
+        // Approvals (`approvals::record`) and tool-definition drift (`proxy::build`'s sink).
         "approval_requested" => approval(&mut e, (1, "Create"), "requested"),
         "approval_granted" => approval(&mut e, (8, "Enable"), "granted"),
         "approval_denied" => approval(&mut e, (9, "Disable"), "denied"),
         "approval_expired" => approval(&mut e, (11, "Deactivate"), "expired"),
         "approval_used" => approval(&mut e, (3, "Update"), "used"),
-        "tool_definition_drift" => finding(&mut e, "tool_definition_drift", Severity::Medium),
+        "tool_drift" => tool_drift(&mut e),
         _ => unknown_kind(&kind),
     };
     o.insert("time".into(), time.into());
@@ -641,6 +640,43 @@ fn finding(e: &mut Map<String, Value>, what: &str, severity: Severity) -> Map<St
     o
 }
 
+/// A tool definition that is not the reviewed one (`tool_drift`: changed, unlisted, flagged):
+/// a Detection Finding on the tool, one per tool, version and seen definition, so a SIEM
+/// updates one finding when the same drift is seen again.
+fn tool_drift(e: &mut Map<String, Value>) -> Map<String, Value> {
+    let mut o = header(
+        &DETECTION_FINDING,
+        (1, "Create"),
+        Severity::Medium,
+        Status::New,
+    );
+    let tool = take_str(e, "tool").unwrap_or_else(|| "-".into());
+    let kind = e.get("kind").and_then(Value::as_str).unwrap_or("changed");
+    let version = e.get("version").and_then(Value::as_str).unwrap_or("-");
+    let seen = e.get("seen_hash").and_then(Value::as_str).unwrap_or("-");
+    let mut info = Map::new();
+    info.insert(
+        "uid".into(),
+        format!("tool_drift:{tool}:{version}:{seen}").into(),
+    );
+    info.insert("title".into(), "tool definition drift".into());
+    info.insert("types".into(), json!(["tool_drift", kind]));
+    info.insert(
+        "desc".into(),
+        format!("{tool} at version {version}: definition {kind} since the review").into(),
+    );
+    o.insert("finding_info".into(), Value::Object(info));
+    let mut resource = Map::new();
+    resource.insert("uid".into(), tool.clone().into());
+    resource.insert("name".into(), tool.into());
+    resource.insert("type".into(), "tool".into());
+    if let Some(t) = take_str(e, "toolkit") {
+        resource.insert("group".into(), json!({ "name": t }));
+    }
+    o.insert("resources".into(), json!([resource]));
+    o
+}
+
 /// An approval's life (asked for, granted, denied, lapsed, used): Entity Management (3004) of
 /// an `approval` entity (`approval_id`, the `tool` it is for), by or for the `subject`.
 fn approval(
@@ -662,11 +698,25 @@ fn approval(
     entity.insert("type".into(), "approval".into());
     o.insert("entity".into(), Value::Object(entity));
     let subject = take_str(e, "subject");
-    if let Some(s) = &subject {
-        o.insert(
-            "actor".into(),
-            json!({"user": {"uid": s, "type_id": 1, "type": "User"}}),
-        );
+    // Who acted: the operator who decided (granted, denied), else the subject whose call asked
+    // for it (requested, used); the subject of a decided request stays under `unmapped`.
+    match (take_str(e, "approver"), &subject) {
+        (Some(op), _) => {
+            o.insert(
+                "actor".into(),
+                json!({"user": {"name": op, "type_id": 2, "type": "Admin"}}),
+            );
+            if let Some(s) = &subject {
+                e.insert("subject".into(), s.clone().into());
+            }
+        }
+        (None, Some(s)) => {
+            o.insert(
+                "actor".into(),
+                json!({"user": {"uid": s, "type_id": 1, "type": "User"}}),
+            );
+        }
+        (None, None) => {}
     }
     o.insert(
         "message".into(),

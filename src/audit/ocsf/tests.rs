@@ -57,17 +57,19 @@ fn each_event_kind_has_its_class() {
         ("approval_denied", 3004, 9),
         ("approval_expired", 3004, 11),
         ("approval_used", 3004, 3),
-        ("tool_definition_drift", 2004, 1),
+        ("tool_drift", 2004, 1),
     ] {
         let o = map(object(
             json!({"time": "2026-01-01T00:00:00.000Z", "event": kind,
             "reason": "start", "subject": "alice", "tool": "GITHUB_CREATE_ISSUE",
             "approval_id": "ap_1", "toolkit": "github", "connected_account_id": "ca_1",
+            "approver": "dana", "kind": "changed", "version": "20250909_00",
+            "locked_hash": "aa", "seen_hash": "bb",
             "status": "EXPIRED", "rule_id": "r1", "rule": "subject=bob", "source": "192.0.2.1"}),
         ));
         assert_eq!(o["class_uid"], class, "{kind}");
-        // Kinds the gateway does not write yet (approvals, drift) are held to the schema here;
-        // the others also through the gateway (tests/gateway/ocsf.rs).
+        // Every kind is held to its schema here; most also through the gateway
+        // (tests/gateway/ocsf.rs).
         let file = match class {
             1008 => "event_log_actvity",
             2004 => "detection_finding",
@@ -90,6 +92,28 @@ fn each_event_kind_has_its_class() {
         assert_eq!(o["activity_id"], activity, "{kind}");
         assert_eq!(o["metadata"]["event_code"], kind);
     }
+    // An approval decided names the operator as the actor, the subject stays in the event;
+    // drift is one finding per tool, version and seen definition.
+    let granted = map(object(
+        json!({"event": "approval_granted", "approval_id": "ap_1",
+        "subject": "alice", "approver": "dana", "tool": "GMAIL_SEND_EMAIL"}),
+    ));
+    assert_eq!(granted["actor"]["user"]["name"], "dana");
+    assert_eq!(granted["unmapped"]["subject"], "alice");
+    let requested = map(object(
+        json!({"event": "approval_requested", "approval_id": "ap_1",
+        "subject": "alice", "approver": null, "tool": "GMAIL_SEND_EMAIL"}),
+    ));
+    assert_eq!(requested["actor"]["user"]["uid"], "alice");
+    let drift = map(object(
+        json!({"event": "tool_drift", "tool": "GITHUB_CREATE_ISSUE",
+        "toolkit": "github", "version": "20250909_00", "kind": "changed", "seen_hash": "bb"}),
+    ));
+    assert_eq!(
+        drift["finding_info"]["uid"],
+        "tool_drift:GITHUB_CREATE_ISSUE:20250909_00:bb"
+    );
+    assert_eq!(drift["resources"][0]["name"], "GITHUB_CREATE_ISSUE");
     // A kind with no arm yet is still an event, named, its fields kept.
     let o = map(object(json!({"event": "something_new", "x": 1})));
     assert_eq!(o["entity"]["name"], "something_new");
