@@ -124,31 +124,14 @@ pub fn seal(head: &mut Head, key: Option<&HmacKey>, event: &str, out: &mut Vec<u
         .and_then(|s| s.strip_suffix('}'))
         .unwrap_or("");
     let start = out.len();
-    out.extend_from_slice(b"{\"seq\":");
-    let _ = write!(out, "{}", head.next_seq);
-    out.extend_from_slice(b",\"prev\":\"");
-    out.extend_from_slice(head.last_hash.as_bytes());
-    out.push(b'"');
+    out.push(b'{');
+    push_seq_prev(head, out);
     if !inner.is_empty() {
         out.push(b',');
         out.extend_from_slice(inner.as_bytes());
     }
     out.push(b'}');
-    let digest: [u8; 32] = Sha256::digest(&out[start..]).into();
-    let mac = key.map(|k| k.mac(&digest));
-    out.pop();
-    let hash = hex(&digest);
-    out.extend_from_slice(b",\"hash\":\"");
-    out.extend_from_slice(hash.as_bytes());
-    out.push(b'"');
-    if let Some(mac) = mac {
-        out.extend_from_slice(b",\"hmac\":\"");
-        out.extend_from_slice(hex(&mac).as_bytes());
-        out.push(b'"');
-    }
-    out.extend_from_slice(b"}\n");
-    head.next_seq += 1;
-    head.last_hash = hash;
+    finish(head, key, out, start, b"}");
 }
 
 /// Appends the chained form of an OCSF event to `out`, newline included, and advances `head`:
@@ -186,14 +169,27 @@ pub fn seal_ocsf(
         out.extend_from_slice(unmapped.as_bytes());
         out.push(b',');
     }
+    push_seq_prev(head, out);
+    out.extend_from_slice(b"}}");
+    finish(head, key, out, start, b"}}");
+}
+
+/// Appends the chain's leading members, `"seq":N,"prev":"<hash>"`, for the line `head` is at.
+fn push_seq_prev(head: &Head, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\"seq\":");
     let _ = write!(out, "{}", head.next_seq);
     out.extend_from_slice(b",\"prev\":\"");
     out.extend_from_slice(head.last_hash.as_bytes());
-    out.extend_from_slice(b"\"}}");
+    out.push(b'"');
+}
+
+/// Seals the line being built in `out[start..]`, both formats: those bytes are its canonical
+/// form, ending in `closing` (`}` for entitygate's, `}}` for OCSF's). Hashes (and MACs) them,
+/// puts `hash` and `hmac` before `closing`, ends the line and advances `head`.
+fn finish(head: &mut Head, key: Option<&HmacKey>, out: &mut Vec<u8>, start: usize, closing: &[u8]) {
     let digest: [u8; 32] = Sha256::digest(&out[start..]).into();
     let mac = key.map(|k| k.mac(&digest));
-    out.truncate(out.len() - 2);
+    out.truncate(out.len() - closing.len());
     let hash = hex(&digest);
     out.extend_from_slice(b",\"hash\":\"");
     out.extend_from_slice(hash.as_bytes());
@@ -203,7 +199,8 @@ pub fn seal_ocsf(
         out.extend_from_slice(hex(&mac).as_bytes());
         out.push(b'"');
     }
-    out.extend_from_slice(b"}}\n");
+    out.extend_from_slice(closing);
+    out.push(b'\n');
     head.next_seq += 1;
     head.last_hash = hash;
 }
