@@ -510,6 +510,16 @@ pub enum Verdict {
     Deny,
 }
 
+impl Verdict {
+    /// The status a pending request takes on this verdict.
+    pub(crate) fn status(self) -> Status {
+        match self {
+            Self::Approve => Status::Approved,
+            Self::Deny => Status::Denied,
+        }
+    }
+}
+
 /// Why a decision was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecideError {

@@ -284,15 +284,11 @@ impl Fleet {
         let Some(current) = self.get(id).await? else {
             return Err(DecideError::NotFound);
         };
-        let status = match verdict {
-            Verdict::Approve => "approved",
-            Verdict::Deny => "denied",
-        };
         let mut conn = self.cluster.conn();
         let mut call = DECIDE_SCRIPT.key(self.request_key(id));
         call.key(self.pending_key(&current.subject))
             .arg(now)
-            .arg(status)
+            .arg(verdict.status().as_str())
             .arg(approver)
             .arg(reason)
             .arg(grant_until)

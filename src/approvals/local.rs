@@ -235,10 +235,7 @@ impl Local {
                         // Left for the sweep to mark (and audit) as expired.
                         Some(r) if now >= r.expires_at => Err(DecideError::Expired),
                         Some(mut r) => {
-                            r.status = match verdict {
-                                Verdict::Approve => Status::Approved,
-                                Verdict::Deny => Status::Denied,
-                            };
+                            r.status = verdict.status();
                             r.approver = Some(approver);
                             r.reason = Some(reason);
                             r.decided_at = Some(now);
