@@ -5,8 +5,8 @@
 //! - [`compile`]: an expression is compiled once, at load and reload, with the `cel` crate
 //!   (cel-rust). Compiling refuses, with the line and column: a syntax error, a variable that
 //!   is not one of [`VARIABLES`] (nor bound by a macro such as `.all(x, ...)`), a function
-//!   outside [`FUNCTIONS`], a `matches` whose pattern is not a literal, and an expression
-//!   over the static bounds ([`MAX_SOURCE`] bytes, [`MAX_NODES`] nodes, [`MAX_LOOP_DEPTH`]
+//!   outside [`FUNCTIONS`] and [`STRING_METHODS`], a `matches` whose pattern is not a
+//!   literal, and an expression over the static bounds ([`MAX_SOURCE`] bytes, [`MAX_NODES`] nodes, [`MAX_LOOP_DEPTH`]
 //!   nested macros).
 //! - [`Scope`]: the variables of one invocation (`subject`, `claims`, `tool`, `toolkit`,
 //!   `account`, `carrier`, `args`, `proxy`), bound once into [`Vars`] and shared by every
@@ -69,10 +69,6 @@ pub(crate) const FUNCTIONS: &[&str] = &[
     "@not_strictly_false",
     // standard functions
     "size",
-    "startsWith",
-    "endsWith",
-    "contains",
-    "matches",
     "int",
     "uint",
     "double",
@@ -88,7 +84,16 @@ pub(crate) const FUNCTIONS: &[&str] = &[
     "optional.of",
     "optional.none",
     "optional.ofNonZeroValue",
-    // strings extension (ASCII case folding, trimming, splitting)
+];
+
+/// The string methods an expression may call, besides [`FUNCTIONS`]: the standard ones and
+/// the strings extension (ASCII case folding, trimming, splitting); a receiver of another
+/// type fails to evaluate. `check-config --live` reads this list too, to flag one called on a parameter that is not a string.
+pub(crate) const STRING_METHODS: &[&str] = &[
+    "startsWith",
+    "endsWith",
+    "contains",
+    "matches",
     "lowerAscii",
     "upperAscii",
     "trim",
@@ -394,7 +399,8 @@ impl Walk<'_> {
             }
             Node::Select(s) => self.walk_quiet(&s.operand, depth)?,
             Node::Call(c) => {
-                if !FUNCTIONS.contains(&c.func_name.as_str()) {
+                let func = c.func_name.as_str();
+                if !FUNCTIONS.contains(&func) && !STRING_METHODS.contains(&func) {
                     return Err(self.at(
                         e.id,
                         format!("unknown or disallowed function `{}`", c.func_name),

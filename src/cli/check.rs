@@ -196,22 +196,6 @@ pub(crate) async fn live_checks(ctx: &LiveContext<'_>) -> Vec<Finding> {
     out
 }
 
-/// The string methods an expression may call (a receiver of another type fails to evaluate).
-const STRING_METHODS: &[&str] = &[
-    "startsWith",
-    "endsWith",
-    "contains",
-    "matches",
-    "lowerAscii",
-    "upperAscii",
-    "trim",
-    "split",
-    "indexOf",
-    "lastIndexOf",
-    "substring",
-    "charAt",
-];
-
 /// Each constraint's `args.*` references against the input schema of each tool it names
 /// (exact slugs, and the tools Composio lists for its toolkits and for the toolkit of a
 /// `GMAIL_*`-style glob, filtered by the glob).
@@ -374,7 +358,7 @@ pub(crate) fn check_reference(r: &Reference, schema: &Value) -> Option<String> {
     }
     let ty = prop.get("type").and_then(Value::as_str)?;
     match &r.usage {
-        Usage::Method(m) if STRING_METHODS.contains(&m.as_str()) && ty != "string" => {
+        Usage::Method(m) if constraints::STRING_METHODS.contains(&m.as_str()) && ty != "string" => {
             Some(format!(
                 "`{m}` is a string method but `{param}` is of type {ty}{}",
                 if ty == "array" {
