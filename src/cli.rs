@@ -23,3 +23,14 @@ pub mod explain;
 pub mod keyscope;
 pub mod killswitch;
 pub mod tools;
+
+/// Logs warnings and worse to stderr (`RUST_LOG` overrides the level), for the subcommands
+/// whose stdout is their report.
+fn log_warnings_to_stderr() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -25,12 +25,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
             }
         };
     // Warnings only by default: stderr also carries the progress indicator and the summary.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::log_warnings_to_stderr();
     let progress = Arc::new(Progress::default());
     let ticker = tokio::spawn(show_progress(progress.clone()));
     let mut stdout = std::io::stdout().lock();

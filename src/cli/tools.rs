@@ -60,12 +60,7 @@ const EXIT_CONFIG: u8 = 64;
 
 /// Runs `entitygate tools ...`.
 pub async fn run(args: &ToolsArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::log_warnings_to_stderr();
     let path = match &args.command {
         ToolsCommand::Lock(a) => &a.config,
         ToolsCommand::Diff(a) => &a.config,
