@@ -5,26 +5,18 @@
 //! switch's from an environment variable (`--token-env`, default `ENTITYGATE_ADMIN_TOKEN`) or
 //! a file (`--token-file`), never from the command line.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use http::Method;
 use serde_json::json;
 
-use super::killswitch::{admin_call, read_token};
+use super::killswitch::{admin_call, AdminConnection};
 
 /// `entitygate approvals ...`.
 #[derive(clap::Args, Debug)]
 pub struct ApprovalsArgs {
-    /// The admin listener's URL.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:9090")]
-    pub admin: String,
-    /// The environment variable holding your operator token (or the admin token, to list).
-    #[arg(long, global = true, default_value = "ENTITYGATE_ADMIN_TOKEN")]
-    pub token_env: String,
-    /// A file holding the token instead.
-    #[arg(long, global = true)]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub conn: AdminConnection,
     #[command(subcommand)]
     pub command: ApprovalsCommand,
 }
@@ -59,7 +51,7 @@ pub enum ApprovalsCommand {
 /// Runs `entitygate approvals`: 0 on success, 1 when the gateway refused or failed, 64 on a
 /// usage error.
 pub async fn run(args: &ApprovalsArgs) -> ExitCode {
-    let token = match read_token(args.token_file.as_deref(), &args.token_env) {
+    let token = match args.conn.token() {
         Ok(t) => t,
         Err(e) => return usage(&e),
     };
@@ -97,7 +89,7 @@ pub async fn run(args: &ApprovalsArgs) -> ExitCode {
             )
         }
     };
-    admin_call(&args.admin, &token, method, &path, body, "approvals").await
+    admin_call(&args.conn.admin, &token, method, &path, body, "approvals").await
 }
 
 fn usage(why: &str) -> ExitCode {

@@ -13,18 +13,37 @@ use http::{Method, Request};
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{json, Value};
 
-/// `entitygate deny ...`.
+/// Where a running gateway's admin listener is and where its token is read from (an
+/// environment variable or a file, never the command line): `deny` and `approvals` alike.
 #[derive(clap::Args, Debug)]
-pub struct DenyArgs {
+pub struct AdminConnection {
     /// The admin listener's URL.
     #[arg(long, global = true, default_value = "http://127.0.0.1:9090")]
     pub admin: String,
-    /// The environment variable holding the admin token (`[admin] token_env`).
+    /// The environment variable holding the token: the admin token (`[admin] token_env`), or
+    /// your operator token to decide approvals.
     #[arg(long, global = true, default_value = "ENTITYGATE_ADMIN_TOKEN")]
     pub token_env: String,
-    /// A file holding the admin token instead (`[admin] token_file`).
+    /// A file holding the token instead (`[admin] token_file`, or your operator token's).
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+}
+
+impl AdminConnection {
+    /// The token, from `--token-file` if given, else from `--token-env`.
+    ///
+    /// # Errors
+    /// When it is missing, unreadable or empty.
+    pub(crate) fn token(&self) -> Result<String, String> {
+        read_token(self.token_file.as_deref(), &self.token_env)
+    }
+}
+
+/// `entitygate deny ...`.
+#[derive(clap::Args, Debug)]
+pub struct DenyArgs {
+    #[command(flatten)]
+    pub conn: AdminConnection,
     #[command(subcommand)]
     pub command: DenyCommand,
 }
@@ -68,7 +87,7 @@ pub enum DenyCommand {
 /// Runs `entitygate deny`: 0 on success, 1 when the gateway refused or failed, 64 on a
 /// usage error (no token, bad URL).
 pub async fn run(args: &DenyArgs) -> ExitCode {
-    let token = match read_token(args.token_file.as_deref(), &args.token_env) {
+    let token = match args.conn.token() {
         Ok(t) => t,
         Err(e) => return usage(&e),
     };
@@ -114,7 +133,7 @@ pub async fn run(args: &DenyArgs) -> ExitCode {
             (Method::DELETE, format!("/deny/{id}"), None)
         }
     };
-    admin_call(&args.admin, &token, method, &path, body, "deny").await
+    admin_call(&args.conn.admin, &token, method, &path, body, "deny").await
 }
 
 /// The admin token from a file or an environment variable (never the command line).
