@@ -110,36 +110,6 @@ async fn mcp_batch(h: &Harness, sid: &str, calls: &[Value]) -> Reply {
     h.raw(req).await
 }
 
-/// The JSON-RPC answers of an MCP reply (JSON or event stream), by id.
-fn answers(r: &Reply) -> Vec<Value> {
-    let is_sse = r
-        .headers
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let all: Vec<Value> = if is_sse {
-        r.text()
-            .split("\n\n")
-            .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
-            .filter_map(|d| serde_json::from_str(d).ok())
-            .collect()
-    } else {
-        vec![r.json()]
-    };
-    all.into_iter()
-        .flat_map(|v| match v {
-            Value::Array(a) => a,
-            one => vec![one],
-        })
-        .collect()
-}
-
-fn answer_to(r: &Reply, id: u64) -> Value {
-    answers(r)
-        .into_iter()
-        .find(|a| a["id"] == id)
-        .unwrap_or_else(|| panic!("no answer to {id}: {}", r.text()))
-}
-
 /// Runs alice's Slack execution through `carrier` (`n` makes MCP ids unique).
 async fn run(h: &Harness, carrier: Carrier, sid: &str, n: u64) -> Reply {
     let alice = token("alice");
@@ -193,7 +163,7 @@ async fn run(h: &Harness, carrier: Carrier, sid: &str, n: u64) -> Reply {
 fn slack_ran(r: &Reply, carrier: Carrier, n: u64) -> bool {
     match carrier {
         Carrier::Mcp | Carrier::McpBatch => {
-            r.status == StatusCode::OK && answer_to(r, 2 * n)["result"]["isError"] == false
+            r.status == StatusCode::OK && r.mcp_answer(2 * n)["result"]["isError"] == false
         }
         _ => r.status == StatusCode::OK,
     }
@@ -203,7 +173,7 @@ fn slack_ran(r: &Reply, carrier: Carrier, n: u64) -> bool {
 fn reconnect_refusal(r: &Reply, carrier: Carrier, n: u64) -> bool {
     match carrier {
         Carrier::Mcp | Carrier::McpBatch => {
-            let a = answer_to(r, 2 * n);
+            let a = r.mcp_answer(2 * n);
             a["result"]["isError"] == true && a.to_string().contains("reconnect")
         }
         _ => r.slug() == "connection_expired",
@@ -357,7 +327,7 @@ async fn a_dead_connection_in_any_carriers_answer_refuses_the_next_call() {
             let forwarded = sent[0].json().unwrap();
             assert_eq!(forwarded.as_array().unwrap().len(), 1, "{forwarded}");
             assert_eq!(forwarded[0]["params"]["name"], "GITHUB_CREATE_ISSUE");
-            assert_eq!(answer_to(&r, 7)["result"]["isError"], false, "{}", r.text());
+            assert_eq!(r.mcp_answer(7)["result"]["isError"], false, "{}", r.text());
         } else {
             h.assert_nothing_forwarded();
         }
@@ -376,11 +346,11 @@ async fn a_batch_attributes_each_answer_to_its_own_call() {
     // GitHub's token is revoked at the provider: its answer (id 5) shows the 401.
     assert!(h.sandbox.set_revoked_at_provider("ca_alice_github", true));
     let r = run(&h, Carrier::McpBatch, &sid, 2).await;
-    assert!(answer_to(&r, 5).to_string().contains("401"), "{}", r.text());
+    assert!(r.mcp_answer(5).to_string().contains("401"), "{}", r.text());
     h.sandbox.clear();
     let r = run(&h, Carrier::McpBatch, &sid, 3).await;
     assert!(slack_ran(&r, Carrier::McpBatch, 3), "{}", r.text());
-    let github = answer_to(&r, 7);
+    let github = r.mcp_answer(7);
     assert!(
         github["result"]["isError"] == true && github.to_string().contains("reconnect"),
         "{github}"
@@ -510,7 +480,7 @@ async fn a_tool_whose_metadata_lookup_fails_is_removed_from_a_restricted_callers
         .body(Full::new(Bytes::from(list.to_string())))
         .unwrap();
     let r = h.raw(req).await;
-    let names: Vec<String> = answer_to(&r, 1)["result"]["tools"]
+    let names: Vec<String> = r.mcp_answer(1)["result"]["tools"]
         .as_array()
         .unwrap_or_else(|| panic!("{}", r.text()))
         .iter()
@@ -583,7 +553,7 @@ async fn code_list(h: &Harness, user_token: String) -> Vec<String> {
         .body(Full::new(Bytes::from(list.to_string())))
         .unwrap();
     let r = h.raw(req).await;
-    answer_to(&r, 1)["result"]["tools"]
+    r.mcp_answer(1)["result"]["tools"]
         .as_array()
         .unwrap_or_else(|| panic!("{}", r.text()))
         .iter()

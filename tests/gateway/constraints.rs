@@ -341,36 +341,6 @@ async fn mcp(h: &Harness, path: &str, headers: &[(&str, &str)], body: &Value) ->
     .await
 }
 
-/// The JSON-RPC answers of an MCP reply (JSON or event stream).
-fn answers(r: &Reply) -> Vec<Value> {
-    let sse = r
-        .headers
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let all: Vec<Value> = if sse {
-        r.text()
-            .split("\n\n")
-            .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
-            .filter_map(|d| serde_json::from_str(d).ok())
-            .collect()
-    } else {
-        vec![r.json()]
-    };
-    all.into_iter()
-        .flat_map(|v| match v {
-            Value::Array(a) => a,
-            one => vec![one],
-        })
-        .collect()
-}
-
-fn answer(r: &Reply, id: u64) -> Value {
-    answers(r)
-        .into_iter()
-        .find(|a| a["id"] == id)
-        .unwrap_or_else(|| panic!("no answer to {id}: {}", r.text()))
-}
-
 fn refused_in_band(a: &Value, constraint: &str) -> bool {
     a["result"]["isError"] == true
         && a["result"]["structuredContent"]["error"]["slug"] == "arguments_not_allowed"
@@ -404,7 +374,7 @@ async fn mcp_tool_calls_on_every_endpoint_and_in_batches() {
             msg["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2026-07-28");
             let r = mcp(&h, path, &stateless("GMAIL_SEND_EMAIL"), &msg).await;
             assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
-            let a = answer(&r, 1);
+            let a = r.mcp_answer(1);
             if held {
                 assert!(!refused_in_band(&a, "mail"), "{path}: {a}");
                 assert!(forwarded(&h), "{path}: {a}");
@@ -445,8 +415,8 @@ async fn mcp_tool_calls_on_every_endpoint_and_in_batches() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert!(refused_in_band(&answer(&r, 3), "mail stays inside acme"));
-    assert!(!refused_in_band(&answer(&r, 2), "mail"), "{}", r.text());
+    assert!(refused_in_band(&r.mcp_answer(3), "mail stays inside acme"));
+    assert!(!refused_in_band(&r.mcp_answer(2), "mail"), "{}", r.text());
     let forwarded_body: Vec<String> = h
         .sandbox
         .requests()

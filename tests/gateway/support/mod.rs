@@ -61,6 +61,35 @@ impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+    /// The JSON-RPC answers of an MCP reply (JSON or event stream, batches flattened).
+    pub fn mcp_answers(&self) -> Vec<Value> {
+        let sse = self
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let all: Vec<Value> = if sse {
+            self.text()
+                .split("\n\n")
+                .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
+                .filter_map(|d| serde_json::from_str(d).ok())
+                .collect()
+        } else {
+            vec![self.json()]
+        };
+        all.into_iter()
+            .flat_map(|v| match v {
+                Value::Array(a) => a,
+                one => vec![one],
+            })
+            .collect()
+    }
+    /// The MCP answer to JSON-RPC request `id` (panics, naming the reply, when there is none).
+    pub fn mcp_answer(&self, id: u64) -> Value {
+        self.mcp_answers()
+            .into_iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("no answer to {id}: {}", self.text()))
+    }
 }
 
 pub fn config_toml(upstream: SocketAddr, extra: &str) -> String {
