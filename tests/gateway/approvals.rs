@@ -89,9 +89,7 @@ async fn restart(mut h: Harness, extra: &str) -> Harness {
             .build()
             .await
         {
-            let running = g.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-            h.addr = running.local_addr();
-            h.gateway = Some(running);
+            h.serve(g).await;
             h.sandbox.clear();
             return h;
         }
@@ -762,17 +760,13 @@ async fn requests_and_grants_expire_by_the_gateways_clock() {
         &format!("{OPERATORS}{OUTSIDE}{extra}"),
     ))
     .unwrap();
-    let running = entitygate::Gateway::builder(config)
+    let gateway = entitygate::Gateway::builder(config)
         .env(env())
         .clock(clock.clone())
         .build()
         .await
-        .unwrap()
-        .spawn("127.0.0.1:0".parse().unwrap())
-        .await
         .unwrap();
-    h.addr = running.local_addr();
-    h.gateway = Some(running);
+    h.serve(gateway).await;
     let body = send_message("#general", "soon");
     let first = approval_id(&h.execute("alice", "SLACK_SEND_MESSAGE", body.clone()).await);
     clock.advance(60);

@@ -415,13 +415,7 @@ async fn deny_rules_survive_a_restart_and_every_change_is_audited() {
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
-    let running = restarted
-        .expect("the store reopens")
-        .spawn("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    h.addr = running.local_addr();
-    h.gateway = Some(running);
+    h.serve(restarted.expect("the store reopens")).await;
     h.sandbox.clear();
     assert_denied(
         &h.send(Method::GET, "/api/v3.1/tools", Some(&token("alice")), None)
@@ -550,16 +544,12 @@ async fn regateway(h: &mut Harness, upstream_toml: &str, extra: &str) {
         h.upstream_addr()
     );
     let config = entitygate::Config::from_toml(&text).unwrap();
-    let running = entitygate::Gateway::builder(config)
+    let gateway = entitygate::Gateway::builder(config)
         .env(env())
         .build()
         .await
-        .unwrap()
-        .spawn("127.0.0.1:0".parse().unwrap())
-        .await
         .unwrap();
-    h.addr = running.local_addr();
-    h.gateway = Some(running);
+    h.serve(gateway).await;
 }
 
 /// Writes `text` to `path` as a secret volume does: a new file renamed over the old one.
@@ -786,17 +776,13 @@ async fn the_admin_explain_consults_the_running_kill_switch() {
     if let Some(g) = h.gateway.take() {
         g.shutdown().await;
     }
-    let running = entitygate::Gateway::builder(entitygate::Config::load(&path).unwrap())
+    let gateway = entitygate::Gateway::builder(entitygate::Config::load(&path).unwrap())
         .config_path(&path)
         .env(env())
         .build()
         .await
-        .unwrap()
-        .spawn("127.0.0.1:0".parse().unwrap())
-        .await
         .unwrap();
-    h.addr = running.local_addr();
-    h.gateway = Some(running);
+    h.serve(gateway).await;
     deny(&h, json!({"toolkit": "github", "reason": "INC-7"})).await;
     h.sandbox.clear();
     let r = h

@@ -192,6 +192,17 @@ impl Harness {
         }
     }
 
+    /// Runs `gateway` on 127.0.0.1 port 0 as this harness's gateway (the previous one, if any,
+    /// stopped by the caller), on the same sandbox.
+    pub async fn serve(&mut self, gateway: Gateway) {
+        let running = gateway
+            .spawn("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("binds");
+        self.addr = running.local_addr();
+        self.gateway = Some(running);
+    }
+
     /// The sandbox's address (the gateway's upstream).
     pub fn upstream_addr(&self) -> SocketAddr {
         self.upstream_addr
