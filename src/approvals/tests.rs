@@ -53,6 +53,27 @@ fn first_rule(r: &Rules) -> &Rule {
         .expect("a rule covers it")
 }
 
+/// Asks alice's call with `args` under the first rule: the request it leaves pending.
+async fn pending(s: &Store, r: &Rules, args: &Value) -> Request {
+    let Asked::Pending { request, .. } = s
+        .ask(&call("alice", args), first_rule(r), r)
+        .await
+        .unwrap()
+        .asked
+    else {
+        panic!("pending");
+    };
+    request
+}
+
+/// The same, then approved by dana: the request, now granted.
+async fn granted(s: &Store, r: &Rules, args: &Value) -> Request {
+    let request = pending(s, r, args).await;
+    s.decide(&request.id, Verdict::Approve, "dana", "ok", &r.settings)
+        .await
+        .unwrap()
+}
+
 #[test]
 fn the_hash_ignores_key_order_and_whitespace_only() {
     let a: Value =
@@ -181,17 +202,7 @@ async fn concurrent_identical_calls_use_a_grant_once() {
     let s = Arc::new(store(&clock));
     let r = Arc::new(rules(""));
     let args = json!({"recipient_email": "x@evil.io"});
-    let Asked::Pending { request, .. } = s
-        .ask(&call("alice", &args), first_rule(&r), &r)
-        .await
-        .unwrap()
-        .asked
-    else {
-        panic!("pending");
-    };
-    s.decide(&request.id, Verdict::Approve, "dana", "", &r.settings)
-        .await
-        .unwrap();
+    granted(&s, &r, &args).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (s, r, args) = (s.clone(), r.clone(), args.clone());
@@ -214,11 +225,7 @@ async fn requests_and_grants_expire_by_the_clock() {
     let r = rules("[approvals]\nrequest_ttl_secs = 60\ngrant_ttl_secs = 30");
     let rule = first_rule(&r);
     let args = json!({"a": 1});
-    let Asked::Pending { request, .. } =
-        s.ask(&call("alice", &args), rule, &r).await.unwrap().asked
-    else {
-        panic!("pending");
-    };
+    let request = pending(&s, &r, &args).await;
     clock.advance(60);
     // Too late to approve; the sweep marks it expired once.
     assert_eq!(
@@ -231,14 +238,7 @@ async fn requests_and_grants_expire_by_the_clock() {
     assert_eq!(swept[0].status, Status::Expired);
     assert!(s.sweep(&r.settings).await.unwrap().is_empty());
     // A grant unused past its TTL: gone, and the next call asks anew (marking it expired).
-    let Asked::Pending { request, .. } =
-        s.ask(&call("alice", &args), rule, &r).await.unwrap().asked
-    else {
-        panic!("pending");
-    };
-    s.decide(&request.id, Verdict::Approve, "dana", "", &r.settings)
-        .await
-        .unwrap();
+    let request = granted(&s, &r, &args).await;
     clock.advance(30);
     let next = s.ask(&call("alice", &args), rule, &r).await.unwrap();
     assert!(matches!(next.asked, Asked::Pending { created: true, .. }));
@@ -264,11 +264,7 @@ async fn a_denial_answers_until_the_request_ttl_ends() {
     let r = rules("[approvals]\nrequest_ttl_secs = 100");
     let rule = first_rule(&r);
     let args = json!({"a": 1});
-    let Asked::Pending { request, .. } =
-        s.ask(&call("alice", &args), rule, &r).await.unwrap().asked
-    else {
-        panic!("pending");
-    };
+    let request = pending(&s, &r, &args).await;
     let denied = s
         .decide(
             &request.id,
@@ -355,17 +351,7 @@ async fn requests_survive_reopening_the_state_file() {
     let id = {
         let ks = crate::killswitch::KillSwitch::open(&path).unwrap();
         let s = Store::local(ks.database(), clock.clone()).unwrap();
-        let Asked::Pending { request, .. } = s
-            .ask(&call("alice", &args), first_rule(&r), &r)
-            .await
-            .unwrap()
-            .asked
-        else {
-            panic!("pending");
-        };
-        s.decide(&request.id, Verdict::Approve, "dana", "ok", &r.settings)
-            .await
-            .unwrap();
+        let request = granted(&s, &r, &args).await;
         request.id
     };
     let ks = crate::killswitch::KillSwitch::open(&path).unwrap();
