@@ -885,4 +885,4 @@ pub fn to_json(requests: &[Request]) -> Value {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

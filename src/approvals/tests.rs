@@ -25,10 +25,16 @@ toolkits = ["Stripe"]
     );
     let config = Config::from_toml(&text).expect("parses");
     config.validate().expect("valid");
+    compile(&config).expect("compiles")
+}
+
+/// Compiles `config`'s approval rules with no secrets and a default client (the invocation
+/// tests use it too).
+pub(crate) fn compile(config: &Config) -> Result<Rules, ConfigError> {
     let env: std::collections::HashMap<String, String> = Default::default();
     let client =
         crate::client::build_client(&crate::config::UpstreamConfig::default()).expect("client");
-    Rules::compile(&config, &env, client).expect("compiles")
+    Rules::compile(config, &env, client)
 }
 
 fn store(clock: &Arc<ManualClock>) -> Store {
@@ -436,8 +442,6 @@ if = 'args.to.endsWith('
 "#,
     )
     .unwrap();
-    let env: std::collections::HashMap<String, String> = Default::default();
-    let client = crate::client::build_client(&crate::config::UpstreamConfig::default()).unwrap();
-    let e = Rules::compile(&bad, &env, client).unwrap_err().to_string();
+    let e = compile(&bad).unwrap_err().to_string();
     assert!(e.contains("policy.approvals[0].if"), "{e}");
 }

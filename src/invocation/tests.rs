@@ -938,9 +938,7 @@ if = 'claims.plan != "enterprise"'
 "#,
     )
     .unwrap();
-    let env: std::collections::HashMap<String, String> = Default::default();
-    let client = crate::client::build_client(&crate::config::UpstreamConfig::default()).unwrap();
-    let rules = crate::approvals::Rules::compile(&cfg, &env, client).unwrap();
+    let rules = crate::approvals::tests::compile(&cfg).unwrap();
     assert_eq!(rules.claims_read(), Some(vec!["plan".to_owned()]));
     let x = Extract::new(&NO_CONSTRAINTS, Carrier::Rest).approving(&rules);
     let args = json!({"to": "a@x.io"});
