@@ -65,25 +65,6 @@ fn tool_call(id: u64, name: &str, arguments: Value) -> Value {
         "params": {"name": name, "arguments": arguments}})
 }
 
-/// The JSON-RPC answer of a reply, whether JSON or an event stream (its last data event).
-fn answer(r: &Reply) -> Value {
-    let ct = r
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if ct.starts_with("text/event-stream") {
-        r.text()
-            .split("\n\n")
-            .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
-            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .last()
-            .unwrap_or(Value::Null)
-    } else {
-        r.json()
-    }
-}
-
 /// Creates a tool router session for `user` through the gateway; answers its id and body.
 async fn session_for(h: &Harness, user: &str) -> (String, Value) {
     let r = h
@@ -852,7 +833,7 @@ async fn initialize(h: &Harness, path: &str, user: &str, version: &str) -> Strin
     let r = post_raw(h, path, Some(&token(user)), &[], &body.to_string()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(
-        answer(&r)["result"]["protocolVersion"].is_string(),
+        r.mcp_message()["result"]["protocolVersion"].is_string(),
         "{}",
         r.text()
     );
@@ -913,7 +894,7 @@ async fn stateful_client_lists_filtered_tools_and_runs_an_allowed_one_as_the_sub
         &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
     )
     .await;
-    let names = tool_names(&answer(&list));
+    let names = tool_names(&list.mcp_message());
     assert!(names.iter().any(|n| n.starts_with("GITHUB_")), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("GMAIL_")), "{names:?}");
     let r = stateful(
@@ -925,7 +906,7 @@ async fn stateful_client_lists_filtered_tools_and_runs_an_allowed_one_as_the_sub
         &tool_call(2, "GITHUB_GET_THE_AUTHENTICATED_USER", json!({})),
     )
     .await;
-    let res = answer(&r);
+    let res = r.mcp_message();
     assert_eq!(res["result"]["isError"], false, "{}", r.text());
     for seen in mcp_requests(&h, "/v3/mcp/mcp_mix") {
         assert_eq!(seen.query_param("user_id").as_deref(), Some("alice"));
@@ -958,7 +939,7 @@ async fn stateless_2026_client_runs_tools_and_gets_filtered_lists() {
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
     )
     .await;
-    let names = tool_names(&answer(&list));
+    let names = tool_names(&list.mcp_message());
     assert!(
         !names.is_empty() && !names.iter().any(|n| n.starts_with("GMAIL_")),
         "{names:?}"
@@ -970,7 +951,7 @@ async fn stateless_2026_client_runs_tools_and_gets_filtered_lists() {
         tool_call(2, "GITHUB_GET_THE_AUTHENTICATED_USER", json!({})),
     )
     .await;
-    assert_eq!(answer(&r)["result"]["isError"], false, "{}", r.text());
+    assert_eq!(r.mcp_message()["result"]["isError"], false, "{}", r.text());
     let seen = mcp_requests(&h, "/v3/mcp/mcp_mix");
     assert_eq!(
         seen.last().unwrap().header("mcp-method"),
@@ -1000,7 +981,7 @@ async fn sse_answers_are_inspected_event_by_event() {
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
-    let names = tool_names(&answer(&list));
+    let names = tool_names(&list.mcp_message());
     assert!(
         names.iter().any(|n| n.starts_with("GITHUB_")),
         "{}",
@@ -1022,7 +1003,7 @@ async fn session_tools_list_hides_the_code_tools_and_calls_run_in_the_session() 
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
     )
     .await;
-    let names = tool_names(&answer(&list));
+    let names = tool_names(&list.mcp_message());
     assert!(
         names.iter().any(|n| n == "COMPOSIO_SEARCH_TOOLS"),
         "{names:?}"
@@ -1044,7 +1025,7 @@ async fn session_tools_list_hides_the_code_tools_and_calls_run_in_the_session() 
         ),
     )
     .await;
-    assert_eq!(answer(&r)["result"]["isError"], false, "{}", r.text());
+    assert_eq!(r.mcp_message()["result"]["isError"], false, "{}", r.text());
 }
 
 #[tokio::test]
@@ -1132,7 +1113,7 @@ async fn the_front_door_serves_the_subjects_own_session() {
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
     )
     .await;
-    let names = tool_names(&answer(&list));
+    let names = tool_names(&list.mcp_message());
     assert!(
         names.iter().any(|n| n == "COMPOSIO_MULTI_EXECUTE_TOOL"),
         "{}",
@@ -1149,7 +1130,7 @@ async fn the_front_door_serves_the_subjects_own_session() {
         ),
     )
     .await;
-    assert_eq!(answer(&r)["result"]["isError"], true, "{}", r.text());
+    assert_eq!(r.mcp_message()["result"]["isError"], true, "{}", r.text());
     assert_eq!(h.sandbox.mcp_stats().tool_calls, 0);
 }
 

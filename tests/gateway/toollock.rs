@@ -110,22 +110,7 @@ async fn mcp(h: &Harness, path: &str, msg: Value) -> Value {
         .raw(req.body(Full::new(Bytes::from(msg.to_string()))).unwrap())
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let ct = r
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    if ct.starts_with("text/event-stream") {
-        r.text()
-            .split("\n\n")
-            .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
-            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .last()
-            .unwrap_or(Value::Null)
-    } else {
-        r.json()
-    }
+    r.mcp_message()
 }
 
 async fn session(h: &Harness) -> String {

@@ -83,6 +83,25 @@ impl Reply {
             })
             .collect()
     }
+    /// An MCP reply's JSON-RPC message: the JSON body, or an event stream's last data event
+    /// (`null` when it has none).
+    pub fn mcp_message(&self) -> Value {
+        let ct = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if ct.starts_with("text/event-stream") {
+            self.text()
+                .split("\n\n")
+                .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .last()
+                .unwrap_or(Value::Null)
+        } else {
+            self.json()
+        }
+    }
     /// The MCP answer to JSON-RPC request `id` (panics, naming the reply, when there is none).
     pub fn mcp_answer(&self, id: u64) -> Value {
         self.mcp_answers()
