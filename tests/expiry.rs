@@ -27,7 +27,7 @@ use entitygate::{Config, Gateway};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use support::{config_toml, token, API_KEY};
 
@@ -118,46 +118,21 @@ impl Hook {
     async fn start(fail_first: usize) -> (Self, SocketAddr) {
         let hook = Self::default();
         hook.fail_first.store(fail_first, Ordering::SeqCst);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let h = hook.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let h = h.clone();
-                tokio::spawn(async move {
-                    let svc =
-                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let h = h.clone();
-                            async move {
-                                let hdr = |n: &str| {
-                                    req.headers()
-                                        .get(n)
-                                        .and_then(|v| v.to_str().ok())
-                                        .unwrap_or("")
-                                        .to_owned()
-                                };
-                                let (ts, sig) =
-                                    (hdr(notify::TIMESTAMP_HEADER), hdr(notify::SIGNATURE_HEADER));
-                                let body = req.into_body().collect().await.unwrap().to_bytes();
-                                let n = h.attempts.fetch_add(1, Ordering::SeqCst);
-                                let status = if n < h.fail_first.load(Ordering::SeqCst) {
-                                    StatusCode::SERVICE_UNAVAILABLE
-                                } else {
-                                    h.deliveries.lock().unwrap().push((ts, sig, body));
-                                    StatusCode::NO_CONTENT
-                                };
-                                let mut r = http::Response::new(Full::new(Bytes::new()));
-                                *r.status_mut() = status;
-                                Ok::<_, std::convert::Infallible>(r)
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let addr = support::webhook_receiver(move |d| {
+            let n = h.attempts.fetch_add(1, Ordering::SeqCst);
+            let status = if n < h.fail_first.load(Ordering::SeqCst) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                h.deliveries
+                    .lock()
+                    .unwrap()
+                    .push((d.timestamp, d.signature, d.body));
+                StatusCode::NO_CONTENT
+            };
+            async move { status }
+        })
+        .await;
         (hook, addr)
     }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use entitygate::sandbox::{Account, Sandbox};
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -558,39 +558,14 @@ async fn hook() -> (
     std::net::SocketAddr,
 ) {
     let got: Arc<Mutex<Vec<(String, String, Bytes)>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let sink = got.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let sink = sink.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let sink = sink.clone();
-                    async move {
-                        let hdr = |n: &str| {
-                            req.headers()
-                                .get(n)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_owned()
-                        };
-                        let (ts, sig) =
-                            (hdr("x-entitygate-timestamp"), hdr("x-entitygate-signature"));
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        sink.lock().unwrap().push((ts, sig, body));
-                        let mut r = http::Response::new(Full::new(Bytes::new()));
-                        *r.status_mut() = StatusCode::NO_CONTENT;
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let addr = webhook_receiver(move |d| {
+        sink.lock()
+            .unwrap()
+            .push((d.timestamp, d.signature, d.body));
+        async { StatusCode::NO_CONTENT }
+    })
+    .await;
     (got, addr)
 }
 

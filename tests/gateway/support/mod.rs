@@ -403,3 +403,59 @@ pub fn token_with(claims: Value) -> String {
     )
     .unwrap()
 }
+
+/// One webhook delivery as a receiver saw it.
+pub struct Delivery {
+    /// The `x-entitygate-timestamp` header ("" when absent).
+    pub timestamp: String,
+    /// The `x-entitygate-signature` header ("" when absent).
+    pub signature: String,
+    pub body: Bytes,
+}
+
+/// A webhook receiver on 127.0.0.1 port 0: each delivery goes to `on_delivery`, whose status
+/// is the answer. Answers its address.
+pub async fn webhook_receiver<F, Fut>(on_delivery: F) -> SocketAddr
+where
+    F: Fn(Delivery) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = StatusCode> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let on_delivery = on_delivery.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let on_delivery = on_delivery.clone();
+                    async move {
+                        let hdr = |n: &str| {
+                            req.headers()
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        let (timestamp, signature) =
+                            (hdr("x-entitygate-timestamp"), hdr("x-entitygate-signature"));
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let status = on_delivery(Delivery {
+                            timestamp,
+                            signature,
+                            body,
+                        })
+                        .await;
+                        let mut r = http::Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = status;
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
