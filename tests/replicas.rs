@@ -25,7 +25,7 @@ use entitygate::{Config, Gateway, RunningGateway};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use support::{config_toml, token, API_KEY};
 
@@ -496,38 +496,22 @@ struct Hook {
 impl Hook {
     async fn start(delay: Duration) -> (Self, SocketAddr) {
         let hook = Self::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let h = hook.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let h = h.clone();
-                tokio::spawn(async move {
-                    let svc =
-                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let h = h.clone();
-                            async move {
-                                let body = req.into_body().collect().await.unwrap().to_bytes();
-                                tokio::time::sleep(delay).await;
-                                let event: Value = serde_json::from_slice(&body).unwrap();
-                                let mut m = h.per_account.lock().unwrap();
-                                for t in event["toolkits"].as_array().unwrap() {
-                                    let id = t["connected_account_id"].as_str().unwrap();
-                                    *m.entry(id.to_owned()).or_default() += 1;
-                                }
-                                h.deliveries.fetch_add(1, Ordering::SeqCst);
-                                let mut r = http::Response::new(Full::new(Bytes::new()));
-                                *r.status_mut() = StatusCode::NO_CONTENT;
-                                Ok::<_, std::convert::Infallible>(r)
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+        let addr = support::webhook_receiver(move |d| {
+            let h = h.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                let event: Value = serde_json::from_slice(&d.body).unwrap();
+                let mut m = h.per_account.lock().unwrap();
+                for t in event["toolkits"].as_array().unwrap() {
+                    let id = t["connected_account_id"].as_str().unwrap();
+                    *m.entry(id.to_owned()).or_default() += 1;
+                }
+                h.deliveries.fetch_add(1, Ordering::SeqCst);
+                StatusCode::NO_CONTENT
             }
-        });
+        })
+        .await;
         (hook, addr)
     }
 
