@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the container image from the top-level Containerfile: a statically linked release
-# `entitygate` (glibc, `+crt-static`), stripped, with Debian's CA bundle and the default
+# Builds the container image from the top-level Containerfile: a statically linked
+# `entitygate` (glibc, `+crt-static`; Cargo profile `image`: release with fat LTO), stripped, with Debian's CA bundle and the default
 # configuration, in a build context of its own (target/container/).
 #
 #   bash deploy/container/build.sh [IMAGE]      # default: localhost/entitygate:<crate version>
@@ -21,8 +21,8 @@ target_dir=${ENTITYGATE_IMAGE_TARGET_DIR:-target}
 # scripts and proc macros (which must stay dynamic). The default features stay on, so the image
 # also has `entitygate demo` (the sandbox Composio runs only under that subcommand).
 RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --locked --release --target "$triple" --target-dir "$target_dir" --bin entitygate
-bin="$target_dir/$triple/release/entitygate"
+    cargo build --locked --profile image --target "$triple" --target-dir "$target_dir" --bin entitygate
+bin="$target_dir/$triple/image/entitygate"
 
 # A dynamic binary would start nowhere in a scratch image: refuse it here.
 if readelf -l "$bin" | grep 'Requesting program interpreter' >/dev/null; then  # no -q: pipefail
