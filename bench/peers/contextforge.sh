@@ -92,7 +92,7 @@ cf_env() { # cf_env PORT OUTDIR
   export CACHE_TYPE=database
   export JWT_ALGORITHM=RS256 JWT_PUBLIC_KEY_PATH="$out/jwt-rsa.pub" JWT_PRIVATE_KEY_PATH="$out/jwt-rsa.key"
   export JWT_AUDIENCE="$AUDIENCE" JWT_ISSUER="$ISSUER"
-  export AUTH_REQUIRED=true MCP_CLIENT_AUTH_ENABLED=true REQUIRE_JTI=true REQUIRE_USER_IN_DB=true
+  export AUTH_REQUIRED=true MCP_REQUIRE_AUTH=true MCP_CLIENT_AUTH_ENABLED=true REQUIRE_JTI=true REQUIRE_USER_IN_DB=true
   # Secrets it insists on even with RS256 (the HS fallback, stored-credential encryption):
   # fresh random ones per start, TEST-ONLY.
   JWT_SECRET_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -103,8 +103,11 @@ cf_env() { # cf_env PORT OUTDIR
   export PLATFORM_ADMIN_PASSWORD
   export MCPGATEWAY_UI_ENABLED=false MCPGATEWAY_ADMIN_API_ENABLED=false
   export RATE_LIMITING_ENABLED=false
+  # The unversioned REST aliases are past their sunset date (it says so in its log, asking for
+  # this); the MCP endpoint /servers/<id>/mcp is not one of them.
+  export LEGACY_API_ENABLED=false
   export SSRF_ALLOW_LOCALHOST=true
-  export USE_STATEFUL_SESSIONS=false JSON_RESPONSE_ENABLED=${CF_JSON_RESPONSE:-true}
+  export USE_STATEFUL_SESSIONS=${CF_STATEFUL:-false} JSON_RESPONSE_ENABLED=${CF_JSON_RESPONSE:-true}
   export LOG_LEVEL=ERROR LOG_TO_FILE=false
 }
 

@@ -28,12 +28,27 @@ async def via_sdk(url: str, token: str, tool: str) -> str:
             return "".join(getattr(c, "text", "") for c in result.content)
 
 
-def call(url: str, token: str | None, tool: str) -> httpx.Response:
+def call(url: str, token: str | None, tool: str, session: str | None = None) -> httpx.Response:
     headers = dict(HEADERS)
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if session:
+        headers["Mcp-Session-Id"] = session
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}}
     return httpx.post(url, json=body, headers=headers, timeout=30)
+
+
+def initialize(url: str, token: str) -> str | None:
+    """A raw initialize (+ notifications/initialized); the Mcp-Session-Id, if it gives one."""
+    headers = dict(HEADERS, Authorization=f"Bearer {token}")
+    params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench-check", "version": "0"}}
+    r = httpx.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}, headers=headers, timeout=30)
+    r.raise_for_status()
+    session = r.headers.get("mcp-session-id")
+    if session:
+        headers["Mcp-Session-Id"] = session
+    httpx.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers, timeout=30)
+    return session
 
 
 def main() -> int:
@@ -59,12 +74,17 @@ def main() -> int:
         failures.append(f"no token answered {r.status_code}, not 401")
 
     r = call(a.url, token, a.tool)
-    print(f"stateless tools/call (no initialize): HTTP {r.status_code}, Content-Type {r.headers.get('content-type')}, Mcp-Session-Id {r.headers.get('mcp-session-id')}")
+    print(f"tools/call without initialize: HTTP {r.status_code}, Content-Type {r.headers.get('content-type')} ({'stateless' if r.status_code == 200 else 'a session is required'})")
+
+    session = initialize(a.url, token)
+    print(f"initialize: Mcp-Session-Id {session}")
+    r = call(a.url, token, a.tool, session)
+    print(f"tools/call after initialize: HTTP {r.status_code}, Content-Type {r.headers.get('content-type')}")
     if r.status_code != 200 or a.expect not in r.text:
-        failures.append(f"a tools/call without initialize answered {r.status_code} {r.text[:200]!r}")
+        failures.append(f"a tools/call after initialize answered {r.status_code} {r.text[:200]!r}")
 
     if a.denied_tool:
-        r = call(a.url, token, a.denied_tool)
+        r = call(a.url, token, a.denied_tool, session)
         print(f"denied tool {a.denied_tool}: HTTP {r.status_code} {r.text[:160]!r}")
         if r.status_code == 200 and '"isError":false' in r.text.replace(" ", ""):
             failures.append(f"{a.denied_tool} was called")
