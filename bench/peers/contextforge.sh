@@ -1,54 +1,66 @@
 #!/usr/bin/env bash
 # IBM ContextForge (PyPI mcp-contextforge-gateway) as the Python reference peer of the MCP
-# table (issue 32). Two commands:
+# table (issue 32). Commands:
 #
 #   bench/peers/contextforge.sh install
 #       A venv under ~/.cache/entitygate-bench/contextforge/<version> with the pinned version;
 #       idempotent. Prints the venv path last. Exit 3 with one line on stderr when it cannot.
 #   bench/peers/contextforge.sh start PORT UPSTREAM_URL OUTDIR
 #       Starts ContextForge on 127.0.0.1:PORT in front of the Streamable HTTP MCP server at
-#       UPSTREAM_URL (e.g. http://127.0.0.1:18001/mcp), its state (SQLite database, keys' copies,
-#       logs, tokens) in OUTDIR, then prints key=value lines on stdout:
-#         PID=<gunicorn master; TERM stops it and its workers>   PGID=<the same: own process group>
+#       UPSTREAM_URL (e.g. http://127.0.0.1:18001/mcp), its state (SQLite database, key copies,
+#       log, token) in OUTDIR; about 40 s (it migrates a fresh database). Then prints on stdout:
+#         PID=<gunicorn master, leader of its own process group>   PGID=<the same>
+#         WORKERS=<n>   SERVER_ID=<virtual server id>
 #         URL=http://127.0.0.1:PORT/servers/<id>/mcp   (the virtual server's MCP endpoint)
-#         TOKEN_FILE=OUTDIR/token-alice.txt            (one RS256 JWT for subject alice, 1 line)
-#         TOOL=bench-up-github-get-the-authenticated-user  (the name tools/call must use)
-#         DENIED_TOOL=... (a tool the upstream has that this server does not expose)
-#         WORKERS=<n>
-#       Exit 3 with one line on stderr when it cannot start; everything it started is stopped
-#       then.
+#         TOKEN_FILE=OUTDIR/token-alice.txt            (one RS256 JWT, one line)
+#         TOOL=bench-up-github-get-the-authenticated-user  (the name tools/call must use: it
+#              prefixes the gateway's name and slugs the upstream name)
+#         DENIED_TOOL=<a tool the upstream has that the virtual server does not expose>
+#       Exit 3 with one line on stderr when it cannot start; what it started is stopped then.
 #   bench/peers/contextforge.sh check URL TOKEN_FILE TOOL [DENIED_TOOL]
-#       With it running: initialize + tools/call through it with the official MCP client must
-#       return the upstream's result, no token must get 401, DENIED_TOOL must not be called.
+#       With it running: initialize + tools/call with the official MCP client must return the
+#       upstream's result, no token must get 401, DENIED_TOOL must not be called. Exit 0/1.
 #   bench/peers/contextforge.sh stop PID
-#       TERM to the process group PID leads (master and workers), KILL to what is left after
-#       20 s. Its shutdown takes a few seconds: a KILL to the master alone would orphan workers.
+#       TERM to the process group (master and workers), KILL to what is left after 20 s. Its
+#       shutdown takes about 4 s: a KILL to the master alone after 2 s would orphan workers.
 #
-# How it runs, and why (the maintainers' production recommendation, run-gunicorn.sh and
+# Environment: CF_WORKERS (default 1), CF_STATEFUL (default false), CF_JSON_RESPONSE (default
+# true: JSON answers; false: one-event SSE answers), CF_ALLOWED_TOOLS (the upstream tool names
+# the virtual server exposes; default the two alice may call), CF_PYTHON (python3, >= 3.11).
+#
+# How it runs, and why (the maintainers' production launcher, run-gunicorn.sh and
 # gunicorn.config.py in their repository, with the changes a benchmark needs):
 # - gunicorn with uvicorn workers (uvloop + httptools), the app preloaded, access log off,
-#   error log to a file. Workers: CF_WORKERS (default 1). Their run-gunicorn.sh derives
-#   2*CPU+1 from nproc, a formula for sync workers; an uvicorn worker is one event loop that
-#   already overlaps waiting requests, and on the ONE CPU the proxy is pinned to, more loops only
-#   time-slice the same core (and multiply the memory per session). CF_WORKERS=3 reproduces
-#   their formula for one CPU.
-# - SQLite in OUTDIR, no Redis (CACHE_TYPE=database, their default without Redis).
-# - JWT: RS256 (JWT_ALGORITHM/JWT_PUBLIC_KEY_PATH), audience "entitygate", issuer
-#   "https://idp.bench/". ContextForge also wants JWT_PRIVATE_KEY_PATH (it signs its own session
-#   tokens with it), so it gets the TEST-ONLY certs/dev/jwt-rsa.key too. Its token shape: it
-#   requires "exp" and "jti" (REQUIRE_JTI, secure default), and the subject must be a user in its
-#   database (REQUIRE_USER_IN_DB, secure default): this script creates user "alice" and mints
-#   her token itself (bench_upstream mint writes no jti).
-# - Tool-level authorization: a virtual server that exposes only the permitted tools (its
-#   equivalent of a per-tool allow rule); alice's token carries no "teams" claim, which
-#   ContextForge reads as public-only, and the server and its tools are public. A call to a tool
-#   outside the server is refused.
+#   error log to a file, log level ERROR (its default). Workers: CF_WORKERS, default 1. Their
+#   run-gunicorn.sh derives 2*CPU+1 from nproc, a formula for sync workers; an uvicorn worker
+#   is one event loop that already overlaps the upstream waits, and on the ONE CPU the proxy is
+#   pinned to, more workers only time-slice that core and multiply the memory (a check pinned
+#   to one CPU: 3 workers gave fewer calls per second for more CPU per call and twice the RSS).
+#   CF_WORKERS=3 is their formula for one CPU.
+# - SQLite in OUTDIR, no Redis (CACHE_TYPE=database, its choice without Redis).
+# - JWT: RS256 (JWT_ALGORITHM, JWT_PUBLIC_KEY_PATH), audience "entitygate", issuer
+#   "https://idp.bench/". It also insists on JWT_PRIVATE_KEY_PATH (it signs its own tokens), so
+#   it gets the TEST-ONLY certs/dev/jwt-rsa.key too. Its token shape: "exp" and "jti" required
+#   (REQUIRE_JTI, secure default), and the subject must be a user in its database
+#   (REQUIRE_USER_IN_DB, secure default) whose id is an email address: "alice" is refused by its
+#   user API, so the user is alice@idp.bench. The script creates her and mints her token
+#   (bench_upstream mint writes no jti).
+# - Tool-level authorization, what ContextForge has: a virtual server whose tool list is only
+#   the permitted tools (a call to any other tool answers "Tool not found"), and RBAC: a new
+#   user holds no tools.execute outside her personal team, so she gets a global role
+#   "tool_caller" (servers.use, tools.read, tools.execute). Her token has no "teams" claim,
+#   which it reads as public-only; the server and its tools are public.
+# - Sessions: stateless by default (USE_STATEFUL_SESSIONS=false: no Mcp-Session-Id, initialize
+#   optional), and then every tools/call opens a new upstream MCP session (initialize,
+#   notifications/initialized, GET, tools/call, tools/list, DELETE: six upstream requests).
+#   CF_STATEFUL=true: initialize required, one upstream session per client session, one
+#   upstream request per tools/call, and GET opens a server stream. Without Redis a session
+#   lives in one worker's memory, so with CF_WORKERS > 1 a session only works on the
+#   connection (worker) that opened it.
 # - Turned off because they would decide the benchmark, not the gateway: the rate limiter
-#   (RATE_LIMITING_ENABLED, 100 tool calls per minute per user by default), the admin UI and
-#   admin API (off by default), SSRF protection for loopback (SSRF_ALLOW_LOCALHOST: the upstream
-#   is on 127.0.0.1). Stateless sessions and JSON answers are its defaults
-#   (USE_STATEFUL_SESSIONS=false, JSON_RESPONSE_ENABLED=true); CF_JSON_RESPONSE=false asks for
-#   SSE answers instead.
+#   (RATE_LIMITING_ENABLED; 100 tool calls per minute per user by default); SSRF protection for
+#   loopback (SSRF_ALLOW_LOCALHOST: the upstream is on 127.0.0.1). Off as in its defaults: the
+#   admin UI and admin API, observability, plugins.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -62,7 +74,7 @@ PUB="$ROOT/certs/dev/jwt-rsa.pub"   # TEST-ONLY
 KEY="$ROOT/certs/dev/jwt-rsa.key"   # TEST-ONLY
 GATEWAY_NAME="bench-up"
 # The upstream's tools that alice may call; the others stay outside the virtual server.
-ALLOWED_TOOLS="GITHUB_GET_THE_AUTHENTICATED_USER GITHUB_CREATE_AN_ISSUE"
+ALLOWED_TOOLS=${CF_ALLOWED_TOOLS:-"GITHUB_GET_THE_AUTHENTICATED_USER GITHUB_CREATE_AN_ISSUE"}
 
 die() { echo "contextforge: $*" >&2; exit 3; }
 
