@@ -102,9 +102,11 @@ cf_env() { # cf_env PORT OUTDIR
   export ENVIRONMENT=production
   export DATABASE_URL="sqlite:///$out/contextforge.db"
   export CACHE_TYPE=database
-  export JWT_ALGORITHM=RS256 JWT_PUBLIC_KEY_PATH="$out/jwt-rsa.pub" JWT_PRIVATE_KEY_PATH="$out/jwt-rsa.key"
+  export JWT_ALGORITHM=RS256
+  export JWT_PUBLIC_KEY_PATH="$out/jwt-rsa.pub" JWT_PRIVATE_KEY_PATH="$out/jwt-rsa.key"
   export JWT_AUDIENCE="$AUDIENCE" JWT_ISSUER="$ISSUER"
-  export AUTH_REQUIRED=true MCP_REQUIRE_AUTH=true MCP_CLIENT_AUTH_ENABLED=true REQUIRE_JTI=true REQUIRE_USER_IN_DB=true
+  export AUTH_REQUIRED=true MCP_REQUIRE_AUTH=true MCP_CLIENT_AUTH_ENABLED=true
+  export REQUIRE_JTI=true REQUIRE_USER_IN_DB=true
   # Secrets it insists on even with RS256 (the HS fallback, stored-credential encryption):
   # fresh random ones per start, TEST-ONLY.
   JWT_SECRET_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -187,5 +189,8 @@ case "${1:-}" in
   check) shift; check "$@" ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
-  *) echo "usage: $0 install | start PORT UPSTREAM_URL OUTDIR | check URL TOKEN_FILE TOOL [DENIED_TOOL] | stop PID" >&2; exit 2 ;;
+  *)
+    echo "usage: $0 install | start PORT UPSTREAM_URL OUTDIR" >&2
+    echo "       | check URL TOKEN_FILE TOOL [DENIED_TOOL] | stop PID" >&2
+    exit 2 ;;
 esac

@@ -19,7 +19,11 @@ HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "app
 
 
 async def via_sdk(url: str, token: str, tool: str) -> str:
-    async with streamablehttp_client(url, headers={"Authorization": f"Bearer {token}"}) as (read, write, _):
+    async with streamablehttp_client(url, headers={"Authorization": f"Bearer {token}"}) as (
+        read,
+        write,
+        _,
+    ):
         async with ClientSession(read, write) as session:
             await session.initialize()
             result = await session.call_tool(tool, {})
@@ -34,20 +38,39 @@ def call(url: str, token: str | None, tool: str, session: str | None = None) -> 
         headers["Authorization"] = f"Bearer {token}"
     if session:
         headers["Mcp-Session-Id"] = session
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": {}},
+    }
     return httpx.post(url, json=body, headers=headers, timeout=30)
 
 
 def initialize(url: str, token: str) -> str | None:
     """A raw initialize (+ notifications/initialized); the Mcp-Session-Id, if it gives one."""
     headers = dict(HEADERS, Authorization=f"Bearer {token}")
-    params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench-check", "version": "0"}}
-    r = httpx.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}, headers=headers, timeout=30)
+    params = {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "bench-check", "version": "0"},
+    }
+    r = httpx.post(
+        url,
+        json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params},
+        headers=headers,
+        timeout=30,
+    )
     r.raise_for_status()
     session = r.headers.get("mcp-session-id")
     if session:
         headers["Mcp-Session-Id"] = session
-    httpx.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers, timeout=30)
+    httpx.post(
+        url,
+        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+        headers=headers,
+        timeout=30,
+    )
     return session
 
 
@@ -74,12 +97,15 @@ def main() -> int:
         failures.append(f"no token answered {r.status_code}, not 401")
 
     r = call(a.url, token, a.tool)
-    print(f"tools/call without initialize: HTTP {r.status_code}, Content-Type {r.headers.get('content-type')} ({'stateless' if r.status_code == 200 else 'a session is required'})")
+    mode = "stateless" if r.status_code == 200 else "a session is required"
+    ctype = r.headers.get("content-type")
+    print(f"tools/call without initialize: HTTP {r.status_code}, Content-Type {ctype} ({mode})")
 
     session = initialize(a.url, token)
     print(f"initialize: Mcp-Session-Id {session}")
     r = call(a.url, token, a.tool, session)
-    print(f"tools/call after initialize: HTTP {r.status_code}, Content-Type {r.headers.get('content-type')}")
+    ctype = r.headers.get("content-type")
+    print(f"tools/call after initialize: HTTP {r.status_code}, Content-Type {ctype}")
     if r.status_code != 200 or a.expect not in r.text:
         failures.append(f"a tools/call after initialize answered {r.status_code} {r.text[:200]!r}")
 

@@ -21,7 +21,14 @@ import jwt
 
 def mint(key_pem: str, issuer: str, audience: str, sub: str, ttl: int, **extra) -> str:
     now = int(time.time())
-    claims = {"sub": sub, "iss": issuer, "aud": audience, "iat": now, "exp": now + ttl, "jti": str(uuid.uuid4())}
+    claims = {
+        "sub": sub,
+        "iss": issuer,
+        "aud": audience,
+        "iat": now,
+        "exp": now + ttl,
+        "jti": str(uuid.uuid4()),
+    }
     claims.update(extra)
     return jwt.encode(claims, key_pem, algorithm="RS256")
 
@@ -43,7 +50,9 @@ def main() -> None:
     ap.add_argument("--admin", required=True, help="the platform admin's email (bootstrapped user)")
     ap.add_argument("--user", default="alice@idp.bench")
     ap.add_argument("--gateway-name", required=True)
-    ap.add_argument("--allow", nargs="+", required=True, help="upstream tool names the server exposes")
+    ap.add_argument(
+        "--allow", nargs="+", required=True, help="upstream tool names the server exposes"
+    )
     ap.add_argument("--ttl", type=int, default=24 * 3600)
     a = ap.parse_args()
 
@@ -53,7 +62,15 @@ def main() -> None:
     c = httpx.Client(base_url=a.base, headers={"Authorization": f"Bearer {admin}"}, timeout=60)
 
     gw = check(
-        c.post("/v1/gateways", json={"name": a.gateway_name, "url": a.upstream, "transport": "STREAMABLEHTTP", "visibility": "public"}),
+        c.post(
+            "/v1/gateways",
+            json={
+                "name": a.gateway_name,
+                "url": a.upstream,
+                "transport": "STREAMABLEHTTP",
+                "visibility": "public",
+            },
+        ),
         "register gateway",
     )
     print(f"gateway {gw.get('id')} registered", file=sys.stderr)
@@ -61,7 +78,9 @@ def main() -> None:
     # The gateway's tools are discovered at registration (tools/list on the upstream).
     tools: list = []
     for _ in range(60):
-        listed = check(c.get("/v1/tools", params={"limit": 0, "include_pagination": "false"}), "list tools")
+        listed = check(
+            c.get("/v1/tools", params={"limit": 0, "include_pagination": "false"}), "list tools"
+        )
         tools = listed if isinstance(listed, list) else listed.get("tools", listed.get("items", []))
         tools = [t for t in tools if t.get("gatewayId", t.get("gateway_id")) == gw["id"]]
         if tools:
@@ -79,7 +98,10 @@ def main() -> None:
         sys.exit(f"upstream lacks some of {a.allow}: has {[original(t) for t in tools]}")
 
     password = secrets.token_urlsafe(16) + "Aa1!"
-    user = c.post("/v1/auth/email/admin/users", json={"email": a.user, "password": password, "full_name": a.user, "is_admin": False})
+    user = c.post(
+        "/v1/auth/email/admin/users",
+        json={"email": a.user, "password": password, "full_name": a.user, "is_admin": False},
+    )
     check(user, f"create user {a.user}")
     # A new user holds platform_viewer (no tools.execute) globally, and team_admin only in a
     # personal team her token does not name. RBAC grants the call: a global role with just the
@@ -87,17 +109,29 @@ def main() -> None:
     role = check(
         c.post(
             "/v1/rbac/roles",
-            json={"name": "tool_caller", "description": "calls the tools of the servers it sees", "scope": "global", "permissions": ["servers.use", "tools.read", "tools.execute"]},
+            json={
+                "name": "tool_caller",
+                "description": "calls the tools of the servers it sees",
+                "scope": "global",
+                "permissions": ["servers.use", "tools.read", "tools.execute"],
+            },
         ),
         "create role tool_caller",
     )
-    check(c.post(f"/v1/rbac/users/{a.user}/roles", json={"role_id": role["id"], "scope": "global"}), "assign role tool_caller")
+    check(
+        c.post(f"/v1/rbac/users/{a.user}/roles", json={"role_id": role["id"], "scope": "global"}),
+        "assign role tool_caller",
+    )
 
     server = check(
         c.post(
             "/v1/servers",
             json={
-                "server": {"name": "bench-github", "description": "the tools alice may call", "associated_tools": [t["id"] for t in allowed]},
+                "server": {
+                    "name": "bench-github",
+                    "description": "the tools alice may call",
+                    "associated_tools": [t["id"] for t in allowed],
+                },
                 "visibility": "public",
             },
         ),
