@@ -36,7 +36,7 @@ impl Loose {
     pub(super) fn numeric_date(&self, round_up: bool) -> Option<u64> {
         let f = match *self {
             Loose::Unsigned(u) => return Some(u),
-            Loose::Float(f) if f.is_finite() && f >= 0.0 && f < 1.8e19 => f,
+            Loose::Float(f) if f.is_finite() && (0.0..1.8e19).contains(&f) => f,
             _ => return None,
         };
         let f = if round_up { f.ceil() } else { f.floor() };
