@@ -13,7 +13,13 @@
 # bodies and bench_upstream are reused; a fresh token is minted. BODY=small|1k|256k picks the
 # body (default small). COLD=1 makes every request a new user (a token never seen and one
 # status lookup each, as the cold rows of run.sh). KEEP=PREFIX keeps each profile as
-# PREFIX.<binary name> for callgrind_annotate. Needs valgrind (Debian: valgrind).
+# PREFIX.<binary name> for callgrind_annotate. EG_PORT and UP_PORT (default 18080 and 18001,
+# run.sh's) move the gateway and the upstream elsewhere, for a machine where another run holds
+# those ports: the config's listen address and upstream port are rewritten to match. Needs
+# valgrind (Debian: valgrind).
+#
+# A BIN named bench_minimal_proxy* is the ceiling (examples/bench_minimal_proxy.rs): started
+# with --listen/--upstream instead of the config, it serves the same load with no checks.
 #
 # Read the figures as relative: valgrind runs SHA-256 without the CPU's SHA extensions, so the
 # token-cache key and the audit hash chain weigh far more here than on the real CPU.
@@ -24,6 +30,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REQUESTS=${REQUESTS:-2000}
 BODY_FILE="$RUN/body-${BODY:-small}.json"
 CONF="$RUN/entitygate-HS256.toml"
+EG_PORT=${EG_PORT:-18080}
+UP_PORT=${UP_PORT:-18001}
 UP="$RUN/bin/bench_upstream"
 for f in "$BODY_FILE" "$CONF" "$UP"; do [ -e "$f" ] || { echo "missing: $f" >&2; exit 2; }; done
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 2; }
@@ -31,23 +39,26 @@ TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
 trap cleanup EXIT
+sed -e "s/127\.0\.0\.1:18080/127.0.0.1:$EG_PORT/; s/127\.0\.0\.1:18001/127.0.0.1:$UP_PORT/" \
+  "$CONF" > "$TMP/entitygate.toml"
+CONF="$TMP/entitygate.toml"
 
 export BENCH_SECRET="bench-only-hs256-secret-0123456789abcdef"   # TEST-ONLY, as run.sh's
 USERS=1
 [ "${COLD:-0}" = 1 ] && USERS=$(( (REQUESTS + 200) * $# ))
 "$UP" mint --alg HS256 --secret-env BENCH_SECRET --issuer "https://idp.bench/" \
   --audience entitygate --prefix "user$$-" --count "$USERS" --out "$TMP/token.txt"
-"$UP" serve --listen 127.0.0.1:18001 >"$TMP/upstream.log" 2>&1 &
+"$UP" serve --listen "127.0.0.1:$UP_PORT" >"$TMP/upstream.log" 2>&1 &
 PIDS+=($!)
 
 NEXT=0  # the next unused token (COLD=1: each is used once)
 load() { # load COUNT: COUNT execute requests over 4 keep-alive connections, all must be 200
-  python3 - "$TMP/token.txt" "$BODY_FILE" "$1" "$NEXT" <<'PY'
+  python3 - "$TMP/token.txt" "$BODY_FILE" "$1" "$NEXT" "$EG_PORT" <<'PY'
 import http.client, sys
 tokens = open(sys.argv[1]).read().split()
 body = open(sys.argv[2], "rb").read()
 first = int(sys.argv[4])
-conns = [http.client.HTTPConnection("127.0.0.1", 18080) for _ in range(4)]
+conns = [http.client.HTTPConnection("127.0.0.1", int(sys.argv[5])) for _ in range(4)]
 for i in range(int(sys.argv[3])):
     c = conns[i % 4]
     token = tokens[(first + i) % len(tokens)]
@@ -63,13 +74,19 @@ PY
 
 for bin in "$@"; do
   rm -f "$TMP"/cg.*
+  # The minimal hyper proxy (examples/bench_minimal_proxy.rs, the ceiling) takes no config.
+  args=(serve --config "$CONF")
+  case "$(basename "$bin")" in
+    bench_minimal_proxy*)
+      args=(--listen "127.0.0.1:$EG_PORT" --upstream "http://127.0.0.1:$UP_PORT") ;;
+  esac
   COMPOSIO_API_KEY=sk_bench_only ENTITYGATE_JWT_SECRET="$BENCH_SECRET" RUST_LOG=warn \
-    valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" "$bin" serve --config "$CONF" \
+    valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" "$bin" "${args[@]}" \
     >"$TMP/gateway.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
   for _ in $(seq 120); do
-    curl -s -o /dev/null "http://127.0.0.1:18080/" && break
+    curl -s -o /dev/null "http://127.0.0.1:$EG_PORT/" && break
     sleep 0.5
   done
   load 200

@@ -169,6 +169,51 @@ def ratios(by, eg_case, others, pairs=(), title=None):
         print(line)
 
 
+def ceiling(by, rows):
+    """Issue 32's REST targets: entitygate (warm HS256, every check) divided by the minimal
+    hyper proxy (what the checks cost) beside nginx (what the stack costs), cold against warm,
+    and idle HTTP/2 memory. Printed when the run has the rows."""
+    eg = by.get("entitygate-HS256")
+    lines = []
+    for other, target in (("minimal-hyper", 0.85), ("nginx", 0.6)):
+        o = by.get(other)
+        if eg and o:
+            lines.append(f'| entitygate / {other} | {eg["sat"]["rps"] / o["sat"]["rps"]:.2f} '
+                         f'| {cpu_per_10k(eg) / cpu_per_10k(o):.2f} '
+                         f'| {ms(eg["rate"]["p99_us"] - o["rate"]["p99_us"])} '
+                         f'| req/s ≥ {target}× |')
+    cold = by.get("entitygate-HS256-cold")
+    if eg and cold:
+        lines.append(f'| entitygate cold / warm | {cold["sat"]["rps"] / eg["sat"]["rps"]:.2f} '
+                     f'| {cpu_per_10k(cold) / cpu_per_10k(eg):.2f} '
+                     f'| {ms(cold["rate"]["p99_us"] - eg["rate"]["p99_us"])} | req/s ≥ 0.6× |')
+    direct = by.get("direct")
+    for case in ("entitygate-HS256", "minimal-hyper"):
+        r = by.get(case)
+        if r and direct:
+            lines.append(f'| {case} / direct | {r["sat"]["rps"] / direct["sat"]["rps"]:.2f} '
+                         f'| {cpu_per_10k(r) / cpu_per_10k(direct):.2f} '
+                         f'| {ms(r["rate"]["p99_us"] - direct["rate"]["p99_us"])} '
+                         f'| p99 added ≤ 0.5 ms |')
+    idle = {r["case"]: r for r in rows if kind(r) == "idle"}
+    for case in ("entitygate-HS256-h2", "minimal-hyper-h2"):
+        r = idle.get(case)
+        if r:
+            lines.append(f'| {case} idle | | | | {idle_kib(r):.1f} KiB per connection '
+                         f'(target ≤ 12) |')
+    if not lines:
+        return
+    print()
+    print("Issue 32 targets (REST): entitygate-HS256 is warm, every check on; minimal-hyper is "
+          "examples/bench_minimal_proxy.rs (the same server settings and upstream client, no "
+          "checks).")
+    print()
+    print("| ratio | req/s | CPU/request | p99 added ms | target |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for line in lines:
+        print(line)
+
+
 def main():
     rows = load(sys.argv[1])
     main_rows = [r for r in rows if kind(r) == "main"]
@@ -182,6 +227,8 @@ def main():
             ("entitygate-HS256-no-token-cache", "haproxy-HS256"),
             ("entitygate-RS256-no-token-cache", "haproxy-RS256")],
            title="entitygate-HS256 (all checks, warm) vs")
+
+    ceiling(by, rows)
 
     bodies = [r for r in rows if kind(r) == "bodies"]
     if bodies:

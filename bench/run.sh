@@ -9,7 +9,7 @@
 #
 # Options: --no-install (do not apt-get nginx/haproxy/wrk/h2load), --no-build (use built
 # binaries), --out DIR, --only LIST (comma-separated groups, default all: direct, nginx,
-# haproxy, entitygate, cold, bodies, idle, burst, h2, tls), --repeat N (run each entitygate
+# haproxy, entitygate, cold, bodies, idle, burst, h2, tls, ceiling), --repeat N (run each entitygate
 # row, or before/after pair, N times in alternation; the before -> after table shows medians).
 # Environment: EG_BIN=/path/to/entitygate benchmarks that binary instead of the freshly built
 # one. EG_BEFORE=/path/to/entitygate also runs the main entitygate rows (warm, no token cache,
@@ -19,8 +19,9 @@
 #
 # What runs, all on 127.0.0.1: bench_upstream (examples/bench_upstream.rs, a fast stand-in for
 # Composio), and in turn each proxy in front of it: nginx (plain proxy_pass, keep-alive
-# upstream), HAProxy 2.6 (jwt_verify + forward), entitygate (every check on). The load
-# generator is wrk with bench/wrk.lua (h2load for the HTTP/2 rows). On a machine with 2+ cores
+# upstream), HAProxy 2.6 (jwt_verify + forward), entitygate (every check on), and (group
+# ceiling) a minimal hyper proxy built from entitygate's own server settings and upstream
+# client with no checks (examples/bench_minimal_proxy.rs). The load generator is wrk with bench/wrk.lua (h2load for the HTTP/2 rows). On a machine with 2+ cores
 # the proxy is pinned to CPU 0 and the load generator and the upstream to CPU 1 (`taskset`).
 # Everything this script starts is stopped by PID when it ends, also on error or Ctrl-C.
 set -euo pipefail
@@ -31,7 +32,7 @@ MODE=full
 INSTALL=1
 BUILD=1
 OUT=""
-ALL_GROUPS="direct,nginx,haproxy,entitygate,cold,bodies,idle,burst,h2,tls"
+ALL_GROUPS="direct,nginx,haproxy,entitygate,cold,bodies,idle,burst,h2,tls,ceiling"
 ONLY=$ALL_GROUPS
 REPEAT=1
 usage() {
@@ -79,7 +80,7 @@ RATE_CONNS=$(( RATE * DELAY_MS / 1000 )) # connections that, pausing DELAY_MS, g
 [ "$RATE_CONNS" -ge 1 ] || RATE_CONNS=1
 
 UP_PORT=18001; UP2_PORT=18002; UP_TLS_PORT=18003
-EG_PORT=18080; NGINX_PORT=18081; HAPROXY_PORT=18082
+EG_PORT=18080; NGINX_PORT=18081; HAPROXY_PORT=18082; MIN_PORT=18083
 H2_STREAMS=10                            # concurrent streams per HTTP/2 connection (h2load -m)
 UP_ALPN=${BENCH_UP_ALPN:-h2,http/1.1}    # what the TLS upstream offers
 CERT="$ROOT/certs/dev/server.crt"; CERT_KEY="$ROOT/certs/dev/server.key"   # TEST-ONLY
@@ -180,11 +181,15 @@ fi
 
 if [ "$BUILD" = 1 ]; then
   log "building (release)"
-  (cd "$ROOT" && cargo build --release --locked --bin entitygate --example bench_upstream) >>"$LOG" 2>&1
+  (cd "$ROOT" && cargo build --release --locked --bin entitygate --example bench_upstream \
+    --example bench_minimal_proxy) >>"$LOG" 2>&1
 fi
 # Copies: a rebuild during the run must not change what is measured.
 cp "${EG_BIN:-$ROOT/target/release/entitygate}" "$OUT/bin/entitygate"
 cp "$ROOT/target/release/examples/bench_upstream" "$OUT/bin/bench_upstream"
+if want ceiling; then
+  cp "$ROOT/target/release/examples/bench_minimal_proxy" "$OUT/bin/bench_minimal_proxy"
+fi
 EG="$OUT/bin/entitygate"
 UP="$OUT/bin/bench_upstream"
 # The entitygate binaries to run the main rows with: "entitygate-before" (EG_BEFORE) first,
@@ -204,7 +209,7 @@ use_variant() { # use_variant LABEL: start_entitygate runs that binary from now 
 # HAProxy wants certificate and key in one file.
 cat "$CERT" "$CERT_KEY" > "$OUT/tmp/haproxy-server.pem"
 
-for p in $UP_PORT $UP2_PORT $UP_TLS_PORT $EG_PORT $NGINX_PORT $HAPROXY_PORT; do port_free "$p"; done
+for p in $UP_PORT $UP2_PORT $UP_TLS_PORT $EG_PORT $NGINX_PORT $HAPROXY_PORT $MIN_PORT; do port_free "$p"; done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -325,6 +330,14 @@ start_haproxy() { # start_haproxy ALG [h2|tls]
   $PIN_PROXY haproxy -db -f "$OUT/haproxy-$1${flavour:+-$flavour}.cfg" >>"$OUT/haproxy.log" 2>&1 &
   PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$HAPROXY_PORT
   wait_port $HAPROXY_PORT
+}
+
+# The ceiling (group ceiling): no checks, the same server settings and upstream client.
+start_minimal() { # start_minimal: sets PROXY_PID
+  $PIN_PROXY "$OUT/bin/bench_minimal_proxy" --listen "127.0.0.1:$MIN_PORT" \
+    --upstream "http://127.0.0.1:$UP_PORT" >>"$OUT/minimal-hyper.log" 2>&1 &
+  PROXY_PID=$!; PIDS+=("$PROXY_PID"); PROXY_PORT=$MIN_PORT
+  wait_port $MIN_PORT
 }
 
 # --- measurements ---------------------------------------------------------------------------
@@ -656,6 +669,24 @@ if want tls; then
   use_variant entitygate
   stop "$UP_TLS_PID"
   SCHEME=http; STATS_PORT=$UP_PORT
+fi
+
+# --- ceiling: the minimal hyper proxy (examples/bench_minimal_proxy.rs) ----------------------
+# entitygate's own server settings and upstream client with no check at all: the same rows as
+# entitygate's (saturation + fixed rate, idle HTTP/1.1 and h2c connections, h2load), so the
+# report can divide entitygate by the stack it is built on.
+ceiling_rows() {
+  start_minimal
+  measure minimal-hyper "$OUT/tok-hs.txt" "$OUT/body-small.json"
+  stop "$PROXY_PID"
+  start_minimal; idle_case minimal-hyper "$IDLE"; stop "$PROXY_PID"
+  start_minimal; idle_case minimal-hyper-h2 "$IDLE" --h2; stop "$PROXY_PID"
+  if command -v h2load >/dev/null; then
+    start_minimal; h2_case minimal-hyper-h2; stop "$PROXY_PID"
+  fi
+}
+if want ceiling; then
+  ceiling_rows
 fi
 
 cleanup

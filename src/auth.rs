@@ -19,6 +19,7 @@
 //!   length of a slow identity provider's answer.
 
 mod cache;
+mod claims;
 mod jwks;
 mod keys;
 mod provider;
@@ -32,6 +33,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 use serde_json::{Map, Value};
 
 use self::cache::TokenCache;
+use self::claims::{Claims, Loose, Reader};
 use self::jwks::JwksSource;
 use self::keys::{KeySet, Origin, VerifyKey, MAX_KID_LEN};
 use crate::config::{AuthConfig, ConfigError, Env};
@@ -87,9 +89,9 @@ struct Inner {
     static_keys: KeySet,
     jwks: Option<Arc<JwksSource>>,
     cache: Arc<TokenCache>,
-    /// Template; `algorithms` is set to the one key's algorithm per attempt.
-    validation: Validation,
     issuer: Option<String>,
+    /// `aud` must name one of these, when set.
+    audience: Option<Box<[String]>>,
     subject_claim: String,
     subject_prefix: String,
     leeway: u64,
@@ -160,8 +162,8 @@ impl Authenticator {
                 static_keys,
                 jwks,
                 cache,
-                validation: build_validation(cfg),
                 issuer: cfg.issuer.clone(),
+                audience: cfg.audience.as_ref().map(|a| a.to_vec().into_boxed_slice()),
                 subject_claim: cfg.subject_claim.clone(),
                 subject_prefix: cfg.subject_prefix.clone(),
                 leeway: cfg.leeway_secs,
@@ -263,7 +265,7 @@ impl Authenticator {
     /// Finds the key(s) for the token and verifies it, refetching the JWKS at most once (the
     /// refetch itself is single-flight and rate-limited) when the `kid` is unknown or a known
     /// JWKS key fails the signature check.
-    async fn verify(&self, token: &str, header: &Header) -> Result<Map<String, Value>, Error> {
+    async fn verify(&self, token: &str, header: &Header) -> Result<Claims, Error> {
         let inner = &*self.inner;
         let kid = header.kid.as_deref();
         let mut refetched = false;
@@ -375,30 +377,27 @@ impl Inner {
         }
     }
 
-    /// Tries each key in turn. `Ok` on the first that verifies; `Err(Some(_))` for a refusal
-    /// that no other key can change (a bad header, or claims refused after the signature
-    /// verified); `Err(None)` when no key verified the signature.
+    /// Tries each key in turn. `Ok` with the claims on the first that verifies the signature;
+    /// `Err(Some(_))` for a refusal that no other key can change (a bad signature encoding,
+    /// or claims refused after the signature verified); `Err(None)` when no key verified it.
     fn try_keys(
         &self,
         token: &str,
         alg: Algorithm,
         keys: &[Arc<VerifyKey>],
-    ) -> Result<Map<String, Value>, Option<Error>> {
+    ) -> Result<Claims, Option<Error>> {
+        // `check_shape` made sure of three parts.
+        let (message, signature) = token.rsplit_once('.').ok_or(Some(Error::Internal))?;
         for key in keys {
-            // Our own assertion, beside jsonwebtoken's: the key's algorithm, and only it.
+            // Our own assertion: the key's algorithm, and only it (the header's `alg` was
+            // only used to pick the keys).
             if key.alg != alg {
                 return Err(Some(Error::TokenAlgorithmNotAllowed));
             }
-            let mut v = self.validation.clone();
-            v.algorithms = vec![key.alg];
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &v) {
-                Ok(data) => return Ok(data.claims),
+            match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.key, key.alg) {
+                Ok(true) => return self.read_claims(message).map_err(Some),
+                Ok(false) => {}
                 Err(e) => {
-                    if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::Json(_)) {
-                        // The header parsed before, so this is the claims, and the signature
-                        // has verified: say which claim is wrong.
-                        return Err(Some(self.explain_claims(token)));
-                    }
                     if let Some(refusal) = classify(&e) {
                         return Err(Some(refusal));
                     }
@@ -408,62 +407,91 @@ impl Inner {
         Err(None)
     }
 
-    /// Why jsonwebtoken could not read the claims (a compound value where it expects a number
-    /// or a string breaks its parse). Only ever a refusal.
-    fn explain_claims(&self, token: &str) -> Error {
+    /// The claims of a token whose signature has verified: one pass over the payload, then
+    /// what jsonwebtoken's validation used to judge, in its order (a compound `exp`, `nbf` or
+    /// `sub` first, then the required claims, then issuer and audience).
+    fn read_claims(&self, message: &str) -> Result<Claims, Error> {
         use base64::Engine as _;
-        let payload = token.split('.').nth(1).unwrap_or_default();
-        let map = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        let payload = message.split_once('.').map_or("", |(_, p)| p);
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(payload)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-        let Some(Value::Object(map)) = map else {
-            return Error::TokenMalformed("the claims are not a JSON object");
+            .map_err(|_| Error::TokenMalformed("not a valid JWT"))?;
+        let reader = Reader {
+            subject_claim: &self.subject_claim,
+            keep: self.keep.as_deref(),
         };
-        let compound =
-            |name: &str| matches!(map.get(name), Some(Value::Array(_) | Value::Object(_)));
-        for name in ["exp", "nbf"] {
-            if compound(name) {
-                return Error::TokenClaimInvalid(claim_name(name));
+        let claims = reader.read(&json)?;
+        for (name, v) in [("exp", &claims.exp), ("nbf", &claims.nbf)] {
+            if v.as_ref().is_some_and(Loose::is_compound) {
+                return Err(Error::TokenClaimInvalid(name));
             }
         }
-        if compound("sub") {
-            return if self.subject_claim == "sub" {
+        if claims.sub_compound {
+            return Err(if self.subject_claim == "sub" {
                 Error::TokenSubjectInvalid
             } else {
                 Error::TokenClaimInvalid("sub")
-            };
+            });
         }
-        Error::TokenMalformed("the claims are not valid JSON")
+        if claims
+            .exp
+            .as_ref()
+            .and_then(|v| v.numeric_date(false))
+            .is_none()
+        {
+            return Err(Error::TokenClaimInvalid("exp"));
+        }
+        let iss = claims.iss.as_ref().and_then(Loose::str_or_list);
+        let aud = claims.aud.as_ref().and_then(Loose::str_or_list);
+        if self.issuer.is_some() && iss.is_none() {
+            return Err(Error::TokenClaimInvalid("iss"));
+        }
+        if self.audience.is_some() && aud.is_none() {
+            return Err(Error::TokenClaimInvalid("aud"));
+        }
+        if let (Some(want), Some(iss)) = (&self.issuer, iss) {
+            // A list naming the issuer gets past here and is refused by `identity` (the
+            // issuer must be one string).
+            if !iss.iter().any(|i| i == want) {
+                return Err(Error::TokenIssuerMismatch);
+            }
+        }
+        if let (Some(want), Some(aud)) = (&self.audience, aud) {
+            if !aud.iter().any(|a| want.contains(a)) {
+                return Err(Error::TokenAudienceMismatch);
+            }
+        }
+        Ok(claims)
     }
 
     /// Checks time claims, the issuer and the subject of verified claims.
-    fn identity(&self, claims: Map<String, Value>, now: u64) -> Result<Identity, Error> {
+    fn identity(&self, claims: Claims, now: u64) -> Result<Identity, Error> {
         let exp = claims
-            .get("exp")
-            .and_then(|v| numeric_date(v, false))
+            .exp
+            .as_ref()
+            .and_then(|v| v.numeric_date(false))
             .ok_or(Error::TokenClaimInvalid("exp"))?;
         if cache::expired(exp, now, self.leeway) {
             return Err(Error::TokenExpired);
         }
         let limit = now.saturating_add(self.leeway);
-        for name in ["nbf", "iat"] {
-            if let Some(v) = claims.get(name) {
-                let t = numeric_date(v, true).ok_or(Error::TokenClaimInvalid(name))?;
+        for (name, v) in [("nbf", &claims.nbf), ("iat", &claims.iat)] {
+            if let Some(v) = v {
+                let t = v.numeric_date(true).ok_or(Error::TokenClaimInvalid(name))?;
                 if t > limit {
                     return Err(Error::TokenNotYetValid);
                 }
             }
         }
         if let Some(want) = &self.issuer {
-            match claims.get("iss") {
-                Some(Value::String(iss)) if iss == want => {}
-                Some(Value::String(_)) => return Err(Error::TokenIssuerMismatch),
+            match &claims.iss {
+                Some(Loose::Str(iss)) if iss == want => {}
+                Some(Loose::Str(_)) => return Err(Error::TokenIssuerMismatch),
                 _ => return Err(Error::TokenClaimInvalid("iss")),
             }
         }
-        let sub = match claims.get(&self.subject_claim) {
-            Some(Value::String(s))
+        let sub = match &claims.subject {
+            Some(Loose::Str(s))
                 if !s.is_empty()
                     && s.len() <= MAX_SUBJECT_LEN
                     && !s.chars().any(char::is_control)
@@ -478,59 +506,21 @@ impl Inner {
         // A kill switch rule names a token by its `jti` as text: a `jti` with no one text form
         // (a fraction, a boolean, an object) could never be matched, so such a token is refused
         // rather than let past every jti rule.
-        if let Some(jti) = claims.get("jti") {
-            if jti_text(jti).is_none() {
-                return Err(Error::TokenClaimInvalid("jti"));
-            }
+        if claims.jti.as_ref().is_some_and(|j| !j.is_jti()) {
+            return Err(Error::TokenClaimInvalid("jti"));
         }
         let subject: Arc<str> = if self.subject_prefix.is_empty() {
             Arc::from(sub.as_str())
         } else {
             Arc::from(format!("{}{sub}", self.subject_prefix))
         };
-        let claims = match &self.keep {
-            None => claims,
-            Some(keep) => {
-                let mut claims = claims;
-                claims.retain(|name, _| keep.iter().any(|k| k == name));
-                claims
-            }
-        };
         Ok(Identity {
             subject,
-            claims: Arc::new(claims),
+            // Only the kept claims were built as JSON at all ([`Authenticator::keep_claims`]).
+            claims: Arc::new(claims.kept),
             expires_at: exp,
         })
     }
-}
-
-/// The jsonwebtoken validation template: claims presence, issuer and audience. Time claims are
-/// judged by [`Inner::identity`] against our own clock, so `validate_exp`/`validate_nbf` are off
-/// here (jsonwebtoken's own clock panics before the epoch); `exp` stays required, so a missing
-/// or non-numeric `exp` is refused here as well.
-fn build_validation(cfg: &AuthConfig) -> Validation {
-    let mut v = Validation::new(Algorithm::RS256);
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.leeway = 0;
-    let mut required = vec!["exp"];
-    if let Some(iss) = &cfg.issuer {
-        v.set_issuer(&[iss]);
-        required.push("iss");
-    }
-    match &cfg.audience {
-        Some(aud) => {
-            v.set_audience(&aud.to_vec());
-            v.validate_aud = true;
-            required.push("aud");
-        }
-        None => {
-            v.aud = None;
-            v.validate_aud = false;
-        }
-    }
-    v.set_required_spec_claims(&required);
-    v
 }
 
 /// Maps a jsonwebtoken failure to a refusal, or `None` when it only means "this key did not
@@ -572,20 +562,6 @@ fn claim_name(c: &str) -> &'static str {
         "sub" => "sub",
         _ => "claims",
     }
-}
-
-/// A NumericDate: a non-negative JSON number (fractions rounded toward refusal).
-fn numeric_date(v: &Value, round_up: bool) -> Option<u64> {
-    let Value::Number(n) = v else { return None };
-    if let Some(u) = n.as_u64() {
-        return Some(u);
-    }
-    let f = n
-        .as_f64()
-        .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1.8e19)?;
-    let f = if round_up { f.ceil() } else { f.floor() };
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    Some(f as u64)
 }
 
 /// At most 8 KiB, exactly three non-empty base64url (unpadded) parts.

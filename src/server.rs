@@ -527,10 +527,13 @@ fn serving(limits: &LimitsConfig) -> crate::accept::Serving {
     }
 }
 
-/// HTTP/2 flow-control windows and send buffer (README, "Deployment").
-const H2_STREAM_WINDOW: u32 = 64 * 1024;
-const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
-const H2_MAX_SEND_BUF: usize = 64 * 1024;
+/// HTTP/2 flow-control window per stream (README, "Deployment"). Public so that the benchmark's
+/// minimal proxy (`examples/bench_minimal_proxy.rs`) serves with exactly these settings.
+pub const H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// HTTP/2 flow-control window per connection.
+pub const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+/// HTTP/2 send buffer per stream.
+pub const H2_MAX_SEND_BUF: usize = 64 * 1024;
 
 /// Reloads the configuration file on every SIGHUP.
 async fn reload_on_sighup(state: Arc<State>) {

@@ -849,3 +849,92 @@ async fn jti_is_text_or_an_integer_and_nothing_else() {
         .expect("valid");
     assert_eq!(none.jti(), None);
 }
+
+/// A token over `payload` exactly as written (duplicate keys and all), signed with the test
+/// HMAC key.
+fn hs256_raw(payload: &str) -> String {
+    let message = format!(
+        "{}.{}",
+        B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
+        B64.encode(payload)
+    );
+    let sig =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &hmac_key(), Algorithm::HS256).unwrap();
+    format!("{message}.{sig}")
+}
+
+#[tokio::test]
+async fn a_claim_named_twice_is_refused() {
+    // Parsers disagree on which of two values wins (first, last, error): a token that names a
+    // judged claim twice could mean one thing to the IdP and another here. Refused, whichever
+    // copy would pass.
+    let auth = all_static("issuer = \"https://idp.example.com/\"\naudience = \"entitygate\"").await;
+    let exp = now() + 600;
+    let good =
+        format!(r#""sub":"alice","exp":{exp},"iss":"https://idp.example.com/","aud":"entitygate""#);
+    assert!(auth
+        .authenticate(&hs256_raw(&format!("{{{good}}}")))
+        .await
+        .is_ok());
+    for twice in [
+        r#""sub":"mallory""#.to_owned(),
+        format!(r#""exp":{exp}"#),
+        r#""exp":1"#.to_owned(),
+        r#""nbf":1,"nbf":2"#.to_owned(),
+        r#""iat":1,"iat":2"#.to_owned(),
+        r#""iss":"https://idp.example.com/""#.to_owned(),
+        r#""aud":"entitygate""#.to_owned(),
+        r#""jti":"a","jti":"b""#.to_owned(),
+    ] {
+        let t = hs256_raw(&format!("{{{good},{twice}}}"));
+        assert_eq!(
+            auth.authenticate(&t).await.unwrap_err(),
+            Error::TokenMalformed("a claim appears twice"),
+            "{twice}"
+        );
+    }
+    // Claims no decision reads may repeat (the last is kept, as before).
+    let t = hs256_raw(&format!(r#"{{{good},"org":"a","org":"b"}}"#));
+    assert_eq!(auth.authenticate(&t).await.unwrap().claims["org"], "b");
+    // Not one JSON object: malformed.
+    for payload in ["[1,2]", "{\"sub\":\"alice\"", "{} {}", "\"alice\""] {
+        assert_eq!(
+            auth.authenticate(&hs256_raw(payload)).await.unwrap_err(),
+            Error::TokenMalformed("the claims are not a JSON object"),
+            "{payload}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_subject_claim_is_read_once_whatever_its_name() {
+    // The subject from another claim: a compound registered `sub` is still refused (as
+    // jsonwebtoken's validation did), and the subject claim named twice is ambiguous.
+    let auth = rs256_only("subject_claim = \"email\"").await;
+    let exp = now() + 600;
+    let tok = |c: Value| mint(Algorithm::RS256, &rsa_key(), None, &c);
+    assert_eq!(
+        &*auth
+            .authenticate(&tok(json!({"email": "a@b.c", "sub": 7, "exp": exp})))
+            .await
+            .unwrap()
+            .subject,
+        "a@b.c"
+    );
+    assert_eq!(
+        auth.authenticate(&tok(json!({"email": "a@b.c", "sub": ["x"], "exp": exp})))
+            .await
+            .unwrap_err(),
+        Error::TokenClaimInvalid("sub")
+    );
+    let t = hs256_raw(&format!(r#"{{"email":"a@b.c","exp":{exp}}}"#));
+    let twice = hs256_raw(&format!(
+        r#"{{"email":"a@b.c","email":"x@y.z","exp":{exp}}}"#
+    ));
+    let hs = all_static("subject_claim = \"email\"").await;
+    assert!(hs.authenticate(&t).await.is_ok());
+    assert_eq!(
+        hs.authenticate(&twice).await.unwrap_err(),
+        Error::TokenMalformed("a claim appears twice")
+    );
+}
