@@ -13,7 +13,10 @@
 # bodies and bench_upstream are reused; a fresh token is minted. BODY=small|1k|256k picks the
 # body (default small). COLD=1 makes every request a new user (a token never seen and one
 # status lookup each, as the cold rows of run.sh). KEEP=PREFIX keeps each profile as
-# PREFIX.<binary name> for callgrind_annotate. Needs valgrind (Debian: valgrind).
+# PREFIX.<binary name> for callgrind_annotate. STEPS=VARIANT runs the configuration of that
+# bench/steps variant (entitygate-HS256-steps-VARIANT.toml of the run: none, constraints, ...,
+# all) instead of the run's default (STEPS=all unless the run said otherwise), for the A/B of
+# the decision steps in instructions. Needs valgrind (Debian: valgrind).
 #
 # Read the figures as relative: valgrind runs SHA-256 without the CPU's SHA extensions, so the
 # token-cache key and the audit hash chain weigh far more here than on the real CPU.
@@ -23,7 +26,7 @@ RUN=$(cd "$1" && pwd); shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REQUESTS=${REQUESTS:-2000}
 BODY_FILE="$RUN/body-${BODY:-small}.json"
-CONF="$RUN/entitygate-HS256.toml"
+CONF="$RUN/entitygate-HS256${STEPS:+-steps-$STEPS}.toml"
 UP="$RUN/bin/bench_upstream"
 for f in "$BODY_FILE" "$CONF" "$UP"; do [ -e "$f" ] || { echo "missing: $f" >&2; exit 2; }; done
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 2; }
@@ -80,5 +83,6 @@ for bin in "$@"; do
   [ -n "${KEEP:-}" ] && cp "$TMP/cg.$pid.1" "$KEEP.$(basename "$bin")"   # for callgrind_annotate
   total=$(callgrind_annotate "$TMP/cg.$pid.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
   what="${BODY:-small} body"; [ "${COLD:-0}" = 1 ] && what="$what, a new user each"
+  [ -n "${STEPS:-}" ] && what="$what, steps $STEPS"
   echo "$bin: $(( total / REQUESTS )) instructions per request ($what, $REQUESTS requests)"
 done
