@@ -297,6 +297,36 @@ steps_setup() {
   log "tool lock: $(grep -c '"sha256"' "$OUT/tools.lock.json") github tools locked"
 }
 
+# steps_probe VARIANT: before a variant is measured, calls that only its steps refuse prove that
+# they are in force (and that the "-unused" ones do not apply to the benchmarked tool): an issue
+# outside acme (a constraint refuses it; an approval rule holds it), a GitHub tool the lock does
+# not have (the lock refuses it). A step that is not in force stops the run.
+steps_probe() {
+  python3 - "$1" "$EG_PORT" "$OUT/tok-hs.txt" <<'PY'
+import http.client, json, sys
+variant, port, token = sys.argv[1], int(sys.argv[2]), open(sys.argv[3]).read().split()[0]
+outside = ("GITHUB_CREATE_AN_ISSUE", {"arguments": {"owner": "evil", "repo": "app", "title": "t"}})
+unlocked = ("GITHUB_LIST_COMMITS", {"arguments": {"owner": "acme", "repo": "app"}})
+expect = {  # variant: [(call, slug of the refusal, or None: forwarded)]
+    "constraints": [(outside, "arguments_not_allowed"), (unlocked, None)],
+    "approvals": [(outside, "approval_required"), (unlocked, None)],
+    "toollock": [(outside, None), (unlocked, "tool_definition_changed")],
+    "all": [(outside, "arguments_not_allowed"), (unlocked, "tool_definition_changed")],
+}.get(variant, [(outside, None), (unlocked, None)])
+for (tool, body), want in expect:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("POST", "/api/v3.1/tools/execute/" + tool, json.dumps(body),
+              {"x-api-key": token, "content-type": "application/json"})
+    r = c.getresponse()
+    got = json.loads(r.read() or b"{}").get("error") if r.status != 200 else None
+    slug = got.get("slug") if isinstance(got, dict) else None
+    if r.status != 200 and slug is None:
+        slug = "status %d" % r.status
+    if slug != want:
+        sys.exit("steps %s: %s answered %s, expected %s" % (variant, tool, slug, want or "200"))
+PY
+}
+
 # --- the processes under test ---------------------------------------------------------------
 start_upstream() { # start_upstream PORT [extra args]: sets UP_PID (HTTP/1.1 and h2c)
   local port=$1; shift
@@ -720,6 +750,7 @@ if want steps; then
     for v in $STEPS_VARIANTS; do
       STEPS_CUR=$v
       start_entitygate "HS256-steps-run" HS256 100000
+      steps_probe "$v" || { log "steps $v: a step is not in force (above); stopping"; exit 1; }
       measure "entitygate-HS256-steps-$v" "$OUT/tok-hs.txt" "$OUT/body-small.json" warm \
         ",\"group\":\"steps\",\"steps\":\"$v\""
       stop "$PROXY_PID"

@@ -526,11 +526,15 @@ fn kill_switch(c: &mut Criterion) {
     );
 }
 
-/// Constraints on arguments (issue 27): the same refused-at-the-gate GMAIL_SEND_EMAIL execute
-/// (typical mail arguments) through the service with no constraint configured, with 20
-/// constraints for other tools (none applies: nothing may be parsed or bound), and with 20
-/// constraints that all apply and hold (the arguments parsed once, the variables bound once,
-/// 20 `require`s evaluated). The differences are what constraints add per invocation.
+/// The decision steps of issues 27-29, each against `constraints_none_configured`: the same
+/// refused-at-the-gate GMAIL_SEND_EMAIL execute (typical mail arguments) through the service.
+/// Constraints on arguments (issue 27): 20 for other tools (none applies: nothing may be parsed
+/// or bound), and 20 that all apply and hold (the arguments parsed once, the variables bound
+/// once, 20 `require`s evaluated). Approvals (issue 28): two rules for other tools, and one on
+/// the tool whose `if` is false for this call (an approval that holds waits for a person, which
+/// no loop can measure). The tool lock (issue 29): gmail locked as the sandbox serves it, warm
+/// (the verdict on the definition cached since the metadata read; an execution costs a lookup
+/// and the version pin). The differences are what each step adds per invocation.
 fn constraints(c: &mut Criterion) {
     use bytes::Bytes;
     use http_body_util::Full;
@@ -574,6 +578,14 @@ fn constraints(c: &mut Criterion) {
             })
             .collect::<String>()
     };
+    // The tool lock's file: gmail as the sandbox serves it (its metadata lookups answer the
+    // same definitions, so the lock holds).
+    let lock_path = std::env::temp_dir().join(format!("hot_path-{}.lock.json", std::process::id()));
+    let mut lock = entitygate::toollock::LockFile::new();
+    for t in sandbox.tool_definitions("gmail") {
+        lock.insert(&t, "gmail", "20250909_00", Vec::new());
+    }
+    lock.save(&lock_path).unwrap();
     let cases = [
         ("constraints_none_configured", String::new()),
         (
@@ -583,6 +595,34 @@ fn constraints(c: &mut Criterion) {
         (
             "constraints_20_applying_and_holding",
             twenty(&|_| "GMAIL_SEND_EMAIL".to_owned()),
+        ),
+        (
+            "approvals_2_for_other_tools",
+            r#"[[policy.approvals]]
+name = "repository deletion"
+tools = ["GITHUB_DELETE_A_REPOSITORY"]
+[[policy.approvals]]
+name = "slack to everyone"
+tools = ["SLACK_SEND_MESSAGE"]
+if = 'args.channel == "general"'
+"#
+            .to_owned(),
+        ),
+        (
+            "approvals_applying_if_false",
+            r#"[[policy.approvals]]
+name = "outside mail"
+tools = ["GMAIL_SEND_EMAIL"]
+if = '!args.recipient_email.lowerAscii().endsWith("@acme.com")'
+"#
+            .to_owned(),
+        ),
+        (
+            "toollock_locked_tool_warm",
+            format!(
+                "[tools_lock]\npath = {:?}\ncheck_interval_secs = 0\n",
+                lock_path.display().to_string()
+            ),
         ),
     ];
     for (name, extra) in cases {
@@ -608,6 +648,7 @@ fn constraints(c: &mut Criterion) {
         assert_eq!(sandbox.count("POST", "/"), 0, "nothing was forwarded");
     }
     sandbox.stop();
+    let _ = std::fs::remove_file(&lock_path);
 }
 
 criterion_group!(
