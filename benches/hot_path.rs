@@ -530,11 +530,10 @@ fn kill_switch(c: &mut Criterion) {
 /// refused-at-the-gate GMAIL_SEND_EMAIL execute (typical mail arguments) through the service.
 /// Constraints on arguments (issue 27): 20 for other tools (none applies: nothing may be parsed
 /// or bound), and 20 that all apply and hold (the arguments parsed once, the variables bound
-/// once, 20 `require`s evaluated). Approvals (issue 28): two rules for other tools, and one on
-/// the tool whose `if` is false for this call (an approval that holds waits for a person, which
-/// no loop can measure). The tool lock (issue 29): gmail locked as the sandbox serves it, warm
-/// (the verdict on the definition cached since the metadata read; an execution costs a lookup
-/// and the version pin). The differences are what each step adds per invocation.
+/// once, 20 `require`s evaluated). The tool lock (issue 29): gmail locked as the sandbox serves
+/// it, warm (the verdict on the definition cached since the metadata read; an execution costs
+/// a lookup and the version pin). The differences are what each step adds per invocation.
+/// Approvals are asked after the gate, so they have rows of their own ([`approvals`]).
 fn constraints(c: &mut Criterion) {
     use bytes::Bytes;
     use http_body_util::Full;
@@ -597,27 +596,6 @@ fn constraints(c: &mut Criterion) {
             twenty(&|_| "GMAIL_SEND_EMAIL".to_owned()),
         ),
         (
-            "approvals_2_for_other_tools",
-            r#"[[policy.approvals]]
-name = "repository deletion"
-tools = ["GITHUB_DELETE_A_REPOSITORY"]
-[[policy.approvals]]
-name = "slack to everyone"
-tools = ["SLACK_SEND_MESSAGE"]
-if = 'args.channel == "general"'
-"#
-            .to_owned(),
-        ),
-        (
-            "approvals_applying_if_false",
-            r#"[[policy.approvals]]
-name = "outside mail"
-tools = ["GMAIL_SEND_EMAIL"]
-if = '!args.recipient_email.lowerAscii().endsWith("@acme.com")'
-"#
-            .to_owned(),
-        ),
-        (
             "toollock_locked_tool_warm",
             format!(
                 "[tools_lock]\npath = {:?}\ncheck_interval_secs = 0\n",
@@ -651,6 +629,77 @@ if = '!args.recipient_email.lowerAscii().endsWith("@acme.com")'
     let _ = std::fs::remove_file(&lock_path);
 }
 
+/// Approvals (issue 28) are the last step, asked only of calls every other step allowed: an
+/// execute that passes the gate (alice's GitHub is ACTIVE) and is forwarded to the sandbox,
+/// with no approval rule, with two rules for other tools, and with one on the tool whose `if`
+/// is false for this call (bound and evaluated, then forwarded). An approval that holds waits
+/// for a person, which no loop can measure.
+fn approvals(c: &mut Criterion) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::Service;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = Sandbox::with_demo_data("sk_bench");
+    let addr = rt.block_on(sandbox.start()).unwrap();
+    let token = token(Algorithm::HS256, "alice");
+    let body = json!({"arguments": {"owner": "acme", "repo": "app", "title": "Bug: login fails",
+        "body": "Steps to reproduce: open the app, click login, nothing happens.",
+        "labels": ["bug", "p1"]}});
+    let request = || {
+        http::Request::builder()
+            .method(Method::POST)
+            .uri("/api/v3.1/tools/execute/GITHUB_CREATE_AN_ISSUE")
+            .header("x-api-key", &token)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
+            .unwrap()
+    };
+    let cases = [
+        ("approvals_none_forwarded", ""),
+        (
+            "approvals_2_for_other_tools_forwarded",
+            r#"[[policy.approvals]]
+name = "repository deletion"
+tools = ["GITHUB_DELETE_A_REPOSITORY"]
+[[policy.approvals]]
+name = "outside mail"
+tools = ["GMAIL_SEND_EMAIL"]
+if = '!args.recipient_email.lowerAscii().endsWith("@acme.com")'
+"#,
+        ),
+        (
+            "approvals_applying_if_false_forwarded",
+            r#"[[policy.approvals]]
+name = "issues outside acme"
+tools = ["GITHUB_CREATE_AN_ISSUE"]
+if = 'args.owner.lowerAscii() != "acme"'
+"#,
+        ),
+    ];
+    for (name, extra) in cases {
+        let mut cfg = config(&format!("[audit]\npath = \"/dev/null\"\n[policy]\n{extra}"));
+        cfg.upstream.base_url = format!("http://{addr}");
+        let gateway = rt
+            .block_on(entitygate::Gateway::builder(cfg).env(env()).build())
+            .unwrap();
+        let svc = gateway.service();
+        let resp = rt.block_on(svc.clone().call(request())).unwrap();
+        assert_eq!(resp.status(), http::StatusCode::OK, "{name}: forwarded");
+        c.bench_function(name, |b| {
+            b.to_async(&rt).iter_batched(
+                request,
+                |req| {
+                    let mut svc = svc.clone();
+                    async move { svc.call(req).await.unwrap() }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    sandbox.stop();
+}
+
 criterion_group!(
     benches,
     routing,
@@ -660,6 +709,7 @@ criterion_group!(
     policy,
     carriers,
     constraints,
+    approvals,
     evidence,
     console_feed,
     kill_switch
