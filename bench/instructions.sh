@@ -16,7 +16,10 @@
 # PREFIX.<binary name> for callgrind_annotate. EG_PORT and UP_PORT (default 18080 and 18001,
 # run.sh's) move the gateway and the upstream elsewhere, for a machine where another run holds
 # those ports: the config's listen address and upstream port are rewritten to match. Needs
-# valgrind (Debian: valgrind).
+# valgrind (Debian: valgrind). STEPS=VARIANT runs the configuration of that
+# bench/steps variant (entitygate-HS256-steps-VARIANT.toml of the run: none, constraints, ...,
+# all) instead of the run's default (STEPS=all unless the run said otherwise), for the A/B of
+# the decision steps in instructions.
 #
 # A BIN named bench_minimal_proxy* is the ceiling (examples/bench_minimal_proxy.rs): started
 # with --listen/--upstream instead of the config, it serves the same load with no checks.
@@ -29,9 +32,9 @@ RUN=$(cd "$1" && pwd); shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REQUESTS=${REQUESTS:-2000}
 BODY_FILE="$RUN/body-${BODY:-small}.json"
-CONF="$RUN/entitygate-HS256.toml"
 EG_PORT=${EG_PORT:-18080}
 UP_PORT=${UP_PORT:-18001}
+CONF="$RUN/entitygate-HS256${STEPS:+-steps-$STEPS}.toml"
 UP="$RUN/bin/bench_upstream"
 for f in "$BODY_FILE" "$CONF" "$UP"; do [ -e "$f" ] || { echo "missing: $f" >&2; exit 2; }; done
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 2; }
@@ -97,5 +100,6 @@ for bin in "$@"; do
   [ -n "${KEEP:-}" ] && cp "$TMP/cg.$pid.1" "$KEEP.$(basename "$bin")"   # for callgrind_annotate
   total=$(callgrind_annotate "$TMP/cg.$pid.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
   what="${BODY:-small} body"; [ "${COLD:-0}" = 1 ] && what="$what, a new user each"
+  [ -n "${STEPS:-}" ] && what="$what, steps $STEPS"
   echo "$bin: $(( total / REQUESTS )) instructions per request ($what, $REQUESTS requests)"
 done

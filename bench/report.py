@@ -32,7 +32,7 @@ BEFORE = "entitygate-before-"
 
 def kind(r):
     """Which table a row belongs to."""
-    if r.get("group") in ("h2", "tls"):
+    if r.get("group") in ("h2", "tls", "steps"):
         return r["group"]
     for k in ("rate", "body", "idle", "burst"):
         if k in r:
@@ -212,6 +212,49 @@ def ceiling(by, rows):
     print("| --- | ---: | ---: | ---: | --- |")
     for line in lines:
         print(line)
+STEPS = "entitygate-HS256-steps-"
+
+
+def steps_tables(rows):
+    """The decision steps' A/B (run.sh group steps): every variant's rows, then each variant
+    against "none" on the medians of its rounds (one round without --repeat)."""
+    if not rows:
+        return
+    print()
+    print("Decision steps (bench/steps): the warm HS256 rows once per variant, back to back"
+          " (argument constraints, approvals, the tool lock; `-unused`: configured for other"
+          " tools only).")
+    print()
+    main_table(rows)
+    by = {}
+    for r in rows:
+        by.setdefault(r["steps"], []).append(r)
+    base = by.get("none")
+    if not base:
+        return
+    rounds = max(len(v) for v in by.values())
+
+    def med(rs, metric):
+        return statistics.median(metric(r) for r in rs)
+
+    def rps(r):
+        return r["sat"]["rps"]
+
+    def p99(r):
+        return r["rate"]["p99_us"]
+
+    print()
+    print("| variant vs none" + (f" (median of {rounds} rounds)" if rounds > 1 else "")
+          + " | req/s ratio | CPU/request ratio | p99 added ms | req/s range |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for variant, rs in by.items():
+        if variant == "none":
+            continue
+        values = [rps(r) for r in rs]
+        print(f"| {variant} | {med(rs, rps) / med(base, rps):.2f} "
+              f"| {med(rs, cpu_per_10k) / med(base, cpu_per_10k):.2f} "
+              f"| {ms(med(rs, p99) - med(base, p99))} "
+              f"| {min(values):.0f}–{max(values):.0f} |")
 
 
 def main():
@@ -299,6 +342,8 @@ def main():
         for r in tls:
             print(f'| {r["case"]} | {r.get("upstream_http2_requests", "")} |')
         ratios(tby, "entitygate-HS256-tls", ["nginx-tls", "haproxy-HS256-tls", "direct-tls"])
+
+    steps_tables([r for r in rows if kind(r) == "steps"])
 
     before_after(rows)
 

@@ -6,16 +6,21 @@
 #   bench/run.sh --smoke    # tiny numbers, about two minutes: checks that everything works
 #   EG_BEFORE=/path/to/old/entitygate bench/run.sh     # + the same rows with an older binary
 #   bench/run.sh --only entitygate,bodies               # just those groups
+#   bench/run.sh --only steps --repeat 3                # the decision steps' A/B (issue 32)
 #
 # Options: --no-install (do not apt-get nginx/haproxy/wrk/h2load), --no-build (use built
 # binaries), --out DIR, --only LIST (comma-separated groups, default all: direct, nginx,
-# haproxy, entitygate, cold, bodies, idle, burst, h2, tls, ceiling), --repeat N (run each entitygate
-# row, or before/after pair, N times in alternation; the before -> after table shows medians).
+# haproxy, entitygate, cold, bodies, idle, burst, h2, tls, ceiling, steps), --repeat N (run each
+# entitygate row, or before/after pair, or round of steps variants, N times in alternation;
+# the before -> after and steps tables show medians).
 # Environment: EG_BIN=/path/to/entitygate benchmarks that binary instead of the freshly built
 # one. EG_BEFORE=/path/to/entitygate also runs the main entitygate rows (warm, no token cache,
 # cold, bodies, idle, h2, tls) with that binary, labelled entitygate-before-..., each right
 # before the same row with the current binary, and the report gets a "before -> after" table.
 # BENCH_UP_ALPN (default "h2,http/1.1") is what the TLS upstream offers in ALPN.
+# STEPS=VARIANT (default all) is the bench/steps/VARIANT.toml every entitygate row runs with
+# (argument constraints, approvals, the tool lock); `STEPS=none` for an EG_BEFORE binary older
+# than those settings. The steps group runs each variant in turn (see "steps" below).
 #
 # What runs, all on 127.0.0.1: bench_upstream (examples/bench_upstream.rs, a fast stand-in for
 # Composio), and in turn each proxy in front of it: nginx (plain proxy_pass, keep-alive
@@ -32,7 +37,7 @@ MODE=full
 INSTALL=1
 BUILD=1
 OUT=""
-ALL_GROUPS="direct,nginx,haproxy,entitygate,cold,bodies,idle,burst,h2,tls,ceiling"
+ALL_GROUPS="direct,nginx,haproxy,entitygate,cold,bodies,idle,burst,h2,tls,ceiling,steps"
 ONLY=$ALL_GROUPS
 REPEAT=1
 usage() {
@@ -253,6 +258,80 @@ body_json 0 forged > "$OUT/body-forged.json"
 body_json 1024 > "$OUT/body-1k.json"
 body_json 262144 > "$OUT/body-256k.json"
 
+# --- steps: the decision steps of issues 27-29 (issue 32, part 3) ----------------------------
+# bench/steps/VARIANT.toml goes where bench/entitygate.toml says @STEPS@: argument constraints,
+# approval rules, the tool lock, each either applying to the benchmarked tool or configured for
+# other tools only. STEPS_CUR is the variant start_entitygate renders (STEPS, default all).
+STEPS_VARIANTS="none constraints-unused constraints approvals-unused approvals toollock-unused toollock all"
+STEPS_CUR=${STEPS:-all}
+[ -f "$BENCH/steps/$STEPS_CUR.toml" ] || { echo "STEPS=$STEPS_CUR: no bench/steps/$STEPS_CUR.toml" >&2; exit 2; }
+steps_settings() { # steps_settings FILE...: the settings lines of snippets (no comments, blanks)
+  cat "$@" | grep -v '^[[:space:]]*#' | grep -v '^[[:space:]]*$'
+}
+# all.toml is the union of the applying variants: it must not drift from them.
+if [ "$(steps_settings "$BENCH/steps/all.toml")" != \
+     "$(steps_settings "$BENCH/steps/"{constraints,approvals-unused,approvals,toollock}.toml)" ]; then
+  echo "bench/steps/all.toml differs from constraints + approvals-unused + approvals + toollock" >&2
+  exit 2
+fi
+steps_insert() { # steps_insert CONF VARIANT: the variant's snippet in place of the @STEPS@ line
+  awk -v f="$BENCH/steps/$2.toml" \
+    '$0 == "@STEPS@" { while ((getline l < f) > 0) print l; close(f); next } { print }' \
+    "$1" > "$1.tmp" && mv "$1.tmp" "$1"
+}
+# steps_setup: the lock files the variants name, beside the configurations (the tool lock's
+# path is relative to its configuration): tools.lock.json written by `entitygate tools lock`
+# from bench_upstream's definitions (it must be listening), tools-other.lock.json copied. Also
+# one HS256 configuration per variant, entitygate-HS256-steps-VARIANT.toml, for
+# `STEPS=VARIANT bench/instructions.sh` (and entitygate-HS256.toml with STEPS_CUR).
+steps_setup() {
+  cp "$BENCH/steps/tools-other.lock.json" "$OUT/tools-other.lock.json"
+  rm -f "$OUT/tools.lock.json"
+  local v conf
+  for v in $STEPS_VARIANTS; do
+    conf="$OUT/entitygate-HS256-steps-$v.toml"
+    render "$BENCH/entitygate.toml" "$conf" PORT=$EG_PORT UPSTREAM_PORT=$UP_PORT \
+      TOKEN_CACHE=100000 ALG=HS256 KEY_LINE='secret_env = "ENTITYGATE_JWT_SECRET"' \
+      WORK="$OUT/tmp" UPSTREAM_SCHEME=http UPSTREAM_CA_LINE="" TLS_SECTION=""
+    steps_insert "$conf" "$v"
+  done
+  cp "$OUT/entitygate-HS256-steps-$STEPS_CUR.toml" "$OUT/entitygate-HS256.toml"
+  COMPOSIO_API_KEY=sk_bench_only ENTITYGATE_JWT_SECRET="$SECRET" RUST_LOG=warn \
+    "$EG" tools lock --config "$OUT/entitygate-HS256-steps-toollock.toml" --toolkits github \
+    >>"$LOG" 2>&1 || { log "entitygate tools lock failed (see $LOG)"; exit 1; }
+  log "tool lock: $(grep -c '"sha256"' "$OUT/tools.lock.json") github tools locked"
+}
+
+# steps_probe VARIANT: before a variant is measured, calls that only its steps refuse prove that
+# they are in force (and that the "-unused" ones do not apply to the benchmarked tool): an issue
+# outside acme (a constraint refuses it; an approval rule holds it), a GitHub tool the lock does
+# not have (the lock refuses it). A step that is not in force stops the run.
+steps_probe() {
+  python3 - "$1" "$EG_PORT" "$OUT/tok-hs.txt" <<'PY'
+import http.client, json, sys
+variant, port, token = sys.argv[1], int(sys.argv[2]), open(sys.argv[3]).read().split()[0]
+outside = ("GITHUB_CREATE_AN_ISSUE", {"arguments": {"owner": "evil", "repo": "app", "title": "t"}})
+unlocked = ("GITHUB_LIST_COMMITS", {"arguments": {"owner": "acme", "repo": "app"}})
+expect = {  # variant: [(call, slug of the refusal, or None: forwarded)]
+    "constraints": [(outside, "arguments_not_allowed"), (unlocked, None)],
+    "approvals": [(outside, "approval_required"), (unlocked, None)],
+    "toollock": [(outside, None), (unlocked, "tool_definition_changed")],
+    "all": [(outside, "arguments_not_allowed"), (unlocked, "tool_definition_changed")],
+}.get(variant, [(outside, None), (unlocked, None)])
+for (tool, body), want in expect:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("POST", "/api/v3.1/tools/execute/" + tool, json.dumps(body),
+              {"x-api-key": token, "content-type": "application/json"})
+    r = c.getresponse()
+    got = json.loads(r.read() or b"{}").get("error") if r.status != 200 else None
+    slug = got.get("slug") if isinstance(got, dict) else None
+    if r.status != 200 and slug is None:
+        slug = "status %d" % r.status
+    if slug != want:
+        sys.exit("steps %s: %s answered %s, expected %s" % (variant, tool, slug, want or "200"))
+PY
+}
+
 # --- the processes under test ---------------------------------------------------------------
 start_upstream() { # start_upstream PORT [extra args]: sets UP_PID (HTTP/1.1 and h2c)
   local port=$1; shift
@@ -287,6 +366,7 @@ start_entitygate() { # start_entitygate NAME ALG TOKEN_CACHE [UPSTREAM_PORT [tls
   render "$BENCH/entitygate.toml" "$conf" PORT=$EG_PORT \
     UPSTREAM_PORT="$upport" TOKEN_CACHE="$cache" ALG="$alg" KEY_LINE="$keyline" WORK="$OUT/tmp" \
     UPSTREAM_SCHEME="$scheme" UPSTREAM_CA_LINE="$caline" TLS_SECTION="$tls"
+  steps_insert "$conf" "$STEPS_CUR"
   # Keys the older binary does not know are marked "# not-before" in the template.
   if [ "$EG_CUR" != "$EG" ]; then sed -i '/^[^#].*# not-before/d' "$conf"; fi
   COMPOSIO_API_KEY=sk_bench_only ENTITYGATE_JWT_SECRET="$SECRET" RUST_LOG=warn \
@@ -459,6 +539,7 @@ h2_case() {
 log "machine: $NCPU CPUs; $PINNING; load: $(cut -d' ' -f1-3 /proc/loadavg); groups: $ONLY"
 start_upstream $UP_PORT
 MAIN_UP_PID=$UP_PID
+steps_setup
 
 # 1. direct: the floor
 if want direct; then
@@ -689,6 +770,26 @@ if want ceiling; then
   ceiling_rows
 fi
 
+# --- steps: each decision step configured, A/B against none -------------------------------------
+# The warm HS256 rows (saturation, then the fixed rate) once per bench/steps variant, back to
+# back with the current binary; --repeat N runs N rounds of all variants in turn, so slow drift
+# of the machine spreads over every variant alike. Labelled entitygate-HS256-steps-VARIANT;
+# report.py sets each against "none" (req/s ratio, CPU/request ratio, p99 added).
+if want steps; then
+  use_variant entitygate
+  for _ in $(seq 1 "$REPEAT"); do
+    for v in $STEPS_VARIANTS; do
+      STEPS_CUR=$v
+      start_entitygate "HS256-steps-run" HS256 100000
+      steps_probe "$v" || { log "steps $v: a step is not in force (above); stopping"; exit 1; }
+      measure "entitygate-HS256-steps-$v" "$OUT/tok-hs.txt" "$OUT/body-small.json" warm \
+        ",\"group\":\"steps\",\"steps\":\"$v\""
+      stop "$PROXY_PID"
+    done
+  done
+  STEPS_CUR=${STEPS:-all}
+fi
+
 cleanup
 # The access log, the audit trail and the cold tokens are large and say nothing more.
 rm -f "$OUT/tmp/nginx-access.log" "$OUT/tmp/entitygate-audit.jsonl" "$OUT/tok-cold.txt"
@@ -702,6 +803,7 @@ rm -f "$OUT/tmp/nginx-access.log" "$OUT/tmp/entitygate-audit.jsonl" "$OUT/tok-co
     echo "entitygate-before: $EG_BEFORE (sha256 $(sha256sum "$OUT/bin/entitygate-before" | cut -c1-12))"
   fi
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "decision steps (bench/steps): $STEPS_CUR in every entitygate row but the steps group's"
   echo "mode: $MODE; groups: $ONLY${SKIPPED:+ (skipped: $SKIPPED)}; entitygate rows x$REPEAT; saturation ${SAT_SECS}s at $CONNS connections; rate $RATE req/s ($RATE_CONNS connections, random 0-$((2 * DELAY_MS)) ms pauses) for ${RATE_SECS}s; h2load $CONNS connections x $H2_STREAMS streams; TLS upstream ALPN $UP_ALPN"
   echo
   python3 "$BENCH/report.py" "$RESULTS"

@@ -526,11 +526,14 @@ fn kill_switch(c: &mut Criterion) {
     );
 }
 
-/// Constraints on arguments (issue 27): the same refused-at-the-gate GMAIL_SEND_EMAIL execute
-/// (typical mail arguments) through the service with no constraint configured, with 20
-/// constraints for other tools (none applies: nothing may be parsed or bound), and with 20
-/// constraints that all apply and hold (the arguments parsed once, the variables bound once,
-/// 20 `require`s evaluated). The differences are what constraints add per invocation.
+/// The decision steps of issues 27-29, each against `constraints_none_configured`: the same
+/// refused-at-the-gate GMAIL_SEND_EMAIL execute (typical mail arguments) through the service.
+/// Constraints on arguments (issue 27): 20 for other tools (none applies: nothing may be parsed
+/// or bound), and 20 that all apply and hold (the arguments parsed once, the variables bound
+/// once, 20 `require`s evaluated). The tool lock (issue 29): gmail locked as the sandbox serves
+/// it, warm (the verdict on the definition cached since the metadata read; an execution costs
+/// a lookup and the version pin). The differences are what each step adds per invocation.
+/// Approvals are asked after the gate, so they have rows of their own ([`approvals`]).
 fn constraints(c: &mut Criterion) {
     use bytes::Bytes;
     use http_body_util::Full;
@@ -574,6 +577,14 @@ fn constraints(c: &mut Criterion) {
             })
             .collect::<String>()
     };
+    // The tool lock's file: gmail as the sandbox serves it (its metadata lookups answer the
+    // same definitions, so the lock holds).
+    let lock_path = std::env::temp_dir().join(format!("hot_path-{}.lock.json", std::process::id()));
+    let mut lock = entitygate::toollock::LockFile::new();
+    for t in sandbox.tool_definitions("gmail") {
+        lock.insert(&t, "gmail", "20250909_00", Vec::new());
+    }
+    lock.save(&lock_path).unwrap();
     let cases = [
         ("constraints_none_configured", String::new()),
         (
@@ -583,6 +594,13 @@ fn constraints(c: &mut Criterion) {
         (
             "constraints_20_applying_and_holding",
             twenty(&|_| "GMAIL_SEND_EMAIL".to_owned()),
+        ),
+        (
+            "toollock_locked_tool_warm",
+            format!(
+                "[tools_lock]\npath = {:?}\ncheck_interval_secs = 0\n",
+                lock_path.display().to_string()
+            ),
         ),
     ];
     for (name, extra) in cases {
@@ -608,6 +626,78 @@ fn constraints(c: &mut Criterion) {
         assert_eq!(sandbox.count("POST", "/"), 0, "nothing was forwarded");
     }
     sandbox.stop();
+    let _ = std::fs::remove_file(&lock_path);
+}
+
+/// Approvals (issue 28) are the last step, asked only of calls every other step allowed: an
+/// execute that passes the gate (alice's GitHub is ACTIVE) and is forwarded to the sandbox,
+/// with no approval rule, with two rules for other tools, and with one on the tool whose `if`
+/// is false for this call (bound and evaluated, then forwarded). An approval that holds waits
+/// for a person, which no loop can measure.
+fn approvals(c: &mut Criterion) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::Service;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = Sandbox::with_demo_data("sk_bench");
+    let addr = rt.block_on(sandbox.start()).unwrap();
+    let token = token(Algorithm::HS256, "alice");
+    let body = json!({"arguments": {"owner": "acme", "repo": "app", "title": "Bug: login fails",
+        "body": "Steps to reproduce: open the app, click login, nothing happens.",
+        "labels": ["bug", "p1"]}});
+    let request = || {
+        http::Request::builder()
+            .method(Method::POST)
+            .uri("/api/v3.1/tools/execute/GITHUB_CREATE_AN_ISSUE")
+            .header("x-api-key", &token)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
+            .unwrap()
+    };
+    let cases = [
+        ("approvals_none_forwarded", ""),
+        (
+            "approvals_2_for_other_tools_forwarded",
+            r#"[[policy.approvals]]
+name = "repository deletion"
+tools = ["GITHUB_DELETE_A_REPOSITORY"]
+[[policy.approvals]]
+name = "outside mail"
+tools = ["GMAIL_SEND_EMAIL"]
+if = '!args.recipient_email.lowerAscii().endsWith("@acme.com")'
+"#,
+        ),
+        (
+            "approvals_applying_if_false_forwarded",
+            r#"[[policy.approvals]]
+name = "issues outside acme"
+tools = ["GITHUB_CREATE_AN_ISSUE"]
+if = 'args.owner.lowerAscii() != "acme"'
+"#,
+        ),
+    ];
+    for (name, extra) in cases {
+        let mut cfg = config(&format!("[audit]\npath = \"/dev/null\"\n[policy]\n{extra}"));
+        cfg.upstream.base_url = format!("http://{addr}");
+        let gateway = rt
+            .block_on(entitygate::Gateway::builder(cfg).env(env()).build())
+            .unwrap();
+        let svc = gateway.service();
+        let resp = rt.block_on(svc.clone().call(request())).unwrap();
+        assert_eq!(resp.status(), http::StatusCode::OK, "{name}: forwarded");
+        c.bench_function(name, |b| {
+            b.to_async(&rt).iter_batched(
+                request,
+                |req| {
+                    let mut svc = svc.clone();
+                    async move { svc.call(req).await.unwrap() }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    sandbox.stop();
 }
 
 criterion_group!(
@@ -619,6 +709,7 @@ criterion_group!(
     policy,
     carriers,
     constraints,
+    approvals,
     evidence,
     console_feed,
     kill_switch

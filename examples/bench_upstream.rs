@@ -12,7 +12,9 @@
 //! TLS instead, offering the ALPN protocols of `--alpn` (default `h2,http/1.1`):
 //! - `POST .../tools/execute/{slug}` (any prefix): reads the body, answers like Composio's
 //!   execute endpoint;
-//! - `GET /api/v3.1/tools/{slug}`: the tool's toolkit (always GitHub);
+//! - `GET /api/v3.1/tools/{slug}`: the tool's definition for the bench's GitHub tools
+//!   ([`github_tools`]), else only its toolkit (always GitHub); `GET /api/v3.1/tools` lists
+//!   the bench's GitHub tools (for `entitygate tools lock`);
 //! - `GET /api/v3.1/connected_accounts?user_ids=U&...`: one ACTIVE GitHub account `ca_U`,
 //!   after `--lookup-delay-ms` (to make a burst overlap one lookup, as against the real one);
 //! - `GET /__stats`: how many of each it answered (JSON; `http2`: how many came over HTTP/2),
@@ -236,11 +238,18 @@ impl Upstream {
                 .or_else(|| path.strip_prefix("/api/v3/tools/"))
             {
                 s.tool_lookups.fetch_add(1, Ordering::Relaxed);
-                let body = serde_json::json!({
-                    "slug": slug,
-                    "toolkit": {"slug": "github", "name": "GitHub"},
-                    "no_auth": false,
+                let body = github_tool(slug).unwrap_or_else(|| {
+                    serde_json::json!({
+                        "slug": slug,
+                        "toolkit": {"slug": "github", "name": "GitHub"},
+                        "no_auth": false,
+                    })
                 });
+                return json(StatusCode::OK, body.to_string());
+            }
+            if path == "/api/v3.1/tools" || path == "/api/v3/tools" {
+                s.other.fetch_add(1, Ordering::Relaxed);
+                let body = serde_json::json!({ "items": github_tools(), "next_cursor": null });
                 return json(StatusCode::OK, body.to_string());
             }
             if path == "/__stats" {
@@ -274,6 +283,91 @@ impl Upstream {
             r#"{"error":{"message":"not found (bench_upstream)"}}"#,
         )
     }
+}
+
+/// The toolkit version the bench's tool definitions are at (the bench bodies send it too).
+const GITHUB_VERSION: &str = "20250909_00";
+
+/// The bench's GitHub tools as Composio's v3 tool objects: what `GET /api/v3.1/tools/{slug}`
+/// and the toolkit listing answer, so that `entitygate tools lock` can lock them and the
+/// gateway's tool lock (bench/steps/toollock.toml) judges the same definitions on every
+/// metadata read. Anything else that shows these tools (an MCP `tools/list`) should build
+/// them from here, or the lock sees a drift.
+fn github_tools() -> Vec<serde_json::Value> {
+    let repo = serde_json::json!({
+        "owner": {"type": "string", "description": "The account owner of the repository."},
+        "repo": {"type": "string", "description": "The name of the repository."},
+    });
+    let mut issue_props = repo.as_object().cloned().unwrap_or_default();
+    for (k, v) in [
+        (
+            "title",
+            serde_json::json!({"type": "string", "description": "The title of the issue."}),
+        ),
+        (
+            "body",
+            serde_json::json!({"type": "string", "description": "The contents of the issue."}),
+        ),
+        (
+            "labels",
+            serde_json::json!({"type": "array", "items": {"type": "string"},
+                "description": "Labels to associate with this issue."}),
+        ),
+        (
+            "assignees",
+            serde_json::json!({"type": "array", "items": {"type": "string"},
+                "description": "Logins for users to assign to this issue."}),
+        ),
+    ] {
+        issue_props.insert(k.to_owned(), v);
+    }
+    let tool = |slug: &str, name: &str, description: &str, input: serde_json::Value| {
+        serde_json::json!({
+            "slug": slug,
+            "name": name,
+            "description": description,
+            "input_parameters": input,
+            "output_parameters": {"type": "object", "properties": {
+                "data": {"type": "object", "description": "The GitHub API's answer."},
+                "successful": {"type": "boolean"},
+                "error": {"type": ["string", "null"]},
+            }, "required": ["data", "successful"]},
+            "toolkit": {"slug": "github", "name": "GitHub"},
+            "version": GITHUB_VERSION,
+            "no_auth": false,
+        })
+    };
+    vec![
+        tool(
+            "GITHUB_CREATE_AN_ISSUE",
+            "Create an issue",
+            "Creates a new issue in a GitHub repository the connected user can open issues in.",
+            serde_json::json!({"type": "object", "properties": issue_props,
+                "required": ["owner", "repo", "title"]}),
+        ),
+        tool(
+            "GITHUB_GET_THE_AUTHENTICATED_USER",
+            "Get the authenticated user",
+            "Gets the profile of the connected GitHub user.",
+            serde_json::json!({"type": "object", "properties": {}}),
+        ),
+        tool(
+            "GITHUB_LIST_REPOSITORY_ISSUES",
+            "List repository issues",
+            "Lists the issues of a repository, newest first.",
+            serde_json::json!({"type": "object", "properties": repo,
+                "required": ["owner", "repo"]}),
+        ),
+    ]
+}
+
+/// One of [`github_tools`] by slug (ASCII case-insensitive).
+fn github_tool(slug: &str) -> Option<serde_json::Value> {
+    github_tools().into_iter().find(|t| {
+        t["slug"]
+            .as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case(slug))
+    })
 }
 
 fn mint(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {

@@ -70,7 +70,7 @@ pub(crate) struct Rule {
 impl Rule {
     /// Whether the rule asks for this call: its `if` holds, or fails to evaluate (fail
     /// closed: a condition that cannot be read is no reason to skip an approval).
-    pub(crate) fn asks<'v>(&self, vars: impl FnOnce() -> &'v crate::constraints::Vars) -> bool {
+    pub(crate) fn asks<'v>(&self, vars: impl FnOnce() -> &'v crate::constraints::Vars<'v>) -> bool {
         let Some(cond) = &self.condition else {
             return true;
         };

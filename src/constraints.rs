@@ -511,7 +511,7 @@ impl Expr {
     }
 
     /// The cost estimate of evaluating on `vars` (module docs).
-    pub(crate) fn cost(&self, vars: &Vars) -> u64 {
+    pub(crate) fn cost(&self, vars: &Vars<'_>) -> u64 {
         let mut cost = self.nodes;
         for _ in 0..self.loop_depth {
             cost = cost.saturating_mul(vars.values.saturating_add(1));
@@ -526,7 +526,7 @@ impl Expr {
     ///
     /// # Errors
     /// [`EvalError`]: over the cost bound (not evaluated), failed, or not a boolean.
-    pub(crate) fn eval(&self, vars: &Vars) -> Result<bool, EvalError> {
+    pub(crate) fn eval(&self, vars: &Vars<'_>) -> Result<bool, EvalError> {
         let estimate = self.cost(vars);
         if estimate > MAX_COST {
             return Err(EvalError::Cost { estimate });
@@ -595,16 +595,18 @@ pub(crate) struct Scope<'a> {
 }
 
 /// A [`Scope`] bound for evaluation, with its size for the cost bound. Built once per
-/// invocation, shared by every expression evaluated on it.
-pub(crate) struct Vars {
-    context: Context<'static, 'static>,
+/// invocation, shared by every expression evaluated on it. Its strings borrow the scope's
+/// (the arguments, the claims): binding copies no string, and reading `args.x` in an
+/// expression copies a pointer, not the text.
+pub(crate) struct Vars<'a> {
+    context: Context<'a, 'a>,
     /// JSON values in the variables (each array element, object member, scalar).
     values: u64,
     /// Bytes of the strings in the variables (keys included).
     bytes: u64,
 }
 
-impl fmt::Debug for Vars {
+impl fmt::Debug for Vars<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Vars")
             .field("values", &self.values)
@@ -614,17 +616,17 @@ impl fmt::Debug for Vars {
 }
 
 /// Counts while converting JSON to CEL values (built straight into the interpreter's own
-/// value types: one copy of each string, no intermediate tree).
+/// value types, borrowing every string and key: no intermediate tree, no copied text).
 #[derive(Default)]
 struct Size {
     values: u64,
     bytes: u64,
 }
 
-type Val = Box<dyn cel::common::value::Val>;
+type Val<'a> = Box<dyn cel::common::value::Val + 'a>;
 
 impl Size {
-    fn cel(&mut self, v: &Value) -> Val {
+    fn cel<'a>(&mut self, v: &'a Value) -> Val<'a> {
         use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelNull, CelUInt};
         self.values += 1;
         match v {
@@ -647,34 +649,37 @@ impl Size {
         }
     }
 
-    fn string(&mut self, s: &str) -> Val {
+    fn string<'a>(&mut self, s: &'a str) -> Val<'a> {
         self.bytes += s.len() as u64;
-        Box::new(cel::common::types::CelString::from(s.to_owned()))
+        Box::new(cel::common::types::CelString::from(s))
     }
 
-    fn map(&mut self, m: &Map<String, Value>) -> Val {
+    fn map<'a>(&mut self, m: &'a Map<String, Value>) -> Val<'a> {
         use cel::common::types::{CelMap, CelMapKey};
         let mut out = std::collections::HashMap::with_capacity(m.len());
         for (k, v) in m {
             self.bytes += k.len() as u64;
-            out.insert(CelMapKey::from(k.clone()), self.cel(v));
+            out.insert(CelMapKey::from(k.as_str()), self.cel(v));
         }
         Box::new(CelMap::from(out))
     }
 }
 
-impl Scope<'_> {
-    /// Binds the variables for evaluation.
-    pub(crate) fn bind(&self) -> Vars {
+/// `{}`: the `args` of a call without arguments.
+static NO_ARGS: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+impl<'a> Scope<'a> {
+    /// Binds the variables for evaluation (borrowing them).
+    pub(crate) fn bind(&self) -> Vars<'a> {
         let mut size = Size::default();
         let mut context = Context::with_env(Arc::clone(env()));
-        let opt = |size: &mut Size, s: Option<&str>| -> Val {
+        let opt = |size: &mut Size, s: Option<&'a str>| -> Val<'a> {
             s.map_or_else(
-                || -> Val { Box::new(cel::common::types::CelNull) },
+                || -> Val<'a> { Box::new(cel::common::types::CelNull) },
                 |s| size.string(s),
             )
         };
-        let vars: [(&str, Val); 8] = [
+        let vars: [(&str, Val<'a>); 8] = [
             ("subject", size.string(self.subject)),
             ("claims", size.map(self.claims)),
             ("tool", size.string(self.tool)),
@@ -688,13 +693,13 @@ impl Scope<'_> {
                 "args",
                 match self.args {
                     Some(a) => size.cel(a),
-                    None => size.map(&Map::new()),
+                    None => size.map(&NO_ARGS),
                 },
             ),
             (
                 "proxy",
                 self.proxy.map_or_else(
-                    || -> Val { Box::new(cel::common::types::CelNull) },
+                    || -> Val<'a> { Box::new(cel::common::types::CelNull) },
                     |p| size.cel(p),
                 ),
             ),
@@ -808,7 +813,7 @@ impl Constraint {
     ///
     /// # Errors
     /// As [`Expr::eval`], of either expression.
-    pub(crate) fn check(&self, vars: &Vars) -> Result<bool, EvalError> {
+    pub(crate) fn check(&self, vars: &Vars<'_>) -> Result<bool, EvalError> {
         if let Some(w) = &self.when {
             if !w.eval(vars)? {
                 return Ok(true);

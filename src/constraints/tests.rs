@@ -25,7 +25,8 @@ fn scope<'a>(claims: &'a Map<String, Value>, args: &'a Value) -> Scope<'a> {
 fn eval(src: &str, args: Value) -> Result<bool, EvalError> {
     let c = claims();
     let e = compile(src).expect("compiles");
-    e.eval(&scope(&c, &args).bind())
+    let r = e.eval(&scope(&c, &args).bind());
+    r
 }
 
 const MAIL: &str = r#"args.recipient_email.endsWith("@acme.com")
