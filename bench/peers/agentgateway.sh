@@ -25,20 +25,26 @@
 # four crates from git; cargo then cannot resolve at all). Each is replaced by the crates.io release
 # it carries the version of, and cargo re-resolves only those entries of Cargo.lock:
 #   - google-cloud-auth: git googleapis/google-cloud-rust rev 58058110 (says 1.10.0) -> crates.io
-#     =1.10.0. That rev had renamed the feature `__gdch` to `gdch` (so released in 1.11.0); 1.10.0
-#     still calls it `__gdch`, so the feature list says `__gdch`. 1.11.0 would need newer tokio and
-#     serde_json than their Cargo.lock; with 1.10.0 google-cloud-gax/rpc/wkt keep their locked
-#     versions (1.5.0/1.4.0/1.10.0, now from crates.io). Used only for GCP backend auth.
+#     1.11.0 as a local patch crate (patches/google-cloud-auth-1.11.0). That rev sits between the
+#     1.10.0 and 1.11.0 releases and already has what agentgateway calls (feature `gdch`, public
+#     credentials::gdch::Builder); crates.io 1.10.0 has neither (`__gdch`, a private module), so it
+#     does not compile. 1.11.0 raised some minimum versions (tokio 1.52.3, serde_json 1.0.150,
+#     reqwest 0.13.4, aws-lc-rs 1.17.0, google-cloud-gax 1.11.0); the patch crate lowers them back
+#     to the versions in their Cargo.lock, so nothing else in the lock moves (tokio, hyper, rustls
+#     ... stay theirs). Used only for GCP backend authentication, not on the MCP path.
 #   - schemars: git howardjohn/schemars rev 4364354f (=1.0.4) -> crates.io 1.0.4 plus a local patch
 #     crate (patches/schemars-1.0.4) adding the fork's `arcstr1` feature (JsonSchema for
-#     arcstr::ArcStr, as a string). Compiled only for the `schema` feature / xtask: not in this build.
-#   - http-serde: git gitlab howardjohn/http-serde rev c2e482be (2.1.1) -> crates.io 2.1.1 (the
-#     compile shows it fits).
+#     arcstr::ArcStr, as a string). Needed for resolution; schema generation is not in this build.
+#   - http-serde: gitlab howardjohn/http-serde rev c2e482be (2.1.1) -> crates.io 2.1.1 plus a local
+#     patch crate (patches/http-serde-2.1.1) adding the fork's `header_name` and `scheme` modules
+#     (and their `option::` forms): serialize as the string, parse from it, like its `method`.
+#     agentgateway uses them for config (de)serialization.
 #   - wiremock: git howardjohn/wiremock-rs (0.6.5) -> crates.io 0.6.5 via patches/wiremock-0.6.5 with
-#     an empty `tls` feature (the fork's TLS server). Dev-dependency only: agentgateway's own tests
-#     would not compile against it; the binary does not use it.
-# Cargo.lock afterwards differs from theirs only in those sources, the google-cloud-auth feature,
-# and three crates the wiremock fork pulled in (axum-server, rcgen 0.13.2, rustls-pemfile) gone.
+#     an empty `tls` feature (the fork's TLS mock server). agentgateway lists it as a dependency but
+#     uses it only in cfg(test)/internal_benches helpers, which this build does not compile.
+# Cargo.lock afterwards differs from theirs only in those sources, google-cloud-auth 1.10.0 ->
+# 1.11.0, and three crates the wiremock fork pulled in (axum-server, rcgen 0.13.2, rustls-pemfile)
+# gone.
 #
 # Needs: rust per rust-toolchain.toml (the channel, or channel.0), protoc (Debian protobuf-compiler;
 # apt-get when root), crates.io. Cache: ${EG_BENCH_CACHE:-~/.cache/entitygate-bench}/agentgateway-TAG
@@ -120,6 +126,8 @@ patch_crate() { # patch_crate NAME VERSION: copy the crates.io source to $CACHE/
 
 apply_cargo_changes() { # the documented replacements of the git dependencies (see the header)
   [ -f "$SRC/.agw-patched" ] && return 0
+  # Start again from their files (a run interrupted half way leaves them changed).
+  if [ -f "$SRC/Cargo.toml.orig" ]; then cp "$SRC/Cargo.toml.orig" "$SRC/Cargo.toml"; cp "$SRC/Cargo.lock.orig" "$SRC/Cargo.lock"; fi
   [ "$TAG" = v1.2.1 ] || die3 "git hosts unreachable and the Cargo changes here are for v1.2.1 only"
   say "github.com/gitlab.com unreachable: replacing the git dependencies with crates.io releases"
   cp "$SRC/Cargo.toml" "$SRC/Cargo.toml.orig"; cp "$SRC/Cargo.lock" "$SRC/Cargo.lock.orig"
@@ -141,6 +149,84 @@ s = s.replace(old, old + '\n\n// Local stand-in for the arcstr1 feature of howar
               '#[cfg(feature = "arcstr1")]\nforward_impl!(arcstr1::ArcStr => alloc::string::String);', 1)
 open(p, "w").write(s)
 PY
+  patch_crate google-cloud-auth 1.11.0
+  # Their lock's versions satisfy what the git rev needed; 1.11.0 only raised the minimums.
+  sed -i -e '/^\[dependencies.aws-lc-rs\]/,/^version/ s/^version = "1.17.0"/version = "1.16.3"/' \
+    -e '/^\[dependencies.google-cloud-gax\]/,/^version/ s/^version = "1.11.0"/version = "1.10.0"/' \
+    -e '/^\[dependencies.reqwest\]/,/^version/ s/^version = "0.13.4"/version = "0.13.3"/' \
+    -e '/^\[dependencies.serde_json\]/,/^version/ s/^version = "1.0.150"/version = "1.0.149"/' \
+    -e '/^\[dependencies.tokio\]/,/^version/ s/^version = "1.52.3"/version = "1.52.2"/' \
+    -e '/^\[dev-dependencies.tokio\]/,/^version/ s/^version = "1.52.3"/version = "1.52.2"/' \
+    "$CACHE/patches/google-cloud-auth-1.11.0/Cargo.toml"
+  patch_crate http-serde 2.1.1
+  python3 - "$CACHE/patches/http-serde-2.1.1/src/lib.rs" <<'PY'
+import sys
+p = sys.argv[1]; s = open(p).read()
+def module(name, ty, what, visitor):
+    return f"""
+/// For `{ty}` (local stand-in for the howardjohn/http-serde fork, agentgateway v1.2.1 build)
+///
+/// `#[serde(with = "http_serde::{name}")]`
+pub mod {name} {{
+    use serde::de;
+    use serde::de::{{Unexpected, Visitor}};
+    use serde::{{Deserializer, Serializer}};
+    use std::fmt;
+
+    /// Implementation detail. Use derive annotations instead.
+    #[inline]
+    pub fn serialize<S: Serializer>(value: &{ty}, ser: S) -> Result<S::Ok, S::Error> {{
+        ser.serialize_str(value.as_str())
+    }}
+
+    pub(crate) struct {visitor};
+
+    impl {visitor} {{
+        #[inline]
+        pub(crate) fn new<'de, D: Deserializer<'de>>(_: &D) -> Self {{
+            Self
+        }}
+    }}
+
+    impl<'de> Visitor<'de> for {visitor} {{
+        type Value = {ty};
+
+        #[inline]
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {{
+            formatter.write_str("{what}")
+        }}
+
+        #[inline]
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {{
+            deserializer.deserialize_str(self)
+        }}
+
+        fn visit_str<E: de::Error>(self, val: &str) -> Result<Self::Value, E> {{
+            val.parse()
+                .map_err(|_| de::Error::invalid_value(Unexpected::Str(val), &self))
+        }}
+    }}
+
+    /// Implementation detail.
+    #[inline]
+    pub fn deserialize<'de, D>(de: D) -> Result<{ty}, D::Error>
+    where
+        D: Deserializer<'de>,
+    {{
+        de.deserialize_str({visitor})
+    }}
+}}
+"""
+anchor = "/// For `http::Uri`\n"
+assert anchor in s
+s = s.replace(anchor, module("header_name", "::http::HeaderName", "header name", "HeaderNameVisitor")
+              + module("scheme", "::http::uri::Scheme", "URI scheme", "SchemeVisitor") + "\n" + anchor, 1)
+old = "    boilerplate! { authority, ::http::uri::Authority, crate::authority::AuthorityVisitor }\n"
+assert old in s
+s = s.replace(old, old + "    boilerplate! { header_name, ::http::HeaderName, crate::header_name::HeaderNameVisitor }\n"
+              "    boilerplate! { scheme, ::http::uri::Scheme, crate::scheme::SchemeVisitor }\n", 1)
+open(p, "w").write(s)
+PY
   patch_crate wiremock 0.6.5
   printf '\n# Local stand-in for the howardjohn/wiremock-rs fork (agentgateway v1.2.1 build): the fork adds TLS\n# serving under this feature; here it is a no-op, so only resolution works (agentgateway uses wiremock\n# in its tests only, which this build does not compile).\n[features]\ntls = []\n' \
     >> "$CACHE/patches/wiremock-0.6.5/Cargo.toml"
@@ -148,12 +234,12 @@ PY
   local t="$SRC/Cargo.toml"
   sed -i -e '/^\[patch.crates-io\]$/d' -e '/^schemars = { git = /d' -e '/^http-serde = { git = /d' \
     -e '/^wiremock = { git = /d' \
-    -e 's|^google-cloud-auth = { git = "https://github.com/googleapis/google-cloud-rust/", rev = "58058110bf9a01074bf8e1fecf0f1d2b7ca831f4",|google-cloud-auth = { version = "=1.10.0",|' \
-    -e 's|^    "gdch",|    "__gdch",|' \
+    -e 's|^google-cloud-auth = { git = "https://github.com/googleapis/google-cloud-rust/", rev = "58058110bf9a01074bf8e1fecf0f1d2b7ca831f4",|google-cloud-auth = { version = "=1.11.0",|' \
     -e 's|^schemars = { version = "=1.0.4", git = "https://github.com/howardjohn/schemars", rev = "4364354fa41897a0c2001d891c0a9a38eafedb82",|schemars = { version = "=1.0.4",|' \
     "$t"
-  { printf '[patch.crates-io]\n# bench/peers/agentgateway.sh: stand-in for the howardjohn/schemars fork (adds the arcstr1 feature)\n'
-    printf 'schemars = { path = "../patches/schemars-1.0.4" }\nwiremock = { path = "../patches/wiremock-0.6.5" }\n\n'
+  { printf '[patch.crates-io]\n# bench/peers/agentgateway.sh: local stand-ins for the git dependencies (see its header)\n'
+    printf 'schemars = { path = "../patches/schemars-1.0.4" }\nwiremock = { path = "../patches/wiremock-0.6.5" }\n'
+    printf 'http-serde = { path = "../patches/http-serde-2.1.1" }\ngoogle-cloud-auth = { path = "../patches/google-cloud-auth-1.11.0" }\n\n'
     cat "$t"; } > "$t.new" && mv "$t.new" "$t"
   if grep -q 'git = ' "$t"; then die3 "a git dependency is left in $t (unexpected $TAG layout)"; fi
   # Re-resolve: cargo keeps every locked entry it can and resolves only the changed ones.
