@@ -8,6 +8,13 @@
 # Start it (run.sh): render bench/peers/agentgateway.yaml (PORT, UPSTREAM_URL, JWKS_FILE; the JWKS
 # from bench/peers/jwks.py), then `$BIN -f rendered.yaml` (stdout: one access-log line per
 # request). Ready when 127.0.0.1:18097/healthz/ready answers 200 (or the port listens).
+# What a client must do (checked on the v1.2.1 build): send `Accept: application/json,
+# text/event-stream` and `Content-Type: application/json`; `initialize` first (the answer carries
+# Mcp-Session-Id), then send that id on every request (without it: 422); RS256 tokens whose header
+# has kid "bench" (without a kid: 401). Answers are text/event-stream (one `data:` event) whatever
+# the upstream answered; notifications get 202. A tool the rule denies is hidden from tools/list
+# and its call is a JSON-RPC error (HTTP 400, -32602 "Unknown tool"), not forwarded; no or bad
+# token: 401 text/plain.
 #
 # Which release: v1.2.1, the newest tag whose rust-toolchain.toml (1.95) this machine has; v1.4.x
 # pins rust 1.97. AGW_TAG/AGW_COMMIT pick another tag (the Cargo changes below are v1.2.1's).
