@@ -13,7 +13,8 @@
 //!   every POST is a stateless 2026-07-28 request (`Mcp-Method`/`Mcp-Name` headers, the version
 //!   in `params._meta`; no `initialize`); with `--session` each connection first runs
 //!   `initialize` + `notifications/initialized` (`--protocol`, default 2025-06-18) and carries
-//!   the `Mcp-Session-Id` it got.
+//!   the `Mcp-Session-Id` it got (a target that gives none is called with the negotiated
+//!   version only, as the SDK clients do).
 //! - `sessions`: each iteration is a whole new session (`initialize` + `initialized`, + `DELETE`
 //!   with `--delete`); the latency is the session's.
 //! - `hold-sessions` / `hold-streams` with `--count N`: open N sessions (over the connections)
@@ -232,9 +233,14 @@ impl Setup {
         req
     }
 
-    fn call(&self, session: Option<&HeaderValue>) -> Request<Full<Bytes>> {
-        if session.is_some() {
-            return self.request(Method::POST, self.call_stateful.clone(), session);
+    /// A `tools/call`: stateful (after `initialize`, with the session id if the target gave
+    /// one) or a stateless 2026-07-28 request.
+    fn call(&self, stateful: bool, session: Option<&HeaderValue>) -> Request<Full<Bytes>> {
+        if stateful {
+            let mut req = self.request(Method::POST, self.call_stateful.clone(), session);
+            req.headers_mut()
+                .insert("mcp-protocol-version", self.protocol.clone());
+            return req;
         }
         let mut req = self.request(Method::POST, self.call_stateless.clone(), None);
         let h = req.headers_mut();
@@ -453,7 +459,8 @@ impl Worker {
             errors: 0,
         };
         let mut conn: Option<Sender> = None;
-        let mut session: Option<HeaderValue> = None;
+        // `Some(id)` once initialized (`Some(None)`: a target that keeps no sessions).
+        let mut session: Option<Option<HeaderValue>> = None;
         let mut k: u64 = 0;
         let mut prev_done = self.start;
         tokio::time::sleep_until(self.start).await;
@@ -504,7 +511,7 @@ impl Worker {
     async fn one(
         &self,
         conn: &mut Option<Sender>,
-        session: &mut Option<HeaderValue>,
+        session: &mut Option<Option<HeaderValue>>,
     ) -> Result<(), Failure> {
         let s = &self.setup;
         if conn.is_none() {
@@ -524,13 +531,10 @@ impl Worker {
             return Ok(());
         }
         if self.stateful && session.is_none() {
-            *session = Some(
-                s.open_session(send)
-                    .await?
-                    .ok_or("the target gave no Mcp-Session-Id")?,
-            );
+            *session = Some(s.open_session(send).await?);
         }
-        s.exchange(send, s.call(session.as_ref())).await.map(drop)
+        let id = session.as_ref().and_then(Option::as_ref);
+        s.exchange(send, s.call(self.stateful, id)).await.map(drop)
     }
 }
 
@@ -661,4 +665,33 @@ async fn open_stream(setup: &Arc<Setup>, stateful: bool) -> Result<(), Failure> 
         while let Some(Ok(_)) = body.frame().await {}
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_streams_last_data_event_is_the_answer() {
+        let body = b": open\r\n\r\nevent: message\r\ndata: {\"a\":1}\r\n\r\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\ndata: \"id\":1}\n\n";
+        assert_eq!(last_event_data(body), b"{\"jsonrpc\":\"2.0\",\n\"id\":1}");
+    }
+
+    #[test]
+    fn a_tool_error_or_a_jsonrpc_error_is_an_error_in_both_framings() {
+        let ok = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":false}}"#;
+        let tool = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#;
+        let rpc = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}"#;
+        assert!(check(StatusCode::OK, false, ok).is_ok());
+        assert!(check(StatusCode::OK, false, tool).is_err());
+        assert!(check(StatusCode::OK, false, rpc).is_err());
+        let sse = |m: &[u8]| [&b"event: message\r\ndata: "[..], m, b"\r\n\r\n"].concat();
+        assert!(check(StatusCode::OK, true, &sse(ok)).is_ok());
+        assert!(check(StatusCode::OK, true, &sse(tool)).is_err());
+        assert!(check(StatusCode::OK, true, &sse(rpc)).is_err());
+        // Refusals by status, and an answer that says nothing.
+        assert!(check(StatusCode::UNAUTHORIZED, false, b"{}").is_err());
+        assert!(check(StatusCode::OK, true, b": keep-alive\n\n").is_err());
+        assert!(check(StatusCode::ACCEPTED, false, b"").is_ok());
+    }
 }

@@ -26,7 +26,8 @@
 //! - `GET /__stats`: how many of each it answered (JSON; `http2`: how many came over HTTP/2;
 //!   `mcp_streams_open`: event streams open now), `POST /__reset` sets them to 0.
 //!
-//! `mint` writes one token per line for users `{prefix}0 .. {prefix}{count-1}` (HS256 with the
+//! `mint` writes one token per line for users `{prefix}0 .. {prefix}{count-1}`, or one for
+//! `--subject S` exactly (HS256 with the
 //! secret from an environment variable, or RS256/ES256 with a PEM private key file).
 
 use std::convert::Infallible;
@@ -91,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("serve") => serve(&args),
         Some("mint") => mint(&args),
         _ => {
-            eprintln!("usage: bench_upstream serve --listen ADDR [--threads N] [--lookup-delay-ms MS] [--mcp-answer json|sse] [--tls-cert PEM --tls-key PEM [--alpn h2,http/1.1]]\n       bench_upstream mint --alg HS256|RS256|ES256 (--secret-env VAR | --key-file PEM) --issuer ISS --audience AUD --prefix P --count N [--ttl-secs S] --out FILE");
+            eprintln!("usage: bench_upstream serve --listen ADDR [--threads N] [--lookup-delay-ms MS] [--mcp-answer json|sse] [--tls-cert PEM --tls-key PEM [--alpn h2,http/1.1]]\n       bench_upstream mint --alg HS256|RS256|ES256 (--secret-env VAR | --key-file PEM) --issuer ISS --audience AUD (--prefix P --count N | --subject S) [--ttl-secs S] --out FILE");
             std::process::exit(2);
         }
     }
@@ -364,8 +365,13 @@ fn mint(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let alg = need("--alg")?;
     let issuer = need("--issuer")?;
     let audience = need("--audience")?;
-    let prefix = need("--prefix")?;
-    let count: usize = need("--count")?.parse()?;
+    // `--subject S`: one token for exactly S (the MCP table's "alice", whom every gateway's
+    // rule names); else users {prefix}0 .. {prefix}{count-1}.
+    let subject = arg(args, "--subject");
+    let (prefix, count) = match &subject {
+        Some(_) => (String::new(), 1),
+        None => (need("--prefix")?, need("--count")?.parse()?),
+    };
     let ttl: u64 = arg(args, "--ttl-secs").map_or(Ok(3600), |t| t.parse())?;
     let out = need("--out")?;
     let (algorithm, key) = match alg.as_str() {
@@ -391,8 +397,9 @@ fn mint(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let header = Header::new(algorithm);
     let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
     for i in 0..count {
+        let sub = subject.clone().unwrap_or_else(|| format!("{prefix}{i}"));
         let claims = serde_json::json!({
-            "sub": format!("{prefix}{i}"), "iss": issuer, "aud": audience,
+            "sub": sub, "iss": issuer, "aud": audience,
             "iat": now, "exp": now + ttl,
         });
         writeln!(w, "{}", jsonwebtoken::encode(&header, &claims, &key)?)?;
