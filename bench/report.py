@@ -226,12 +226,17 @@ def mcp_tables(rows):
         cells.append(f"{busy:.0%}")
         cpu, rng = med(rs, mcp_cpu_ms_per)
         cells.append(f"{cpu:.3f}{rng}")
+        # A target that could not keep the rate has no latency at that rate.
+        kept = all(r["mcp_rate"].get("missed", 0) <= 0.01 * max(r["mcp_rate"].get("due", 1), 1)
+                   for r in rs)
         for p in ("p50_ms", "p99_ms", "p999_ms"):
             v, rng = med(rs, lambda r, p=p: r["mcp_rate"].get(p, float("nan")))
-            cells.append(f"{v:.3f}{rng}")
+            cells.append(f"{v:.3f}{rng}" if kept else "rate not kept")
         for p in ("p50_ms", "p99_ms", "p999_ms"):
             d = direct.get(answer)
-            if d and target != "direct":
+            if not kept:
+                cells.append("—")
+            elif d and target != "direct":
                 v, _ = med(rs, lambda r, p=p: r["mcp_rate"].get(p, float("nan")))
                 base, _ = med(d, lambda r, p=p: r["mcp_rate"].get(p, float("nan")))
                 cells.append(f"{v - base:.3f}")
@@ -281,9 +286,11 @@ def mcp_tables(rows):
             s_ = sess.get(t)
             cells = ["", "", "", ""]
             if s_:
+                q = s_["mcp_rate"]
+                kept = q.get("missed", 0) <= 0.01 * max(q.get("due", 1), 1)
                 cells = [f'{s_["mcp_sat"].get("rps", 0):.0f}', f"{mcp_cpu_ms_per(s_):.3f}",
-                         f'{s_["mcp_rate"].get("p50_ms", float("nan")):.3f}',
-                         f'{s_["mcp_rate"].get("p99_ms", float("nan")):.3f}']
+                         f'{q.get("p50_ms", float("nan")):.3f}' if kept else "rate not kept",
+                         f'{q.get("p99_ms", float("nan")):.3f}' if kept else "rate not kept"]
             ks, ns = per_kib(held.get((t, "sessions")))
             kt, nt = per_kib(held.get((t, "streams")))
             print(f"| {t} | " + " | ".join(cells) + f" | {ks:.1f} | {ns} | {kt:.1f} | {nt} |")
@@ -304,8 +311,12 @@ def mcp_tables(rows):
             r2, _ = med(g, lambda r: r["mcp_sat"].get("rps", float("nan")))
             c1, _ = med(rs, mcp_cpu_ms_per)
             c2, _ = med(g, mcp_cpu_ms_per)
-            p1, _ = med(rs, lambda r: r["mcp_rate"].get("p99_ms", float("nan")))
-            p2, _ = med(g, lambda r: r["mcp_rate"].get("p99_ms", float("nan")))
+            def p99(rows_):
+                if any(r["mcp_rate"].get("missed", 0) > 0.01 * max(r["mcp_rate"].get("due", 1), 1)
+                       for r in rows_):
+                    return float("nan")
+                return med(rows_, lambda r: r["mcp_rate"].get("p99_ms", float("nan")))[0]
+            p1, p2 = p99(rs), p99(g)
             extra = ["", "", ""]
             if a == "json":
                 if t in sess and "agentgateway" in sess:

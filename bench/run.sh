@@ -742,7 +742,7 @@ mcp_hold() {
   $PIN_LOAD "$MCPLOAD" "$@" --mode "$what" --count "$MCP_HOLD" --connections 10 \
     --duration 600 <"$fifo" >"$out" 2>>"$LOG" 7>&- &
   hp=$!; PIDS+=("$hp")
-  for _ in $(seq 1 1200); do [ -s "$out" ] && break; kill -0 "$hp" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 6000); do [ -s "$out" ] && break; kill -0 "$hp" 2>/dev/null || break; sleep 0.1; done
   sleep 1
   rss1=$(mem_kb "$pid" VmRSS)
   exec 7>&-
@@ -786,13 +786,15 @@ json.dump({"keys": [key]}, open(sys.argv[2], "w"))
 PY
 }
 
-# One target over both answer modes. mcp_target NAME STARTER: STARTER ANSWER UPSTREAM_PORT
+# One target. mcp_target NAME STARTER [ANSWERS [SESSION_ROWS]]: STARTER ANSWER UPSTREAM_PORT
 # starts it and sets PROXY_PID plus MCP_ARGS (the generator's url/headers/--session/--tool),
-# or returns non-zero with the reason in MCP_WHY.
+# or returns non-zero with the reason in MCP_WHY; ANSWERS (default "json sse") the answer
+# modes; SESSION_ROWS (default yes) whether the new-session and memory rows are measured (on
+# the first answer mode, in the first round).
 mcp_target() {
-  local name=$1 starter=$2 answer port
+  local name=$1 starter=$2 answers=${3:-json sse} rows=${4:-yes} answer port first=1
   case "$MCP_SKIP" in *" $name "*) return 0 ;; esac
-  for answer in json sse; do
+  for answer in $answers; do
     port=$UP_PORT; [ "$answer" = sse ] && port=$MCP_SSE_PORT
     MCP_STATS_PORT=$port
     MCP_WHY=""
@@ -802,12 +804,19 @@ mcp_target() {
       return 0
     fi
     mcp_calls "$name-$answer" "$name" "$answer" "$PROXY_PID" "${MCP_ARGS[@]}"
-    if [ "$answer" = json ] && [ "$MCP_ROUND" = 1 ] && [ "$name" != entitygate-v3 ]; then
+    if [ "$first" = 1 ] && [ "$MCP_ROUND" = 1 ] && [ "$rows" = yes ]; then
       mcp_sessions "$name" "$name" "$PROXY_PID" "${MCP_ARGS[@]}"
       mcp_hold "$name" "$name" "$PROXY_PID" hold-sessions "${MCP_ARGS[@]}"
       mcp_hold "$name" "$name" "$PROXY_PID" hold-streams "${MCP_ARGS[@]}"
     fi
-    [ "$PROXY_PID" = "$MAIN_UP_PID" ] || [ "$PROXY_PID" = "${MCP_SSE_PID:-}" ] || stop "$PROXY_PID"
+    first=0
+    case "$name" in
+      direct) ;;
+      # Master and workers: its own stop (TERM to the process group, given time to end).
+      contextforge*) "$BENCH/peers/contextforge.sh" stop "$PROXY_PID" >>"$LOG" 2>&1 || true
+        forget "$PROXY_PID" ;;
+      *) stop "$PROXY_PID" ;;
+    esac
   done
 }
 
@@ -844,8 +853,13 @@ mcp_agentgateway() { # bench/peers/agentgateway.sh build prints the binary last 
   fi
   MCP_ARGS=(--url "http://127.0.0.1:$AGW_PORT${AGW_MCP_PATH:-/mcp}" --header "Authorization: Bearer $MCP_TOKEN" --tool "$MCP_TOOL" --session)
 }
-mcp_contextforge() { # contextforge.sh start PORT UPSTREAM_URL OUTDIR prints KEY=VALUE lines
-  local script="$BENCH/peers/contextforge.sh" info dir="$OUT/contextforge-$1" k v
+# contextforge.sh start PORT UPSTREAM_URL OUTDIR prints KEY=VALUE lines (PID, URL, TOOL,
+# TOKEN_FILE: its token has a jti and names a user of its database, alice@idp.bench).
+# CF_JSON_RESPONSE=false makes it answer the client with SSE (the sse rows); MCP_CF_STATEFUL
+# is its CF_STATEFUL (stateless, its default, opens a new upstream session per call).
+mcp_contextforge() {
+  local script="$BENCH/peers/contextforge.sh" info dir="$OUT/contextforge${MCP_CF_STATEFUL:+-stateful}-$1" k v json=true
+  [ "$1" = sse ] && json=false
   [ -x "$script" ] || { MCP_WHY="bench/peers/contextforge.sh is missing"; return 1; }
   if [ -z "${CF_INSTALLED:-}" ]; then
     if ! "$script" install >>"$LOG" 2>"$OUT/tmp/cf-install.err"; then
@@ -854,7 +868,8 @@ mcp_contextforge() { # contextforge.sh start PORT UPSTREAM_URL OUTDIR prints KEY
     CF_INSTALLED=1
   fi
   mkdir -p "$dir"
-  if ! info=$($PIN_PROXY "$script" start $CF_PORT "http://127.0.0.1:$2/mcp" "$dir" 2>"$OUT/tmp/cf-start.err"); then
+  if ! info=$(CF_JSON_RESPONSE=$json CF_STATEFUL=${MCP_CF_STATEFUL:-false} \
+      $PIN_PROXY "$script" start $CF_PORT "http://127.0.0.1:$2/mcp" "$dir" 2>"$OUT/tmp/cf-start.err"); then
     MCP_WHY="contextforge.sh start: $(tail -1 "$OUT/tmp/cf-start.err")"
     k=$(printf '%s\n' "$info" | sed -n 's/^PID=//p' | tail -1)
     [ -z "$k" ] || kill -TERM "$k" 2>/dev/null || true
@@ -888,9 +903,11 @@ if want mcp; then
   for MCP_ROUND in $(seq 1 "$REPEAT"); do
     mcp_target direct mcp_direct
     mcp_target entitygate-front-door mcp_eg_front_door
-    mcp_target entitygate-v3 mcp_eg_v3
+    mcp_target entitygate-v3 mcp_eg_v3 "json sse" no
     mcp_target agentgateway mcp_agentgateway
-    mcp_target contextforge mcp_contextforge
+    # ContextForge as it comes (stateless), then stateful for the session rows.
+    mcp_target contextforge mcp_contextforge "json sse" no
+    MCP_CF_STATEFUL=true mcp_target contextforge-stateful mcp_contextforge json yes
   done
   stop "$MCP_SSE_PID"
 fi

@@ -26,7 +26,8 @@
 //! and its latency runs from when it was due if the connection was still busy with the one
 //! before (so a stall of the target is not hidden: coordinated omission), else from when it was
 //! sent (the timer's own lateness, up to a millisecond on tokio, is the generator's, not the
-//! target's).
+//! target's). A call due in the measured window but not sent before it ends is `missed` (a
+//! target slower than the rate): its latency is unknown, and the report says so.
 //!
 //! Answers may be JSON or an event stream (the last event's data is the answer); a non-2xx
 //! status, a JSON-RPC error or a result with `isError: true` counts as an error (the first few
@@ -421,6 +422,14 @@ async fn load(o: &Opts, setup: Arc<Setup>) -> Result<(), Box<dyn std::error::Err
     }
     let secs = o.duration;
     let calls = hist.len();
+    // At a fixed rate: calls that were due in the measured window but never sent before it
+    // ended (the target could not keep the rate; their latency is unknown, not small).
+    let due = (o.rate * o.duration).round() as u64;
+    let missed = if o.rate > 0.0 {
+        due.saturating_sub(calls + errors)
+    } else {
+        0
+    };
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
     let out = serde_json::json!({
         "mode": if o.mode == Mode::Sessions { "sessions" } else { "calls" },
@@ -429,6 +438,8 @@ async fn load(o: &Opts, setup: Arc<Setup>) -> Result<(), Box<dyn std::error::Err
         "secs": secs,
         "rps": calls as f64 / secs,
         "rate": o.rate,
+        "due": if o.rate > 0.0 { due } else { calls + errors },
+        "missed": missed,
         "connections": n,
         "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "p999_ms": q(0.999),
         "max_ms": hist.max() as f64 / 1000.0,
@@ -485,6 +496,10 @@ impl Worker {
             let done = Instant::now();
             prev_done = done;
             if due < self.measure_from {
+                // A target slower than the rate must not turn the warm-up into the whole run.
+                if done >= self.end {
+                    break;
+                }
                 continue;
             }
             match result {
