@@ -224,12 +224,9 @@ impl Setup {
         for (k, v) in &self.headers {
             h.append(k.clone(), v.clone());
         }
-        match session {
-            Some(id) => {
-                h.insert("mcp-session-id", id.clone());
-                h.insert("mcp-protocol-version", self.protocol.clone());
-            }
-            None => {}
+        if let Some(id) = session {
+            h.insert("mcp-session-id", id.clone());
+            h.insert("mcp-protocol-version", self.protocol.clone());
         }
         req
     }
