@@ -842,7 +842,13 @@ mcp_agentgateway() { # bench/peers/agentgateway.sh build prints the binary last 
     fi
     AGW_BIN=$bin
   fi
-  [ -s "$OUT/tmp/jwks.json" ] || mcp_jwks "$OUT/tmp/jwks.json"
+  if [ ! -s "$OUT/tmp/jwks.json" ]; then
+    if [ -f "$BENCH/peers/jwks.py" ]; then
+      python3 "$BENCH/peers/jwks.py" "$ROOT/certs/dev/jwt-rsa.pub" "$OUT/tmp/jwks.json" bench
+    else
+      mcp_jwks "$OUT/tmp/jwks.json"
+    fi
+  fi
   render "$tmpl" "$OUT/agentgateway-$1.yaml" PORT=$AGW_PORT \
     UPSTREAM_URL="http://127.0.0.1:$2/mcp" JWKS_FILE="$OUT/tmp/jwks.json"
   $PIN_PROXY "$AGW_BIN" -f "$OUT/agentgateway-$1.yaml" >>"$OUT/agentgateway.log" 2>&1 &
@@ -895,7 +901,7 @@ if want mcp; then
   start_upstream $MCP_SSE_PORT --mcp-answer sse
   MCP_SSE_PID=$UP_PID
   "$UP" mint --alg RS256 --key-file "$ROOT/certs/dev/jwt-rsa.key" --issuer "$ISSUER" \
-    --audience "$AUDIENCE" --subject alice --out "$OUT/tok-mcp.txt"
+    --audience "$AUDIENCE" --subject alice --kid bench --out "$OUT/tok-mcp.txt"
   MCP_TOKEN=$(head -n 1 "$OUT/tok-mcp.txt")
   # --repeat N: every target's calls rows N times, round by round (the report shows the
   # median and the range); new sessions and held memory once.

@@ -92,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("serve") => serve(&args),
         Some("mint") => mint(&args),
         _ => {
-            eprintln!("usage: bench_upstream serve --listen ADDR [--threads N] [--lookup-delay-ms MS] [--mcp-answer json|sse] [--tls-cert PEM --tls-key PEM [--alpn h2,http/1.1]]\n       bench_upstream mint --alg HS256|RS256|ES256 (--secret-env VAR | --key-file PEM) --issuer ISS --audience AUD (--prefix P --count N | --subject S) [--ttl-secs S] --out FILE");
+            eprintln!("usage: bench_upstream serve --listen ADDR [--threads N] [--lookup-delay-ms MS] [--mcp-answer json|sse] [--tls-cert PEM --tls-key PEM [--alpn h2,http/1.1]]\n       bench_upstream mint --alg HS256|RS256|ES256 (--secret-env VAR | --key-file PEM) --issuer ISS --audience AUD (--prefix P --count N | --subject S) [--kid KID] [--ttl-secs S] --out FILE");
             std::process::exit(2);
         }
     }
@@ -394,7 +394,9 @@ fn mint(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unsupported --alg {other}").into()),
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let header = Header::new(algorithm);
+    let mut header = Header::new(algorithm);
+    // `--kid`: agentgateway picks the JWKS key by the token's kid (the MCP table's peers).
+    header.kid = arg(args, "--kid");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
     for i in 0..count {
         let sub = subject.clone().unwrap_or_else(|| format!("{prefix}{i}"));
