@@ -769,7 +769,10 @@ start_entitygate_mcp() { # start_entitygate_mcp UPSTREAM_PORT: sets PROXY_PID
   COMPOSIO_API_KEY=sk_bench_only RUST_LOG=warn \
     $PIN_PROXY "$EG" serve --config "$OUT/entitygate-mcp-$1.toml" >>"$OUT/entitygate.log" 2>&1 &
   PROXY_PID=$!; PIDS+=("$PROXY_PID")
-  wait_port $EG_PORT
+  if ! wait_port $EG_PORT; then
+    MCP_WHY="entitygate did not start: $(tail -1 "$OUT/entitygate.log")"
+    stop "$PROXY_PID"; return 1
+  fi
 }
 
 mcp_jwks() { # mcp_jwks FILE: the JWKS of certs/dev/jwt-rsa.pub (kid "bench") for the peers
@@ -825,11 +828,11 @@ mcp_direct() { # the upstream itself (stateless, the project key as Composio wan
   MCP_ARGS=(--url "http://127.0.0.1:$2/v3/mcp/bench?user_id=alice" --header "x-api-key: sk_bench_only" --tool "$MCP_TOOL")
 }
 mcp_eg_front_door() {
-  start_entitygate_mcp "$2"
+  start_entitygate_mcp "$2" || return 1
   MCP_ARGS=(--url "http://127.0.0.1:$EG_PORT/mcp" --header "Authorization: Bearer $MCP_TOKEN" --tool "$MCP_TOOL")
 }
 mcp_eg_v3() {
-  start_entitygate_mcp "$2"
+  start_entitygate_mcp "$2" || return 1
   MCP_ARGS=(--url "http://127.0.0.1:$EG_PORT/v3/mcp/bench" --header "Authorization: Bearer $MCP_TOKEN" --tool "$MCP_TOOL")
 }
 mcp_agentgateway() { # bench/peers/agentgateway.sh build prints the binary last (exit 3: cannot)
