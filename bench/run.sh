@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # entitygate against the proxies people would use instead (issue 8). One command:
 #
-#   bench/run.sh            # the full run (about 11 minutes; 15 with EG_BEFORE), results in
-#                           # target/bench/<time>-full/
+#   bench/run.sh            # the full run (about 11 minutes; 15 with EG_BEFORE; the mcp
+#                           # group adds about 15, most of it ContextForge, and agentgateway's
+#                           # first build), results in target/bench/<time>-full/
 #   bench/run.sh --smoke    # tiny numbers, about two minutes: checks that everything works
 #   EG_BEFORE=/path/to/old/entitygate bench/run.sh     # + the same rows with an older binary
 #   bench/run.sh --only entitygate,bodies               # just those groups
