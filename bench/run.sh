@@ -938,7 +938,7 @@ rm -f "$OUT/tmp/nginx-access.log" "$OUT/tmp/entitygate-audit.jsonl" "$OUT/tok-co
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "mode: $MODE; groups: $ONLY${SKIPPED:+ (skipped: $SKIPPED)}; entitygate rows x$REPEAT; saturation ${SAT_SECS}s at $CONNS connections; rate $RATE req/s ($RATE_CONNS connections, random 0-$((2 * DELAY_MS)) ms pauses) for ${RATE_SECS}s; h2load $CONNS connections x $H2_STREAMS streams; TLS upstream ALPN $UP_ALPN"
   if want mcp; then
-    echo "mcp: bench_mcp_load, saturation ${MCP_SAT_SECS}s at $MCP_CONNS connections; $MCP_RATE calls/s open-loop over $MCP_RATE_CONNS connections for ${MCP_RATE_SECS}s; new sessions $MCP_SESSION_RATE/s; $MCP_HOLD held sessions / streams; agentgateway: ${AGW_BIN:-not built} $( [ -n "${AGW_BIN:-}" ] && "$AGW_BIN" --version 2>/dev/null | head -1); steps: $( [ -f "$BENCH/steps/all.toml" ] && echo bench/steps/all.toml || echo none)"
+    echo "mcp: bench_mcp_load, saturation ${MCP_SAT_SECS}s at $MCP_CONNS connections; $MCP_RATE calls/s open-loop over $MCP_RATE_CONNS connections for ${MCP_RATE_SECS}s; new sessions $MCP_SESSION_RATE/s; $MCP_HOLD held sessions / streams; agentgateway: ${AGW_BIN:-not built} $( [ -n "${AGW_BIN:-}" ] && "$AGW_BIN" --version 2>/dev/null | tr -d '\n ' | head -c 300); steps: $( [ -f "$BENCH/steps/all.toml" ] && echo bench/steps/all.toml || echo none)"
   fi
   echo
   python3 "$BENCH/report.py" "$RESULTS"
