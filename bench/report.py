@@ -34,6 +34,8 @@ def kind(r):
     """Which table a row belongs to."""
     if r.get("group") in ("h2", "tls", "steps"):
         return r["group"]
+    if str(r.get("group", "")).startswith("mcp"):
+        return r["group"]
     for k in ("rate", "body", "idle", "burst"):
         if k in r:
             return {"rate": "main"}.get(k, k if k != "body" else "bodies")
@@ -255,6 +257,163 @@ def steps_tables(rows):
               f"| {med(rs, cpu_per_10k) / med(base, cpu_per_10k):.2f} "
               f"| {ms(med(rs, p99) - med(base, p99))} "
               f"| {min(values):.0f}–{max(values):.0f} |")
+def mcp_cpu_ms_per(r, key="mcp_sat"):
+    """CPU milliseconds of the target per call (or per new session) at saturation."""
+    n = r[key].get("calls", 0)
+    return (r["cpu_ticks"] / r["clk_tck"]) / n * 1000 if n else float("nan")
+
+
+def med(rs, f):
+    """The median of f over a row's rounds, with its range when there are several."""
+    vals = [v for v in (f(r) for r in rs) if v == v]
+    if not vals:
+        return float("nan"), ""
+    m = statistics.median(vals)
+    return m, (f" [{min(vals):.3g}–{max(vals):.3g}]" if len(vals) > 1 else "")
+
+
+def mcp_tables(rows):
+    """The MCP table of issue 32: every target, JSON and SSE answers, from one run."""
+    calls = [r for r in rows if kind(r) == "mcp"]
+    if not calls:
+        return
+    rounds = {}
+    order = []
+    for r in calls:
+        key = (r["target"], r.get("answer", ""))
+        if key not in rounds:
+            order.append(key)
+        rounds.setdefault(key, []).append(r)
+    n = max(len(v) for v in rounds.values())
+    rate = next((r["mcp_rate"].get("rate") for r in calls if "mcp_rate" in r), None)
+    print()
+    print(f"MCP tools/call (JSON-RPC over Streamable HTTP, HTTP/1.1 keep-alive): saturation, "
+          f"then {rate:.0f} calls/s open-loop; added = the target's percentile minus the "
+          f"upstream's (direct) at the same rate and answer mode"
+          + (f"; median of {n} rounds, range in brackets" if n > 1 else "") + ".")
+    print()
+    print("| target | answer | calls/s | proxy CPU busy | CPU ms / call | p50 ms | p99 ms "
+          "| p99.9 ms | p50 added | p99 added | p99.9 added | rate achieved | peak RSS MiB "
+          "| errors |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+          "| ---: | ---: |")
+    direct = {a: rs for (t, a), rs in rounds.items() if t == "direct"}
+    for key in order:
+        rs = rounds[key]
+        target, answer = key
+        if "not_measured" in rs[0]:
+            print(f"| {target} | | not measured: {rs[0]['not_measured']} "
+                  "| | | | | | | | | | | |")
+            continue
+        cells = []
+        rps, rng = med(rs, lambda r: r["mcp_sat"].get("rps", float("nan")))
+        cells.append(f"{rps:.0f}{rng}")
+        busy, _ = med(rs, lambda r: (r["cpu_ticks"] / r["clk_tck"]) / r["sat_secs"])
+        cells.append(f"{busy:.0%}")
+        cpu, rng = med(rs, mcp_cpu_ms_per)
+        cells.append(f"{cpu:.3f}{rng}")
+        # A target that could not keep the rate has no latency at that rate.
+        kept = all(r["mcp_rate"].get("missed", 0) <= 0.01 * max(r["mcp_rate"].get("due", 1), 1)
+                   for r in rs)
+        for p in ("p50_ms", "p99_ms", "p999_ms"):
+            v, rng = med(rs, lambda r, p=p: r["mcp_rate"].get(p, float("nan")))
+            cells.append(f"{v:.3f}{rng}" if kept else "rate not kept")
+        for p in ("p50_ms", "p99_ms", "p999_ms"):
+            d = direct.get(answer)
+            if not kept:
+                cells.append("—")
+            elif d and target != "direct":
+                v, _ = med(rs, lambda r, p=p: r["mcp_rate"].get(p, float("nan")))
+                base, _ = med(d, lambda r, p=p: r["mcp_rate"].get(p, float("nan")))
+                cells.append(f"{v - base:.3f}")
+            else:
+                cells.append("")
+        ach, _ = med(rs, lambda r: r["mcp_rate"].get("rps", float("nan")))
+        cells.append(f"{ach:.0f}/s")
+        hwm, _ = med(rs, lambda r: r["hwm_kb"] / 1024)
+        cells.append(f"{hwm:.1f}")
+        errs = sum(max(r["mcp_sat"].get("errors", 0), 0) + max(r["mcp_rate"].get("errors", 0), 0)
+                   for r in rs)
+        cells.append(str(errs))
+        print(f"| {target} | {answer} | " + " | ".join(cells) + " |")
+
+    sess = {r["target"]: r for r in rows if kind(r) == "mcp-sessions"}
+    held = {}
+    for r in rows:
+        if kind(r) == "mcp-hold":
+            held[(r["target"], r["hold"])] = r
+
+    def per_kib(r):
+        if not r:
+            return float("nan"), ""
+        opened = r.get("client", {}).get("opened", 0)
+        if not opened:
+            return float("nan"), f"0 of {r['count']}"
+        return (r["rss_held_kb"] - r["rss_before_kb"]) / opened, f"{opened} of {r['count']}"
+
+    targets = [t for t, _ in order if (t, "json") in rounds and "not_measured" not in rounds[(t, "json")][0]]
+    seen = []
+    for t in targets:
+        has = t in sess or (t, "sessions") in held or (t, "streams") in held
+        if has and t not in seen:
+            seen.append(t)
+    if sess or held:
+        srate = next((r["mcp_rate"].get("rate") for r in sess.values()), 0)
+        print()
+        print(f"New sessions (initialize + notifications/initialized, JSON answers): back to "
+              f"back, then {srate:.0f} sessions/s for the latency; memory: RSS with the "
+              f"sessions (or idle GET event streams, one connection each) open, minus before, "
+              f"per session (stream).")
+        print()
+        print("| target | new sessions/s | CPU ms / session | p50 ms / session | p99 ms / session "
+              "| KiB per held session | sessions held | KiB per idle stream | streams held |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for t in seen:
+            s_ = sess.get(t)
+            cells = ["", "", "", ""]
+            if s_:
+                q = s_["mcp_rate"]
+                kept = q.get("missed", 0) <= 0.01 * max(q.get("due", 1), 1)
+                cells = [f'{s_["mcp_sat"].get("rps", 0):.0f}', f"{mcp_cpu_ms_per(s_):.3f}",
+                         f'{q.get("p50_ms", float("nan")):.3f}' if kept else "rate not kept",
+                         f'{q.get("p99_ms", float("nan")):.3f}' if kept else "rate not kept"]
+            ks, ns = per_kib(held.get((t, "sessions")))
+            kt, nt = per_kib(held.get((t, "streams")))
+            print(f"| {t} | " + " | ".join(cells) + f" | {ks:.1f} | {ns} | {kt:.1f} | {nt} |")
+
+    agw = {a: rs for (t, a), rs in rounds.items()
+           if t == "agentgateway" and "not_measured" not in rs[0]}
+    if agw:
+        print()
+        print("| vs agentgateway (same answer mode) | calls/s ratio | CPU/call ratio "
+              "| p99 added, ms (target − agentgateway) | CPU/session ratio "
+              "| KiB/session ratio | KiB/stream ratio |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for (t, a), rs in rounds.items():
+            if t in ("agentgateway", "direct") or a not in agw or "not_measured" in rs[0]:
+                continue
+            g = agw[a]
+            r1, _ = med(rs, lambda r: r["mcp_sat"].get("rps", float("nan")))
+            r2, _ = med(g, lambda r: r["mcp_sat"].get("rps", float("nan")))
+            c1, _ = med(rs, mcp_cpu_ms_per)
+            c2, _ = med(g, mcp_cpu_ms_per)
+            def p99(rows_):
+                if any(r["mcp_rate"].get("missed", 0) > 0.01 * max(r["mcp_rate"].get("due", 1), 1)
+                       for r in rows_):
+                    return float("nan")
+                return med(rows_, lambda r: r["mcp_rate"].get("p99_ms", float("nan")))[0]
+            p1, p2 = p99(rs), p99(g)
+            extra = ["", "", ""]
+            if a == "json":
+                if t in sess and "agentgateway" in sess:
+                    extra[0] = f'{mcp_cpu_ms_per(sess[t]) / mcp_cpu_ms_per(sess["agentgateway"]):.2f}'
+                for i, what in ((1, "sessions"), (2, "streams")):
+                    x, _ = per_kib(held.get((t, what)))
+                    y, _ = per_kib(held.get(("agentgateway", what)))
+                    if x == x and y == y and y > 0:
+                        extra[i] = f"{x / y:.2f}"
+            print(f"| {t} ({a}) | {r1 / r2:.2f} | {c1 / c2:.2f} | {p1 - p2:.3f} | "
+                  + " | ".join(extra) + " |")
 
 
 def main():
@@ -344,6 +503,7 @@ def main():
         ratios(tby, "entitygate-HS256-tls", ["nginx-tls", "haproxy-HS256-tls", "direct-tls"])
 
     steps_tables([r for r in rows if kind(r) == "steps"])
+    mcp_tables(rows)
 
     before_after(rows)
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # entitygate against the proxies people would use instead (issue 8). One command:
 #
-#   bench/run.sh            # the full run (about 11 minutes; 15 with EG_BEFORE), results in
-#                           # target/bench/<time>-full/
+#   bench/run.sh            # the full run (about 11 minutes; 15 with EG_BEFORE; the mcp
+#                           # group adds about 15, most of it ContextForge, and agentgateway's
+#                           # first build), results in target/bench/<time>-full/
 #   bench/run.sh --smoke    # tiny numbers, about two minutes: checks that everything works
 #   EG_BEFORE=/path/to/old/entitygate bench/run.sh     # + the same rows with an older binary
 #   bench/run.sh --only entitygate,bodies               # just those groups
@@ -10,9 +11,9 @@
 #
 # Options: --no-install (do not apt-get nginx/haproxy/wrk/h2load), --no-build (use built
 # binaries), --out DIR, --only LIST (comma-separated groups, default all: direct, nginx,
-# haproxy, entitygate, cold, bodies, idle, burst, h2, tls, ceiling, steps), --repeat N (run each
-# entitygate row, or before/after pair, or round of steps variants, N times in alternation;
-# the before -> after and steps tables show medians).
+# haproxy, entitygate, cold, bodies, idle, burst, h2, tls, ceiling, steps, mcp), --repeat N (run
+# each entitygate row, or before/after pair, or round of steps variants or of MCP calls rows, N
+# times in alternation; the before -> after, steps and MCP tables show medians).
 # Environment: EG_BIN=/path/to/entitygate benchmarks that binary instead of the freshly built
 # one. EG_BEFORE=/path/to/entitygate also runs the main entitygate rows (warm, no token cache,
 # cold, bodies, idle, h2, tls) with that binary, labelled entitygate-before-..., each right
@@ -29,6 +30,13 @@
 # client with no checks (examples/bench_minimal_proxy.rs). The load generator is wrk with bench/wrk.lua (h2load for the HTTP/2 rows). On a machine with 2+ cores
 # the proxy is pinned to CPU 0 and the load generator and the upstream to CPU 1 (`taskset`).
 # Everything this script starts is stopped by PID when it ends, also on error or Ctrl-C.
+#
+# Group mcp (issue 32): MCP tools/call through entitygate (front door /mcp and /v3/mcp/{id}),
+# agentgateway (bench/peers/agentgateway.sh builds it) and ContextForge
+# (bench/peers/contextforge.sh installs it) and to the MCP stand-in directly, with JSON and SSE
+# answers, one load generator (examples/bench_mcp_load.rs); a peer that cannot be built or
+# started here gets a "not measured" row with the reason. AGW_BIN=/path skips the build;
+# AGW_MCP_PATH (default /mcp) is the path agentgateway serves MCP on in its template.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,12 +45,13 @@ MODE=full
 INSTALL=1
 BUILD=1
 OUT=""
-ALL_GROUPS="direct,nginx,haproxy,entitygate,cold,bodies,idle,burst,h2,tls,ceiling,steps"
+ALL_GROUPS="direct,nginx,haproxy,entitygate,cold,bodies,idle,burst,h2,tls,ceiling,steps,mcp"
 ONLY=$ALL_GROUPS
 REPEAT=1
 usage() {
   echo "usage: bench/run.sh [--smoke] [--no-install] [--no-build] [--out DIR] [--only GROUPS] [--repeat N]" >&2
   echo "  GROUPS: comma-separated, of $ALL_GROUPS" >&2
+  echo "  (mcp: the MCP gateways; AGW_BIN=/path/to/agentgateway skips its build)" >&2
   exit 2
 }
 while [ $# -gt 0 ]; do
@@ -187,7 +196,7 @@ fi
 if [ "$BUILD" = 1 ]; then
   log "building (release)"
   (cd "$ROOT" && cargo build --release --locked --bin entitygate --example bench_upstream \
-    --example bench_minimal_proxy) >>"$LOG" 2>&1
+    --example bench_minimal_proxy --example bench_mcp_load) >>"$LOG" 2>&1
 fi
 # Copies: a rebuild during the run must not change what is measured.
 cp "${EG_BIN:-$ROOT/target/release/entitygate}" "$OUT/bin/entitygate"
@@ -195,6 +204,8 @@ cp "$ROOT/target/release/examples/bench_upstream" "$OUT/bin/bench_upstream"
 if want ceiling; then
   cp "$ROOT/target/release/examples/bench_minimal_proxy" "$OUT/bin/bench_minimal_proxy"
 fi
+cp "$ROOT/target/release/examples/bench_mcp_load" "$OUT/bin/bench_mcp_load"
+MCPLOAD="$OUT/bin/bench_mcp_load"
 EG="$OUT/bin/entitygate"
 UP="$OUT/bin/bench_upstream"
 # The entitygate binaries to run the main rows with: "entitygate-before" (EG_BEFORE) first,
@@ -215,6 +226,8 @@ use_variant() { # use_variant LABEL: start_entitygate runs that binary from now 
 cat "$CERT" "$CERT_KEY" > "$OUT/tmp/haproxy-server.pem"
 
 for p in $UP_PORT $UP2_PORT $UP_TLS_PORT $EG_PORT $NGINX_PORT $HAPROXY_PORT $MIN_PORT; do port_free "$p"; done
+for p in $UP_PORT $UP2_PORT $UP_TLS_PORT $EG_PORT $NGINX_PORT $HAPROXY_PORT; do port_free "$p"; done
+if want mcp; then for p in 18004 18085 18086; do port_free "$p"; done; fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -790,9 +803,261 @@ if want steps; then
   STEPS_CUR=${STEPS:-all}
 fi
 
+# --- MCP: tools/call through the MCP gateways (issue 32) --------------------------------------
+# The same MCP stand-in (bench_upstream: JSON answers on $UP_PORT, SSE answers on
+# $MCP_SSE_PORT) and the same load generator (examples/bench_mcp_load.rs) for every target:
+# the upstream directly, entitygate (front door /mcp and /v3/mcp/{id}; RS256, a deny-by-default
+# tool policy, the connection gate warm, audit to a file: bench/entitygate-mcp.toml),
+# agentgateway (bench/peers/agentgateway.sh, its JWT authentication and an MCP authorization
+# rule) and ContextForge (bench/peers/contextforge.sh). Each target is driven as it recommends:
+# the upstream and entitygate with stateless 2026-07-28 POSTs (no initialize), agentgateway and
+# ContextForge with initialize + notifications/initialized per connection first (and the
+# Mcp-Session-Id they give). Per target and answer mode: saturation (calls/s, CPU), a fixed
+# rate (latency); on the JSON upstream also the cost of a new session (saturation, and a
+# fixed rate for its latency), memory per held session and per idle GET event stream.
+# A peer whose script is missing or fails gets a "not measured" row with the reason.
+MCP_SSE_PORT=18004; AGW_PORT=18085; CF_PORT=18086
+if [ "$MODE" = full ]; then
+  MCP_SAT_SECS=10; MCP_RATE_SECS=10; MCP_WARM_SECS=2; MCP_CONNS=50; MCP_RATE=3000
+  MCP_RATE_CONNS=50; MCP_HOLD=1000; MCP_SESSION_RATE=200
+else
+  MCP_SAT_SECS=1; MCP_RATE_SECS=1; MCP_WARM_SECS=1; MCP_CONNS=8; MCP_RATE=300
+  MCP_RATE_CONNS=8; MCP_HOLD=50; MCP_SESSION_RATE=50
+fi
+MCP_TOOL=GITHUB_GET_THE_AUTHENTICATED_USER
+
+mcp_load() { # mcp_load ARGS...: one bench_mcp_load run on the load CPU; its JSON line
+  local line
+  line=$($PIN_LOAD "$MCPLOAD" "$@" 2>>"$LOG" | tail -1) || true
+  [ -n "$line" ] || line='{"calls":0,"errors":-1,"failed":"see run.log"}'
+  echo "$line"
+}
+
+# mcp_calls CASE TARGET ANSWER PID ARGS...: warm-up, saturation (calls/s, CPU of PID's family),
+# the fixed rate (latency from the scheduled time), peak RSS. ARGS: url, headers, --session.
+mcp_calls() {
+  local case=$1 target=$2 answer=$3 pid=$4; shift 4
+  local c0 c1 sat rate calls0 calls1
+  mcp_load "$@" --connections "$MCP_CONNS" --duration "$MCP_WARM_SECS" >/dev/null
+  calls0=$(up_stat "$MCP_STATS_PORT" mcp_calls)
+  c0=$(cpu_ticks "$pid")
+  sat=$(mcp_load "$@" --connections "$MCP_CONNS" --duration "$MCP_SAT_SECS")
+  c1=$(cpu_ticks "$pid")
+  calls1=$(up_stat "$MCP_STATS_PORT" mcp_calls)
+  rate=$(mcp_load "$@" --connections "$MCP_RATE_CONNS" --rate "$MCP_RATE" --warmup 1 \
+    --duration "$MCP_RATE_SECS")
+  record "{\"case\":\"$case\",\"group\":\"mcp\",\"target\":\"$target\",\"answer\":\"$answer\",\"mcp_sat\":$sat,\"mcp_rate\":$rate,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$(mem_kb "$pid" VmHWM),\"sat_secs\":$MCP_SAT_SECS,\"upstream_calls\":$((calls1 - calls0))}"
+  log "$case: $(echo "$sat" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f calls/s, errors %d" % (d.get("rps", 0), d.get("errors", -1)))'); at $MCP_RATE/s: $(echo "$rate" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("p50 %s ms, p99 %s ms" % (d.get("p50_ms"), d.get("p99_ms")))')"
+}
+
+# mcp_sessions CASE TARGET PID ARGS...: new sessions back to back (sessions/s, CPU), then at a
+# fixed rate (the latency of one new session: initialize + notifications/initialized).
+mcp_sessions() {
+  local case=$1 target=$2 pid=$3; shift 3
+  local c0 c1 sat rate
+  c0=$(cpu_ticks "$pid")
+  sat=$(mcp_load "$@" --mode sessions --connections "$MCP_CONNS" --duration "$MCP_SAT_SECS")
+  c1=$(cpu_ticks "$pid")
+  rate=$(mcp_load "$@" --mode sessions --connections "$MCP_RATE_CONNS" \
+    --rate "$MCP_SESSION_RATE" --warmup 1 --duration "$MCP_RATE_SECS")
+  record "{\"case\":\"$case\",\"group\":\"mcp-sessions\",\"target\":\"$target\",\"mcp_sat\":$sat,\"mcp_rate\":$rate,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK}"
+  log "$case new sessions: $(echo "$sat" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f sessions/s, errors %d" % (d.get("rps", 0), d.get("errors", -1)))')"
+}
+
+# mcp_hold CASE TARGET PID hold-sessions|hold-streams ARGS...: opens MCP_HOLD sessions (or
+# GET event streams), reads PID's RSS with them open, then closes the generator's stdin.
+mcp_hold() {
+  local case=$1 target=$2 pid=$3 what=$4; shift 4
+  local fifo="$OUT/tmp/mcp-hold.fifo" out="$OUT/tmp/mcp-hold.json" rss0 rss1 hp report
+  rm -f "$fifo" "$out"; mkfifo "$fifo"
+  exec 7<>"$fifo"   # our end: closing it is the generator's end of input
+  rss0=$(mem_kb "$pid" VmRSS)
+  $PIN_LOAD "$MCPLOAD" "$@" --mode "$what" --count "$MCP_HOLD" --connections 10 \
+    --duration 600 <"$fifo" >"$out" 2>>"$LOG" 7>&- &
+  hp=$!; PIDS+=("$hp")
+  for _ in $(seq 1 6000); do [ -s "$out" ] && break; kill -0 "$hp" 2>/dev/null || break; sleep 0.1; done
+  sleep 1
+  rss1=$(mem_kb "$pid" VmRSS)
+  exec 7>&-
+  wait "$hp" 2>/dev/null || true
+  forget "$hp"
+  report=$(head -1 "$out" 2>/dev/null || true)
+  [ -n "$report" ] || report='{"opened":0}'
+  record "{\"case\":\"$case\",\"group\":\"mcp-hold\",\"target\":\"$target\",\"hold\":\"${what#hold-}\",\"count\":$MCP_HOLD,\"rss_before_kb\":$rss0,\"rss_held_kb\":$rss1,\"client\":$report}"
+  log "$case $what: RSS $rss0 kB -> $rss1 kB; $report"
+}
+
+mcp_not_measured() { # mcp_not_measured TARGET REASON
+  local reason; reason=$(printf '%s' "$2" | tr -d '\n' | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()[:300]))')
+  record "{\"case\":\"$1\",\"group\":\"mcp\",\"target\":\"$1\",\"not_measured\":$reason}"
+  log "$1: not measured: $2"
+}
+
+start_entitygate_mcp() { # start_entitygate_mcp UPSTREAM_PORT: sets PROXY_PID
+  local steps=""
+  [ -f "$BENCH/steps/all.toml" ] && steps=$(cat "$BENCH/steps/all.toml")
+  rm -f "$OUT/tmp/entitygate-mcp-audit.jsonl"
+  render "$BENCH/entitygate-mcp.toml" "$OUT/entitygate-mcp-$1.toml" PORT=$EG_PORT \
+    UPSTREAM_PORT="$1" JWT_PUB="$ROOT/certs/dev/jwt-rsa.pub" WORK="$OUT/tmp" STEPS="$steps"
+  COMPOSIO_API_KEY=sk_bench_only RUST_LOG=warn \
+    $PIN_PROXY "$EG" serve --config "$OUT/entitygate-mcp-$1.toml" >>"$OUT/entitygate.log" 2>&1 &
+  PROXY_PID=$!; PIDS+=("$PROXY_PID")
+  if ! wait_port $EG_PORT; then
+    MCP_WHY="entitygate did not start: $(tail -1 "$OUT/entitygate.log")"
+    stop "$PROXY_PID"; return 1
+  fi
+}
+
+mcp_jwks() { # mcp_jwks FILE: the JWKS of certs/dev/jwt-rsa.pub (kid "bench") for the peers
+  python3 - "$ROOT/certs/dev/jwt-rsa.pub" "$1" <<'PY'
+import base64, json, subprocess, sys
+text = subprocess.run(["openssl", "rsa", "-pubin", "-in", sys.argv[1], "-noout", "-text"],
+                      check=True, capture_output=True, text=True).stdout
+hexmod = subprocess.run(["openssl", "rsa", "-pubin", "-in", sys.argv[1], "-noout", "-modulus"],
+                        check=True, capture_output=True, text=True).stdout.split("=", 1)[1].strip()
+exp = int(text.split("Exponent:")[1].split()[0])
+b64 = lambda n: base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+key = {"kty": "RSA", "kid": "bench", "use": "sig", "alg": "RS256", "n": b64(int(hexmod, 16)), "e": b64(exp)}
+json.dump({"keys": [key]}, open(sys.argv[2], "w"))
+PY
+}
+
+# One target. mcp_target NAME STARTER [ANSWERS [SESSION_ROWS]]: STARTER ANSWER UPSTREAM_PORT
+# starts it and sets PROXY_PID plus MCP_ARGS (the generator's url/headers/--session/--tool),
+# or returns non-zero with the reason in MCP_WHY; ANSWERS (default "json sse") the answer
+# modes; SESSION_ROWS (default yes) whether the new-session and memory rows are measured (on
+# the first answer mode, in the first round).
+mcp_target() {
+  local name=$1 starter=$2 answers=${3:-json sse} rows=${4:-yes} answer port first=1
+  case "$MCP_SKIP" in *" $name "*) return 0 ;; esac
+  for answer in $answers; do
+    port=$UP_PORT; [ "$answer" = sse ] && port=$MCP_SSE_PORT
+    MCP_STATS_PORT=$port
+    MCP_WHY=""
+    if ! $starter "$answer" "$port"; then
+      mcp_not_measured "$name" "${MCP_WHY:-could not start}"
+      MCP_SKIP="$MCP_SKIP$name "
+      return 0
+    fi
+    mcp_calls "$name-$answer" "$name" "$answer" "$PROXY_PID" "${MCP_ARGS[@]}"
+    if [ "$first" = 1 ] && [ "$MCP_ROUND" = 1 ] && [ "$rows" = yes ]; then
+      mcp_sessions "$name" "$name" "$PROXY_PID" "${MCP_ARGS[@]}"
+      mcp_hold "$name" "$name" "$PROXY_PID" hold-sessions "${MCP_ARGS[@]}"
+      mcp_hold "$name" "$name" "$PROXY_PID" hold-streams "${MCP_ARGS[@]}"
+    fi
+    first=0
+    case "$name" in
+      direct) ;;
+      # Master and workers: its own stop (TERM to the process group, given time to end).
+      contextforge*) "$BENCH/peers/contextforge.sh" stop "$PROXY_PID" >>"$LOG" 2>&1 || true
+        forget "$PROXY_PID" ;;
+      *) stop "$PROXY_PID" ;;
+    esac
+  done
+}
+
+mcp_direct() { # the upstream itself (stateless, the project key as Composio wants it)
+  PROXY_PID=$MAIN_UP_PID; [ "$1" = sse ] && PROXY_PID=$MCP_SSE_PID
+  MCP_ARGS=(--url "http://127.0.0.1:$2/v3/mcp/bench?user_id=alice" --header "x-api-key: sk_bench_only" --tool "$MCP_TOOL")
+}
+mcp_eg_front_door() {
+  start_entitygate_mcp "$2" || return 1
+  MCP_ARGS=(--url "http://127.0.0.1:$EG_PORT/mcp" --header "Authorization: Bearer $MCP_TOKEN" --tool "$MCP_TOOL")
+}
+mcp_eg_v3() {
+  start_entitygate_mcp "$2" || return 1
+  MCP_ARGS=(--url "http://127.0.0.1:$EG_PORT/v3/mcp/bench" --header "Authorization: Bearer $MCP_TOKEN" --tool "$MCP_TOOL")
+}
+mcp_agentgateway() { # bench/peers/agentgateway.sh build prints the binary last (exit 3: cannot)
+  local script="$BENCH/peers/agentgateway.sh" tmpl="$BENCH/peers/agentgateway.yaml" bin
+  [ -x "$script" ] || { MCP_WHY="bench/peers/agentgateway.sh is missing"; return 1; }
+  [ -f "$tmpl" ] || { MCP_WHY="bench/peers/agentgateway.yaml is missing"; return 1; }
+  if [ -z "${AGW_BIN:-}" ]; then
+    if ! bin=$("$script" build 2>"$OUT/tmp/agw-build.err" | tail -1) || [ ! -x "$bin" ]; then
+      MCP_WHY="agentgateway.sh build: $(tail -1 "$OUT/tmp/agw-build.err")"; return 1
+    fi
+    AGW_BIN=$bin
+  fi
+  if [ ! -s "$OUT/tmp/jwks.json" ]; then
+    if [ -f "$BENCH/peers/jwks.py" ]; then
+      python3 "$BENCH/peers/jwks.py" "$ROOT/certs/dev/jwt-rsa.pub" "$OUT/tmp/jwks.json" bench
+    else
+      mcp_jwks "$OUT/tmp/jwks.json"
+    fi
+  fi
+  render "$tmpl" "$OUT/agentgateway-$1.yaml" PORT=$AGW_PORT \
+    UPSTREAM_URL="http://127.0.0.1:$2/mcp" JWKS_FILE="$OUT/tmp/jwks.json"
+  $PIN_PROXY "$AGW_BIN" -f "$OUT/agentgateway-$1.yaml" >>"$OUT/agentgateway.log" 2>&1 &
+  PROXY_PID=$!; PIDS+=("$PROXY_PID")
+  if ! wait_port $AGW_PORT; then
+    MCP_WHY="agentgateway did not listen on $AGW_PORT: $(tail -1 "$OUT/agentgateway.log")"
+    stop "$PROXY_PID"; return 1
+  fi
+  MCP_ARGS=(--url "http://127.0.0.1:$AGW_PORT${AGW_MCP_PATH:-/mcp}" --header "Authorization: Bearer $MCP_TOKEN" --tool "$MCP_TOOL" --session)
+}
+# contextforge.sh start PORT UPSTREAM_URL OUTDIR prints KEY=VALUE lines (PID, URL, TOOL,
+# TOKEN_FILE: its token has a jti and names a user of its database, alice@idp.bench).
+# CF_JSON_RESPONSE=false makes it answer the client with SSE (the sse rows); MCP_CF_STATEFUL
+# is its CF_STATEFUL (stateless, its default, opens a new upstream session per call).
+mcp_contextforge() {
+  local script="$BENCH/peers/contextforge.sh" info dir="$OUT/contextforge${MCP_CF_STATEFUL:+-stateful}-$1" k v json=true
+  [ "$1" = sse ] && json=false
+  [ -x "$script" ] || { MCP_WHY="bench/peers/contextforge.sh is missing"; return 1; }
+  if [ -z "${CF_INSTALLED:-}" ]; then
+    if ! "$script" install >>"$LOG" 2>"$OUT/tmp/cf-install.err"; then
+      MCP_WHY="contextforge.sh install: $(tail -1 "$OUT/tmp/cf-install.err")"; return 1
+    fi
+    CF_INSTALLED=1
+  fi
+  mkdir -p "$dir"
+  if ! info=$(CF_JSON_RESPONSE=$json CF_STATEFUL=${MCP_CF_STATEFUL:-false} \
+      $PIN_PROXY "$script" start $CF_PORT "http://127.0.0.1:$2/mcp" "$dir" 2>"$OUT/tmp/cf-start.err"); then
+    MCP_WHY="contextforge.sh start: $(tail -1 "$OUT/tmp/cf-start.err")"
+    k=$(printf '%s\n' "$info" | sed -n 's/^PID=//p' | tail -1)
+    [ -z "$k" ] || kill -TERM "$k" 2>/dev/null || true
+    return 1
+  fi
+  printf '%s\n' "$info" >> "$LOG"
+  local pid="" url="" tool="$MCP_TOOL" token="$MCP_TOKEN" stateful=1
+  while IFS='=' read -r k v; do
+    case "$k" in
+      PID) pid=$v ;; URL) url=$v ;; TOOL|TOOL_NAME) tool=$v ;;
+      TOKEN) token=$v ;; TOKEN_FILE) token=$(head -n 1 "$v") ;;
+      STATEFUL|SESSION) stateful=$v ;;
+    esac
+  done <<< "$info"
+  [ -n "$pid" ] && [ -n "$url" ] || { MCP_WHY="contextforge.sh start printed no PID= or URL="; return 1; }
+  PROXY_PID=$pid; PIDS+=("$PROXY_PID")
+  MCP_ARGS=(--url "$url" --header "Authorization: Bearer $token" --tool "$tool")
+  [ "$stateful" = 0 ] || MCP_ARGS+=(--session)
+}
+
+if want mcp; then
+  log "MCP: stand-ins on $UP_PORT (JSON) and $MCP_SSE_PORT (SSE)"
+  start_upstream $MCP_SSE_PORT --mcp-answer sse
+  MCP_SSE_PID=$UP_PID
+  "$UP" mint --alg RS256 --key-file "$ROOT/certs/dev/jwt-rsa.key" --issuer "$ISSUER" \
+    --audience "$AUDIENCE" --subject alice --kid bench --out "$OUT/tok-mcp.txt"
+  MCP_TOKEN=$(head -n 1 "$OUT/tok-mcp.txt")
+  # --repeat N: every target's calls rows N times, round by round (the report shows the
+  # median and the range); new sessions and held memory once.
+  MCP_SKIP=" "
+  for MCP_ROUND in $(seq 1 "$REPEAT"); do
+    mcp_target direct mcp_direct
+    mcp_target entitygate-front-door mcp_eg_front_door
+    mcp_target entitygate-v3 mcp_eg_v3 "json sse" no
+    mcp_target agentgateway mcp_agentgateway
+    # ContextForge as it comes (stateless), then stateful for the session rows.
+    mcp_target contextforge mcp_contextforge "json sse" no
+    MCP_CF_STATEFUL=true mcp_target contextforge-stateful mcp_contextforge json yes
+  done
+  stop "$MCP_SSE_PID"
+fi
+
 cleanup
 # The access log, the audit trail and the cold tokens are large and say nothing more.
-rm -f "$OUT/tmp/nginx-access.log" "$OUT/tmp/entitygate-audit.jsonl" "$OUT/tok-cold.txt"
+rm -f "$OUT/tmp/nginx-access.log" "$OUT/tmp/entitygate-audit.jsonl" "$OUT/tok-cold.txt" \
+  "$OUT/tmp/entitygate-mcp-audit.jsonl"
 # --- report ---------------------------------------------------------------------------------
 {
   echo "machine: $NCPU CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
@@ -805,6 +1070,9 @@ rm -f "$OUT/tmp/nginx-access.log" "$OUT/tmp/entitygate-audit.jsonl" "$OUT/tok-co
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "decision steps (bench/steps): $STEPS_CUR in every entitygate row but the steps group's"
   echo "mode: $MODE; groups: $ONLY${SKIPPED:+ (skipped: $SKIPPED)}; entitygate rows x$REPEAT; saturation ${SAT_SECS}s at $CONNS connections; rate $RATE req/s ($RATE_CONNS connections, random 0-$((2 * DELAY_MS)) ms pauses) for ${RATE_SECS}s; h2load $CONNS connections x $H2_STREAMS streams; TLS upstream ALPN $UP_ALPN"
+  if want mcp; then
+    echo "mcp: bench_mcp_load, saturation ${MCP_SAT_SECS}s at $MCP_CONNS connections; $MCP_RATE calls/s open-loop over $MCP_RATE_CONNS connections for ${MCP_RATE_SECS}s; new sessions $MCP_SESSION_RATE/s; $MCP_HOLD held sessions / streams; agentgateway: ${AGW_BIN:-not built} $( [ -n "${AGW_BIN:-}" ] && "$AGW_BIN" --version 2>/dev/null | tr -d '\n ' | head -c 300); steps: $( [ -f "$BENCH/steps/all.toml" ] && echo bench/steps/all.toml || echo none)"
+  fi
   echo
   python3 "$BENCH/report.py" "$RESULTS"
 } > "$OUT/report.md"

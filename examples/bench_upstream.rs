@@ -17,10 +17,19 @@
 //!   the bench's GitHub tools (for `entitygate tools lock`);
 //! - `GET /api/v3.1/connected_accounts?user_ids=U&...`: one ACTIVE GitHub account `ca_U`,
 //!   after `--lookup-delay-ms` (to make a burst overlap one lookup, as against the real one);
-//! - `GET /__stats`: how many of each it answered (JSON; `http2`: how many came over HTTP/2),
-//!   `POST /__reset` sets them to 0.
+//! - MCP over Streamable HTTP on `/mcp`, `/v3/mcp/{id}`, `/tool_router/{id}/mcp` ([`mcp`]):
+//!   POST answers `application/json`, or with `--mcp-answer sse` a one-event
+//!   `text/event-stream`; `initialize` hands out an `Mcp-Session-Id` (requests are accepted with
+//!   or without one), notifications get 202, `tools/list` the GitHub tools of [`github_tools`],
+//!   `tools/call` a small fixed result; `GET` with `Accept: text/event-stream` opens a stream
+//!   that stays open; `DELETE` 200;
+//! - `POST /api/v3.1/tool_router/session` (entitygate's MCP front door creates one per subject)
+//!   and `GET /api/v3.1/tool_router/session/{id}` (its owner);
+//! - `GET /__stats`: how many of each it answered (JSON; `http2`: how many came over HTTP/2;
+//!   `mcp_streams_open`: event streams open now), `POST /__reset` sets them to 0.
 //!
-//! `mint` writes one token per line for users `{prefix}0 .. {prefix}{count-1}` (HS256 with the
+//! `mint` writes one token per line for users `{prefix}0 .. {prefix}{count-1}`, or one for
+//! `--subject S` exactly (HS256 with the
 //! secret from an environment variable, or RS256/ES256 with a PEM private key file).
 
 use std::convert::Infallible;
@@ -31,13 +40,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+
+#[path = "bench_upstream/mcp.rs"]
+mod mcp;
 
 #[derive(Default)]
 struct Stats {
@@ -48,11 +60,24 @@ struct Stats {
     body_bytes: AtomicU64,
     /// Requests of any kind that arrived over HTTP/2 (to see what a proxy spoke upstream).
     http2: AtomicU64,
+    mcp_calls: AtomicU64,
+    mcp_initialize: AtomicU64,
+    mcp_notifications: AtomicU64,
+    mcp_lists: AtomicU64,
+    mcp_deletes: AtomicU64,
+    mcp_other: AtomicU64,
+    mcp_streams_opened: AtomicU64,
+    /// A gauge, not a counter: `__reset` leaves it alone.
+    mcp_streams_open: AtomicU64,
+    sessions_created: AtomicU64,
+    session_lookups: AtomicU64,
 }
 
 struct Upstream {
     stats: Stats,
     lookup_delay: Duration,
+    framing: mcp::Framing,
+    next_session: AtomicU64,
 }
 
 const EXECUTE_ANSWER: &[u8] = br#"{"data":{"id":1347,"number":42,"state":"open","title":"Bug: login fails","html_url":"https://github.com/acme/app/issues/42"},"error":null,"successful":true,"log_id":"log_bench_0001"}"#;
@@ -69,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("serve") => serve(&args),
         Some("mint") => mint(&args),
         _ => {
-            eprintln!("usage: bench_upstream serve --listen ADDR [--threads N] [--lookup-delay-ms MS] [--tls-cert PEM --tls-key PEM [--alpn h2,http/1.1]]\n       bench_upstream mint --alg HS256|RS256|ES256 (--secret-env VAR | --key-file PEM) --issuer ISS --audience AUD --prefix P --count N [--ttl-secs S] --out FILE");
+            eprintln!("usage: bench_upstream serve --listen ADDR [--threads N] [--lookup-delay-ms MS] [--mcp-answer json|sse] [--tls-cert PEM --tls-key PEM [--alpn h2,http/1.1]]\n       bench_upstream mint --alg HS256|RS256|ES256 (--secret-env VAR | --key-file PEM) --issuer ISS --audience AUD (--prefix P --count N | --subject S) [--kid KID] [--ttl-secs S] --out FILE");
             std::process::exit(2);
         }
     }
@@ -84,6 +109,11 @@ fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     }
     let threads: usize = arg(args, "--threads").map_or(Ok(1), |t| t.parse())?;
     let delay: u64 = arg(args, "--lookup-delay-ms").map_or(Ok(0), |t| t.parse())?;
+    let framing = match arg(args, "--mcp-answer").as_deref() {
+        None | Some("json") => mcp::Framing::Json,
+        Some("sse") => mcp::Framing::Sse,
+        Some(other) => return Err(format!("--mcp-answer json|sse, not {other}").into()),
+    };
     let rt = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -97,6 +127,8 @@ fn serve(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let up = Arc::new(Upstream {
         stats: Stats::default(),
         lookup_delay: Duration::from_millis(delay),
+        framing,
+        next_session: AtomicU64::new(1),
     });
     let tls = match (arg(args, "--tls-cert"), arg(args, "--tls-key")) {
         (Some(cert), Some(key)) => {
@@ -178,8 +210,8 @@ fn tls_config(
     Ok(Arc::new(config))
 }
 
-fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
+fn json(status: StatusCode, body: impl Into<Bytes>) -> mcp::Answer {
+    let mut resp = Response::new(Either::Left(Full::new(body.into())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -198,11 +230,35 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 }
 
 impl Upstream {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let path = req.uri().path().to_owned();
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> mcp::Answer {
+        let path = req.uri().path();
         let s = &self.stats;
         if req.version() == http::Version::HTTP_2 {
             s.http2.fetch_add(1, Ordering::Relaxed);
+        }
+        if mcp::is_mcp_path(path) {
+            let method = req.method().clone();
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .map_or(&b""[..], HeaderValue::as_bytes)
+                .to_owned();
+            if method != Method::POST {
+                return self.mcp(&method, &accept, b"");
+            }
+            return match req.into_body().collect().await {
+                Ok(b) => self.mcp(&method, &accept, &b.to_bytes()),
+                Err(_) => json(StatusCode::BAD_REQUEST, "{}"),
+            };
+        }
+        let path = path.to_owned();
+        if req.method() == Method::POST
+            && (path == "/api/v3.1/tool_router/session" || path == "/api/v3/tool_router/session")
+        {
+            return match req.into_body().collect().await {
+                Ok(b) => self.create_session(&b.to_bytes()),
+                Err(_) => json(StatusCode::BAD_REQUEST, "{}"),
+            };
         }
         if req.method() == Method::POST && path.contains("/tools/execute/") {
             let n = match req.into_body().collect().await {
@@ -252,6 +308,12 @@ impl Upstream {
                 let body = serde_json::json!({ "items": github_tools(), "next_cursor": null });
                 return json(StatusCode::OK, body.to_string());
             }
+            if let Some(id) = path
+                .strip_prefix("/api/v3.1/tool_router/session/")
+                .or_else(|| path.strip_prefix("/api/v3/tool_router/session/"))
+            {
+                return self.session_owner(id);
+            }
             if path == "/__stats" {
                 let body = serde_json::json!({
                     "executes": s.executes.load(Ordering::Relaxed),
@@ -260,6 +322,16 @@ impl Upstream {
                     "other": s.other.load(Ordering::Relaxed),
                     "body_bytes": s.body_bytes.load(Ordering::Relaxed),
                     "http2": s.http2.load(Ordering::Relaxed),
+                    "mcp_calls": s.mcp_calls.load(Ordering::Relaxed),
+                    "mcp_initialize": s.mcp_initialize.load(Ordering::Relaxed),
+                    "mcp_notifications": s.mcp_notifications.load(Ordering::Relaxed),
+                    "mcp_lists": s.mcp_lists.load(Ordering::Relaxed),
+                    "mcp_deletes": s.mcp_deletes.load(Ordering::Relaxed),
+                    "mcp_other": s.mcp_other.load(Ordering::Relaxed),
+                    "mcp_streams_opened": s.mcp_streams_opened.load(Ordering::Relaxed),
+                    "mcp_streams_open": s.mcp_streams_open.load(Ordering::Relaxed),
+                    "sessions_created": s.sessions_created.load(Ordering::Relaxed),
+                    "session_lookups": s.session_lookups.load(Ordering::Relaxed),
                 });
                 return json(StatusCode::OK, body.to_string());
             }
@@ -272,6 +344,15 @@ impl Upstream {
                 &s.other,
                 &s.body_bytes,
                 &s.http2,
+                &s.mcp_calls,
+                &s.mcp_initialize,
+                &s.mcp_notifications,
+                &s.mcp_lists,
+                &s.mcp_deletes,
+                &s.mcp_other,
+                &s.mcp_streams_opened,
+                &s.sessions_created,
+                &s.session_lookups,
             ] {
                 c.store(0, Ordering::Relaxed);
             }
@@ -378,8 +459,13 @@ fn mint(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let alg = need("--alg")?;
     let issuer = need("--issuer")?;
     let audience = need("--audience")?;
-    let prefix = need("--prefix")?;
-    let count: usize = need("--count")?.parse()?;
+    // `--subject S`: one token for exactly S (the MCP table's "alice", whom every gateway's
+    // rule names); else users {prefix}0 .. {prefix}{count-1}.
+    let subject = arg(args, "--subject");
+    let (prefix, count) = match &subject {
+        Some(_) => (String::new(), 1),
+        None => (need("--prefix")?, need("--count")?.parse()?),
+    };
     let ttl: u64 = arg(args, "--ttl-secs").map_or(Ok(3600), |t| t.parse())?;
     let out = need("--out")?;
     let (algorithm, key) = match alg.as_str() {
@@ -402,11 +488,14 @@ fn mint(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unsupported --alg {other}").into()),
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let header = Header::new(algorithm);
+    let mut header = Header::new(algorithm);
+    // `--kid`: agentgateway picks the JWKS key by the token's kid (the MCP table's peers).
+    header.kid = arg(args, "--kid");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
     for i in 0..count {
+        let sub = subject.clone().unwrap_or_else(|| format!("{prefix}{i}"));
         let claims = serde_json::json!({
-            "sub": format!("{prefix}{i}"), "iss": issuer, "aud": audience,
+            "sub": sub, "iss": issuer, "aud": audience,
             "iat": now, "exp": now + ttl,
         });
         writeln!(w, "{}", jsonwebtoken::encode(&header, &claims, &key)?)?;
