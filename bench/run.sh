@@ -894,16 +894,17 @@ mcp_not_measured() { # mcp_not_measured TARGET REASON
 }
 
 start_entitygate_mcp() { # start_entitygate_mcp UPSTREAM_PORT: sets PROXY_PID
-  local steps=""
-  [ -f "$BENCH/steps/all.toml" ] && steps=$(cat "$BENCH/steps/all.toml")
   rm -f "$OUT/tmp/entitygate-mcp-audit.jsonl"
   render "$BENCH/entitygate-mcp.toml" "$OUT/entitygate-mcp-$1.toml" PORT=$EG_PORT \
-    UPSTREAM_PORT="$1" JWT_PUB="$ROOT/certs/dev/jwt-rsa.pub" WORK="$OUT/tmp" STEPS="$steps"
+    UPSTREAM_PORT="$1" JWT_PUB="$ROOT/certs/dev/jwt-rsa.pub" WORK="$OUT/tmp"
+  # The decision steps as in every entitygate row (STEPS, default all; the tool lock's
+  # tools.lock.json is the one steps_setup wrote beside the configurations).
+  steps_insert "$OUT/entitygate-mcp-$1.toml" "$STEPS_CUR"
   COMPOSIO_API_KEY=sk_bench_only RUST_LOG=warn \
     $PIN_PROXY "$EG" serve --config "$OUT/entitygate-mcp-$1.toml" >>"$OUT/entitygate.log" 2>&1 &
   PROXY_PID=$!; PIDS+=("$PROXY_PID")
   if ! wait_port $EG_PORT; then
-    MCP_WHY="entitygate did not start: $(tail -1 "$OUT/entitygate.log")"
+    MCP_WHY="entitygate did not start: $(grep -v '^[[:space:]]*$' "$OUT/entitygate.log" | tail -1)"
     stop "$PROXY_PID"; return 1
   fi
 }
