@@ -337,6 +337,21 @@ def mcp_tables(rows):
         cells.append(str(errs))
         print(f"| {target} | {answer} | " + " | ".join(cells) + " |")
 
+    own = [(key, r) for key in order for r in rounds[key] if r.get("mcp_rate_own")]
+    if own:
+        print()
+        print(f"Targets that could not keep {rate:.0f} calls/s, at half the calls/s they reached "
+              f"at saturation (a rate they keep; absolute latency, no direct run at that rate):")
+        print()
+        print("| target | answer | rate | rate achieved | p50 ms | p99 ms | p99.9 ms | errors |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for (target, answer), r in own:
+            q = r["mcp_rate_own"]
+            print(f'| {target} | {answer} | {q.get("rate", float("nan")):.0f}/s '
+                  f'| {q.get("rps", float("nan")):.1f}/s | {q.get("p50_ms", float("nan")):.3f} '
+                  f'| {q.get("p99_ms", float("nan")):.3f} | {q.get("p999_ms", float("nan")):.3f} '
+                  f'| {max(q.get("errors", 0), 0)} |')
+
     sess = {r["target"]: r for r in rows if kind(r) == "mcp-sessions"}
     held = {}
     for r in rows:
