@@ -922,9 +922,13 @@ async fn tool_drift_found_on_one_replica_is_refused_on_every_replica() {
     let (status, _, listed) = fleet.request(req).await;
     assert_eq!(status, StatusCode::OK);
     assert!(!listed.to_string().contains(TOOL), "{listed}");
-    let before = executions(&fleet.sandbox);
+    // The bus delivers within moments, not at once: until it has, a replica may still run the
+    // tool (and `until`'s own attempts count as executions). Once it refuses, nothing runs.
     for i in [1, 2] {
         fleet.until(i, "alice", StatusCode::FORBIDDEN).await;
+    }
+    let before = executions(&fleet.sandbox);
+    for i in [1, 2] {
         let (_, _, err) = fleet.execute(i, "alice").await;
         assert_eq!(
             err["error"]["slug"], "tool_definition_changed",
