@@ -22,6 +22,8 @@
 # STEPS=VARIANT (default all) is the bench/steps/VARIANT.toml every entitygate row runs with
 # (argument constraints, approvals, the tool lock); `STEPS=none` for an EG_BEFORE binary older
 # than those settings. The steps group runs each variant in turn (see "steps" below).
+# MCP_SKIP_TARGETS="direct agentgateway ..." leaves those targets out of the mcp group (to rerun
+# one peer alone; the MCP table is meant to come from one run of them all).
 #
 # What runs, all on 127.0.0.1: bench_upstream (examples/bench_upstream.rs, a fast stand-in for
 # Composio), and in turn each proxy in front of it: nginx (plain proxy_pass, keep-alive
@@ -851,7 +853,10 @@ mcp_calls() {
   local own_rate own=null
   own_rate=$(python3 -c 'import json,sys; s=json.loads(sys.argv[1]); r=json.loads(sys.argv[2]); print(int(s.get("rps", 0) / 2) if r.get("missed", 0) > 0.01 * max(r.get("due", 1), 1) else 0)' "$sat" "$rate" 2>/dev/null || echo 0)
   if [ "$own_rate" -ge 1 ]; then
-    own=$(mcp_load "$@" --connections "$MCP_RATE_CONNS" --rate "$own_rate" --warmup 1 \
+    # No more connections than calls per second: a connection left idle for seconds is closed
+    # by servers with a short keep-alive (uvicorn's is 5 s), which would count as errors.
+    local own_conns=$(( own_rate < MCP_RATE_CONNS ? own_rate : MCP_RATE_CONNS ))
+    own=$(mcp_load "$@" --connections "$own_conns" --rate "$own_rate" --warmup 1 \
       --duration "$MCP_RATE_SECS")
   fi
   record "{\"case\":\"$case\",\"group\":\"mcp\",\"target\":\"$target\",\"answer\":\"$answer\",\"mcp_sat\":$sat,\"mcp_rate\":$rate,\"mcp_rate_own\":$own,\"cpu_ticks\":$((c1 - c0)),\"clk_tck\":$CLK_TCK,\"hwm_kb\":$(mem_kb "$pid" VmHWM),\"sat_secs\":$MCP_SAT_SECS,\"upstream_calls\":$((calls1 - calls0))}"
@@ -1050,7 +1055,7 @@ if want mcp; then
   MCP_TOKEN=$(head -n 1 "$OUT/tok-mcp.txt")
   # --repeat N: every target's calls rows N times, round by round (the report shows the
   # median and the range); new sessions and held memory once.
-  MCP_SKIP=" "
+  MCP_SKIP=" ${MCP_SKIP_TARGETS:-} "  # MCP_SKIP_TARGETS="a b": targets not to run
   for MCP_ROUND in $(seq 1 "$REPEAT"); do
     mcp_target direct mcp_direct
     mcp_target entitygate-front-door mcp_eg_front_door

@@ -97,11 +97,16 @@ def main() -> None:
     if len(allowed) != len(a.allow):
         sys.exit(f"upstream lacks some of {a.allow}: has {[original(t) for t in tools]}")
 
-    password = secrets.token_urlsafe(16) + "Aa1!"
-    user = c.post(
-        "/v1/auth/email/admin/users",
-        json={"email": a.user, "password": password, "full_name": a.user, "is_admin": False},
-    )
+    # A random password now and then trips its password policy ("too many sequential
+    # characters"): a few fresh ones before giving up.
+    for _ in range(8):
+        password = secrets.token_urlsafe(16) + "Aa1!"
+        user = c.post(
+            "/v1/auth/email/admin/users",
+            json={"email": a.user, "password": password, "full_name": a.user, "is_admin": False},
+        )
+        if not (user.status_code == 400 and "assword" in user.text):
+            break
     check(user, f"create user {a.user}")
     # A new user holds platform_viewer (no tools.execute) globally, and team_admin only in a
     # personal team her token does not name. RBAC grants the call: a global role with just the
