@@ -689,7 +689,7 @@ fn top_level_spans(text: &str, keys: &[Cow<'_, str>]) -> Option<Vec<(String, usi
 
 /// An object key, borrowed from the body when it has no escapes (serde's own `Cow` always
 /// allocates): one allocation per key would dominate the check of a body of short keys.
-struct Key<'de>(Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -7,13 +7,13 @@
 //! the caller's map of every claim) after parsing the header a second time; the cold path now
 //! pays one header parse ([`super::read_header`]), one signature check and this one pass.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
+use crate::rewrite::Key;
 
 /// A claim's value as far as a decision needs to know it. Arrays of strings are kept (`iss`
 /// and `aud` may be lists); any other array, and every object, is only [`Loose::Compound`].
@@ -241,30 +241,5 @@ impl<'de> Visitor<'de> for &Reader<'_> {
             c.duplicate |= slot.replace(loose).is_some();
         }
         Ok(c)
-    }
-}
-
-/// A claim name, borrowed from the payload when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a claim name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
     }
 }
