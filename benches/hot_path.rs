@@ -81,6 +81,31 @@ fn token(alg: Algorithm, sub: &str) -> String {
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
 
+/// One criterion row over the gateway's service: a fresh request per iteration (the service
+/// consumes the body), the call awaited on `rt`.
+fn bench_calls<B>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    svc: &entitygate::proxy::Proxy,
+    request: impl Fn() -> http::Request<B>,
+) where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    use tower::Service;
+    c.bench_function(name, |b| {
+        b.to_async(rt).iter_batched(
+            &request,
+            |req| {
+                let mut svc = svc.clone();
+                async move { svc.call(req).await.unwrap() }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 fn routing(c: &mut Criterion) {
     c.bench_function("path_check+classify", |b| {
         b.iter(|| {
@@ -352,16 +377,7 @@ fn carriers(c: &mut Criterion) {
             "{name} warms up to the gate"
         );
         sandbox.clear();
-        c.bench_function(name, |b| {
-            b.to_async(&rt).iter_batched(
-                || request(path, &body),
-                |req| {
-                    let mut svc = svc.clone();
-                    async move { svc.call(req).await.unwrap() }
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        bench_calls(c, &rt, name, &svc, || request(path, &body));
         assert_eq!(sandbox.count("POST", "/"), 0, "nothing was forwarded");
     }
     sandbox.stop();
@@ -613,16 +629,7 @@ fn constraints(c: &mut Criterion) {
         let resp = rt.block_on(svc.clone().call(request())).unwrap();
         // Every constraint held: refused by the connection gate (alice's Gmail is expired).
         assert_eq!(resp.status(), http::StatusCode::BAD_REQUEST, "{name}");
-        c.bench_function(name, |b| {
-            b.to_async(&rt).iter_batched(
-                request,
-                |req| {
-                    let mut svc = svc.clone();
-                    async move { svc.call(req).await.unwrap() }
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        bench_calls(c, &rt, name, &svc, request);
         assert_eq!(sandbox.count("POST", "/"), 0, "nothing was forwarded");
     }
     sandbox.stop();
@@ -686,16 +693,7 @@ if = 'args.owner.lowerAscii() != "acme"'
         let svc = gateway.service();
         let resp = rt.block_on(svc.clone().call(request())).unwrap();
         assert_eq!(resp.status(), http::StatusCode::OK, "{name}: forwarded");
-        c.bench_function(name, |b| {
-            b.to_async(&rt).iter_batched(
-                request,
-                |req| {
-                    let mut svc = svc.clone();
-                    async move { svc.call(req).await.unwrap() }
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        bench_calls(c, &rt, name, &svc, request);
     }
     sandbox.stop();
 }
